@@ -47,12 +47,14 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -83,7 +85,10 @@ pub fn root_tests_unavailable() -> Option<String> {
         return Some("no cgroup2 hierarchy is mounted".into());
     };
     if !mount.join("cgroup.kill").exists() && !mount.join("cgroup.procs").exists() {
-        return Some(format!("{} does not look like a cgroup2 mount", mount.display()));
+        return Some(format!(
+            "{} does not look like a cgroup2 mount",
+            mount.display()
+        ));
     }
     let probe = mount.join(format!("{TEST_ROOT_PREFIX}probe.{}", std::process::id()));
     match fs::create_dir(&probe) {
@@ -91,7 +96,10 @@ pub fn root_tests_unavailable() -> Option<String> {
             let _ = fs::remove_dir(&probe);
             None
         }
-        Err(e) => Some(format!("cgroup2 at {} is not writable: {e}", mount.display())),
+        Err(e) => Some(format!(
+            "cgroup2 at {} is not writable: {e}",
+            mount.display()
+        )),
     }
 }
 
@@ -137,7 +145,10 @@ impl TestRoot {
 impl Drop for TestRoot {
     fn drop(&mut self) {
         if let Err(e) = destroy_tree(&self.path, Duration::from_secs(10)) {
-            let msg = format!("test root {} could not be removed: {e}", self.path.display());
+            let msg = format!(
+                "test root {} could not be removed: {e}",
+                self.path.display()
+            );
             if std::thread::panicking() {
                 eprintln!("{msg}");
             } else {
@@ -149,16 +160,18 @@ impl Drop for TestRoot {
 
 /// Remove test roots whose creating process no longer exists.
 pub fn sweep_stale(mount: &Path) {
-    let Ok(entries) = fs::read_dir(mount) else { return };
+    let Ok(entries) = fs::read_dir(mount) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(TEST_ROOT_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(TEST_ROOT_PREFIX) else {
+            continue;
+        };
         let pid = rest.split('.').find_map(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            if let Err(err) = destroy_tree(&e.path(), Duration::from_secs(10)) {
-                eprintln!("sweep: {}: {err}", e.path().display());
-            }
+        if !alive && let Err(err) = destroy_tree(&e.path(), Duration::from_secs(10)) {
+            eprintln!("sweep: {}: {err}", e.path().display());
         }
     }
 }
@@ -244,7 +257,11 @@ pub fn wait_unpopulated(path: &Path, timeout: Duration) -> bool {
         if left.is_zero() {
             return false;
         }
-        let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
         let ms = left.as_millis().min(50) as libc::c_int;
         // SAFETY: pfd is a valid pollfd for the duration of the call; nfds is 1.
         unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
@@ -271,7 +288,9 @@ pub fn procs_recursive(path: &Path) -> Vec<i32> {
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -290,7 +309,9 @@ mod tests {
 
     #[test]
     fn test_root_is_created_and_removed() {
-        let Some(root) = test_root("test_root_is_created_and_removed") else { return };
+        let Some(root) = test_root("test_root_is_created_and_removed") else {
+            return;
+        };
         let p = root.path().to_path_buf();
         fs::create_dir(p.join("child")).unwrap();
         assert!(p.is_dir());

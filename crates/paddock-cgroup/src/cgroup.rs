@@ -1,0 +1,451 @@
+//! The handle on one sandbox cgroup.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+use crate::counters::Counters;
+use crate::dir::Dir;
+use crate::events::EventsWatch;
+use crate::name::CgroupName;
+use crate::stats::{CpuMax, CpuStat, Events, Max, MemoryEvents, parse_u64};
+use crate::{Error, Result};
+
+/// The extended attribute that records who owns a cgroup.
+pub const OWNER_XATTR: &str = "user.paddock.owner";
+
+/// One cgroup that paddock created or opened under its root, held by directory fd.
+///
+/// The handle stays usable after a failed or cancelled removal: nothing is marked removed
+/// before removal succeeded, and removing twice is not an error.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub(crate) parent: Arc<Dir>,
+    pub(crate) name: CgroupName,
+    pub(crate) dir: Dir,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// A resource limit, as written to its interface file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `memory.max`, bytes: the hard limit; above it the OOM killer runs.
+    MemoryMax(Max),
+    /// `memory.high`, bytes: the throttling limit.
+    MemoryHigh(Max),
+    /// `cpu.max`: quota per period.
+    CpuMax(CpuMax),
+    /// `cpu.weight`, 1..=10000 (default 100).
+    CpuWeight(u64),
+    /// `pids.max`: processes and threads in the subtree.
+    PidsMax(Max),
+    /// `cgroup.max.descendants`: child cgroups the payload may create below.
+    MaxDescendants(Max),
+    /// `cgroup.max.depth`: how deep the payload may nest cgroups below.
+    MaxDepth(Max),
+}
+
+/// Which limit to read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `memory.max`
+    MemoryMax,
+    /// `memory.high`
+    MemoryHigh,
+    /// `cpu.max`
+    CpuMax,
+    /// `cpu.weight`
+    CpuWeight,
+    /// `pids.max`
+    PidsMax,
+    /// `cgroup.max.descendants`
+    MaxDescendants,
+    /// `cgroup.max.depth`
+    MaxDepth,
+}
+
+impl LimitKind {
+    /// The interface file and the controller that provides it (`None` for core files).
+    pub fn file(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            LimitKind::MemoryMax => ("memory.max", Some("memory")),
+            LimitKind::MemoryHigh => ("memory.high", Some("memory")),
+            LimitKind::CpuMax => ("cpu.max", Some("cpu")),
+            LimitKind::CpuWeight => ("cpu.weight", Some("cpu")),
+            LimitKind::PidsMax => ("pids.max", Some("pids")),
+            LimitKind::MaxDescendants => ("cgroup.max.descendants", None),
+            LimitKind::MaxDepth => ("cgroup.max.depth", None),
+        }
+    }
+}
+
+impl Limit {
+    /// Which limit this is.
+    pub fn kind(&self) -> LimitKind {
+        match self {
+            Limit::MemoryMax(_) => LimitKind::MemoryMax,
+            Limit::MemoryHigh(_) => LimitKind::MemoryHigh,
+            Limit::CpuMax(_) => LimitKind::CpuMax,
+            Limit::CpuWeight(_) => LimitKind::CpuWeight,
+            Limit::PidsMax(_) => LimitKind::PidsMax,
+            Limit::MaxDescendants(_) => LimitKind::MaxDescendants,
+            Limit::MaxDepth(_) => LimitKind::MaxDepth,
+        }
+    }
+
+    fn value(&self) -> Result<String> {
+        Ok(match *self {
+            Limit::MemoryMax(m) | Limit::MemoryHigh(m) | Limit::PidsMax(m) => m.to_file_string(),
+            Limit::MaxDescendants(m) | Limit::MaxDepth(m) => m.to_file_string(),
+            Limit::CpuMax(c) => {
+                if !(1000..=1_000_000).contains(&c.period_us)
+                    || c.quota_us.is_some_and(|q| q < 1000)
+                {
+                    return Err(Error::InvalidValue {
+                        what: "cpu.max",
+                        reason: format!(
+                            "period must be 1000..=1000000 µs and quota at least 1000 µs, got {c:?}"
+                        ),
+                    });
+                }
+                c.to_file_string()
+            }
+            Limit::CpuWeight(w) => {
+                if !(1..=10_000).contains(&w) {
+                    return Err(Error::InvalidValue {
+                        what: "cpu.weight",
+                        reason: format!("{w} is not in 1..=10000"),
+                    });
+                }
+                w.to_string()
+            }
+        })
+    }
+}
+
+/// Resource usage of a cgroup subtree. A field is `None` when its controller is not enabled
+/// for this cgroup: absent, not zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// `cpu.stat` (always present in cgroup v2).
+    pub cpu: Option<CpuStat>,
+    /// `memory.current`, bytes.
+    pub memory_current: Option<u64>,
+    /// `memory.peak`, bytes (kernel 5.19+).
+    pub memory_peak: Option<u64>,
+    /// `memory.events`.
+    pub memory_events: Option<MemoryEvents>,
+    /// `pids.current`.
+    pub pids_current: Option<u64>,
+}
+
+/// A live member of a cgroup, held by pidfd so that signalling it can never hit a process
+/// that reused its PID.
+#[derive(Debug)]
+pub struct Member {
+    /// The PID read from `cgroup.procs`.
+    pub pid: i32,
+    /// A pidfd bound to that process, verified to be in the cgroup after it was opened.
+    pub pidfd: OwnedFd,
+}
+
+impl Cgroup {
+    /// The cgroup's name (its directory name under the root).
+    pub fn name(&self) -> &CgroupName {
+        &self.name
+    }
+
+    /// The absolute path of the cgroup directory.
+    pub fn path(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// The path inside the cgroup hierarchy, as `/proc/<pid>/cgroup` shows it for members.
+    pub fn hierarchy_path(&self) -> &str {
+        &self.dir.hier
+    }
+
+    /// The cgroup directory's `O_DIRECTORY` fd, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.borrowed()
+    }
+
+    /// A separate fd of the cgroup directory that the caller owns and releases by dropping.
+    pub fn open_dir_fd(&self) -> Result<OwnedFd> {
+        self.dir.fd.try_clone().map_err(|e| {
+            Error::io(
+                "dup",
+                &self.dir.path,
+                Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            )
+        })
+    }
+
+    /// The counters this cgroup reports into.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Reads `cgroup.events`.
+    pub fn events(&self) -> Result<Events> {
+        Events::parse(&self.dir.read("cgroup.events")?)
+    }
+
+    /// Opens `cgroup.events` for event-driven waits (needs a tokio runtime).
+    pub fn watch(&self) -> Result<EventsWatch> {
+        EventsWatch::open(&self.dir)
+    }
+
+    /// PIDs in this cgroup only (`cgroup.procs`).
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        Ok(self.dir.procs()?.unwrap_or_default())
+    }
+
+    /// PIDs in this cgroup and all descendants. Read errors are returned, never ignored;
+    /// only descendants that vanish during the walk, or threaded ones (their processes are
+    /// listed at the threaded domain above them), contribute nothing.
+    pub fn procs_recursive(&self) -> Result<Vec<i32>> {
+        let mut out = Vec::new();
+        self.dir.procs_recursive(&mut out)?;
+        Ok(out)
+    }
+
+    /// Names of the child cgroups (created by the payload, or by paddock for nesting).
+    pub fn children(&self) -> Result<Vec<String>> {
+        self.dir.children()
+    }
+
+    /// Creates a child cgroup under this one.
+    pub fn create_child(&self, name: &CgroupName) -> Result<Cgroup> {
+        if !self.dir.mkdir_child(name.as_str())? {
+            return Err(Error::AlreadyExists {
+                path: self.dir.path.join(name.as_str()),
+            });
+        }
+        self.open_child(name)
+    }
+
+    /// Opens an existing child cgroup.
+    pub fn open_child(&self, name: &CgroupName) -> Result<Cgroup> {
+        let dir = self.dir.open_child(name.as_str())?;
+        let parent = Dir {
+            fd: self.open_dir_fd()?,
+            path: self.dir.path.clone(),
+            hier: self.dir.hier.clone(),
+        };
+        Ok(Cgroup {
+            parent: Arc::new(parent),
+            name: name.clone(),
+            dir,
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// Requests a freeze (`cgroup.freeze` = 1); it completes when `frozen 1` is reported.
+    pub fn freeze(&self) -> Result<()> {
+        self.dir.write("cgroup.freeze", "1")
+    }
+
+    /// Requests a thaw (`cgroup.freeze` = 0).
+    pub fn thaw(&self) -> Result<()> {
+        self.dir.write("cgroup.freeze", "0")
+    }
+
+    /// Freezes and waits (event-driven) for `frozen 1`; `Ok(false)` on timeout (a process
+    /// in uninterruptible sleep can delay a freeze).
+    pub async fn freeze_wait(&self, timeout: std::time::Duration) -> Result<bool> {
+        let w = self.watch()?;
+        self.freeze()?;
+        w.wait_frozen(true, timeout).await
+    }
+
+    /// Thaws and waits for `frozen 0`.
+    pub async fn thaw_wait(&self, timeout: std::time::Duration) -> Result<bool> {
+        let w = self.watch()?;
+        self.thaw()?;
+        w.wait_frozen(false, timeout).await
+    }
+
+    /// Sets a limit. A controller that is not enabled for this cgroup is a
+    /// [`Error::ControllerUnavailable`] naming it; an out-of-range value changes nothing.
+    pub fn set_limit(&self, limit: Limit) -> Result<()> {
+        let value = limit.value()?;
+        let (file, ctrl) = limit.kind().file();
+        match self.dir.write(file, &value) {
+            Err(e) if e.errno() == Some(Errno::NOENT) => {
+                Err(self.unavailable(ctrl.unwrap_or(file)))
+            }
+            other => other,
+        }
+    }
+
+    /// Reads a limit back; `Ok(None)` when its controller is not enabled here.
+    pub fn limit(&self, kind: LimitKind) -> Result<Option<Limit>> {
+        let (file, _) = kind.file();
+        let Some(text) = self.dir.read_opt(file)? else {
+            return Ok(None);
+        };
+        Ok(Some(match kind {
+            LimitKind::MemoryMax => Limit::MemoryMax(Max::parse("memory.max", &text)?),
+            LimitKind::MemoryHigh => Limit::MemoryHigh(Max::parse("memory.high", &text)?),
+            LimitKind::CpuMax => Limit::CpuMax(CpuMax::parse(&text)?),
+            LimitKind::CpuWeight => Limit::CpuWeight(parse_u64("cpu.weight", &text)?),
+            LimitKind::PidsMax => Limit::PidsMax(Max::parse("pids.max", &text)?),
+            LimitKind::MaxDescendants => {
+                Limit::MaxDescendants(Max::parse("cgroup.max.descendants", &text)?)
+            }
+            LimitKind::MaxDepth => Limit::MaxDepth(Max::parse("cgroup.max.depth", &text)?),
+        }))
+    }
+
+    /// Whether `controller` is enabled for this cgroup (listed in its `cgroup.controllers`).
+    pub fn has_controller(&self, controller: &str) -> Result<bool> {
+        Ok(self
+            .dir
+            .read("cgroup.controllers")?
+            .split_whitespace()
+            .any(|c| c == controller))
+    }
+
+    fn unavailable(&self, controller: &str) -> Error {
+        Error::ControllerUnavailable {
+            controller: controller.to_owned(),
+            path: self.dir.path.clone(),
+            detail: "it is not enabled for this cgroup; enable it on the managed root \
+                     (Root::enable_controllers / --controllers) where the hierarchy offers it"
+                .into(),
+        }
+    }
+
+    /// Reads usage statistics; missing controllers give `None` fields.
+    pub fn stats(&self) -> Result<Stats> {
+        let num = |file: &'static str| -> Result<Option<u64>> {
+            self.dir
+                .read_opt(file)?
+                .map(|t| parse_u64(file, &t))
+                .transpose()
+        };
+        Ok(Stats {
+            cpu: self
+                .dir
+                .read_opt("cpu.stat")?
+                .map(|t| CpuStat::parse(&t))
+                .transpose()?,
+            memory_current: num("memory.current")?,
+            memory_peak: num("memory.peak")?,
+            memory_events: self
+                .dir
+                .read_opt("memory.events")?
+                .map(|t| MemoryEvents::parse(&t))
+                .transpose()?,
+            pids_current: num("pids.current")?,
+        })
+    }
+
+    /// Tags the cgroup with [`OWNER_XATTR`] = `owner`, so a restarted supervisor can prove
+    /// which cgroups are its own.
+    pub fn set_owner(&self, owner: &str) -> Result<()> {
+        rustix::fs::fsetxattr(
+            &self.dir.fd,
+            OWNER_XATTR,
+            owner.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| Error::io("setxattr user.paddock.owner", &self.dir.path, e))
+    }
+
+    /// Reads the owner tag; `Ok(None)` when the cgroup has none.
+    pub fn owner(&self) -> Result<Option<String>> {
+        read_owner(self.dir.borrowed(), &self.dir.path)
+    }
+
+    /// Opens pidfds for every live process in the subtree. Each PID read from
+    /// `cgroup.procs` is opened with `pidfd_open`, then checked to still be a live process
+    /// in this subtree, so a PID that was reused by an unrelated process in between is never
+    /// returned.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let mut out = Vec::new();
+        for pid in self.procs_recursive()? {
+            let Some(p) = Pid::from_raw(pid) else {
+                continue;
+            };
+            let pidfd = match rustix::process::pidfd_open(p, PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::SRCH) => continue,
+                Err(e) => return Err(Error::io("pidfd_open", format!("/proc/{pid}"), e)),
+            };
+            if self.verify_member(pid, pidfd.as_fd()) {
+                out.push(Member { pid, pidfd });
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the process behind `pidfd` (opened for `pid`) is alive and in this subtree.
+    fn verify_member(&self, pid: i32, pidfd: BorrowedFd<'_>) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+            return false;
+        };
+        let mine = self.hierarchy_path_for_proc();
+        let inside = path == mine
+            || path
+                .strip_prefix(mine.as_str())
+                .is_some_and(|r| r.starts_with('/'));
+        // The /proc read above named the process behind the pidfd only if that process was
+        // still alive afterwards (a live process keeps its PID): check it has not exited.
+        inside && !pidfd_exited(pidfd)
+    }
+
+    /// This cgroup's path as seen in `/proc/<pid>/cgroup` from paddock's cgroup namespace.
+    fn hierarchy_path_for_proc(&self) -> String {
+        self.dir.hier.clone()
+    }
+
+    /// Sends `sig` to every live process in the subtree, each by pidfd. Returns how many
+    /// processes it was delivered to (processes that exited meanwhile are not counted).
+    pub fn signal_all(&self, sig: Signal) -> Result<usize> {
+        let mut n = 0;
+        for m in self.members()? {
+            match rustix::process::pidfd_send_signal(&m.pidfd, sig) {
+                Ok(()) => n += 1,
+                Err(Errno::SRCH) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        "pidfd_send_signal",
+                        format!("/proc/{}", m.pid),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) fn read_owner(fd: BorrowedFd<'_>, path: &Path) -> Result<Option<String>> {
+    let mut buf = [0u8; 256];
+    match rustix::fs::fgetxattr(fd, OWNER_XATTR, &mut buf[..]) {
+        Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        Err(Errno::NODATA) => Ok(None),
+        Err(e) => Err(Error::io("getxattr user.paddock.owner", path, e)),
+    }
+}
+
+/// Whether the process behind a pidfd has exited (the pidfd polls readable).
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}

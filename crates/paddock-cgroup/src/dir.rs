@@ -1,0 +1,182 @@
+//! A cgroup directory held open, and the file operations paddock does on it.
+//!
+//! Every operation is relative to the directory's fd (`openat`-style), so a name can only
+//! ever address a file of this one cgroup; nothing is resolved through a string path.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::{Error, Result};
+
+/// An open cgroup directory: its fd, its absolute path (for messages) and its path inside
+/// the hierarchy (as `/proc/<pid>/cgroup` shows it).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    pub fd: OwnedFd,
+    pub path: PathBuf,
+    pub hier: String,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOFOLLOW);
+
+impl Dir {
+    /// Opens the directory at an absolute path (only used for the mount and the root).
+    pub fn open_abs(path: &Path, hier: String) -> Result<Dir> {
+        let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty())
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+            hier,
+        })
+    }
+
+    /// Opens the child directory `name` (one validated component).
+    pub fn open_child(&self, name: &str) -> Result<Dir> {
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| Error::io("open", &path, e))?;
+        Ok(Dir {
+            fd,
+            path,
+            hier: join_hier(&self.hier, name),
+        })
+    }
+
+    /// Creates the child directory `name`; `Ok(false)` if it already existed.
+    pub fn mkdir_child(&self, name: &str) -> Result<bool> {
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(Error::io("mkdir", self.path.join(name), e)),
+        }
+    }
+
+    /// Removes the (empty) child cgroup `name`.
+    pub fn rmdir_child(&self, name: &str) -> std::result::Result<(), Errno> {
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)
+    }
+
+    /// Reads the interface file `file` whole.
+    pub fn read(&self, file: &str) -> Result<String> {
+        read_at(self.fd.as_fd(), file).map_err(|e| Error::io("read", self.path.join(file), e))
+    }
+
+    /// Reads `file`, or `None` if this cgroup has no such file (controller not enabled).
+    pub fn read_opt(&self, file: &str) -> Result<Option<String>> {
+        match read_at(self.fd.as_fd(), file) {
+            Ok(s) => Ok(Some(s)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("read", self.path.join(file), e)),
+        }
+    }
+
+    /// Writes `data` to the interface file `file` in one `write`.
+    pub fn write(&self, file: &str, data: &str) -> Result<()> {
+        write_at(self.fd.as_fd(), file, data)
+            .map_err(|e| Error::io("write", self.path.join(file), e))
+    }
+
+    /// Names of the child directories (child cgroups).
+    pub fn children(&self) -> Result<Vec<String>> {
+        let mut dir = rustix::fs::Dir::read_from(&self.fd)
+            .map_err(|e| Error::io("readdir", &self.path, e))?;
+        let mut out = Vec::new();
+        while let Some(ent) = dir.read() {
+            let ent = ent.map_err(|e| Error::io("readdir", &self.path, e))?;
+            if ent.file_type() != rustix::fs::FileType::Directory {
+                continue;
+            }
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The PIDs listed in this directory's `cgroup.procs`. `Ok(None)` when the cgroup is
+    /// threaded (its processes are listed at the threaded domain) or has vanished.
+    pub fn procs(&self) -> Result<Option<Vec<i32>>> {
+        match read_at(self.fd.as_fd(), "cgroup.procs") {
+            Ok(s) => Ok(Some(
+                s.lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                    .collect(),
+            )),
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(None),
+            Err(e) => Err(Error::io("read", self.path.join("cgroup.procs"), e)),
+        }
+    }
+
+    /// PIDs of this cgroup and every descendant. Errors are returned; only a descendant that
+    /// vanished while being walked, or a threaded one, is passed over.
+    pub fn procs_recursive(&self, out: &mut Vec<i32>) -> Result<()> {
+        if let Some(p) = self.procs()? {
+            out.extend(p);
+        }
+        for child in self.children()? {
+            match self.open_child(&child) {
+                Ok(d) => d.procs_recursive(out)?,
+                Err(e) if matches!(e.errno(), Some(Errno::NOENT) | Some(Errno::NODEV)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn borrowed(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Joins a hierarchy path and a child name.
+pub(crate) fn join_hier(parent: &str, name: &str) -> String {
+    if parent.ends_with('/') {
+        format!("{parent}{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn read_at(dir: BorrowedFd<'_>, file: &str) -> std::result::Result<String, Errno> {
+    let fd = rustix::fs::openat(dir, file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_fd(fd.as_fd())
+}
+
+/// Reads an open interface file from offset 0 to its end.
+pub(crate) fn read_fd(fd: BorrowedFd<'_>) -> std::result::Result<String, Errno> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match rustix::io::pread(fd, &mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|_| Errno::ILSEQ)
+}
+
+fn write_at(dir: BorrowedFd<'_>, file: &str, data: &str) -> std::result::Result<(), Errno> {
+    let fd = rustix::fs::openat(dir, file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    loop {
+        match rustix::io::write(&fd, data.as_bytes()) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The error type of the cgroup layer.
+//!
+//! Every error names the operation, the path it was applied to and the errno, and where it
+//! can, says what the user can do about it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+use crate::procinfo::ProcInfo;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the cgroup layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on a cgroup file or directory failed.
+    #[error("{op} {}: {errno}{}", path.display(), Hint(*errno, op))]
+    Io {
+        /// What was being done, for example `rmdir` or `write cgroup.kill`.
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The error the kernel returned.
+        errno: Errno,
+    },
+
+    /// No cgroup2 hierarchy is mounted.
+    #[error(
+        "no cgroup2 hierarchy is mounted (looked in /proc/self/mountinfo); paddock needs cgroup v2: \
+         mount it with `mount -t cgroup2 none /sys/fs/cgroup` (or /sys/fs/cgroup/unified on a hybrid host)"
+    )]
+    NoCgroup2,
+
+    /// A cgroup name was rejected before anything was created.
+    #[error("invalid cgroup name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given (lossy UTF-8).
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A cgroup of that name already exists.
+    #[error("cgroup {} already exists; pick another name or remove it first", path.display())]
+    AlreadyExists {
+        /// Its path.
+        path: PathBuf,
+    },
+
+    /// A controller that was asked for is not offered by the cgroup v2 hierarchy here.
+    #[error("controller {controller:?} is not available at {}: {detail}", path.display())]
+    ControllerUnavailable {
+        /// The controller, for example `memory`.
+        controller: String,
+        /// The cgroup where it was needed.
+        path: PathBuf,
+        /// Where it is instead, and what to do.
+        detail: String,
+    },
+
+    /// A kill did not empty the cgroup before its deadline.
+    #[error(
+        "kill {}: {} process(es) still present after {:?}: {}; processes in uninterruptible sleep \
+         (state D) leave only when what they wait for completes",
+        path.display(), remaining.len(), elapsed, ProcList(remaining)
+    )]
+    KillTimeout {
+        /// The cgroup.
+        path: PathBuf,
+        /// How long the kill ran.
+        elapsed: std::time::Duration,
+        /// The processes still there.
+        remaining: Vec<ProcInfo>,
+    },
+
+    /// Removal did not finish before its deadline.
+    #[error("remove {}: still busy after {:?}: {last}", path.display(), elapsed)]
+    RemoveTimeout {
+        /// The cgroup.
+        path: PathBuf,
+        /// How long removal ran.
+        elapsed: std::time::Duration,
+        /// The last error seen.
+        last: Box<Error>,
+    },
+
+    /// A cgroup interface file held something that could not be parsed.
+    #[error("parse {what}: {reason} in {input:?}")]
+    Parse {
+        /// What was being parsed, for example `cpu.stat`.
+        what: &'static str,
+        /// The offending input (shortened).
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A value given by the caller is out of range.
+    #[error("invalid value for {what}: {reason}")]
+    InvalidValue {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, errno: Errno) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            errno,
+        }
+    }
+
+    /// The errno, for I/O errors.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Io { errno, .. } => Some(*errno),
+            Error::RemoveTimeout { last, .. } => last.errno(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn parse(what: &'static str, input: &str, reason: impl Into<String>) -> Self {
+        let mut input = input.to_owned();
+        if input.len() > 120 {
+            let mut cut = 120;
+            while !input.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            input.truncate(cut);
+            input.push('…');
+        }
+        Error::Parse {
+            what,
+            input,
+            reason: reason.into(),
+        }
+    }
+}
+
+struct Hint(Errno, &'static str);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hint = match self.0 {
+            Errno::ACCESS | Errno::PERM => {
+                "; run as root or give paddock a delegated cgroup subtree (Delegate=yes)"
+            }
+            Errno::ROFS => "; the cgroup2 mount is read-only here (inside a container?)",
+            Errno::BUSY if self.1.starts_with("write cgroup.subtree_control") => {
+                "; the cgroup has processes of its own (no-internal-process rule): move them into a leaf first"
+            }
+            Errno::NOSPC if self.1 == "mkdir" => {
+                "; too many cgroups (cgroup.max.descendants, or dying cgroups still holding IDs)"
+            }
+            Errno::AGAIN if self.1 == "mkdir" => {
+                "; cgroup.max.descendants or cgroup.max.depth reached"
+            }
+            _ => "",
+        };
+        f.write_str(hint)
+    }
+}
+
+struct ProcList<'a>(&'a [ProcInfo]);
+
+impl fmt::Display for ProcList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}

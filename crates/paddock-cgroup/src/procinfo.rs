@@ -1,0 +1,92 @@
+//! What `/proc` says about a process, for reporting stuck and leaked processes.
+
+use std::fmt;
+
+/// A process as `/proc/<pid>` describes it. Fields that could not be read are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// The process ID (in paddock's PID namespace).
+    pub pid: i32,
+    /// `/proc/<pid>/comm`.
+    pub comm: Option<String>,
+    /// The one-letter state from `/proc/<pid>/stat` (`R`, `S`, `D`, `Z`, `T`, …).
+    pub state: Option<char>,
+    /// `/proc/<pid>/wchan`: the kernel function a sleeping process waits in.
+    pub wchan: Option<String>,
+}
+
+impl ProcInfo {
+    /// Reads what `/proc` has about `pid`; never fails, missing fields are `None`.
+    pub fn read(pid: i32) -> Self {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|s| s.trim_end().to_owned());
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat_state(&s));
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && s != "0");
+        ProcInfo {
+            pid,
+            comm,
+            state,
+            wchan,
+        }
+    }
+}
+
+/// The state letter from the text of `/proc/<pid>/stat` (the field after the `)` that ends
+/// the command name, which may itself contain spaces and parentheses).
+pub fn parse_stat_state(stat: &str) -> Option<char> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// The start time field (clock ticks since boot, field 22) of `/proc/<pid>/stat` text.
+pub fn parse_stat_starttime(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state); starttime is field 22 → index 19 in rest.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl fmt::Display for ProcInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        if let Some(c) = &self.comm {
+            write!(f, " ({c})")?;
+        }
+        if let Some(s) = self.state {
+            write!(f, " state {s}")?;
+        }
+        if let Some(w) = &self.wchan {
+            write!(f, " wchan {w}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let s =
+            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat_state(s), Some('S'));
+        assert_eq!(parse_stat_starttime(s), Some(98765));
+        assert_eq!(parse_stat_state("garbage"), None);
+        assert_eq!(parse_stat_starttime("1 (x) R 1"), None);
+    }
+
+    #[test]
+    fn self_is_readable() {
+        let me = ProcInfo::read(std::process::id() as i32);
+        assert!(matches!(me.state, Some('R' | 'S')), "{me:?}");
+        assert!(me.comm.is_some());
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_stat_starttime(&own).unwrap() > 0);
+    }
+}

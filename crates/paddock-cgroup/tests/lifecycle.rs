@@ -1,0 +1,397 @@
+//! Root tests of the cgroup core against the real kernel: kill, remove, the EBUSY backstop.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+use paddock_cgroup::{CgroupName, Error, KillMethod, KillOptions, RemoveOptions, Root};
+use paddock_testutil::pid_alive;
+
+/// The seed fix's own test: `sleep 300` spawned into the cgroup through its fd, the fd
+/// released, Remove; the directory is gone and the process was SIGKILLed within 3 s.
+#[tokio::test]
+async fn seed_remove_kills_sleep_and_removes_dir() {
+    let Some((_t, root)) = root("seed_remove_kills_sleep_and_removes_dir") else {
+        return;
+    };
+    if !cgroup_kill_supported(&root) {
+        paddock_testutil::skip(
+            "seed_remove_kills_sleep_and_removes_dir",
+            "kernel has no cgroup.kill",
+        );
+        return;
+    }
+    let cap = Capture::default();
+    let _g = cap.install();
+    let cg = root.create(&name("sbx-seed")).unwrap();
+    let fd = cg.open_dir_fd().unwrap();
+    let child = spawn_in(&cg, "exec sleep 300");
+    wait_procs(&cg, 1, Duration::from_secs(5));
+    drop(fd);
+    let start = Instant::now();
+    let report = cg
+        .remove(&RemoveOptions {
+            sandbox: Some("seed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!cg.path().exists(), "cgroup dir still there");
+    assert!(!report.fast_path);
+    assert_eq!(report.kill.unwrap().method, KillMethod::CgroupKill);
+    assert_eq!(report.kill.unwrap().found, 1);
+    let st = reap(child, Duration::from_secs(3));
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "status {st:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let logs = cap.text();
+    assert!(
+        logs.contains("WARN") && logs.contains("cgroup rmdir failed, falling back to cgroup.kill"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("sandbox=\"seed\"") || logs.contains("sandbox=seed"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("Device or resource busy") || logs.contains("EBUSY") || logs.contains("busy"),
+        "{logs}"
+    );
+    let c = root.counters().snapshot();
+    assert_eq!((c.rmdir_fallback, c.processes_killed), (1, 1));
+}
+
+/// The same through the freeze-and-signal fallback.
+#[tokio::test]
+async fn seed_remove_with_forced_kill_fallback() {
+    let Some((_t, root)) = root("seed_remove_with_forced_kill_fallback") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-seedfb")).unwrap();
+    let child = spawn_in(&cg, "sleep 300 & sleep 300 & exec sleep 300");
+    wait_procs(&cg, 3, Duration::from_secs(5));
+    let report = cg
+        .remove(&RemoveOptions {
+            force_kill_fallback: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!cg.path().exists());
+    assert_eq!(report.kill.unwrap().method, KillMethod::FreezeAndSignal);
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(root.counters().snapshot().kill_freeze_fallback, 1);
+}
+
+#[tokio::test]
+async fn plain_remove_of_empty_cgroup_is_silent() {
+    let Some((_t, root)) = root("plain_remove_of_empty_cgroup_is_silent") else {
+        return;
+    };
+    let cap = Capture::default();
+    let _g = cap.install();
+    let cg = root.create(&name("empty")).unwrap();
+    let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert!(r.fast_path && r.kill.is_none());
+    assert!(!cg.path().exists());
+    assert!(!cap.text().contains("WARN"), "{}", cap.text());
+    // Idempotent: removing again is fine and says it was gone.
+    let again = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert!(again.already_gone);
+    assert_eq!(root.counters().snapshot().rmdir_fast, 1);
+}
+
+/// A double-forked `setsid` escapee that ignores SIGTERM is still in the cgroup and dies.
+async fn escapee(force_fallback: bool, test: &str) {
+    let Some((t, root)) = root(test) else { return };
+    let cg = root.create(&name("sbx-esc")).unwrap();
+    let marker = t.path().join("root").join("..").join("ready-not-a-cgroup");
+    let _ = marker; // markers cannot live in cgroupfs; use /tmp
+    let ready = std::env::temp_dir().join(format!(
+        "paddock-esc-{}-{force_fallback}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&ready);
+    let script = format!(
+        "setsid sh -c 'trap \"\" TERM; (trap \"\" TERM; exec sleep 300) & echo $! > {r}.tmp; mv {r}.tmp {r}; wait' & exit 0",
+        r = ready.display()
+    );
+    let child = spawn_in(&cg, &script);
+    assert!(reap(child, Duration::from_secs(5)).success());
+    wait_file(&ready, Duration::from_secs(5));
+    let esc: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::fs::remove_file(&ready);
+    assert!(pid_alive(esc));
+    assert!(cg.procs_recursive().unwrap().contains(&esc));
+    let r = cg
+        .remove(&RemoveOptions {
+            force_kill_fallback: force_fallback,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.kill.unwrap().found >= 2, "{r:?}");
+    assert!(!cg.path().exists());
+    assert!(!pid_alive(esc), "escapee {esc} survived");
+}
+
+#[tokio::test]
+async fn double_fork_setsid_escapee_is_killed() {
+    escapee(false, "double_fork_setsid_escapee_is_killed").await;
+}
+
+#[tokio::test]
+async fn double_fork_setsid_escapee_is_killed_by_fallback() {
+    escapee(true, "double_fork_setsid_escapee_is_killed_by_fallback").await;
+}
+
+/// A payload that keeps forking while it is killed: every kill must end with the subtree
+/// empty (a single cgroup.kill write is not always enough on this kernel).
+async fn fork_storm(force_fallback: bool, test: &str, rounds: usize) {
+    let Some((_t, root)) = root(test) else { return };
+    let mut rewrites = 0;
+    for i in 0..rounds {
+        let cg = root.create(&name(&format!("storm-{i}"))).unwrap();
+        // Each loop iteration forks a subshell that forks again; bounded by the kill.
+        let child = spawn_in(&cg, "while :; do ( sleep 30 & ) ; done");
+        wait_procs(&cg, 8, Duration::from_secs(10));
+        let rep = cg
+            .kill(&KillOptions {
+                timeout: Duration::from_secs(10),
+                force_fallback,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
+        rewrites += rep.rounds.saturating_sub(1);
+        assert!(
+            !cg.events().unwrap().populated,
+            "round {i}: survivors {:?}",
+            cg.procs_recursive()
+        );
+        let _ = reap(child, Duration::from_secs(3));
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+    }
+    eprintln!("{test}: {rounds} rounds, {rewrites} extra kill rounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forking_payload_is_always_emptied() {
+    fork_storm(false, "forking_payload_is_always_emptied", 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forking_payload_is_always_emptied_by_fallback() {
+    fork_storm(true, "forking_payload_is_always_emptied_by_fallback", 15).await;
+}
+
+/// The payload builds nested child cgroups, moves into the deepest, and one of them is
+/// frozen: kill and removal still leave nothing.
+async fn nested_and_frozen(force_fallback: bool, test: &str) {
+    let Some((_t, root)) = root(test) else { return };
+    let cg = root.create(&name("sbx-nest")).unwrap();
+    let script = "mkdir -p $CG/a/b $CG/c; echo $$ > $CG/a/b/cgroup.procs; \
+                  sh -c 'echo $$ > '$CG'/c/cgroup.procs; exec sleep 300' & \
+                  sleep 300 & exec sleep 300";
+    let child = spawn_in(&cg, script);
+    wait_procs(&cg, 3, Duration::from_secs(5));
+    wait_file(&cg.path().join("c"), Duration::from_secs(5));
+    let c = cg.open_child(&name("c")).unwrap();
+    wait_procs(&c, 1, Duration::from_secs(5));
+    let ab = cg
+        .open_child(&name("a"))
+        .unwrap()
+        .open_child(&name("b"))
+        .unwrap();
+    wait_procs(&ab, 1, Duration::from_secs(5));
+    assert!(
+        c.freeze_wait(Duration::from_secs(5)).await.unwrap(),
+        "child did not freeze"
+    );
+    assert!(cg.children().unwrap().len() == 2);
+    let r = cg
+        .remove(&RemoveOptions {
+            force_kill_fallback: force_fallback,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.cgroups_removed, 4, "{r:?}");
+    assert!(!cg.path().exists());
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+}
+
+#[tokio::test]
+async fn nested_and_frozen_child_cgroups_are_removed() {
+    nested_and_frozen(false, "nested_and_frozen_child_cgroups_are_removed").await;
+}
+
+#[tokio::test]
+async fn nested_and_frozen_child_cgroups_are_removed_by_fallback() {
+    nested_and_frozen(
+        true,
+        "nested_and_frozen_child_cgroups_are_removed_by_fallback",
+    )
+    .await;
+}
+
+/// A removal cancelled part-way (its future dropped) leaves the cgroup removable; the next
+/// removal succeeds.
+#[tokio::test]
+async fn cancelled_removal_can_be_retried() {
+    let Some((_t, root)) = root("cancelled_removal_can_be_retried") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-cancel")).unwrap();
+    let child = spawn_in(&cg, "trap '' TERM; sleep 300 & exec sleep 300");
+    wait_procs(&cg, 2, Duration::from_secs(5));
+    {
+        let opts = RemoveOptions::default();
+        let fut = cg.remove(&opts);
+        // Poll until the first await point (after rmdir EBUSY, inside the kill), then drop.
+        let r = tokio::time::timeout(Duration::from_nanos(1), fut).await;
+        assert!(r.is_err(), "removal finished before it could be cancelled");
+    }
+    assert!(
+        cg.path().exists(),
+        "cancelled removal must not have removed the cgroup"
+    );
+    let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert!(r.already_gone || r.cgroups_removed >= 1, "{r:?}");
+    assert!(!cg.path().exists());
+    let _ = reap(child, Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn bad_names_create_nothing() {
+    let Some((t, root)) = root("bad_names_create_nothing") else {
+        return;
+    };
+    let before: Vec<_> = std::fs::read_dir(t.mount())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    for bad in [
+        "",
+        "..",
+        ".",
+        "a/b",
+        "../escape",
+        "cgroup.procs",
+        "memory.max",
+        "x\0y",
+        &"n".repeat(256),
+    ] {
+        assert!(
+            matches!(CgroupName::new(bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(Root::open_or_create(std::path::Path::new("../escape")).is_err());
+    assert!(Root::open_or_create(&t.path().join("ok/../../escape")).is_err());
+    assert!(Root::open_or_create(std::path::Path::new("/etc/paddock")).is_err());
+    let after: Vec<_> = std::fs::read_dir(t.mount())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before.len(), after.len());
+    assert!(root.list().unwrap().0.is_empty());
+    // An existing name is never silently shared.
+    let _a = root.create(&name("dup")).unwrap();
+    assert!(matches!(
+        root.create(&name("dup")),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[tokio::test]
+async fn members_signal_all_and_procs_recursive() {
+    let Some((_t, root)) = root("members_signal_all_and_procs_recursive") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-members")).unwrap();
+    let child = spawn_in(
+        &cg,
+        "mkdir $CG/sub; sh -c 'echo $$ > '$CG'/sub/cgroup.procs; exec sleep 300' & exec sleep 300",
+    );
+    wait_procs(&cg, 2, Duration::from_secs(5));
+    wait_file(&cg.path().join("sub"), Duration::from_secs(5));
+    wait_procs(
+        &cg.open_child(&name("sub")).unwrap(),
+        1,
+        Duration::from_secs(5),
+    );
+    let pids = cg.procs_recursive().unwrap();
+    assert_eq!(cg.procs().unwrap().len(), 1, "top-level procs only");
+    let members = cg.members().unwrap();
+    assert_eq!(members.len(), 2);
+    for m in &members {
+        assert!(pids.contains(&m.pid));
+    }
+    let n = cg.signal_all(rustix::process::Signal::TERM).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGTERM)
+    );
+    let w = cg.watch().unwrap();
+    assert!(w.wait_unpopulated(Duration::from_secs(3)).await.unwrap());
+    let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert_eq!(r.cgroups_removed, 2);
+}
+
+#[tokio::test]
+async fn freeze_thaw_and_events() {
+    let Some((_t, root)) = root("freeze_thaw_and_events") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-freeze")).unwrap();
+    assert!(!cg.events().unwrap().populated);
+    let child = spawn_in(&cg, "exec sleep 300");
+    wait_procs(&cg, 1, Duration::from_secs(5));
+    assert!(cg.events().unwrap().populated);
+    assert!(cg.freeze_wait(Duration::from_secs(5)).await.unwrap());
+    assert!(cg.events().unwrap().frozen);
+    let pid = child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.contains(") S ") || stat.contains(") D "), "{stat}");
+    // Stats keep working while frozen; kill works on a frozen cgroup.
+    assert!(cg.stats().unwrap().cpu.is_some());
+    assert!(cg.thaw_wait(Duration::from_secs(5)).await.unwrap());
+    assert!(cg.freeze_wait(Duration::from_secs(5)).await.unwrap());
+    let rep = cg.kill(&KillOptions::default()).await.unwrap();
+    assert_eq!(rep.found, 1);
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+    cg.remove(&RemoveOptions::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn kill_of_empty_cgroup_is_a_no_op() {
+    let Some((_t, root)) = root("kill_of_empty_cgroup_is_a_no_op") else {
+        return;
+    };
+    let cg = root.create(&name("idle")).unwrap();
+    let r = cg.kill(&KillOptions::default()).await.unwrap();
+    assert_eq!(r.method, KillMethod::NothingToKill);
+    cg.remove(&RemoveOptions::default()).await.unwrap();
+    // Killing a removed cgroup is also fine.
+    assert_eq!(
+        cg.kill(&KillOptions::default()).await.unwrap().method,
+        KillMethod::NothingToKill
+    );
+}
