@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call on a cgroup file or directory failed.
-    #[error("{op} {}: {errno}{}", path.display(), Hint(*errno, op))]
+    #[error("{op} {}: {errno}{}", path.display(), Hint(*errno, op, path))]
     Io {
         /// What was being done, for example `rmdir` or `write cgroup.kill`.
         op: &'static str,
@@ -145,16 +145,16 @@ impl Error {
     }
 }
 
-struct Hint(Errno, &'static str);
+struct Hint<'a>(Errno, &'static str, &'a std::path::Path);
 
-impl fmt::Display for Hint {
+impl fmt::Display for Hint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hint = match self.0 {
             Errno::ACCESS | Errno::PERM => {
                 "; run as root or give paddock a delegated cgroup subtree (Delegate=yes)"
             }
             Errno::ROFS => "; the cgroup2 mount is read-only here (inside a container?)",
-            Errno::BUSY if self.1.starts_with("write cgroup.subtree_control") => {
+            Errno::BUSY if self.1 == "write" && self.2.ends_with("cgroup.subtree_control") => {
                 "; the cgroup has processes of its own (no-internal-process rule): move them into a leaf first"
             }
             Errno::NOSPC if self.1 == "mkdir" => {

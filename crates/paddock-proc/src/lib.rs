@@ -1,1 +1,190 @@
-//! paddock-proc
+//! Processes for paddock: spawn a program directly into a cgroup with
+//! `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)`, hold it by pidfd, signal it, and reap it in
+//! exactly one place.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::os::fd::AsFd;
+//! use paddock_proc::{Command, Stdio};
+//! let cg = std::fs::File::open("/sys/fs/cgroup/unified/sandboxes/a")?; // a leaf cgroup
+//! let mut p = Command::new("/bin/sh")
+//!     .args(["-c", "exit 7"])
+//!     .stdout(Stdio::Null)
+//!     .spawn_in(cg.as_fd())?;
+//! assert_eq!(p.wait_blocking().code(), Some(7));
+//! # Ok(()) }
+//! ```
+//!
+//! # The reaper — read this before using the crate
+//!
+//! **Only one place in the process calls `wait*` for children, so no exit status is
+//! stolen.** The first spawn starts a process-global reaper thread that waits for *every*
+//! child of the process (`waitid(P_ALL)`), reaps it, and hands the status to the matching
+//! [`Process`] or, for unregistered children, to [`subscribe_orphans`].
+//!
+//! Consequently, **in a process that uses paddock-proc, do not use
+//! `std::process::Command::{wait, status, output}` or `tokio::process` for children**: the
+//! reaper reaps those children too, and their own `wait` then fails with `ECHILD` (their
+//! status is reported as an orphan instead). Run helper programs (for example
+//! `ip netns add`) with [`Command::output`] / [`Command::status`] / [`run_to_completion`],
+//! which spawn through the reaper (into the caller's current cgroup when no cgroup is given).
+//!
+//! Children created with an exit signal other than `SIGCHLD` (raw `clone` "clone children")
+//! are invisible to the reaper, which waits without `__WALL`.
+//!
+//! # What a spawn guarantees
+//!
+//! * With [`Command::spawn_in`], the child is in the target cgroup from its first
+//!   instruction (`CLONE_INTO_CGROUP`); on the fallback paths it moves itself there (writes
+//!   `0` to a pre-opened `cgroup.procs`) before anything else and before `execve`.
+//! * Between clone and `execve` the child runs only async-signal-safe raw system calls, in
+//!   this order: reset signal handlers (all of them when `CLONE_CLEAR_SIGHAND` is
+//!   unavailable; `SIGPIPE` always) and unblock all signals; join the cgroup (fallback);
+//!   `setsid`; parent-death signal; `setns`; apply the fd map; mark every other fd >= 3
+//!   close-on-exec; `chdir`; `execve`.
+//! * If any step fails, the child reports `(stage, errno)` through an `O_CLOEXEC` pipe and
+//!   exits; `spawn` returns [`SpawnError::Child`] (e.g. `exec /bin/nosuch: ENOENT (os error
+//!   2)`) only after the child has been reaped, so nothing is left running and no zombie.
+//! * fds not mapped (other than 0, 1, 2 when they are left inherited) are not inherited.
+//!
+//! # Fallbacks
+//!
+//! Detected once per process and cached (logged with `tracing` at `warn`):
+//! `CLONE_CLEAR_SIGHAND` rejected (`EINVAL`) → reset handlers by hand; `E2BIG` (no
+//! `CLONE_INTO_CGROUP`) → clone3 without it plus the `cgroup.procs` write; `ENOSYS`/`EPERM`
+//! from clone3 (seccomp) → legacy `clone` plus the `cgroup.procs` write plus `pidfd_open`
+//! (race-free: the reaper cannot reap the child before it is registered, so the pid cannot
+//! be reused). `EOPNOTSUPP` (threaded target) retries that one spawn with the
+//! `cgroup.procs` write. `EBUSY` is a configuration error, [`SpawnError::CgroupNotLeaf`].
+
+#![cfg(target_os = "linux")]
+
+mod command;
+mod process;
+mod reaper;
+mod sys;
+
+use std::fmt;
+
+pub use command::{
+    Command, Namespaces, Output, SpawnPath, Stage, Stdio, netns_fd, run_to_completion,
+};
+pub use process::{Delivery, Process};
+pub use reaper::{
+    ORPHAN_CHANNEL_CAPACITY, OrphanExit, children_reaped, children_running, orphans_reaped,
+    set_child_subreaper, subscribe_orphans,
+};
+pub use sys::{CLONE_INTO_CGROUP, errno_name};
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// It called `exit` with this code (0..=255).
+    Exited(i32),
+    /// A signal killed it.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether a core dump was written.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, Self::Exited(0))
+    }
+
+    /// The exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Self::Exited(c) => Some(*c),
+            Self::Signaled { .. } => None,
+        }
+    }
+
+    /// The killing signal, if a signal killed it.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            Self::Signaled { signal, .. } => Some(*signal),
+            Self::Exited(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(c) => write!(f, "exit code {c}"),
+            Self::Signaled {
+                signal,
+                core_dumped: false,
+            } => write!(f, "killed by signal {signal}"),
+            Self::Signaled {
+                signal,
+                core_dumped: true,
+            } => {
+                write!(f, "killed by signal {signal} (core dumped)")
+            }
+        }
+    }
+}
+
+/// Why a spawn failed. In every case nothing is left running and no zombie remains.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The child was created but a setup step failed before `execve` took effect.
+    #[error("{stage}{}{}: {} (os error {errno})", if context.is_empty() { "" } else { " " }, context, errno_name(*errno))]
+    Child {
+        /// The failing step.
+        stage: Stage,
+        /// The errno it failed with.
+        errno: i32,
+        /// What it was working on (the program for `exec`, the directory for `chdir`, ...).
+        context: String,
+        /// The pid the failed child had; it has been reaped when the error is returned.
+        pid: i32,
+    },
+    /// The target cgroup has controllers enabled in its own `cgroup.subtree_control`, so
+    /// by the no-internal-process rule it cannot hold processes (`EBUSY`).
+    #[error(
+        "cannot spawn into the target cgroup: it has controllers enabled in its own \
+         cgroup.subtree_control, so by cgroup v2's no-internal-process rule it cannot hold \
+         processes (EBUSY); spawn into a leaf cgroup below it instead (or clear its \
+         subtree_control)"
+    )]
+    CgroupNotLeaf,
+    /// A system call in the parent failed.
+    #[error("{op}: {source}")]
+    Os {
+        /// What the parent was doing.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An argument, environment entry or path contains a NUL byte, or the fd map is invalid.
+    #[error("invalid spawn request: {0}")]
+    Invalid(String),
+}
+
+impl SpawnError {
+    /// The errno behind this error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Child { errno, .. } => Some(*errno),
+            Self::CgroupNotLeaf => Some(libc::EBUSY),
+            Self::Os { source, .. } => source.raw_os_error(),
+            Self::Invalid(_) => None,
+        }
+    }
+
+    /// The child-side stage that failed, for [`SpawnError::Child`].
+    pub fn stage(&self) -> Option<Stage> {
+        match self {
+            Self::Child { stage, .. } => Some(*stage),
+            _ => None,
+        }
+    }
+}

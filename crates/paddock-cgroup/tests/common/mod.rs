@@ -133,3 +133,190 @@ pub fn reap(mut child: Child, timeout: Duration) -> std::process::ExitStatus {
 pub fn cgroup_kill_supported(root: &Root) -> bool {
     root.path().join("cgroup.kill").exists()
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the limit tests (tests/vm_limits.rs), which do real work only where the v2
+// hierarchy offers the controllers (the pure-v2 VM of `vm/run-tests`).
+
+/// Whether this run is inside the pure cgroup v2 VM (`vm/run-tests` sets `PADDOCK_VM=1`).
+/// There, missing controllers are a failure, never a skip.
+pub fn in_vm() -> bool {
+    std::env::var_os("PADDOCK_VM").is_some_and(|v| v == "1")
+}
+
+/// Reports that `test` cannot run here because of a missing kernel feature or controller.
+/// Inside the VM that is a failure (panic); elsewhere it prints `SKIP <test>: <reason>` and
+/// deliberately does *not* go through `paddock_testutil::skip`: CI on the hybrid host sets
+/// `PADDOCK_TEST_REQUIRE=1` for the whole suite, and there these controllers are absent by
+/// design.
+pub fn skip_missing(test: &str, reason: &str) {
+    if in_vm() {
+        panic!("{test}: cannot run inside the VM ({reason}); PADDOCK_VM=1 forbids skipping");
+    }
+    eprintln!("SKIP {test}: {reason}");
+}
+
+/// A managed root whose children get `controllers`: enables them on the test root (the
+/// cgroup between the mount and the managed root) and on the managed root. Returns `None`
+/// after printing a skip when the hierarchy does not hand them to the test root.
+pub fn root_with_controllers(test: &str, controllers: &[&str]) -> Option<(TestRoot, Root)> {
+    // Look at the mount first, so a hybrid host skips without creating anything.
+    if let Some(mount) = paddock_testutil::cgroup2_mount() {
+        let offered = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        let missing: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !offered.split_whitespace().any(|o| o == *c))
+            .collect();
+        if !missing.is_empty() {
+            skip_missing(
+                test,
+                &format!(
+                    "the cgroup v2 hierarchy at {} does not offer {} (offered: {:?}); a hybrid \
+                     host? run vm/run-tests",
+                    mount.display(),
+                    missing.join(" "),
+                    offered.trim()
+                ),
+            );
+            return None;
+        }
+    }
+    let t = paddock_testutil::test_root(test)?;
+    let offered = std::fs::read_to_string(t.path().join("cgroup.controllers")).unwrap();
+    let missing: Vec<&str> = controllers
+        .iter()
+        .copied()
+        .filter(|c| !offered.split_whitespace().any(|o| o == *c))
+        .collect();
+    if !missing.is_empty() {
+        skip_missing(
+            test,
+            &format!(
+                "the parent of {} does not delegate {} (offered: {:?}); enable them in the \
+                 cgroup.subtree_control of {}",
+                t.path().display(),
+                missing.join(" "),
+                offered.trim(),
+                t.mount().display()
+            ),
+        );
+        return None;
+    }
+    let line = controllers
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(t.path().join("cgroup.subtree_control"), &line)
+        .unwrap_or_else(|e| panic!("enable {line} on {}: {e}", t.path().display()));
+    let r = Root::open_or_create(&t.path().join("root")).expect("open managed root");
+    r.enable_controllers(controllers)
+        .expect("enable controllers on the managed root");
+    Some((t, r))
+}
+
+/// Whether the cgroup has the interface file `file` (a feature-detection probe: kernel
+/// features newer than the oldest covered kernel are detected, never assumed).
+pub fn has_file(cg: &Cgroup, file: &str) -> bool {
+    cg.path().join(file).exists()
+}
+
+/// Forks a child that moves itself into `cg` (writes `0` to its `cgroup.procs`) and then
+/// runs `body`, exiting with its return value; returns the child's pid. `body` runs in the
+/// child of a fork of a multi-threaded process: it must only do async-signal-safe things
+/// (raw syscalls, plain memory writes; no allocation, no locks, no printing).
+pub fn fork_in<F: FnOnce() -> i32>(cg: &Cgroup, body: F) -> libc::pid_t {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cg.path().join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    // SAFETY: fork has no preconditions; the child only calls async-signal-safe functions
+    // (write, the caller's body under the same contract, _exit).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: write(2) on an fd that is open in the child; _exit never returns.
+        unsafe {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(125);
+            }
+            let code = body();
+            libc::_exit(code);
+        }
+    }
+    drop(procs);
+    pid
+}
+
+/// How a forked child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Waits (bounded, polling) for a child made by [`fork_in`]; `None` if it is still running
+/// at the deadline.
+pub fn wait_pid(pid: libc::pid_t, timeout: Duration) -> Option<Ended> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        assert!(r >= 0, "waitpid {pid}: {}", std::io::Error::last_os_error());
+        if r == pid {
+            return Some(if libc::WIFSIGNALED(st) {
+                Ended::Signal(libc::WTERMSIG(st))
+            } else {
+                Ended::Code(libc::WEXITSTATUS(st))
+            });
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Touches `bytes` of fresh anonymous memory, one write per page, `chunk` bytes per
+/// mapping; returns 0 when all were touched, 2 when mmap failed. Async-signal-safe.
+pub fn touch_memory(bytes: usize, chunk: usize) -> i32 {
+    let mut done = 0usize;
+    while done < bytes {
+        // SAFETY: anonymous private mapping; the pointer is only used within its length.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                chunk,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return 2;
+        }
+        let mut off = 0;
+        while off < chunk {
+            // SAFETY: off < chunk, inside the mapping just made.
+            unsafe { std::ptr::write_volatile((p as *mut u8).add(off), 1) };
+            off += 4096;
+        }
+        done += chunk;
+    }
+    0
+}
+
+/// Reads `key value` lines of a flat-keyed cgroup file into a value for `key`.
+pub fn flat_key(cg: &Cgroup, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(cg.path().join(file)).ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
+    })
+}

@@ -1,0 +1,502 @@
+//! Raw system calls: `clone3`/`clone`, the code that runs in the child between clone and
+//! `execve`, `waitid`, pidfds and signal masks.
+//!
+//! This is one of the two modules of the crate that contain `unsafe` (the other is none:
+//! everything else is safe code built on the functions here). Every block carries a
+//! `// SAFETY:` comment.
+
+use std::ffi::{c_char, c_int};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::ExitStatus;
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7). Defined here because the `libc` crate's constant does
+/// not fit its declared type on some versions.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// `CLONE_CLEAR_SIGHAND` (Linux 5.5), defined here for the same reason.
+pub const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+const CLONE_PIDFD: u64 = 0x1000;
+/// `sizeof(struct clone_args)` up to and including `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+const CLONE_ARGS_SIZE_VER2: usize = 88;
+/// `CLONE_ARGS_SIZE_VER0`: without `set_tid` and `cgroup`, for kernels that reject the
+/// larger struct with `E2BIG`.
+const CLONE_ARGS_SIZE_VER0: usize = 64;
+const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+
+/// `struct clone_args` from `<linux/sched.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Stage of the child's setup at which it failed; sent back through the error pipe.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawStage {
+    Signals = 1,
+    Cgroup = 2,
+    Setsid = 3,
+    ParentDeath = 4,
+    Setns = 5,
+    FdMap = 6,
+    CloseFds = 7,
+    Chdir = 8,
+    Exec = 9,
+}
+
+impl RawStage {
+    pub(crate) fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Signals,
+            2 => Self::Cgroup,
+            3 => Self::Setsid,
+            4 => Self::ParentDeath,
+            5 => Self::Setns,
+            6 => Self::FdMap,
+            7 => Self::CloseFds,
+            8 => Self::Chdir,
+            9 => Self::Exec,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything the child needs, prepared (and allocated) by the parent before the clone.
+/// Holds only raw pointers and integers; the pointed-to memory is owned by the parent's
+/// `Prepared` value and outlives the clone call (the child has a copy-on-write copy).
+pub(crate) struct ChildPlan {
+    pub path: *const c_char,
+    pub argv: *const *const c_char,
+    pub envp: *const *const c_char,
+    /// NUL-terminated directory, or null for "do not chdir".
+    pub cwd: *const c_char,
+    /// `(source fd, target fd)` pairs.
+    pub fd_map: *const (RawFd, RawFd),
+    pub fd_map_len: usize,
+    /// Scratch space of `fd_map_len` ints for the high duplicates (written only in the
+    /// child, which has its own copy of the memory).
+    pub scratch: *mut RawFd,
+    /// Inclusive ranges of fds (>= 3) to mark close-on-exec.
+    pub gaps: *const (u32, u32),
+    pub gaps_len: usize,
+    /// Lowest fd number above every target.
+    pub above_targets: RawFd,
+    pub ns_fds: *const RawFd,
+    pub ns_fds_len: usize,
+    /// Pre-opened `cgroup.procs` of the target (fallback path), or -1.
+    pub procs_fd: RawFd,
+    /// Write end of the O_CLOEXEC error pipe; numbered above every target.
+    pub err_fd: RawFd,
+    pub setsid: bool,
+    /// Parent-death signal, or 0.
+    pub pdeathsig: c_int,
+    pub parent_pid: libc::pid_t,
+    pub new_pid_ns: bool,
+    /// Reset every signal handler (needed when `CLONE_CLEAR_SIGHAND` was not used).
+    pub reset_all_handlers: bool,
+}
+
+/// How to create the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloneKind {
+    /// `clone3` with `CLONE_PIDFD`, and `CLONE_INTO_CGROUP` when `cgroup` is given.
+    Clone3 {
+        into_cgroup: bool,
+        clear_sighand: bool,
+    },
+    /// The legacy `clone` system call, fork-like; no pidfd.
+    Legacy,
+}
+
+/// Result of a successful clone in the parent.
+pub(crate) struct Cloned {
+    pub pid: libc::pid_t,
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Create the child. In the child this never returns: it runs [`child_main`] and either
+/// execs or `_exit(127)`s after reporting the failing stage on `plan.err_fd`.
+///
+/// The caller must keep every pointer in `plan` valid for the duration of the call and must
+/// block all signals around it (see [`block_all_signals`]).
+pub(crate) fn clone_child(
+    kind: CloneKind,
+    ns_flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    plan: &ChildPlan,
+) -> Result<Cloned, rustix::io::Errno> {
+    match kind {
+        CloneKind::Clone3 {
+            into_cgroup,
+            clear_sighand,
+        } => {
+            let mut pidfd: c_int = -1;
+            let mut args = CloneArgs {
+                flags: CLONE_PIDFD | ns_flags,
+                pidfd: &mut pidfd as *mut c_int as u64,
+                exit_signal: libc::SIGCHLD as u64,
+                ..Default::default()
+            };
+            if clear_sighand {
+                args.flags |= CLONE_CLEAR_SIGHAND;
+            }
+            let mut size = CLONE_ARGS_SIZE_VER0;
+            if into_cgroup {
+                if let Some(cg) = cgroup {
+                    args.flags |= CLONE_INTO_CGROUP;
+                    args.cgroup = cg.as_raw_fd() as u64;
+                    size = CLONE_ARGS_SIZE_VER2;
+                }
+            }
+            // SAFETY: clone3 with a valid, fully initialised clone_args of `size` bytes, no
+            // CLONE_VM and no stack: the child gets a private copy of the address space and
+            // continues on a copy of this stack, like fork(). `pidfd` is a valid out pointer.
+            let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size) };
+            if ret < 0 {
+                return Err(rustix::io::Errno::from_raw_os_error(errno()));
+            }
+            if ret == 0 {
+                // SAFETY: we are the freshly cloned child; `plan` is our copy of the
+                // parent's prepared plan and all its pointers are valid in our address space.
+                unsafe { child_main(plan) }
+            }
+            // SAFETY: the kernel stored a new, owned pidfd (CLONE_PIDFD) in `pidfd`.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Cloned {
+                pid: ret as libc::pid_t,
+                pidfd: Some(pidfd),
+            })
+        }
+        CloneKind::Legacy => {
+            let flags = ns_flags | libc::SIGCHLD as u64;
+            // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like
+            // fork(): the child continues on a private copy of this stack. The tid pointers
+            // are null and unused because no CLONE_*TID flag is set.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    flags as libc::c_ulong,
+                    0usize,
+                    std::ptr::null_mut::<c_int>(),
+                    std::ptr::null_mut::<c_int>(),
+                    0usize,
+                )
+            };
+            if ret < 0 {
+                return Err(rustix::io::Errno::from_raw_os_error(errno()));
+            }
+            if ret == 0 {
+                // SAFETY: as above, we are the child with a private copy of `plan`.
+                unsafe { child_main(plan) }
+            }
+            Ok(Cloned {
+                pid: ret as libc::pid_t,
+                pidfd: None,
+            })
+        }
+    }
+}
+
+fn errno() -> c_int {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The child side. Only async-signal-safe raw libc calls: no allocation, no locks, no
+/// logging, no unwinding.
+///
+/// # Safety
+/// Must only be called in a freshly cloned (fork-like) child with a valid `plan`.
+#[inline(never)]
+unsafe fn child_main(plan: &ChildPlan) -> ! {
+    // SAFETY: (for the whole body) every call below is a raw, async-signal-safe libc call
+    // on integers or on pointers into memory the parent prepared and that is valid in this
+    // copy of the address space; nothing allocates or takes a lock.
+    unsafe {
+        let fail = |stage: RawStage, idx: u32| -> ! {
+            let e = *libc::__errno_location();
+            let mut buf = [0u8; 12];
+            buf[0..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+            buf[4..8].copy_from_slice(&e.to_ne_bytes());
+            buf[8..12].copy_from_slice(&idx.to_ne_bytes());
+            libc::write(plan.err_fd, buf.as_ptr().cast(), buf.len());
+            libc::_exit(127)
+        };
+
+        // 1. Signal dispositions, then the mask (the parent blocked everything around
+        //    the clone, so no parent handler can have run in here).
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        if plan.reset_all_handlers {
+            for sig in 1..65 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    // Errors (glibc-reserved signals 32/33) are expected and ignored.
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
+        } else if libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut()) != 0 {
+            fail(RawStage::Signals, 0);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            fail(RawStage::Signals, 0);
+        }
+
+        // 2. Fallback cgroup migration: write "0" (= this process) to cgroup.procs.
+        if plan.procs_fd >= 0 && libc::write(plan.procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(RawStage::Cgroup, 0);
+        }
+
+        // 3. New session.
+        if plan.setsid && libc::setsid() < 0 {
+            fail(RawStage::Setsid, 0);
+        }
+
+        // 4. Parent-death signal; close the race with a parent that already died.
+        if plan.pdeathsig != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                plan.pdeathsig as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                fail(RawStage::ParentDeath, 0);
+            }
+            if !plan.new_pid_ns && libc::getppid() != plan.parent_pid {
+                libc::syscall(libc::SYS_kill, libc::getpid(), plan.pdeathsig);
+                libc::_exit(127);
+            }
+        }
+
+        // 5. Join namespaces.
+        for i in 0..plan.ns_fds_len {
+            if libc::setns(*plan.ns_fds.add(i), 0) != 0 {
+                fail(RawStage::Setns, i as u32);
+            }
+        }
+
+        // 6. fd map: first duplicate every source above the highest target (so a later
+        //    dup2 cannot clobber a source another mapping still needs), then dup2 each
+        //    duplicate onto its target (dup2 clears close-on-exec on the target).
+        for i in 0..plan.fd_map_len {
+            let (src, _) = *plan.fd_map.add(i);
+            let d = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, plan.above_targets);
+            if d < 0 {
+                fail(RawStage::FdMap, i as u32);
+            }
+            *plan.scratch.add(i) = d;
+        }
+        for i in 0..plan.fd_map_len {
+            let (_, target) = *plan.fd_map.add(i);
+            if libc::dup2(*plan.scratch.add(i), target) < 0 {
+                fail(RawStage::FdMap, i as u32);
+            }
+        }
+
+        // 7. Every other fd >= 3 becomes close-on-exec.
+        for i in 0..plan.gaps_len {
+            let (lo, hi) = *plan.gaps.add(i);
+            if libc::syscall(libc::SYS_close_range, lo, hi, CLOSE_RANGE_CLOEXEC) != 0 {
+                fail(RawStage::CloseFds, i as u32);
+            }
+        }
+
+        // 8. Working directory.
+        if !plan.cwd.is_null() && libc::chdir(plan.cwd) != 0 {
+            fail(RawStage::Chdir, 0);
+        }
+
+        // 9. Exec.
+        libc::execve(plan.path, plan.argv, plan.envp);
+        fail(RawStage::Exec, 0)
+    }
+}
+
+/// A saved signal mask, restored by [`restore_signals`].
+pub(crate) struct SavedMask(libc::sigset_t);
+
+/// Block every signal in the calling thread, returning the previous mask.
+pub(crate) fn block_all_signals() -> SavedMask {
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask are given valid pointers.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        SavedMask(old)
+    }
+}
+
+/// Restore a mask saved by [`block_all_signals`].
+pub(crate) fn restore_signals(saved: SavedMask) {
+    // SAFETY: `saved.0` is a mask previously returned by pthread_sigmask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &saved.0, std::ptr::null_mut());
+    }
+}
+
+/// `pidfd_open(pid, 0)`.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> io::Result<()> {
+    // SAFETY: plain system call on a valid fd with a null siginfo.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Block until some child (with exit signal SIGCHLD) has exited and return its pid
+/// *without reaping it* (`waitid(P_ALL, 0, WEXITED | WNOWAIT)`).
+pub(crate) fn wait_any_exited_nowait() -> io::Result<libc::pid_t> {
+    // SAFETY: siginfo_t is plain data; waitid writes into it.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        if libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info.si_pid())
+    }
+}
+
+/// Reap the exited child `pid` (`waitid(P_PID, pid, WEXITED)`).
+pub(crate) fn reap(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid writes into it.
+        let res = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED) != 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(decode(&info))
+            }
+        };
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn decode(info: &libc::siginfo_t) -> ExitStatus {
+    // SAFETY: waitid filled `info` for a CLD_* event, so si_status is the valid union member.
+    let status = unsafe { info.si_status() };
+    match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        libc::CLD_DUMPED => ExitStatus::Signaled {
+            signal: status,
+            core_dumped: true,
+        },
+        _ => ExitStatus::Signaled {
+            signal: status,
+            core_dumped: false,
+        },
+    }
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if ret != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// SIGKILL a child by pid. Only call while holding the reaper's table lock before the
+/// child is registered: then it cannot have been reaped, so the pid cannot be reused.
+pub(crate) fn kill_unreaped_child(pid: libc::pid_t) {
+    // SAFETY: kill(2) with integer arguments; the caller guarantees the pid is our
+    // unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// `getpid()`.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// `access(path, X_OK) == 0` for a NUL-terminated path.
+pub(crate) fn executable(path: &std::ffi::CStr) -> bool {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// The symbolic name of an errno value, for error messages (`ENOENT`).
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::EBADF => "EBADF",
+        libc::ECHILD => "ECHILD",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::EPIPE => "EPIPE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ELOOP => "ELOOP",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EUSERS => "EUSERS",
+        libc::ELIBBAD => "ELIBBAD",
+        _ => "E?",
+    }
+}

@@ -1,0 +1,460 @@
+//! Spawning into cgroups, on every spawn path.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use common::{PATHS, leaf, open_dir, proc_exists, read_to_string};
+use paddock_proc::{
+    Command, Delivery, ExitStatus, Namespaces, SpawnError, SpawnPath, Stage, Stdio,
+};
+
+fn cmd(path: SpawnPath, prog: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    c.args(args).spawn_path(path);
+    c
+}
+
+#[test]
+fn child_is_in_target_cgroup() {
+    let Some(root) = paddock_testutil::test_root("child_is_in_target_cgroup") else {
+        return;
+    };
+    for path in PATHS {
+        let name = format!("leaf-{path:?}");
+        let (_, cg) = leaf(root.path(), &name);
+        let mut p = cmd(path, "/bin/cat", &["/proc/self/cgroup"])
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+        let want = format!("0::/{}/{name}", root.relative().display());
+        assert!(
+            out.lines().any(|l| l == want),
+            "{path:?}: {out:?} lacks {want}"
+        );
+    }
+}
+
+#[test]
+fn exit_statuses_are_reported() {
+    let Some(root) = paddock_testutil::test_root("exit_statuses_are_reported") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    for path in PATHS {
+        let p = cmd(path, "/bin/true", &[]).spawn_in(cg.as_fd()).unwrap();
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{path:?}");
+        let p = cmd(path, "/bin/sh", &["-c", "exit 7"])
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.wait_blocking().code(), Some(7), "{path:?}");
+        let p = cmd(path, "/bin/sh", &["-c", "kill -9 $$"])
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(
+            p.wait_blocking(),
+            ExitStatus::Signaled {
+                signal: libc::SIGKILL,
+                core_dumped: false
+            },
+            "{path:?}"
+        );
+        // SIGPIPE is reset to default in the child (Rust ignores it in the parent).
+        let mut p = cmd(
+            path,
+            "/bin/sh",
+            &["-c", "sleep 0.2; echo x; echo y; exit 0"],
+        )
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+        drop(p.take_stdout());
+        let st = p.wait_blocking();
+        assert_eq!(st.signal(), Some(libc::SIGPIPE), "{path:?}: {st}");
+    }
+}
+
+#[test]
+fn signal_then_wait_and_signal_after_exit() {
+    let Some(root) = paddock_testutil::test_root("signal_after_exit") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    for path in PATHS {
+        let p = cmd(path, "/bin/sleep", &["30"])
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.try_wait(), None);
+        assert_eq!(p.wait_timeout(Duration::from_millis(50)), None);
+        assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::Delivered);
+        assert_eq!(p.wait_blocking().signal(), Some(libc::SIGTERM));
+        assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::AlreadyExited);
+        assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited);
+        assert!(
+            !proc_exists(p.pid()),
+            "{path:?}: reaped child still has /proc entry"
+        );
+    }
+}
+
+#[test]
+fn async_wait() {
+    let Some(root) = paddock_testutil::test_root("async_wait") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for path in PATHS {
+            let p = cmd(path, "/bin/sh", &["-c", "sleep 0.1; exit 4"])
+                .spawn_in(cg.as_fd())
+                .unwrap();
+            let st = tokio::time::timeout(Duration::from_secs(10), p.wait())
+                .await
+                .unwrap();
+            assert_eq!(st.code(), Some(4));
+            // Again, after exit: returns at once.
+            assert_eq!(p.wait().await.code(), Some(4));
+        }
+    });
+}
+
+fn assert_gone(e: &SpawnError) {
+    let SpawnError::Child { pid, .. } = e else {
+        panic!("not a child error: {e}")
+    };
+    assert!(
+        !proc_exists(*pid),
+        "failed child {pid} left a process or zombie"
+    );
+}
+
+#[test]
+fn exec_failures_report_stage_and_errno() {
+    let Some(root) = paddock_testutil::test_root("exec_failures") else {
+        return;
+    };
+    let (leafp, cg) = leaf(root.path(), "leaf");
+    let dir = std::env::temp_dir().join(format!("paddock-proc-noexec-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let noexec = dir.join("script");
+    fs::File::create(&noexec)
+        .unwrap()
+        .write_all(b"#!/bin/sh\nexit 0\n")
+        .unwrap();
+    fs::set_permissions(&noexec, fs::Permissions::from_mode(0o644)).unwrap();
+    for path in PATHS {
+        let e = cmd(path, "/bin/nosuch", &[])
+            .spawn_in(cg.as_fd())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "exec /bin/nosuch: ENOENT (os error 2)");
+        assert_eq!(
+            (e.stage(), e.errno()),
+            (Some(Stage::Exec), Some(libc::ENOENT))
+        );
+        assert_gone(&e);
+
+        let e = cmd(path, noexec.to_str().unwrap(), &[])
+            .spawn_in(cg.as_fd())
+            .unwrap_err();
+        assert_eq!(
+            (e.stage(), e.errno()),
+            (Some(Stage::Exec), Some(libc::EACCES)),
+            "{e}"
+        );
+        assert_gone(&e);
+
+        let e = cmd(path, "/bin/true", &[])
+            .cwd("/nonexistent/dir")
+            .spawn_in(cg.as_fd())
+            .unwrap_err();
+        assert_eq!(
+            (e.stage(), e.errno()),
+            (Some(Stage::Chdir), Some(libc::ENOENT)),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("chdir /nonexistent/dir: ENOENT"),
+            "{e}"
+        );
+        assert_gone(&e);
+
+        // PATH lookup failure is an exec ENOENT too.
+        let e = cmd(path, "paddock-no-such-program", &[])
+            .spawn_in(cg.as_fd())
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert_gone(&e);
+    }
+    assert!(
+        fs::read_to_string(leafp.join("cgroup.procs"))
+            .unwrap()
+            .trim()
+            .is_empty()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fd_map_env_cwd_and_no_leaks() {
+    let Some(root) = paddock_testutil::test_root("fd_map") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    let dir = std::env::temp_dir().join(format!("paddock-proc-fd-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    for path in PATHS {
+        // Two files whose fds we swap: child fd A gets file B and vice versa.
+        let fa = dir.join("a");
+        let fb = dir.join("b");
+        let a: OwnedFd = fs::File::create(&fa).unwrap().into();
+        let b: OwnedFd = fs::File::create(&fb).unwrap().into();
+        let (na, nb) = (a.as_raw_fd(), b.as_raw_fd());
+        // A leak marker without O_CLOEXEC: must still not reach the child.
+        let leak: OwnedFd = fs::File::open("/dev/zero").unwrap().into();
+        rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
+        let script = format!("echo to{na} >&{na}; echo to{nb} >&{nb}; ls /proc/self/fd");
+        let mut p = cmd(path, "/bin/sh", &["-c", &script])
+            .fd(na, Stdio::Fd(b))
+            .fd(nb, Stdio::Fd(a))
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+        assert_eq!(
+            fs::read_to_string(&fa).unwrap(),
+            format!("to{nb}\n"),
+            "{path:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(&fb).unwrap(),
+            format!("to{na}\n"),
+            "{path:?}"
+        );
+        // ls itself opens one directory fd (the lowest free one).
+        let mut fds: Vec<i32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+        fds.sort();
+        let mut want = [0, 1, 2, na, nb];
+        want.sort();
+        let extra: Vec<i32> = fds.iter().copied().filter(|f| !want.contains(f)).collect();
+        assert!(
+            extra.len() <= 1,
+            "{path:?}: unexpected fds {fds:?} (leak fd {})",
+            leak.as_raw_fd()
+        );
+        let lk = leak.as_raw_fd();
+        assert!(
+            !fds.contains(&lk) || lk == 3,
+            "{path:?}: leaked fd {lk}: {fds:?}"
+        );
+
+        // Environment and cwd.
+        let mut p = cmd(path, "/usr/bin/env", &[])
+            .env_clear()
+            .env("FOO", "bar")
+            .env("GONE", "x")
+            .env_remove("GONE")
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(read_to_string(p.take_stdout().unwrap()), "FOO=bar\n");
+        p.wait_blocking();
+        let mut p = cmd(path, "/bin/pwd", &[])
+            .cwd(&dir)
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(
+            read_to_string(p.take_stdout().unwrap()).trim(),
+            dir.to_str().unwrap()
+        );
+        p.wait_blocking();
+
+        // stdin pipe.
+        let mut p = cmd(path, "/bin/cat", &[])
+            .stdin(Stdio::Pipe)
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        fs::File::from(p.take_stdin().unwrap())
+            .write_all(b"hello")
+            .unwrap();
+        assert_eq!(read_to_string(p.take_stdout().unwrap()), "hello");
+        assert!(p.wait_blocking().success());
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+fn stat_fields(s: &str) -> Vec<String> {
+    s.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn setsid_makes_a_new_session() {
+    let Some(root) = paddock_testutil::test_root("setsid") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    for path in PATHS {
+        for on in [true, false] {
+            let mut p = cmd(path, "/bin/cat", &["/proc/self/stat"])
+                .setsid(on)
+                .stdout(Stdio::Pipe)
+                .spawn_in(cg.as_fd())
+                .unwrap();
+            let f = stat_fields(&read_to_string(p.take_stdout().unwrap()));
+            p.wait_blocking();
+            // After ")": state ppid pgrp session.
+            let sid: i32 = f[3].parse().unwrap();
+            assert_eq!(
+                sid == p.pid(),
+                on,
+                "{path:?} setsid={on}: sid {sid} pid {}",
+                p.pid()
+            );
+        }
+    }
+}
+
+#[test]
+fn new_network_namespace_has_only_loopback() {
+    let Some(root) = paddock_testutil::test_root("new_netns") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    for path in PATHS {
+        let mut p = cmd(path, "/bin/cat", &["/proc/net/dev"])
+            .unshare(Namespaces::NET | Namespaces::UTS | Namespaces::IPC | Namespaces::MOUNT)
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert!(p.wait_blocking().success());
+        let devs: Vec<&str> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(str::trim)
+            .collect();
+        assert_eq!(devs, ["lo"], "{path:?}: {out}");
+    }
+}
+
+#[test]
+fn new_pid_namespace_payload_is_init() {
+    let Some(root) = paddock_testutil::test_root("new_pidns") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    for path in PATHS {
+        let mut p = cmd(path, "/bin/sh", &["-c", "echo $$"])
+            .unshare(Namespaces::PID)
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(read_to_string(p.take_stdout().unwrap()).trim(), "1");
+        assert!(p.wait_blocking().success());
+    }
+}
+
+#[test]
+fn join_named_netns() {
+    let Some(root) = paddock_testutil::test_root("join_named_netns") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    let ns = common::Netns::new();
+    let ino = fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    for path in PATHS {
+        let mut p = cmd(path, "/usr/bin/readlink", &["/proc/self/ns/net"])
+            .join_namespace(paddock_proc::netns_fd(&ns.name).unwrap())
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(
+            read_to_string(p.take_stdout().unwrap()).trim(),
+            format!("net:[{ino}]")
+        );
+        assert!(p.wait_blocking().success());
+    }
+}
+
+#[test]
+fn ebusy_is_a_configuration_error() {
+    let Some(root) = paddock_testutil::test_root("ebusy") else {
+        return;
+    };
+    let controllers = fs::read_to_string(root.path().join("cgroup.controllers")).unwrap();
+    let Some(ctrl) = controllers.split_whitespace().next() else {
+        eprintln!("SKIP ebusy_is_a_configuration_error: no controller delegated to the test root");
+        return;
+    };
+    let (inner, cg) = leaf(root.path(), "inner");
+    fs::create_dir(inner.join("child")).unwrap();
+    fs::write(inner.join("cgroup.subtree_control"), format!("+{ctrl}")).unwrap();
+    for path in PATHS {
+        let e = cmd(path, "/bin/true", &[])
+            .spawn_in(cg.as_fd())
+            .unwrap_err();
+        assert!(matches!(e, SpawnError::CgroupNotLeaf), "{path:?}: {e}");
+        assert!(e.to_string().contains("leaf"), "{e}");
+    }
+}
+
+#[test]
+fn threaded_target() {
+    let Some(root) = paddock_testutil::test_root("threaded") else {
+        return;
+    };
+    let (dom, _) = leaf(root.path(), "dom");
+    let t = dom.join("t");
+    fs::create_dir(&t).unwrap();
+    fs::write(t.join("cgroup.type"), "threaded").unwrap();
+    let cg = open_dir(&t);
+    for path in PATHS {
+        match cmd(path, "/bin/cat", &["/proc/self/cgroup"])
+            .stdout(Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+        {
+            Ok(mut p) => {
+                let out = read_to_string(p.take_stdout().unwrap());
+                assert!(p.wait_blocking().success());
+                assert!(out.trim_end().ends_with("/dom/t"), "{path:?}: {out}");
+            }
+            Err(e) => {
+                // The kernel does not allow processes in a threaded cgroup at all; the
+                // error must say so (via the fallback's cgroup.procs write).
+                assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{path:?}: {e}");
+                eprintln!("threaded target, {path:?}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn output_helper_runs_in_current_cgroup() {
+    let out = Command::new("sh")
+        .args(["-c", "echo out; echo err >&2; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+}

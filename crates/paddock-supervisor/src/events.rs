@@ -1,0 +1,175 @@
+//! Lifecycle events and reports.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::SandboxId;
+use crate::state::LifecycleId;
+
+/// A process that would not die, as `/proc` described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckProcess {
+    /// PID.
+    pub pid: i32,
+    /// Command name.
+    pub comm: Option<String>,
+    /// State letter (`D` = uninterruptible sleep).
+    pub state: Option<String>,
+    /// Kernel function it waits in.
+    pub wchan: Option<String>,
+}
+
+impl From<&paddock_cgroup::ProcInfo> for StuckProcess {
+    fn from(p: &paddock_cgroup::ProcInfo) -> Self {
+        StuckProcess { pid: p.pid, comm: p.comm.clone(), state: p.state.map(String::from), wchan: p.wchan.clone() }
+    }
+}
+
+/// How the main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MainExit {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+}
+
+impl MainExit {
+    /// The shell convention: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
+impl From<paddock_proc::ExitStatus> for MainExit {
+    fn from(s: paddock_proc::ExitStatus) -> Self {
+        match s {
+            paddock_proc::ExitStatus::Exited(c) => MainExit { code: Some(c), signal: None, core_dumped: false },
+            paddock_proc::ExitStatus::Signaled { signal, core_dumped } => {
+                MainExit { code: None, signal: Some(signal), core_dumped }
+            }
+        }
+    }
+}
+
+/// Why a stop ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `stop` was called.
+    Requested,
+    /// `kill` was called (no grace period).
+    Killed,
+    /// The main process exited and the policy stops the sandbox then.
+    MainExited,
+    /// The supervisor is shutting down and was told to stop its sandboxes.
+    Shutdown,
+    /// Reconciliation found a stop that had not finished.
+    Recovered,
+}
+
+/// What a stop did, phase by phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopReport {
+    /// Why it ran.
+    pub reason: StopReason,
+    /// Processes that were sent the stop signal (and SIGCONT), each by pidfd.
+    pub signalled: usize,
+    /// Time spent waiting for the tree to exit on its own.
+    pub grace_ms: f64,
+    /// Processes still there after the grace period, which had to be killed.
+    pub killed_after_grace: usize,
+    /// Time the kill took.
+    pub kill_ms: f64,
+    /// Time the removal took.
+    pub remove_ms: f64,
+    /// Whether removal found the cgroup busy and took the `cgroup.kill` fallback.
+    pub rmdir_fallback: bool,
+    /// Whether `pids.max = 0` was set before the kill.
+    pub pids_frozen: bool,
+    /// Total time from the stop request to the cgroup being gone (or quarantined).
+    pub total_ms: f64,
+    /// CPU time the sandbox used in all (`cpu.stat` usage_usec, read just before removal).
+    pub cpu_usage_usec: Option<u64>,
+    /// Peak memory of the sandbox (`memory.peak`), where the memory controller is enabled.
+    pub memory_peak: Option<u64>,
+    /// Processes that survived the kill deadline; non-empty means quarantined.
+    pub stuck: Vec<StuckProcess>,
+    /// An error that ended the stop (state `failed`).
+    pub error: Option<String>,
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What happened to a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The main process was spawned.
+    Started {
+        /// Its PID.
+        pid: i32,
+    },
+    /// Starting failed; nothing was left behind.
+    StartFailed {
+        /// The cause.
+        error: String,
+    },
+    /// The main process exited.
+    MainExited {
+        /// How.
+        status: MainExit,
+    },
+    /// A stop began.
+    Stopping {
+        /// Why.
+        reason: StopReason,
+    },
+    /// Processes that outlived the grace period (or escaped a wrapper) were killed.
+    LeakedProcessesKilled {
+        /// How many.
+        count: usize,
+    },
+    /// Everything is gone.
+    Stopped {
+        /// The stop's report.
+        report: StopReport,
+    },
+    /// Processes survived the kill deadline.
+    Quarantined {
+        /// Who.
+        stuck: Vec<StuckProcess>,
+    },
+    /// The stop failed.
+    Failed {
+        /// The cause.
+        error: String,
+    },
+    /// Frozen.
+    Paused,
+    /// Thawed.
+    Resumed,
+}
+
+/// One event, for one lifecycle of one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The sandbox.
+    pub id: SandboxId,
+    /// The lifecycle.
+    pub lifecycle: LifecycleId,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

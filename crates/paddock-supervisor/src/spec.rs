@@ -1,0 +1,417 @@
+//! What a sandbox is asked to be: [`SandboxSpec`] and its parts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Longest sandbox ID, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A validated sandbox ID: a cgroup-safe name (no `/`, no NUL, no control characters, not
+/// `.`/`..`, not named like a cgroup interface file) of 1 to 128 bytes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SandboxId(String);
+
+impl SandboxId {
+    /// Validates `id`.
+    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.len() > MAX_ID_LEN {
+            return Err(Error::InvalidSpec(format!(
+                "sandbox ID is {} bytes long; at most {MAX_ID_LEN} are allowed",
+                id.len()
+            )));
+        }
+        paddock_cgroup::CgroupName::new(id.clone())
+            .map_err(|e| Error::InvalidSpec(format!("sandbox ID: {e}")))?;
+        Ok(SandboxId(id))
+    }
+
+    /// The ID as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SandboxId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        SandboxId::new(s)
+    }
+}
+
+impl From<SandboxId> for String {
+    fn from(id: SandboxId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Where a standard stream of the main process goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StdioTarget {
+    /// The supervisor's own stream.
+    Inherit,
+    /// `/dev/null`.
+    #[default]
+    Null,
+    /// The sandbox's log file in the supervisor's log directory (`<id>@<lifecycle>.log`;
+    /// stdout and stderr share it).
+    Log,
+    /// A file, created if missing and appended to.
+    File(PathBuf),
+    /// A pipe whose other end is handed to the caller of `start` (library use only).
+    Pipe,
+}
+
+/// The three standard streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StdioSpec {
+    /// fd 0.
+    pub stdin: StdioTarget,
+    /// fd 1.
+    pub stdout: StdioTarget,
+    /// fd 2.
+    pub stderr: StdioTarget,
+}
+
+impl StdioSpec {
+    /// All three inherited from the supervisor (what `paddock run` uses).
+    pub fn inherit() -> Self {
+        StdioSpec { stdin: StdioTarget::Inherit, stdout: StdioTarget::Inherit, stderr: StdioTarget::Inherit }
+    }
+}
+
+/// Resource limits. `None` leaves the kernel default (unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// `memory.max` in bytes.
+    pub memory_max: Option<u64>,
+    /// `memory.high` in bytes.
+    pub memory_high: Option<u64>,
+    /// `cpu.max` as a number of CPUs (1.5 = one and a half CPUs).
+    pub cpus: Option<f64>,
+    /// `cpu.weight`, 1..=10000.
+    pub cpu_weight: Option<u64>,
+    /// `pids.max`.
+    pub pids_max: Option<u64>,
+    /// `cgroup.max.descendants`: child cgroups the payload may create.
+    pub max_descendants: Option<u64>,
+    /// `cgroup.max.depth`: how deep the payload may nest cgroups.
+    pub max_depth: Option<u64>,
+}
+
+impl Limits {
+    /// The controllers these limits need.
+    pub fn controllers(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.memory_max.is_some() || self.memory_high.is_some() {
+            v.push("memory");
+        }
+        if self.cpus.is_some() || self.cpu_weight.is_some() {
+            v.push("cpu");
+        }
+        if self.pids_max.is_some() {
+            v.push("pids");
+        }
+        v
+    }
+}
+
+/// The network the main process starts in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Network {
+    /// The supervisor's (the host's) network namespace.
+    #[default]
+    Host,
+    /// A new network namespace with only a loopback device.
+    Isolated,
+    /// The named network namespace `/run/netns/<name>` (as made by `ip netns add`).
+    Named(String),
+}
+
+/// What happens when the main process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMainExit {
+    /// Stop the rest of the tree exactly as a stop request would (default).
+    #[default]
+    Stop,
+    /// Keep the sandbox (and whatever else runs in it) until it is stopped.
+    KeepRunning,
+}
+
+/// How a sandbox is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StopPolicy {
+    /// The signal sent to every process first (default SIGTERM = 15).
+    pub signal: i32,
+    /// How long to wait for the tree to exit on its own, milliseconds (default 10 000).
+    pub grace_period_ms: u64,
+    /// How long the kill may take before the sandbox is quarantined, milliseconds
+    /// (default 5 000).
+    pub kill_timeout_ms: u64,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        StopPolicy { signal: libc::SIGTERM, grace_period_ms: 10_000, kill_timeout_ms: 5_000 }
+    }
+}
+
+impl StopPolicy {
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_period_ms)
+    }
+
+    /// The kill deadline.
+    pub fn kill_timeout(&self) -> Duration {
+        Duration::from_millis(self.kill_timeout_ms)
+    }
+}
+
+/// Everything needed to start a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// The sandbox ID.
+    pub id: SandboxId,
+    /// The program (a path, or a name looked up in `PATH`).
+    pub command: String,
+    /// Arguments after `argv[0]`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables, added to the supervisor's unless `clear_env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment.
+    #[serde(default)]
+    pub clear_env: bool,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Standard streams.
+    #[serde(default)]
+    pub stdio: StdioSpec,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Network namespace.
+    #[serde(default)]
+    pub network: Network,
+    /// Stop policy.
+    #[serde(default)]
+    pub stop: StopPolicy,
+    /// What the main process's exit does.
+    #[serde(default)]
+    pub on_main_exit: OnMainExit,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SandboxSpec {
+    /// A spec with defaults for everything but the ID and the command line.
+    pub fn new(id: SandboxId, command: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        SandboxSpec {
+            id,
+            command: command.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            clear_env: false,
+            cwd: None,
+            stdio: StdioSpec::default(),
+            limits: Limits::default(),
+            network: Network::Host,
+            stop: StopPolicy::default(),
+            on_main_exit: OnMainExit::Stop,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Checks everything that can be checked without touching the system. A spec that
+    /// passes can still fail to start (a missing program, a missing controller), but one
+    /// that fails never changes anything.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidSpec(m));
+        if self.command.is_empty() {
+            return bad("command is empty".into());
+        }
+        if self.command.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
+            return bad("command and arguments must not contain NUL bytes".into());
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return bad(format!("environment variable {k:?}: names must be non-empty without '=' or NUL"));
+            }
+        }
+        if !(1..=64).contains(&self.stop.signal) {
+            return bad(format!("stop signal {} is not a signal number (1..=64)", self.stop.signal));
+        }
+        if self.stop.kill_timeout_ms == 0 {
+            return bad("kill_timeout_ms must be at least 1".into());
+        }
+        let l = &self.limits;
+        if let Some(c) = l.cpus
+            && (!c.is_finite() || c < 0.01)
+        {
+            return bad(format!("cpus = {c}: must be a number of CPUs of at least 0.01"));
+        }
+        if let Some(w) = l.cpu_weight
+            && !(1..=10_000).contains(&w)
+        {
+            return bad(format!("cpu_weight = {w}: must be in 1..=10000"));
+        }
+        if l.memory_max == Some(0) || l.memory_high == Some(0) {
+            return bad("memory limits must be above 0 bytes".into());
+        }
+        if let Network::Named(n) = &self.network
+            && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
+        {
+            return bad(format!("network namespace name {n:?} is not a plain name"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size such as `512M`, `1.5G`, `4096`, `64k` (binary units: K = 1024) into bytes.
+pub fn parse_size(s: &str) -> Result<u64, Error> {
+    let t = s.trim();
+    let err = |why: &str| Error::InvalidSpec(format!("size {s:?}: {why} (examples: 512M, 1.5G, 4096)"));
+    if t.is_empty() {
+        return Err(err("empty"));
+    }
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(err("unknown unit")),
+            };
+            (&t[..i], m)
+        }
+    };
+    let num = num.trim();
+    if num.is_empty() || num.starts_with('-') || num.starts_with('+') {
+        return Err(err("not a positive number"));
+    }
+    let v: f64 = num.parse().map_err(|_| err("not a number"))?;
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 / 2.0 {
+        return Err(err("out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration such as `10s`, `500ms`, `2m`, `1.5s`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, Error> {
+    let t = s.trim();
+    let err = |why: &str| Error::InvalidSpec(format!("duration {s:?}: {why} (examples: 10s, 500ms, 2m)"));
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.starts_with('-') || num.starts_with('+') {
+        return Err(err("not a non-negative number"));
+    }
+    let v: f64 = num.parse().map_err(|_| err("not a number"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(err("unknown unit")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(err("out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(SandboxId::new("web-1").is_ok());
+        for bad in ["", "..", "a/b", "cgroup.procs", "x\0", &"a".repeat(129)] {
+            assert!(SandboxId::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(SandboxId::new("a".repeat(128)).is_ok());
+        let j: Result<SandboxId, _> = serde_json::from_str("\"../x\"");
+        assert!(j.is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        for bad in ["", "-1M", "M", "1X", "0", "1e400", "NaN"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "-1s", "1x", "s", "inf"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn spec_validation() {
+        let id = SandboxId::new("v").unwrap();
+        let mut s = SandboxSpec::new(id, "/bin/true", Vec::<String>::new());
+        s.validate().unwrap();
+        s.limits.cpus = Some(0.0);
+        assert!(s.validate().is_err());
+        s.limits.cpus = None;
+        s.network = Network::Named("../x".into());
+        assert!(s.validate().is_err());
+        s.network = Network::Host;
+        s.env.insert("A=B".into(), "c".into());
+        assert!(s.validate().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn size_and_duration_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_size(&s);
+            let _ = parse_duration(&s);
+        }
+    }
+}

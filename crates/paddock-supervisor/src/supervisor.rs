@@ -1,0 +1,1048 @@
+//! The registry and the lifecycle of each sandbox.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use paddock_cgroup::{
+    Cgroup, CgroupName, CpuMax, Error as CgError, KillOptions, Limit, Max, RemoveOptions, Root,
+};
+use paddock_proc::{Command, Namespaces, Process, Stdio};
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+
+use crate::events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess, ms, now_ms};
+use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
+use crate::state::{LifecycleId, State, Transition, cgroup_name, transition};
+use crate::Error;
+
+/// Capacity of the event channel; a subscriber that falls further behind loses the oldest
+/// events (and is told so by `broadcast::error::RecvError::Lagged`).
+const EVENT_CAPACITY: usize = 4096;
+
+/// How long pause and resume wait for the freezer.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a durable store and an exporter of metrics need to hear from the supervisor.
+/// Every method has a default that does nothing.
+pub trait Hooks: Send + Sync + 'static {
+    /// Called before a sandbox's cgroup is created. An error aborts the start: nothing is
+    /// created and the start fails with [`Error::Journal`].
+    fn before_create(&self, _rec: &Record) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called after every state change (and when the main PID becomes known).
+    fn on_change(&self, _rec: &Record) {}
+    /// Called for every event, synchronously, before it is broadcast.
+    fn on_event(&self, _ev: &Event) {}
+    /// Called when a terminal sandbox is forgotten.
+    fn on_forget(&self, _id: &SandboxId, _lc: LifecycleId) {}
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// The durable facts about one lifecycle, as handed to [`Hooks`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The spec it was started with.
+    pub spec: SandboxSpec,
+    /// The lifecycle.
+    pub lifecycle: LifecycleId,
+    /// Its state.
+    pub state: State,
+    /// Whether it is frozen.
+    pub paused: bool,
+    /// The cgroup's name under the root.
+    pub cgroup: String,
+    /// The main process's PID, once spawned.
+    pub main_pid: Option<i32>,
+    /// The main process's start time (`/proc/<pid>/stat` field 22), to recognise it after
+    /// a restart without being fooled by PID reuse.
+    pub main_start_time: Option<u64>,
+    /// Why a stop is running or ran.
+    pub stop_reason: Option<StopReason>,
+    /// Milliseconds since the epoch when the lifecycle was created.
+    pub created_at_ms: u64,
+}
+
+/// Supervisor configuration.
+pub struct Config {
+    /// The managed root every sandbox cgroup is created under.
+    pub root: Root,
+    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates.
+    pub owner: String,
+    /// Directory of the sandboxes' log files ([`StdioTarget::Log`]).
+    pub log_dir: Option<PathBuf>,
+    /// Become a child subreaper so orphans of sandboxes are reaped here (default true).
+    pub subreaper: bool,
+    /// Use the freeze-and-signal kill even where `cgroup.kill` works (tests).
+    pub force_kill_fallback: bool,
+    /// Deadline for removing a cgroup (default 2 s).
+    pub remove_timeout: Duration,
+    /// How often a quarantined sandbox's kill is repeated while it is watched (default 1 s).
+    pub quarantine_recheck: Duration,
+    /// Store and metrics hooks.
+    pub hooks: Arc<dyn Hooks>,
+}
+
+impl Config {
+    /// Defaults around a root.
+    pub fn new(root: Root) -> Self {
+        Config {
+            root,
+            owner: "paddock".into(),
+            log_dir: None,
+            subreaper: true,
+            force_kill_fallback: false,
+            remove_timeout: Duration::from_secs(2),
+            quarantine_recheck: Duration::from_secs(1),
+            hooks: Arc::new(NoHooks),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("root", &self.root.path())
+            .field("owner", &self.owner)
+            .field("log_dir", &self.log_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of one lifecycle of a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// The ID.
+    pub id: SandboxId,
+    /// The lifecycle.
+    pub lifecycle: LifecycleId,
+    /// The state.
+    pub state: State,
+    /// Whether it is frozen.
+    pub paused: bool,
+    /// Whether this is the ID's current lifecycle (false for an older one still stopping).
+    pub current: bool,
+    /// The main process's PID.
+    pub pid: Option<i32>,
+    /// The cgroup's path.
+    pub cgroup_path: PathBuf,
+    /// How the main process ended, once it has.
+    pub main_exit: Option<MainExit>,
+    /// The stop's report, once a stop finished (or quarantined).
+    pub stop_report: Option<StopReport>,
+    /// Processes stuck in a quarantined sandbox.
+    pub stuck: Vec<StuckProcess>,
+    /// The error of a failed sandbox.
+    pub error: Option<String>,
+    /// Milliseconds since the epoch when the lifecycle was created.
+    pub created_at_ms: u64,
+    /// The spec.
+    pub spec: SandboxSpec,
+}
+
+/// Resource usage of a sandbox. `None` means the controller is not available, not zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStats {
+    /// Total CPU time, µs.
+    pub cpu_usage_usec: Option<u64>,
+    /// User CPU time, µs.
+    pub cpu_user_usec: Option<u64>,
+    /// System CPU time, µs.
+    pub cpu_system_usec: Option<u64>,
+    /// Periods throttled by `cpu.max`.
+    pub cpu_nr_throttled: Option<u64>,
+    /// Memory in use, bytes.
+    pub memory_current: Option<u64>,
+    /// Peak memory, bytes.
+    pub memory_peak: Option<u64>,
+    /// OOM kills.
+    pub memory_oom_kill: Option<u64>,
+    /// Times `memory.high` throttled.
+    pub memory_high_events: Option<u64>,
+    /// Times `memory.max` was hit.
+    pub memory_max_events: Option<u64>,
+    /// Processes and threads.
+    pub pids_current: Option<u64>,
+    /// Processes in the cgroup subtree (counted from `cgroup.procs`).
+    pub processes: usize,
+}
+
+/// A started sandbox, with the parent ends of any [`StdioTarget::Pipe`] streams.
+#[derive(Debug)]
+pub struct Started {
+    /// The sandbox as it is now (running).
+    pub info: SandboxInfo,
+    /// Write end of the main process's stdin pipe.
+    pub stdin: Option<OwnedFd>,
+    /// Read end of its stdout pipe.
+    pub stdout: Option<OwnedFd>,
+    /// Read end of its stderr pipe.
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Counters of what the supervisor did, for metrics.
+#[derive(Debug, Default)]
+pub struct SupervisorCounters {
+    /// Starts that succeeded.
+    pub starts_ok: AtomicU64,
+    /// Starts that failed (nothing was left behind).
+    pub starts_failed: AtomicU64,
+    /// Starts refused because the ID was live.
+    pub starts_conflict: AtomicU64,
+    /// Stops that ended with everything gone.
+    pub stops_ok: AtomicU64,
+    /// Stops that ended in quarantine.
+    pub stops_quarantined: AtomicU64,
+    /// Stops that failed.
+    pub stops_failed: AtomicU64,
+    /// Processes killed because they outlived the grace period.
+    pub killed_after_grace: AtomicU64,
+    /// Orphans reaped are counted by paddock-proc; quarantines drained here.
+    pub quarantines_drained: AtomicU64,
+}
+
+struct Life {
+    state: State,
+    paused: bool,
+    main_pid: Option<i32>,
+    main_start_time: Option<u64>,
+    main_exit: Option<MainExit>,
+    report: Option<StopReport>,
+    stuck: Vec<StuckProcess>,
+    error: Option<String>,
+    stop_reason: Option<StopReason>,
+}
+
+/// One lifecycle of one sandbox.
+struct Sandbox {
+    id: SandboxId,
+    lifecycle: LifecycleId,
+    spec: SandboxSpec,
+    created_at_ms: u64,
+    cgroup_path: PathBuf,
+    cgroup: OnceLock<Arc<Cgroup>>,
+    main: OnceLock<Arc<Process>>,
+    life: Mutex<Life>,
+    /// Serialises start, stop (its beginning), pause and resume of this lifecycle.
+    op: tokio::sync::Mutex<()>,
+    /// The stop's outcome: `Some` once stopped, quarantined or failed.
+    outcome: watch::Sender<Option<StopReport>>,
+    /// Cuts a running grace period short (a kill arriving during a graceful stop).
+    escalate: Notify,
+}
+
+struct Slot {
+    current: Arc<Sandbox>,
+    retiring: Vec<Arc<Sandbox>>,
+}
+
+struct Inner {
+    cfg: Config,
+    registry: Mutex<HashMap<SandboxId, Slot>>,
+    events: broadcast::Sender<Event>,
+    counters: SupervisorCounters,
+}
+
+/// The supervisor. Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("cfg", &self.inner.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// A supervisor over `cfg.root`. With `cfg.subreaper` it makes this process a child
+    /// subreaper, so orphaned descendants of sandboxes are reaped here.
+    pub fn new(cfg: Config) -> Result<Self, Error> {
+        if cfg.subreaper {
+            paddock_proc::set_child_subreaper()
+                .map_err(|cause| Error::Io { op: "prctl(PR_SET_CHILD_SUBREAPER)".into(), cause })?;
+        }
+        if let Some(dir) = &cfg.log_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|cause| Error::Io { op: format!("create log directory {}", dir.display()), cause })?;
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Supervisor {
+            inner: Arc::new(Inner { cfg, registry: Mutex::new(HashMap::new()), events, counters: Default::default() }),
+        })
+    }
+
+    /// The managed root.
+    pub fn root(&self) -> &Root {
+        &self.inner.cfg.root
+    }
+
+    /// The owner tag written on every cgroup this supervisor creates.
+    pub fn owner(&self) -> &str {
+        &self.inner.cfg.owner
+    }
+
+    /// Counters of what the supervisor did.
+    pub fn counters(&self) -> &SupervisorCounters {
+        &self.inner.counters
+    }
+
+    /// Subscribes to lifecycle events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts a sandbox. Refused with [`Error::AlreadyExists`] (starting nothing) while a
+    /// lifecycle of the same ID is creating or running; allowed while an older lifecycle
+    /// is still stopping, which then finishes on its own. If the cgroup cannot be created
+    /// or the spawn fails, nothing is left behind and the error says why.
+    pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
+        spec.validate()?;
+        let lifecycle = LifecycleId::fresh();
+        let name = cgroup_name(spec.id.as_str(), lifecycle);
+        let cgroup_path = self.inner.cfg.root.child_path(&CgroupName::new(name)?);
+        let sb = Arc::new(Sandbox {
+            id: spec.id.clone(),
+            lifecycle,
+            created_at_ms: now_ms(),
+            spec,
+            cgroup_path,
+            cgroup: OnceLock::new(),
+            main: OnceLock::new(),
+            life: Mutex::new(Life {
+                state: State::Creating,
+                paused: false,
+                main_pid: None,
+                main_start_time: None,
+                main_exit: None,
+                report: None,
+                stuck: Vec::new(),
+                error: None,
+                stop_reason: None,
+            }),
+            op: tokio::sync::Mutex::new(()),
+            outcome: watch::channel(None).0,
+            escalate: Notify::new(),
+        });
+        // Hold the op lock from before the sandbox is visible, so a stop that finds it
+        // waits for the start to finish.
+        let op = sb.op.try_lock().expect("fresh mutex");
+        {
+            let mut reg = self.inner.registry.lock().unwrap();
+            match reg.get_mut(&sb.id) {
+                Some(slot) if slot.current.state().holds_id() => {
+                    self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
+                    return Err(Error::AlreadyExists(sb.id.clone()));
+                }
+                Some(slot) => {
+                    let old = std::mem::replace(&mut slot.current, sb.clone());
+                    if !old.state().is_terminal() {
+                        slot.retiring.push(old);
+                    }
+                }
+                None => {
+                    reg.insert(sb.id.clone(), Slot { current: sb.clone(), retiring: Vec::new() });
+                }
+            }
+        }
+        match self.create_and_spawn(&sb).await {
+            Ok(mut process) => {
+                let pid = process.pid();
+                let (stdin, stdout, stderr) = (process.take_stdin(), process.take_stdout(), process.take_stderr());
+                let start_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| paddock_cgroup::procinfo::parse_stat_starttime(&s));
+                let process = Arc::new(process);
+                let _ = sb.main.set(process.clone());
+                {
+                    let mut l = sb.life.lock().unwrap();
+                    l.main_pid = Some(pid);
+                    l.main_start_time = start_time;
+                }
+                self.apply(&sb, Transition::Started);
+                self.inner.counters.starts_ok.fetch_add(1, Relaxed);
+                self.emit(&sb, EventKind::Started { pid });
+                tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, pid, "sandbox started");
+                drop(op);
+                self.spawn_monitor(sb.clone(), process);
+                Ok(Started { info: self.info(&sb), stdin, stdout, stderr })
+            }
+            Err(e) => {
+                {
+                    let mut l = sb.life.lock().unwrap();
+                    l.error = Some(e.to_string());
+                }
+                self.apply(&sb, Transition::StartFailed);
+                self.inner.counters.starts_failed.fetch_add(1, Relaxed);
+                self.emit(&sb, EventKind::StartFailed { error: e.to_string() });
+                tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "sandbox start failed");
+                self.forget_lifecycle(&sb);
+                drop(op);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_and_spawn(&self, sb: &Arc<Sandbox>) -> Result<Process, Error> {
+        let cfg = &self.inner.cfg;
+        cfg.hooks
+            .before_create(&sb.record())
+            .map_err(|reason| Error::Journal { id: sb.id.clone(), reason })?;
+        let name = CgroupName::new(cgroup_name(sb.id.as_str(), sb.lifecycle))?;
+        let cg = Arc::new(cfg.root.create(&name)?);
+        let _ = sb.cgroup.set(cg.clone());
+        let res = self.prepare_and_spawn(sb, &cg);
+        if res.is_err() {
+            // Nothing may be left behind: the spawn failed, so the cgroup is empty, but
+            // remove through the full path anyway (it kills whatever might be there).
+            let opts = RemoveOptions { timeout: cfg.remove_timeout, sandbox: Some(sb.id.to_string()), ..Default::default() };
+            if let Err(e) = cg.remove(&opts).await {
+                tracing::error!(sandbox = %sb.id, error = %e, "could not remove the cgroup of a failed start");
+            }
+        }
+        res
+    }
+
+    fn prepare_and_spawn(&self, sb: &Sandbox, cg: &Cgroup) -> Result<Process, Error> {
+        let cfg = &self.inner.cfg;
+        cg.set_owner(&cfg.owner)?;
+        let l = &sb.spec.limits;
+        let mut limits = Vec::new();
+        if let Some(v) = l.max_descendants {
+            limits.push(Limit::MaxDescendants(Max::Value(v)));
+        }
+        if let Some(v) = l.max_depth {
+            limits.push(Limit::MaxDepth(Max::Value(v)));
+        }
+        if let Some(v) = l.memory_max {
+            limits.push(Limit::MemoryMax(Max::Value(v)));
+        }
+        if let Some(v) = l.memory_high {
+            limits.push(Limit::MemoryHigh(Max::Value(v)));
+        }
+        if let Some(c) = l.cpus {
+            limits.push(Limit::CpuMax(CpuMax::from_cpus(c)?));
+        }
+        if let Some(w) = l.cpu_weight {
+            limits.push(Limit::CpuWeight(w));
+        }
+        if let Some(p) = l.pids_max {
+            limits.push(Limit::PidsMax(Max::Value(p)));
+        }
+        for lim in limits {
+            cg.set_limit(lim)?;
+        }
+        let spec = &sb.spec;
+        let mut cmd = Command::new(&spec.command);
+        cmd.args(&spec.args);
+        if spec.clear_env {
+            cmd.env_clear();
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        if let Some(cwd) = &spec.cwd {
+            cmd.cwd(cwd);
+        }
+        cmd.env("PADDOCK_SANDBOX_ID", sb.id.as_str());
+        cmd.env("PADDOCK_LIFECYCLE_ID", sb.lifecycle.to_string());
+        let log = |op: &str| -> Result<Option<std::fs::File>, Error> {
+            let Some(dir) = &cfg.log_dir else {
+                return Err(Error::InvalidSpec(format!("{op}: stdio `log` needs a log directory")));
+            };
+            let path = dir.join(format!("{}.log", cgroup_name(sb.id.as_str(), sb.lifecycle)));
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|cause| Error::Io { op: format!("open log file {}", path.display()), cause })?;
+            Ok(Some(f))
+        };
+        for (fd, target) in [(0, &spec.stdio.stdin), (1, &spec.stdio.stdout), (2, &spec.stdio.stderr)] {
+            let s = match target {
+                StdioTarget::Inherit => Stdio::Inherit,
+                StdioTarget::Null => Stdio::Null,
+                StdioTarget::Pipe => Stdio::Pipe,
+                StdioTarget::Log => Stdio::from(log("log")?.expect("log file")),
+                StdioTarget::File(p) => {
+                    let f = if fd == 0 {
+                        std::fs::File::open(p)
+                    } else {
+                        std::fs::OpenOptions::new().create(true).append(true).open(p)
+                    };
+                    Stdio::from(f.map_err(|cause| Error::Io { op: format!("open {}", p.display()), cause })?)
+                }
+            };
+            cmd.fd(fd, s);
+        }
+        match &spec.network {
+            Network::Host => {}
+            Network::Isolated => {
+                cmd.unshare(Namespaces::NET);
+            }
+            Network::Named(n) => {
+                let fd = paddock_proc::netns_fd(n).map_err(|cause| Error::Io {
+                    op: format!("open network namespace /run/netns/{n} (create it with `ip netns add {n}`)"),
+                    cause,
+                })?;
+                cmd.join_namespace(fd);
+            }
+        }
+        cmd.spawn_in(cg.dir_fd()).map_err(|cause| Error::Spawn { command: spec.command.clone(), cause })
+    }
+
+    fn spawn_monitor(&self, sb: Arc<Sandbox>, process: Arc<Process>) {
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let status = process.wait().await;
+            let exit = MainExit::from(status);
+            sb.life.lock().unwrap().main_exit = Some(exit);
+            sup.emit(&sb, EventKind::MainExited { status: exit });
+            tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %status, "main process exited");
+            if sb.spec.on_main_exit == OnMainExit::Stop {
+                let _ = sup.begin_stop(&sb, StopReason::MainExited, sb.spec.stop);
+            }
+        });
+    }
+
+    /// Stops the sandbox `id` (its current lifecycle, or exactly `lifecycle` when given) by
+    /// its spec's stop policy and returns the stop's report. Concurrent stop and kill calls
+    /// all wait for the same outcome; stopping a stopped sandbox returns its report.
+    pub async fn stop(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
+        self.stop_inner(id, lifecycle, None, StopReason::Requested).await
+    }
+
+    /// Like [`Supervisor::stop`] with the grace period replaced by `grace`.
+    pub async fn stop_with_grace(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+        grace: Duration,
+    ) -> Result<StopReport, Error> {
+        self.stop_inner(id, lifecycle, Some(grace), StopReason::Requested).await
+    }
+
+    /// Kills the sandbox: the stop without a grace period. If a graceful stop is already
+    /// running, its grace period is cut short and both wait for the same outcome.
+    pub async fn kill(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
+        self.stop_inner(id, lifecycle, Some(Duration::ZERO), StopReason::Killed).await
+    }
+
+    async fn stop_inner(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+        grace: Option<Duration>,
+        reason: StopReason,
+    ) -> Result<StopReport, Error> {
+        let sb = self.find(id, lifecycle)?;
+        let mut rx = {
+            let _op = sb.op.lock().await;
+            let mut policy = sb.spec.stop;
+            if let Some(g) = grace {
+                policy.grace_period_ms = g.as_millis() as u64;
+            }
+            match self.begin_stop(&sb, reason, policy) {
+                Some(rx) => rx,
+                None => {
+                    let l = sb.life.lock().unwrap();
+                    return match (&l.report, l.state) {
+                        (Some(r), _) => Ok(r.clone()),
+                        (None, state) => Err(Error::InvalidState { id: sb.id.clone(), state, op: "stop" }),
+                    };
+                }
+            }
+        };
+        let r = rx.wait_for(Option::is_some).await.map_err(|_| Error::InvalidState {
+            id: sb.id.clone(),
+            state: sb.state(),
+            op: "wait for stop",
+        })?;
+        Ok(r.clone().expect("checked"))
+    }
+
+    /// Starts the stop sequence if the sandbox is running; escalates a running graceful stop
+    /// when `policy` has no grace. Returns `None` when the sandbox never ran (failed start).
+    fn begin_stop(
+        &self,
+        sb: &Arc<Sandbox>,
+        reason: StopReason,
+        policy: StopPolicy,
+    ) -> Option<watch::Receiver<Option<StopReport>>> {
+        let mut l = sb.life.lock().unwrap();
+        match l.state {
+            State::Running => {
+                l.state = transition(l.state, Transition::StopBegun).expect("running → stopping");
+                l.stop_reason = Some(reason);
+                drop(l);
+                self.changed(sb);
+                let sup = self.clone();
+                let sb2 = sb.clone();
+                tokio::spawn(async move { sup.run_stop(sb2, reason, policy).await });
+            }
+            State::Stopping | State::Quarantined => {
+                if policy.grace_period_ms == 0 {
+                    sb.escalate.notify_one();
+                }
+            }
+            State::Stopped => {}
+            State::Creating | State::Failed => {
+                if l.report.is_none() {
+                    return None;
+                }
+            }
+        }
+        Some(sb.outcome.subscribe())
+    }
+
+    /// The stop sequence. Runs in its own task, so a caller that gives up waiting never
+    /// leaves a stop half done.
+    async fn run_stop(&self, sb: Arc<Sandbox>, reason: StopReason, policy: StopPolicy) {
+        let t0 = Instant::now();
+        self.emit(&sb, EventKind::Stopping { reason });
+        tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, ?reason, "stopping sandbox");
+        let mut report = StopReport {
+            reason,
+            signalled: 0,
+            grace_ms: 0.0,
+            killed_after_grace: 0,
+            kill_ms: 0.0,
+            remove_ms: 0.0,
+            rmdir_fallback: false,
+            pids_frozen: false,
+            total_ms: 0.0,
+            cpu_usage_usec: None,
+            memory_peak: None,
+            stuck: Vec::new(),
+            error: None,
+        };
+        let cg = sb.cgroup.get().expect("a running sandbox has its cgroup").clone();
+        match self.stop_phases(&sb, &cg, policy, &mut report).await {
+            Ok(()) => {
+                report.total_ms = ms(t0.elapsed());
+                self.finish_stopped(&sb, report, Transition::Removed);
+            }
+            Err(CgError::KillTimeout { remaining, .. }) => {
+                report.stuck = remaining.iter().map(StuckProcess::from).collect();
+                report.total_ms = ms(t0.elapsed());
+                self.quarantine(sb, cg, report).await;
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                report.total_ms = ms(t0.elapsed());
+                self.finish_failed(&sb, report, e.to_string());
+            }
+        }
+    }
+
+    async fn stop_phases(
+        &self,
+        sb: &Sandbox,
+        cg: &Cgroup,
+        policy: StopPolicy,
+        report: &mut StopReport,
+    ) -> Result<(), CgError> {
+        let watch = cg.watch()?;
+        let grace = policy.grace();
+        // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd.
+        if !grace.is_zero() && watch.read()?.populated {
+            if sb.life.lock().unwrap().paused {
+                cg.thaw()?;
+            }
+            let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
+            report.signalled = cg.signal_all(sig)?;
+            cg.signal_all(Signal::CONT)?;
+            // 2. The grace period, event-driven; a kill arriving now cuts it short.
+            let g0 = Instant::now();
+            tokio::select! {
+                r = watch.wait_unpopulated(grace) => { r?; }
+                _ = sb.escalate.notified() => {}
+            }
+            report.grace_ms = ms(g0.elapsed());
+        }
+        // 3. pids.max = 0 where the controller exists, then the verified kill.
+        if watch.read()?.populated {
+            let k0 = Instant::now();
+            report.pids_frozen = self.freeze_pids(cg);
+            let opts = KillOptions { timeout: policy.kill_timeout(), force_fallback: self.inner.cfg.force_kill_fallback };
+            let kr = cg.kill(&opts).await?;
+            report.killed_after_grace = kr.found;
+            report.kill_ms = ms(k0.elapsed());
+            if kr.found > 0 {
+                self.inner.counters.killed_after_grace.fetch_add(kr.found as u64, Relaxed);
+                tracing::warn!(
+                    sandbox = %sb.id, lifecycle = %sb.lifecycle, count = kr.found,
+                    "killed processes that outlived the grace period"
+                );
+                self.emit(sb, EventKind::LeakedProcessesKilled { count: kr.found });
+            }
+        }
+        // Final accounting, while the cgroup still exists.
+        if let Ok(st) = cg.stats() {
+            report.cpu_usage_usec = st.cpu.map(|c| c.usage_usec);
+            report.memory_peak = st.memory_peak;
+        }
+        // 4. Removal, with the EBUSY backstop of the cgroup layer.
+        let r0 = Instant::now();
+        let opts = RemoveOptions {
+            timeout: self.inner.cfg.remove_timeout.max(policy.kill_timeout()),
+            force_kill_fallback: self.inner.cfg.force_kill_fallback,
+            sandbox: Some(sb.id.to_string()),
+        };
+        let rr = cg.remove(&opts).await?;
+        report.remove_ms = ms(r0.elapsed());
+        report.rmdir_fallback = !rr.fast_path && !rr.already_gone;
+        if let Some(k) = rr.kill
+            && k.found > 0
+        {
+            report.killed_after_grace += k.found;
+            self.inner.counters.killed_after_grace.fetch_add(k.found as u64, Relaxed);
+            self.emit(sb, EventKind::LeakedProcessesKilled { count: k.found });
+        }
+        Ok(())
+    }
+
+    /// Sets `pids.max = 0` if the pids controller is enabled; returns whether it did.
+    fn freeze_pids(&self, cg: &Cgroup) -> bool {
+        match cg.set_limit(Limit::PidsMax(Max::Value(0))) {
+            Ok(()) => true,
+            Err(CgError::ControllerUnavailable { .. }) => false,
+            Err(e) => {
+                tracing::warn!(cgroup = %cg.path().display(), error = %e, "could not set pids.max = 0 before the kill");
+                false
+            }
+        }
+    }
+
+    async fn quarantine(&self, sb: Arc<Sandbox>, cg: Arc<Cgroup>, mut report: StopReport) {
+        report.pids_frozen = self.freeze_pids(&cg) || report.pids_frozen;
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.state = transition(l.state, Transition::KillStuck).expect("stopping → quarantined");
+            l.stuck = report.stuck.clone();
+            l.report = Some(report.clone());
+        }
+        self.changed(&sb);
+        self.inner.counters.stops_quarantined.fetch_add(1, Relaxed);
+        tracing::error!(
+            sandbox = %sb.id, lifecycle = %sb.lifecycle, stuck = ?report.stuck,
+            "processes survived the kill deadline; sandbox quarantined"
+        );
+        self.emit(&sb, EventKind::Quarantined { stuck: report.stuck.clone() });
+        let _ = sb.outcome.send(Some(report.clone()));
+        // Keep watching: event-driven on populated 0, repeating the kill now and then.
+        let recheck = self.inner.cfg.quarantine_recheck;
+        loop {
+            let gone = match cg.watch() {
+                Ok(w) => w.wait_unpopulated(recheck).await.unwrap_or(false),
+                Err(_) => true,
+            };
+            if gone {
+                break;
+            }
+            let _ = cg.kill(&KillOptions { timeout: recheck, force_fallback: false }).await;
+        }
+        let opts = RemoveOptions { timeout: self.inner.cfg.remove_timeout, sandbox: Some(sb.id.to_string()), ..Default::default() };
+        match cg.remove(&opts).await {
+            Ok(_) => {
+                self.inner.counters.quarantines_drained.fetch_add(1, Relaxed);
+                tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, "quarantined sandbox drained and removed");
+                self.finish_stopped(&sb, report, Transition::Drained);
+            }
+            Err(e) => self.finish_failed(&sb, report, e.to_string()),
+        }
+    }
+
+    fn finish_stopped(&self, sb: &Arc<Sandbox>, report: StopReport, how: Transition) {
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.state = transition(l.state, how).expect("to stopped");
+            l.report = Some(report.clone());
+        }
+        self.changed(sb);
+        if how == Transition::Removed {
+            self.inner.counters.stops_ok.fetch_add(1, Relaxed);
+        }
+        tracing::info!(
+            sandbox = %sb.id, lifecycle = %sb.lifecycle, total_ms = report.total_ms,
+            signalled = report.signalled, killed = report.killed_after_grace, "sandbox stopped"
+        );
+        self.emit(sb, EventKind::Stopped { report: report.clone() });
+        let _ = sb.outcome.send(Some(report));
+        self.prune_retired(sb);
+    }
+
+    fn finish_failed(&self, sb: &Arc<Sandbox>, report: StopReport, error: String) {
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.state = transition(l.state, Transition::StopFailed).expect("to failed");
+            l.error = Some(error.clone());
+            l.report = Some(report.clone());
+        }
+        self.changed(sb);
+        self.inner.counters.stops_failed.fetch_add(1, Relaxed);
+        tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %error, "sandbox stop failed");
+        self.emit(sb, EventKind::Failed { error });
+        let _ = sb.outcome.send(Some(report));
+        self.prune_retired(sb);
+    }
+
+    /// Drops a finished lifecycle from its ID's retiring list (never touching the current
+    /// lifecycle, which stays inspectable until replaced or forgotten).
+    fn prune_retired(&self, sb: &Arc<Sandbox>) {
+        let mut reg = self.inner.registry.lock().unwrap();
+        if let Some(slot) = reg.get_mut(&sb.id) {
+            let before = slot.retiring.len();
+            slot.retiring.retain(|o| o.lifecycle != sb.lifecycle);
+            if slot.retiring.len() != before {
+                self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+            }
+        }
+    }
+
+    /// Removes a failed start from the registry if it is still the current lifecycle.
+    fn forget_lifecycle(&self, sb: &Arc<Sandbox>) {
+        let mut reg = self.inner.registry.lock().unwrap();
+        if let Some(slot) = reg.get_mut(&sb.id)
+            && slot.current.lifecycle == sb.lifecycle
+        {
+            if let Some(prev) = slot.retiring.pop() {
+                slot.current = prev;
+            } else {
+                reg.remove(&sb.id);
+            }
+        }
+        self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+    }
+
+    /// Forgets a sandbox whose current lifecycle is stopped or failed (the API's delete).
+    pub fn forget(&self, id: &SandboxId) -> Result<(), Error> {
+        let mut reg = self.inner.registry.lock().unwrap();
+        let Some(slot) = reg.get(id) else {
+            return Err(Error::NotFound { id: id.to_string(), lifecycle: None });
+        };
+        let st = slot.current.state();
+        if !st.is_terminal() {
+            return Err(Error::InvalidState { id: id.clone(), state: st, op: "delete (stop it first)" });
+        }
+        let lc = slot.current.lifecycle;
+        if slot.retiring.is_empty() {
+            reg.remove(id);
+        } else if let Some(slot) = reg.get_mut(id) {
+            let next = slot.retiring.remove(0);
+            slot.current = next;
+        }
+        drop(reg);
+        self.inner.cfg.hooks.on_forget(id, lc);
+        Ok(())
+    }
+
+    /// Freezes a running sandbox and waits for the freeze to complete.
+    pub async fn pause(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxInfo, Error> {
+        self.set_paused(id, lifecycle, true).await
+    }
+
+    /// Thaws a paused sandbox.
+    pub async fn resume(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxInfo, Error> {
+        self.set_paused(id, lifecycle, false).await
+    }
+
+    async fn set_paused(&self, id: &SandboxId, lifecycle: Option<LifecycleId>, pause: bool) -> Result<SandboxInfo, Error> {
+        let op = if pause { "pause" } else { "resume" };
+        let sb = self.find(id, lifecycle)?;
+        let _op = sb.op.lock().await;
+        let state = sb.state();
+        if state != State::Running {
+            return Err(Error::InvalidState { id: sb.id.clone(), state, op });
+        }
+        let cg = sb.cgroup.get().expect("running has cgroup");
+        let ok = if pause { cg.freeze_wait(FREEZE_TIMEOUT).await? } else { cg.thaw_wait(FREEZE_TIMEOUT).await? };
+        if !ok {
+            if pause {
+                let _ = cg.thaw();
+            }
+            return Err(Error::Timeout { id: sb.id.clone(), op, timeout_ms: FREEZE_TIMEOUT.as_millis() as u64 });
+        }
+        sb.life.lock().unwrap().paused = pause;
+        self.changed(&sb);
+        self.emit(&sb, if pause { EventKind::Paused } else { EventKind::Resumed });
+        Ok(self.info(&sb))
+    }
+
+    /// Resource usage of a sandbox's cgroup. Works while paused.
+    pub fn stats(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxStats, Error> {
+        let sb = self.find(id, lifecycle)?;
+        let Some(cg) = sb.cgroup.get() else {
+            return Err(Error::InvalidState { id: sb.id.clone(), state: sb.state(), op: "read stats" });
+        };
+        if sb.state().is_terminal() {
+            return Err(Error::InvalidState { id: sb.id.clone(), state: sb.state(), op: "read stats" });
+        }
+        let s = cg.stats()?;
+        Ok(SandboxStats {
+            cpu_usage_usec: s.cpu.map(|c| c.usage_usec),
+            cpu_user_usec: s.cpu.map(|c| c.user_usec),
+            cpu_system_usec: s.cpu.map(|c| c.system_usec),
+            cpu_nr_throttled: s.cpu.and_then(|c| c.nr_throttled),
+            memory_current: s.memory_current,
+            memory_peak: s.memory_peak,
+            memory_oom_kill: s.memory_events.map(|m| m.oom_kill),
+            memory_high_events: s.memory_events.map(|m| m.high),
+            memory_max_events: s.memory_events.map(|m| m.max),
+            pids_current: s.pids_current,
+            processes: cg.procs_recursive()?.len(),
+        })
+    }
+
+    /// The current lifecycle of `id`.
+    pub fn get(&self, id: &SandboxId) -> Option<SandboxInfo> {
+        let sb = self.find(id, None).ok()?;
+        Some(self.info(&sb))
+    }
+
+    /// A specific lifecycle of `id`, current or retiring.
+    pub fn get_lifecycle(&self, id: &SandboxId, lc: LifecycleId) -> Option<SandboxInfo> {
+        let sb = self.find(id, Some(lc)).ok()?;
+        Some(self.info(&sb))
+    }
+
+    /// Every known lifecycle: current ones and older ones still stopping or quarantined.
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        let all: Vec<Arc<Sandbox>> = {
+            let reg = self.inner.registry.lock().unwrap();
+            reg.values().flat_map(|s| std::iter::once(s.current.clone()).chain(s.retiring.iter().cloned())).collect()
+        };
+        let mut v: Vec<SandboxInfo> = all.iter().map(|sb| self.info(sb)).collect();
+        v.sort_by(|a, b| (a.id.as_str(), a.lifecycle).cmp(&(b.id.as_str(), b.lifecycle)));
+        v
+    }
+
+    /// Waits until the lifecycle has stopped (or is quarantined or failed) and returns the
+    /// stop's report.
+    pub async fn wait_stopped(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
+        let sb = self.find(id, lifecycle)?;
+        let mut rx = sb.outcome.subscribe();
+        let r = rx.wait_for(Option::is_some).await.map_err(|_| Error::InvalidState {
+            id: sb.id.clone(),
+            state: sb.state(),
+            op: "wait",
+        })?;
+        Ok(r.clone().expect("checked"))
+    }
+
+    /// Waits for the main process of a lifecycle to exit and returns how it ended; `None`
+    /// when the lifecycle is unknown or never had a main process.
+    pub async fn wait_main_exit(&self, id: &SandboxId, lifecycle: LifecycleId) -> Option<MainExit> {
+        let sb = self.find(id, Some(lifecycle)).ok()?;
+        let p = sb.main.get()?.clone();
+        Some(MainExit::from(p.wait().await))
+    }
+
+    /// Stops every running sandbox (used on shutdown with `--stop-sandboxes-on-exit`).
+    pub async fn stop_all(&self) -> Vec<(SandboxId, Result<StopReport, Error>)> {
+        let ids: Vec<(SandboxId, LifecycleId)> =
+            self.list().into_iter().filter(|i| !i.state.is_terminal()).map(|i| (i.id, i.lifecycle)).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (id, lc) in ids {
+            let sup = self.clone();
+            set.spawn(async move {
+                let r = sup.stop_inner(&id, Some(lc), None, StopReason::Shutdown).await;
+                (id, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    fn find(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<Arc<Sandbox>, Error> {
+        let reg = self.inner.registry.lock().unwrap();
+        let nf = || Error::NotFound { id: id.to_string(), lifecycle };
+        let slot = reg.get(id).ok_or_else(nf)?;
+        match lifecycle {
+            None => Ok(slot.current.clone()),
+            Some(lc) => std::iter::once(&slot.current)
+                .chain(slot.retiring.iter())
+                .find(|s| s.lifecycle == lc)
+                .cloned()
+                .ok_or_else(nf),
+        }
+    }
+
+    fn info(&self, sb: &Arc<Sandbox>) -> SandboxInfo {
+        let current = {
+            let reg = self.inner.registry.lock().unwrap();
+            reg.get(&sb.id).is_some_and(|s| s.current.lifecycle == sb.lifecycle)
+        };
+        let l = sb.life.lock().unwrap();
+        SandboxInfo {
+            id: sb.id.clone(),
+            lifecycle: sb.lifecycle,
+            state: l.state,
+            paused: l.paused,
+            current,
+            pid: l.main_pid,
+            cgroup_path: sb.cgroup_path.clone(),
+            main_exit: l.main_exit,
+            stop_report: l.report.clone(),
+            stuck: l.stuck.clone(),
+            error: l.error.clone(),
+            created_at_ms: sb.created_at_ms,
+            spec: sb.spec.clone(),
+        }
+    }
+
+    fn apply(&self, sb: &Arc<Sandbox>, t: Transition) {
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.state = transition(l.state, t).unwrap_or_else(|e| panic!("sandbox {}: {e}", sb.id));
+        }
+        self.changed(sb);
+    }
+
+    fn changed(&self, sb: &Sandbox) {
+        self.inner.cfg.hooks.on_change(&sb.record());
+    }
+
+    fn emit(&self, sb: &Sandbox, kind: EventKind) {
+        let ev = Event { id: sb.id.clone(), lifecycle: sb.lifecycle, at_ms: now_ms(), kind };
+        self.inner.cfg.hooks.on_event(&ev);
+        let _ = self.inner.events.send(ev);
+    }
+}
+
+impl Sandbox {
+    fn state(&self) -> State {
+        self.life.lock().unwrap().state
+    }
+
+    fn record(&self) -> Record {
+        let l = self.life.lock().unwrap();
+        Record {
+            spec: self.spec.clone(),
+            lifecycle: self.lifecycle,
+            state: l.state,
+            paused: l.paused,
+            cgroup: cgroup_name(self.id.as_str(), self.lifecycle),
+            main_pid: l.main_pid,
+            main_start_time: l.main_start_time,
+            stop_reason: l.stop_reason,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Shared helpers for the supervisor's root tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use paddock_cgroup::Root;
+use paddock_supervisor::{Config, SandboxId, SandboxSpec, StopPolicy, Supervisor};
+use paddock_testutil::TestRoot;
+
+/// A supervisor over a managed root inside a per-test cgroup, plus a scratch directory.
+pub struct Env {
+    pub sup: Supervisor,
+    pub scratch: Scratch,
+    pub root: Root,
+    // Dropped last: kills and removes everything the test created.
+    pub t: TestRoot,
+}
+
+pub fn env(test: &str) -> Option<Env> {
+    env_with(test, |_| {})
+}
+
+pub fn env_with(test: &str, f: impl FnOnce(&mut Config)) -> Option<Env> {
+    let t = paddock_testutil::test_root(test)?;
+    let root = Root::open_or_create(&t.path().join("sandboxes")).expect("managed root");
+    let scratch = Scratch::new(test);
+    let mut cfg = Config::new(root.clone());
+    cfg.log_dir = Some(scratch.0.join("logs"));
+    f(&mut cfg);
+    let sup = Supervisor::new(cfg).expect("supervisor");
+    Some(Env { sup, scratch, root, t })
+}
+
+impl Env {
+    /// Asserts the managed root is empty and no process is left in the test's subtree.
+    pub fn assert_no_leaks(&self) {
+        let left = paddock_testutil::procs_recursive(self.t.path());
+        assert!(left.is_empty(), "processes left in {}: {left:?}", self.t.path().display());
+        let (names, other) = self.root.list().unwrap();
+        assert!(names.is_empty() && other.is_empty(), "cgroups left: {names:?} {other:?}");
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("paddock-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn id(s: &str) -> SandboxId {
+    SandboxId::new(s).unwrap()
+}
+
+pub fn sh(id_: &str, script: &str) -> SandboxSpec {
+    let mut s = SandboxSpec::new(id(id_), "/bin/sh", ["-c", script]);
+    s.stop = StopPolicy { grace_period_ms: 2_000, ..StopPolicy::default() };
+    s
+}
+
+/// Waits (bounded) for a file written by a payload to say it is ready.
+pub async fn wait_file(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    paddock_testutil::pid_alive(pid)
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("paddock-t-{tag}-{}", std::process::id());
+        let out = paddock_proc::Command::new("ip").args(["netns", "add", &name]).output().unwrap();
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = paddock_proc::Command::new("ip").args(["netns", "delete", &self.0]).output();
+    }
+}

@@ -1,0 +1,160 @@
+//! `paddock run`: one command in a fresh sandbox, in the foreground.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use paddock_cgroup::Root;
+use paddock_supervisor::{
+    Config, Network, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor, parse_duration, parse_size,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Arguments of `paddock run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Sandbox ID (default: run-<paddock's pid>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hard memory limit (memory.max), e.g. 512M, 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory throttling limit (memory.high).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_high: Option<String>,
+    /// CPU quota in CPUs (cpu.max), e.g. 1.5.
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads (pids.max).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Network: `host` (default), `isolated` (a new namespace with only loopback), or the
+    /// name of a namespace made with `ip netns add`.
+    #[arg(long, value_name = "host|isolated|NAME", default_value = "host")]
+    pub netns: String,
+    /// Grace period between the stop signal and the kill, e.g. 10s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub stop_timeout: String,
+    /// Environment variable for the command (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory of the command.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Print a one-line summary to stderr at the end (duration, CPU, peak memory,
+    /// processes killed).
+    #[arg(long)]
+    pub summary: bool,
+    /// The managed cgroup root (default: <cgroup2 mount>/paddock).
+    #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Builds the spec `paddock run` starts (shared with `paddock run -d`).
+pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
+    let id = a.name.clone().unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let id = SandboxId::new(id)?;
+    let (cmd, rest) = a.command.split_first().context("no command given")?;
+    let mut spec = SandboxSpec::new(id, cmd.clone(), rest.iter().cloned());
+    spec.stdio = StdioSpec::inherit();
+    spec.cwd = a.cwd.clone();
+    for kv in &a.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--env {kv:?}: expected K=V");
+        };
+        spec.env.insert(k.to_owned(), v.to_owned());
+    }
+    spec.limits.memory_max = a.memory.as_deref().map(parse_size).transpose()?;
+    spec.limits.memory_high = a.memory_high.as_deref().map(parse_size).transpose()?;
+    spec.limits.cpus = a.cpus;
+    spec.limits.pids_max = a.pids;
+    spec.network = match a.netns.as_str() {
+        "host" => Network::Host,
+        "isolated" => Network::Isolated,
+        name => Network::Named(name.to_owned()),
+    };
+    let grace = parse_duration(&a.stop_timeout)?;
+    spec.stop = StopPolicy { grace_period_ms: grace.as_millis() as u64, ..StopPolicy::default() };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Runs the sandbox to completion; returns the exit code for paddock.
+pub async fn run(a: RunArgs) -> Result<u8> {
+    let spec = spec_from_args(&a)?;
+    let root = match &a.cgroup_root {
+        Some(p) => Root::open_or_create(p),
+        None => Root::open_default(),
+    }
+    .context("open the managed cgroup root")?;
+    let want = spec.limits.controllers();
+    if !want.is_empty() {
+        root.enable_controllers(&want).context("enable the controllers the limits need")?;
+    }
+    let sup = Supervisor::new(Config::new(root))?;
+    let t0 = Instant::now();
+    let started = sup.start(spec).await?;
+    let (id, lc) = (started.info.id.clone(), started.info.lifecycle);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut asked = 0;
+    let report = loop {
+        tokio::select! {
+            r = sup.wait_stopped(&id, Some(lc)) => break r?,
+            _ = sigint.recv() => asked += 1,
+            _ = sigterm.recv() => asked += 1,
+        }
+        // First signal: graceful stop; second: kill at once.
+        let sup2 = sup.clone();
+        let id2 = id.clone();
+        if asked == 1 {
+            tokio::spawn(async move { sup2.stop(&id2, Some(lc)).await });
+        } else {
+            tokio::spawn(async move { sup2.kill(&id2, Some(lc)).await });
+        }
+    };
+    let info = sup.get_lifecycle(&id, lc).context("sandbox record vanished")?;
+    // The main process's status arrives from the reaper; the stop can finish first.
+    let exit = match info.main_exit {
+        Some(e) => Some(e),
+        None => sup.wait_main_exit(&id, lc).await,
+    };
+    let code = exit.map(|e| e.shell_code()).unwrap_or(125);
+    if !report.stuck.is_empty() {
+        eprintln!(
+            "paddock: sandbox {id} is quarantined: {} process(es) survived the kill: {:?}",
+            report.stuck.len(),
+            report.stuck
+        );
+    }
+    if a.summary {
+        let mem = report.memory_peak.map(human_bytes).unwrap_or_else(|| "n/a".into());
+        let cpu = report.cpu_usage_usec.map(|u| format!("{:.3}s", u as f64 / 1e6)).unwrap_or_else(|| "n/a".into());
+        eprintln!(
+            "paddock: {id}: {}, {:.3}s, cpu {cpu}, peak memory {mem}, {} process(es) killed at the end",
+            exit.map(|e| match (e.code, e.signal) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("killed by signal {s}"),
+                _ => "exit unknown".into(),
+            })
+            .unwrap_or_else(|| "exit unknown".into()),
+            t0.elapsed().as_secs_f64(),
+            report.killed_after_grace,
+        );
+    }
+    Ok(u8::try_from(code).unwrap_or(255))
+}
+
+fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1}{}", U[i])
+}
