@@ -253,11 +253,16 @@ async fn nested_and_frozen_child_cgroups_are_removed_by_fallback() {
 async fn cancelled_removal_can_be_retried() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
-    let Some((_t, root)) = root("cancelled_removal_can_be_retried") else { return };
+    let Some((_t, root)) = root("cancelled_removal_can_be_retried") else {
+        return;
+    };
     let mut cancelled = 0;
     for round in 0..10 {
         let cg = root.create(&name(&format!("sbx-cancel-{round}"))).unwrap();
-        let child = spawn_in(&cg, "i=0; while [ $i -lt 60 ]; do sleep 300 & i=$((i+1)); done; exec sleep 300");
+        let child = spawn_in(
+            &cg,
+            "i=0; while [ $i -lt 60 ]; do sleep 300 & i=$((i+1)); done; exec sleep 300",
+        );
         wait_procs(&cg, 61, Duration::from_secs(10));
         let opts = RemoveOptions::default();
         let done = {
@@ -267,7 +272,10 @@ async fn cancelled_removal_can_be_retried() {
         };
         if !done {
             cancelled += 1;
-            assert!(cg.path().exists(), "a cancelled removal must not have removed the cgroup");
+            assert!(
+                cg.path().exists(),
+                "a cancelled removal must not have removed the cgroup"
+            );
         }
         let r = cg.remove(&RemoveOptions::default()).await.unwrap();
         assert!(done || !r.already_gone, "{r:?}");

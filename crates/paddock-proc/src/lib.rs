@@ -60,6 +60,7 @@
 #![cfg(target_os = "linux")]
 
 mod command;
+mod foreign;
 mod process;
 mod reaper;
 mod sys;
@@ -69,6 +70,7 @@ use std::fmt;
 pub use command::{
     Command, Namespaces, Output, SpawnPath, Stage, Stdio, netns_fd, run_to_completion,
 };
+pub use foreign::ForeignProcess;
 pub use process::{Delivery, Process};
 pub use reaper::{
     ORPHAN_CHANNEL_CAPACITY, OrphanExit, children_reaped, children_running, orphans_reaped,

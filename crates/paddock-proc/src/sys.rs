@@ -500,3 +500,14 @@ pub fn errno_name(e: i32) -> &'static str {
         _ => "E?",
     }
 }
+
+/// Registers an owned fd with the tokio reactor for `interest`.
+pub(crate) fn register_readable(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<crate::foreign::Registered> {
+    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, which owns it from here on;
+    // nothing else can close or replace it while it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}

@@ -22,7 +22,12 @@ pub struct StuckProcess {
 
 impl From<&paddock_cgroup::ProcInfo> for StuckProcess {
     fn from(p: &paddock_cgroup::ProcInfo) -> Self {
-        StuckProcess { pid: p.pid, comm: p.comm.clone(), state: p.state.map(String::from), wchan: p.wchan.clone() }
+        StuckProcess {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            state: p.state.map(String::from),
+            wchan: p.wchan.clone(),
+        }
     }
 }
 
@@ -38,6 +43,14 @@ pub struct MainExit {
 }
 
 impl MainExit {
+    /// The status of a main process that exited while it was not paddock's child (adopted
+    /// after a restart): its exit was seen, its status cannot be read.
+    pub const UNKNOWN: MainExit = MainExit {
+        code: None,
+        signal: None,
+        core_dumped: false,
+    };
+
     /// The shell convention: the code, or 128 + signal.
     pub fn shell_code(&self) -> i32 {
         self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
@@ -47,10 +60,19 @@ impl MainExit {
 impl From<paddock_proc::ExitStatus> for MainExit {
     fn from(s: paddock_proc::ExitStatus) -> Self {
         match s {
-            paddock_proc::ExitStatus::Exited(c) => MainExit { code: Some(c), signal: None, core_dumped: false },
-            paddock_proc::ExitStatus::Signaled { signal, core_dumped } => {
-                MainExit { code: None, signal: Some(signal), core_dumped }
-            }
+            paddock_proc::ExitStatus::Exited(c) => MainExit {
+                code: Some(c),
+                signal: None,
+                core_dumped: false,
+            },
+            paddock_proc::ExitStatus::Signaled {
+                signal,
+                core_dumped,
+            } => MainExit {
+                code: None,
+                signal: Some(signal),
+                core_dumped,
+            },
         }
     }
 }
@@ -115,6 +137,13 @@ pub enum EventKind {
         /// Its PID.
         pid: i32,
     },
+    /// A lifecycle recorded by a previous supervisor process was adopted.
+    Adopted {
+        /// The main process's PID, if it is still alive.
+        pid: Option<i32>,
+        /// The state it was adopted in.
+        state: crate::State,
+    },
     /// Starting failed; nothing was left behind.
     StartFailed {
         /// The cause.
@@ -171,5 +200,8 @@ pub struct Event {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -29,13 +29,17 @@ mod supervisor;
 
 pub use events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess};
 pub use spec::{
-    Limits, MAX_ID_LEN, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopPolicy,
-    parse_duration, parse_size,
+    Limits, MAX_ID_LEN, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
+    StopPolicy, parse_duration, parse_size,
 };
 pub use state::{
-    CGROUP_SEPARATOR, InvalidTransition, LifecycleId, State, Transition, cgroup_name, parse_cgroup_name, transition,
+    CGROUP_SEPARATOR, InvalidTransition, LifecycleId, State, Transition, cgroup_name,
+    parse_cgroup_name, transition,
 };
-pub use supervisor::{Config, Hooks, NoHooks, Record, SandboxInfo, SandboxStats, Started, SupervisorCounters, Supervisor};
+pub use supervisor::{
+    Adopted, Config, Hooks, NoHooks, ReclaimReport, Record, SandboxInfo, SandboxStats, Started,
+    Supervisor, SupervisorCounters,
+};
 
 /// Errors of the supervisor.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +48,9 @@ pub enum Error {
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
     /// A sandbox with this ID is already creating or running; nothing was started.
-    #[error("sandbox {0} already exists (it is creating or running); stop it first or pick another ID")]
+    #[error(
+        "sandbox {0} already exists (it is creating or running); stop it first or pick another ID"
+    )]
     AlreadyExists(SandboxId),
     /// No sandbox with this ID (or lifecycle) is known.
     #[error("no sandbox {id}{}", lifecycle.map(|l| format!(" with lifecycle {l}")).unwrap_or_default())]
@@ -92,7 +98,9 @@ pub enum Error {
         cause: std::io::Error,
     },
     /// A pause or resume did not complete in time.
-    #[error("sandbox {id}: {op} did not complete within {timeout_ms} ms (a process in uninterruptible sleep?)")]
+    #[error(
+        "sandbox {id}: {op} did not complete within {timeout_ms} ms (a process in uninterruptible sleep?)"
+    )]
     Timeout {
         /// The sandbox.
         id: SandboxId,

@@ -97,7 +97,11 @@ pub struct StdioSpec {
 impl StdioSpec {
     /// All three inherited from the supervisor (what `paddock run` uses).
     pub fn inherit() -> Self {
-        StdioSpec { stdin: StdioTarget::Inherit, stdout: StdioTarget::Inherit, stderr: StdioTarget::Inherit }
+        StdioSpec {
+            stdin: StdioTarget::Inherit,
+            stdout: StdioTarget::Inherit,
+            stderr: StdioTarget::Inherit,
+        }
     }
 }
 
@@ -177,7 +181,11 @@ pub struct StopPolicy {
 
 impl Default for StopPolicy {
     fn default() -> Self {
-        StopPolicy { signal: libc::SIGTERM, grace_period_ms: 10_000, kill_timeout_ms: 5_000 }
+        StopPolicy {
+            signal: libc::SIGTERM,
+            grace_period_ms: 10_000,
+            kill_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -235,7 +243,11 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     /// A spec with defaults for everything but the ID and the command line.
-    pub fn new(id: SandboxId, command: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        id: SandboxId,
+        command: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         SandboxSpec {
             id,
             command: command.into(),
@@ -265,11 +277,16 @@ impl SandboxSpec {
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return bad(format!("environment variable {k:?}: names must be non-empty without '=' or NUL"));
+                return bad(format!(
+                    "environment variable {k:?}: names must be non-empty without '=' or NUL"
+                ));
             }
         }
         if !(1..=64).contains(&self.stop.signal) {
-            return bad(format!("stop signal {} is not a signal number (1..=64)", self.stop.signal));
+            return bad(format!(
+                "stop signal {} is not a signal number (1..=64)",
+                self.stop.signal
+            ));
         }
         if self.stop.kill_timeout_ms == 0 {
             return bad("kill_timeout_ms must be at least 1".into());
@@ -278,7 +295,9 @@ impl SandboxSpec {
         if let Some(c) = l.cpus
             && (!c.is_finite() || c < 0.01)
         {
-            return bad(format!("cpus = {c}: must be a number of CPUs of at least 0.01"));
+            return bad(format!(
+                "cpus = {c}: must be a number of CPUs of at least 0.01"
+            ));
         }
         if let Some(w) = l.cpu_weight
             && !(1..=10_000).contains(&w)
@@ -300,7 +319,8 @@ impl SandboxSpec {
 /// Parses a size such as `512M`, `1.5G`, `4096`, `64k` (binary units: K = 1024) into bytes.
 pub fn parse_size(s: &str) -> Result<u64, Error> {
     let t = s.trim();
-    let err = |why: &str| Error::InvalidSpec(format!("size {s:?}: {why} (examples: 512M, 1.5G, 4096)"));
+    let err =
+        |why: &str| Error::InvalidSpec(format!("size {s:?}: {why} (examples: 512M, 1.5G, 4096)"));
     if t.is_empty() {
         return Err(err("empty"));
     }
@@ -334,7 +354,8 @@ pub fn parse_size(s: &str) -> Result<u64, Error> {
 /// Parses a duration such as `10s`, `500ms`, `2m`, `1.5s`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     let t = s.trim();
-    let err = |why: &str| Error::InvalidSpec(format!("duration {s:?}: {why} (examples: 10s, 500ms, 2m)"));
+    let err =
+        |why: &str| Error::InvalidSpec(format!("duration {s:?}: {why} (examples: 10s, 500ms, 2m)"));
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() || num.starts_with('-') || num.starts_with('+') {

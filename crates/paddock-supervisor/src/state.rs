@@ -63,8 +63,14 @@ impl State {
     }
 
     /// All states, for metrics.
-    pub const ALL: [State; 6] =
-        [State::Creating, State::Running, State::Stopping, State::Stopped, State::Failed, State::Quarantined];
+    pub const ALL: [State; 6] = [
+        State::Creating,
+        State::Running,
+        State::Stopping,
+        State::Stopped,
+        State::Failed,
+        State::Quarantined,
+    ];
 }
 
 impl fmt::Display for State {
@@ -131,13 +137,18 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 impl LifecycleId {
     /// A new lifecycle ID.
     pub fn fresh() -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         // Microseconds since the epoch shifted left by 12 bits, and strictly increasing
         // within a process: unique within a process, and across restarts as long as the
         // clock does not go back.
         let candidate = micros << 12;
         let prev = COUNTER
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(candidate.max(last + 1)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(candidate.max(last + 1))
+            })
             .unwrap_or(0);
         LifecycleId(candidate.max(prev + 1))
     }
@@ -201,7 +212,15 @@ mod tests {
         assert_eq!(transition(Running, StopBegun), Ok(Stopping));
         assert_eq!(transition(Stopping, KillStuck), Ok(Quarantined));
         assert_eq!(transition(Quarantined, Drained), Ok(Stopped));
-        let all = [Started, StartFailed, StopBegun, Removed, KillStuck, Drained, StopFailed];
+        let all = [
+            Started,
+            StartFailed,
+            StopBegun,
+            Removed,
+            KillStuck,
+            Drained,
+            StopFailed,
+        ];
         for s in [Stopped, Failed] {
             for e in all {
                 assert!(transition(s, e).is_err(), "{s:?} {e:?}");

@@ -10,16 +10,16 @@ use std::time::Duration;
 use paddock_cgroup::{
     Cgroup, CgroupName, CpuMax, Error as CgError, KillOptions, Limit, Max, RemoveOptions, Root,
 };
-use paddock_proc::{Command, Namespaces, Process, Stdio};
+use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
+use crate::Error;
 use crate::events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess, ms, now_ms};
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
 use crate::state::{LifecycleId, State, Transition, cgroup_name, transition};
-use crate::Error;
 
 /// Capacity of the event channel; a subscriber that falls further behind loses the oldest
 /// events (and is told so by `broadcast::error::RecvError::Lagged`).
@@ -207,8 +207,12 @@ pub struct SupervisorCounters {
     pub stops_failed: AtomicU64,
     /// Processes killed because they outlived the grace period.
     pub killed_after_grace: AtomicU64,
-    /// Orphans reaped are counted by paddock-proc; quarantines drained here.
+    /// Quarantined sandboxes whose processes finally went and whose cgroup was removed.
     pub quarantines_drained: AtomicU64,
+    /// Lifecycles adopted from a previous supervisor process.
+    pub adopted: AtomicU64,
+    /// Owned cgroups without a lifecycle that reconciliation killed and removed.
+    pub reclaimed: AtomicU64,
 }
 
 struct Life {
@@ -231,7 +235,7 @@ struct Sandbox {
     created_at_ms: u64,
     cgroup_path: PathBuf,
     cgroup: OnceLock<Arc<Cgroup>>,
-    main: OnceLock<Arc<Process>>,
+    main: OnceLock<Main>,
     life: Mutex<Life>,
     /// Serialises start, stop (its beginning), pause and resume of this lifecycle.
     op: tokio::sync::Mutex<()>,
@@ -239,6 +243,57 @@ struct Sandbox {
     outcome: watch::Sender<Option<StopReport>>,
     /// Cuts a running grace period short (a kill arriving during a graceful stop).
     escalate: Notify,
+}
+
+/// The main process: our child, or one adopted from a previous supervisor process.
+#[derive(Clone)]
+enum Main {
+    Child(Arc<Process>),
+    Adopted(Arc<ForeignProcess>),
+}
+
+impl Main {
+    async fn wait(&self) -> MainExit {
+        match self {
+            Main::Child(p) => MainExit::from(p.wait().await),
+            Main::Adopted(p) => {
+                let _ = p.exited().await;
+                MainExit::UNKNOWN
+            }
+        }
+    }
+}
+
+/// Outcome of [`Supervisor::adopt`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adopted {
+    /// The sandbox runs on and is controllable again.
+    Running(SandboxInfo),
+    /// A stop that had not finished (or a main process that had exited) is being finished.
+    Stopping(SandboxInfo),
+    /// Its processes could not be killed; it is quarantined and watched.
+    Quarantined(SandboxInfo),
+    /// Its cgroup no longer exists (or held nothing worth keeping and was removed): there
+    /// is nothing to adopt, and the record can be dropped.
+    Gone {
+        /// The sandbox.
+        id: SandboxId,
+        /// The lifecycle.
+        lifecycle: LifecycleId,
+    },
+}
+
+/// What [`Supervisor::reclaim`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimReport {
+    /// Cgroups carrying this supervisor's owner tag but no lifecycle, killed and removed.
+    pub reclaimed: Vec<String>,
+    /// Processes killed in them.
+    pub processes_killed: usize,
+    /// Cgroups under the root without this supervisor's tag: reported, left alone.
+    pub untagged: Vec<String>,
+    /// Cgroups that could not be reclaimed, with the error.
+    pub failed: Vec<(String, String)>,
 }
 
 struct Slot {
@@ -261,7 +316,9 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("cfg", &self.inner.cfg).finish_non_exhaustive()
+        f.debug_struct("Supervisor")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -270,16 +327,25 @@ impl Supervisor {
     /// subreaper, so orphaned descendants of sandboxes are reaped here.
     pub fn new(cfg: Config) -> Result<Self, Error> {
         if cfg.subreaper {
-            paddock_proc::set_child_subreaper()
-                .map_err(|cause| Error::Io { op: "prctl(PR_SET_CHILD_SUBREAPER)".into(), cause })?;
+            paddock_proc::set_child_subreaper().map_err(|cause| Error::Io {
+                op: "prctl(PR_SET_CHILD_SUBREAPER)".into(),
+                cause,
+            })?;
         }
         if let Some(dir) = &cfg.log_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|cause| Error::Io { op: format!("create log directory {}", dir.display()), cause })?;
+            std::fs::create_dir_all(dir).map_err(|cause| Error::Io {
+                op: format!("create log directory {}", dir.display()),
+                cause,
+            })?;
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Supervisor {
-            inner: Arc::new(Inner { cfg, registry: Mutex::new(HashMap::new()), events, counters: Default::default() }),
+            inner: Arc::new(Inner {
+                cfg,
+                registry: Mutex::new(HashMap::new()),
+                events,
+                counters: Default::default(),
+            }),
         })
     }
 
@@ -352,19 +418,29 @@ impl Supervisor {
                     }
                 }
                 None => {
-                    reg.insert(sb.id.clone(), Slot { current: sb.clone(), retiring: Vec::new() });
+                    reg.insert(
+                        sb.id.clone(),
+                        Slot {
+                            current: sb.clone(),
+                            retiring: Vec::new(),
+                        },
+                    );
                 }
             }
         }
         match self.create_and_spawn(&sb).await {
             Ok(mut process) => {
                 let pid = process.pid();
-                let (stdin, stdout, stderr) = (process.take_stdin(), process.take_stdout(), process.take_stderr());
+                let (stdin, stdout, stderr) = (
+                    process.take_stdin(),
+                    process.take_stdout(),
+                    process.take_stderr(),
+                );
                 let start_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .ok()
                     .and_then(|s| paddock_cgroup::procinfo::parse_stat_starttime(&s));
                 let process = Arc::new(process);
-                let _ = sb.main.set(process.clone());
+                let _ = sb.main.set(Main::Child(process.clone()));
                 {
                     let mut l = sb.life.lock().unwrap();
                     l.main_pid = Some(pid);
@@ -375,8 +451,13 @@ impl Supervisor {
                 self.emit(&sb, EventKind::Started { pid });
                 tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, pid, "sandbox started");
                 drop(op);
-                self.spawn_monitor(sb.clone(), process);
-                Ok(Started { info: self.info(&sb), stdin, stdout, stderr })
+                self.spawn_monitor(sb.clone(), Main::Child(process));
+                Ok(Started {
+                    info: self.info(&sb),
+                    stdin,
+                    stdout,
+                    stderr,
+                })
             }
             Err(e) => {
                 {
@@ -385,7 +466,12 @@ impl Supervisor {
                 }
                 self.apply(&sb, Transition::StartFailed);
                 self.inner.counters.starts_failed.fetch_add(1, Relaxed);
-                self.emit(&sb, EventKind::StartFailed { error: e.to_string() });
+                self.emit(
+                    &sb,
+                    EventKind::StartFailed {
+                        error: e.to_string(),
+                    },
+                );
                 tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "sandbox start failed");
                 self.forget_lifecycle(&sb);
                 drop(op);
@@ -398,7 +484,10 @@ impl Supervisor {
         let cfg = &self.inner.cfg;
         cfg.hooks
             .before_create(&sb.record())
-            .map_err(|reason| Error::Journal { id: sb.id.clone(), reason })?;
+            .map_err(|reason| Error::Journal {
+                id: sb.id.clone(),
+                reason,
+            })?;
         let name = CgroupName::new(cgroup_name(sb.id.as_str(), sb.lifecycle))?;
         let cg = Arc::new(cfg.root.create(&name)?);
         let _ = sb.cgroup.set(cg.clone());
@@ -406,7 +495,11 @@ impl Supervisor {
         if res.is_err() {
             // Nothing may be left behind: the spawn failed, so the cgroup is empty, but
             // remove through the full path anyway (it kills whatever might be there).
-            let opts = RemoveOptions { timeout: cfg.remove_timeout, sandbox: Some(sb.id.to_string()), ..Default::default() };
+            let opts = RemoveOptions {
+                timeout: cfg.remove_timeout,
+                sandbox: Some(sb.id.to_string()),
+                ..Default::default()
+            };
             if let Err(e) = cg.remove(&opts).await {
                 tracing::error!(sandbox = %sb.id, error = %e, "could not remove the cgroup of a failed start");
             }
@@ -459,17 +552,26 @@ impl Supervisor {
         cmd.env("PADDOCK_LIFECYCLE_ID", sb.lifecycle.to_string());
         let log = |op: &str| -> Result<Option<std::fs::File>, Error> {
             let Some(dir) = &cfg.log_dir else {
-                return Err(Error::InvalidSpec(format!("{op}: stdio `log` needs a log directory")));
+                return Err(Error::InvalidSpec(format!(
+                    "{op}: stdio `log` needs a log directory"
+                )));
             };
             let path = dir.join(format!("{}.log", cgroup_name(sb.id.as_str(), sb.lifecycle)));
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|cause| Error::Io { op: format!("open log file {}", path.display()), cause })?;
+                .map_err(|cause| Error::Io {
+                    op: format!("open log file {}", path.display()),
+                    cause,
+                })?;
             Ok(Some(f))
         };
-        for (fd, target) in [(0, &spec.stdio.stdin), (1, &spec.stdio.stdout), (2, &spec.stdio.stderr)] {
+        for (fd, target) in [
+            (0, &spec.stdio.stdin),
+            (1, &spec.stdio.stdout),
+            (2, &spec.stdio.stderr),
+        ] {
             let s = match target {
                 StdioTarget::Inherit => Stdio::Inherit,
                 StdioTarget::Null => Stdio::Null,
@@ -479,9 +581,15 @@ impl Supervisor {
                     let f = if fd == 0 {
                         std::fs::File::open(p)
                     } else {
-                        std::fs::OpenOptions::new().create(true).append(true).open(p)
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(p)
                     };
-                    Stdio::from(f.map_err(|cause| Error::Io { op: format!("open {}", p.display()), cause })?)
+                    Stdio::from(f.map_err(|cause| Error::Io {
+                        op: format!("open {}", p.display()),
+                        cause,
+                    })?)
                 }
             };
             cmd.fd(fd, s);
@@ -493,23 +601,27 @@ impl Supervisor {
             }
             Network::Named(n) => {
                 let fd = paddock_proc::netns_fd(n).map_err(|cause| Error::Io {
-                    op: format!("open network namespace /run/netns/{n} (create it with `ip netns add {n}`)"),
+                    op: format!(
+                        "open network namespace /run/netns/{n} (create it with `ip netns add {n}`)"
+                    ),
                     cause,
                 })?;
                 cmd.join_namespace(fd);
             }
         }
-        cmd.spawn_in(cg.dir_fd()).map_err(|cause| Error::Spawn { command: spec.command.clone(), cause })
+        cmd.spawn_in(cg.dir_fd()).map_err(|cause| Error::Spawn {
+            command: spec.command.clone(),
+            cause,
+        })
     }
 
-    fn spawn_monitor(&self, sb: Arc<Sandbox>, process: Arc<Process>) {
+    fn spawn_monitor(&self, sb: Arc<Sandbox>, main: Main) {
         let sup = self.clone();
         tokio::spawn(async move {
-            let status = process.wait().await;
-            let exit = MainExit::from(status);
+            let exit = main.wait().await;
             sb.life.lock().unwrap().main_exit = Some(exit);
             sup.emit(&sb, EventKind::MainExited { status: exit });
-            tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %status, "main process exited");
+            tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, code = ?exit.code, signal = ?exit.signal, "main process exited");
             if sb.spec.on_main_exit == OnMainExit::Stop {
                 let _ = sup.begin_stop(&sb, StopReason::MainExited, sb.spec.stop);
             }
@@ -519,8 +631,13 @@ impl Supervisor {
     /// Stops the sandbox `id` (its current lifecycle, or exactly `lifecycle` when given) by
     /// its spec's stop policy and returns the stop's report. Concurrent stop and kill calls
     /// all wait for the same outcome; stopping a stopped sandbox returns its report.
-    pub async fn stop(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
-        self.stop_inner(id, lifecycle, None, StopReason::Requested).await
+    pub async fn stop(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<StopReport, Error> {
+        self.stop_inner(id, lifecycle, None, StopReason::Requested)
+            .await
     }
 
     /// Like [`Supervisor::stop`] with the grace period replaced by `grace`.
@@ -530,13 +647,19 @@ impl Supervisor {
         lifecycle: Option<LifecycleId>,
         grace: Duration,
     ) -> Result<StopReport, Error> {
-        self.stop_inner(id, lifecycle, Some(grace), StopReason::Requested).await
+        self.stop_inner(id, lifecycle, Some(grace), StopReason::Requested)
+            .await
     }
 
     /// Kills the sandbox: the stop without a grace period. If a graceful stop is already
     /// running, its grace period is cut short and both wait for the same outcome.
-    pub async fn kill(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
-        self.stop_inner(id, lifecycle, Some(Duration::ZERO), StopReason::Killed).await
+    pub async fn kill(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<StopReport, Error> {
+        self.stop_inner(id, lifecycle, Some(Duration::ZERO), StopReason::Killed)
+            .await
     }
 
     async fn stop_inner(
@@ -559,16 +682,23 @@ impl Supervisor {
                     let l = sb.life.lock().unwrap();
                     return match (&l.report, l.state) {
                         (Some(r), _) => Ok(r.clone()),
-                        (None, state) => Err(Error::InvalidState { id: sb.id.clone(), state, op: "stop" }),
+                        (None, state) => Err(Error::InvalidState {
+                            id: sb.id.clone(),
+                            state,
+                            op: "stop",
+                        }),
                     };
                 }
             }
         };
-        let r = rx.wait_for(Option::is_some).await.map_err(|_| Error::InvalidState {
-            id: sb.id.clone(),
-            state: sb.state(),
-            op: "wait for stop",
-        })?;
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::InvalidState {
+                id: sb.id.clone(),
+                state: sb.state(),
+                op: "wait for stop",
+            })?;
         Ok(r.clone().expect("checked"))
     }
 
@@ -598,9 +728,8 @@ impl Supervisor {
             }
             State::Stopped => {}
             State::Creating | State::Failed => {
-                if l.report.is_none() {
-                    return None;
-                }
+                // A failed start never ran a stop: there is no outcome to wait for.
+                l.report.as_ref()?;
             }
         }
         Some(sb.outcome.subscribe())
@@ -627,7 +756,11 @@ impl Supervisor {
             stuck: Vec::new(),
             error: None,
         };
-        let cg = sb.cgroup.get().expect("a running sandbox has its cgroup").clone();
+        let cg = sb
+            .cgroup
+            .get()
+            .expect("a running sandbox has its cgroup")
+            .clone();
         match self.stop_phases(&sb, &cg, policy, &mut report).await {
             Ok(()) => {
                 report.total_ms = ms(t0.elapsed());
@@ -637,6 +770,13 @@ impl Supervisor {
                 report.stuck = remaining.iter().map(StuckProcess::from).collect();
                 report.total_ms = ms(t0.elapsed());
                 self.quarantine(sb, cg, report).await;
+            }
+            Err(e) if !cg.path().exists() => {
+                // The cgroup vanished under the stop (removed by someone else): it is gone,
+                // which is what the stop was for.
+                tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "cgroup vanished during the stop");
+                report.total_ms = ms(t0.elapsed());
+                self.finish_stopped(&sb, report, Transition::Removed);
             }
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -675,12 +815,18 @@ impl Supervisor {
         if watch.read()?.populated {
             let k0 = Instant::now();
             report.pids_frozen = self.freeze_pids(cg);
-            let opts = KillOptions { timeout: policy.kill_timeout(), force_fallback: self.inner.cfg.force_kill_fallback };
+            let opts = KillOptions {
+                timeout: policy.kill_timeout(),
+                force_fallback: self.inner.cfg.force_kill_fallback,
+            };
             let kr = cg.kill(&opts).await?;
             report.killed_after_grace = kr.found;
             report.kill_ms = ms(k0.elapsed());
             if kr.found > 0 {
-                self.inner.counters.killed_after_grace.fetch_add(kr.found as u64, Relaxed);
+                self.inner
+                    .counters
+                    .killed_after_grace
+                    .fetch_add(kr.found as u64, Relaxed);
                 tracing::warn!(
                     sandbox = %sb.id, lifecycle = %sb.lifecycle, count = kr.found,
                     "killed processes that outlived the grace period"
@@ -707,7 +853,10 @@ impl Supervisor {
             && k.found > 0
         {
             report.killed_after_grace += k.found;
-            self.inner.counters.killed_after_grace.fetch_add(k.found as u64, Relaxed);
+            self.inner
+                .counters
+                .killed_after_grace
+                .fetch_add(k.found as u64, Relaxed);
             self.emit(sb, EventKind::LeakedProcessesKilled { count: k.found });
         }
         Ok(())
@@ -739,7 +888,12 @@ impl Supervisor {
             sandbox = %sb.id, lifecycle = %sb.lifecycle, stuck = ?report.stuck,
             "processes survived the kill deadline; sandbox quarantined"
         );
-        self.emit(&sb, EventKind::Quarantined { stuck: report.stuck.clone() });
+        self.emit(
+            &sb,
+            EventKind::Quarantined {
+                stuck: report.stuck.clone(),
+            },
+        );
         let _ = sb.outcome.send(Some(report.clone()));
         // Keep watching: event-driven on populated 0, repeating the kill now and then.
         let recheck = self.inner.cfg.quarantine_recheck;
@@ -751,12 +905,24 @@ impl Supervisor {
             if gone {
                 break;
             }
-            let _ = cg.kill(&KillOptions { timeout: recheck, force_fallback: false }).await;
+            let _ = cg
+                .kill(&KillOptions {
+                    timeout: recheck,
+                    force_fallback: false,
+                })
+                .await;
         }
-        let opts = RemoveOptions { timeout: self.inner.cfg.remove_timeout, sandbox: Some(sb.id.to_string()), ..Default::default() };
+        let opts = RemoveOptions {
+            timeout: self.inner.cfg.remove_timeout,
+            sandbox: Some(sb.id.to_string()),
+            ..Default::default()
+        };
         match cg.remove(&opts).await {
             Ok(_) => {
-                self.inner.counters.quarantines_drained.fetch_add(1, Relaxed);
+                self.inner
+                    .counters
+                    .quarantines_drained
+                    .fetch_add(1, Relaxed);
                 tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, "quarantined sandbox drained and removed");
                 self.finish_stopped(&sb, report, Transition::Drained);
             }
@@ -778,7 +944,12 @@ impl Supervisor {
             sandbox = %sb.id, lifecycle = %sb.lifecycle, total_ms = report.total_ms,
             signalled = report.signalled, killed = report.killed_after_grace, "sandbox stopped"
         );
-        self.emit(sb, EventKind::Stopped { report: report.clone() });
+        self.emit(
+            sb,
+            EventKind::Stopped {
+                report: report.clone(),
+            },
+        );
         let _ = sb.outcome.send(Some(report));
         self.prune_retired(sb);
     }
@@ -830,11 +1001,18 @@ impl Supervisor {
     pub fn forget(&self, id: &SandboxId) -> Result<(), Error> {
         let mut reg = self.inner.registry.lock().unwrap();
         let Some(slot) = reg.get(id) else {
-            return Err(Error::NotFound { id: id.to_string(), lifecycle: None });
+            return Err(Error::NotFound {
+                id: id.to_string(),
+                lifecycle: None,
+            });
         };
         let st = slot.current.state();
         if !st.is_terminal() {
-            return Err(Error::InvalidState { id: id.clone(), state: st, op: "delete (stop it first)" });
+            return Err(Error::InvalidState {
+                id: id.clone(),
+                state: st,
+                op: "delete (stop it first)",
+            });
         }
         let lc = slot.current.lifecycle;
         if slot.retiring.is_empty() {
@@ -849,45 +1027,89 @@ impl Supervisor {
     }
 
     /// Freezes a running sandbox and waits for the freeze to complete.
-    pub async fn pause(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxInfo, Error> {
+    pub async fn pause(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<SandboxInfo, Error> {
         self.set_paused(id, lifecycle, true).await
     }
 
     /// Thaws a paused sandbox.
-    pub async fn resume(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxInfo, Error> {
+    pub async fn resume(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<SandboxInfo, Error> {
         self.set_paused(id, lifecycle, false).await
     }
 
-    async fn set_paused(&self, id: &SandboxId, lifecycle: Option<LifecycleId>, pause: bool) -> Result<SandboxInfo, Error> {
+    async fn set_paused(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+        pause: bool,
+    ) -> Result<SandboxInfo, Error> {
         let op = if pause { "pause" } else { "resume" };
         let sb = self.find(id, lifecycle)?;
         let _op = sb.op.lock().await;
         let state = sb.state();
         if state != State::Running {
-            return Err(Error::InvalidState { id: sb.id.clone(), state, op });
+            return Err(Error::InvalidState {
+                id: sb.id.clone(),
+                state,
+                op,
+            });
         }
         let cg = sb.cgroup.get().expect("running has cgroup");
-        let ok = if pause { cg.freeze_wait(FREEZE_TIMEOUT).await? } else { cg.thaw_wait(FREEZE_TIMEOUT).await? };
+        let ok = if pause {
+            cg.freeze_wait(FREEZE_TIMEOUT).await?
+        } else {
+            cg.thaw_wait(FREEZE_TIMEOUT).await?
+        };
         if !ok {
             if pause {
                 let _ = cg.thaw();
             }
-            return Err(Error::Timeout { id: sb.id.clone(), op, timeout_ms: FREEZE_TIMEOUT.as_millis() as u64 });
+            return Err(Error::Timeout {
+                id: sb.id.clone(),
+                op,
+                timeout_ms: FREEZE_TIMEOUT.as_millis() as u64,
+            });
         }
         sb.life.lock().unwrap().paused = pause;
         self.changed(&sb);
-        self.emit(&sb, if pause { EventKind::Paused } else { EventKind::Resumed });
+        self.emit(
+            &sb,
+            if pause {
+                EventKind::Paused
+            } else {
+                EventKind::Resumed
+            },
+        );
         Ok(self.info(&sb))
     }
 
     /// Resource usage of a sandbox's cgroup. Works while paused.
-    pub fn stats(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<SandboxStats, Error> {
+    pub fn stats(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<SandboxStats, Error> {
         let sb = self.find(id, lifecycle)?;
         let Some(cg) = sb.cgroup.get() else {
-            return Err(Error::InvalidState { id: sb.id.clone(), state: sb.state(), op: "read stats" });
+            return Err(Error::InvalidState {
+                id: sb.id.clone(),
+                state: sb.state(),
+                op: "read stats",
+            });
         };
         if sb.state().is_terminal() {
-            return Err(Error::InvalidState { id: sb.id.clone(), state: sb.state(), op: "read stats" });
+            return Err(Error::InvalidState {
+                id: sb.id.clone(),
+                state: sb.state(),
+                op: "read stats",
+            });
         }
         let s = cg.stats()?;
         Ok(SandboxStats {
@@ -921,7 +1143,9 @@ impl Supervisor {
     pub fn list(&self) -> Vec<SandboxInfo> {
         let all: Vec<Arc<Sandbox>> = {
             let reg = self.inner.registry.lock().unwrap();
-            reg.values().flat_map(|s| std::iter::once(s.current.clone()).chain(s.retiring.iter().cloned())).collect()
+            reg.values()
+                .flat_map(|s| std::iter::once(s.current.clone()).chain(s.retiring.iter().cloned()))
+                .collect()
         };
         let mut v: Vec<SandboxInfo> = all.iter().map(|sb| self.info(sb)).collect();
         v.sort_by(|a, b| (a.id.as_str(), a.lifecycle).cmp(&(b.id.as_str(), b.lifecycle)));
@@ -930,14 +1154,21 @@ impl Supervisor {
 
     /// Waits until the lifecycle has stopped (or is quarantined or failed) and returns the
     /// stop's report.
-    pub async fn wait_stopped(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<StopReport, Error> {
+    pub async fn wait_stopped(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<StopReport, Error> {
         let sb = self.find(id, lifecycle)?;
         let mut rx = sb.outcome.subscribe();
-        let r = rx.wait_for(Option::is_some).await.map_err(|_| Error::InvalidState {
-            id: sb.id.clone(),
-            state: sb.state(),
-            op: "wait",
-        })?;
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::InvalidState {
+                id: sb.id.clone(),
+                state: sb.state(),
+                op: "wait",
+            })?;
         Ok(r.clone().expect("checked"))
     }
 
@@ -945,19 +1176,231 @@ impl Supervisor {
     /// when the lifecycle is unknown or never had a main process.
     pub async fn wait_main_exit(&self, id: &SandboxId, lifecycle: LifecycleId) -> Option<MainExit> {
         let sb = self.find(id, Some(lifecycle)).ok()?;
-        let p = sb.main.get()?.clone();
-        Some(MainExit::from(p.wait().await))
+        let main = sb.main.get()?.clone();
+        Some(main.wait().await)
+    }
+
+    /// Re-attaches a lifecycle recorded by a previous supervisor process (after a crash or
+    /// a restart). The cgroup must exist and carry this supervisor's owner tag. The main
+    /// process is re-opened by pidfd only if its PID still belongs to the recorded process
+    /// (same start time), so a reused PID is never adopted. A stop that was in progress, or
+    /// a main process that exited meanwhile (with the default [`OnMainExit::Stop`]), is
+    /// finished; a record of a start that never completed, or of a finished lifecycle whose
+    /// cgroup is somehow still there, has its cgroup killed and removed and comes back as
+    /// [`Adopted::Gone`].
+    pub async fn adopt(&self, rec: Record) -> Result<Adopted, Error> {
+        let id = rec.spec.id.clone();
+        let lc = rec.lifecycle;
+        if let Ok(sb) = self.find(&id, Some(lc)) {
+            let info = self.info(&sb);
+            return Ok(match info.state {
+                State::Quarantined => Adopted::Quarantined(info),
+                State::Stopping => Adopted::Stopping(info),
+                _ => Adopted::Running(info),
+            });
+        }
+        let expected = cgroup_name(id.as_str(), lc);
+        if rec.cgroup != expected {
+            return Err(Error::InvalidSpec(format!(
+                "record of {id} names cgroup {:?}, expected {expected:?}",
+                rec.cgroup
+            )));
+        }
+        let name = CgroupName::new(expected)?;
+        let cg = match self.inner.cfg.root.open(&name) {
+            Ok(c) => Arc::new(c),
+            Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
+                return Ok(Adopted::Gone { id, lifecycle: lc });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let owner = cg.owner()?;
+        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
+            return Err(Error::InvalidSpec(format!(
+                "cgroup {} is not tagged as this supervisor's (owner tag {owner:?}); not adopting it",
+                cg.path().display()
+            )));
+        }
+        let main = match (rec.state, rec.main_pid) {
+            (State::Stopped | State::Failed, _) | (State::Creating, None) => {
+                let opts = RemoveOptions {
+                    timeout: self.inner.cfg.remove_timeout,
+                    sandbox: Some(id.to_string()),
+                    ..Default::default()
+                };
+                cg.remove(&opts).await?;
+                return Ok(Adopted::Gone { id, lifecycle: lc });
+            }
+            (_, Some(pid)) => {
+                ForeignProcess::open(pid, rec.main_start_time).map_err(|cause| Error::Io {
+                    op: format!("re-open main process {pid} of {id}"),
+                    cause,
+                })?
+            }
+            (_, None) => None,
+        };
+        let paused = cg.events()?.frozen;
+        let sb = Arc::new(Sandbox {
+            id: id.clone(),
+            lifecycle: lc,
+            created_at_ms: rec.created_at_ms,
+            cgroup_path: cg.path().to_owned(),
+            spec: rec.spec.clone(),
+            cgroup: OnceLock::new(),
+            main: OnceLock::new(),
+            life: Mutex::new(Life {
+                state: State::Running,
+                paused,
+                main_pid: main.as_ref().map(|m| m.pid()),
+                main_start_time: main.as_ref().and(rec.main_start_time),
+                main_exit: None,
+                report: None,
+                stuck: Vec::new(),
+                error: None,
+                stop_reason: rec.stop_reason,
+            }),
+            op: tokio::sync::Mutex::new(()),
+            outcome: watch::channel(None).0,
+            escalate: Notify::new(),
+        });
+        let _ = sb.cgroup.set(cg);
+        let main = main.map(|m| Main::Adopted(Arc::new(m)));
+        if let Some(m) = &main {
+            let _ = sb.main.set(m.clone());
+        }
+        {
+            let mut reg = self.inner.registry.lock().unwrap();
+            match reg.get_mut(&id) {
+                None => {
+                    reg.insert(
+                        id.clone(),
+                        Slot {
+                            current: sb.clone(),
+                            retiring: Vec::new(),
+                        },
+                    );
+                }
+                Some(slot) if slot.current.lifecycle < lc && !slot.current.state().holds_id() => {
+                    let old = std::mem::replace(&mut slot.current, sb.clone());
+                    if !old.state().is_terminal() {
+                        slot.retiring.push(old);
+                    }
+                }
+                Some(slot) => slot.retiring.push(sb.clone()),
+            }
+        }
+        self.inner.counters.adopted.fetch_add(1, Relaxed);
+        self.emit(
+            &sb,
+            EventKind::Adopted {
+                pid: sb.life.lock().unwrap().main_pid,
+                state: rec.state,
+            },
+        );
+        tracing::info!(sandbox = %id, lifecycle = %lc, recorded_state = %rec.state, main_alive = main.is_some(), "adopted sandbox");
+        let stop_needed = matches!(rec.state, State::Stopping | State::Quarantined)
+            || (main.is_none() && rec.spec.on_main_exit == OnMainExit::Stop);
+        if stop_needed {
+            let _op = sb.op.lock().await;
+            let _ = self.begin_stop(&sb, StopReason::Recovered, rec.spec.stop);
+            let info = self.info(&sb);
+            return Ok(if rec.state == State::Quarantined {
+                Adopted::Quarantined(info)
+            } else {
+                Adopted::Stopping(info)
+            });
+        }
+        self.changed(&sb);
+        if let Some(m) = main {
+            self.spawn_monitor(sb.clone(), m);
+        }
+        Ok(Adopted::Running(self.info(&sb)))
+    }
+
+    /// Kills and removes every cgroup under the root that carries this supervisor's owner
+    /// tag but is not a lifecycle in the registry (left by a crash, or by a record that was
+    /// lost). Cgroups without the tag are reported and left alone; nothing outside the root
+    /// is ever looked at.
+    pub async fn reclaim(&self) -> Result<ReclaimReport, Error> {
+        let root = &self.inner.cfg.root;
+        let (names, other) = root.list()?;
+        // Snapshot the registry after listing: a lifecycle is registered before its cgroup
+        // is created, so every cgroup of a live lifecycle that was listed is in it.
+        let known: std::collections::HashSet<String> = {
+            let reg = self.inner.registry.lock().unwrap();
+            reg.values()
+                .flat_map(|s| std::iter::once(&s.current).chain(s.retiring.iter()))
+                .map(|sb| cgroup_name(sb.id.as_str(), sb.lifecycle))
+                .collect()
+        };
+        let mut report = ReclaimReport {
+            untagged: other,
+            ..Default::default()
+        };
+        for name in names {
+            if known.contains(name.as_str()) {
+                continue;
+            }
+            let owner = match root.owner_of(&name) {
+                Ok(o) => o,
+                Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    report.failed.push((name.to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
+                tracing::warn!(cgroup = %root.child_path(&name).display(), ?owner, "cgroup under the managed root is not ours; leaving it alone");
+                report.untagged.push(name.to_string());
+                continue;
+            }
+            let opts = RemoveOptions {
+                timeout: self.inner.cfg.remove_timeout,
+                sandbox: Some(name.to_string()),
+                ..Default::default()
+            };
+            match root.open(&name) {
+                Ok(cg) => match cg.remove(&opts).await {
+                    Ok(r) => {
+                        let killed = r.kill.map(|k| k.found).unwrap_or(0);
+                        report.processes_killed += killed;
+                        self.inner.counters.reclaimed.fetch_add(1, Relaxed);
+                        tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record");
+                        report.reclaimed.push(name.to_string());
+                    }
+                    Err(e) => report.failed.push((name.to_string(), e.to_string())),
+                },
+                Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {}
+                Err(e) => report.failed.push((name.to_string(), e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every lifecycle's durable record, for a store that wants to re-sync.
+    pub fn records(&self) -> Vec<Record> {
+        let reg = self.inner.registry.lock().unwrap();
+        reg.values()
+            .flat_map(|s| std::iter::once(&s.current).chain(s.retiring.iter()))
+            .map(|sb| sb.record())
+            .collect()
     }
 
     /// Stops every running sandbox (used on shutdown with `--stop-sandboxes-on-exit`).
     pub async fn stop_all(&self) -> Vec<(SandboxId, Result<StopReport, Error>)> {
-        let ids: Vec<(SandboxId, LifecycleId)> =
-            self.list().into_iter().filter(|i| !i.state.is_terminal()).map(|i| (i.id, i.lifecycle)).collect();
+        let ids: Vec<(SandboxId, LifecycleId)> = self
+            .list()
+            .into_iter()
+            .filter(|i| !i.state.is_terminal())
+            .map(|i| (i.id, i.lifecycle))
+            .collect();
         let mut set = tokio::task::JoinSet::new();
         for (id, lc) in ids {
             let sup = self.clone();
             set.spawn(async move {
-                let r = sup.stop_inner(&id, Some(lc), None, StopReason::Shutdown).await;
+                let r = sup
+                    .stop_inner(&id, Some(lc), None, StopReason::Shutdown)
+                    .await;
                 (id, r)
             });
         }
@@ -972,7 +1415,10 @@ impl Supervisor {
 
     fn find(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<Arc<Sandbox>, Error> {
         let reg = self.inner.registry.lock().unwrap();
-        let nf = || Error::NotFound { id: id.to_string(), lifecycle };
+        let nf = || Error::NotFound {
+            id: id.to_string(),
+            lifecycle,
+        };
         let slot = reg.get(id).ok_or_else(nf)?;
         match lifecycle {
             None => Ok(slot.current.clone()),
@@ -987,7 +1433,8 @@ impl Supervisor {
     fn info(&self, sb: &Arc<Sandbox>) -> SandboxInfo {
         let current = {
             let reg = self.inner.registry.lock().unwrap();
-            reg.get(&sb.id).is_some_and(|s| s.current.lifecycle == sb.lifecycle)
+            reg.get(&sb.id)
+                .is_some_and(|s| s.current.lifecycle == sb.lifecycle)
         };
         let l = sb.life.lock().unwrap();
         SandboxInfo {
@@ -1020,7 +1467,12 @@ impl Supervisor {
     }
 
     fn emit(&self, sb: &Sandbox, kind: EventKind) {
-        let ev = Event { id: sb.id.clone(), lifecycle: sb.lifecycle, at_ms: now_ms(), kind };
+        let ev = Event {
+            id: sb.id.clone(),
+            lifecycle: sb.lifecycle,
+            at_ms: now_ms(),
+            kind,
+        };
         self.inner.cfg.hooks.on_event(&ev);
         let _ = self.inner.events.send(ev);
     }

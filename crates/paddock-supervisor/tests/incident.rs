@@ -35,7 +35,9 @@ fn child_script(marker: &std::path::Path, obey: bool) -> String {
              while :; do sleep 1 & wait $!; done"
         )
     } else {
-        format!("trap '' TERM; echo $$ > {m}.pid.tmp; mv {m}.pid.tmp {m}.pid; while :; do sleep 1; done")
+        format!(
+            "trap '' TERM; echo $$ > {m}.pid.tmp; mv {m}.pid.tmp {m}.pid; while :; do sleep 1; done"
+        )
     }
 }
 
@@ -56,30 +58,59 @@ async fn incident(test: &str, obey: bool) {
         ns = ns.0,
         child = child.display()
     );
-    let mut spec = sh(&format!("incident-{}", if obey { "obey" } else { "ignore" }), "");
+    let mut spec = sh(
+        &format!("incident-{}", if obey { "obey" } else { "ignore" }),
+        "",
+    );
     spec.command = "unshare".into();
-    spec.args = vec!["-m".into(), "--".into(), "bash".into(), "-c".into(), wrapper];
-    spec.stop = StopPolicy { grace_period_ms: if obey { 10_000 } else { 300 }, ..StopPolicy::default() };
+    spec.args = vec![
+        "-m".into(),
+        "--".into(),
+        "bash".into(),
+        "-c".into(),
+        wrapper,
+    ];
+    spec.stop = StopPolicy {
+        grace_period_ms: if obey { 10_000 } else { 300 },
+        ..StopPolicy::default()
+    };
     let mut events = env.sup.events();
     let started = env.sup.start(spec).await.unwrap();
-    let child_pid: i32 = wait_file(&marker.with_extension("pid"), Duration::from_secs(10)).await.trim().parse().unwrap();
+    let child_pid: i32 = wait_file(&marker.with_extension("pid"), Duration::from_secs(10))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
     assert!(alive(child_pid));
     // The child is several wrappers below the main process, in the sandbox's cgroup.
     assert_ne!(started.info.pid, Some(child_pid));
     let t0 = Instant::now();
-    let report = env.sup.stop(&started.info.id, Some(started.info.lifecycle)).await.unwrap();
+    let report = env
+        .sup
+        .stop(&started.info.id, Some(started.info.lifecycle))
+        .await
+        .unwrap();
     let took = t0.elapsed();
     assert!(!alive(child_pid), "the child survived the stop");
-    assert!(!started.info.cgroup_path.exists(), "the cgroup survived the stop");
+    assert!(
+        !started.info.cgroup_path.exists(),
+        "the cgroup survived the stop"
+    );
     env.assert_no_leaks();
-    assert!(report.signalled >= 3, "every process must get the signal: {report:?}");
+    assert!(
+        report.signalled >= 3,
+        "every process must get the signal: {report:?}"
+    );
     let info = env.sup.get(&started.info.id).unwrap();
     assert_eq!(info.state, State::Stopped);
     if obey {
         let got = std::fs::read_to_string(&marker).unwrap_or_default();
         assert!(got.contains("got-sigterm"), "the child never saw SIGTERM");
         assert_eq!(report.killed_after_grace, 0, "{report:?}");
-        assert!(took < Duration::from_millis(500), "stop took {took:?}: {report:?}");
+        assert!(
+            took < Duration::from_millis(500),
+            "stop took {took:?}: {report:?}"
+        );
     } else {
         assert!(report.killed_after_grace >= 1, "{report:?}");
         let mut saw_kill_event = false;
@@ -100,5 +131,9 @@ async fn incident_wrapper_chain_child_gets_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incident_wrapper_chain_child_ignoring_sigterm_is_killed() {
-    incident("incident_wrapper_chain_child_ignoring_sigterm_is_killed", false).await;
+    incident(
+        "incident_wrapper_chain_child_ignoring_sigterm_is_killed",
+        false,
+    )
+    .await;
 }

@@ -90,12 +90,14 @@ pub fn root_tests_unavailable() -> Option<String> {
             mount.display()
         ));
     }
-    let probe = mount.join(format!("{TEST_ROOT_PREFIX}probe.{}", std::process::id()));
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let probe = mount.join(format!("{TEST_ROOT_PREFIX}{}.probe{n}", std::process::id()));
     match fs::create_dir(&probe) {
         Ok(()) => {
             let _ = fs::remove_dir(&probe);
             None
         }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
         Err(e) => Some(format!(
             "cgroup2 at {} is not writable: {e}",
             mount.display()

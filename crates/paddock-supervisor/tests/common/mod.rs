@@ -29,16 +29,28 @@ pub fn env_with(test: &str, f: impl FnOnce(&mut Config)) -> Option<Env> {
     cfg.log_dir = Some(scratch.0.join("logs"));
     f(&mut cfg);
     let sup = Supervisor::new(cfg).expect("supervisor");
-    Some(Env { sup, scratch, root, t })
+    Some(Env {
+        sup,
+        scratch,
+        root,
+        t,
+    })
 }
 
 impl Env {
     /// Asserts the managed root is empty and no process is left in the test's subtree.
     pub fn assert_no_leaks(&self) {
         let left = paddock_testutil::procs_recursive(self.t.path());
-        assert!(left.is_empty(), "processes left in {}: {left:?}", self.t.path().display());
+        assert!(
+            left.is_empty(),
+            "processes left in {}: {left:?}",
+            self.t.path().display()
+        );
         let (names, other) = self.root.list().unwrap();
-        assert!(names.is_empty() && other.is_empty(), "cgroups left: {names:?} {other:?}");
+        assert!(
+            names.is_empty() && other.is_empty(),
+            "cgroups left: {names:?} {other:?}"
+        );
     }
 }
 
@@ -69,7 +81,10 @@ pub fn id(s: &str) -> SandboxId {
 
 pub fn sh(id_: &str, script: &str) -> SandboxSpec {
     let mut s = SandboxSpec::new(id(id_), "/bin/sh", ["-c", script]);
-    s.stop = StopPolicy { grace_period_ms: 2_000, ..StopPolicy::default() };
+    s.stop = StopPolicy {
+        grace_period_ms: 2_000,
+        ..StopPolicy::default()
+    };
     s
 }
 
@@ -82,7 +97,11 @@ pub async fn wait_file(path: &Path, timeout: Duration) -> String {
         {
             return s;
         }
-        assert!(Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -97,14 +116,23 @@ pub struct Netns(pub String);
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("paddock-t-{tag}-{}", std::process::id());
-        let out = paddock_proc::Command::new("ip").args(["netns", "add", &name]).output().unwrap();
-        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let out = paddock_proc::Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip netns add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Netns(name)
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = paddock_proc::Command::new("ip").args(["netns", "delete", &self.0]).output();
+        let _ = paddock_proc::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
     }
 }
