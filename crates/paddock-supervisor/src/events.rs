@@ -100,6 +100,8 @@ pub struct StopReport {
     pub reason: StopReason,
     /// Processes that were sent the stop signal (and SIGCONT), each by pidfd.
     pub signalled: usize,
+    /// Time spent signalling every process.
+    pub signal_ms: f64,
     /// Time spent waiting for the tree to exit on its own.
     pub grace_ms: f64,
     /// Processes still there after the grace period, which had to be killed.

@@ -91,6 +91,10 @@ pub struct Config {
     pub quarantine_recheck: Duration,
     /// Store and metrics hooks.
     pub hooks: Arc<dyn Hooks>,
+    /// Controllers to enable on the root for every sandbox when the hierarchy offers them
+    /// (default: `pids`, so a stop can set `pids.max = 0` against fork storms). Limits in a
+    /// spec enable their own controllers on first use.
+    pub controllers: Vec<String>,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             remove_timeout: Duration::from_secs(2),
             quarantine_recheck: Duration::from_secs(1),
             hooks: Arc::new(NoHooks),
+            controllers: vec!["pids".into()],
         }
     }
 }
@@ -338,6 +343,14 @@ impl Supervisor {
                 cause,
             })?;
         }
+        let available = cfg.root.controllers()?;
+        let wanted: Vec<&str> = cfg
+            .controllers
+            .iter()
+            .map(String::as_str)
+            .filter(|c| available.iter().any(|a| a == c))
+            .collect();
+        cfg.root.enable_controllers(&wanted)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Supervisor {
             inner: Arc::new(Inner {
@@ -488,6 +501,11 @@ impl Supervisor {
                 id: sb.id.clone(),
                 reason,
             })?;
+        let needed = sb.spec.limits.controllers();
+        if !needed.is_empty() {
+            // Idempotent; fails with a clear error naming a controller the hierarchy lacks.
+            cfg.root.enable_controllers(&needed)?;
+        }
         let name = CgroupName::new(cgroup_name(sb.id.as_str(), sb.lifecycle))?;
         let cg = Arc::new(cfg.root.create(&name)?);
         let _ = sb.cgroup.set(cg.clone());
@@ -744,6 +762,7 @@ impl Supervisor {
         let mut report = StopReport {
             reason,
             signalled: 0,
+            signal_ms: 0.0,
             grace_ms: 0.0,
             killed_after_grace: 0,
             kill_ms: 0.0,
@@ -801,8 +820,10 @@ impl Supervisor {
                 cg.thaw()?;
             }
             let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
+            let s0 = Instant::now();
             report.signalled = cg.signal_all(sig)?;
             cg.signal_all(Signal::CONT)?;
+            report.signal_ms = ms(s0.elapsed());
             // 2. The grace period, event-driven; a kill arriving now cuts it short.
             let g0 = Instant::now();
             tokio::select! {
@@ -972,26 +993,32 @@ impl Supervisor {
     /// Drops a finished lifecycle from its ID's retiring list (never touching the current
     /// lifecycle, which stays inspectable until replaced or forgotten).
     fn prune_retired(&self, sb: &Arc<Sandbox>) {
-        let mut reg = self.inner.registry.lock().unwrap();
-        if let Some(slot) = reg.get_mut(&sb.id) {
-            let before = slot.retiring.len();
-            slot.retiring.retain(|o| o.lifecycle != sb.lifecycle);
-            if slot.retiring.len() != before {
-                self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
-            }
+        let pruned = {
+            let mut reg = self.inner.registry.lock().unwrap();
+            reg.get_mut(&sb.id).is_some_and(|slot| {
+                let before = slot.retiring.len();
+                slot.retiring.retain(|o| o.lifecycle != sb.lifecycle);
+                slot.retiring.len() != before
+            })
+        };
+        // Hooks may do slow I/O (a durable store): never under the registry lock.
+        if pruned {
+            self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
         }
     }
 
     /// Removes a failed start from the registry if it is still the current lifecycle.
     fn forget_lifecycle(&self, sb: &Arc<Sandbox>) {
-        let mut reg = self.inner.registry.lock().unwrap();
-        if let Some(slot) = reg.get_mut(&sb.id)
-            && slot.current.lifecycle == sb.lifecycle
         {
-            if let Some(prev) = slot.retiring.pop() {
-                slot.current = prev;
-            } else {
-                reg.remove(&sb.id);
+            let mut reg = self.inner.registry.lock().unwrap();
+            if let Some(slot) = reg.get_mut(&sb.id)
+                && slot.current.lifecycle == sb.lifecycle
+            {
+                if let Some(prev) = slot.retiring.pop() {
+                    slot.current = prev;
+                } else {
+                    reg.remove(&sb.id);
+                }
             }
         }
         self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);

@@ -97,8 +97,9 @@ async fn incident(test: &str, obey: bool) {
         "the cgroup survived the stop"
     );
     env.assert_no_leaks();
+    // At least the wrapper shell and the child (its `sleep` may be between iterations).
     assert!(
-        report.signalled >= 3,
+        report.signalled >= 2,
         "every process must get the signal: {report:?}"
     );
     let info = env.sup.get(&started.info.id).unwrap();

@@ -133,6 +133,20 @@ impl TestRoot {
         &self.path
     }
 
+    /// Enables, for the root's children, every controller the root itself has (its
+    /// `cgroup.controllers`), so managed roots made below it can use them. Returns them.
+    pub fn enable_all_controllers(&self) -> Vec<String> {
+        let ctrls: Vec<String> = fs::read_to_string(self.path.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        for c in &ctrls {
+            let _ = fs::write(self.path.join("cgroup.subtree_control"), format!("+{c}"));
+        }
+        ctrls
+    }
+
     /// The cgroup2 mount this root is under.
     pub fn mount(&self) -> &Path {
         &self.mount

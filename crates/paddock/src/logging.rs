@@ -19,7 +19,9 @@ pub fn init(format: Format, default: &str) {
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         Format::Text => b.with_ansi(false).init(),
         Format::Json => b.json().flatten_event(true).with_current_span(false).init(),

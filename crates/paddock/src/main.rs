@@ -1,22 +1,51 @@
 //! `paddock`: run sandboxes whose every process lives and dies with the sandbox.
 //!
 //! `paddock run` runs one command in a fresh sandbox in the foreground, needing no daemon.
+//! `paddock serve` is the daemon (HTTP/JSON API on a unix socket, durable state, crash
+//! recovery, metrics); the other commands are its clients.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+mod api;
+mod cli;
+mod client;
 mod logging;
+mod metrics;
+mod openapi;
 mod run;
+mod serve;
+mod store;
 
 /// paddock: a supervisor for sandboxed workloads on cgroup v2. Every process a sandbox
 /// starts lives and dies with the sandbox.
+///
+/// Examples:
+///   paddock run -- sh -c 'echo hello; sleep 1 & echo bye'
+///   paddock serve --state-dir /var/lib/paddock &
+///   paddock run -d --name job-1 -- sleep 600
+///   paddock ps
+///   paddock stop job-1 --timeout 5s && paddock rm job-1
 #[derive(Debug, Parser)]
-#[command(name = "paddock", version, propagate_version = true)]
+#[command(
+    name = "paddock",
+    version,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: logging::Format,
+    /// The daemon's unix socket (for `serve`, where to listen).
+    #[arg(long, global = true, env = "PADDOCK_SOCKET", default_value = serve::DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -27,34 +56,191 @@ enum Cmd {
     ///
     /// When the command's main process exits, the rest of its process tree is stopped and
     /// the sandbox's cgroup removed; paddock exits with the main process's exit code (128+N
-    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully.
+    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully. With `-d`
+    /// the sandbox is created by the daemon instead and paddock prints its ID and returns;
+    /// its output goes to `paddock logs ID`.
     ///
     /// Examples:
     ///   paddock run -- sh -c 'echo hello; sleep 1 & echo bye'
     ///   paddock run --memory 512M --cpus 1.5 --pids 256 --summary -- ./build.sh
     ///   paddock run --netns isolated -- ip -o link
+    ///   paddock run -d --name web-1 -- python3 -m http.server
     #[command(verbatim_doc_comment)]
     Run(run::RunArgs),
+    /// Run the daemon: HTTP/JSON API, durable state, crash recovery, metrics.
+    ///
+    /// Examples:
+    ///   paddock serve
+    ///   paddock serve --socket /run/paddock.sock --socket-group paddock --max-sandboxes 100
+    ///   paddock serve --listen 127.0.0.1:7070 --token-file /etc/paddock/token
+    #[command(verbatim_doc_comment)]
+    Serve(serve::ServeArgs),
+    /// List sandboxes.
+    ///
+    /// Example: paddock ps --json
+    #[command(verbatim_doc_comment)]
+    Ps,
+    /// Show everything about a sandbox (JSON).
+    Inspect(Target),
+    /// Stop a sandbox gracefully and wait until nothing is left.
+    ///
+    /// Example: paddock stop web-1 --timeout 5s
+    #[command(verbatim_doc_comment)]
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// Grace period replacing the sandbox's own, e.g. 5s, 500ms, 0.
+        #[arg(long, short = 't', value_name = "DURATION")]
+        timeout: Option<String>,
+    },
+    /// Kill a sandbox at once (no grace period).
+    Kill(Target),
+    /// Freeze a sandbox.
+    Pause(Target),
+    /// Thaw a paused sandbox.
+    Resume(Target),
+    /// Forget a stopped sandbox (with -f: kill it first).
+    Rm {
+        /// Sandbox ID.
+        id: String,
+        /// Kill the sandbox first if it is still running.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Resource usage of a sandbox.
+    Stats(Target),
+    /// Follow lifecycle events.
+    ///
+    /// Example: paddock events --id web-1
+    #[command(verbatim_doc_comment)]
+    Events {
+        /// Only this sandbox's events.
+        #[arg(long)]
+        id: Option<String>,
+        /// Exit after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+    },
+    /// Print a sandbox's stdout and stderr.
+    Logs(Target),
+    /// Live CPU, memory and processes per sandbox, like systemd-cgtop.
+    Top {
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: String,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: paddock completions bash > /etc/bash_completion.d/paddock
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the API's OpenAPI document.
+    #[command(hide = true)]
+    Openapi,
+}
+
+/// A sandbox to act on.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Sandbox ID.
+    id: String,
+    /// A specific lifecycle (default: the current one).
+    #[arg(long, value_name = "LIFECYCLE")]
+    lifecycle: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, "warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let default_level = if matches!(cli.command, Cmd::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    logging::init(cli.log_format, default_level);
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "paddock",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Openapi => {
+            print!("{}", openapi::document_string());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paddock: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
+    let out = cli::Out { json: cli.json };
+    let c = client::Client::new(&cli.socket);
     let res = rt.block_on(async move {
         match cli.command {
+            Cmd::Run(args) if args.detach => {
+                let spec = run::spec_from_args(&args)?;
+                cli::run_detached(&c, out, spec).await
+            }
             Cmd::Run(args) => run::run(args).await,
+            Cmd::Serve(args) => serve::serve(args, cli.socket).await,
+            Cmd::Ps => cli::ps(&c, out).await,
+            Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
+            Cmd::Stop { target, timeout } => {
+                cli::stop(
+                    &c,
+                    out,
+                    &target.id,
+                    timeout.as_deref(),
+                    false,
+                    &target.lifecycle,
+                )
+                .await
+            }
+            Cmd::Kill(t) => cli::stop(&c, out, &t.id, None, true, &t.lifecycle).await,
+            Cmd::Pause(t) => cli::pause(&c, out, &t.id, true, &t.lifecycle).await,
+            Cmd::Resume(t) => cli::pause(&c, out, &t.id, false, &t.lifecycle).await,
+            Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
+            Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
+            Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,
+            Cmd::Logs(t) => cli::logs(&c, &t.id, &t.lifecycle).await,
+            Cmd::Top { once, interval } => {
+                let iv =
+                    paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
+                cli::top(&c, out, once, iv).await
+            }
+            Cmd::Completions { .. } | Cmd::Openapi => unreachable!("handled above"),
         }
     });
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            if let Some(d) = e.downcast_ref::<client::DaemonError>() {
+                if out.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": d.message, "status": d.status.as_u16() })
+                    );
+                }
+                eprintln!("paddock: {}", d.message);
+                return ExitCode::from(1);
+            }
             eprintln!("paddock: {e:#}");
             ExitCode::from(125)
         }

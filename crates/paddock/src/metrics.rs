@@ -10,18 +10,20 @@ use std::sync::{Arc, OnceLock};
 use paddock_supervisor::{Event, EventKind, State, Supervisor};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 type Labels = [(&'static str, &'static str); 1];
 
 fn stop_histogram() -> Histogram {
     // 1 ms .. ~65 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 17,
+    ))
 }
 
 /// Counters the daemon keeps itself.
@@ -57,10 +59,11 @@ impl Metrics {
     /// Builds the registry.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let stop_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(stop_histogram);
+        let stop_duration =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(stop_histogram);
         registry.register_with_unit(
             "paddock_stop_duration",
-            "Duration of sandbox stops by phase (signal = time outside grace/kill/remove)",
+            "Duration of sandbox stops by phase",
             Unit::Seconds,
             stop_duration.clone(),
         );
@@ -72,8 +75,17 @@ impl Metrics {
         );
         let daemon = Arc::new(DaemonCounters::default());
         let sup = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(ScrapeCollector { sup: sup.clone(), daemon: daemon.clone() }));
-        Metrics { registry, stop_duration, admission_rejected, daemon, sup }
+        registry.register_collector(Box::new(ScrapeCollector {
+            sup: sup.clone(),
+            daemon: daemon.clone(),
+        }));
+        Metrics {
+            registry,
+            stop_duration,
+            admission_rejected,
+            daemon,
+            sup,
+        }
     }
 
     /// Connects the scrape-time collector to the supervisor.
@@ -84,22 +96,25 @@ impl Metrics {
     /// Feeds one supervisor event.
     pub fn on_event(&self, ev: &Event) {
         if let EventKind::Stopped { report } = &ev.kind {
-            let other = (report.total_ms - report.grace_ms - report.kill_ms - report.remove_ms).max(0.0);
             for (phase, v) in [
-                ("signal", other),
+                ("signal", report.signal_ms),
                 ("grace", report.grace_ms),
                 ("kill", report.kill_ms),
                 ("remove", report.remove_ms),
                 ("total", report.total_ms),
             ] {
-                self.stop_duration.get_or_create(&[("phase", phase)]).observe(v / 1000.0);
+                self.stop_duration
+                    .get_or_create(&[("phase", phase)])
+                    .observe(v / 1000.0);
             }
         }
     }
 
     /// Counts a create refused by `limit` (`max_sandboxes` or `max_starting`).
     pub fn admission_rejected(&self, limit: &'static str) {
-        self.admission_rejected.get_or_create(&[("limit", limit)]).inc();
+        self.admission_rejected
+            .get_or_create(&[("limit", limit)])
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -124,13 +139,23 @@ struct ScrapeCollector {
     daemon: Arc<DaemonCounters>,
 }
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
     let c = ConstCounter::new(v);
     let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
     c.encode(m)
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(v);
     let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
     g.encode(m)
@@ -154,26 +179,60 @@ fn counter_family(
 impl Collector for ScrapeCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let d = &self.daemon;
-        counter(&mut enc, "paddock_store_write_failures", "Durable store writes that failed", d.store_write_failures.load(Relaxed))?;
-        counter(&mut enc, "paddock_reconcile_runs", "Reconciliation passes of the store against the cgroup tree", d.reconcile_runs.load(Relaxed))?;
-        counter(&mut enc, "paddock_reconcile_errors", "Records reconciliation could not adopt", d.reconcile_errors.load(Relaxed))?;
-        counter(&mut enc, "paddock_reconcile_records_gone", "Records dropped because their cgroup no longer existed", d.records_gone.load(Relaxed))?;
-        let Some(sup) = self.sup.get() else { return Ok(()) };
+        counter(
+            &mut enc,
+            "paddock_store_write_failures",
+            "Durable store writes that failed",
+            d.store_write_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_runs",
+            "Reconciliation passes of the store against the cgroup tree",
+            d.reconcile_runs.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_errors",
+            "Records reconciliation could not adopt",
+            d.reconcile_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_records_gone",
+            "Records dropped because their cgroup no longer existed",
+            d.records_gone.load(Relaxed),
+        )?;
+        let Some(sup) = self.sup.get() else {
+            return Ok(());
+        };
         let list = sup.list();
         {
-            let mut m = enc.encode_descriptor("paddock_sandboxes", "Sandbox lifecycles known to the daemon, by state", None, MetricType::Gauge)?;
+            let mut m = enc.encode_descriptor(
+                "paddock_sandboxes",
+                "Sandbox lifecycles known to the daemon, by state",
+                None,
+                MetricType::Gauge,
+            )?;
             for st in State::ALL {
                 let n = list.iter().filter(|i| i.state == st).count() as i64;
                 let labels = [("state", st.as_str())];
                 ConstGauge::new(n).encode(m.encode_family(&labels)?)?;
             }
         }
-        gauge(&mut enc, "paddock_sandboxes_paused", "Running sandboxes that are frozen", list.iter().filter(|i| i.paused).count() as i64)?;
+        gauge(
+            &mut enc,
+            "paddock_sandboxes_paused",
+            "Running sandboxes that are frozen",
+            list.iter().filter(|i| i.paused).count() as i64,
+        )?;
         gauge(
             &mut enc,
             "paddock_quarantined_sandboxes",
             "Sandboxes whose processes survived the kill deadline, kept and watched",
-            list.iter().filter(|i| i.state == State::Quarantined).count() as i64,
+            list.iter()
+                .filter(|i| i.state == State::Quarantined)
+                .count() as i64,
         )?;
         let c = sup.counters();
         counter_family(
@@ -181,31 +240,99 @@ impl Collector for ScrapeCollector {
             "paddock_sandbox_starts",
             "Sandbox starts by result",
             "result",
-            &[("ok", c.starts_ok.load(Relaxed)), ("failed", c.starts_failed.load(Relaxed)), ("conflict", c.starts_conflict.load(Relaxed))],
+            &[
+                ("ok", c.starts_ok.load(Relaxed)),
+                ("failed", c.starts_failed.load(Relaxed)),
+                ("conflict", c.starts_conflict.load(Relaxed)),
+            ],
         )?;
         counter_family(
             &mut enc,
             "paddock_sandbox_stops",
             "Sandbox stops by result",
             "result",
-            &[("ok", c.stops_ok.load(Relaxed)), ("quarantined", c.stops_quarantined.load(Relaxed)), ("failed", c.stops_failed.load(Relaxed))],
+            &[
+                ("ok", c.stops_ok.load(Relaxed)),
+                ("quarantined", c.stops_quarantined.load(Relaxed)),
+                ("failed", c.stops_failed.load(Relaxed)),
+            ],
         )?;
-        counter(&mut enc, "paddock_processes_killed_after_grace", "Processes killed because they outlived the grace period", c.killed_after_grace.load(Relaxed))?;
-        counter(&mut enc, "paddock_quarantines_drained", "Quarantined sandboxes whose processes finally exited", c.quarantines_drained.load(Relaxed))?;
-        counter(&mut enc, "paddock_reconcile_adopted", "Sandboxes adopted from a previous daemon process", c.adopted.load(Relaxed))?;
-        counter(&mut enc, "paddock_reconcile_reclaimed", "Owned cgroups without a record that were killed and removed", c.reclaimed.load(Relaxed))?;
+        counter(
+            &mut enc,
+            "paddock_processes_killed_after_grace",
+            "Processes killed because they outlived the grace period",
+            c.killed_after_grace.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_quarantines_drained",
+            "Quarantined sandboxes whose processes finally exited",
+            c.quarantines_drained.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_adopted",
+            "Sandboxes adopted from a previous daemon process",
+            c.adopted.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_reclaimed",
+            "Owned cgroups without a record that were killed and removed",
+            c.reclaimed.load(Relaxed),
+        )?;
         let root = sup.root();
         let k = root.counters().snapshot();
-        counter(&mut enc, "paddock_cgroup_rmdir_fallback", "Cgroup removals whose rmdir failed (EBUSY) so the cgroup.kill backstop ran", k.rmdir_fallback)?;
-        counter(&mut enc, "paddock_cgroup_rmdir_fast", "Cgroup removals that succeeded on the first rmdir", k.rmdir_fast)?;
-        counter(&mut enc, "paddock_cgroup_processes_killed", "Processes found in a cgroup when a kill started", k.processes_killed)?;
-        counter(&mut enc, "paddock_cgroup_kill_rewrites", "Extra cgroup.kill writes because the wait for populated 0 stalled", k.kill_rewrites)?;
-        counter(&mut enc, "paddock_cgroup_kill_freeze_fallback", "Kills that used freeze-and-signal instead of cgroup.kill", k.kill_freeze_fallback)?;
-        counter(&mut enc, "paddock_cgroup_kill_failures", "Kills that reached their deadline with processes left", k.kill_failures)?;
-        counter(&mut enc, "paddock_cgroup_remove_failures", "Cgroup removals that returned an error", k.remove_failures)?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_rmdir_fallback",
+            "Cgroup removals whose rmdir failed (EBUSY) so the cgroup.kill backstop ran",
+            k.rmdir_fallback,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_rmdir_fast",
+            "Cgroup removals that succeeded on the first rmdir",
+            k.rmdir_fast,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_processes_killed",
+            "Processes found in a cgroup when a kill started",
+            k.processes_killed,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_kill_rewrites",
+            "Extra cgroup.kill writes because the wait for populated 0 stalled",
+            k.kill_rewrites,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_kill_freeze_fallback",
+            "Kills that used freeze-and-signal instead of cgroup.kill",
+            k.kill_freeze_fallback,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_kill_failures",
+            "Kills that reached their deadline with processes left",
+            k.kill_failures,
+        )?;
+        counter(
+            &mut enc,
+            "paddock_cgroup_remove_failures",
+            "Cgroup removals that returned an error",
+            k.remove_failures,
+        )?;
         match root.stat() {
             Ok(st) => {
-                gauge(&mut enc, "paddock_cgroup_root_descendants", "Live descendant cgroups of the managed root (nr_descendants)", st.nr_descendants as i64)?;
+                gauge(
+                    &mut enc,
+                    "paddock_cgroup_root_descendants",
+                    "Live descendant cgroups of the managed root (nr_descendants)",
+                    st.nr_descendants as i64,
+                )?;
                 gauge(
                     &mut enc,
                     "paddock_cgroup_root_dying_descendants",

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use paddock_cgroup::Root;
 use paddock_supervisor::{
-    Config, Network, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor, parse_duration, parse_size,
+    Config, Network, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor, parse_duration,
+    parse_size,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -48,6 +49,10 @@ pub struct RunArgs {
     /// The managed cgroup root (default: <cgroup2 mount>/paddock).
     #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
+    /// Create the sandbox through the daemon (`--socket`) and return at once; its output
+    /// goes to `paddock logs ID`.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -55,7 +60,10 @@ pub struct RunArgs {
 
 /// Builds the spec `paddock run` starts (shared with `paddock run -d`).
 pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
-    let id = a.name.clone().unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let id = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
     let id = SandboxId::new(id)?;
     let (cmd, rest) = a.command.split_first().context("no command given")?;
     let mut spec = SandboxSpec::new(id, cmd.clone(), rest.iter().cloned());
@@ -77,7 +85,10 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
         name => Network::Named(name.to_owned()),
     };
     let grace = parse_duration(&a.stop_timeout)?;
-    spec.stop = StopPolicy { grace_period_ms: grace.as_millis() as u64, ..StopPolicy::default() };
+    spec.stop = StopPolicy {
+        grace_period_ms: grace.as_millis() as u64,
+        ..StopPolicy::default()
+    };
     spec.validate()?;
     Ok(spec)
 }
@@ -92,7 +103,8 @@ pub async fn run(a: RunArgs) -> Result<u8> {
     .context("open the managed cgroup root")?;
     let want = spec.limits.controllers();
     if !want.is_empty() {
-        root.enable_controllers(&want).context("enable the controllers the limits need")?;
+        root.enable_controllers(&want)
+            .context("enable the controllers the limits need")?;
     }
     let sup = Supervisor::new(Config::new(root))?;
     let t0 = Instant::now();
@@ -116,7 +128,9 @@ pub async fn run(a: RunArgs) -> Result<u8> {
             tokio::spawn(async move { sup2.kill(&id2, Some(lc)).await });
         }
     };
-    let info = sup.get_lifecycle(&id, lc).context("sandbox record vanished")?;
+    let info = sup
+        .get_lifecycle(&id, lc)
+        .context("sandbox record vanished")?;
     // The main process's status arrives from the reaper; the stop can finish first.
     let exit = match info.main_exit {
         Some(e) => Some(e),
@@ -131,8 +145,14 @@ pub async fn run(a: RunArgs) -> Result<u8> {
         );
     }
     if a.summary {
-        let mem = report.memory_peak.map(human_bytes).unwrap_or_else(|| "n/a".into());
-        let cpu = report.cpu_usage_usec.map(|u| format!("{:.3}s", u as f64 / 1e6)).unwrap_or_else(|| "n/a".into());
+        let mem = report
+            .memory_peak
+            .map(human_bytes)
+            .unwrap_or_else(|| "n/a".into());
+        let cpu = report
+            .cpu_usage_usec
+            .map(|u| format!("{:.3}s", u as f64 / 1e6))
+            .unwrap_or_else(|| "n/a".into());
         eprintln!(
             "paddock: {id}: {}, {:.3}s, cpu {cpu}, peak memory {mem}, {} process(es) killed at the end",
             exit.map(|e| match (e.code, e.signal) {

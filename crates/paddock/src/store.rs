@@ -34,31 +34,32 @@ impl Store {
     pub fn put(&self, rec: &Record) -> Result<(), String> {
         let key = cgroup_name(rec.spec.id.as_str(), rec.lifecycle);
         let val = serde_json::to_vec(rec).map_err(|e| format!("encode record {key}: {e}"))?;
-        let run = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
-            {
-                let mut t = tx.open_table(SANDBOXES)?;
-                t.insert(key.as_str(), val.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        };
-        run().map_err(|e| format!("write record {key}: {e}"))
+        self.write(&format!("write record {key}"), |t| {
+            t.insert(key.as_str(), val.as_slice()).map(drop)
+        })
     }
 
     /// Deletes the record of one lifecycle (absent is fine).
     pub fn delete(&self, id: &SandboxId, lc: LifecycleId) -> Result<(), String> {
         let key = cgroup_name(id.as_str(), lc);
-        let run = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
-            {
-                let mut t = tx.open_table(SANDBOXES)?;
-                t.remove(key.as_str())?;
-            }
-            tx.commit()?;
-            Ok(())
-        };
-        run().map_err(|e| format!("delete record {key}: {e}"))
+        self.write(&format!("delete record {key}"), |t| {
+            t.remove(key.as_str()).map(drop)
+        })
+    }
+
+    /// One write transaction, committed durably before returning.
+    fn write(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), String> {
+        let err = |e: &dyn std::fmt::Display| format!("{what}: {e}");
+        let tx = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut t = tx.open_table(SANDBOXES).map_err(|e| err(&e))?;
+            f(&mut t).map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
     }
 
     /// Every record. Rows that cannot be decoded are returned as errors with their key.
@@ -68,22 +69,11 @@ impl Store {
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| (k.value().to_owned(), e.to_string())));
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| (k.value().to_owned(), e.to_string())),
+            );
         }
         Ok(out)
-    }
-
-    /// Deletes a row by its raw key (for rows that cannot be decoded).
-    pub fn delete_key(&self, key: &str) -> Result<(), String> {
-        let run = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
-            {
-                let mut t = tx.open_table(SANDBOXES)?;
-                t.remove(key)?;
-            }
-            tx.commit()?;
-            Ok(())
-        };
-        run().map_err(|e| format!("delete record {key}: {e}"))
     }
 }

@@ -23,6 +23,7 @@ pub fn env(test: &str) -> Option<Env> {
 
 pub fn env_with(test: &str, f: impl FnOnce(&mut Config)) -> Option<Env> {
     let t = paddock_testutil::test_root(test)?;
+    t.enable_all_controllers();
     let root = Root::open_or_create(&t.path().join("sandboxes")).expect("managed root");
     let scratch = Scratch::new(test);
     let mut cfg = Config::new(root.clone());

@@ -411,15 +411,30 @@ async fn payload_forking_while_stopped() {
         return;
     };
     for i in 0..10 {
+        let ready = env.scratch.path(&format!("ready{i}"));
         let mut spec = sh(
             &format!("fork{i}"),
-            "trap '' TERM; while :; do ( trap '' TERM; sleep 30 & ) ; done",
+            &format!(
+                "trap '' TERM; echo > {}; while :; do ( trap '' TERM; sleep 30 & ) ; done",
+                ready.display()
+            ),
         );
         spec.stop.grace_period_ms = 20;
         let s = env.sup.start(spec).await.unwrap().info;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_file(&ready, Duration::from_secs(10)).await;
+        // Stop while the storm is under way (some orphaned `sleep`s exist already).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.sup.stats(&s.id, None).unwrap().processes < 4 {
+            assert!(Instant::now() < deadline, "the storm never got going");
+            tokio::task::yield_now().await;
+        }
         let r = env.sup.stop(&s.id, None).await.unwrap();
-        assert!(r.stuck.is_empty() && r.killed_after_grace > 0, "{r:?}");
+        assert!(r.stuck.is_empty(), "{r:?}");
+        assert!(
+            r.killed_after_grace > 0,
+            "the orphans ignore SIGTERM and must have been killed: {r:?}"
+        );
+        assert!(!s.cgroup_path.exists());
     }
     env.assert_no_leaks();
 }
@@ -614,5 +629,45 @@ async fn adopt_refuses_a_reused_pid() {
     sup2.wait_stopped(&s.id, None).await.unwrap();
     assert!(!s.cgroup_path.exists());
     let _ = Arc::new(());
+    env.assert_no_leaks();
+}
+
+/// Where the pids controller exists (pure cgroup v2, e.g. the test VM), a stop sets
+/// `pids.max = 0` before the kill, so a fork storm cannot outrun it; and `pids.max` given in
+/// the spec caps the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sets_pids_max_zero_before_the_kill() {
+    let test = "stop_sets_pids_max_zero_before_the_kill";
+    let Some(env) = env(test) else { return };
+    if !env.root.controllers().unwrap().iter().any(|c| c == "pids") {
+        assert!(
+            std::env::var_os("PADDOCK_VM").is_none(),
+            "the VM must offer the pids controller"
+        );
+        eprintln!(
+            "SKIP {test}: the cgroup v2 hierarchy here has no pids controller (hybrid host; runs in the VM)"
+        );
+        return;
+    }
+    let ready = env.scratch.path("ready");
+    let mut spec = sh(
+        "storm",
+        &format!(
+            "trap '' TERM; echo > {}; while :; do ( trap '' TERM; sleep 30 & ) ; done",
+            ready.display()
+        ),
+    );
+    spec.limits.pids_max = Some(64);
+    spec.stop.grace_period_ms = 50;
+    let s = env.sup.start(spec).await.unwrap().info;
+    wait_file(&ready, Duration::from_secs(10)).await;
+    let st = env.sup.stats(&s.id, None).unwrap();
+    assert!(st.pids_current.unwrap() <= 64, "{st:?}");
+    let r = env.sup.stop(&s.id, None).await.unwrap();
+    assert!(
+        r.pids_frozen,
+        "pids.max = 0 was not set before the kill: {r:?}"
+    );
+    assert!(r.killed_after_grace > 0 && r.stuck.is_empty(), "{r:?}");
     env.assert_no_leaks();
 }

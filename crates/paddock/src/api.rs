@@ -1,0 +1,599 @@
+//! The HTTP/JSON API of the daemon (axum).
+//!
+//! Every error is `{"error": "<message>"}` with a status that says whose fault it was:
+//! 400 bad input (nothing changed), 401 missing/wrong token (TCP only), 404 unknown
+//! sandbox, 409 duplicate ID or wrong state, 422 the program could not be started,
+//! 429 an admission limit, 500/503 the daemon's own failures.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use paddock_supervisor::{
+    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, State as SbState,
+    StdioTarget, Supervisor, cgroup_name, parse_duration,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, broadcast, watch};
+
+use crate::metrics::Metrics;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Largest log returned by the logs endpoint (the tail of the file), in bytes.
+pub const MAX_LOG: u64 = 4 * 1024 * 1024;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The supervisor.
+    pub sup: Supervisor,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `--max-sandboxes`.
+    pub max_sandboxes: Option<usize>,
+    /// `--max-starting`.
+    pub max_starting: Option<usize>,
+    /// Permits for concurrent starts.
+    pub starting: Semaphore,
+    /// Creates admitted and not yet finished.
+    pub inflight: Mutex<usize>,
+    /// Set once the first reconciliation is done.
+    pub ready: AtomicBool,
+    /// The sandboxes' log directory.
+    pub log_dir: PathBuf,
+    /// Becomes `true` when the daemon shuts down (ends event streams).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// An API error: a status and a message, sent as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400.
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: msg.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<SupError> for ApiError {
+    fn from(e: SupError) -> Self {
+        let status = match &e {
+            SupError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+            SupError::AlreadyExists(_) => StatusCode::CONFLICT,
+            SupError::NotFound { .. } => StatusCode::NOT_FOUND,
+            SupError::InvalidState { .. } => StatusCode::CONFLICT,
+            SupError::Spawn { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            SupError::Journal { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SupError::Cgroup(paddock_cgroup::Error::ControllerUnavailable { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad(format!("query string: {}", e.body_text()))
+    }
+}
+
+type Shared = Arc<AppState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router: `/v1/...`, `/metrics`, `/healthz`, `/readyz`.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/sandboxes", get(list).post(create))
+        .route("/v1/sandboxes/{id}", get(get_one).delete(delete))
+        .route("/v1/sandboxes/{id}/stop", post(stop))
+        .route("/v1/sandboxes/{id}/kill", post(kill))
+        .route("/v1/sandboxes/{id}/pause", post(pause))
+        .route("/v1/sandboxes/{id}/resume", post(resume))
+        .route("/v1/sandboxes/{id}/stats", get(stats))
+        .route("/v1/sandboxes/{id}/logs", get(logs))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Requires `Authorization: Bearer <token>` (compared in constant time).
+pub async fn require_token(
+    State(token): State<Arc<Vec<u8>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| constant_time_eq(given, &token));
+    if !ok {
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or wrong bearer token".into(),
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such endpoint".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed on this endpoint".into(),
+    }
+}
+
+fn parse_id(id: &str) -> ApiResult<SandboxId> {
+    SandboxId::new(id).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+fn parse_lc(lc: Option<&str>) -> ApiResult<Option<LifecycleId>> {
+    lc.map(|s| {
+        LifecycleId::parse(s)
+            .ok_or_else(|| ApiError::bad(format!("lifecycle {s:?} is not 16 hex digits")))
+    })
+    .transpose()
+}
+
+/// `?lifecycle=` on the per-sandbox endpoints.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LcQuery {
+    lifecycle: Option<String>,
+}
+
+/// Parses a create body: a `SandboxSpec` plus an optional `"start": true`.
+pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
+    let mut v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ApiError::bad(
+            "request body must be a JSON object (a SandboxSpec)",
+        ));
+    };
+    match obj.remove("start") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Err(ApiError::bad(
+                "\"start\": false is not supported: the daemon starts every sandbox it creates",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "\"start\" must be a boolean, not {other}"
+            )));
+        }
+    }
+    let stdio_given = obj.contains_key("stdio");
+    let mut spec: SandboxSpec = serde_json::from_value(v)
+        .map_err(|e| ApiError::bad(format!("invalid sandbox spec: {e}")))?;
+    if !stdio_given {
+        spec.stdio.stdin = StdioTarget::Null;
+        spec.stdio.stdout = StdioTarget::Log;
+        spec.stdio.stderr = StdioTarget::Log;
+    }
+    for (name, t) in [
+        ("stdin", &spec.stdio.stdin),
+        ("stdout", &spec.stdio.stdout),
+        ("stderr", &spec.stdio.stderr),
+    ] {
+        match t {
+            StdioTarget::Inherit | StdioTarget::Pipe => {
+                return Err(ApiError::bad(format!(
+                    "stdio.{name}: {t:?} is not available through the daemon (use \"log\", \"null\" or a file)"
+                )));
+            }
+            StdioTarget::Log if name == "stdin" => {
+                return Err(ApiError::bad("stdio.stdin: \"log\" is an output target"));
+            }
+            _ => {}
+        }
+    }
+    spec.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(spec)
+}
+
+struct Inflight<'a>(&'a Mutex<usize>);
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() -= 1;
+    }
+}
+
+async fn create(State(st): State<Shared>, body: Body) -> ApiResult<Response> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::bad(format!(
+            "request body is larger than {MAX_BODY} bytes (or could not be read)"
+        ))
+    })?;
+    let spec = parse_create(&bytes)?;
+    // Admission: concurrent starts first (cheap), then live sandboxes.
+    let _permit = match st.starting.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            st.metrics.admission_rejected("max_starting");
+            return Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "limit max-starting reached: {} sandbox start(s) already in progress; retry later",
+                    st.max_starting.unwrap_or(0)
+                ),
+            });
+        }
+    };
+    let _inflight = {
+        let mut n = st.inflight.lock().unwrap();
+        if let Some(max) = st.max_sandboxes {
+            let live = st
+                .sup
+                .list()
+                .iter()
+                .filter(|i| !i.state.is_terminal() && i.state != SbState::Creating)
+                .count();
+            if live + *n >= max {
+                st.metrics.admission_rejected("max_sandboxes");
+                return Err(ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: format!(
+                        "limit max-sandboxes reached: {} live sandbox(es) of at most {max}; stop or delete one first",
+                        live + *n
+                    ),
+                });
+            }
+        }
+        *n += 1;
+        Inflight(&st.inflight)
+    };
+    let started = st.sup.start(spec).await?;
+    tracing::info!(sandbox = %started.info.id, lifecycle = %started.info.lifecycle, pid = ?started.info.pid, "sandbox created through the API");
+    Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
+}
+
+async fn list(State(st): State<Shared>) -> axum::Json<Vec<SandboxInfo>> {
+    axum::Json(st.sup.list())
+}
+
+fn find(st: &AppState, id: &str, q: &LcQuery) -> ApiResult<SandboxInfo> {
+    let id = parse_id(id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let info = match lc {
+        Some(lc) => st.sup.get_lifecycle(&id, lc),
+        None => st.sup.get(&id),
+    };
+    info.ok_or_else(|| {
+        SupError::NotFound {
+            id: id.to_string(),
+            lifecycle: lc,
+        }
+        .into()
+    })
+}
+
+async fn get_one(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    Ok(axum::Json(find(&st, &id, &q)?))
+}
+
+/// `?timeout=10s&lifecycle=...` of stop.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopQuery {
+    /// Grace period replacing the spec's, e.g. `10s`, `500ms`, `0`.
+    timeout: Option<String>,
+    lifecycle: Option<String>,
+}
+
+async fn stop(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<StopQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let grace = q
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
+        .transpose()?;
+    let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
+    tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), grace = ?grace, "stop requested through the API");
+    let report = match grace {
+        Some(g) => st.sup.stop_with_grace(&id, lc, g).await?,
+        None => st.sup.stop(&id, lc).await?,
+    };
+    Ok(axum::Json(report).into_response())
+}
+
+async fn kill(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
+    tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), "kill requested through the API");
+    Ok(axum::Json(st.sup.kill(&id, lc).await?).into_response())
+}
+
+async fn pause(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    Ok(axum::Json(st.sup.pause(&id, lc).await?))
+}
+
+async fn resume(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    Ok(axum::Json(st.sup.resume(&id, lc).await?))
+}
+
+async fn delete(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let lc = st.sup.get(&id).map(|i| i.lifecycle);
+    st.sup.forget(&id)?;
+    if let Some(lc) = lc {
+        let _ = std::fs::remove_file(
+            st.log_dir
+                .join(format!("{}.log", cgroup_name(id.as_str(), lc))),
+        );
+        tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stats(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    Ok(axum::Json(st.sup.stats(&id, lc)?).into_response())
+}
+
+async fn logs(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let info = find(&st, &id, &q)?;
+    let path = st.log_dir.join(format!(
+        "{}.log",
+        cgroup_name(info.id.as_str(), info.lifecycle)
+    ));
+    let data = match read_tail(&path, MAX_LOG) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("read log file {}: {e}", path.display()),
+            });
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        f.seek(SeekFrom::Start(len - max))?;
+    }
+    let mut v = Vec::new();
+    f.take(max).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// `?id=` of the event stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    id: Option<String>,
+}
+
+async fn events(
+    State(st): State<Shared>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let Query(q) = q?;
+    let filter = q.id.as_deref().map(parse_id).transpose()?;
+    let rx = st.sup.events();
+    let shutdown = st.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (rx, shutdown, filter),
+        |(mut rx, mut shutdown, filter)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                let ev = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = shutdown.changed() => return None,
+                };
+                match ev {
+                    Ok(ev) => {
+                        if filter.as_ref().is_some_and(|f| *f != ev.id) {
+                            continue;
+                        }
+                        let data = serde_json::to_value(&ev).unwrap_or(Value::Null);
+                        let name = data
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("event")
+                            .to_owned();
+                        let sse = SseEvent::default().event(name).data(data.to_string());
+                        return Some((Ok(sse), (rx, shutdown, filter)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let sse = SseEvent::default()
+                            .event("lagged")
+                            .data(json!({ "missed": n }).to_string());
+                        return Some((Ok(sse), (rx, shutdown, filter)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(st): State<Shared>, _h: HeaderMap) -> Response {
+    if st.ready.load(Ordering::Relaxed) {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "recovering: the first reconciliation has not finished".into(),
+        }
+        .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn create_bodies() {
+        assert!(parse_create(br#"{"id":"a","command":"/bin/true"}"#).is_ok());
+        let s = parse_create(br#"{"id":"a","command":"/bin/true","start":true}"#).unwrap();
+        assert_eq!(s.stdio.stdout, StdioTarget::Log);
+        for (body, want) in [
+            (&br#"{"id":"a","#[..], "malformed JSON"),
+            (br#"[1]"#, "JSON object"),
+            (
+                br#"{"id":"a","command":"/bin/true","bogus":1}"#,
+                "unknown field `bogus`",
+            ),
+            (br#"{"id":"../x","command":"/bin/true"}"#, "sandbox ID"),
+            (
+                br#"{"id":"a","command":"/bin/true","limits":{"cpus":0}}"#,
+                "cpus",
+            ),
+            (
+                br#"{"id":"a","command":"/bin/true","start":false}"#,
+                "start",
+            ),
+            (
+                br#"{"id":"a","command":"/bin/true","stdio":{"stdout":"inherit"}}"#,
+                "stdio.stdout",
+            ),
+        ] {
+            let e = parse_create(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+    }
+}

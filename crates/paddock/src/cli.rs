@@ -1,0 +1,442 @@
+//! The client commands: they talk to the daemon over its unix socket.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use http_body_util::BodyExt;
+use hyper::Method;
+use paddock_supervisor::{SandboxInfo, SandboxStats, StdioSpec, StdioTarget, StopReport};
+use serde_json::Value;
+
+use crate::client::{Client, DaemonError, enc};
+
+/// Output options shared by the client commands.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// Print machine-readable JSON.
+    pub json: bool,
+}
+
+fn lc_query(lifecycle: &Option<String>) -> String {
+    lifecycle
+        .as_deref()
+        .map(|l| format!("?lifecycle={}", enc(l)))
+        .unwrap_or_default()
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn age(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn command_line(i: &SandboxInfo) -> String {
+    let mut s = i.spec.command.clone();
+    for a in &i.spec.args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    if s.len() > 40 {
+        s.truncate(37);
+        s.push_str("...");
+    }
+    s
+}
+
+/// `paddock ps`.
+pub async fn ps(c: &Client, out: Out) -> Result<u8> {
+    let list: Vec<SandboxInfo> =
+        serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
+    if out.json {
+        print_json(&list)?;
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<16} {:<12} {:>8} {:>5}  COMMAND",
+        "ID", "LIFECYCLE", "STATE", "PID", "AGE"
+    );
+    for i in &list {
+        let state = if i.paused {
+            format!("{} (paused)", i.state)
+        } else {
+            i.state.to_string()
+        };
+        println!(
+            "{:<24} {:<16} {:<12} {:>8} {:>5}  {}",
+            i.id.as_str(),
+            i.lifecycle.to_string(),
+            state,
+            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            age(i.created_at_ms),
+            command_line(i)
+        );
+    }
+    Ok(0)
+}
+
+/// `paddock inspect` (always JSON).
+pub async fn inspect(c: &Client, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let v = c
+        .json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}{}", enc(id), lc_query(lifecycle)),
+            None,
+        )
+        .await?;
+    print_json(&v)?;
+    Ok(0)
+}
+
+fn print_report(id: &str, r: &StopReport) {
+    println!(
+        "{id}: stopped in {:.0} ms (grace {:.0} ms, kill {:.0} ms, remove {:.0} ms), {} signalled, {} killed after the grace period{}",
+        r.total_ms,
+        r.grace_ms,
+        r.kill_ms,
+        r.remove_ms,
+        r.signalled,
+        r.killed_after_grace,
+        if r.stuck.is_empty() {
+            String::new()
+        } else {
+            format!(", QUARANTINED: {} stuck", r.stuck.len())
+        }
+    );
+}
+
+/// `paddock stop` and `paddock kill`.
+pub async fn stop(
+    c: &Client,
+    out: Out,
+    id: &str,
+    timeout: Option<&str>,
+    kill: bool,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    let mut q = Vec::new();
+    if let Some(t) = timeout {
+        q.push(format!("timeout={}", enc(t)));
+    }
+    if let Some(l) = lifecycle {
+        q.push(format!("lifecycle={}", enc(l)));
+    }
+    let qs = if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    };
+    let path = format!(
+        "/v1/sandboxes/{}/{}{qs}",
+        enc(id),
+        if kill { "kill" } else { "stop" }
+    );
+    let v = c.json(Method::POST, &path, None).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        let r: StopReport = serde_json::from_value(v)?;
+        print_report(id, &r);
+    }
+    Ok(0)
+}
+
+/// `paddock pause` and `paddock resume`.
+pub async fn pause(
+    c: &Client,
+    out: Out,
+    id: &str,
+    pause: bool,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    let path = format!(
+        "/v1/sandboxes/{}/{}{}",
+        enc(id),
+        if pause { "pause" } else { "resume" },
+        lc_query(lifecycle)
+    );
+    let v = c.json(Method::POST, &path, None).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        println!("{id}: {}", if pause { "paused" } else { "resumed" });
+    }
+    Ok(0)
+}
+
+/// `paddock rm`.
+pub async fn rm(c: &Client, out: Out, id: &str, force: bool) -> Result<u8> {
+    if force {
+        match c
+            .json(
+                Method::POST,
+                &format!("/v1/sandboxes/{}/kill", enc(id)),
+                None,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.downcast_ref::<DaemonError>()
+                    .is_some_and(|d| d.status == hyper::StatusCode::CONFLICT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    c.call(Method::DELETE, &format!("/v1/sandboxes/{}", enc(id)), None)
+        .await?;
+    if out.json {
+        print_json(&serde_json::json!({ "deleted": id }))?;
+    } else {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+fn opt_bytes(v: Option<u64>) -> String {
+    v.map(human_bytes).unwrap_or_else(|| "n/a".into())
+}
+
+/// Bytes in binary units.
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1}{}", U[i])
+}
+
+/// `paddock stats`.
+pub async fn stats(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let v = c
+        .json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/stats{}", enc(id), lc_query(lifecycle)),
+            None,
+        )
+        .await?;
+    if out.json {
+        print_json(&v)?;
+        return Ok(0);
+    }
+    let s: SandboxStats = serde_json::from_value(v)?;
+    println!("processes:      {}", s.processes);
+    println!(
+        "pids.current:   {}",
+        s.pids_current
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "cpu:            {}",
+        s.cpu_usage_usec
+            .map(|u| format!("{:.3}s", u as f64 / 1e6))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!("memory.current: {}", opt_bytes(s.memory_current));
+    println!("memory.peak:    {}", opt_bytes(s.memory_peak));
+    Ok(0)
+}
+
+/// `paddock logs`.
+pub async fn logs(c: &Client, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let b = c
+        .call(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/logs{}", enc(id), lc_query(lifecycle)),
+            None,
+        )
+        .await?;
+    std::io::stdout().write_all(&b)?;
+    Ok(0)
+}
+
+/// `paddock events`: follows the event stream until the daemon ends it (or `--count`).
+pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>) -> Result<u8> {
+    let path = match id {
+        Some(id) => format!("/v1/events?id={}", enc(id)),
+        None => "/v1/events".into(),
+    };
+    let resp = c.send(Method::GET, &path, None).await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let b = resp.into_body().collect().await?.to_bytes();
+        let msg = serde_json::from_slice::<Value>(&b)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        anyhow::bail!(DaemonError {
+            status,
+            message: msg
+        });
+    }
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    let mut seen = 0;
+    let stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.push_str(&String::from_utf8_lossy(data));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect::<Vec<_>>()
+                .join("\n");
+            if data.is_empty() {
+                continue;
+            }
+            let mut o = stdout.lock();
+            if out.json {
+                writeln!(o, "{data}")?;
+            } else {
+                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                let mut rest = v.clone();
+                if let Some(m) = rest.as_object_mut() {
+                    for k in ["id", "lifecycle", "at_ms", "type"] {
+                        m.remove(k);
+                    }
+                }
+                writeln!(
+                    o,
+                    "{} {} {} {}",
+                    v["id"].as_str().unwrap_or("-"),
+                    v["lifecycle"].as_str().unwrap_or("-"),
+                    v["type"].as_str().unwrap_or("?"),
+                    if rest.as_object().is_some_and(|m| m.is_empty()) {
+                        String::new()
+                    } else {
+                        rest.to_string()
+                    }
+                )?;
+            }
+            o.flush()?;
+            seen += 1;
+            if count.is_some_and(|n| seen >= n) {
+                return Ok(0);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `paddock top`: live CPU, memory and processes per sandbox.
+pub async fn top(c: &Client, out: Out, once: bool, interval: Duration) -> Result<u8> {
+    let mut prev: HashMap<String, (u64, Instant)> = HashMap::new();
+    loop {
+        let list: Vec<SandboxInfo> =
+            serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
+        let mut rows = Vec::new();
+        for i in list.iter().filter(|i| !i.state.is_terminal()) {
+            let path = format!(
+                "/v1/sandboxes/{}/stats?lifecycle={}",
+                enc(i.id.as_str()),
+                i.lifecycle
+            );
+            let Ok(v) = c.json(Method::GET, &path, None).await else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_value::<SandboxStats>(v) else {
+                continue;
+            };
+            let key = format!("{}@{}", i.id, i.lifecycle);
+            let now = Instant::now();
+            let cpu_pct = match (s.cpu_usage_usec, prev.get(&key)) {
+                (Some(u), Some((pu, pt))) => {
+                    let dt = now.duration_since(*pt).as_secs_f64();
+                    (dt > 0.0).then(|| (u.saturating_sub(*pu)) as f64 / 1e6 / dt * 100.0)
+                }
+                _ => None,
+            };
+            if let Some(u) = s.cpu_usage_usec {
+                prev.insert(key, (u, now));
+            }
+            rows.push((i.clone(), s, cpu_pct));
+        }
+        if out.json {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(i, s, cpu)| {
+                    serde_json::json!({"id": i.id, "lifecycle": i.lifecycle, "state": i.state, "paused": i.paused, "cpu_percent": cpu, "stats": s})
+                })
+                .collect();
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            let mut o = std::io::stdout().lock();
+            if !once {
+                write!(o, "\x1b[H\x1b[2J")?;
+            }
+            writeln!(
+                o,
+                "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
+                "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS"
+            )?;
+            for (i, s, cpu) in &rows {
+                writeln!(
+                    o,
+                    "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
+                    i.id.as_str(),
+                    if i.paused {
+                        "paused".to_string()
+                    } else {
+                        i.state.to_string()
+                    },
+                    cpu.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
+                    opt_bytes(s.memory_current),
+                    opt_bytes(s.memory_peak),
+                    s.pids_current
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.processes
+                )?;
+            }
+            o.flush()?;
+        }
+        if once {
+            return Ok(0);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// `paddock run -d`: creates the sandbox through the daemon; output goes to its log.
+pub async fn run_detached(
+    c: &Client,
+    out: Out,
+    mut spec: paddock_supervisor::SandboxSpec,
+) -> Result<u8> {
+    spec.stdio = StdioSpec {
+        stdin: StdioTarget::Null,
+        stdout: StdioTarget::Log,
+        stderr: StdioTarget::Log,
+    };
+    let body = serde_json::to_vec(&spec).context("encode spec")?;
+    let v = c.json(Method::POST, "/v1/sandboxes", Some(body)).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        println!("{}", v["id"].as_str().unwrap_or_default());
+    }
+    Ok(0)
+}

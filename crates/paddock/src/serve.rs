@@ -1,0 +1,395 @@
+//! `paddock serve`: the daemon.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use paddock_cgroup::Root;
+use paddock_supervisor::{
+    Adopted, Config, Event, Hooks, LifecycleId, Record, SandboxId, Supervisor,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+
+use crate::api::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/paddock/paddock.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/paddock";
+/// How often the store is reconciled with the cgroup tree while running.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Arguments of `paddock serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Group that may use the socket (chgrp + mode 0660).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Also serve on TCP at ADDR (e.g. 127.0.0.1:7070); needs --token-file.
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token TCP clients must send; must not be group- or
+    /// world-readable.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub token_file: Option<PathBuf>,
+    /// State directory: the lock file, the database, the sandboxes' logs.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The managed cgroup root (default: <cgroup2 mount>/paddock).
+    #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// Most live (not stopped/failed) sandboxes; more creates get 429.
+    #[arg(long, value_name = "N")]
+    pub max_sandboxes: Option<usize>,
+    /// Most concurrent starts; more creates get 429.
+    #[arg(long, value_name = "N")]
+    pub max_starting: Option<usize>,
+    /// Stop every sandbox on SIGTERM/SIGINT (default: leave them running for the next
+    /// daemon to adopt).
+    #[arg(long)]
+    pub stop_sandboxes_on_exit: bool,
+    /// Seconds between reconciliations of the store with the cgroup tree.
+    #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
+    pub reconcile_interval: u64,
+}
+
+/// The supervisor hooks of the daemon: the durable store and event-driven metrics.
+pub struct DaemonHooks {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl DaemonHooks {
+    fn write_failed(&self, rec: &Record, e: &str, what: &str) {
+        self.metrics
+            .daemon
+            .store_write_failures
+            .fetch_add(1, Relaxed);
+        tracing::error!(
+            sandbox = %rec.spec.id, lifecycle = %rec.lifecycle, state = %rec.state, error = %e,
+            "DURABLE STATE WRITE FAILED: {what}; a crash now would lose this sandbox's latest state"
+        );
+    }
+}
+
+impl Hooks for DaemonHooks {
+    fn before_create(&self, rec: &Record) -> Result<(), String> {
+        self.store
+            .put(rec)
+            .inspect_err(|e| self.write_failed(rec, e, "recording a new sandbox (start refused)"))
+    }
+    fn on_change(&self, rec: &Record) {
+        if let Err(e) = self.store.put(rec) {
+            self.write_failed(rec, &e, "recording a state change");
+        }
+    }
+    fn on_event(&self, ev: &Event) {
+        self.metrics.on_event(ev);
+    }
+    fn on_forget(&self, id: &SandboxId, lc: LifecycleId) {
+        if let Err(e) = self.store.delete(id, lc) {
+            self.metrics
+                .daemon
+                .store_write_failures
+                .fetch_add(1, Relaxed);
+            tracing::error!(sandbox = %id, lifecycle = %lc, error = %e, "DURABLE STATE WRITE FAILED: deleting a forgotten sandbox");
+        }
+    }
+}
+
+/// Takes the state directory's lock; the returned fd holds it until dropped.
+fn lock_state_dir(dir: &Path) -> Result<OwnedFd> {
+    let path = dir.join("paddock.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open lock file {}", path.display()))?;
+    let fd = OwnedFd::from(f);
+    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another paddock daemon is already using state directory {} (lock file {} is held{}); \
+                 stop it first or pass a different --state-dir",
+                dir.display(),
+                path.display(),
+                holder
+                    .trim()
+                    .parse::<u32>()
+                    .map(|p| format!(" by pid {p}"))
+                    .unwrap_or_default()
+            );
+        }
+        Err(e) => bail!("lock {}: {e}", path.display()),
+    }
+    let _ = rustix::fs::ftruncate(&fd, 0);
+    let _ = rustix::io::pwrite(&fd, format!("{}\n", std::process::id()).as_bytes(), 0);
+    Ok(fd)
+}
+
+fn read_token(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("token file {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "token file {} has mode {:o}: it must not be readable or writable by group or others (chmod 600 it)",
+            path.display(),
+            mode & 0o7777
+        );
+    }
+    let tok =
+        fs::read_to_string(path).with_context(|| format!("read token file {}", path.display()))?;
+    let tok = tok.trim();
+    if tok.len() < 16 {
+        bail!(
+            "token file {}: the token must be at least 16 characters",
+            path.display()
+        );
+    }
+    Ok(tok.as_bytes().to_vec())
+}
+
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let groups = fs::read_to_string("/etc/group").context("read /etc/group")?;
+    for line in groups.lines() {
+        let mut f = line.split(':');
+        if f.next() == Some(name) {
+            let gid = f.nth(1).and_then(|g| g.parse().ok());
+            if let Some(g) = gid {
+                return Ok(g);
+            }
+        }
+    }
+    bail!("--socket-group {name}: no such group")
+}
+
+fn bind_socket(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    // We hold the state lock, but the socket path could be shared with another daemon's
+    // state dir: refuse if something answers on it.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("socket {} is in use by a running daemon", path.display());
+        }
+        fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let l = tokio::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    let l = l.with_context(|| format!("bind {}", path.display()))?;
+    match group {
+        Some(g) => {
+            let gid = group_id(g)?;
+            rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .with_context(|| format!("chgrp {} {}", g, path.display()))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o660))?;
+        }
+        None => fs::set_permissions(path, fs::Permissions::from_mode(0o600))?,
+    }
+    Ok(l)
+}
+
+/// Reconciles the store with the supervisor and the cgroup tree once.
+pub async fn reconcile(sup: &Supervisor, store: &Store, metrics: &Metrics) {
+    metrics.daemon.reconcile_runs.fetch_add(1, Relaxed);
+    let rows = match store.all() {
+        Ok(r) => r,
+        Err(e) => {
+            metrics.daemon.reconcile_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "reconcile: cannot read the state database");
+            return;
+        }
+    };
+    for row in rows {
+        let rec = match row {
+            Ok(r) => r,
+            Err((key, e)) => {
+                metrics.daemon.reconcile_errors.fetch_add(1, Relaxed);
+                tracing::error!(record = %key, error = %e, "reconcile: undecodable record left in place");
+                continue;
+            }
+        };
+        let (id, lc) = (rec.spec.id.clone(), rec.lifecycle);
+        if sup.get_lifecycle(&id, lc).is_some() {
+            continue;
+        }
+        let recorded = rec.state;
+        match sup.adopt(rec).await {
+            Ok(Adopted::Gone { id, lifecycle }) => {
+                metrics.daemon.records_gone.fetch_add(1, Relaxed);
+                tracing::info!(sandbox = %id, lifecycle = %lifecycle, recorded_state = %recorded, "reconcile: sandbox is gone; record dropped");
+                if let Err(e) = store.delete(&id, lifecycle) {
+                    metrics.daemon.store_write_failures.fetch_add(1, Relaxed);
+                    tracing::error!(sandbox = %id, lifecycle = %lifecycle, error = %e, "DURABLE STATE WRITE FAILED: dropping a gone record");
+                }
+            }
+            Ok(Adopted::Running(i)) => {
+                tracing::info!(sandbox = %i.id, lifecycle = %i.lifecycle, pid = ?i.pid, "reconcile: adopted a running sandbox")
+            }
+            Ok(Adopted::Stopping(i)) => {
+                tracing::info!(sandbox = %i.id, lifecycle = %i.lifecycle, "reconcile: adopted a sandbox and is finishing its stop")
+            }
+            Ok(Adopted::Quarantined(i)) => {
+                tracing::warn!(sandbox = %i.id, lifecycle = %i.lifecycle, "reconcile: adopted a quarantined sandbox")
+            }
+            Err(e) => {
+                metrics.daemon.reconcile_errors.fetch_add(1, Relaxed);
+                tracing::error!(sandbox = %id, lifecycle = %lc, error = %e, "reconcile: could not adopt the recorded sandbox");
+            }
+        }
+    }
+    match sup.reclaim().await {
+        Ok(r) => {
+            if !r.untagged.is_empty() {
+                tracing::warn!(cgroups = ?r.untagged, "reconcile: cgroups under the root without paddock's owner tag; left alone");
+            }
+            for (cg, e) in &r.failed {
+                tracing::error!(cgroup = %cg, error = %e, "reconcile: could not reclaim an owned cgroup");
+            }
+            if !r.reclaimed.is_empty() {
+                tracing::warn!(cgroups = ?r.reclaimed, processes_killed = r.processes_killed, "reconcile: reclaimed owned cgroups that had no record");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reconcile: reclaim failed"),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
+    fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("create state directory {}", a.state_dir.display()))?;
+    fs::set_permissions(&a.state_dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", a.state_dir.display()))?;
+    let _lock = lock_state_dir(&a.state_dir)?;
+    let token = a.token_file.as_deref().map(read_token).transpose()?;
+    let root = match &a.cgroup_root {
+        Some(p) => Root::open_or_create(p),
+        None => Root::open_default(),
+    }
+    .context("open the managed cgroup root")?;
+    let store = Arc::new(Store::open(&a.state_dir.join("paddock.redb"))?);
+    let metrics = Arc::new(Metrics::new());
+    let log_dir = a.state_dir.join("logs");
+    let mut cfg = Config::new(root);
+    cfg.log_dir = Some(log_dir.clone());
+    cfg.hooks = Arc::new(DaemonHooks {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+    let sup = Supervisor::new(cfg)?;
+    metrics.attach(sup.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        sup: sup.clone(),
+        metrics: metrics.clone(),
+        max_sandboxes: a.max_sandboxes,
+        max_starting: a.max_starting,
+        starting: Semaphore::new(a.max_starting.unwrap_or(Semaphore::MAX_PERMITS)),
+        inflight: Mutex::new(0),
+        ready: AtomicBool::new(false),
+        log_dir,
+        shutdown: shutdown_rx.clone(),
+    });
+    // Recover before accepting requests, so no create can race the adoption of its ID.
+    reconcile(&sup, &store, &metrics).await;
+    state.ready.store(true, Relaxed);
+    let unix = bind_socket(&socket, a.socket_group.as_deref())?;
+    let app = api::router(state.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let mut rx = shutdown_rx.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+        });
+    }
+    if let (Some(addr), Some(token)) = (a.listen, token) {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        let tapp = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            api::require_token,
+        ));
+        let mut rx = shutdown_rx.clone();
+        servers.spawn(async move {
+            axum::serve(tcp, tapp)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "listening on TCP (bearer token required)");
+    }
+    tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), "paddock daemon ready");
+    {
+        let sup = sup.clone();
+        let store = store.clone();
+        let metrics = metrics.clone();
+        let every = Duration::from_secs(a.reconcile_interval.max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                reconcile(&sup, &store, &metrics).await;
+            }
+        });
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let sig = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        r = servers.join_next() => {
+            bail!("the API server ended unexpectedly: {r:?}");
+        }
+    };
+    tracing::info!(
+        signal = sig,
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    let _ = shutdown_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "API server ended with an error");
+        }
+    }
+    let _ = fs::remove_file(&socket);
+    if a.stop_sandboxes_on_exit {
+        tracing::info!("stopping every sandbox (--stop-sandboxes-on-exit)");
+        for (id, r) in sup.stop_all().await {
+            if let Err(e) = r {
+                tracing::error!(sandbox = %id, error = %e, "stop on exit failed");
+            }
+        }
+    } else {
+        let live = sup.list().iter().filter(|i| !i.state.is_terminal()).count();
+        tracing::info!(
+            live,
+            "leaving sandboxes running for the next daemon to adopt"
+        );
+    }
+    tracing::info!("paddock daemon stopped");
+    Ok(0)
+}

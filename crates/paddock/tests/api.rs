@@ -1,0 +1,408 @@
+//! The daemon's HTTP API end to end: a real daemon, a real HTTP client over its unix socket
+//! (and TCP with a bearer token).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn lifecycle_over_the_unix_socket() {
+    let Some(w) = world("api_lifecycle_over_the_unix_socket") else {
+        return;
+    };
+    let d = w.daemon(&[]);
+    let mode = std::fs::metadata(&w.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode");
+    assert_eq!(w.http("GET", "/healthz", None).status, 200);
+
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("web-1", "echo out; echo err >&2; exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let info = r.json();
+    assert_eq!(info["state"], "running");
+    let lc = info["lifecycle"].as_str().unwrap().to_owned();
+    assert_eq!(w.cgroups(), vec![format!("web-1@{lc}")]);
+
+    let list = w.http("GET", "/v1/sandboxes", None).json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes/web-1", None).json()["lifecycle"],
+        lc.as_str()
+    );
+    assert_eq!(
+        w.http("GET", &format!("/v1/sandboxes/web-1?lifecycle={lc}"), None)
+            .status,
+        200
+    );
+    let st = w.http("GET", "/v1/sandboxes/web-1/stats", None);
+    assert_eq!(st.status, 200, "{}", st.text());
+    assert!(st.json()["processes"].as_u64().unwrap() >= 1);
+
+    let logs = wait_for(Duration::from_secs(5), "log output", || {
+        let t = w.http("GET", "/v1/sandboxes/web-1/logs", None).text();
+        (t.contains("out") && t.contains("err")).then_some(t)
+    });
+    assert!(logs.contains("out\n"), "{logs}");
+
+    let p = w.http("POST", "/v1/sandboxes/web-1/pause", None);
+    assert_eq!(p.status, 200, "{}", p.text());
+    assert_eq!(p.json()["paused"], true);
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes/web-1/resume", None).json()["paused"],
+        false
+    );
+
+    // Delete of a live sandbox is refused.
+    let del = w.http("DELETE", "/v1/sandboxes/web-1", None);
+    assert_eq!(del.status, 409, "{}", del.text());
+
+    let stop = w.http("POST", "/v1/sandboxes/web-1/stop?timeout=2s", None);
+    assert_eq!(stop.status, 200, "{}", stop.text());
+    assert!(stop.json()["stuck"].as_array().unwrap().is_empty());
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes/web-1", None).json()["state"],
+        "stopped"
+    );
+    assert_eq!(w.http("DELETE", "/v1/sandboxes/web-1", None).status, 204);
+    let gone = w.http("GET", "/v1/sandboxes/web-1", None);
+    assert_eq!(gone.status, 404);
+    assert!(gone.error().contains("web-1"), "{}", gone.text());
+
+    let doc = w.http("GET", "/v1/openapi.json", None).json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    w.assert_no_leaks();
+    drop(d);
+}
+
+#[test]
+fn events_are_server_sent() {
+    let Some(w) = world("api_events_are_server_sent") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let sock = w.socket.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /v1/events?id=ev-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut lines = Vec::new();
+        for l in BufReader::new(s).lines() {
+            let l = l.unwrap();
+            let done = l.starts_with("event: stopped");
+            lines.push(l);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes", Some(&spec("ev-other", "exit 0")))
+            .status,
+        201
+    );
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes", Some(&spec("ev-1", "sleep 300")))
+            .status,
+        201
+    );
+    assert_eq!(w.http("POST", "/v1/sandboxes/ev-1/kill", None).status, 200);
+    let lines = reader.join().unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("content-type: text/event-stream"), "{text}");
+    for ev in ["event: started", "event: stopping", "event: stopped"] {
+        assert!(text.contains(ev), "missing {ev}:\n{text}");
+    }
+    assert!(!text.contains("ev-other"), "filter by id:\n{text}");
+}
+
+#[test]
+fn bad_input_is_400_and_changes_nothing() {
+    let Some(w) = world("api_bad_input_is_400_and_changes_nothing") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let big = {
+        let mut v = br#"{"id":"big","command":"/bin/true","args":[""#.to_vec();
+        v.extend(std::iter::repeat_n(b'a', 70 * 1024));
+        v.extend(br#""]}"#);
+        v
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "malformed JSON"),
+        (b"".to_vec(), "malformed JSON"),
+        (b"[]".to_vec(), "JSON object"),
+        (
+            br#"{"id":"a","command":"/bin/true","surprise":1}"#.to_vec(),
+            "unknown field `surprise`",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","limits":{"memroy_max":1}}"#.to_vec(),
+            "unknown field `memroy_max`",
+        ),
+        (br#"{"command":"/bin/true"}"#.to_vec(), "missing field `id`"),
+        (
+            br#"{"id":"../etc","command":"/bin/true"}"#.to_vec(),
+            "sandbox ID",
+        ),
+        (
+            br#"{"id":"cgroup.procs","command":"/bin/true"}"#.to_vec(),
+            "sandbox ID",
+        ),
+        (
+            format!(r#"{{"id":"{}","command":"/bin/true"}}"#, "x".repeat(200)).into_bytes(),
+            "at most 128",
+        ),
+        (br#"{"id":"a","command":""}"#.to_vec(), "command is empty"),
+        (
+            br#"{"id":"a","command":"/bin/true","limits":{"cpus":-1}}"#.to_vec(),
+            "cpus",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","limits":{"memory_max":"lots"}}"#.to_vec(),
+            "invalid type",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","stop":{"signal":99}}"#.to_vec(),
+            "stop signal 99",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","start":false}"#.to_vec(),
+            "start",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","start":"yes"}"#.to_vec(),
+            "must be a boolean",
+        ),
+        (
+            br#"{"id":"a","command":"/bin/true","stdio":{"stdout":"pipe"}}"#.to_vec(),
+            "stdio.stdout",
+        ),
+        (big, "larger than 65536 bytes"),
+    ];
+    for (body, want) in &cases {
+        let r = w.http("POST", "/v1/sandboxes", Some(body));
+        assert_eq!(r.status, 400, "{want}: {}", r.text());
+        assert!(r.error().contains(want), "want {want:?} in {:?}", r.error());
+    }
+    for (method, path, want) in [
+        ("GET", "/v1/sandboxes/a%2Fb", "sandbox ID"),
+        ("GET", "/v1/sandboxes/..", "sandbox ID"),
+        ("GET", "/v1/sandboxes/x?lifecycle=zz", "lifecycle"),
+        ("GET", "/v1/sandboxes/x?bogus=1", "unknown field"),
+        ("POST", "/v1/sandboxes/x/stop?timeout=forever", "timeout"),
+        ("POST", "/v1/sandboxes/x/stop?timeout=-1s", "timeout"),
+        ("GET", "/v1/events?id=a%2Fb", "sandbox ID"),
+    ] {
+        let r = w.http(method, path, None);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(
+            r.error().contains(want),
+            "{path}: want {want:?} in {:?}",
+            r.error()
+        );
+    }
+    // Unknown program: 422, nothing left behind.
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(br#"{"id":"nosuch","command":"/nonexistent/prog"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.error().contains("/nonexistent/prog"), "{}", r.error());
+    assert_eq!(w.http("GET", "/v1/sandboxes/nope", None).status, 404);
+    assert_eq!(w.http("GET", "/v1/nope", None).status, 404);
+    // Nothing changed.
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes", None).json(),
+        serde_json::json!([])
+    );
+    assert!(w.cgroups().is_empty(), "{:?}", w.cgroups());
+}
+
+#[test]
+fn duplicate_is_409_and_limits_are_429() {
+    let Some(w) = world("api_duplicate_is_409_and_limits_are_429") else {
+        return;
+    };
+    let d = w.daemon(&["--max-sandboxes", "2"]);
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes", Some(&spec("dup", "sleep 300")))
+            .status,
+        201
+    );
+    let pid = w.http("GET", "/v1/sandboxes/dup", None).json()["pid"]
+        .as_i64()
+        .unwrap();
+    let r = w.http("POST", "/v1/sandboxes", Some(&spec("dup", "sleep 300")));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.error().contains("already exists"), "{}", r.error());
+    assert_eq!(w.cgroups().len(), 1, "a duplicate starts nothing");
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes/dup", None).json()["pid"]
+            .as_i64()
+            .unwrap(),
+        pid
+    );
+
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes", Some(&spec("two", "sleep 300")))
+            .status,
+        201
+    );
+    let r = w.http("POST", "/v1/sandboxes", Some(&spec("three", "sleep 300")));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("max-sandboxes"), "{}", r.error());
+    assert_eq!(w.cgroups().len(), 2);
+    let m = w.http("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(
+            &m,
+            r#"paddock_admission_rejected_total{limit="max_sandboxes"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_starts_total{result="conflict"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    drop(d);
+    // --max-starting 0 refuses every start (drain mode), naming the limit.
+    let _d = w.daemon(&["--max-starting", "0"]);
+    let r = w.http("POST", "/v1/sandboxes", Some(&spec("four", "sleep 300")));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("max-starting"), "{}", r.error());
+    // The adopted sandboxes are still controllable.
+    assert_eq!(w.http("POST", "/v1/sandboxes/dup/kill", None).status, 200);
+    assert_eq!(w.http("POST", "/v1/sandboxes/two/kill", None).status, 200);
+    w.assert_no_leaks();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_requires_the_bearer_token() {
+    let Some(w) = world("api_tcp_requires_the_bearer_token") else {
+        return;
+    };
+    std::fs::create_dir_all(w.tmp.path()).unwrap();
+    let tok = w.tmp.path().join("token");
+    std::fs::write(&tok, "s3cret-token-0123456789\n").unwrap();
+    // World-readable token file: refuse to start.
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let o = std::process::Command::new(BIN)
+        .args(w.serve_args())
+        .args(["--listen", &addr, "--token-file", tok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("must not be readable") && err.contains("644"),
+        "{err}"
+    );
+    assert!(!w.socket.exists());
+
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _d = w.daemon(&["--listen", &addr, "--token-file", tok.to_str().unwrap()]);
+    let r = http_tcp(&addr, "GET", "/v1/sandboxes", None, &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.error().contains("token"));
+    let r = http_tcp(
+        &addr,
+        "GET",
+        "/v1/sandboxes",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(r.status, 401);
+    let r = http_tcp(
+        &addr,
+        "GET",
+        "/metrics",
+        None,
+        &[("Authorization", "Bearer s3cret-token-012345678")],
+    );
+    assert_eq!(r.status, 401, "a prefix of the token is wrong");
+    let r = http_tcp(
+        &addr,
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("t1", "sleep 1")),
+        &[],
+    );
+    assert_eq!(r.status, 401);
+    assert!(w.cgroups().is_empty());
+    let ok = [("Authorization", "Bearer s3cret-token-0123456789")];
+    assert_eq!(
+        http_tcp(&addr, "GET", "/v1/sandboxes", None, &ok).status,
+        200
+    );
+    assert_eq!(http_tcp(&addr, "GET", "/metrics", None, &ok).status, 200);
+    // The unix socket needs no token.
+    assert_eq!(w.http("GET", "/v1/sandboxes", None).status, 200);
+}
+
+#[test]
+fn one_daemon_per_state_dir_and_graceful_shutdown() {
+    let Some(w) = world("api_one_daemon_per_state_dir_and_graceful_shutdown") else {
+        return;
+    };
+    let mut d = w.daemon(&[]);
+    let mut args = w.serve_args();
+    args[2] = w.tmp.path().join("other.sock").display().to_string();
+    let o = std::process::Command::new(BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another paddock daemon is already using state directory"),
+        "{err}"
+    );
+
+    assert_eq!(
+        w.http("POST", "/v1/sandboxes", Some(&spec("keep", "sleep 300")))
+            .status,
+        201
+    );
+    let pid = w.http("GET", "/v1/sandboxes/keep", None).json()["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SIGTERM: exits cleanly, removes its socket, leaves the sandbox running.
+    assert_eq!(d.sigterm(Duration::from_secs(10)), Some(0));
+    assert!(!w.socket.exists());
+    assert!(paddock_testutil::pid_alive(pid));
+    assert!(
+        d.log_text().contains("leaving sandboxes running"),
+        "{}",
+        d.log_text()
+    );
+    // The next daemon adopts it; with --stop-sandboxes-on-exit a SIGTERM stops it.
+    let mut d = w.daemon(&["--stop-sandboxes-on-exit"]);
+    let info = w.http("GET", "/v1/sandboxes/keep", None).json();
+    assert_eq!(info["state"], "running");
+    assert_eq!(info["pid"].as_i64().unwrap() as i32, pid);
+    assert_eq!(d.sigterm(Duration::from_secs(20)), Some(0));
+    assert!(!paddock_testutil::pid_alive(pid));
+    w.assert_no_leaks();
+}

@@ -1,0 +1,133 @@
+//! The CLI as a client of a daemon on a temporary socket and state dir.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn cli_against_a_daemon() {
+    let Some(w) = world("cli_against_a_daemon") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let id = w.cli_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "job-1",
+        "--stop-timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $PADDOCK_SANDBOX_ID; exec sleep 300",
+    ]);
+    assert_eq!(id.trim(), "job-1");
+    let ps = w.cli_ok(&["ps"]);
+    assert!(ps.starts_with("ID "), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("job-1 ") && l.contains("running")),
+        "{ps}"
+    );
+    let js: Value = serde_json::from_str(&w.cli_ok(&["ps", "--json"])).unwrap();
+    assert_eq!(js[0]["id"], "job-1");
+    let insp: Value = serde_json::from_str(&w.cli_ok(&["inspect", "job-1"])).unwrap();
+    assert_eq!(insp["state"], "running");
+    let logs = wait_for(Duration::from_secs(5), "logs", || {
+        let l = w.cli_ok(&["logs", "job-1"]);
+        l.contains("hello from job-1").then_some(l)
+    });
+    assert_eq!(logs, "hello from job-1\n");
+    assert!(w.cli_ok(&["stats", "job-1"]).contains("processes:"));
+    let st: Value = serde_json::from_str(&w.cli_ok(&["stats", "job-1", "--json"])).unwrap();
+    assert!(st["processes"].as_u64().unwrap() >= 1);
+    let top = w.cli_ok(&["top", "--once"]);
+    assert!(top.contains("CPU%") && top.contains("job-1"), "{top}");
+    assert!(w.cli_ok(&["pause", "job-1"]).contains("paused"));
+    assert!(w.cli_ok(&["ps"]).contains("(paused)"));
+    assert!(w.cli_ok(&["resume", "job-1"]).contains("resumed"));
+
+    // Errors are the daemon's message, with a non-zero exit.
+    let o = w.cli(&["run", "-d", "--name", "job-1", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sandbox job-1 already exists"), "{err}");
+    let o = w.cli(&["rm", "job-1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stop it first"));
+    let o = w.cli(&["inspect", "nope", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["status"], 404);
+
+    // Events: follow in the background, stop, and see the stop.
+    let sock = w.socket.clone();
+    let ev = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .args(["events", "--id", "job-1", "--count", "2", "--json"])
+            .env("PADDOCK_SOCKET", sock)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = w.cli_ok(&["stop", "job-1", "--timeout", "1s"]);
+    assert!(out.contains("job-1: stopped in"), "{out}");
+    let ev = ev.join().unwrap();
+    let evs = String::from_utf8_lossy(&ev.stdout);
+    let types: Vec<String> = evs
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types[0], "stopping", "{evs}");
+    assert_eq!(w.cli_ok(&["rm", "job-1"]).trim(), "job-1");
+
+    // rm -f kills a running one.
+    w.cli_ok(&["run", "-d", "--name", "job-2", "--", "sleep", "300"]);
+    let k: Value = serde_json::from_str(&w.cli_ok(&["kill", "job-2", "--json"])).unwrap();
+    assert!(k["stuck"].as_array().unwrap().is_empty());
+    w.cli_ok(&["run", "-d", "--name", "job-3", "--", "sleep", "300"]);
+    w.cli_ok(&["rm", "-f", "job-3"]);
+    w.cli_ok(&["rm", "job-2"]);
+    assert_eq!(w.cli_ok(&["ps", "--json"]).trim(), "[]");
+    w.assert_no_leaks();
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["ps"])
+        .env("PADDOCK_SOCKET", tmp.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to the paddock daemon"));
+}
+
+#[test]
+fn completions_and_help() {
+    let o = std::process::Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("paddock"));
+    let o = std::process::Command::new(BIN)
+        .args(["--help"])
+        .output()
+        .unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        h.contains("Examples:") && h.contains("serve") && h.contains("top"),
+        "{h}"
+    );
+}
