@@ -688,7 +688,7 @@ impl Supervisor {
         reason: StopReason,
     ) -> Result<StopReport, Error> {
         let sb = self.find(id, lifecycle)?;
-        let mut rx = {
+        let rx = {
             let _op = sb.op.lock().await;
             let mut policy = sb.spec.stop;
             if let Some(g) = grace {
@@ -709,15 +709,7 @@ impl Supervisor {
                 }
             }
         };
-        let r = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::InvalidState {
-                id: sb.id.clone(),
-                state: sb.state(),
-                op: "wait for stop",
-            })?;
-        Ok(r.clone().expect("checked"))
+        sb.await_outcome(rx).await
     }
 
     /// Starts the stop sequence if the sandbox is running; escalates a running graceful stop
@@ -1187,16 +1179,8 @@ impl Supervisor {
         lifecycle: Option<LifecycleId>,
     ) -> Result<StopReport, Error> {
         let sb = self.find(id, lifecycle)?;
-        let mut rx = sb.outcome.subscribe();
-        let r = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::InvalidState {
-                id: sb.id.clone(),
-                state: sb.state(),
-                op: "wait",
-            })?;
-        Ok(r.clone().expect("checked"))
+        let rx = sb.outcome.subscribe();
+        sb.await_outcome(rx).await
     }
 
     /// Waits for the main process of a lifecycle to exit and returns how it ended; `None`
@@ -1506,6 +1490,22 @@ impl Supervisor {
 }
 
 impl Sandbox {
+    /// Waits until the stop's outcome is published (stopped, quarantined or failed).
+    async fn await_outcome(
+        &self,
+        mut rx: watch::Receiver<Option<StopReport>>,
+    ) -> Result<StopReport, Error> {
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::InvalidState {
+                id: self.id.clone(),
+                state: self.state(),
+                op: "wait for the stop's outcome",
+            })?;
+        Ok(r.clone().expect("wait_for checked it is Some"))
+    }
+
     fn state(&self) -> State {
         self.life.lock().unwrap().state
     }
