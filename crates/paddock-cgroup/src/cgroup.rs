@@ -11,7 +11,7 @@ use crate::counters::Counters;
 use crate::dir::Dir;
 use crate::events::EventsWatch;
 use crate::name::CgroupName;
-use crate::stats::{CpuMax, CpuStat, Events, Max, MemoryEvents, parse_u64};
+use crate::stats::{CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents, parse_u64};
 use crate::{Error, Result};
 
 /// The extended attribute that records who owns a cgroup.
@@ -140,6 +140,8 @@ pub struct Stats {
     pub memory_events: Option<MemoryEvents>,
     /// `pids.current`.
     pub pids_current: Option<u64>,
+    /// `io.stat`, summed over devices.
+    pub io: Option<IoStat>,
 }
 
 /// A live member of a cgroup, held by pidfd so that signalling it can never hit a process
@@ -342,6 +344,11 @@ impl Cgroup {
                 .map(|t| MemoryEvents::parse(&t))
                 .transpose()?,
             pids_current: num("pids.current")?,
+            io: self
+                .dir
+                .read_opt("io.stat")?
+                .map(|t| IoStat::parse(&t))
+                .transpose()?,
         })
     }
 

@@ -44,4 +44,4 @@ pub use name::{CgroupName, MAX_NAME_LEN};
 pub use procinfo::ProcInfo;
 pub use remove::{RMDIR_FALLBACK_MESSAGE, RemoveOptions, RemoveReport};
 pub use root::{DEFAULT_ROOT, Root};
-pub use stats::{CgroupStat, CpuMax, CpuStat, Events, Max, MemoryEvents};
+pub use stats::{CgroupStat, CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents};

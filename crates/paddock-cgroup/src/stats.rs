@@ -271,6 +271,57 @@ impl CpuMax {
     }
 }
 
+/// `io.stat` summed over all devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoStat {
+    /// Bytes read.
+    pub rbytes: u64,
+    /// Bytes written.
+    pub wbytes: u64,
+    /// Read operations.
+    pub rios: u64,
+    /// Write operations.
+    pub wios: u64,
+}
+
+impl IoStat {
+    /// Parses `io.stat` (`MAJ:MIN key=value …` per device; unknown keys are ignored).
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut s = IoStat::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut it = line.split_whitespace();
+            let dev = it.next().unwrap_or_default();
+            if !dev
+                .split_once(':')
+                .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+            {
+                return Err(Error::parse(
+                    "io.stat",
+                    text,
+                    format!("{dev:?} is not MAJ:MIN"),
+                ));
+            }
+            for kv in it {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    Error::parse("io.stat", text, format!("{kv:?} is not key=value"))
+                })?;
+                let v = v
+                    .parse::<u64>()
+                    .map_err(|e| Error::parse("io.stat", text, format!("{k}: {e}")))?;
+                let slot = match k {
+                    "rbytes" => &mut s.rbytes,
+                    "wbytes" => &mut s.wbytes,
+                    "rios" => &mut s.rios,
+                    "wios" => &mut s.wios,
+                    _ => continue,
+                };
+                *slot = slot.saturating_add(v);
+            }
+        }
+        Ok(s)
+    }
+}
+
 /// `cgroup.stat`: counts of live and dying descendant cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CgroupStat {
@@ -397,6 +448,24 @@ mod tests {
     }
 
     #[test]
+    fn io_stat() {
+        let t = "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n259:0 rbytes=1 wbytes=2 rios=3 wios=4\n";
+        assert_eq!(
+            IoStat::parse(t).unwrap(),
+            IoStat {
+                rbytes: 101,
+                wbytes: 202,
+                rios: 4,
+                wios: 6
+            }
+        );
+        assert_eq!(IoStat::parse("").unwrap(), IoStat::default());
+        assert!(IoStat::parse("sda rbytes=1").is_err());
+        assert!(IoStat::parse("8:0 rbytes").is_err());
+        assert!(IoStat::parse("8:0 rbytes=x").is_err());
+    }
+
+    #[test]
     fn cgroup_stat() {
         let s = CgroupStat::parse("nr_descendants 3\nnr_subsys_cpu 1\nnr_dying_descendants 2\n")
             .unwrap();
@@ -413,6 +482,7 @@ mod tests {
             let _ = Max::parse("x", &s);
             let _ = CpuMax::parse(&s);
             let _ = CgroupStat::parse(&s);
+            let _ = IoStat::parse(&s);
             let _ = crate::mount::parse_mountinfo(&s);
         }
 

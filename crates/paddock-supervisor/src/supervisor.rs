@@ -178,6 +178,10 @@ pub struct SandboxStats {
     pub memory_max_events: Option<u64>,
     /// Processes and threads.
     pub pids_current: Option<u64>,
+    /// Bytes read from block devices (io controller).
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (io controller).
+    pub io_write_bytes: Option<u64>,
     /// Processes in the cgroup subtree (counted from `cgroup.procs`).
     pub processes: usize,
 }
@@ -1142,6 +1146,8 @@ impl Supervisor {
             memory_high_events: s.memory_events.map(|m| m.high),
             memory_max_events: s.memory_events.map(|m| m.max),
             pids_current: s.pids_current,
+            io_read_bytes: s.io.map(|i| i.rbytes),
+            io_write_bytes: s.io.map(|i| i.wbytes),
             processes: cg.procs_recursive()?.len(),
         })
     }

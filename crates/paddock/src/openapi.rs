@@ -161,7 +161,7 @@ pub fn document() -> Value {
                     "properties": {
                         "cpu_usage_usec": opt("integer"), "cpu_user_usec": opt("integer"), "cpu_system_usec": opt("integer"), "cpu_nr_throttled": opt("integer"),
                         "memory_current": opt("integer"), "memory_peak": opt("integer"), "memory_oom_kill": opt("integer"), "memory_high_events": opt("integer"),
-                        "memory_max_events": opt("integer"), "pids_current": opt("integer"), "processes": { "type": "integer" }
+                        "memory_max_events": opt("integer"), "pids_current": opt("integer"), "io_read_bytes": opt("integer"), "io_write_bytes": opt("integer"), "processes": { "type": "integer" }
                     }
                 },
                 "Event": {
