@@ -293,7 +293,9 @@ async fn bad_names_create_nothing() {
     let Some((t, root)) = root("bad_names_create_nothing") else {
         return;
     };
-    let before: Vec<_> = std::fs::read_dir(t.mount())
+    // Other tests (and other processes) create cgroups under the mount concurrently, so
+    // look for exactly what an escape would have created, and at this test's own subtree.
+    let before: Vec<_> = std::fs::read_dir(t.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
@@ -317,12 +319,14 @@ async fn bad_names_create_nothing() {
     assert!(Root::open_or_create(std::path::Path::new("../escape")).is_err());
     assert!(Root::open_or_create(&t.path().join("ok/../../escape")).is_err());
     assert!(Root::open_or_create(std::path::Path::new("/etc/paddock")).is_err());
-    let after: Vec<_> = std::fs::read_dir(t.mount())
+    let after: Vec<_> = std::fs::read_dir(t.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(before.len(), after.len());
+    assert_eq!(before, after);
+    assert!(!t.mount().join("escape").exists());
+    assert!(!t.path().join("ok").exists());
     assert!(root.list().unwrap().0.is_empty());
     // An existing name is never silently shared.
     let _a = root.create(&name("dup")).unwrap();
