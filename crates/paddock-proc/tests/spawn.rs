@@ -401,8 +401,12 @@ fn ebusy_is_a_configuration_error() {
     let Some(root) = paddock_testutil::test_root("ebusy") else {
         return;
     };
-    let controllers = fs::read_to_string(root.path().join("cgroup.controllers")).unwrap();
-    let Some(ctrl) = controllers.split_whitespace().next() else {
+    // Hand the test root's controllers down so the leaf below it can enable one for its
+    // own children (what makes it a non-leaf for CLONE_INTO_CGROUP).
+    let controllers = root.enable_all_controllers();
+    // Only domain controllers (memory, io) bring the no-internal-process rule; threaded
+    // ones (cpu, cpuset, pids) do not.
+    let Some(ctrl) = controllers.iter().find(|c| *c == "memory" || *c == "io") else {
         eprintln!("SKIP ebusy_is_a_configuration_error: no controller delegated to the test root");
         return;
     };
