@@ -9,7 +9,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 
 use crate::counters::Counters;
 use crate::dir::Dir;
-use crate::events::EventsWatch;
+use crate::events::{EventsWatch, ExitWatch};
 use crate::name::CgroupName;
 use crate::stats::{CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents, parse_u64};
 use crate::{Error, Result};
@@ -352,6 +352,24 @@ impl Cgroup {
         })
     }
 
+    /// Total CPU time (`cpu.stat` usage_usec) and peak memory (`memory.peak`, `None`
+    /// without the memory controller): the two figures a stop reports, read with two files
+    /// instead of all of [`Cgroup::stats`].
+    pub fn usage_summary(&self) -> Result<(Option<u64>, Option<u64>)> {
+        let cpu = self
+            .dir
+            .read_opt("cpu.stat")?
+            .map(|t| CpuStat::parse(&t))
+            .transpose()?
+            .map(|c| c.usage_usec);
+        let peak = self
+            .dir
+            .read_opt("memory.peak")?
+            .map(|t| parse_u64("memory.peak", &t))
+            .transpose()?;
+        Ok((cpu, peak))
+    }
+
     /// Tags the cgroup with [`OWNER_XATTR`] = `owner`, so a restarted supervisor can prove
     /// which cgroups are its own.
     pub fn set_owner(&self, owner: &str) -> Result<()> {
@@ -417,11 +435,21 @@ impl Cgroup {
     /// Sends `sig` to every live process in the subtree, each by pidfd. Returns how many
     /// processes it was delivered to (processes that exited meanwhile are not counted).
     pub fn signal_all(&self, sig: Signal) -> Result<usize> {
+        self.signal_members(sig, None)
+    }
+
+    /// Like [`Cgroup::signal_all`], and adds the signalled processes to `exits`, so a wait
+    /// for the subtree to empty wakes as soon as they have all exited.
+    pub fn signal_all_tracking(&self, sig: Signal, exits: &mut ExitWatch) -> Result<usize> {
+        self.signal_members(sig, Some(exits))
+    }
+
+    fn signal_members(&self, sig: Signal, mut exits: Option<&mut ExitWatch>) -> Result<usize> {
         let mut n = 0;
         for m in self.members()? {
             match rustix::process::pidfd_send_signal(&m.pidfd, sig) {
                 Ok(()) => n += 1,
-                Err(Errno::SRCH) => {}
+                Err(Errno::SRCH) => continue,
                 Err(e) => {
                     return Err(Error::io(
                         "pidfd_send_signal",
@@ -429,6 +457,9 @@ impl Cgroup {
                         e,
                     ));
                 }
+            }
+            if let Some(w) = exits.as_deref_mut() {
+                w.add(m.pidfd);
             }
         }
         Ok(n)

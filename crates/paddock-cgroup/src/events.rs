@@ -6,6 +6,14 @@
 //! the notification is armed, and re-read after every wake-up because notifications
 //! coalesce. A slow re-check ([`BACKSTOP`]) guards against a lost notification; it is a
 //! safety net, not the mechanism.
+//!
+//! The kernel rate-limits these notifications to one per 10 ms per file
+//! (`CGROUP_FILE_NOTIFY_MIN_INTV`): a change that follows another within 10 ms is announced
+//! only when the interval ends, although the file already shows it. A kill or stop that
+//! comes right after a process was started would therefore see `populated 0` up to 10 ms
+//! late. [`ExitWatch`] closes that gap: it holds pidfds of the processes being waited for,
+//! whose readiness (`POLLIN` at exit) is immediate, and a wait given one re-reads
+//! `cgroup.events` as soon as all of them have exited.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -79,7 +87,17 @@ impl EventsWatch {
         timeout: Duration,
         pred: impl Fn(Events) -> bool,
     ) -> Result<Option<Events>> {
+        self.wait_inner(timeout, pred, None).await
+    }
+
+    async fn wait_inner(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(Events) -> bool,
+        exits: Option<&ExitWatch>,
+    ) -> Result<Option<Events>> {
         let deadline = Instant::now() + timeout;
+        let mut exits = exits.filter(|e| !e.fds.is_empty());
         loop {
             let ev = self.read()?;
             if pred(ev) {
@@ -90,16 +108,26 @@ impl EventsWatch {
                 return Ok(None);
             }
             let slice = (deadline - now).min(BACKSTOP);
-            match tokio::time::timeout(slice, self.fd.ready(Interest::PRIORITY)).await {
-                Ok(Ok(mut guard)) => guard.clear_ready(),
-                Ok(Err(e)) => {
-                    return Err(Error::io(
-                        "poll",
-                        &self.path,
-                        Errno::from_io_error(&e).unwrap_or(Errno::IO),
-                    ));
-                }
-                Err(_elapsed) => {}
+            tokio::select! {
+                r = self.fd.ready(Interest::PRIORITY) => match r {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(e) => {
+                        return Err(Error::io(
+                            "poll",
+                            &self.path,
+                            Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                        ));
+                    }
+                },
+                // Every tracked process has exited: re-read now instead of waiting for a
+                // rate-limited notification. Only once; afterwards the events decide.
+                () = async {
+                    match exits {
+                        Some(e) => e.all_exited().await,
+                        None => std::future::pending().await,
+                    }
+                } => exits = None,
+                () = tokio::time::sleep(slice) => {}
             }
         }
     }
@@ -109,11 +137,84 @@ impl EventsWatch {
         Ok(self.wait_for(timeout, |e| !e.populated).await?.is_some())
     }
 
+    /// Like [`EventsWatch::wait_unpopulated`], also woken when every process in `exits`
+    /// has exited (see the module documentation for why).
+    pub async fn wait_unpopulated_tracking(
+        &self,
+        exits: &ExitWatch,
+        timeout: Duration,
+    ) -> Result<bool> {
+        Ok(self
+            .wait_inner(timeout, |e| !e.populated, Some(exits))
+            .await?
+            .is_some())
+    }
+
     /// Waits for `frozen` to equal `frozen`; `Ok(true)` when it did before the timeout.
     pub async fn wait_frozen(&self, frozen: bool, timeout: Duration) -> Result<bool> {
         Ok(self
             .wait_for(timeout, |e| e.frozen == frozen)
             .await?
             .is_some())
+    }
+}
+
+/// The most processes an [`ExitWatch`] tracks; beyond that, `cgroup.events` alone decides.
+pub const MAX_TRACKED_EXITS: usize = 64;
+
+/// Pidfds of processes whose exits wake an [`EventsWatch`] wait (see the module
+/// documentation). Needs a tokio runtime with I/O enabled.
+#[derive(Debug, Default)]
+pub struct ExitWatch {
+    fds: Vec<AsyncFd<OwnedFd>>,
+}
+
+impl ExitWatch {
+    /// An empty watch.
+    pub fn new() -> Self {
+        ExitWatch::default()
+    }
+
+    /// Tracks the process behind `pidfd` (ignored past [`MAX_TRACKED_EXITS`]).
+    pub fn add(&mut self, pidfd: OwnedFd) {
+        if self.fds.len() >= MAX_TRACKED_EXITS {
+            return;
+        }
+        // SAFETY: `pidfd` is an `OwnedFd` moved into the `AsyncFd`, which owns it from here
+        // on; nothing else can close or replace it while it is registered.
+        if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+            self.fds.push(fd);
+        }
+    }
+
+    /// Opens pidfds for `pids` (at most [`MAX_TRACKED_EXITS`]; PIDs that are gone are
+    /// skipped). A PID reused in between only makes a wait rely on `cgroup.events` alone.
+    pub fn for_pids(pids: &[i32]) -> Self {
+        let mut w = ExitWatch::new();
+        for &pid in pids.iter().take(MAX_TRACKED_EXITS) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid)
+                && let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+            {
+                w.add(fd);
+            }
+        }
+        w
+    }
+
+    /// How many processes are tracked.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    async fn all_exited(&self) {
+        for fd in &self.fds {
+            // A pidfd polls readable once its process has exited; errors count as exited.
+            let _ = fd.readable().await;
+        }
     }
 }

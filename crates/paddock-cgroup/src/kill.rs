@@ -16,7 +16,7 @@ use rustix::process::Signal;
 use tokio::time::Instant;
 
 use crate::cgroup::Cgroup;
-use crate::events::EventsWatch;
+use crate::events::{EventsWatch, ExitWatch};
 use crate::procinfo::ProcInfo;
 use crate::{Error, Result};
 
@@ -89,10 +89,12 @@ impl Cgroup {
             }
             Err(e) => return Err(e),
         };
-        self.kill_with(&watch, opts).await
+        self.kill_watched(&watch, opts).await
     }
 
-    pub(crate) async fn kill_with(
+    /// [`Cgroup::kill`] with a caller's already-open [`EventsWatch`] of this cgroup (saves
+    /// opening and registering `cgroup.events` again).
+    pub async fn kill_watched(
         &self,
         watch: &EventsWatch,
         opts: &KillOptions,
@@ -108,10 +110,12 @@ impl Cgroup {
         if !watch.read()?.populated {
             return Ok(report(KillMethod::NothingToKill, 0, 0));
         }
-        let found = self.procs_recursive()?.len();
+        let pids = self.procs_recursive()?;
+        let found = pids.len();
         self.counters.killed(found);
+        let exits = ExitWatch::for_pids(&pids);
         if !opts.force_fallback {
-            match self.kill_kernel(watch, start, deadline).await? {
+            match self.kill_kernel(watch, &exits, start, deadline).await? {
                 Outcome::Done(rounds) => return Ok(report(KillMethod::CgroupKill, found, rounds)),
                 Outcome::Unsupported(errno) => {
                     tracing::info!(
@@ -122,13 +126,14 @@ impl Cgroup {
             }
         }
         self.counters.kill_freeze_fallback();
-        let rounds = self.kill_freeze(watch, start, deadline).await?;
+        let rounds = self.kill_freeze(watch, &exits, start, deadline).await?;
         Ok(report(KillMethod::FreezeAndSignal, found, rounds))
     }
 
     async fn kill_kernel(
         &self,
         watch: &EventsWatch,
+        exits: &ExitWatch,
         start: Instant,
         deadline: Instant,
     ) -> Result<Outcome> {
@@ -153,7 +158,10 @@ impl Cgroup {
             if now >= deadline {
                 return Err(self.kill_timeout(now - start));
             }
-            if watch.wait_unpopulated(stall.min(deadline - now)).await? {
+            if watch
+                .wait_unpopulated_tracking(exits, stall.min(deadline - now))
+                .await?
+            {
                 return Ok(Outcome::Done(writes));
             }
             stall = (stall * 2).min(MAX_STALL);
@@ -163,6 +171,7 @@ impl Cgroup {
     async fn kill_freeze(
         &self,
         watch: &EventsWatch,
+        exits: &ExitWatch,
         start: Instant,
         deadline: Instant,
     ) -> Result<u32> {
@@ -191,7 +200,10 @@ impl Cgroup {
             if now >= deadline {
                 return Err(self.kill_timeout(now - start));
             }
-            if watch.wait_unpopulated(stall.min(deadline - now)).await? {
+            if watch
+                .wait_unpopulated_tracking(exits, stall.min(deadline - now))
+                .await?
+            {
                 return Ok(rounds);
             }
             stall = (stall * 2).min(MAX_STALL);

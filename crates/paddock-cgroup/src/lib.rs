@@ -38,7 +38,7 @@ pub mod stats;
 pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, Stats};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{Error, Result};
-pub use events::{BACKSTOP, EventsWatch};
+pub use events::{BACKSTOP, EventsWatch, ExitWatch, MAX_TRACKED_EXITS};
 pub use kill::{KillMethod, KillOptions, KillReport};
 pub use name::{CgroupName, MAX_NAME_LEN};
 pub use procinfo::ProcInfo;

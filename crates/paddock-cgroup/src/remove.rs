@@ -131,7 +131,7 @@ impl Cgroup {
             timeout: deadline.saturating_duration_since(Instant::now()),
             force_fallback: opts.force_kill_fallback,
         };
-        let kill = self.kill_with(&watch, &kill_opts).await?;
+        let kill = self.kill_watched(&watch, &kill_opts).await?;
         if kill.found > 0 {
             tracing::warn!(
                 path = %self.path().display(),
@@ -177,7 +177,7 @@ impl Cgroup {
                     timeout: left,
                     force_fallback: opts.force_kill_fallback,
                 };
-                self.kill_with(&watch, &again).await?;
+                self.kill_watched(&watch, &again).await?;
             } else {
                 tokio::time::sleep(backoff.min(left)).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));

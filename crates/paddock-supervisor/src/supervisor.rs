@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use paddock_cgroup::{
-    Cgroup, CgroupName, CpuMax, Error as CgError, KillOptions, Limit, Max, RemoveOptions, Root,
+    Cgroup, CgroupName, CpuMax, Error as CgError, ExitWatch, KillOptions, Limit, Max,
+    RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
 use rustix::process::Signal;
@@ -31,6 +32,11 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a durable store and an exporter of metrics need to hear from the supervisor.
 /// Every method has a default that does nothing.
 pub trait Hooks: Send + Sync + 'static {
+    /// Whether the supervisor should build [`Record`]s for this implementation at all
+    /// (building one clones the spec). Default true; [`NoHooks`] says false.
+    fn wants_records(&self) -> bool {
+        true
+    }
     /// Called before a sandbox's cgroup is created. An error aborts the start: nothing is
     /// created and the start fails with [`Error::Journal`].
     fn before_create(&self, _rec: &Record) -> Result<(), String> {
@@ -47,7 +53,11 @@ pub trait Hooks: Send + Sync + 'static {
 /// Hooks that do nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn wants_records(&self) -> bool {
+        false
+    }
+}
 
 /// The durable facts about one lifecycle, as handed to [`Hooks`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -499,12 +509,14 @@ impl Supervisor {
 
     async fn create_and_spawn(&self, sb: &Arc<Sandbox>) -> Result<Process, Error> {
         let cfg = &self.inner.cfg;
-        cfg.hooks
-            .before_create(&sb.record())
-            .map_err(|reason| Error::Journal {
-                id: sb.id.clone(),
-                reason,
-            })?;
+        if cfg.hooks.wants_records() {
+            cfg.hooks
+                .before_create(&sb.record())
+                .map_err(|reason| Error::Journal {
+                    id: sb.id.clone(),
+                    reason,
+                })?;
+        }
         let needed = sb.spec.limits.controllers();
         if !needed.is_empty() {
             // Idempotent; fails with a clear error naming a controller the hierarchy lacks.
@@ -808,53 +820,58 @@ impl Supervisor {
         policy: StopPolicy,
         report: &mut StopReport,
     ) -> Result<(), CgError> {
-        let watch = cg.watch()?;
-        let grace = policy.grace();
-        // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd.
-        if !grace.is_zero() && watch.read()?.populated {
-            if sb.life.lock().unwrap().paused {
-                cg.thaw()?;
+        // Usually (the main process exited and took its tree with it) the cgroup is empty
+        // already: then there is nothing to signal, wait for or kill.
+        if cg.events()?.populated {
+            let watch = cg.watch()?;
+            let grace = policy.grace();
+            // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd.
+            if !grace.is_zero() {
+                if sb.life.lock().unwrap().paused {
+                    cg.thaw()?;
+                }
+                let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
+                let s0 = Instant::now();
+                let mut exits = ExitWatch::new();
+                report.signalled = cg.signal_all_tracking(sig, &mut exits)?;
+                cg.signal_all(Signal::CONT)?;
+                report.signal_ms = ms(s0.elapsed());
+                // 2. The grace period, event-driven; a kill arriving now cuts it short.
+                let g0 = Instant::now();
+                tokio::select! {
+                    r = watch.wait_unpopulated_tracking(&exits, grace) => { r?; }
+                    _ = sb.escalate.notified() => {}
+                }
+                report.grace_ms = ms(g0.elapsed());
             }
-            let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
-            let s0 = Instant::now();
-            report.signalled = cg.signal_all(sig)?;
-            cg.signal_all(Signal::CONT)?;
-            report.signal_ms = ms(s0.elapsed());
-            // 2. The grace period, event-driven; a kill arriving now cuts it short.
-            let g0 = Instant::now();
-            tokio::select! {
-                r = watch.wait_unpopulated(grace) => { r?; }
-                _ = sb.escalate.notified() => {}
-            }
-            report.grace_ms = ms(g0.elapsed());
-        }
-        // 3. pids.max = 0 where the controller exists, then the verified kill.
-        if watch.read()?.populated {
-            let k0 = Instant::now();
-            report.pids_frozen = self.freeze_pids(cg);
-            let opts = KillOptions {
-                timeout: policy.kill_timeout(),
-                force_fallback: self.inner.cfg.force_kill_fallback,
-            };
-            let kr = cg.kill(&opts).await?;
-            report.killed_after_grace = kr.found;
-            report.kill_ms = ms(k0.elapsed());
-            if kr.found > 0 {
-                self.inner
-                    .counters
-                    .killed_after_grace
-                    .fetch_add(kr.found as u64, Relaxed);
-                tracing::warn!(
-                    sandbox = %sb.id, lifecycle = %sb.lifecycle, count = kr.found,
-                    "killed processes that outlived the grace period"
-                );
-                self.emit(sb, EventKind::LeakedProcessesKilled { count: kr.found });
+            // 3. pids.max = 0 where the controller exists, then the verified kill.
+            if watch.read()?.populated {
+                let k0 = Instant::now();
+                report.pids_frozen = self.freeze_pids(cg);
+                let opts = KillOptions {
+                    timeout: policy.kill_timeout(),
+                    force_fallback: self.inner.cfg.force_kill_fallback,
+                };
+                let kr = cg.kill_watched(&watch, &opts).await?;
+                report.killed_after_grace = kr.found;
+                report.kill_ms = ms(k0.elapsed());
+                if kr.found > 0 {
+                    self.inner
+                        .counters
+                        .killed_after_grace
+                        .fetch_add(kr.found as u64, Relaxed);
+                    tracing::warn!(
+                        sandbox = %sb.id, lifecycle = %sb.lifecycle, count = kr.found,
+                        "killed processes that outlived the grace period"
+                    );
+                    self.emit(sb, EventKind::LeakedProcessesKilled { count: kr.found });
+                }
             }
         }
         // Final accounting, while the cgroup still exists.
-        if let Ok(st) = cg.stats() {
-            report.cpu_usage_usec = st.cpu.map(|c| c.usage_usec);
-            report.memory_peak = st.memory_peak;
+        if let Ok((cpu, peak)) = cg.usage_summary() {
+            report.cpu_usage_usec = cpu;
+            report.memory_peak = peak;
         }
         // 4. Removal, with the EBUSY backstop of the cgroup layer.
         let r0 = Instant::now();
@@ -911,7 +928,7 @@ impl Supervisor {
                 stuck: report.stuck.clone(),
             },
         );
-        let _ = sb.outcome.send(Some(report.clone()));
+        sb.outcome.send_replace(Some(report.clone()));
         // Keep watching: event-driven on populated 0, repeating the kill now and then.
         let recheck = self.inner.cfg.quarantine_recheck;
         loop {
@@ -967,7 +984,7 @@ impl Supervisor {
                 report: report.clone(),
             },
         );
-        let _ = sb.outcome.send(Some(report));
+        sb.outcome.send_replace(Some(report));
         self.prune_retired(sb);
     }
 
@@ -982,7 +999,7 @@ impl Supervisor {
         self.inner.counters.stops_failed.fetch_add(1, Relaxed);
         tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %error, "sandbox stop failed");
         self.emit(sb, EventKind::Failed { error });
-        let _ = sb.outcome.send(Some(report));
+        sb.outcome.send_replace(Some(report));
         self.prune_retired(sb);
     }
 
@@ -1073,8 +1090,20 @@ impl Supervisor {
         lifecycle: Option<LifecycleId>,
         pause: bool,
     ) -> Result<SandboxInfo, Error> {
-        let op = if pause { "pause" } else { "resume" };
         let sb = self.find(id, lifecycle)?;
+        // In its own task, so a caller that gives up never leaves the cgroup frozen while
+        // the sandbox says it is not paused (or the other way round).
+        let sup = self.clone();
+        tokio::spawn(async move { sup.set_paused_task(sb, pause).await })
+            .await
+            .map_err(|e| Error::Io {
+                op: "pause/resume task".into(),
+                cause: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    async fn set_paused_task(&self, sb: Arc<Sandbox>, pause: bool) -> Result<SandboxInfo, Error> {
+        let op = if pause { "pause" } else { "resume" };
         let _op = sb.op.lock().await;
         let state = sb.state();
         if state != State::Running {
@@ -1480,7 +1509,10 @@ impl Supervisor {
     }
 
     fn changed(&self, sb: &Sandbox) {
-        self.inner.cfg.hooks.on_change(&sb.record());
+        let hooks = &self.inner.cfg.hooks;
+        if hooks.wants_records() {
+            hooks.on_change(&sb.record());
+        }
     }
 
     fn emit(&self, sb: &Sandbox, kind: EventKind) {

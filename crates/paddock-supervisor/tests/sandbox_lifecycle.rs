@@ -671,3 +671,73 @@ async fn stop_sets_pids_max_zero_before_the_kill() {
     assert!(r.killed_after_grace > 0 && r.stuck.is_empty(), "{r:?}");
     env.assert_no_leaks();
 }
+
+/// Regression (found by the torture runner): a stop that finished while nobody waited (the
+/// main process exited, the main-exit stop ran) must still hand its report to later
+/// `stop`/`kill`/`wait_stopped` calls instead of leaving them waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_after_an_unobserved_stop_returns_its_report() {
+    let Some(env) = env("stop_after_an_unobserved_stop_returns_its_report") else {
+        return;
+    };
+    let s = env.sup.start(sh("quick", "exit 0")).await.unwrap().info;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.sup.get(&s.id).unwrap().state != State::Stopped {
+        assert!(Instant::now() < deadline, "main-exit stop never finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..2 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            env.sup.stop(&s.id, Some(s.lifecycle)),
+        )
+        .await
+        .expect("stop of a stopped sandbox hung")
+        .unwrap();
+        assert_eq!(r.reason, paddock_supervisor::StopReason::MainExited);
+    }
+    let w = tokio::time::timeout(Duration::from_secs(5), env.sup.wait_stopped(&s.id, None)).await;
+    assert!(w.expect("wait_stopped hung").is_ok());
+    env.assert_no_leaks();
+}
+
+/// Regression (found by the torture runner): a pause whose caller gives up half-way must
+/// not leave the cgroup frozen while the sandbox says it is not paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_pause_keeps_state_and_cgroup_in_agreement() {
+    let Some(env) = env("cancelled_pause_keeps_state_and_cgroup_in_agreement") else {
+        return;
+    };
+    let s = env
+        .sup
+        .start(sh("pz", "while :; do :; done"))
+        .await
+        .unwrap()
+        .info;
+    for _ in 0..20 {
+        let _ = tokio::time::timeout(Duration::from_micros(50), env.sup.pause(&s.id, None)).await;
+        // Whatever the caller saw, once the operation has settled the two must agree.
+        let _op_done = env.sup.stats(&s.id, None).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let paused = env.sup.get(&s.id).unwrap().paused;
+            let frozen = std::fs::read_to_string(s.cgroup_path.join("cgroup.freeze"))
+                .unwrap()
+                .trim()
+                == "1";
+            if paused == frozen {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paused={paused} but cgroup.freeze={frozen}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if env.sup.get(&s.id).unwrap().paused {
+            env.sup.resume(&s.id, None).await.unwrap();
+        }
+    }
+    env.sup.kill(&s.id, None).await.unwrap();
+    env.assert_no_leaks();
+}

@@ -1,0 +1,204 @@
+//! Leak checks that do not trust paddock: they read `/proc` and walk the cgroup tree
+//! directly, and share no code with `paddock-cgroup`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A live process as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProcSeen {
+    /// PID.
+    pub pid: i32,
+    /// `comm`.
+    pub comm: String,
+    /// State letter from `/proc/<pid>/stat`.
+    pub state: String,
+    /// The cgroup v2 path from `/proc/<pid>/cgroup`.
+    pub cgroup: String,
+}
+
+/// The state letter of a process, or `None` if it does not exist.
+pub fn proc_state(pid: i32) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// Whether a process exists and is neither a zombie nor dead.
+pub fn alive(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| s != "Z" && s != "X")
+}
+
+/// The cgroup v2 path (`0::` line) of a process.
+pub fn proc_cgroup(pid: i32) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// Whether the environment of `pid` holds exactly `key=value`.
+pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
+    let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let want = format!("{key}={value}");
+    env.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
+}
+
+fn describe(pid: i32) -> ProcSeen {
+    ProcSeen {
+        pid,
+        comm: fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        state: proc_state(pid).unwrap_or_default(),
+        cgroup: proc_cgroup(pid).unwrap_or_default(),
+    }
+}
+
+/// Every PID in `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// PIDs read from a payload's PID file.
+pub fn reported_pids(file: &Path) -> Vec<i32> {
+    fs::read_to_string(file)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live processes of the sandbox tagged `tag`: those of `reported` (the payload's own PID
+/// list) and any other process in `/proc` whose environment carries `TORTURE_TAG=<tag>`.
+/// A process is only counted when it is still there after `confirm` (a task that is past
+/// its cgroup exit but not yet a zombie is not a leak; one that is still alive later is).
+pub fn tagged_survivors(tag: &str, reported: &[i32], confirm: Duration) -> Vec<ProcSeen> {
+    let scan = || -> Vec<i32> {
+        let mut v: Vec<i32> = reported
+            .iter()
+            .copied()
+            .chain(all_pids())
+            .filter(|&p| alive(p) && environ_has(p, "TORTURE_TAG", tag))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let first = scan();
+    if first.is_empty() {
+        return first.into_iter().map(describe).collect();
+    }
+    std::thread::sleep(confirm);
+    first
+        .into_iter()
+        .filter(|&p| alive(p) && environ_has(p, "TORTURE_TAG", tag))
+        .map(describe)
+        .collect()
+}
+
+/// Live processes whose cgroup v2 path is `hier` or below it.
+pub fn procs_under_hierarchy(hier: &str) -> Vec<ProcSeen> {
+    let prefix = format!("{}/", hier.trim_end_matches('/'));
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            proc_cgroup(p).is_some_and(|c| c == hier || c.starts_with(&prefix)) && alive(p)
+        })
+        .map(describe)
+        .collect()
+}
+
+/// Every directory below `path` (not `path` itself), deepest last.
+pub fn subdirs(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(d) = fs::read_dir(path) {
+        for e in d.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+                out.extend(subdirs(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Kills every process under the cgroup at `path` (thawing first) and removes the subtree
+/// bottom-up, retrying until `budget` passes. Independent of `paddock-cgroup`; used to
+/// clean up after a leak and at the end of a run.
+pub fn destroy_tree(path: &Path, budget: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + budget;
+    loop {
+        if !path.exists() {
+            return Ok(());
+        }
+        let mut dirs = vec![path.to_path_buf()];
+        dirs.extend(subdirs(path));
+        for d in &dirs {
+            let _ = fs::write(d.join("cgroup.freeze"), "0");
+        }
+        for d in &dirs {
+            if fs::write(d.join("cgroup.kill"), "1").is_err()
+                && let Ok(procs) = fs::read_to_string(d.join("cgroup.procs"))
+            {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) with a PID read from cgroup.procs; at worst ESRCH.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut err = None;
+        for d in dirs.iter().rev() {
+            if let Err(e) = fs::remove_dir(d)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                err = Some(e);
+            }
+        }
+        match err {
+            None => return Ok(()),
+            Some(e) if Instant::now() >= deadline => return Err(e),
+            Some(_) => {}
+        }
+    }
+}
+
+/// SIGKILLs a process by pidfd if it still carries `TORTURE_TAG=<tag>` (cleanup after a
+/// leak was found).
+pub fn kill_tagged(pid: i32, tag: &str) {
+    if !environ_has(pid, "TORTURE_TAG", tag) {
+        return;
+    }
+    // SAFETY: pidfd_open with a plain PID and no flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return;
+    }
+    if environ_has(pid, "TORTURE_TAG", tag) {
+        // SAFETY: fd is a pidfd we own; a null siginfo is allowed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+}
