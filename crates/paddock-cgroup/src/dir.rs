@@ -83,6 +83,29 @@ impl Dir {
             .map_err(|e| Error::io("write", self.path.join(file), e))
     }
 
+    /// Opens the interface file `file` for writing, to write it more than once.
+    pub fn open_file(&self, file: &str) -> Result<OwnedFd> {
+        rustix::fs::openat(
+            &self.fd,
+            file,
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open", self.path.join(file), e))
+    }
+
+    /// Writes `data` in one `write` to `fd`, an interface file `file` opened with
+    /// [`Dir::open_file`].
+    pub fn write_open(&self, fd: &OwnedFd, file: &str, data: &str) -> Result<()> {
+        loop {
+            match rustix::io::write(fd, data.as_bytes()) {
+                Ok(_) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("write", self.path.join(file), e)),
+            }
+        }
+    }
+
     /// Names of the child directories (child cgroups).
     pub fn children(&self) -> Result<Vec<String>> {
         let mut dir = rustix::fs::Dir::read_from(&self.fd)
@@ -122,6 +145,9 @@ impl Dir {
         if let Some(p) = self.procs()? {
             out.extend(p);
         }
+        if !self.may_have_children() {
+            return Ok(());
+        }
         for child in self.children()? {
             match self.open_child(&child) {
                 Ok(d) => d.procs_recursive(out)?,
@@ -130,6 +156,13 @@ impl Dir {
             }
         }
         Ok(())
+    }
+
+    /// False only when the directory certainly has no child cgroups: a cgroupfs directory's
+    /// link count is 2 plus its number of subdirectories, and one `fstat` is much cheaper
+    /// than reading the directory.
+    pub fn may_have_children(&self) -> bool {
+        rustix::fs::fstat(&self.fd).map_or(true, |st| st.st_nlink > 2)
     }
 
     pub fn borrowed(&self) -> BorrowedFd<'_> {
@@ -152,6 +185,10 @@ fn read_at(dir: BorrowedFd<'_>, file: &str) -> std::result::Result<String, Errno
 }
 
 /// Reads an open interface file from offset 0 to its end.
+///
+/// cgroup interface files are seq files, which fill the caller's buffer until it is full
+/// or the file ends; a read that leaves room in the buffer has reached the end, which
+/// saves the extra `read` that would return 0.
 pub(crate) fn read_fd(fd: BorrowedFd<'_>) -> std::result::Result<String, Errno> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
@@ -159,9 +196,15 @@ pub(crate) fn read_fd(fd: BorrowedFd<'_>) -> std::result::Result<String, Errno> 
         if len == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
+        let room = buf.len() - len;
         match rustix::io::pread(fd, &mut buf[len..], len as u64) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                if n < room {
+                    break;
+                }
+            }
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         }

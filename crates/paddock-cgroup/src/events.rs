@@ -36,9 +36,13 @@ pub const BACKSTOP: Duration = Duration::from_millis(100);
 ///
 /// Needs a tokio runtime with I/O and time enabled; [`EventsWatch::open`] returns an error
 /// naming the problem when there is none.
+///
+/// Opening only opens the file; the fd is registered with the reactor on the first wait, so
+/// a caller that finds what it needs in the first [`EventsWatch::read`] pays no more.
 #[derive(Debug)]
 pub struct EventsWatch {
-    fd: AsyncFd<OwnedFd>,
+    file: OwnedFd,
+    registered: std::sync::OnceLock<AsyncFd<OwnedFd>>,
     path: PathBuf,
 }
 
@@ -59,23 +63,37 @@ impl EventsWatch {
                 Errno::NOSYS,
             ));
         }
-        // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, which owns it from here on;
+        Ok(EventsWatch {
+            file: fd,
+            registered: std::sync::OnceLock::new(),
+            path,
+        })
+    }
+
+    /// The fd registered with the reactor for `POLLPRI`: a duplicate of the file's fd (the
+    /// same open file, so reads through either arm the notification), made on first use.
+    fn registered(&self) -> Result<&AsyncFd<OwnedFd>> {
+        if let Some(fd) = self.registered.get() {
+            return Ok(fd);
+        }
+        let err = |e: &std::io::Error| {
+            Error::io(
+                "epoll_ctl",
+                &self.path,
+                Errno::from_io_error(e).unwrap_or(Errno::IO),
+            )
+        };
+        let dup = self.file.try_clone().map_err(|e| err(&e))?;
+        // SAFETY: `dup` is an `OwnedFd` moved into the `AsyncFd`, which owns it from here on;
         // nothing else can close or replace it while it is registered.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::PRIORITY) }.map_err(|e| {
-                Error::io(
-                    "epoll_ctl",
-                    &path,
-                    Errno::from_io_error(&e.into_parts().1).unwrap_or(Errno::IO),
-                )
-            })?;
-        Ok(EventsWatch { fd, path })
+        let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::PRIORITY) }
+            .map_err(|e| err(&e.into_parts().1))?;
+        Ok(self.registered.get_or_init(|| fd))
     }
 
     /// Reads the current state (this also re-arms the notification).
     pub fn read(&self) -> Result<Events> {
-        let text =
-            read_fd(self.fd.get_ref().as_fd()).map_err(|e| Error::io("read", &self.path, e))?;
+        let text = read_fd(self.file.as_fd()).map_err(|e| Error::io("read", &self.path, e))?;
         Events::parse(&text)
     }
 
@@ -108,8 +126,9 @@ impl EventsWatch {
                 return Ok(None);
             }
             let slice = (deadline - now).min(BACKSTOP);
+            let fd = self.registered()?;
             tokio::select! {
-                r = self.fd.ready(Interest::PRIORITY) => match r {
+                r = fd.ready(Interest::PRIORITY) => match r {
                     Ok(mut guard) => guard.clear_ready(),
                     Err(e) => {
                         return Err(Error::io(

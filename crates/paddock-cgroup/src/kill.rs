@@ -113,9 +113,14 @@ impl Cgroup {
         let pids = self.procs_recursive()?;
         let found = pids.len();
         self.counters.killed(found);
-        let exits = ExitWatch::for_pids(&pids);
+        // The exit watch is built after the first kill write, while the kernel is already
+        // tearing the processes down (a process that has exited by then simply polls ready).
+        let mut exits = None;
         if !opts.force_fallback {
-            match self.kill_kernel(watch, &exits, start, deadline).await? {
+            match self
+                .kill_kernel(watch, &pids, &mut exits, start, deadline)
+                .await?
+            {
                 Outcome::Done(rounds) => return Ok(report(KillMethod::CgroupKill, found, rounds)),
                 Outcome::Unsupported(errno) => {
                     tracing::info!(
@@ -126,6 +131,7 @@ impl Cgroup {
             }
         }
         self.counters.kill_freeze_fallback();
+        let exits = exits.unwrap_or_else(|| ExitWatch::for_pids(&pids));
         let rounds = self.kill_freeze(watch, &exits, start, deadline).await?;
         Ok(report(KillMethod::FreezeAndSignal, found, rounds))
     }
@@ -133,20 +139,32 @@ impl Cgroup {
     async fn kill_kernel(
         &self,
         watch: &EventsWatch,
-        exits: &ExitWatch,
+        pids: &[i32],
+        exits: &mut Option<ExitWatch>,
         start: Instant,
         deadline: Instant,
     ) -> Result<Outcome> {
         let mut stall = FIRST_STALL;
         let mut writes = 0u32;
+        // Opened once for every write of this kill.
+        let kill_file = match self.dir.open_file("cgroup.kill") {
+            Ok(f) => f,
+            Err(e) => match e.errno() {
+                // No cgroup.kill although the cgroup exists: a kernel before 5.14.
+                Some(Errno::NOENT) if self.dir.read_opt("cgroup.procs")?.is_some() => {
+                    return Ok(Outcome::Unsupported(Errno::NOENT));
+                }
+                // The cgroup itself is gone.
+                Some(Errno::NOENT) | Some(Errno::NODEV) => return Ok(Outcome::Done(writes)),
+                _ => return Err(e),
+            },
+        };
         loop {
-            match self.dir.write("cgroup.kill", "1") {
+            match self.dir.write_open(&kill_file, "cgroup.kill", "1") {
                 Ok(()) => writes += 1,
                 Err(e) => match e.errno() {
-                    Some(Errno::NOENT) if self.dir.read_opt("cgroup.procs")?.is_some() => {
-                        return Ok(Outcome::Unsupported(Errno::NOENT));
-                    }
                     Some(Errno::NOENT) | Some(Errno::NODEV) => return Ok(Outcome::Done(writes)),
+                    // A threaded subtree.
                     Some(Errno::OPNOTSUPP) => return Ok(Outcome::Unsupported(Errno::OPNOTSUPP)),
                     _ => return Err(e),
                 },
@@ -158,6 +176,7 @@ impl Cgroup {
             if now >= deadline {
                 return Err(self.kill_timeout(now - start));
             }
+            let exits = exits.get_or_insert_with(|| ExitWatch::for_pids(pids));
             if watch
                 .wait_unpopulated_tracking(exits, stall.min(deadline - now))
                 .await?

@@ -107,6 +107,16 @@ impl Root {
             .collect())
     }
 
+    /// Controllers enabled for the root's children (its `cgroup.subtree_control`).
+    pub fn enabled_controllers(&self) -> Result<Vec<String>> {
+        Ok(self
+            .dir
+            .read("cgroup.subtree_control")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Enables `controllers` for the root's children in `cgroup.subtree_control`. A
     /// controller the v2 hierarchy does not offer here is an error that says where it is
     /// instead (for example bound to a v1 hierarchy); nothing is enabled in that case.

@@ -322,6 +322,8 @@ struct Slot {
 
 struct Inner {
     cfg: Config,
+    /// Whether the root hands the pids controller to sandboxes (so `pids.max` exists).
+    pids_enabled: std::sync::atomic::AtomicBool,
     registry: Mutex<HashMap<SandboxId, Slot>>,
     events: broadcast::Sender<Event>,
     counters: SupervisorCounters,
@@ -365,10 +367,12 @@ impl Supervisor {
             .filter(|c| available.iter().any(|a| a == c))
             .collect();
         cfg.root.enable_controllers(&wanted)?;
+        let pids_enabled = cfg.root.enabled_controllers()?.iter().any(|c| c == "pids");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 cfg,
+                pids_enabled: pids_enabled.into(),
                 registry: Mutex::new(HashMap::new()),
                 events,
                 counters: Default::default(),
@@ -521,6 +525,9 @@ impl Supervisor {
         if !needed.is_empty() {
             // Idempotent; fails with a clear error naming a controller the hierarchy lacks.
             cfg.root.enable_controllers(&needed)?;
+            if needed.contains(&"pids") {
+                self.inner.pids_enabled.store(true, Relaxed);
+            }
         }
         let name = CgroupName::new(cgroup_name(sb.id.as_str(), sb.lifecycle))?;
         let cg = Arc::new(cfg.root.create(&name)?);
@@ -822,8 +829,8 @@ impl Supervisor {
     ) -> Result<(), CgError> {
         // Usually (the main process exited and took its tree with it) the cgroup is empty
         // already: then there is nothing to signal, wait for or kill.
-        if cg.events()?.populated {
-            let watch = cg.watch()?;
+        let watch = cg.watch()?;
+        if watch.read()?.populated {
             let grace = policy.grace();
             // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd.
             if !grace.is_zero() {
@@ -898,6 +905,9 @@ impl Supervisor {
 
     /// Sets `pids.max = 0` if the pids controller is enabled; returns whether it did.
     fn freeze_pids(&self, cg: &Cgroup) -> bool {
+        if !self.inner.pids_enabled.load(Relaxed) {
+            return false;
+        }
         match cg.set_limit(Limit::PidsMax(Max::Value(0))) {
             Ok(()) => true,
             Err(CgError::ControllerUnavailable { .. }) => false,

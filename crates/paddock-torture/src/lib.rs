@@ -1231,10 +1231,7 @@ async fn stop_with_fault(
                 // finishes it on its own; its freezer wait is bounded by 10 s), the cgroup's
                 // freeze state and the reported one agree.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
-                loop {
-                    let Some(i) = sup.get_lifecycle(id, lc) else {
-                        break;
-                    };
+                while let Some(i) = sup.get_lifecycle(id, lc) {
                     let frozen = std::fs::read_to_string(i.cgroup_path.join("cgroup.freeze"))
                         .is_ok_and(|s| s.trim() == "1");
                     if frozen == i.paused || i.state != State::Running {
