@@ -6,7 +6,8 @@
 //! record written by [`Store::put`] survives a SIGKILL or power loss the moment the call
 //! returns. It needs no C toolchain (unlike SQLite through `rusqlite`) and no server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use paddock_supervisor::{LifecycleId, Record, SandboxId, cgroup_name};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -14,9 +15,14 @@ use redb::{Database, ReadableTable, TableDefinition};
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 
 /// The sandbox records of one state directory.
+///
+/// After an I/O error (a full or failing disk) redb refuses further use of the open
+/// database (`PreviousIo`); the store then reopens it once the next write comes, so the
+/// daemon recovers by itself when space returns.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: Mutex<Option<Database>>,
+    path: PathBuf,
 }
 
 impl Store {
@@ -27,7 +33,30 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(SANDBOXES)?;
         tx.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db: Mutex::new(Some(db)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on the open database, reopening it first when a previous I/O error left
+    /// it unusable (or a reopen failed before).
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, String>) -> Result<T, String> {
+        let mut g = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            let db = Database::create(&self.path)
+                .map_err(|e| format!("reopen the state database {}: {e}", self.path.display()))?;
+            tracing::warn!(path = %self.path.display(), "reopened the state database after an I/O error");
+            *g = Some(db);
+        }
+        let r = f(g.as_ref().expect("just opened"));
+        if let Err(e) = &r
+            && e.contains("Previous I/O error")
+        {
+            // Drop it now (releasing its file lock); the next call reopens.
+            *g = None;
+        }
+        r
     }
 
     /// Writes (inserts or replaces) a record, durably.
@@ -54,26 +83,34 @@ impl Store {
         f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
     ) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| format!("{what}: {e}");
-        let tx = self.db.begin_write().map_err(|e| err(&e))?;
-        {
-            let mut t = tx.open_table(SANDBOXES).map_err(|e| err(&e))?;
-            f(&mut t).map_err(|e| err(&e))?;
-        }
-        tx.commit().map_err(|e| err(&e))
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| err(&e))?;
+            {
+                let mut t = tx.open_table(SANDBOXES).map_err(|e| err(&e))?;
+                f(&mut t).map_err(|e| err(&e))?;
+            }
+            tx.commit().map_err(|e| err(&e))
+        })
     }
 
     /// Every record. Rows that cannot be decoded are returned as errors with their key.
     pub fn all(&self) -> anyhow::Result<Vec<Result<Record, (String, String)>>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SANDBOXES)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            out.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| (k.value().to_owned(), e.to_string())),
-            );
-        }
-        Ok(out)
+        let rows = self.with_db(|db| {
+            let read = || -> Result<_, Box<dyn std::error::Error>> {
+                let tx = db.begin_read()?;
+                let t = tx.open_table(SANDBOXES)?;
+                let mut out = Vec::new();
+                for row in t.iter()? {
+                    let (k, v) = row?;
+                    out.push(
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| (k.value().to_owned(), e.to_string())),
+                    );
+                }
+                Ok(out)
+            };
+            read().map_err(|e| e.to_string())
+        });
+        rows.map_err(|e| anyhow::anyhow!("read the state database: {e}"))
     }
 }
