@@ -1271,7 +1271,11 @@ impl Supervisor {
             Err(e) => return Err(e.into()),
         };
         let owner = cg.owner()?;
-        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
+        // The tag is written right after `mkdir`, before anything runs in the cgroup: an
+        // untagged cgroup of a record still `creating` is ours, cut off by a crash in
+        // between (the record, written before `mkdir`, is the proof); it is removed below.
+        let crashed_before_tag = owner.is_none() && rec.state == State::Creating;
+        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag {
             return Err(Error::InvalidSpec(format!(
                 "cgroup {} is not tagged as this supervisor's (owner tag {owner:?}); not adopting it",
                 cg.path().display()

@@ -741,3 +741,40 @@ async fn cancelled_pause_keeps_state_and_cgroup_in_agreement() {
     env.sup.kill(&s.id, None).await.unwrap();
     env.assert_no_leaks();
 }
+
+/// A crash between `mkdir` and the owner tag leaves an untagged cgroup of a record still
+/// `creating`: adoption recognises it as its own by the record, removes it, and reports it
+/// gone. An untagged cgroup of a record in any other state is not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_removes_a_cgroup_cut_off_before_its_tag() {
+    let Some(env) = env("adopt_removes_a_cgroup_cut_off_before_its_tag") else {
+        return;
+    };
+    let s = env
+        .sup
+        .start(sh("torn", "exec sleep 300"))
+        .await
+        .unwrap()
+        .info;
+    let mut rec = env
+        .sup
+        .records()
+        .into_iter()
+        .find(|r| r.lifecycle == s.lifecycle)
+        .unwrap();
+    env.sup.kill(&s.id, None).await.unwrap();
+    // Recreate the cgroup as a crash right after mkdir would have left it: no tag, no process.
+    std::fs::create_dir(&s.cgroup_path).unwrap();
+    rec.state = State::Creating;
+    rec.main_pid = None;
+    let sup2 = Supervisor::new(Config::new(env.root.clone())).unwrap();
+    let a = sup2.adopt(rec.clone()).await.unwrap();
+    assert!(matches!(a, Adopted::Gone { .. }), "{a:?}");
+    assert!(!s.cgroup_path.exists());
+    // The same untagged cgroup with a record that says `running` is not ours to take.
+    std::fs::create_dir(&s.cgroup_path).unwrap();
+    rec.state = State::Running;
+    assert!(sup2.adopt(rec).await.is_err());
+    std::fs::remove_dir(&s.cgroup_path).unwrap();
+    env.assert_no_leaks();
+}

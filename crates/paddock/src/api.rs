@@ -596,4 +596,39 @@ mod tests {
             assert!(e.message.contains(want), "{want}: {}", e.message);
         }
     }
+
+    proptest::proptest! {
+        /// Any bytes: a spec or a 400 with a message, never a panic or another status.
+        #[test]
+        fn create_decoding_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Err(e) = parse_create(&body) {
+                proptest::prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                proptest::prop_assert!(!e.message.is_empty());
+            }
+        }
+
+        /// Structured bodies with hostile field values: accepted specs are valid, refused
+        /// ones are a 400 that names a reason.
+        #[test]
+        fn create_decoding_of_hostile_fields(
+            id in "(\\PC{0,20}|\\.\\.|/|cgroup\\.procs|[a-z]{1,200})",
+            cmd in "\\PC{0,10}",
+            cpus in proptest::num::f64::ANY,
+            mem in proptest::option::of(proptest::num::u64::ANY),
+            extra in proptest::option::of("[a-z_]{1,12}"),
+        ) {
+            let mut v = serde_json::json!({ "id": id, "command": cmd, "limits": { "cpus": cpus, "memory_max": mem } });
+            if let Some(k) = extra {
+                v[k] = serde_json::json!(1);
+            }
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            match parse_create(&body) {
+                Ok(spec) => proptest::prop_assert!(spec.validate().is_ok()),
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    proptest::prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
 }
