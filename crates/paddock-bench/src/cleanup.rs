@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A step run first at cleanup (stopping a daemon the benchmark started).
+pub type CleanupHook = Box<dyn FnOnce() + Send>;
+
 /// The bench root and what the benchmark created outside it.
-#[derive(Debug)]
 pub struct BenchRoot {
     /// `<mount>/paddock-bench.<pid>`.
     pub path: PathBuf,
@@ -20,6 +22,9 @@ pub struct BenchRoot {
     pub containers: Mutex<Vec<(String, String)>>,
     /// Temporary directories (bundles) to remove.
     pub temp_dirs: Mutex<Vec<PathBuf>>,
+    /// Run first at cleanup, before anything is killed or removed (the `paddock-api`
+    /// daemon is stopped here on error, Ctrl-C or SIGTERM).
+    pub hooks: Mutex<Vec<CleanupHook>>,
     done: Mutex<bool>,
 }
 
@@ -58,6 +63,7 @@ impl BenchRoot {
             hier,
             containers: Mutex::new(Vec::new()),
             temp_dirs: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
             done: Mutex::new(false),
         })
     }
@@ -80,7 +86,7 @@ impl BenchRoot {
         cgroups + procs_under(&prefix)
     }
 
-    /// Kills everything under the root, removes it, deletes leftover containers and their
+    /// Runs the hooks (stops daemons), kills everything under the root, removes it, deletes leftover containers and their
     /// cgroup v1 directories, and removes temporary directories. Idempotent.
     pub fn cleanup(&self) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,6 +94,10 @@ impl BenchRoot {
             return;
         }
         *done = true;
+        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in hooks {
+            h();
+        }
         let containers =
             std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
         for (bin, name) in containers {

@@ -1,8 +1,7 @@
 //! The implementations under test, behind one trait.
 //!
-//! Adding an implementation (the daemon's HTTP API, the CLI) means one more type with this
-//! trait: the scenarios only call the trait. `paddock-api` and `paddock-cli` are stubs for
-//! now ([`Unavailable`]): they report "not available" instead of numbers.
+//! Adding an implementation means one more type with this trait: the scenarios only call
+//! the trait. `paddock-api` and `paddock-cli` are in [`crate::daemon`].
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
@@ -88,50 +87,6 @@ pub trait Implementation: Send {
     }
 }
 
-/// An implementation that cannot run here, with the reason.
-pub struct Unavailable {
-    /// Its name.
-    pub name: &'static str,
-    /// Why.
-    pub reason: String,
-}
-
-impl Implementation for Unavailable {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn unavailable(&self) -> Option<String> {
-        Some(self.reason.clone())
-    }
-    fn supports(&self, _scenario: &str) -> bool {
-        true
-    }
-    fn leak_dir(&self) -> &'static str {
-        "none"
-    }
-}
-
-/// TODO(issue 7): `paddock-api` — the same operations through the daemon's HTTP API over
-/// its unix socket (start `paddock serve` on a socket in a temp dir with `--cgroup-root`
-/// under the bench root, then POST/DELETE per sandbox; `resident_kib` reads the daemon's
-/// VmRSS). The daemon is being written in `crates/paddock`; until it lands this reports
-/// "not available".
-pub fn paddock_api_stub() -> Unavailable {
-    Unavailable {
-        name: "paddock-api",
-        reason: "not available: TODO(issue 7) — the daemon's HTTP API (crates/paddock serve) is not wired into the benchmark yet".into(),
-    }
-}
-
-/// TODO(issue 7): `paddock-cli` — one `paddock run` per sandbox where a scenario fits one
-/// command (lifecycle); reports "not available" until implemented.
-pub fn paddock_cli_stub() -> Unavailable {
-    Unavailable {
-        name: "paddock-cli",
-        reason: "not available: TODO(issue 7) — one `paddock run` per sandbox, to be added with the daemon".into(),
-    }
-}
-
 /// Resident memory of this process, KiB (`VmRSS` of `/proc/self/status`).
 pub fn self_rss_kib() -> Option<u64> {
     rss_kib_of("self")
@@ -189,7 +144,8 @@ impl Paddock {
     }
 }
 
-fn wait_ready_blocking(path: &Path, count: usize, sleeps: usize) -> io::Result<()> {
+/// [`crate::raw::wait_ready`] from async code (in `block_in_place`).
+pub fn wait_ready_blocking(path: &Path, count: usize, sleeps: usize) -> io::Result<()> {
     tokio::task::block_in_place(|| crate::raw::wait_ready(path, count, sleeps))
 }
 

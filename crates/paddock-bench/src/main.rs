@@ -7,6 +7,7 @@
 
 mod chart;
 mod cleanup;
+mod daemon;
 mod imps;
 mod raw;
 mod report;

@@ -80,6 +80,10 @@ async fn interleave(imps: &mut [&mut Imp], op: Op, limits: &[(usize, usize)]) ->
                     "operation did not finish within {budget:?}"
                 ))),
             };
+            // Let the runtime poll the Ctrl-C / SIGTERM branch: the raw implementations'
+            // futures complete without ever yielding, so a run of only those would
+            // otherwise never see the signal.
+            tokio::task::yield_now().await;
             if warm {
                 if let Err(e) = r {
                     sm.first_error.get_or_insert(format!("warm-up: {e}"));
@@ -223,10 +227,10 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>) -> io::Result<Vec<Row>> {
         impls.push(Box::new(imps::Paddock::new(&bench.path.join("paddock"))?));
     }
     if cli.wants("paddock-api") {
-        impls.push(Box::new(imps::paddock_api_stub()));
+        impls.push(Box::new(crate::daemon::PaddockApi::start(&bench).await));
     }
     if cli.wants("paddock-cli") {
-        impls.push(Box::new(imps::paddock_cli_stub()));
+        impls.push(Box::new(crate::daemon::PaddockCli::new(&bench)));
     }
     for bin in ["runc", "crun"] {
         if cli.wants(bin) {

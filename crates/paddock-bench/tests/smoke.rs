@@ -10,8 +10,20 @@ fn every_scenario_runs_and_leaves_nothing() {
         paddock_testutil::skip("paddock-bench smoke", &reason);
         return;
     }
+    // paddock-api and paddock-cli need the `paddock` binary next to paddock-bench
+    // (`cargo test --workspace` builds it into the same target directory).
+    let bench_bin = std::path::Path::new(env!("CARGO_BIN_EXE_paddock-bench"));
+    let paddock_bin = bench_bin.with_file_name("paddock");
+    let have_paddock = paddock_bin.is_file();
+    if !have_paddock {
+        eprintln!(
+            "paddock-bench smoke: {} is missing (build it with `cargo build -p paddock`); \
+             paddock-api and paddock-cli are only checked to report \"not available\"",
+            paddock_bin.display()
+        );
+    }
     let out_dir = std::env::temp_dir().join(format!("paddock-bench-smoke.{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_paddock-bench"))
+    let out = Command::new(bench_bin)
         .args([
             "--iterations",
             "2",
@@ -56,6 +68,34 @@ fn every_scenario_runs_and_leaves_nothing() {
             );
         }
     }
+    if have_paddock {
+        for sc in [
+            "lifecycle",
+            "leaked-teardown",
+            "incident-stop",
+            "burst",
+            "scale",
+        ] {
+            assert!(
+                rows.iter().any(|r| r["scenario"] == sc
+                    && r["impl"] == "paddock-api"
+                    && r["n"].as_u64() > Some(0)),
+                "no paddock-api result for {sc}:\n{stdout}"
+            );
+        }
+        assert!(
+            rows.iter().any(|r| r["scenario"] == "lifecycle"
+                && r["impl"] == "paddock-cli"
+                && r["n"].as_u64() > Some(0)),
+            "no paddock-cli result for lifecycle:\n{stdout}"
+        );
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r["impl"] == "paddock-cli" && r["scenario"] != "lifecycle"),
+            "paddock-cli ran outside lifecycle:\n{stdout}"
+        );
+    }
     for r in rows.iter().filter(|r| r["available"] == true) {
         assert_eq!(r["errors"], 0, "errors in {r}");
         assert_eq!(r["leaks"], 0, "leaks in {r}");
@@ -93,4 +133,21 @@ fn every_scenario_runs_and_leaves_nothing() {
         })
         .collect();
     assert!(left.is_empty(), "bench roots left behind: {left:?}");
+    // The daemon's socket, state and logs live in <tmp>/paddock-bench.<pid>.paddock-api.
+    let tmp_left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix("paddock-bench.")
+                .and_then(|rest| rest.split_once('.'))
+                .filter(|(_, what)| matches!(*what, "paddock-api" | "paddock-cli"))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(
+        tmp_left.is_empty(),
+        "temporary directories left behind: {tmp_left:?}"
+    );
 }

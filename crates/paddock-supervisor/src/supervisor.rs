@@ -253,7 +253,10 @@ struct Sandbox {
     spec: SandboxSpec,
     created_at_ms: u64,
     cgroup_path: PathBuf,
-    cgroup: OnceLock<Arc<Cgroup>>,
+    /// The cgroup's name under the root. No directory fd is held between operations (a
+    /// node with 10 000 sandboxes would otherwise hold 10 000 more fds); each operation
+    /// opens the cgroup by this validated name, relative to the root's fd.
+    cgroup_name: CgroupName,
     main: OnceLock<Main>,
     life: Mutex<Life>,
     /// Serialises start, stop (its beginning), pause and resume of this lifecycle.
@@ -407,15 +410,15 @@ impl Supervisor {
     pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
         spec.validate()?;
         let lifecycle = LifecycleId::fresh();
-        let name = cgroup_name(spec.id.as_str(), lifecycle);
-        let cgroup_path = self.inner.cfg.root.child_path(&CgroupName::new(name)?);
+        let name = CgroupName::new(cgroup_name(spec.id.as_str(), lifecycle))?;
+        let cgroup_path = self.inner.cfg.root.child_path(&name);
         let sb = Arc::new(Sandbox {
             id: spec.id.clone(),
             lifecycle,
             created_at_ms: now_ms(),
             spec,
             cgroup_path,
-            cgroup: OnceLock::new(),
+            cgroup_name: name.clone(),
             main: OnceLock::new(),
             life: Mutex::new(Life {
                 state: State::Creating,
@@ -529,9 +532,7 @@ impl Supervisor {
                 self.inner.pids_enabled.store(true, Relaxed);
             }
         }
-        let name = CgroupName::new(cgroup_name(sb.id.as_str(), sb.lifecycle))?;
-        let cg = Arc::new(cfg.root.create(&name)?);
-        let _ = sb.cgroup.set(cg.clone());
+        let cg = cfg.root.create(&sb.cgroup_name)?;
         let res = self.prepare_and_spawn(sb, &cg);
         if res.is_err() {
             // Nothing may be left behind: the spawn failed, so the cgroup is empty, but
@@ -790,11 +791,21 @@ impl Supervisor {
             stuck: Vec::new(),
             error: None,
         };
-        let cg = sb
-            .cgroup
-            .get()
-            .expect("a running sandbox has its cgroup")
-            .clone();
+        let cg = match self.open_cgroup(&sb) {
+            Ok(cg) => Arc::new(cg),
+            Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
+                tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, "cgroup already gone when the stop began");
+                report.total_ms = ms(t0.elapsed());
+                self.finish_stopped(&sb, report, Transition::Removed);
+                return;
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                report.total_ms = ms(t0.elapsed());
+                self.finish_failed(&sb, report, e.to_string());
+                return;
+            }
+        };
         match self.stop_phases(&sb, &cg, policy, &mut report).await {
             Ok(()) => {
                 report.total_ms = ms(t0.elapsed());
@@ -1123,7 +1134,7 @@ impl Supervisor {
                 op,
             });
         }
-        let cg = sb.cgroup.get().expect("running has cgroup");
+        let cg = self.open_cgroup(&sb)?;
         let ok = if pause {
             cg.freeze_wait(FREEZE_TIMEOUT).await?
         } else {
@@ -1159,20 +1170,14 @@ impl Supervisor {
         lifecycle: Option<LifecycleId>,
     ) -> Result<SandboxStats, Error> {
         let sb = self.find(id, lifecycle)?;
-        let Some(cg) = sb.cgroup.get() else {
-            return Err(Error::InvalidState {
-                id: sb.id.clone(),
-                state: sb.state(),
-                op: "read stats",
-            });
-        };
-        if sb.state().is_terminal() {
+        if sb.state().is_terminal() || sb.state() == State::Creating {
             return Err(Error::InvalidState {
                 id: sb.id.clone(),
                 state: sb.state(),
                 op: "read stats",
             });
         }
+        let cg = self.open_cgroup(&sb)?;
         let s = cg.stats()?;
         Ok(SandboxStats {
             cpu_usage_usec: s.cpu.map(|c| c.usage_usec),
@@ -1306,7 +1311,7 @@ impl Supervisor {
             created_at_ms: rec.created_at_ms,
             cgroup_path: cg.path().to_owned(),
             spec: rec.spec.clone(),
-            cgroup: OnceLock::new(),
+            cgroup_name: name.clone(),
             main: OnceLock::new(),
             life: Mutex::new(Life {
                 state: State::Running,
@@ -1323,7 +1328,7 @@ impl Supervisor {
             outcome: watch::channel(None).0,
             escalate: Notify::new(),
         });
-        let _ = sb.cgroup.set(cg);
+        drop(cg);
         let main = main.map(|m| Main::Adopted(Arc::new(m)));
         if let Some(m) = &main {
             let _ = sb.main.set(m.clone());
@@ -1471,6 +1476,11 @@ impl Supervisor {
             }
         }
         out
+    }
+
+    /// Opens a lifecycle's cgroup by its name, relative to the root's fd.
+    fn open_cgroup(&self, sb: &Sandbox) -> Result<Cgroup, CgError> {
+        self.inner.cfg.root.open(&sb.cgroup_name)
     }
 
     fn find(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<Arc<Sandbox>, Error> {

@@ -2,14 +2,15 @@
 //! lifecycle (`<id>@<lifecycle>` → the supervisor's [`Record`] as JSON).
 //!
 //! `redb` is an embedded, pure-Rust, ACID key-value store: every write below is its own
-//! transaction committed with `Durability::Immediate` (fsync before `commit` returns), so a
+//! transaction; the ones that matter for recovery are committed with
+//! `Durability::Immediate` (fsync before `commit` returns; see [`Store::put`]), so a
 //! record written by [`Store::put`] survives a SIGKILL or power loss the moment the call
 //! returns. It needs no C toolchain (unlike SQLite through `rusqlite`) and no server.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use paddock_supervisor::{LifecycleId, Record, SandboxId, cgroup_name};
+use paddock_supervisor::{LifecycleId, Record, SandboxId, State, cgroup_name};
 use redb::{Database, ReadableTable, TableDefinition};
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
@@ -59,11 +60,17 @@ impl Store {
         r
     }
 
-    /// Writes (inserts or replaces) a record, durably.
+    /// Writes (inserts or replaces) a record. Records of `creating` and `running`
+    /// lifecycles are committed durably (fsync) before this returns: they are what a
+    /// restarted daemon needs to find and adopt a sandbox (the first one is written before
+    /// the cgroup exists). Later states are committed without their own fsync (they become
+    /// durable with the next durable commit): losing one in a crash only makes the next
+    /// daemon finish a stop that was already finished, which it does (the cgroup is gone).
     pub fn put(&self, rec: &Record) -> Result<(), String> {
         let key = cgroup_name(rec.spec.id.as_str(), rec.lifecycle);
         let val = serde_json::to_vec(rec).map_err(|e| format!("encode record {key}: {e}"))?;
-        self.write(&format!("write record {key}"), |t| {
+        let durable = matches!(rec.state, State::Creating | State::Running);
+        self.write(&format!("write record {key}"), durable, |t| {
             t.insert(key.as_str(), val.as_slice()).map(drop)
         })
     }
@@ -71,7 +78,9 @@ impl Store {
     /// Deletes the record of one lifecycle (absent is fine).
     pub fn delete(&self, id: &SandboxId, lc: LifecycleId) -> Result<(), String> {
         let key = cgroup_name(id.as_str(), lc);
-        self.write(&format!("delete record {key}"), |t| {
+        // Not fsynced on its own: a record that comes back after a crash is of a finished
+        // lifecycle, which the next daemon recognises as gone and drops.
+        self.write(&format!("delete record {key}"), false, |t| {
             t.remove(key.as_str()).map(drop)
         })
     }
@@ -80,11 +89,15 @@ impl Store {
     fn write(
         &self,
         what: &str,
+        durable: bool,
         f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
     ) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| format!("{what}: {e}");
         self.with_db(|db| {
-            let tx = db.begin_write().map_err(|e| err(&e))?;
+            let mut tx = db.begin_write().map_err(|e| err(&e))?;
+            if !durable {
+                tx.set_durability(redb::Durability::Eventual);
+            }
             {
                 let mut t = tx.open_table(SANDBOXES).map_err(|e| err(&e))?;
                 f(&mut t).map_err(|e| err(&e))?;
