@@ -122,6 +122,37 @@ pub struct Paddock {
 }
 
 impl Paddock {
+    /// Starts `spec`, waits until its payload is in place (`ready_sleeps` as for
+    /// `wait_ready_blocking`) and past the notification rate limit, then times the stop
+    /// request to the cgroup being gone: `kill` when `grace` is zero, else `stop` with the
+    /// spec's grace.
+    fn timed_stop(
+        &self,
+        spec: SandboxSpec,
+        ready_sleeps: usize,
+        grace: Duration,
+    ) -> Fut<'_, Duration> {
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let id = spec.id.clone();
+            let st = sup.start(spec).await.map_err(sup_err)?;
+            wait_ready_blocking(&st.info.cgroup_path, 2, ready_sleeps)?;
+            tokio::time::sleep(crate::SETTLE).await;
+            let lc = Some(st.info.lifecycle);
+            let t0 = Instant::now();
+            let r = if grace.is_zero() {
+                sup.kill(&id, lc).await
+            } else {
+                sup.stop(&id, lc).await
+            }
+            .map_err(sup_err)?;
+            let dt = t0.elapsed();
+            sup.forget(&id).map_err(sup_err)?;
+            check_report(&r)?;
+            Ok(dt)
+        })
+    }
+
     /// A supervisor over `<bench root>/paddock`.
     pub fn new(root: &Path) -> io::Result<Paddock> {
         let root = paddock_cgroup::Root::open_or_create(root)
@@ -204,46 +235,14 @@ impl Implementation for Paddock {
     }
 
     fn leaked_teardown(&mut self) -> Fut<'_, Duration> {
-        let id = self.next_id("k");
-        let sup = self.sup.clone();
-        Box::pin(async move {
-            let st = sup
-                .start(Paddock::shell(id.clone(), "/bin/sh", LEAK_SCRIPT))
-                .await
-                .map_err(sup_err)?;
-            wait_ready_blocking(&st.info.cgroup_path, 2, 2)?;
-            tokio::time::sleep(crate::SETTLE).await;
-            let t0 = Instant::now();
-            let r = sup
-                .kill(&id, Some(st.info.lifecycle))
-                .await
-                .map_err(sup_err)?;
-            let dt = t0.elapsed();
-            sup.forget(&id).map_err(sup_err)?;
-            check_report(&r)?;
-            Ok(dt)
-        })
+        let spec = Paddock::shell(self.next_id("k"), "/bin/sh", LEAK_SCRIPT);
+        self.timed_stop(spec, 2, Duration::ZERO)
     }
 
     fn incident_stop(&mut self, grace: Duration) -> Fut<'_, Duration> {
-        let id = self.next_id("i");
-        let sup = self.sup.clone();
-        Box::pin(async move {
-            let mut spec = Paddock::shell(id.clone(), "/bin/bash", INCIDENT_SCRIPT);
-            spec.stop.grace_period_ms = grace.as_millis() as u64;
-            let st = sup.start(spec).await.map_err(sup_err)?;
-            wait_ready_blocking(&st.info.cgroup_path, 2, 1)?;
-            tokio::time::sleep(crate::SETTLE).await;
-            let t0 = Instant::now();
-            let r = sup
-                .stop(&id, Some(st.info.lifecycle))
-                .await
-                .map_err(sup_err)?;
-            let dt = t0.elapsed();
-            sup.forget(&id).map_err(sup_err)?;
-            check_report(&r)?;
-            Ok(dt)
-        })
+        let mut spec = Paddock::shell(self.next_id("i"), "/bin/bash", INCIDENT_SCRIPT);
+        spec.stop.grace_period_ms = grace.as_millis() as u64;
+        self.timed_stop(spec, 1, grace)
     }
 
     fn burst(&mut self, n: usize) -> Fut<'_, BurstResult> {

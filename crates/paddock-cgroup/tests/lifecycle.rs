@@ -415,3 +415,43 @@ async fn kill_of_empty_cgroup_is_a_no_op() {
         KillMethod::NothingToKill
     );
 }
+
+/// The kernel announces `cgroup.events` changes at most once per 10 ms per file, so a
+/// process killed right after it joined the cgroup is reported `populated 0` up to 10 ms
+/// late. A wait that tracks the processes' pidfds must see the cgroup empty as soon as they
+/// have exited. Without the tracking, the median here is the rate-limit interval (~10 ms).
+#[tokio::test]
+async fn exit_tracking_beats_the_notification_rate_limit() {
+    let test = "exit_tracking_beats_the_notification_rate_limit";
+    if std::env::var_os("PADDOCK_VM").is_some() {
+        eprintln!("SKIP {test}: a latency bound is not meaningful under TCG emulation");
+        return;
+    }
+    let Some((_t, root)) = root(test) else { return };
+    let mut times = Vec::new();
+    for i in 0..9 {
+        let cg = root.create(&name(&format!("rl-{i}"))).unwrap();
+        // Joining the cgroup raised a notification just now: the next one is deferred.
+        let child = spawn_in(&cg, "exec sleep 300");
+        let pids = wait_procs(&cg, 1, Duration::from_secs(5));
+        let w = cg.watch().unwrap();
+        assert!(w.read().unwrap().populated);
+        let t0 = Instant::now();
+        std::fs::write(cg.path().join("cgroup.kill"), "1").unwrap();
+        let exits = paddock_cgroup::ExitWatch::for_pids(&pids);
+        assert!(
+            w.wait_unpopulated_tracking(&exits, Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
+        times.push(t0.elapsed());
+        let _ = reap(child, Duration::from_secs(3));
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    assert!(
+        median < Duration::from_millis(5),
+        "median {median:?} of {times:?}"
+    );
+}

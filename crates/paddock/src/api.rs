@@ -386,10 +386,7 @@ async fn pause(
     Path(id): Path<String>,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
-    let Query(q) = q?;
-    let id = parse_id(&id)?;
-    let lc = parse_lc(q.lifecycle.as_deref())?;
-    Ok(axum::Json(st.sup.pause(&id, lc).await?))
+    set_paused(st, id, q, true).await
 }
 
 async fn resume(
@@ -397,10 +394,24 @@ async fn resume(
     Path(id): Path<String>,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
+    set_paused(st, id, q, false).await
+}
+
+async fn set_paused(
+    st: Shared,
+    id: String,
+    q: Result<Query<LcQuery>, QueryRejection>,
+    pause: bool,
+) -> ApiResult<axum::Json<SandboxInfo>> {
     let Query(q) = q?;
     let id = parse_id(&id)?;
     let lc = parse_lc(q.lifecycle.as_deref())?;
-    Ok(axum::Json(st.sup.resume(&id, lc).await?))
+    let info = if pause {
+        st.sup.pause(&id, lc).await?
+    } else {
+        st.sup.resume(&id, lc).await?
+    };
+    Ok(axum::Json(info))
 }
 
 async fn delete(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -159,15 +159,20 @@ pub fn skip_missing(test: &str, reason: &str) {
 /// A managed root whose children get `controllers`: enables them on the test root (the
 /// cgroup between the mount and the managed root) and on the managed root. Returns `None`
 /// after printing a skip when the hierarchy does not hand them to the test root.
+/// The controllers of `wanted` that a `cgroup.controllers` text does not list.
+fn not_offered<'a>(offered: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|c| !offered.split_whitespace().any(|o| o == *c))
+        .collect()
+}
+
 pub fn root_with_controllers(test: &str, controllers: &[&str]) -> Option<(TestRoot, Root)> {
     // Look at the mount first, so a hybrid host skips without creating anything.
     if let Some(mount) = paddock_testutil::cgroup2_mount() {
         let offered = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
-        let missing: Vec<&str> = controllers
-            .iter()
-            .copied()
-            .filter(|c| !offered.split_whitespace().any(|o| o == *c))
-            .collect();
+        let missing = not_offered(&offered, controllers);
         if !missing.is_empty() {
             skip_missing(
                 test,
@@ -184,11 +189,7 @@ pub fn root_with_controllers(test: &str, controllers: &[&str]) -> Option<(TestRo
     }
     let t = paddock_testutil::test_root(test)?;
     let offered = std::fs::read_to_string(t.path().join("cgroup.controllers")).unwrap();
-    let missing: Vec<&str> = controllers
-        .iter()
-        .copied()
-        .filter(|c| !offered.split_whitespace().any(|o| o == *c))
-        .collect();
+    let missing = not_offered(&offered, controllers);
     if !missing.is_empty() {
         skip_missing(
             test,
