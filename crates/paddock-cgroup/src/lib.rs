@@ -35,7 +35,7 @@ pub mod remove;
 mod root;
 pub mod stats;
 
-pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, Stats};
+pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, SignalReport, Stats};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{Error, Result};
 pub use events::{BACKSTOP, EventsWatch, ExitWatch, MAX_TRACKED_EXITS};

@@ -455,3 +455,55 @@ async fn exit_tracking_beats_the_notification_rate_limit() {
         "median {median:?} of {times:?}"
     );
 }
+
+/// A parent that handles SIGTERM and forks without pause: a child whose fork was in
+/// progress when `cgroup.procs` was read must get the signal too, or it outlives the
+/// stop signal (the incident test's `sleep` left behind by a trapping shell). Perl is used
+/// for the payload because its signal handlers are deferred to the next op, so a child hit
+/// in the instant between `fork` and resetting its handler still exits: any survivor is a
+/// child that `signal_all` never reached.
+#[tokio::test]
+async fn signal_all_frozen_reaches_children_forked_while_it_signals() {
+    let test = "signal_all_frozen_reaches_children_forked_while_it_signals";
+    let Some((_t, root)) = root(test) else {
+        return;
+    };
+    for round in 0..5 {
+        let cg = root.create(&name(&format!("sbx-forker-{round}"))).unwrap();
+        let child = spawn_in(
+            &cg,
+            r#"PERL_SIGNALS=unsafe exec perl -MPOSIX -e '
+                $SIG{TERM} = sub { POSIX::_exit(0) };
+                for (1..3000) {
+                    my $p = fork();
+                    if (defined $p && $p == 0) { exec "sleep", "60"; POSIX::_exit(1) }
+                }
+                sleep 60'"#,
+        );
+        wait_procs(&cg, 40, Duration::from_secs(10));
+        let mut exits = paddock_cgroup::ExitWatch::new();
+        let rep = cg
+            .signal_all_frozen(
+                rustix::process::Signal::TERM,
+                &mut exits,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let n = rep.delivered;
+        assert!(rep.exact, "round {round}: the freeze did not complete");
+        assert!(n >= 40, "round {round}: signalled only {n}");
+        assert!(!cg.events().unwrap().frozen, "round {round}: left frozen");
+        assert_eq!(reap(child, Duration::from_secs(5)).code(), Some(0));
+        let w = cg.watch().unwrap();
+        let empty = w.wait_unpopulated(Duration::from_secs(5)).await.unwrap();
+        let left = cg.procs_recursive().unwrap();
+        cg.kill(&KillOptions::default()).await.unwrap();
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+        assert!(
+            empty,
+            "round {round}: {} of {n}+ processes never got SIGTERM: {left:?}",
+            left.len()
+        );
+    }
+}

@@ -29,6 +29,10 @@ const EVENT_CAPACITY: usize = 4096;
 /// How long pause and resume wait for the freezer.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a stop waits for the cgroup to freeze before sending the stop signal (see
+/// [`paddock_cgroup::Cgroup::signal_all_frozen`]); past it, the signal is sent unfrozen.
+const SIGNAL_FREEZE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// What a durable store and an exporter of metrics need to hear from the supervisor.
 /// Every method has a default that does nothing.
 pub trait Hooks: Send + Sync + 'static {
@@ -843,16 +847,24 @@ impl Supervisor {
         let watch = cg.watch()?;
         if watch.read()?.populated {
             let grace = policy.grace();
-            // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd.
+            // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd, with
+            //    the cgroup frozen meanwhile so a process forking at that instant cannot
+            //    add a child that misses the signal. A paused sandbox is thawed by it.
             if !grace.is_zero() {
-                if sb.life.lock().unwrap().paused {
-                    cg.thaw()?;
-                }
                 let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
                 let s0 = Instant::now();
                 let mut exits = ExitWatch::new();
-                report.signalled = cg.signal_all_tracking(sig, &mut exits)?;
-                cg.signal_all(Signal::CONT)?;
+                let sr = cg
+                    .signal_all_frozen(sig, &mut exits, SIGNAL_FREEZE_TIMEOUT)
+                    .await?;
+                if !sr.exact {
+                    tracing::warn!(
+                        sandbox = %sb.id, lifecycle = %sb.lifecycle,
+                        timeout_ms = SIGNAL_FREEZE_TIMEOUT.as_millis() as u64,
+                        "the cgroup did not freeze for the stop signal (a process in uninterruptible sleep?); signalled without the freeze, so a child forked meanwhile may only get the kill after the grace period"
+                    );
+                }
+                report.signalled = sr.delivered;
                 report.signal_ms = ms(s0.elapsed());
                 // 2. The grace period, event-driven; a kill arriving now cuts it short.
                 let g0 = Instant::now();

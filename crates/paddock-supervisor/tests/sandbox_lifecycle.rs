@@ -439,6 +439,43 @@ async fn payload_forking_while_stopped() {
     env.assert_no_leaks();
 }
 
+/// A payload that handles SIGTERM and forks without pause (perl with immediate handlers:
+/// it exits in the handler and never forks after the signal). Every child, including one
+/// whose fork was under way at the stop, must get SIGTERM, so the stop ends in the grace
+/// period with nothing killed. Before the stop froze the cgroup to signal it, a child
+/// forked at that instant lived until the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_reaches_children_forked_at_the_stop() {
+    let Some(env) = env("graceful_stop_reaches_children_forked_at_the_stop") else {
+        return;
+    };
+    for i in 0..5 {
+        let mut spec = sh(
+            &format!("forker{i}"),
+            r#"PERL_SIGNALS=unsafe exec perl -MPOSIX -e '
+                $SIG{TERM} = sub { POSIX::_exit(0) };
+                for (1..3000) {
+                    my $p = fork();
+                    if (defined $p && $p == 0) { exec "sleep", "60"; POSIX::_exit(1) }
+                }
+                sleep 60'"#,
+        );
+        spec.stop.grace_period_ms = 10_000;
+        let s = env.sup.start(spec).await.unwrap().info;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.sup.stats(&s.id, None).unwrap().processes < 30 {
+            assert!(Instant::now() < deadline, "the forking never got going");
+            tokio::task::yield_now().await;
+        }
+        let r = env.sup.stop(&s.id, None).await.unwrap();
+        assert_eq!(r.killed_after_grace, 0, "round {i}: {r:?}");
+        assert!(r.signalled >= 30, "round {i}: {r:?}");
+        assert!(r.grace_ms < 5_000.0, "round {i}: {r:?}");
+        assert!(!s.cgroup_path.exists());
+    }
+    env.assert_no_leaks();
+}
+
 /// A process that cannot die (frozen by the v1 freezer, so in state D and immune to
 /// SIGKILL) puts the sandbox in quarantine with the process named; once it is released the
 /// sandbox is removed and stopped.
