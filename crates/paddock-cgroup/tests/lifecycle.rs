@@ -472,11 +472,11 @@ async fn signal_all_frozen_reaches_children_forked_while_it_signals() {
         let cg = root.create(&name(&format!("sbx-forker-{round}"))).unwrap();
         let child = spawn_in(
             &cg,
-            r#"PERL_SIGNALS=unsafe exec perl -MPOSIX -e '
-                $SIG{TERM} = sub { POSIX::_exit(0) };
+            r#"PERL_SIGNALS=unsafe exec perl -e '
+                $SIG{TERM} = sub { kill "KILL", $$ };
                 for (1..3000) {
                     my $p = fork();
-                    if (defined $p && $p == 0) { exec "sleep", "60"; POSIX::_exit(1) }
+                    if (defined $p && $p == 0) { exec "sleep", "60"; kill "KILL", $$ }
                 }
                 sleep 60'"#,
         );
@@ -494,7 +494,11 @@ async fn signal_all_frozen_reaches_children_forked_while_it_signals() {
         assert!(rep.exact, "round {round}: the freeze did not complete");
         assert!(n >= 40, "round {round}: signalled only {n}");
         assert!(!cg.events().unwrap().frozen, "round {round}: left frozen");
-        assert_eq!(reap(child, Duration::from_secs(5)).code(), Some(0));
+        assert_eq!(
+            reap(child, Duration::from_secs(5)).signal(),
+            Some(libc::SIGKILL),
+            "round {round}: the forker's handler did not run"
+        );
         let w = cg.watch().unwrap();
         let empty = w.wait_unpopulated(Duration::from_secs(5)).await.unwrap();
         let left = cg.procs_recursive().unwrap();

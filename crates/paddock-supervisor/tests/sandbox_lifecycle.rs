@@ -440,7 +440,7 @@ async fn payload_forking_while_stopped() {
 }
 
 /// A payload that handles SIGTERM and forks without pause (perl with immediate handlers:
-/// it exits in the handler and never forks after the signal). Every child, including one
+/// it SIGKILLs itself in the handler and never forks after the signal). Every child, including one
 /// whose fork was under way at the stop, must get SIGTERM, so the stop ends in the grace
 /// period with nothing killed. Before the stop froze the cgroup to signal it, a child
 /// forked at that instant lived until the kill.
@@ -452,11 +452,11 @@ async fn graceful_stop_reaches_children_forked_at_the_stop() {
     for i in 0..5 {
         let mut spec = sh(
             &format!("forker{i}"),
-            r#"PERL_SIGNALS=unsafe exec perl -MPOSIX -e '
-                $SIG{TERM} = sub { POSIX::_exit(0) };
+            r#"PERL_SIGNALS=unsafe exec perl -e '
+                $SIG{TERM} = sub { kill "KILL", $$ };
                 for (1..3000) {
                     my $p = fork();
-                    if (defined $p && $p == 0) { exec "sleep", "60"; POSIX::_exit(1) }
+                    if (defined $p && $p == 0) { exec "sleep", "60"; kill "KILL", $$ }
                 }
                 sleep 60'"#,
         );
