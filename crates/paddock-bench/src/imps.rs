@@ -10,8 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use paddock_supervisor::{Config, EventKind, SandboxId, SandboxSpec, StopReport, Supervisor};
-use tokio::sync::broadcast;
+use paddock_supervisor::{Config, SandboxId, SandboxSpec, StopReport, Supervisor};
 
 use crate::{HELPER_ARG, INCIDENT_SCRIPT, LEAK_SCRIPT};
 
@@ -196,39 +195,15 @@ impl Implementation for Paddock {
         let sup = self.sup.clone();
         Box::pin(async move {
             let spec = SandboxSpec::new(id.clone(), "/bin/true", Vec::<String>::new());
-            // Not `wait_stopped`: its outcome is sent with `watch::Sender::send`, which
-            // drops the value when no receiver exists yet, so a stop that finishes before
-            // `wait_stopped` subscribes is never seen (see docs/benchmarks.md). The event
-            // stream, subscribed before the start, cannot miss it.
-            let mut events = sup.events();
             let t0 = Instant::now();
             let st = sup.start(spec).await.map_err(sup_err)?;
-            let lc = st.info.lifecycle;
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.id == id && ev.lifecycle == lc => match ev.kind {
-                        EventKind::Stopped { report } => {
-                            check_report(&report)?;
-                            break;
-                        }
-                        EventKind::Failed { error } => return Err(io::Error::other(error)),
-                        EventKind::Quarantined { stuck } => {
-                            return Err(io::Error::other(format!("quarantined: {stuck:?}")));
-                        }
-                        _ => {}
-                    },
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if sup
-                            .get_lifecycle(&id, lc)
-                            .is_some_and(|i| i.state.is_terminal())
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) => return Err(io::Error::other(e)),
-                }
-            }
+            // The stop that the main process's exit triggers; its outcome is kept, so this
+            // sees it also when it finished before the call.
+            let report = sup
+                .wait_stopped(&id, Some(st.info.lifecycle))
+                .await
+                .map_err(sup_err)?;
+            check_report(&report)?;
             sup.forget(&id).map_err(sup_err)?;
             Ok(t0.elapsed())
         })

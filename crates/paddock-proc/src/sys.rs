@@ -17,6 +17,8 @@ pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `CLONE_CLEAR_SIGHAND` (Linux 5.5), defined here for the same reason.
 pub const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_VM: u64 = libc::CLONE_VM as u64;
+const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
 /// `sizeof(struct clone_args)` up to and including `cgroup` (`CLONE_ARGS_SIZE_VER2`).
 const CLONE_ARGS_SIZE_VER2: usize = 88;
 /// `CLONE_ARGS_SIZE_VER0`: without `set_tid` and `cgroup`, for kernels that reject the
@@ -75,7 +77,8 @@ impl RawStage {
 
 /// Everything the child needs, prepared (and allocated) by the parent before the clone.
 /// Holds only raw pointers and integers; the pointed-to memory is owned by the parent's
-/// `Prepared` value and outlives the clone call (the child has a copy-on-write copy).
+/// `Prepared` value and outlives the clone call (the child shares it, suspending the
+/// parent, or has a copy-on-write copy).
 pub(crate) struct ChildPlan {
     pub path: *const c_char,
     pub argv: *const *const c_char,
@@ -86,7 +89,7 @@ pub(crate) struct ChildPlan {
     pub fd_map: *const (RawFd, RawFd),
     pub fd_map_len: usize,
     /// Scratch space of `fd_map_len` ints for the high duplicates (written only in the
-    /// child, which has its own copy of the memory).
+    /// child, while the parent is suspended or in the child's own copy of the memory).
     pub scratch: *mut RawFd,
     /// Inclusive ranges of fds (>= 3) to mark close-on-exec.
     pub gaps: *const (u32, u32),
@@ -160,18 +163,19 @@ pub(crate) fn clone_child(
                     size = CLONE_ARGS_SIZE_VER2;
                 }
             }
-            // SAFETY: clone3 with a valid, fully initialised clone_args of `size` bytes, no
-            // CLONE_VM and no stack: the child gets a private copy of the address space and
-            // continues on a copy of this stack, like fork(). `pidfd` is a valid out pointer.
-            let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size) };
-            if ret < 0 {
-                return Err(rustix::io::Errno::from_raw_os_error(errno()));
-            }
-            if ret == 0 {
-                // SAFETY: we are the freshly cloned child; `plan` is our copy of the
-                // parent's prepared plan and all its pointers are valid in our address space.
-                unsafe { child_main(plan) }
-            }
+            let ret = match clone3_vfork(&mut args, size, plan) {
+                Ok(pid) => pid,
+                // Not tried here, or the kernel refused the vfork flags (or, as for
+                // `clone3_fork` too, another flag): clone like `fork`.
+                Err(e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)) => {
+                    let pid = clone3_fork(&mut args, size, plan)?;
+                    if e == rustix::io::Errno::INVAL {
+                        VFORK_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    pid
+                }
+                Err(e) => return Err(e),
+            };
             // SAFETY: the kernel stored a new, owned pidfd (CLONE_PIDFD) in `pidfd`.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
             Ok(Cloned {
@@ -209,6 +213,172 @@ pub(crate) fn clone_child(
     }
 }
 
+/// `clone3` like `fork()`: the child gets a private copy of the address space and continues
+/// on a copy of this stack, then runs [`child_main`]. Returns the child's pid.
+fn clone3_fork(
+    args: &mut CloneArgs,
+    size: usize,
+    plan: &ChildPlan,
+) -> Result<libc::pid_t, rustix::io::Errno> {
+    args.flags &= !(CLONE_VM | CLONE_VFORK);
+    args.stack = 0;
+    args.stack_size = 0;
+    // SAFETY: clone3 with a valid, fully initialised clone_args of `size` bytes, no
+    // CLONE_VM and no stack: the child gets a private copy of the address space and
+    // continues on a copy of this stack, like fork(). `args.pidfd` is a valid out pointer.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, args as *mut CloneArgs, size) };
+    if ret < 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(errno()));
+    }
+    if ret == 0 {
+        // SAFETY: we are the freshly cloned child; `plan` is our copy of the parent's
+        // prepared plan and all its pointers are valid in our address space.
+        unsafe { child_main(plan) }
+    }
+    Ok(ret as libc::pid_t)
+}
+
+/// Stack of the child of a [`clone3_vfork`]: [`child_main`] needs little (no allocation,
+/// a few libc calls, `execve`).
+const CHILD_STACK_SIZE: usize = 64 * 1024;
+
+/// Whether `clone3(CLONE_VM | CLONE_VFORK)` was refused (`EINVAL`) where the same clone
+/// without those flags worked; it is then never tried again.
+static VFORK_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `clone3` like `posix_spawn`'s `vfork`: the child shares this address space (no page
+/// tables copied, no copy-on-write faults afterwards in this process's threads) and runs
+/// [`child_main`] on a stack of its own, while this thread is suspended by the kernel
+/// until the child has called `execve` or exited. Returns the child's pid.
+///
+/// `Err(NOSYS)` without trying on architectures without a trampoline below or after the
+/// kernel refused the flags once; the caller then clones like `fork`.
+fn clone3_vfork(
+    args: &mut CloneArgs,
+    size: usize,
+    plan: &ChildPlan,
+) -> Result<libc::pid_t, rustix::io::Errno> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) || VFORK_REFUSED.load(Relaxed) {
+        return Err(rustix::io::Errno::NOSYS);
+    }
+    // u128 elements: the stack is 16-byte aligned at both ends, as both ABIs want.
+    let mut stack: Box<[std::mem::MaybeUninit<u128>]> =
+        Box::new_uninit_slice(CHILD_STACK_SIZE / 16);
+    args.flags |= CLONE_VM | CLONE_VFORK;
+    args.stack = stack.as_mut_ptr() as u64;
+    args.stack_size = CHILD_STACK_SIZE as u64;
+    // SAFETY: `args` is a valid, fully initialised clone_args of `size` bytes whose stack
+    // is `stack`, which outlives the child's use of it: with CLONE_VFORK this call returns
+    // only after the child has exec'd or exited. The child runs `child_entry` on that
+    // stack and never returns into this function; it only makes async-signal-safe calls,
+    // writes only its stack, `plan.scratch` and errno (this thread is suspended meanwhile),
+    // and has its own fd table, fs and signal handlers (no CLONE_FILES/FS/SIGHAND).
+    let ret = unsafe { clone3_on_stack(args, size, child_entry, plan) };
+    drop(stack);
+    if ret < 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(-ret as c_int));
+    }
+    Ok(ret as libc::pid_t)
+}
+
+/// The child's entry point on its own stack (see [`clone3_vfork`]).
+///
+/// # Safety
+/// Only as the child of [`clone3_on_stack`], with the `plan` the parent passed.
+unsafe extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
+    // SAFETY: the parent passed a valid plan and is suspended until we exec or exit.
+    unsafe { child_main(&*plan) }
+}
+
+/// The raw `clone3` system call; in the child (return value 0, on the new stack the
+/// kernel switched to) it calls `entry(plan)`, which never returns. Returns the child's
+/// pid or `-errno` in the parent.
+///
+/// # Safety
+/// `args` must describe a valid clone with a stack, and `entry` must never return.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: *mut CloneArgs,
+    size: usize,
+    entry: unsafe extern "C" fn(*const ChildPlan) -> !,
+    plan: *const ChildPlan,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller's contract. In the child the registers are the parent's, so
+    // `entry` and `plan` are still in r12/r13; the stack pointer is the top of the new
+    // stack, aligned to 16 bytes before the call as the ABI requires.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "and rsp, -16",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 as isize => ret,
+            in("rdi") args,
+            in("rsi") size,
+            in("r12") entry,
+            in("r13") plan,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// See the x86_64 version.
+///
+/// # Safety
+/// `args` must describe a valid clone with a stack, and `entry` must never return.
+#[cfg(target_arch = "aarch64")]
+unsafe fn clone3_on_stack(
+    args: *mut CloneArgs,
+    size: usize,
+    entry: unsafe extern "C" fn(*const ChildPlan) -> !,
+    plan: *const ChildPlan,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller's contract. In the child the registers are the parent's, so
+    // `entry` and `plan` are still in x9/x10; the kernel set sp to the top of the new
+    // stack, which is 16-byte aligned (see `clone3_vfork`).
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "mov x0, x10",
+            "blr x9",
+            "brk #0",
+            "2:",
+            inlateout("x0") args as isize => ret,
+            in("x1") size,
+            in("x8") libc::SYS_clone3,
+            in("x9") entry,
+            in("x10") plan,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Not used: [`clone3_vfork`] does not call it on other architectures.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn clone3_on_stack(
+    _args: *mut CloneArgs,
+    _size: usize,
+    _entry: unsafe extern "C" fn(*const ChildPlan) -> !,
+    _plan: *const ChildPlan,
+) -> isize {
+    -(libc::ENOSYS as isize)
+}
+
 fn errno() -> c_int {
     io::Error::last_os_error()
         .raw_os_error()
@@ -219,12 +389,15 @@ fn errno() -> c_int {
 /// logging, no unwinding.
 ///
 /// # Safety
-/// Must only be called in a freshly cloned (fork-like) child with a valid `plan`.
+/// Must only be called in a freshly cloned child with a valid `plan`: fork-like, or sharing
+/// the parent's memory while the parent is suspended until exec (`CLONE_VFORK`).
 #[inline(never)]
 unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: (for the whole body) every call below is a raw, async-signal-safe libc call
     // on integers or on pointers into memory the parent prepared and that is valid in this
-    // copy of the address space; nothing allocates or takes a lock.
+    // address space; nothing allocates or takes a lock. The only memory written outside
+    // this stack is `plan.scratch` and errno, neither of which the suspended parent reads
+    // before it resumes.
     unsafe {
         let fail = |stage: RawStage, idx: u32| -> ! {
             let e = *libc::__errno_location();

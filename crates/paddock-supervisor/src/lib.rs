@@ -37,8 +37,8 @@ pub use state::{
     parse_cgroup_name, transition,
 };
 pub use supervisor::{
-    Adopted, Config, Hooks, NoHooks, ReclaimReport, Record, SandboxInfo, SandboxStats, Started,
-    Supervisor, SupervisorCounters,
+    Adopted, Config, Hooks, NoHooks, Persisting, ReclaimReport, Record, SandboxInfo, SandboxStats,
+    Started, Supervisor, SupervisorCounters, persisted,
 };
 
 /// Errors of the supervisor.

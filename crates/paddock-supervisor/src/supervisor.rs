@@ -1,8 +1,10 @@
 //! The registry and the lifecycle of each sandbox.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -41,17 +43,34 @@ pub trait Hooks: Send + Sync + 'static {
     fn wants_records(&self) -> bool {
         true
     }
-    /// Called before a sandbox's cgroup is created. An error aborts the start: nothing is
-    /// created and the start fails with [`Error::Journal`].
-    fn before_create(&self, _rec: &Record) -> Result<(), String> {
-        Ok(())
+    /// Called before a sandbox's cgroup is created; the start waits for the returned write.
+    /// An error aborts the start: nothing is created and the start fails with
+    /// [`Error::Journal`].
+    fn before_create(&self, _rec: &Record) -> Persisting {
+        persisted()
     }
-    /// Called after every state change (and when the main PID becomes known).
-    fn on_change(&self, _rec: &Record) {}
+    /// Called after every state change (and when the main PID becomes known). `start`
+    /// waits for the write of the record of the sandbox it has just started before it
+    /// returns, so a started sandbox is on record: if that write fails, the sandbox is
+    /// killed and the start fails with [`Error::Journal`]. The other writes are not waited
+    /// for, and dropping them must not cancel them.
+    fn on_change(&self, _rec: &Record) -> Persisting {
+        persisted()
+    }
     /// Called for every event, synchronously, before it is broadcast.
     fn on_event(&self, _ev: &Event) {}
     /// Called when a terminal sandbox is forgotten.
     fn on_forget(&self, _id: &SandboxId, _lc: LifecycleId) {}
+}
+
+/// A record write handed to a store by a [`Hooks`] method: resolves once the store has
+/// committed it (durably, where the store makes that record durable) or failed to.
+/// Dropping it must not cancel the write.
+pub type Persisting = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
+
+/// A [`Persisting`] that is already done (for hooks that keep nothing).
+pub fn persisted() -> Persisting {
+    Box::pin(std::future::ready(Ok(())))
 }
 
 /// Hooks that do nothing.
@@ -484,12 +503,30 @@ impl Supervisor {
                     l.main_pid = Some(pid);
                     l.main_start_time = start_time;
                 }
-                self.apply(&sb, Transition::Started);
+                let recorded = self.apply_persisting(&sb, Transition::Started);
                 self.inner.counters.starts_ok.fetch_add(1, Relaxed);
                 self.emit(&sb, EventKind::Started { pid });
                 tracing::info!(sandbox = %sb.id, lifecycle = %sb.lifecycle, pid, "sandbox started");
                 drop(op);
                 self.spawn_monitor(sb.clone(), Main::Child(process));
+                if let Some(recorded) = recorded
+                    && let Err(reason) = recorded.await
+                {
+                    // A sandbox that is not on record would be unknown to a restarted
+                    // supervisor: do not leave it running.
+                    tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %reason, "the started sandbox could not be recorded: killing it");
+                    match self.kill(&sb.id, Some(sb.lifecycle)).await {
+                        Ok(r) if r.stuck.is_empty() && r.error.is_none() => {
+                            self.forget_lifecycle(&sb)
+                        }
+                        // Quarantined or failed: it stays listed, and visible.
+                        _ => {}
+                    }
+                    return Err(Error::Journal {
+                        id: sb.id.clone(),
+                        reason,
+                    });
+                }
                 Ok(Started {
                     info: self.info(&sb),
                     stdin,
@@ -523,6 +560,7 @@ impl Supervisor {
         if cfg.hooks.wants_records() {
             cfg.hooks
                 .before_create(&sb.record())
+                .await
                 .map_err(|reason| Error::Journal {
                     id: sb.id.clone(),
                     reason,
@@ -1544,10 +1582,21 @@ impl Supervisor {
         self.changed(sb);
     }
 
+    /// Like [`Supervisor::apply`], and returns the hook's write of the new record.
+    fn apply_persisting(&self, sb: &Arc<Sandbox>, t: Transition) -> Option<Persisting> {
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.state = transition(l.state, t).unwrap_or_else(|e| panic!("sandbox {}: {e}", sb.id));
+        }
+        let hooks = &self.inner.cfg.hooks;
+        hooks.wants_records().then(|| hooks.on_change(&sb.record()))
+    }
+
     fn changed(&self, sb: &Sandbox) {
         let hooks = &self.inner.cfg.hooks;
         if hooks.wants_records() {
-            hooks.on_change(&sb.record());
+            // Not waited for (see `Hooks::on_change`); the write goes on.
+            drop(hooks.on_change(&sb.record()));
         }
     }
 

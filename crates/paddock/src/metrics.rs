@@ -29,8 +29,8 @@ fn stop_histogram() -> Histogram {
 /// Counters the daemon keeps itself.
 #[derive(Debug, Default)]
 pub struct DaemonCounters {
-    /// Store writes that failed.
-    pub store_write_failures: AtomicU64,
+    /// The durable store's commits and failed writes.
+    pub store: Arc<crate::store::StoreCounters>,
     /// Reconciliation passes run.
     pub reconcile_runs: AtomicU64,
     /// Records reconciliation could not adopt.
@@ -183,7 +183,13 @@ impl Collector for ScrapeCollector {
             &mut enc,
             "paddock_store_write_failures",
             "Durable store writes that failed",
-            d.store_write_failures.load(Relaxed),
+            d.store.write_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_store_commits",
+            "Transactions committed by the durable store (concurrent writes share one)",
+            d.store.commits.load(Relaxed),
         )?;
         counter(
             &mut enc,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use paddock_cgroup::Root;
 use paddock_supervisor::{
-    Adopted, Config, Event, Hooks, LifecycleId, Record, SandboxId, Supervisor,
+    Adopted, Config, Event, Hooks, LifecycleId, Persisting, Record, SandboxId, Supervisor,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -61,47 +61,25 @@ pub struct ServeArgs {
     pub reconcile_interval: u64,
 }
 
-/// The supervisor hooks of the daemon: the durable store and event-driven metrics.
+/// The supervisor hooks of the daemon: the durable store and event-driven metrics. Write
+/// failures are logged and counted by the store's writer.
 pub struct DaemonHooks {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
 }
 
-impl DaemonHooks {
-    fn write_failed(&self, rec: &Record, e: &str, what: &str) {
-        self.metrics
-            .daemon
-            .store_write_failures
-            .fetch_add(1, Relaxed);
-        tracing::error!(
-            sandbox = %rec.spec.id, lifecycle = %rec.lifecycle, state = %rec.state, error = %e,
-            "DURABLE STATE WRITE FAILED: {what}; a crash now would lose this sandbox's latest state"
-        );
-    }
-}
-
 impl Hooks for DaemonHooks {
-    fn before_create(&self, rec: &Record) -> Result<(), String> {
-        self.store
-            .put(rec)
-            .inspect_err(|e| self.write_failed(rec, e, "recording a new sandbox (start refused)"))
+    fn before_create(&self, rec: &Record) -> Persisting {
+        self.store.put(rec)
     }
-    fn on_change(&self, rec: &Record) {
-        if let Err(e) = self.store.put(rec) {
-            self.write_failed(rec, &e, "recording a state change");
-        }
+    fn on_change(&self, rec: &Record) -> Persisting {
+        self.store.put(rec)
     }
     fn on_event(&self, ev: &Event) {
         self.metrics.on_event(ev);
     }
     fn on_forget(&self, id: &SandboxId, lc: LifecycleId) {
-        if let Err(e) = self.store.delete(id, lc) {
-            self.metrics
-                .daemon
-                .store_write_failures
-                .fetch_add(1, Relaxed);
-            tracing::error!(sandbox = %id, lifecycle = %lc, error = %e, "DURABLE STATE WRITE FAILED: deleting a forgotten sandbox");
-        }
+        drop(self.store.delete(id, lc));
     }
 }
 
@@ -234,10 +212,8 @@ pub async fn reconcile(sup: &Supervisor, store: &Store, metrics: &Metrics) {
             Ok(Adopted::Gone { id, lifecycle }) => {
                 metrics.daemon.records_gone.fetch_add(1, Relaxed);
                 tracing::info!(sandbox = %id, lifecycle = %lifecycle, recorded_state = %recorded, "reconcile: sandbox is gone; record dropped");
-                if let Err(e) = store.delete(&id, lifecycle) {
-                    metrics.daemon.store_write_failures.fetch_add(1, Relaxed);
-                    tracing::error!(sandbox = %id, lifecycle = %lifecycle, error = %e, "DURABLE STATE WRITE FAILED: dropping a gone record");
-                }
+                // A failure is logged and counted by the store.
+                let _ = store.delete(&id, lifecycle).await;
             }
             Ok(Adopted::Running(i)) => {
                 tracing::info!(sandbox = %i.id, lifecycle = %i.lifecycle, pid = ?i.pid, "reconcile: adopted a running sandbox")
@@ -283,8 +259,11 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         None => Root::open_default(),
     }
     .context("open the managed cgroup root")?;
-    let store = Arc::new(Store::open(&a.state_dir.join("paddock.redb"))?);
     let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::open(
+        &a.state_dir.join("paddock.redb"),
+        metrics.daemon.store.clone(),
+    )?);
     let log_dir = a.state_dir.join("logs");
     let mut cfg = Config::new(root);
     cfg.log_dir = Some(log_dir.clone());
@@ -389,6 +368,9 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
             live,
             "leaving sandboxes running for the next daemon to adopt"
         );
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "could not commit the last state changes");
     }
     tracing::info!("paddock daemon stopped");
     Ok(0)
