@@ -815,3 +815,39 @@ async fn adopt_removes_a_cgroup_cut_off_before_its_tag() {
     std::fs::remove_dir(&s.cgroup_path).unwrap();
     env.assert_no_leaks();
 }
+
+/// Hooks whose store refuses the record of a started sandbox.
+struct FailingRunningRecord;
+impl paddock_supervisor::Hooks for FailingRunningRecord {
+    fn on_change(&self, rec: &paddock_supervisor::Record) -> paddock_supervisor::Persisting {
+        if rec.state == State::Running {
+            Box::pin(std::future::ready(Err("disk full".to_string())))
+        } else {
+            paddock_supervisor::persisted()
+        }
+    }
+}
+
+/// A sandbox whose `running` record cannot be written is not left running unrecorded (a
+/// restarted supervisor would not know it): the start kills it, removes its cgroup, forgets
+/// it and fails with the store's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_whose_record_fails_is_killed_and_refused() {
+    let Some(env) = env_with("start_whose_record_fails_is_killed_and_refused", |c| {
+        c.hooks = Arc::new(FailingRunningRecord);
+    }) else {
+        return;
+    };
+    let spec = sh("unrecorded", "sleep 300 & exec sleep 300");
+    let id = spec.id.clone();
+    let err = match env.sup.start(spec).await {
+        Ok(s) => panic!("the start succeeded: {:?}", s.info),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Journal { reason, .. } if reason == "disk full"),
+        "{err:?}"
+    );
+    assert!(env.sup.get(&id).is_none(), "still listed");
+    env.assert_no_leaks();
+}
