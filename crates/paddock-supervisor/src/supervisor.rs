@@ -760,6 +760,18 @@ impl Supervisor {
             if let Some(g) = grace {
                 policy.grace_period_ms = g.as_millis() as u64;
             }
+            // A graceful stop can take long: record it before it is visible or acts, so a
+            // supervisor restarted meanwhile finishes it (a kill is over in milliseconds
+            // and is not delayed by a write).
+            let hooks = &self.inner.cfg.hooks;
+            if policy.grace_period_ms > 0 && hooks.wants_records() && sb.state() == State::Running {
+                let mut rec = sb.record();
+                rec.state = State::Stopping;
+                rec.stop_reason = Some(reason);
+                if let Err(e) = hooks.on_change(&rec).await {
+                    tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "the stop could not be recorded; stopping anyway");
+                }
+            }
             match self.begin_stop(&sb, reason, policy) {
                 Some(rx) => rx,
                 None => {

@@ -115,8 +115,8 @@ impl Store {
     /// its transaction has committed. Records of `running` and `stopping` lifecycles are
     /// committed durably (fsync): the first is what a restarted daemon needs to adopt a
     /// sandbox, and a start succeeds only once it is (the supervisor kills a sandbox whose
-    /// record failed); the second makes a restarted daemon finish an interrupted stop (the
-    /// stop does not wait for it). The others are committed without their own fsync.
+    /// record failed); the second makes a restarted daemon finish an interrupted stop (a
+    /// graceful stop waits for it, a kill does not). The others are committed without their own fsync.
     /// Losing the `creating` record in a
     /// crash is safe: the start never returned, and the next daemon reclaims the cgroup by
     /// its owner tag (which is set before anything runs in it). Losing a later state only
