@@ -535,12 +535,9 @@ impl Command {
             ..
         } = prep;
         drop((err_write, _keep, procs));
-        let process = Process {
-            pid,
-            pidfd,
-            slot,
-            pipes,
-        };
+        // Not kept: `Process` signals by pid under the reaper's lock (see its docs).
+        drop(pidfd);
+        let process = Process { pid, slot, pipes };
 
         match read_child_error(err_read) {
             Ok(None) => Ok(process),

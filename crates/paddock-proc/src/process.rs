@@ -1,11 +1,11 @@
 //! The [`Process`] handle.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reaper::ExitSlot;
+use crate::reaper::{self, ExitSlot};
 use crate::{ExitStatus, sys};
 
 /// Result of [`Process::signal`].
@@ -18,39 +18,58 @@ pub enum Delivery {
     AlreadyExited,
 }
 
-/// A spawned child. Owns its pidfd, so signalling is safe against pid reuse.
+/// A spawned child.
+///
+/// Signalling is safe against pid reuse without holding a pidfd: the reaper reaps a
+/// registered child only under its table lock, and [`Process::signal`] sends under that
+/// lock only while this very child is still registered, so the pid still names it (at
+/// worst as a zombie). Holding no fd per child keeps the supervisor's fd table small, and
+/// with it the cost of every later spawn (the child copies that table and closes it at
+/// `execve`).
 ///
 /// Dropping a `Process` neither kills nor waits for the child: the reaper still reaps it
 /// when it exits (nothing becomes a zombie), and the status is discarded.
 #[derive(Debug)]
 pub struct Process {
     pub(crate) pid: i32,
-    pub(crate) pidfd: OwnedFd,
     pub(crate) slot: Arc<ExitSlot>,
     pub(crate) pipes: Vec<(RawFd, OwnedFd)>,
 }
 
 impl Process {
     /// The child's pid in the caller's pid namespace. Only meaningful while the child has
-    /// not been reaped (until a `wait*` returns); use [`Process::pidfd`] for anything that
-    /// must be safe against pid reuse.
+    /// not been reaped (until a `wait*` returns); use [`Process::signal`] or
+    /// [`Process::open_pidfd`] for anything that must be safe against pid reuse.
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
-    /// The pidfd (O_CLOEXEC), bound to this process for its whole lifetime. It becomes
-    /// readable (`POLLIN`) when the process exits.
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// Opens a new pidfd (O_CLOEXEC) for the child, bound to it for the fd's lifetime (it
+    /// becomes readable, `POLLIN`, when the child exits). Fails with `ESRCH` once the child
+    /// has been reaped.
+    pub fn open_pidfd(&self) -> io::Result<OwnedFd> {
+        let t = reaper::lock_table();
+        if !t.holds(self.pid, &self.slot) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // Race-free: registered and unreaped while we hold the lock.
+        sys::pidfd_open(self.pid)
     }
 
-    /// Send `sig` with `pidfd_send_signal`. Returns `Ok(Delivery::AlreadyExited)` (not an
-    /// error) when the process has already exited; any other failure is an error.
+    /// Send `sig`. Returns `Ok(Delivery::AlreadyExited)` (not an error) when the process
+    /// has already been reaped; a zombie not yet reaped still gets `Delivered` (the signal
+    /// has no effect on it). Any other failure is an error.
     pub fn signal(&self, sig: i32) -> io::Result<Delivery> {
         if self.slot.get().is_some() {
             return Ok(Delivery::AlreadyExited);
         }
-        match sys::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+        let t = reaper::lock_table();
+        if !t.holds(self.pid, &self.slot) {
+            return Ok(Delivery::AlreadyExited);
+        }
+        // Race-free: this child is registered and unreaped while we hold the lock, so
+        // `pid` cannot have been reused.
+        match sys::signal_pid(self.pid, sig) {
             Ok(()) => Ok(Delivery::Delivered),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Delivery::AlreadyExited),
             Err(e) => Err(e),

@@ -100,6 +100,14 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Whether `pid` is registered with exactly `slot`, that is, still the unreaped child
+    /// the slot was made for (a reused pid would be registered with another slot).
+    pub(crate) fn holds(&self, pid: i32, slot: &Arc<ExitSlot>) -> bool {
+        self.children
+            .get(&pid)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
     /// Register a freshly cloned (not yet reaped) child. Must be called with the lock that
     /// was held across the clone.
     pub(crate) fn insert(&mut self, pid: i32) -> Arc<ExitSlot> {

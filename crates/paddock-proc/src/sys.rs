@@ -623,6 +623,16 @@ pub(crate) fn kill_unreaped_child(pid: libc::pid_t) {
     }
 }
 
+/// `kill(pid, sig)`. The caller guarantees `pid` is its unreaped child.
+pub(crate) fn signal_pid(pid: libc::pid_t, sig: c_int) -> io::Result<()> {
+    // SAFETY: kill(2) with integer arguments.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `getpid()`.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid has no preconditions.

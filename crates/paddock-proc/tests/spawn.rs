@@ -92,10 +92,23 @@ fn signal_then_wait_and_signal_after_exit() {
             .unwrap();
         assert_eq!(p.try_wait(), None);
         assert_eq!(p.wait_timeout(Duration::from_millis(50)), None);
+        // A pidfd opened while it runs names it, and says when it has exited.
+        let pidfd = p.open_pidfd().unwrap();
+        let readable = |fd: &OwnedFd| {
+            let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+            rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())).unwrap() > 0
+        };
+        assert!(!readable(&pidfd));
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::Delivered);
         assert_eq!(p.wait_blocking().signal(), Some(libc::SIGTERM));
+        assert!(readable(&pidfd));
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::AlreadyExited);
         assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited);
+        assert_eq!(
+            p.open_pidfd().unwrap_err().raw_os_error(),
+            Some(libc::ESRCH),
+            "{path:?}: a pidfd for a reaped child"
+        );
         assert!(
             !proc_exists(p.pid()),
             "{path:?}: reaped child still has /proc entry"
