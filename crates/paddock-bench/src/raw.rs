@@ -283,6 +283,11 @@ pub fn seed_remove(cg: &Path) -> io::Result<()> {
     }
 }
 
+/// Reaps every exited child (between operations, only orphans remain to be reaped).
+fn reap_orphans() {
+    while let Ok(Some(_)) = waitid(WaitId::All, WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {}
+}
+
 /// The helper's main loop. `base` is the cgroup directory its sandboxes are created under.
 pub fn helper_main(base: &Path) -> io::Result<()> {
     // Keep the pipes to the benchmark on close-on-exec descriptors and put /dev/null on
@@ -296,6 +301,9 @@ pub fn helper_main(base: &Path) -> io::Result<()> {
     drop(null);
     let input = BufReader::new(File::from(input));
     let mut output = File::from(output);
+    // Escapees of the floor's sandboxes are reparented here rather than to the benchmark
+    // (a subreaper, for paddock), and reaped after each operation, untimed.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
     let mut h = Helper {
         base: base.to_path_buf(),
         seq: 0,
@@ -321,6 +329,7 @@ pub fn helper_main(base: &Path) -> io::Result<()> {
             ["quit"] => break,
             _ => Err(io::Error::other(format!("unknown command {line:?}"))),
         };
+        reap_orphans();
         let reply = match res {
             Ok(s) => format!("ok {s}\n"),
             Err(e) => format!("err {}\n", e.to_string().replace('\n', " ")),

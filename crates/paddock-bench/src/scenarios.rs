@@ -282,6 +282,9 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>) -> io::Result<Vec<Row>> {
                     })
                     .collect();
                 let s = interleave(&mut active, op, &limits).await;
+                // Escapees reparented to this process (a subreaper) and killed are zombies
+                // until reaped: reap them first, so only processes still running count.
+                paddock_proc::reap_orphans().await;
                 let mut r = finish_rows(&m, &bench, sc, None, &active, s);
                 if sc == "incident-stop" {
                     for row in &mut r {
@@ -326,6 +329,9 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut rows = Vec::new();
     for (imp, (rounds, errors, err)) in active.iter().zip(res) {
+        // Escapees reparented to this process (a subreaper) and killed are zombies until
+        // reaped: reap them first, so only processes still running count.
+        paddock_proc::reap_orphans().await;
         let leaks = bench.leaks(imp.leak_dir()) + imp.extra_leaks();
         let cat = |f: fn(&imps::BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
             rounds.iter().flat_map(|r| f(r).iter().copied()).collect()
@@ -470,6 +476,9 @@ async fn scale(
             for row in &mut r {
                 let imp = active.iter().find(|i| i.name() == row.imp);
                 if let Some(imp) = imp {
+                    // Escapees reparented to this process (a subreaper) and killed are zombies until
+                    // reaped: reap them first, so only processes still running count.
+                    paddock_proc::reap_orphans().await;
                     row.leaks = Some(bench.leaks(imp.leak_dir()) + imp.extra_leaks());
                 }
                 if let Err(e) = &dep {

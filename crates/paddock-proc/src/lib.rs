@@ -18,9 +18,13 @@
 //! # The reaper — read this before using the crate
 //!
 //! **Only one place in the process calls `wait*` for children, so no exit status is
-//! stolen.** The first spawn starts a process-global reaper thread that waits for *every*
-//! child of the process (`waitid(P_ALL)`), reaps it, and hands the status to the matching
-//! [`Process`] or, for unregistered children, to [`subscribe_orphans`].
+//! stolen.** The first spawn starts a process-global reaper thread. It waits for each child
+//! it spawned on that child's pidfd (O(1) per exit however many children live), and sweeps
+//! for every other exited child (`waitid(P_ALL, WNOHANG)`) every [`ORPHAN_SWEEP`] or when
+//! asked ([`reap_orphans`], [`request_orphan_sweep`]); it reaps each and hands the status
+//! to the matching [`Process`] or, for unregistered children, to [`subscribe_orphans`]. It
+//! works in a private fd table (see the `reaper` module), so its pidfds are not inherited
+//! by spawns.
 //!
 //! Consequently, **in a process that uses paddock-proc, do not use
 //! `std::process::Command::{wait, status, output}` or `tokio::process` for children**: the
@@ -82,8 +86,8 @@ pub use command::{
 pub use foreign::ForeignProcess;
 pub use process::{Delivery, Process};
 pub use reaper::{
-    ORPHAN_CHANNEL_CAPACITY, OrphanExit, children_reaped, children_running, orphans_reaped,
-    set_child_subreaper, subscribe_orphans,
+    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, children_reaped, children_running,
+    orphans_reaped, reap_orphans, request_orphan_sweep, set_child_subreaper, subscribe_orphans,
 };
 pub use sys::{CLONE_INTO_CGROUP, errno_name};
 

@@ -554,17 +554,76 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> io::Result
     }
 }
 
-/// Block until some child (with exit signal SIGCHLD) has exited and return its pid
-/// *without reaping it* (`waitid(P_ALL, 0, WEXITED | WNOWAIT)`).
-pub(crate) fn wait_any_exited_nowait() -> io::Result<libc::pid_t> {
+/// The pid of an exited child, without reaping it and without blocking
+/// (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`); `None` when none has exited.
+pub(crate) fn wait_any_exited_nohang_nowait() -> io::Result<Option<libc::pid_t>> {
     // SAFETY: siginfo_t is plain data; waitid writes into it.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        if libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) != 0 {
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        if libc::waitid(libc::P_ALL, 0, &mut info, flags) != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(info.si_pid())
+        let pid = info.si_pid();
+        Ok((pid != 0).then_some(pid))
     }
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`waitid(P_PIDFD, WEXITED | WNOHANG)`);
+/// `None` while it runs.
+pub(crate) fn reap_pidfd_nohang(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
+    const P_PIDFD: libc::idtype_t = 3;
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid writes into it; `pidfd` is a valid fd.
+        let res = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG;
+            if libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) != 0 {
+                Err(io::Error::last_os_error())
+            } else if info.si_pid() == 0 {
+                Ok(None)
+            } else {
+                Ok(Some(decode(&info)))
+            }
+        };
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Gives the calling thread a private copy of the fd table (`unshare(CLONE_FILES)`) and
+/// closes every fd in that copy except 0, 1, 2 and `keep`. The originals in the table the
+/// other threads share are untouched.
+pub(crate) fn private_fd_table(keep: RawFd) -> io::Result<()> {
+    // SAFETY: only the reaper thread calls this, at its start; afterwards it uses only fds
+    // it opens itself, `keep` and 0, 1, 2 (it hands everything that might touch another
+    // fd, such as waking a future, to another thread), so no fd number it uses can mean
+    // a different file than its owner thinks.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }?;
+    let close = |lo: u32, hi: u32| -> io::Result<()> {
+        if lo > hi {
+            return Ok(());
+        }
+        // SAFETY: closes only fds of this thread's private copy (see above), none of
+        // which it uses.
+        if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let keep = keep as u32;
+    if keep > 3 {
+        close(3, keep - 1)?;
+    }
+    close(keep.saturating_add(1).max(3), u32::MAX)
+}
+
+/// Borrows an fd that stays open for the rest of the process (the reaper's eventfd copy).
+pub(crate) fn borrow_forever(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller passes an fd it never closes, so it stays valid for 'static.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// Reap the exited child `pid` (`waitid(P_PID, pid, WEXITED)`).

@@ -53,4 +53,31 @@ fn orphaned_grandchild_is_reaped() {
     }
     assert_eq!(paddock_proc::orphans_reaped() - before, 3);
     assert!(common::zombie_children().is_empty());
+
+    // On demand: an orphan that has died is a zombie until the periodic sweep
+    // (`ORPHAN_SWEEP`), unless `reap_orphans` is called: each call returns after a sweep
+    // that started after it, so the loop ends as soon as the orphan has exited and been
+    // reparented, well before the periodic sweep would come.
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "sh -c 'exit 5' >/dev/null & echo $! ; exit 0"])
+        .stdout(paddock_proc::Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let orphan: i32 = common::read_to_string(p.take_stdout().unwrap())
+        .trim()
+        .parse()
+        .unwrap();
+    let reaped = paddock_proc::orphans_reaped();
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+    let t0 = std::time::Instant::now();
+    rt.block_on(async {
+        while common::proc_exists(orphan) {
+            paddock_proc::reap_orphans().await;
+            assert!(
+                t0.elapsed() < paddock_proc::ORPHAN_SWEEP,
+                "orphan {orphan} not reaped on demand"
+            );
+        }
+    });
+    assert_eq!(paddock_proc::orphans_reaped(), reaped + 1);
 }

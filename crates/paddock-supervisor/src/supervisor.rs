@@ -895,7 +895,8 @@ impl Supervisor {
         // Usually (the main process exited and took its tree with it) the cgroup is empty
         // already: then there is nothing to signal, wait for or kill.
         let watch = cg.watch()?;
-        if watch.read()?.populated {
+        let populated = watch.read()?.populated;
+        if populated {
             let grace = policy.grace();
             // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd, with
             //    the cgroup frozen meanwhile so a process forking at that instant cannot
@@ -962,6 +963,13 @@ impl Supervisor {
         };
         let rr = cg.remove(&opts).await?;
         report.remove_ms = ms(r0.elapsed());
+        if (populated || rr.kill.is_some_and(|k| k.found > 0)) && self.inner.cfg.subreaper {
+            // Processes that left the main's tree were reparented here and, now dead, are
+            // zombies until reaped: have the reaper sweep for them now rather than at its
+            // next periodic sweep (not waited for: a zombie runs nothing and holds no
+            // cgroup).
+            paddock_proc::request_orphan_sweep();
+        }
         report.rmdir_fallback = !rr.fast_path && !rr.already_gone;
         if let Some(k) = rr.kill
             && k.found > 0
