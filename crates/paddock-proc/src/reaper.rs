@@ -275,14 +275,17 @@ fn run(
     let mut next_sweep = Instant::now() + ORPHAN_SWEEP;
     let mut swept = 0u64;
     loop {
-        // New children: open their pidfds (race-free: registered, and only this thread
-        // reaps them).
-        {
+        // New children: open their pidfds. Race-free outside the lock: they are registered
+        // and unreaped, and only this thread reaps.
+        let new: Vec<i32> = {
             let mut t = lock(&r.table);
-            for pid in std::mem::take(&mut t.new) {
-                if !t.children.contains_key(&pid) {
-                    continue;
-                }
+            let new = std::mem::take(&mut t.new);
+            new.into_iter()
+                .filter(|pid| t.children.contains_key(pid))
+                .collect()
+        };
+        {
+            for pid in new {
                 match sys::pidfd_open(pid) {
                     Ok(fd) => {
                         if let Err(e) = epoll::add(
