@@ -456,12 +456,12 @@ async fn exit_tracking_beats_the_notification_rate_limit() {
     );
 }
 
-/// A parent that handles SIGTERM and forks without pause: a child whose fork was in
-/// progress when `cgroup.procs` was read must get the signal too, or it outlives the
-/// stop signal (the incident test's `sleep` left behind by a trapping shell). Perl is used
-/// for the payload because its signal handlers are deferred to the next op, so a child hit
-/// in the instant between `fork` and resetting its handler still exits: any survivor is a
-/// child that `signal_all` never reached.
+/// A parent that handles SIGTERM and forks without pause
+/// ([`paddock_testutil::TRAPPING_FORKER`]): a child whose fork was in progress when
+/// `cgroup.procs` was read must get the signal too, or it outlives the stop signal (the
+/// incident test's `sleep` left behind by a trapping shell). Any survivor is a child that
+/// `signal_all_frozen` never reached. Without the freeze (repeated passes only) this failed
+/// in about half of the runs.
 #[tokio::test]
 async fn signal_all_frozen_reaches_children_forked_while_it_signals() {
     let test = "signal_all_frozen_reaches_children_forked_while_it_signals";
@@ -470,16 +470,7 @@ async fn signal_all_frozen_reaches_children_forked_while_it_signals() {
     };
     for round in 0..5 {
         let cg = root.create(&name(&format!("sbx-forker-{round}"))).unwrap();
-        let child = spawn_in(
-            &cg,
-            r#"PERL_SIGNALS=unsafe exec perl -e '
-                $SIG{TERM} = sub { kill "KILL", $$ };
-                for (1..3000) {
-                    my $p = fork();
-                    if (defined $p && $p == 0) { exec "sleep", "60"; kill "KILL", $$ }
-                }
-                sleep 60'"#,
-        );
+        let child = spawn_in(&cg, paddock_testutil::TRAPPING_FORKER);
         wait_procs(&cg, 40, Duration::from_secs(10));
         let mut exits = paddock_cgroup::ExitWatch::new();
         let rep = cg

@@ -475,3 +475,40 @@ fn output_helper_runs_in_current_cgroup() {
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
 }
+
+/// Live children cost no fd in the process's fd table (which every spawn copies into the
+/// child): `Process` holds none, and the reaper keeps its pidfds in a private table.
+#[test]
+fn live_children_hold_no_fds() {
+    let Some(root) = paddock_testutil::test_root("live_children_hold_no_fds") else {
+        return;
+    };
+    let (_, cg) = leaf(root.path(), "leaf");
+    let count = || fs::read_dir("/proc/self/fd").unwrap().count();
+    // The first spawn starts the reaper (its eventfd is the one fd it adds here).
+    let first = cmd(SpawnPath::Auto, "/bin/true", &[])
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    assert_eq!(first.wait_blocking(), ExitStatus::Exited(0));
+    let before = count();
+    let kids: Vec<_> = (0..50)
+        .map(|_| {
+            cmd(SpawnPath::Auto, "/bin/sleep", &["30"])
+                .spawn_in(cg.as_fd())
+                .unwrap()
+        })
+        .collect();
+    let during = count();
+    for k in &kids {
+        k.kill().unwrap();
+    }
+    for k in &kids {
+        assert_eq!(k.wait_blocking().signal(), Some(libc::SIGKILL));
+    }
+    // Other tests of this binary run concurrently and open fds of their own: allow a few.
+    assert!(
+        during < before + 10,
+        "{} fds with 50 live children, {before} before",
+        during
+    );
+}

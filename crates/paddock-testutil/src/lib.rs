@@ -300,6 +300,21 @@ pub fn procs_recursive(path: &Path) -> Vec<i32> {
     out
 }
 
+/// A `sh -c` script: a parent that handles SIGTERM and forks `sleep 60` children without
+/// pause, up to 3,000. It is perl (Debian always has it; the VM image carries the binary;
+/// no modules are used) with immediate signal handlers: the parent SIGKILLs itself inside
+/// the handler, so it never forks after the signal (a signal pending at fork restarts it),
+/// and a child hit before its `exec` runs the inherited handler and dies too. So after a
+/// SIGTERM to every process of its cgroup, any survivor is a child that was never
+/// signalled.
+pub const TRAPPING_FORKER: &str = r#"PERL_SIGNALS=unsafe exec perl -e '
+    $SIG{TERM} = sub { kill "KILL", $$ };
+    for (1..3000) {
+        my $p = fork();
+        if (defined $p && $p == 0) { exec "sleep", "60"; kill "KILL", $$ }
+    }
+    sleep 60'"#;
+
 /// Whether a process with this pid exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
