@@ -259,7 +259,7 @@ fn run(
     let private = sys::private_fd_table(wake_raw);
     let _ = ready.send(());
     if let Err(e) = private {
-        tracing::error!(error = %e, "reaper: cannot make a private fd table; its pidfds will be inherited by spawns");
+        tracing::warn!(error = %e, "reaper: cannot make a private fd table; its pidfds stay in the shared one, which every spawn copies");
     }
     let wake = sys::borrow_forever(wake_raw);
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("reaper: epoll_create1");

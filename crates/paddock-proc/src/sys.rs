@@ -596,7 +596,14 @@ pub(crate) fn reap_pidfd_nohang(pidfd: BorrowedFd<'_>) -> io::Result<Option<Exit
 /// Gives the calling thread a private copy of the fd table (`unshare(CLONE_FILES)`) and
 /// closes every fd in that copy except 0, 1, 2 and `keep`. The originals in the table the
 /// other threads share are untouched.
+/// Fails (changing nothing) where `close_range` is missing (Linux < 5.9): a private copy
+/// that could not be emptied would hold every fd of the process open.
 pub(crate) fn private_fd_table(keep: RawFd) -> io::Result<()> {
+    // SAFETY: an empty range (no fd has the highest number): closes nothing, only tells
+    // whether the kernel has close_range.
+    if unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, 0u32) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: only the reaper thread calls this, at its start; afterwards it uses only fds
     // it opens itself, `keep` and 0, 1, 2 (it hands everything that might touch another
     // fd, such as waking a future, to another thread), so no fd number it uses can mean
