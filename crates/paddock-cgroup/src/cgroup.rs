@@ -455,12 +455,6 @@ impl Cgroup {
         self.signal_members(sig, None)
     }
 
-    /// Like [`Cgroup::signal_all`], and adds the signalled processes to `exits`, so a wait
-    /// for the subtree to empty wakes as soon as they have all exited.
-    pub fn signal_all_tracking(&self, sig: Signal, exits: &mut ExitWatch) -> Result<usize> {
-        self.signal_members(sig, Some(exits))
-    }
-
     /// Sends `sig` and then `SIGCONT` (so a stopped process acts on it) to every process
     /// of the subtree, with the subtree frozen while it does: no process can fork while
     /// frozen and a fork in progress completes before `frozen 1` is reported, so the
