@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use paddock_supervisor::{SandboxId, SandboxSpec};
@@ -50,11 +51,18 @@ fn tail_of(path: &Path, max: usize) -> String {
     s[start..].to_string()
 }
 
-/// A minimal HTTP/1.1 client of one unix socket (hyper 1, one connection per request).
+/// A minimal HTTP/1.1 client of one unix socket (hyper 1) that keeps connections alive
+/// and reuses them, as production HTTP clients do: a request takes an idle connection when
+/// one is ready, else opens one; after its answer has been read in full the connection
+/// goes back to the pool (at most [`MAX_IDLE`] are kept; an event stream keeps its own).
 #[derive(Debug, Clone)]
 struct Http {
     socket: PathBuf,
+    idle: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
 }
+
+/// Idle connections kept open; more are closed once their answer is read.
+const MAX_IDLE: usize = 16;
 
 impl Http {
     async fn connect(&self) -> io::Result<tokio::net::UnixStream> {
@@ -71,19 +79,47 @@ impl Http {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> io::Result<Response<Incoming>> {
+    /// A connection ready for a request: an idle one, else a new one.
+    async fn sender(&self) -> io::Result<SendRequest<Full<Bytes>>> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match idle {
+                // Closed by the daemon meanwhile: drop it, try the next.
+                Some(mut s) => {
+                    if s.ready().await.is_ok() {
+                        return Ok(s);
+                    }
+                }
+                None => break,
+            }
+        }
         let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        Ok(sender)
+    }
+
+    /// Returns a connection whose last answer was read in full to the pool.
+    fn put_back(&self, s: SendRequest<Full<Bytes>>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.is_closed() && idle.len() < MAX_IDLE {
+            idle.push(s);
+        }
+    }
+
+    /// Sends one request; the answer and the connection it came on (reusable once the
+    /// answer's body has been read in full).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> io::Result<(Response<Incoming>, SendRequest<Full<Bytes>>)> {
+        let mut sender = self.sender().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -94,14 +130,15 @@ impl Http {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(io::Error::other)?;
-        sender.send_request(req).await.map_err(io::Error::other)
+        let resp = sender.send_request(req).await.map_err(io::Error::other)?;
+        Ok((resp, sender))
     }
 
     /// Sends a request; the JSON body of a 2xx answer (`Null` when empty), else the
     /// daemon's error message with the status.
     async fn json(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> io::Result<Value> {
         let what = format!("{method} {path}");
-        let resp = self.send(method, path, body).await?;
+        let (resp, sender) = self.send(method, path, body).await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -109,6 +146,7 @@ impl Http {
             .await
             .map_err(io::Error::other)?
             .to_bytes();
+        self.put_back(sender);
         if !status.is_success() {
             let msg = serde_json::from_slice::<Value>(&bytes)
                 .ok()
@@ -126,7 +164,8 @@ impl Http {
     /// Opens `GET /v1/events?id=<id>`. When this returns, the daemon has subscribed (its
     /// handler subscribes before answering), so no later event of `id` can be missed.
     async fn events(&self, id: &str) -> io::Result<Sse> {
-        let resp = self
+        // The stream holds its connection until it ends; the sender is not pooled.
+        let (resp, _) = self
             .send(Method::GET, &format!("/v1/events?id={id}"), None)
             .await?;
         if resp.status() != StatusCode::OK {
@@ -271,6 +310,7 @@ impl PaddockApi {
         let mut api = PaddockApi {
             http: Http {
                 socket: dir.join("paddock.sock"),
+                idle: Arc::default(),
             },
             daemon: daemon.clone(),
             pid: None,

@@ -44,6 +44,19 @@ pub fn parse_stat_state(stat: &str) -> Option<char> {
     rest.split_whitespace().next()?.chars().next()
 }
 
+/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`), read
+/// with one `read(2)` into a buffer on the stack (`/proc/<pid>/stat` reports a size of 0,
+/// so `read_to_string` would take several reads). With the PID, it identifies a process
+/// across PID reuse. `None` if the process is gone (or `/proc` is not mounted).
+pub fn start_time(pid: i32) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    // The line is at most ~ 52 numbers plus a 16-byte command name in parentheses.
+    let mut buf = [0u8; 1024];
+    let n = f.read(&mut buf).ok()?;
+    parse_stat_starttime(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
 /// The start time field (clock ticks since boot, field 22) of `/proc/<pid>/stat` text.
 pub fn parse_stat_starttime(stat: &str) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
@@ -87,6 +100,10 @@ mod tests {
         assert!(matches!(me.state, Some('R' | 'S')), "{me:?}");
         assert!(me.comm.is_some());
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(
+            start_time(std::process::id() as i32),
+            parse_stat_starttime(&own)
+        );
         assert!(parse_stat_starttime(&own).unwrap() > 0);
     }
 }

@@ -493,9 +493,7 @@ impl Supervisor {
                     process.take_stdout(),
                     process.take_stderr(),
                 );
-                let start_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| paddock_cgroup::procinfo::parse_stat_starttime(&s));
+                let start_time = paddock_cgroup::procinfo::start_time(pid);
                 let process = Arc::new(process);
                 let _ = sb.main.set(Main::Child(process.clone()));
                 {
@@ -651,6 +649,8 @@ impl Supervisor {
                 })?;
             Ok(Some(f))
         };
+        // stdout and stderr to the log share one open file.
+        let mut log_file: Option<std::fs::File> = None;
         for (fd, target) in [
             (0, &spec.stdio.stdin),
             (1, &spec.stdio.stdout),
@@ -660,7 +660,23 @@ impl Supervisor {
                 StdioTarget::Inherit => Stdio::Inherit,
                 StdioTarget::Null => Stdio::Null,
                 StdioTarget::Pipe => Stdio::Pipe,
-                StdioTarget::Log => Stdio::from(log("log")?.expect("log file")),
+                StdioTarget::Log => {
+                    let f = match &log_file {
+                        Some(f) => f.try_clone().map_err(|cause| Error::Io {
+                            op: "duplicate the log file descriptor".into(),
+                            cause,
+                        })?,
+                        None => {
+                            let f = log("log")?.expect("log file");
+                            log_file = Some(f.try_clone().map_err(|cause| Error::Io {
+                                op: "duplicate the log file descriptor".into(),
+                                cause,
+                            })?);
+                            f
+                        }
+                    };
+                    Stdio::from(f)
+                }
                 StdioTarget::File(p) => {
                     let f = if fd == 0 {
                         std::fs::File::open(p)

@@ -1,33 +1,46 @@
-//! The durable store of the daemon: one `redb` database in the state directory, one row per
+//! The store of the daemon: one `redb` database in the state directory, one row per
 //! lifecycle (`<id>@<lifecycle>` → the supervisor's [`Record`] as JSON).
 //!
 //! `redb` is an embedded, pure-Rust, ACID key-value store. It needs no C toolchain (unlike
 //! SQLite through `rusqlite`) and no server.
 //!
-//! **Group commit.** Writes are queued to one writer thread, which commits everything
-//! queued since its last commit in one transaction. The records recovery needs (of
-//! `running` and `stopping` lifecycles, see [`Store::put`]) make their transaction durable
-//! (`Durability::Immediate`: fsync before the commit returns); the others are committed
-//! with `Durability::None` (no fsync; durable with the next durable commit). So 1,000
-//! concurrent starts share a few fsyncs instead of queueing behind 2,000 of them, and a
-//! caller waits only for the commit that holds its own record. The writes of one caller
-//! are committed in the order it queued them.
+//! **What survives what.** Every write whose future has resolved survives a crash of the
+//! daemon (SIGKILL, panic, OOM kill): its transaction is committed in full (data and
+//! header) with `write(2)`s into the kernel's page cache before the future resolves. It is
+//! not fsynced: what an fsync adds is surviving a crash of the *kernel*, and that ends
+//! every sandbox anyway (processes and cgroups live in memory), so paying ~1 ms per start
+//! for it would buy nothing a restarted daemon could act on. A clean shutdown
+//! ([`Store::flush`]) does fsync. After a reboot the file may be torn; the store records
+//! the boot it was written in (`<db>.boot-id`), and a database from an earlier boot that
+//! cannot be opened is moved aside (`<db>.unreadable-<unix time>`, with a warning) and a
+//! fresh one started — every sandbox it described died with that boot. In the same boot, a
+//! database that cannot be opened is an error: its sandboxes may be alive.
+//!
+//! **Group commit.** Writes are queued. A caller that awaits its write while no commit is
+//! in progress commits the queue itself, at once (a few page-cache writes; no hand-off to
+//! another thread and back); writes queued while a commit is in progress, or that nobody
+//! awaits, are committed by a writer thread, everything queued in one transaction. So
+//! 1,000 concurrent starts share commits, a write nobody waits for stays off the caller's
+//! path, and a caller waits only for the commit that holds its own record. The writes of
+//! one caller are committed in the order it made them.
 
 use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use paddock_supervisor::{LifecycleId, Persisting, Record, SandboxId, State, cgroup_name};
-use redb::{Database, ReadableTable, TableDefinition};
+use paddock_supervisor::{LifecycleId, Persisting, Record, SandboxId, cgroup_name};
+use redb::backends::FileBackend;
+use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
 use tokio::sync::oneshot;
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
-
-/// At most this many non-durable commits in a row; the next is durable (redb frees pages
-/// only in durable commits, so this bounds the file's growth).
-const MAX_NONDURABLE_RUN: u32 = 256;
 
 /// At most this many writes in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -51,7 +64,7 @@ impl std::fmt::Debug for Store {
 }
 
 struct Shared {
-    db: Mutex<Option<Database>>,
+    db: Mutex<Option<OpenDb>>,
     path: PathBuf,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -71,6 +84,168 @@ pub struct StoreCounters {
 struct Queue {
     ops: VecDeque<Op>,
     closed: bool,
+    /// A commit is in progress (in a caller or in the writer thread); whoever makes it
+    /// looks at the queue again when it is done.
+    busy: bool,
+}
+
+/// The open database and a second handle on its file, to fsync it.
+struct OpenDb {
+    db: Database,
+    file: File,
+}
+
+/// redb's file backend, except that a commit's sync is left to the kernel: committed
+/// pages and header are written (`pwrite`) before the commit returns, so they survive the
+/// daemon's crash; they are not fsynced (see the module docs for why). [`Store::flush`]
+/// fsyncs through [`OpenDb::file`].
+#[derive(Debug)]
+struct PageCacheBackend(FileBackend);
+
+impl StorageBackend for PageCacheBackend {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.0.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+        // Writes to one file reach the page cache in the order they were made, which is
+        // the barrier a daemon crash needs.
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
+/// Opens (creating if needed) the database at `path` on a [`PageCacheBackend`].
+fn open_db(path: &Path) -> Result<OpenDb, String> {
+    let what =
+        |e: &dyn std::fmt::Display| format!("open the state database {}: {e}", path.display());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| what(&e))?;
+    let fsync = file.try_clone().map_err(|e| what(&e))?;
+    let backend = FileBackend::new(file).map_err(|e| {
+        what(&format_args!(
+            "{e} (is another paddock daemon using this state directory?)"
+        ))
+    })?;
+    let db = Database::builder()
+        .create_with_backend(PageCacheBackend(backend))
+        .map_err(|e| what(&e))?;
+    let tx = db.begin_write().map_err(|e| what(&e))?;
+    tx.open_table(SANDBOXES).map_err(|e| what(&e))?;
+    tx.commit().map_err(|e| what(&e))?;
+    Ok(OpenDb { db, file: fsync })
+}
+
+/// This boot's ID (`/proc/sys/kernel/random/boot_id`), if the kernel tells.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// `<path>.<suffix>`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Opens the database at `path`, moving aside one from an earlier boot that cannot be
+/// opened (see the module docs), then records this boot as the file's.
+fn open_for_this_boot(path: &Path, boot: Option<&str>) -> anyhow::Result<OpenDb> {
+    let marker = sibling(path, "boot-id");
+    let recorded = std::fs::read_to_string(&marker).ok();
+    let earlier_boot = path.exists() && recorded.as_deref().map(str::trim) != boot;
+    let open = match open_db(path) {
+        Ok(o) => o,
+        Err(e) if earlier_boot => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = sibling(path, &format!("unreadable-{secs}"));
+            std::fs::rename(path, &aside).map_err(|r| {
+                anyhow::anyhow!(
+                    "{e}; it is from an earlier boot, and moving it aside to {} failed: {r}",
+                    aside.display()
+                )
+            })?;
+            tracing::warn!(error = %e, moved_to = %aside.display(), "the state database is from an earlier boot (whose sandboxes all ended with it) and cannot be opened; starting a fresh one");
+            open_db(path).map_err(anyhow::Error::msg)?
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "{e}; it was written in this boot, so its sandboxes may still be running: fix or restore the file (or, if none is, move it away) and start again"
+            ));
+        }
+    };
+    if let Some(boot) = boot
+        && recorded.as_deref().map(str::trim) != Some(boot)
+    {
+        // The database is fsynced first, so a marker of this boot never sits beside a
+        // file whose content has not reached the disk.
+        let tmp = sibling(path, "boot-id.tmp");
+        let write = || -> io::Result<()> {
+            open.file.sync_all()?;
+            let mut f = File::create(&tmp)?;
+            io::Write::write_all(&mut f, boot.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &marker)
+        };
+        write().map_err(|e| anyhow::anyhow!("record the boot ID in {}: {e}", marker.display()))?;
+    }
+    Ok(open)
+}
+
+/// The future of one queued write. Its first poll commits the queue in the caller's thread
+/// if no commit is in progress (a few page-cache writes; no hand-off to the writer thread
+/// and back); otherwise whoever is committing passes what is queued to the writer thread
+/// when done. Dropped before its first poll (nobody waits for the write), it hands the
+/// queue to the writer thread, off the caller's path.
+struct Pending {
+    shared: Arc<Shared>,
+    rx: oneshot::Receiver<Result<(), String>>,
+    tried: bool,
+}
+
+impl Future for Pending {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.tried {
+            self.tried = true;
+            self.shared.commit_if_idle();
+        }
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err("the state database writer stopped".into())))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.tried {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// The next batch of queued writes, in order.
+fn take_batch(q: &mut Queue) -> Vec<Op> {
+    let n = q.ops.len().min(MAX_BATCH);
+    q.ops.drain(..n).collect()
 }
 
 /// One queued write.
@@ -78,7 +253,8 @@ struct Op {
     key: String,
     /// The row to write; `None` deletes it.
     value: Option<Vec<u8>>,
-    durable: bool,
+    /// fsync the file after the commit ([`Store::flush`]).
+    fsync: bool,
     /// What the write is, for errors ("write record <key> (state running)").
     what: String,
     done: oneshot::Sender<Result<(), String>>,
@@ -86,13 +262,19 @@ struct Op {
 
 impl Store {
     /// Opens (creating if needed) the database file at `path` and starts its writer
-    /// thread, which counts into `counters`.
+    /// thread, which counts into `counters`. A database from an earlier boot that cannot be
+    /// opened is moved aside (see the module docs); one from this boot is an error.
     pub fn open(path: &Path, counters: Arc<StoreCounters>) -> anyhow::Result<Store> {
-        let db = Database::create(path)
-            .map_err(|e| anyhow::anyhow!("open the state database {}: {e}", path.display()))?;
-        let tx = db.begin_write()?;
-        tx.open_table(SANDBOXES)?;
-        tx.commit()?;
+        Self::open_in_boot(path, boot_id().as_deref(), counters)
+    }
+
+    /// [`Store::open`] as if the current boot's ID were `boot`.
+    fn open_in_boot(
+        path: &Path,
+        boot: Option<&str>,
+        counters: Arc<StoreCounters>,
+    ) -> anyhow::Result<Store> {
+        let db = open_for_this_boot(path, boot)?;
         let shared = Arc::new(Shared {
             db: Mutex::new(Some(db)),
             path: path.to_owned(),
@@ -112,16 +294,15 @@ impl Store {
     }
 
     /// Queues a write (insert or replace) of a record; the returned future resolves when
-    /// its transaction has committed. Records of `running` and `stopping` lifecycles are
-    /// committed durably (fsync): the first is what a restarted daemon needs to adopt a
-    /// sandbox, and a start succeeds only once it is (the supervisor kills a sandbox whose
-    /// record failed); the second makes a restarted daemon finish an interrupted stop (a
-    /// graceful stop waits for it, a kill does not). The others are committed without their own fsync.
-    /// Losing the `creating` record in a
-    /// crash is safe: the start never returned, and the next daemon reclaims the cgroup by
-    /// its owner tag (which is set before anything runs in it). Losing a later state only
-    /// makes the next daemon finish a stop that was already finished, which it does (the
-    /// cgroup is gone). Dropping the future does not cancel the write.
+    /// its transaction has committed, from when it survives a crash of the daemon. The
+    /// supervisor awaits the `running` record before a start succeeds (and kills a sandbox
+    /// whose record failed), and a graceful stop awaits its `stopping` record, so a
+    /// restarted daemon adopts every started sandbox and finishes every interrupted stop.
+    /// Losing the `creating` record in a crash is safe: the start never returned, and the
+    /// next daemon reclaims the cgroup by its owner tag (which is set before anything runs
+    /// in it). Losing a later state only makes the next daemon finish a stop that was
+    /// already finished, which it does (the cgroup is gone). Dropping the future does not
+    /// cancel the write.
     pub fn put(&self, rec: &Record) -> Persisting {
         let key = cgroup_name(rec.spec.id.as_str(), rec.lifecycle);
         let value = match serde_json::to_vec(rec) {
@@ -131,21 +312,20 @@ impl Store {
                 return Box::pin(std::future::ready(Err(msg)));
             }
         };
-        let durable = matches!(rec.state, State::Running | State::Stopping);
         let what = format!("write record {key} (state {})", rec.state);
-        self.enqueue(key, Some(value), durable, what)
+        self.enqueue(key, Some(value), false, what)
     }
 
-    /// Queues the deletion of one lifecycle's record (absent is fine). Not fsynced on its
-    /// own: a record that comes back after a crash is of a finished lifecycle, which the
-    /// next daemon recognises as gone and drops.
+    /// Queues the deletion of one lifecycle's record (absent is fine); the future resolves
+    /// like [`Store::put`]'s.
     pub fn delete(&self, id: &SandboxId, lc: LifecycleId) -> Persisting {
         let key = cgroup_name(id.as_str(), lc);
         let what = format!("delete record {key}");
         self.enqueue(key, None, false, what)
     }
 
-    /// Waits until every write queued before the call is durable.
+    /// Waits until every write queued before the call is committed and fsynced (on disk,
+    /// surviving a crash of the kernel too).
     pub async fn flush(&self) -> Result<(), String> {
         self.enqueue(String::new(), None, true, "flush".into())
             .await
@@ -155,7 +335,7 @@ impl Store {
         &self,
         key: String,
         value: Option<Vec<u8>>,
-        durable: bool,
+        fsync: bool,
         what: String,
     ) -> Persisting {
         let (done, rx) = oneshot::channel();
@@ -169,22 +349,23 @@ impl Store {
             q.ops.push_back(Op {
                 key,
                 value,
-                durable,
+                fsync,
                 what,
                 done,
             });
         }
-        self.shared.wake.notify_one();
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the state database writer stopped".into()))
+        Box::pin(Pending {
+            shared: self.shared.clone(),
+            rx,
+            tried: false,
         })
     }
 
     /// Every record. Rows that cannot be decoded are returned as errors with their key.
     /// Sees every write whose future has resolved.
     pub fn all(&self) -> anyhow::Result<Vec<Result<Record, (String, String)>>> {
-        let rows = self.shared.with_db(|db| {
+        let rows = self.shared.with_db(|open| {
+            let db = &open.db;
             let read = || -> Result<_, Box<dyn std::error::Error>> {
                 let tx = db.begin_read()?;
                 let t = tx.open_table(SANDBOXES)?;
@@ -222,11 +403,10 @@ impl Drop for Store {
 impl Shared {
     /// Runs `f` on the open database, reopening it first when a previous I/O error left
     /// it unusable (or a reopen failed before).
-    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, String>) -> Result<T, String> {
+    fn with_db<T>(&self, f: impl FnOnce(&OpenDb) -> Result<T, String>) -> Result<T, String> {
         let mut g = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            let db = Database::create(&self.path)
-                .map_err(|e| format!("reopen the state database {}: {e}", self.path.display()))?;
+            let db = open_db(&self.path).map_err(|e| format!("re{e}"))?;
             tracing::warn!(path = %self.path.display(), "reopened the state database after an I/O error");
             *g = Some(db);
         }
@@ -240,54 +420,71 @@ impl Shared {
         r
     }
 
-    /// The writer thread: commits batches until the store is dropped and the queue empty.
+    /// Commits what is queued, here and now, unless a commit is in progress; passes what
+    /// was queued meanwhile to the writer thread.
+    fn commit_if_idle(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.busy || q.ops.is_empty() {
+            return;
+        }
+        q.busy = true;
+        let batch = take_batch(&mut q);
+        drop(q);
+        self.commit_and_answer(batch);
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.busy = false;
+        if !q.ops.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The writer thread: commits what was queued while another commit was in progress
+    /// or by a write nobody waits for, until the store is dropped and the queue empty.
     fn run(&self) {
-        let mut nondurable_run = 0u32;
         loop {
-            let batch: Vec<Op> = {
+            let batch = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                while q.ops.is_empty() && !q.closed {
+                while (q.ops.is_empty() || q.busy) && !q.closed {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 if q.ops.is_empty() {
                     return;
                 }
-                let n = q.ops.len().min(MAX_BATCH);
-                q.ops.drain(..n).collect()
+                q.busy = true;
+                take_batch(&mut q)
             };
-            let durable = batch.iter().any(|op| op.durable) || nondurable_run >= MAX_NONDURABLE_RUN;
-            let r = self.commit(&batch, durable);
-            if r.is_ok() {
-                self.counters.commits.fetch_add(1, Relaxed);
-            }
-            match &r {
-                Ok(()) if durable => nondurable_run = 0,
-                Ok(()) => nondurable_run += 1,
-                Err(_) => {}
-            }
-            for op in batch {
-                let res = r
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| format!("{}: {e}", op.what));
-                if let Err(e) = &res {
-                    self.counters.write_failures.fetch_add(1, Relaxed);
-                    tracing::error!(error = %e, durable = op.durable, "DURABLE STATE WRITE FAILED: a crash now would lose this sandbox's latest state");
-                }
-                // The caller may have stopped waiting: fine.
-                let _ = op.done.send(res);
-            }
+            self.commit_and_answer(batch);
+            self.queue.lock().unwrap_or_else(|p| p.into_inner()).busy = false;
         }
     }
 
-    /// One transaction with every write of `batch`, in order.
-    fn commit(&self, batch: &[Op], durable: bool) -> Result<(), String> {
-        self.with_db(|db| {
-            let mut tx = db.begin_write().map_err(|e| e.to_string())?;
-            // `Durability::None`: no fsync (redb's `Eventual` fsyncs on Linux too).
-            if !durable {
-                tx.set_durability(redb::Durability::None);
+    /// Commits `batch` in one transaction and answers each write's future.
+    fn commit_and_answer(&self, batch: Vec<Op>) {
+        let fsync = batch.iter().any(|op| op.fsync);
+        let r = self.commit(&batch, fsync);
+        if r.is_ok() {
+            self.counters.commits.fetch_add(1, Relaxed);
+        }
+        for op in batch {
+            let res = r
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", op.what));
+            if let Err(e) = &res {
+                self.counters.write_failures.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "STATE WRITE FAILED: a crash now would lose this sandbox's latest state");
             }
+            // The caller may have stopped waiting: fine.
+            let _ = op.done.send(res);
+        }
+    }
+
+    /// One transaction with every write of `batch`, in order, then an fsync if asked.
+    fn commit(&self, batch: &[Op], fsync: bool) -> Result<(), String> {
+        self.with_db(|open| {
+            // `Immediate`: the commit writes its header, so it survives a crash of the
+            // daemon (the backend leaves the fsync out; `None` would keep it in memory).
+            let tx = open.db.begin_write().map_err(|e| e.to_string())?;
             {
                 let mut t = tx.open_table(SANDBOXES).map_err(|e| e.to_string())?;
                 for op in batch.iter().filter(|op| !op.key.is_empty()) {
@@ -298,7 +495,13 @@ impl Shared {
                     .map_err(|e| e.to_string())?;
                 }
             }
-            tx.commit().map_err(|e| e.to_string())
+            tx.commit().map_err(|e| e.to_string())?;
+            if fsync {
+                open.file
+                    .sync_all()
+                    .map_err(|e| format!("fsync {}: {e}", self.path.display()))?;
+            }
+            Ok(())
         })
     }
 }
@@ -306,7 +509,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paddock_supervisor::SandboxSpec;
+    use paddock_supervisor::{SandboxSpec, State};
 
     fn record(id: &str, state: State) -> Record {
         let spec = SandboxSpec::new(
@@ -389,5 +592,84 @@ mod tests {
         };
         let e = closed.put(&rec).await.unwrap_err();
         assert!(e.contains("closed"), "{e}");
+    }
+
+    /// A database of an earlier boot that cannot be opened is moved aside and a fresh one
+    /// started; the same file in the boot that wrote it is an error that changes nothing;
+    /// a readable one of an earlier boot keeps its records.
+    #[tokio::test]
+    async fn unreadable_database_is_moved_aside_only_after_a_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let marker = sibling(&path, "boot-id");
+        {
+            let store = Store::open_in_boot(&path, Some("boot-a"), Arc::default()).unwrap();
+            store.put(&record("kept", State::Running)).await.unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "boot-a");
+        // Readable, from an earlier boot: opened as it is, and the marker updated.
+        {
+            let store = Store::open_in_boot(&path, Some("boot-b"), Arc::default()).unwrap();
+            let rows = store.all().unwrap();
+            assert_eq!(rows.len(), 1, "{}", rows.len());
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "boot-b");
+        // Torn (as a power loss can leave it): garbage over the header.
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::write(&path, vec![0xa5u8; len as usize]).unwrap();
+        let e = Store::open_in_boot(&path, Some("boot-b"), Arc::default()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("written in this boot"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "the file was changed"
+        );
+        // The same file after a reboot: moved aside, fresh database.
+        let store = Store::open_in_boot(&path, Some("boot-c"), Arc::default()).unwrap();
+        assert!(store.all().unwrap().is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("s.redb.unreadable-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::metadata(dir.path().join(&aside[0])).unwrap().len(),
+            len
+        );
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "boot-c");
+    }
+
+    /// A write nobody awaits (its future dropped unpolled) is committed by the writer
+    /// thread; one whose future is awaited while nothing else commits is committed by the
+    /// caller, before the future first returns.
+    #[tokio::test]
+    async fn unawaited_writes_are_committed_by_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let counters = Arc::new(StoreCounters::default());
+        let store = Store::open_in_boot(&path, None, counters.clone()).unwrap();
+        let rec = record("dropped", State::Running);
+        drop(store.put(&rec));
+        // Wait for the writer thread to have committed it and be idle again, with a
+        // deadline.
+        let idle = || !store.shared.queue.lock().unwrap().busy;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while counters.commits.load(Relaxed) == 0 || !idle() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped write was not committed within 10 s"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(store.all().unwrap().len(), 1);
+        // Awaited: the first poll commits it (the future is ready at once).
+        let mut fut = store.put(&record("awaited", State::Running));
+        let waker = std::task::Waker::noop();
+        let polled = fut.as_mut().poll(&mut Context::from_waker(waker));
+        assert!(matches!(polled, Poll::Ready(Ok(()))), "{polled:?}");
+        assert_eq!(store.all().unwrap().len(), 2);
     }
 }
