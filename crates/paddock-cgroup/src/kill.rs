@@ -22,6 +22,9 @@ use crate::{Error, Result};
 
 /// First wait for `populated 0` after a `cgroup.kill` write before writing again.
 pub const FIRST_STALL: Duration = Duration::from_millis(2);
+/// How long the first wait after a `cgroup.kill` write relies on `cgroup.events` alone,
+/// before it also tracks the processes' exits by pidfd.
+pub const UNTRACKED_WAIT: Duration = Duration::from_millis(1);
 /// Longest wait between two `cgroup.kill` writes.
 pub const MAX_STALL: Duration = Duration::from_millis(100);
 
@@ -107,14 +110,17 @@ impl Cgroup {
             rounds,
             elapsed: start.elapsed(),
         };
-        if !watch.read()?.populated {
+        // The process list, read anyway to count, says whether there is anything to kill;
+        // `cgroup.events` is asked only when it is empty (a process may be on its way in).
+        let pids = self.procs_recursive()?;
+        if pids.is_empty() && !watch.read()?.populated {
             return Ok(report(KillMethod::NothingToKill, 0, 0));
         }
-        let pids = self.procs_recursive()?;
         let found = pids.len();
         self.counters.killed(found);
-        // The exit watch is built after the first kill write, while the kernel is already
-        // tearing the processes down (a process that has exited by then simply polls ready).
+        // The exit watch is built only if the first wait after a kill write takes longer
+        // than `UNTRACKED_WAIT`, while the kernel is already tearing the processes down (a
+        // process that has exited by then simply polls ready).
         let mut exits = None;
         if !opts.force_fallback {
             match self
@@ -176,11 +182,21 @@ impl Cgroup {
             if now >= deadline {
                 return Err(self.kill_timeout(now - start));
             }
-            let exits = exits.get_or_insert_with(|| ExitWatch::for_pids(pids));
-            if watch
-                .wait_unpopulated_tracking(exits, stall.min(deadline - now))
-                .await?
-            {
+            let slice = stall.min(deadline - now);
+            let done = match exits {
+                Some(e) => watch.wait_unpopulated_tracking(e, slice).await?,
+                // Usually the kernel is done well within a first short wait, which needs no
+                // pidfds. Only a longer kill, or a notification the kernel defers (see
+                // `events`), goes on tracking the processes' exits.
+                None => {
+                    let first = slice.min(UNTRACKED_WAIT);
+                    watch.wait_unpopulated(first).await? || {
+                        let e = exits.insert(ExitWatch::for_pids(pids));
+                        watch.wait_unpopulated_tracking(e, slice - first).await?
+                    }
+                }
+            };
+            if done {
                 return Ok(Outcome::Done(writes));
             }
             stall = (stall * 2).min(MAX_STALL);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use paddock_cgroup::{
-    Cgroup, CgroupName, CpuMax, Error as CgError, ExitWatch, KillOptions, Limit, Max,
+    Cgroup, CgroupName, CpuMax, Error as CgError, ExitWatch, KillMethod, KillOptions, Limit, Max,
     RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
@@ -877,9 +877,16 @@ impl Supervisor {
             }
         };
         match self.stop_phases(&sb, &cg, policy, &mut report).await {
-            Ok(()) => {
+            Ok(had_processes) => {
                 report.total_ms = ms(t0.elapsed());
                 self.finish_stopped(&sb, report, Transition::Removed);
+                if had_processes && self.inner.cfg.subreaper {
+                    // Processes that left the main's tree were reparented here and, now
+                    // dead, are zombies until reaped: have the reaper sweep for them now
+                    // rather than at its next periodic sweep. Asked after the outcome is
+                    // out, and not waited for: a zombie runs nothing and holds no cgroup.
+                    paddock_proc::request_orphan_sweep();
+                }
             }
             Err(CgError::KillTimeout { remaining, .. }) => {
                 report.stuck = remaining.iter().map(StuckProcess::from).collect();
@@ -907,13 +914,15 @@ impl Supervisor {
         cg: &Cgroup,
         policy: StopPolicy,
         report: &mut StopReport,
-    ) -> Result<(), CgError> {
+    ) -> Result<bool, CgError> {
         // Usually (the main process exited and took its tree with it) the cgroup is empty
         // already: then there is nothing to signal, wait for or kill.
         let watch = cg.watch()?;
-        let populated = watch.read()?.populated;
+        let grace = policy.grace();
+        // A kill finds out from the process list it reads anyway, which spares it a read.
+        let populated = grace.is_zero() || watch.read()?.populated;
+        let mut had_processes = false;
         if populated {
-            let grace = policy.grace();
             // 1. The stop signal and SIGCONT to every process in the cgroup, by pidfd, with
             //    the cgroup frozen meanwhile so a process forking at that instant cannot
             //    add a child that misses the signal. A paused sandbox is thawed by it.
@@ -932,6 +941,7 @@ impl Supervisor {
                     );
                 }
                 report.signalled = sr.delivered;
+                had_processes = true;
                 report.signal_ms = ms(s0.elapsed());
                 // 2. The grace period, event-driven; a kill arriving now cuts it short.
                 let g0 = Instant::now();
@@ -941,8 +951,9 @@ impl Supervisor {
                 }
                 report.grace_ms = ms(g0.elapsed());
             }
-            // 3. pids.max = 0 where the controller exists, then the verified kill.
-            if watch.read()?.populated {
+            // 3. pids.max = 0 where the controller exists, then the verified kill (after a
+            //    grace period, only if something is left).
+            if grace.is_zero() || watch.read()?.populated {
                 let k0 = Instant::now();
                 report.pids_frozen = self.freeze_pids(cg);
                 let opts = KillOptions {
@@ -950,6 +961,7 @@ impl Supervisor {
                     force_fallback: self.inner.cfg.force_kill_fallback,
                 };
                 let kr = cg.kill_watched(&watch, &opts).await?;
+                had_processes |= kr.method != KillMethod::NothingToKill;
                 report.killed_after_grace = kr.found;
                 report.kill_ms = ms(k0.elapsed());
                 if kr.found > 0 {
@@ -979,13 +991,6 @@ impl Supervisor {
         };
         let rr = cg.remove(&opts).await?;
         report.remove_ms = ms(r0.elapsed());
-        if (populated || rr.kill.is_some_and(|k| k.found > 0)) && self.inner.cfg.subreaper {
-            // Processes that left the main's tree were reparented here and, now dead, are
-            // zombies until reaped: have the reaper sweep for them now rather than at its
-            // next periodic sweep (not waited for: a zombie runs nothing and holds no
-            // cgroup).
-            paddock_proc::request_orphan_sweep();
-        }
         report.rmdir_fallback = !rr.fast_path && !rr.already_gone;
         if let Some(k) = rr.kill
             && k.found > 0
@@ -997,7 +1002,7 @@ impl Supervisor {
                 .fetch_add(k.found as u64, Relaxed);
             self.emit(sb, EventKind::LeakedProcessesKilled { count: k.found });
         }
-        Ok(())
+        Ok(had_processes || rr.kill.is_some_and(|k| k.found > 0))
     }
 
     /// Sets `pids.max = 0` if the pids controller is enabled; returns whether it did.
