@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use paddock_supervisor::{SandboxId, SandboxSpec};
 use serde_json::Value;
@@ -159,73 +159,6 @@ impl Http {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| io::Error::other(format!("{what}: answer is not JSON: {e}")))
-    }
-
-    /// Opens `GET /v1/events?id=<id>`. When this returns, the daemon has subscribed (its
-    /// handler subscribes before answering), so no later event of `id` can be missed.
-    async fn events(&self, id: &str) -> io::Result<Sse> {
-        // The stream holds its connection until it ends; the sender is not pooled.
-        let (resp, _) = self
-            .send(Method::GET, &format!("/v1/events?id={id}"), None)
-            .await?;
-        if resp.status() != StatusCode::OK {
-            return Err(io::Error::other(format!(
-                "GET /v1/events: {}",
-                resp.status()
-            )));
-        }
-        Ok(Sse {
-            body: resp.into_body(),
-            buf: String::new(),
-        })
-    }
-}
-
-/// A server-sent event stream: `event:` / `data:` blocks separated by a blank line.
-struct Sse {
-    body: Incoming,
-    buf: String,
-}
-
-impl Sse {
-    /// The next event (type, JSON data); `None` when the stream ended.
-    async fn next(&mut self) -> io::Result<Option<(String, Value)>> {
-        loop {
-            if let Some(pos) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..pos + 2).collect();
-                let (mut event, mut data) = (String::new(), String::new());
-                for line in block.lines() {
-                    let field = |p: &str| {
-                        line.strip_prefix(p)
-                            .map(|v| v.strip_prefix(' ').unwrap_or(v))
-                    };
-                    if let Some(v) = field("event:") {
-                        event = v.to_string();
-                    } else if let Some(v) = field("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(v);
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a keep-alive comment
-                }
-                let v = serde_json::from_str(&data)
-                    .map_err(|e| io::Error::other(format!("event data {data:?}: {e}")))?;
-                return Ok(Some((event, v)));
-            }
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(io::Error::other(e)),
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        self.buf
-                            .push_str(&String::from_utf8_lossy(&d).replace("\r\n", "\n"));
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -443,45 +376,25 @@ impl Implementation for PaddockApi {
         let http = self.http.clone();
         Box::pin(async move {
             let spec = PaddockApi::spec(&id, "/bin/true", &[])?;
-            // The event stream is opened before the create (untimed), so the `stopped`
-            // event of the main-exit stop cannot be missed.
-            let mut events = http.events(&id).await?;
             let t0 = Instant::now();
             let info = create(&http, &spec).await?;
             let lc = str_field(&info, "lifecycle")?.to_string();
-            loop {
-                let Some((ev, data)) = events.next().await? else {
-                    return Err(io::Error::other("the event stream ended before `stopped`"));
-                };
-                if ev == "lagged" {
-                    // Missed events: ask for the state instead.
-                    let i = http
-                        .json(
-                            Method::GET,
-                            &format!("/v1/sandboxes/{id}?lifecycle={lc}"),
-                            None,
-                        )
-                        .await?;
-                    match i.get("state").and_then(Value::as_str) {
-                        Some("stopped") => break,
-                        Some(s @ ("failed" | "quarantined")) => {
-                            return Err(io::Error::other(format!("sandbox {s}: {i}")));
-                        }
-                        _ => continue,
-                    }
-                }
-                if data.get("lifecycle").and_then(Value::as_str) != Some(lc.as_str()) {
-                    continue;
-                }
-                match ev.as_str() {
-                    "stopped" => {
-                        check_report(&data["report"])?;
-                        break;
-                    }
-                    "failed" | "quarantined" | "start_failed" => {
-                        return Err(io::Error::other(format!("{ev}: {data}")));
-                    }
-                    _ => {}
+            // The stop that the main process's exit triggers, waited for by `wait` (which
+            // also answers when it finished before the request).
+            let done = http
+                .json(
+                    Method::GET,
+                    &format!("/v1/sandboxes/{id}/wait?lifecycle={lc}&timeout=30s"),
+                    None,
+                )
+                .await?;
+            match done.get("state").and_then(Value::as_str) {
+                Some("stopped") => check_report(&done["stop_report"])?,
+                s => {
+                    return Err(io::Error::other(format!(
+                        "sandbox {id} {} after its main exit: {done}",
+                        s.unwrap_or("in an unknown state")
+                    )));
                 }
             }
             delete(&http, &id).await?;

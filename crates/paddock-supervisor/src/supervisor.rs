@@ -309,6 +309,10 @@ impl Main {
     }
 }
 
+/// How long a finished stop waits for its main process's exit status (which the reaper
+/// delivers once the cgroup is empty) before it publishes its outcome without it.
+const MAIN_EXIT_WAIT: Duration = Duration::from_secs(1);
+
 /// Outcome of [`Supervisor::adopt`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Adopted {
@@ -878,6 +882,15 @@ impl Supervisor {
         };
         match self.stop_phases(&sb, &cg, policy, &mut report).await {
             Ok(had_processes) => {
+                // The cgroup is empty, so the main process has exited: have its exit on
+                // the sandbox before the outcome is out (the monitor records it too,
+                // whichever comes first). Bounded, for a main process that left the cgroup.
+                if let Some(main) = sb.main.get()
+                    && sb.life.lock().unwrap().main_exit.is_none()
+                    && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
+                {
+                    sb.life.lock().unwrap().main_exit.get_or_insert(exit);
+                }
                 report.total_ms = ms(t0.elapsed());
                 self.finish_stopped(&sb, report, Transition::Removed);
                 if had_processes && self.inner.cfg.subreaper {

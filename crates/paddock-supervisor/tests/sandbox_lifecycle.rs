@@ -842,3 +842,35 @@ async fn start_whose_record_fails_is_killed_and_refused() {
     assert!(env.sup.get(&id).is_none(), "still listed");
     env.assert_no_leaks();
 }
+
+/// Regression (found by the API's `wait`): when `stop` or `kill` returns, the sandbox
+/// already shows how its main process ended (the stop waits for the reaper's status
+/// instead of racing the monitor that records it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_stop_shows_the_main_exit() {
+    let Some(env) = env("a_finished_stop_shows_the_main_exit") else {
+        return;
+    };
+    for i in 0..10 {
+        let kill = i % 2 == 0;
+        let s = env
+            .sup
+            .start(sh(&format!("mx{i}"), "exec sleep 300"))
+            .await
+            .unwrap()
+            .info;
+        if kill {
+            env.sup.kill(&s.id, Some(s.lifecycle)).await.unwrap();
+        } else {
+            env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+        }
+        let info = env.sup.get_lifecycle(&s.id, s.lifecycle).unwrap();
+        assert_eq!(info.state, State::Stopped);
+        let exit = info
+            .main_exit
+            .expect("main exit recorded when the stop returns");
+        assert_eq!(exit.signal, Some(if kill { 9 } else { 15 }), "{exit:?}");
+        env.sup.forget(&s.id).unwrap();
+    }
+    env.assert_no_leaks();
+}

@@ -121,6 +121,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/sandboxes/{id}", get(get_one).delete(delete))
         .route("/v1/sandboxes/{id}/stop", post(stop))
         .route("/v1/sandboxes/{id}/kill", post(kill))
+        .route("/v1/sandboxes/{id}/wait", get(wait))
         .route("/v1/sandboxes/{id}/pause", post(pause))
         .route("/v1/sandboxes/{id}/resume", post(resume))
         .route("/v1/sandboxes/{id}/stats", get(stats))
@@ -379,6 +380,67 @@ async fn kill(
     let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
     tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), "kill requested through the API");
     Ok(axum::Json(st.sup.kill(&id, lc).await?).into_response())
+}
+
+/// `?lifecycle=...&timeout=30s` of wait.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    lifecycle: Option<String>,
+    /// Return after this long at the latest, e.g. `30s`; default: no limit.
+    timeout: Option<String>,
+}
+
+/// Waits until the lifecycle has ended (stopped, failed or quarantined; its stop report and
+/// main exit are then in the answer) or `timeout` passed (the answer then shows it still
+/// live). The lifecycle is pinned when the request arrives: a start of the same ID meanwhile
+/// is not waited for instead.
+async fn wait(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let timeout = q
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
+        .transpose()?;
+    let info = find(
+        &st,
+        &id,
+        &LcQuery {
+            lifecycle: q.lifecycle,
+        },
+    )?;
+    let (id, lc) = (info.id, info.lifecycle);
+    let mut shutdown = st.shutdown.clone();
+    tokio::select! {
+        r = st.sup.wait_stopped(&id, Some(lc)) => { r?; }
+        () = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        } => {}
+        // In-flight requests hold the daemon's graceful shutdown: do not hold it forever.
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("the daemon is shutting down; wait for {id} again once it is back"),
+            });
+        }
+    }
+    st.sup
+        .get_lifecycle(&id, lc)
+        .map(axum::Json)
+        .ok_or_else(|| {
+            SupError::NotFound {
+                id: id.to_string(),
+                lifecycle: Some(lc),
+            }
+            .into()
+        })
 }
 
 async fn pause(

@@ -155,6 +155,78 @@ pub async fn stop(
     Ok(0)
 }
 
+/// `paddock wait`: waits for the lifecycle to end; exits with its main process's shell exit
+/// code (0 when it had none), 1 when it failed or is quarantined, 124 when `timeout` passed.
+pub async fn wait(
+    c: &Client,
+    out: Out,
+    id: &str,
+    timeout: Option<&str>,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    let mut q = Vec::new();
+    if let Some(l) = lifecycle {
+        q.push(format!("lifecycle={}", enc(l)));
+    }
+    if let Some(t) = timeout {
+        // Checked here, for a clear error before anything is sent.
+        paddock_supervisor::parse_duration(t).with_context(|| format!("--timeout {t:?}"))?;
+        q.push(format!("timeout={}", enc(t)));
+    }
+    let qs = if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    };
+    let v = c
+        .json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/wait{qs}", enc(id)),
+            None,
+        )
+        .await?;
+    let info: SandboxInfo = serde_json::from_value(v.clone())?;
+    if out.json {
+        print_json(&v)?;
+    }
+    use paddock_supervisor::State as S;
+    let code = match info.state {
+        S::Stopped => info
+            .main_exit
+            .map_or(0, |m| m.shell_code().clamp(0, 255) as u8),
+        S::Failed | S::Quarantined => 1,
+        S::Creating | S::Running | S::Stopping => {
+            if !out.json {
+                eprintln!(
+                    "paddock: {id} is still {} after {}",
+                    info.state,
+                    timeout.unwrap_or("the wait")
+                );
+            }
+            return Ok(124);
+        }
+    };
+    if !out.json {
+        match (&info.main_exit, info.state) {
+            (_, S::Failed) => eprintln!(
+                "paddock: {id} failed: {}",
+                info.error.as_deref().unwrap_or("unknown error")
+            ),
+            (_, S::Quarantined) => eprintln!(
+                "paddock: {id} is quarantined: {} process(es) could not be killed",
+                info.stuck.len()
+            ),
+            (Some(m), _) => match (m.code, m.signal) {
+                (Some(c), _) => println!("{id}: exited with code {c}"),
+                (None, Some(sig)) => println!("{id}: killed by signal {sig}"),
+                _ => println!("{id}: stopped"),
+            },
+            (None, _) => println!("{id}: stopped"),
+        }
+    }
+    Ok(code)
+}
+
 /// `paddock pause` and `paddock resume`.
 pub async fn pause(
     c: &Client,

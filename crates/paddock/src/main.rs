@@ -95,6 +95,20 @@ enum Cmd {
     },
     /// Kill a sandbox at once (no grace period).
     Kill(Target),
+    /// Wait until a sandbox has ended, and exit with its main process's exit code (128+N
+    /// when signal N killed it).
+    ///
+    /// With --timeout, gives up after that long (exit code 124) if it is still live.
+    ///
+    /// Example: paddock run -d --name job-1 -- ./build.sh && paddock wait job-1
+    #[command(verbatim_doc_comment)]
+    Wait {
+        #[command(flatten)]
+        target: Target,
+        /// Give up after this long, e.g. 30s.
+        #[arg(long, short = 't', value_name = "DURATION")]
+        timeout: Option<String>,
+    },
     /// Freeze a sandbox.
     Pause(Target),
     /// Thaw a paused sandbox.
@@ -214,6 +228,9 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::Kill(t) => cli::stop(&c, out, &t.id, None, true, &t.lifecycle).await,
+            Cmd::Wait { target, timeout } => {
+                cli::wait(&c, out, &target.id, timeout.as_deref(), &target.lifecycle).await
+            }
             Cmd::Pause(t) => cli::pause(&c, out, &t.id, true, &t.lifecycle).await,
             Cmd::Resume(t) => cli::pause(&c, out, &t.id, false, &t.lifecycle).await,
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,

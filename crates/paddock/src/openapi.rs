@@ -85,6 +85,10 @@ pub fn document() -> Value {
                 ok_json("The stop's report", "StopReport"),
                 vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Grace period replacing the spec's (e.g. 10s, 500ms, 0)", "schema": { "type": "string" } })]) },
             "/v1/sandboxes/{id}/kill": { "post": sandbox_op("Kill at once (no grace period); waits for the outcome", ok_json("The stop's report", "StopReport"), vec![]) },
+            "/v1/sandboxes/{id}/wait": { "get": sandbox_op(
+                "Wait until the lifecycle has ended (stopped, failed or quarantined: its stop report and main exit are in the answer) or the timeout passed (the answer shows it still live); the lifecycle is pinned when the request arrives. 503 when the daemon shuts down meanwhile",
+                ok_json("The sandbox", "SandboxInfo"),
+                vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Return after this long at the latest (e.g. 30s); default no limit", "schema": { "type": "string" } })]) },
             "/v1/sandboxes/{id}/pause": { "post": sandbox_op("Freeze a running sandbox", ok_json("The sandbox", "SandboxInfo"), vec![]) },
             "/v1/sandboxes/{id}/resume": { "post": sandbox_op("Thaw a paused sandbox", ok_json("The sandbox", "SandboxInfo"), vec![]) },
             "/v1/sandboxes/{id}/stats": { "get": sandbox_op("Resource usage of a live sandbox", ok_json("Usage", "SandboxStats"), vec![]) },

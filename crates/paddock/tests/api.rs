@@ -4,7 +4,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -76,6 +76,65 @@ fn lifecycle_over_the_unix_socket() {
 
     let doc = w.http("GET", "/v1/openapi.json", None).json();
     assert_eq!(doc["openapi"], "3.1.0");
+    w.assert_no_leaks();
+    drop(d);
+}
+
+/// `GET …/wait` returns once the lifecycle has ended (also when that was before the
+/// request), or at its timeout with the sandbox still live; bad input is a 400, an unknown
+/// ID a 404.
+#[test]
+fn wait_returns_when_the_lifecycle_ends() {
+    let Some(w) = world("api_wait_returns_when_the_lifecycle_ends") else {
+        return;
+    };
+    let d = w.daemon(&[]);
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("wt-1", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let lc = r.json()["lifecycle"].as_str().unwrap().to_owned();
+
+    let t0 = Instant::now();
+    let r = w.http("GET", "/v1/sandboxes/wt-1/wait?timeout=200ms", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "running");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    let r = w.http("GET", "/v1/sandboxes/wt-1/wait?timeout=soon", None);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("timeout"), "{}", r.text());
+    assert_eq!(w.http("GET", "/v1/sandboxes/nope/wait", None).status, 404);
+
+    // A waiter without a timeout sees the stop through.
+    let sock = w.socket.clone();
+    let path = format!("/v1/sandboxes/wt-1/wait?lifecycle={lc}");
+    let waiter = std::thread::spawn(move || http_unix(&sock, "GET", &path, None, &[]));
+    let stop = w.http("POST", "/v1/sandboxes/wt-1/stop?timeout=2s", None);
+    assert_eq!(stop.status, 200, "{}", stop.text());
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let info = r.json();
+    assert_eq!(info["state"], "stopped", "{info}");
+    assert_eq!(info["lifecycle"], lc.as_str());
+    assert_eq!(info["main_exit"]["signal"], 15, "{info}");
+    assert!(info["stop_report"].is_object(), "{info}");
+    assert_eq!(w.http("DELETE", "/v1/sandboxes/wt-1", None).status, 204);
+
+    // Ended before the request: answered at once, with the exit code.
+    let r = w.http("POST", "/v1/sandboxes", Some(&spec("wt-2", "exit 7")));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = w.http("GET", "/v1/sandboxes/wt-2/wait?timeout=10s", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "stopped", "{}", r.text());
+    assert_eq!(r.json()["main_exit"]["code"], 7, "{}", r.text());
+    assert_eq!(w.http("DELETE", "/v1/sandboxes/wt-2", None).status, 204);
     w.assert_no_leaks();
     drop(d);
 }

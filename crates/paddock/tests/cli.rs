@@ -97,6 +97,24 @@ fn cli_against_a_daemon() {
     w.cli_ok(&["run", "-d", "--name", "job-3", "--", "sleep", "300"]);
     w.cli_ok(&["rm", "-f", "job-3"]);
     w.cli_ok(&["rm", "job-2"]);
+
+    // wait: the main process's exit code; 124 when the timeout passes first.
+    w.cli_ok(&["run", "-d", "--name", "job-4", "--", "sh", "-c", "exit 3"]);
+    let o = w.cli(&["wait", "job-4"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "job-4: exited with code 3\n"
+    );
+    w.cli_ok(&["rm", "job-4"]);
+    w.cli_ok(&["run", "-d", "--name", "job-5", "--", "sleep", "300"]);
+    let o = w.cli(&["wait", "job-5", "--timeout", "100ms"]);
+    assert_eq!(o.status.code(), Some(124), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("job-5 is still running"));
+    let o = w.cli(&["wait", "job-5", "--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--timeout \"soon\""));
+    w.cli_ok(&["rm", "-f", "job-5"]);
     assert_eq!(w.cli_ok(&["ps", "--json"]).trim(), "[]");
     w.assert_no_leaks();
 }
