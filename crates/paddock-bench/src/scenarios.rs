@@ -173,10 +173,21 @@ pub fn run(cli: Cli) -> io::Result<()> {
         .build()?;
     let res = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The scenarios run in a task of the runtime, as a program embedding paddock calls
+        // it from its tasks: not from the thread blocked on the runtime, whose every
+        // hand-off to and from the workers would be timed too.
+        let (cli, bench) = (cli.clone(), bench.clone());
+        let mut driver = tokio::spawn(async move { bench_all(&cli, bench).await });
         tokio::select! {
-            r = bench_all(&cli, bench.clone()) => r,
-            _ = tokio::signal::ctrl_c() => Err(io::Error::other("interrupted (Ctrl-C); cleaned up")),
-            _ = term.recv() => Err(io::Error::other("terminated (SIGTERM); cleaned up")),
+            r = &mut driver => r.unwrap_or_else(|e| Err(io::Error::other(format!("the benchmark task failed: {e}")))),
+            _ = tokio::signal::ctrl_c() => {
+                driver.abort();
+                Err(io::Error::other("interrupted (Ctrl-C); cleaned up"))
+            }
+            _ = term.recv() => {
+                driver.abort();
+                Err(io::Error::other("terminated (SIGTERM); cleaned up"))
+            }
         }
     });
     drop(rt);
@@ -328,10 +339,11 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut rows = Vec::new();
-    for (imp, (rounds, errors, err)) in active.iter().zip(res) {
+    for (i, (rounds, errors, err)) in res.into_iter().enumerate() {
         // Escapees reparented to this process (a subreaper) and killed are zombies until
         // reaped: reap them first, so only processes still running count.
         paddock_proc::reap_orphans().await;
+        let imp = &active[i];
         let leaks = bench.leaks(imp.leak_dir()) + imp.extra_leaks();
         let cat = |f: fn(&imps::BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
             rounds.iter().flat_map(|r| f(r).iter().copied()).collect()
@@ -474,11 +486,13 @@ async fn scale(
             }
             let dep = active[h].depopulate().await;
             for row in &mut r {
-                let imp = active.iter().find(|i| i.name() == row.imp);
-                if let Some(imp) = imp {
-                    // Escapees reparented to this process (a subreaper) and killed are zombies until
-                    // reaped: reap them first, so only processes still running count.
+                if active.iter().any(|i| i.name() == row.imp) {
+                    // Escapees reparented to this process (a subreaper) and killed are
+                    // zombies until reaped: reap them first, so only processes still
+                    // running count.
                     paddock_proc::reap_orphans().await;
+                }
+                if let Some(imp) = active.iter().find(|i| i.name() == row.imp) {
                     row.leaks = Some(bench.leaks(imp.leak_dir()) + imp.extra_leaks());
                 }
                 if let Err(e) = &dep {
