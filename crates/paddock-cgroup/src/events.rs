@@ -15,7 +15,7 @@
 //! whose readiness (`POLLIN` at exit) is immediate, and a wait given one re-reads
 //! `cgroup.events` as soon as all of them have exited.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,9 +41,23 @@ pub const BACKSTOP: Duration = Duration::from_millis(100);
 /// a caller that finds what it needs in the first [`EventsWatch::read`] pays no more.
 #[derive(Debug)]
 pub struct EventsWatch {
+    // Declared, so dropped, before `file`: deregistered while the fd is still open.
+    registered: std::sync::OnceLock<AsyncFd<FileFd>>,
+    /// Serialises the first registration (two `epoll_ctl(ADD)` of one fd would fail).
+    registering: std::sync::Mutex<()>,
     file: OwnedFd,
-    registered: std::sync::OnceLock<AsyncFd<OwnedFd>>,
     path: PathBuf,
+}
+
+/// The number of [`EventsWatch`]'s own fd, registered with the reactor as it is (no
+/// duplicate to make and close).
+#[derive(Debug)]
+struct FileFd(RawFd);
+
+impl AsRawFd for FileFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 impl EventsWatch {
@@ -64,15 +78,19 @@ impl EventsWatch {
             ));
         }
         Ok(EventsWatch {
-            file: fd,
             registered: std::sync::OnceLock::new(),
+            registering: std::sync::Mutex::new(()),
+            file: fd,
             path,
         })
     }
 
-    /// The fd registered with the reactor for `POLLPRI`: a duplicate of the file's fd (the
-    /// same open file, so reads through either arm the notification), made on first use.
-    fn registered(&self) -> Result<&AsyncFd<OwnedFd>> {
+    /// The file's fd registered with the reactor for `POLLPRI`, on first use.
+    fn registered(&self) -> Result<&AsyncFd<FileFd>> {
+        if let Some(fd) = self.registered.get() {
+            return Ok(fd);
+        }
+        let _one = self.registering.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fd) = self.registered.get() {
             return Ok(fd);
         }
@@ -83,10 +101,11 @@ impl EventsWatch {
                 Errno::from_io_error(e).unwrap_or(Errno::IO),
             )
         };
-        let dup = self.file.try_clone().map_err(|e| err(&e))?;
-        // SAFETY: `dup` is an `OwnedFd` moved into the `AsyncFd`, which owns it from here on;
-        // nothing else can close or replace it while it is registered.
-        let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::PRIORITY) }
+        let raw = FileFd(self.file.as_raw_fd());
+        // SAFETY: `raw` is the number of `self.file`, which stays open and is never replaced
+        // while the `AsyncFd` lives: the field is private and immutable, and `registered` is
+        // declared before `file`, so the `AsyncFd` (deregistering the fd) is dropped first.
+        let fd = unsafe { AsyncFd::register_with_interest(raw, Interest::PRIORITY) }
             .map_err(|e| err(&e.into_parts().1))?;
         Ok(self.registered.get_or_init(|| fd))
     }
