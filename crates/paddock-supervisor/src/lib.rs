@@ -23,6 +23,7 @@
 //! ```
 
 mod events;
+pub mod logs;
 mod spec;
 mod state;
 mod supervisor;

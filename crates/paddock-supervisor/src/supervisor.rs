@@ -14,6 +14,8 @@ use paddock_cgroup::{
     RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
+
+use crate::logs::LogDir;
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
@@ -352,6 +354,8 @@ struct Slot {
 
 struct Inner {
     cfg: Config,
+    /// The log files, when `cfg.log_dir` is set.
+    logs: Option<LogDir>,
     /// Whether the root hands the pids controller to sandboxes (so `pids.max` exists).
     pids_enabled: std::sync::atomic::AtomicBool,
     registry: Mutex<HashMap<SandboxId, Slot>>,
@@ -383,12 +387,13 @@ impl Supervisor {
                 cause,
             })?;
         }
-        if let Some(dir) = &cfg.log_dir {
-            std::fs::create_dir_all(dir).map_err(|cause| Error::Io {
-                op: format!("create log directory {}", dir.display()),
+        let logs = match &cfg.log_dir {
+            Some(dir) => Some(LogDir::open(dir).map_err(|cause| Error::Io {
+                op: format!("open log directory {}", dir.display()),
                 cause,
-            })?;
-        }
+            })?),
+            None => None,
+        };
         let available = cfg.root.controllers()?;
         let wanted: Vec<&str> = cfg
             .controllers
@@ -402,6 +407,7 @@ impl Supervisor {
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 cfg,
+                logs,
                 pids_enabled: pids_enabled.into(),
                 registry: Mutex::new(HashMap::new()),
                 events,
@@ -551,6 +557,8 @@ impl Supervisor {
                 );
                 tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "sandbox start failed");
                 self.forget_lifecycle(&sb);
+                // Nothing ran: a log file made for it has nothing worth keeping.
+                self.delete_log(&sb.id, sb.lifecycle);
                 drop(op);
                 Err(e)
             }
@@ -636,22 +644,20 @@ impl Supervisor {
         }
         cmd.env("PADDOCK_SANDBOX_ID", sb.id.as_str());
         cmd.env("PADDOCK_LIFECYCLE_ID", sb.lifecycle.to_string());
-        let log = |op: &str| -> Result<Option<std::fs::File>, Error> {
-            let Some(dir) = &cfg.log_dir else {
+        let log = |op: &str| -> Result<std::fs::File, Error> {
+            let Some(logs) = &self.inner.logs else {
                 return Err(Error::InvalidSpec(format!(
                     "{op}: stdio `log` needs a log directory"
                 )));
             };
-            let path = dir.join(format!("{}.log", cgroup_name(sb.id.as_str(), sb.lifecycle)));
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
+            logs.create(sb.id.as_str(), sb.lifecycle)
                 .map_err(|cause| Error::Io {
-                    op: format!("open log file {}", path.display()),
+                    op: format!(
+                        "open log file {}",
+                        logs.path(sb.id.as_str(), sb.lifecycle).display()
+                    ),
                     cause,
-                })?;
-            Ok(Some(f))
+                })
         };
         // stdout and stderr to the log share one open file.
         let mut log_file: Option<std::fs::File> = None;
@@ -671,7 +677,7 @@ impl Supervisor {
                             cause,
                         })?,
                         None => {
-                            let f = log("log")?.expect("log file");
+                            let f = log("log")?;
                             log_file = Some(f.try_clone().map_err(|cause| Error::Io {
                                 op: "duplicate the log file descriptor".into(),
                                 cause,
@@ -1160,6 +1166,24 @@ impl Supervisor {
             }
         }
         self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+    }
+
+    /// Deletes the log file of a lifecycle (when the supervisor has a log directory; an
+    /// absent file is fine). The file is emptied and recycled for a later sandbox's log
+    /// (see [`crate::logs`]).
+    pub fn delete_log(&self, id: &SandboxId, lifecycle: LifecycleId) {
+        if let Some(logs) = &self.inner.logs {
+            logs.remove(id.as_str(), lifecycle);
+        }
+    }
+
+    /// The log file of a lifecycle, when the supervisor has a log directory (whether or not
+    /// the sandbox logs to it).
+    pub fn log_path(&self, id: &SandboxId, lifecycle: LifecycleId) -> Option<PathBuf> {
+        self.inner
+            .logs
+            .as_ref()
+            .map(|l| l.path(id.as_str(), lifecycle))
     }
 
     /// Forgets a sandbox whose current lifecycle is stopped or failed (the API's delete).

@@ -481,10 +481,7 @@ async fn delete(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<S
     let lc = st.sup.get(&id).map(|i| i.lifecycle);
     st.sup.forget(&id)?;
     if let Some(lc) = lc {
-        let _ = std::fs::remove_file(
-            st.log_dir
-                .join(format!("{}.log", cgroup_name(id.as_str(), lc))),
-        );
+        st.sup.delete_log(&id, lc);
         tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");
     }
     Ok(StatusCode::NO_CONTENT)
@@ -508,10 +505,15 @@ async fn logs(
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let info = find(&st, &id, &q)?;
-    let path = st.log_dir.join(format!(
-        "{}.log",
-        cgroup_name(info.id.as_str(), info.lifecycle)
-    ));
+    let path = st
+        .sup
+        .log_path(&info.id, info.lifecycle)
+        .unwrap_or_else(|| {
+            st.log_dir.join(format!(
+                "{}.log",
+                cgroup_name(info.id.as_str(), info.lifecycle)
+            ))
+        });
     let data = match read_tail(&path, MAX_LOG) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

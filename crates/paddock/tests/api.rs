@@ -70,6 +70,38 @@ fn lifecycle_over_the_unix_socket() {
         "stopped"
     );
     assert_eq!(w.http("DELETE", "/v1/sandboxes/web-1", None).status, 204);
+    // The log file is gone: emptied and kept as a spare, which the next log is made from.
+    let logs = w.state.join("logs");
+    let log_files = || -> Vec<String> {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect()
+    };
+    assert!(log_files().is_empty(), "{:?}", log_files());
+    let spare: Vec<_> = std::fs::read_dir(logs.join(".spare")).unwrap().collect();
+    assert_eq!(spare.len(), 1);
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("web-2", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(std::fs::read_dir(logs.join(".spare")).unwrap().count(), 0);
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes/web-2/logs", None).text(),
+        "",
+        "a recycled log must start empty"
+    );
+    assert_eq!(w.http("POST", "/v1/sandboxes/web-2/kill", None).status, 200);
+    assert_eq!(w.http("DELETE", "/v1/sandboxes/web-2", None).status, 204);
+    // A start that fails deletes the log file it made.
+    let bad =
+        serde_json::to_vec(&serde_json::json!({"id": "web-3", "command": "/nonexistent"})).unwrap();
+    let r = w.http("POST", "/v1/sandboxes", Some(&bad));
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(log_files().is_empty(), "{:?}", log_files());
     let gone = w.http("GET", "/v1/sandboxes/web-1", None);
     assert_eq!(gone.status, 404);
     assert!(gone.error().contains("web-1"), "{}", gone.text());
