@@ -636,7 +636,10 @@ impl Implementation for PaddockCli {
                 .stdin(paddock_proc::Stdio::Null)
                 .stdout(paddock_proc::Stdio::Null)
                 .stderr(paddock_proc::Stdio::Fd(err.into()))
-                .parent_death_signal(libc::SIGTERM)
+                // No parent-death signal: this is spawned from a runtime thread, which may
+                // be retired while the run is in flight (the signal follows the spawning
+                // thread); a run lasts milliseconds, and the bench root's cleanup kills
+                // its sandbox if the bench dies meanwhile.
                 .spawn()
                 .map_err(|e| io::Error::other(format!("spawn {}: {e}", self.bin.display())))?;
             Ok::<_, io::Error>((t0, p))

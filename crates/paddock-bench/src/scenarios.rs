@@ -173,11 +173,19 @@ pub fn run(cli: Cli) -> io::Result<()> {
         .build()?;
     let res = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The raw helper and the daemon get a parent-death signal, which the kernel sends
+        // when the spawning *thread* exits, and runtime threads can be retired: they are
+        // spawned here, on the main thread, which lives as long as the run.
+        let impls = tokio::select! {
+            r = make_impls(&cli, &bench) => r?,
+            _ = tokio::signal::ctrl_c() => return Err(io::Error::other("interrupted (Ctrl-C); cleaned up")),
+            _ = term.recv() => return Err(io::Error::other("terminated (SIGTERM); cleaned up")),
+        };
         // The scenarios run in a task of the runtime, as a program embedding paddock calls
         // it from its tasks: not from the thread blocked on the runtime, whose every
         // hand-off to and from the workers would be timed too.
         let (cli, bench) = (cli.clone(), bench.clone());
-        let mut driver = tokio::spawn(async move { bench_all(&cli, bench).await });
+        let mut driver = tokio::spawn(async move { bench_all(&cli, bench, impls).await });
         tokio::select! {
             r = &mut driver => r.unwrap_or_else(|e| Err(io::Error::other(format!("the benchmark task failed: {e}")))),
             _ = tokio::signal::ctrl_c() => {
@@ -220,8 +228,8 @@ pub fn run(cli: Cli) -> io::Result<()> {
     Ok(())
 }
 
-async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>) -> io::Result<Vec<Row>> {
-    let m = Machine::read();
+/// The implementations the command line asks for. Runs on the main thread (see [`run`]).
+async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
     let mut impls: Vec<Imp> = Vec::new();
     if ["floor", "seed-algorithm", "signal-wrapper"]
         .iter()
@@ -238,10 +246,10 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>) -> io::Result<Vec<Row>> {
         impls.push(Box::new(imps::Paddock::new(&bench.path.join("paddock"))?));
     }
     if cli.wants("paddock-api") {
-        impls.push(Box::new(crate::daemon::PaddockApi::start(&bench).await));
+        impls.push(Box::new(crate::daemon::PaddockApi::start(bench).await));
     }
     if cli.wants("paddock-cli") {
-        impls.push(Box::new(crate::daemon::PaddockCli::new(&bench)));
+        impls.push(Box::new(crate::daemon::PaddockCli::new(bench)));
     }
     for bin in ["runc", "crun"] {
         if cli.wants(bin) {
@@ -249,6 +257,11 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>) -> io::Result<Vec<Row>> {
             impls.push(Box::new(rt));
         }
     }
+    Ok(impls)
+}
+
+async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io::Result<Vec<Row>> {
+    let m = Machine::read();
     let scenarios: Vec<&str> = crate::SCENARIOS
         .iter()
         .copied()
@@ -496,7 +509,11 @@ async fn scale(
                     row.leaks = Some(bench.leaks(imp.leak_dir()) + imp.extra_leaks());
                 }
                 if let Err(e) = &dep {
-                    row.note = Some(format!("depopulate failed: {e}"));
+                    let dep = format!("depopulate failed: {e}");
+                    row.note = Some(match row.note.take() {
+                        Some(n) => format!("{n}; {dep}"),
+                        None => dep,
+                    });
                 }
             }
             rows.extend(r);
