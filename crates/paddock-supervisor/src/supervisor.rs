@@ -1330,6 +1330,12 @@ impl Supervisor {
         Some(self.info(&sb))
     }
 
+    /// Whether the supervisor holds this lifecycle of `id` (current or retiring); cheaper
+    /// than [`Supervisor::get_lifecycle`], which builds its info.
+    pub fn holds(&self, id: &SandboxId, lc: LifecycleId) -> bool {
+        self.find(id, Some(lc)).is_ok()
+    }
+
     /// A specific lifecycle of `id`, current or retiring.
     pub fn get_lifecycle(&self, id: &SandboxId, lc: LifecycleId) -> Option<SandboxInfo> {
         let sb = self.find(id, Some(lc)).ok()?;

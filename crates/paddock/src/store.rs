@@ -363,7 +363,19 @@ impl Store {
 
     /// Every record. Rows that cannot be decoded are returned as errors with their key.
     /// Sees every write whose future has resolved.
+    #[cfg(test)]
     pub fn all(&self) -> anyhow::Result<Vec<Result<Record, (String, String)>>> {
+        self.records_where(|_| true)
+    }
+
+    /// The records whose key (`<id>@<lifecycle>`) `want` accepts; the others are not
+    /// decoded (a periodic reconciliation wants only the few its supervisor does not know,
+    /// out of possibly 10,000). Rows that cannot be decoded are returned as errors with
+    /// their key. Sees every write whose future has resolved.
+    pub fn records_where(
+        &self,
+        want: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<Result<Record, (String, String)>>> {
         let rows = self.shared.with_db(|open| {
             let db = &open.db;
             let read = || -> Result<_, Box<dyn std::error::Error>> {
@@ -372,6 +384,9 @@ impl Store {
                 let mut out = Vec::new();
                 for row in t.iter()? {
                     let (k, v) = row?;
+                    if !want(k.value()) {
+                        continue;
+                    }
                     out.push(
                         serde_json::from_slice(v.value())
                             .map_err(|e| (k.value().to_owned(), e.to_string())),
@@ -671,5 +686,33 @@ mod tests {
         let polled = fut.as_mut().poll(&mut Context::from_waker(waker));
         assert!(matches!(polled, Poll::Ready(Ok(()))), "{polled:?}");
         assert_eq!(store.all().unwrap().len(), 2);
+    }
+
+    /// `records_where` decodes and returns only the rows whose key the predicate accepts
+    /// (an undecodable row it skips is not reported).
+    #[tokio::test]
+    async fn records_where_filters_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_boot(&dir.path().join("s.redb"), None, Arc::default()).unwrap();
+        let (a, b) = (record("a", State::Running), record("b", State::Running));
+        store.put(&a).await.unwrap();
+        store.put(&b).await.unwrap();
+        // A row that does not decode, under a key nobody wants.
+        store
+            .enqueue(
+                "zz@0000000000000001".into(),
+                Some(b"not json".to_vec()),
+                false,
+                "junk".into(),
+            )
+            .await
+            .unwrap();
+        let want = a.cgroup.clone();
+        let rows = store.records_where(|k| k == want).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].as_ref().unwrap().spec.id.as_str(), "a");
+        let all = store.all().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().filter(|r| r.is_err()).count(), 1);
     }
 }
