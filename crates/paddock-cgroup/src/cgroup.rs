@@ -358,15 +358,19 @@ impl Cgroup {
     }
 
     /// Total CPU time (`cpu.stat` usage_usec) and peak memory (`memory.peak`, `None`
-    /// without the memory controller): the two figures a stop reports, read with two files
-    /// instead of all of [`Cgroup::stats`].
-    pub fn usage_summary(&self) -> Result<(Option<u64>, Option<u64>)> {
+    /// without the memory controller, or when `memory` is false: the caller knows the
+    /// controller is not enabled for this cgroup, which spares a failing open): the two
+    /// figures a stop reports, read with two files instead of all of [`Cgroup::stats`].
+    pub fn usage_summary(&self, memory: bool) -> Result<(Option<u64>, Option<u64>)> {
         let cpu = self
             .dir
             .read_opt("cpu.stat")?
             .map(|t| CpuStat::parse(&t))
             .transpose()?
             .map(|c| c.usage_usec);
+        if !memory {
+            return Ok((cpu, None));
+        }
         let peak = self
             .dir
             .read_opt("memory.peak")?

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use paddock_cgroup::{
-    Cgroup, CgroupName, CpuMax, Error as CgError, ExitWatch, KillMethod, KillOptions, Limit, Max,
-    RemoveOptions, Root,
+    Cgroup, CgroupName, CpuMax, Error as CgError, EventsWatch, ExitWatch, KillMethod, KillOptions,
+    Limit, Max, RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
 
@@ -358,6 +358,9 @@ struct Inner {
     logs: Option<LogDir>,
     /// Whether the root hands the pids controller to sandboxes (so `pids.max` exists).
     pids_enabled: std::sync::atomic::AtomicBool,
+    /// Whether the root hands the memory controller to sandboxes (so `memory.peak` can
+    /// exist).
+    memory_enabled: std::sync::atomic::AtomicBool,
     registry: Mutex<HashMap<SandboxId, Slot>>,
     events: broadcast::Sender<Event>,
     counters: SupervisorCounters,
@@ -402,13 +405,16 @@ impl Supervisor {
             .filter(|c| available.iter().any(|a| a == c))
             .collect();
         cfg.root.enable_controllers(&wanted)?;
-        let pids_enabled = cfg.root.enabled_controllers()?.iter().any(|c| c == "pids");
+        let enabled = cfg.root.enabled_controllers()?;
+        let pids_enabled = enabled.iter().any(|c| c == "pids");
+        let memory_enabled = enabled.iter().any(|c| c == "memory");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 cfg,
                 logs,
                 pids_enabled: pids_enabled.into(),
+                memory_enabled: memory_enabled.into(),
                 registry: Mutex::new(HashMap::new()),
                 events,
                 counters: Default::default(),
@@ -582,6 +588,9 @@ impl Supervisor {
             cfg.root.enable_controllers(&needed)?;
             if needed.contains(&"pids") {
                 self.inner.pids_enabled.store(true, Relaxed);
+            }
+            if needed.contains(&"memory") {
+                self.inner.memory_enabled.store(true, Relaxed);
             }
         }
         let cg = cfg.root.create(&sb.cgroup_name)?;
@@ -886,7 +895,13 @@ impl Supervisor {
                 return;
             }
         };
-        match self.stop_phases(&sb, &cg, policy, &mut report).await {
+        // The stop's `cgroup.events` watch, kept until the outcome is out (closing it is
+        // not worth a wait).
+        let mut watch = None;
+        match self
+            .stop_phases(&sb, &cg, policy, &mut report, &mut watch)
+            .await
+        {
             Ok(had_processes) => {
                 // The cgroup is empty, so the main process has exited: have its exit on
                 // the sandbox before the outcome is out (the monitor records it too,
@@ -933,10 +948,11 @@ impl Supervisor {
         cg: &Cgroup,
         policy: StopPolicy,
         report: &mut StopReport,
+        watch: &mut Option<EventsWatch>,
     ) -> Result<bool, CgError> {
         // Usually (the main process exited and took its tree with it) the cgroup is empty
         // already: then there is nothing to signal, wait for or kill.
-        let watch = cg.watch()?;
+        let watch: &EventsWatch = watch.insert(cg.watch()?);
         let grace = policy.grace();
         // A kill finds out from the process list it reads anyway, which spares it a read.
         let populated = grace.is_zero() || watch.read()?.populated;
@@ -979,7 +995,7 @@ impl Supervisor {
                     timeout: policy.kill_timeout(),
                     force_fallback: self.inner.cfg.force_kill_fallback,
                 };
-                let kr = cg.kill_watched(&watch, &opts).await?;
+                let kr = cg.kill_watched(watch, &opts).await?;
                 had_processes |= kr.method != KillMethod::NothingToKill;
                 report.killed_after_grace = kr.found;
                 report.kill_ms = ms(k0.elapsed());
@@ -997,7 +1013,7 @@ impl Supervisor {
             }
         }
         // Final accounting, while the cgroup still exists.
-        if let Ok((cpu, peak)) = cg.usage_summary() {
+        if let Ok((cpu, peak)) = cg.usage_summary(self.inner.memory_enabled.load(Relaxed)) {
             report.cpu_usage_usec = cpu;
             report.memory_peak = peak;
         }
