@@ -14,8 +14,6 @@ use paddock_cgroup::{
     Limit, Max, RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
-
-use crate::logs::LogDir;
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
@@ -23,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess, ms, now_ms};
+use crate::logs::LogDir;
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
 use crate::state::{LifecycleId, State, Transition, cgroup_name, transition};
 
@@ -668,8 +667,15 @@ impl Supervisor {
                     cause,
                 })
         };
-        // stdout and stderr to the log share one open file.
+        // stdout and stderr to the log share one open file (the first user keeps a
+        // duplicate for the next).
         let mut log_file: Option<std::fs::File> = None;
+        let dup = |f: &std::fs::File| {
+            f.try_clone().map_err(|cause| Error::Io {
+                op: "duplicate the log file descriptor".into(),
+                cause,
+            })
+        };
         for (fd, target) in [
             (0, &spec.stdio.stdin),
             (1, &spec.stdio.stdout),
@@ -680,17 +686,11 @@ impl Supervisor {
                 StdioTarget::Null => Stdio::Null,
                 StdioTarget::Pipe => Stdio::Pipe,
                 StdioTarget::Log => {
-                    let f = match &log_file {
-                        Some(f) => f.try_clone().map_err(|cause| Error::Io {
-                            op: "duplicate the log file descriptor".into(),
-                            cause,
-                        })?,
+                    let f = match log_file.take() {
+                        Some(f) => f,
                         None => {
                             let f = log("log")?;
-                            log_file = Some(f.try_clone().map_err(|cause| Error::Io {
-                                op: "duplicate the log file descriptor".into(),
-                                cause,
-                            })?);
+                            log_file = Some(dup(&f)?);
                             f
                         }
                     };
