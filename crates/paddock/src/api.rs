@@ -338,28 +338,34 @@ async fn get_one(
     Ok(axum::Json(find(&st, &id, &q)?))
 }
 
-/// `?timeout=10s&lifecycle=...` of stop.
+/// `?timeout=10s&lifecycle=...` of stop (the grace period replacing the spec's, e.g.
+/// `10s`, `500ms`, `0`) and of wait (return after this long at the latest; default: no
+/// limit).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StopQuery {
-    /// Grace period replacing the spec's, e.g. `10s`, `500ms`, `0`.
+struct TimeoutQuery {
     timeout: Option<String>,
     lifecycle: Option<String>,
+}
+
+impl TimeoutQuery {
+    fn timeout(&self) -> ApiResult<Option<Duration>> {
+        self.timeout
+            .as_deref()
+            .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
+            .transpose()
+    }
 }
 
 async fn stop(
     State(st): State<Shared>,
     Path(id): Path<String>,
-    q: Result<Query<StopQuery>, QueryRejection>,
+    q: Result<Query<TimeoutQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let id = parse_id(&id)?;
     let lc = parse_lc(q.lifecycle.as_deref())?;
-    let grace = q
-        .timeout
-        .as_deref()
-        .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
-        .transpose()?;
+    let grace = q.timeout()?;
     let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
     tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), grace = ?grace, "stop requested through the API");
     let report = match grace {
@@ -382,15 +388,6 @@ async fn kill(
     Ok(axum::Json(st.sup.kill(&id, lc).await?).into_response())
 }
 
-/// `?lifecycle=...&timeout=30s` of wait.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WaitQuery {
-    lifecycle: Option<String>,
-    /// Return after this long at the latest, e.g. `30s`; default: no limit.
-    timeout: Option<String>,
-}
-
 /// Waits until the lifecycle has ended (stopped, failed or quarantined; its stop report and
 /// main exit are then in the answer) or `timeout` passed (the answer then shows it still
 /// live). The lifecycle is pinned when the request arrives: a start of the same ID meanwhile
@@ -398,14 +395,10 @@ struct WaitQuery {
 async fn wait(
     State(st): State<Shared>,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    q: Result<Query<TimeoutQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
     let Query(q) = q?;
-    let timeout = q
-        .timeout
-        .as_deref()
-        .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
-        .transpose()?;
+    let timeout = q.timeout()?;
     let info = find(
         &st,
         &id,

@@ -20,10 +20,20 @@ pub struct Out {
 }
 
 fn lc_query(lifecycle: &Option<String>) -> String {
-    lifecycle
-        .as_deref()
-        .map(|l| format!("?lifecycle={}", enc(l)))
-        .unwrap_or_default()
+    query(&[("lifecycle", lifecycle.as_deref())])
+}
+
+/// `?k=v&…` of the pairs that have a value (URL-encoded); empty when none has.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -128,18 +138,7 @@ pub async fn stop(
     kill: bool,
     lifecycle: &Option<String>,
 ) -> Result<u8> {
-    let mut q = Vec::new();
-    if let Some(t) = timeout {
-        q.push(format!("timeout={}", enc(t)));
-    }
-    if let Some(l) = lifecycle {
-        q.push(format!("lifecycle={}", enc(l)));
-    }
-    let qs = if q.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", q.join("&"))
-    };
+    let qs = query(&[("timeout", timeout), ("lifecycle", lifecycle.as_deref())]);
     let path = format!(
         "/v1/sandboxes/{}/{}{qs}",
         enc(id),
@@ -164,20 +163,11 @@ pub async fn wait(
     timeout: Option<&str>,
     lifecycle: &Option<String>,
 ) -> Result<u8> {
-    let mut q = Vec::new();
-    if let Some(l) = lifecycle {
-        q.push(format!("lifecycle={}", enc(l)));
-    }
     if let Some(t) = timeout {
         // Checked here, for a clear error before anything is sent.
         paddock_supervisor::parse_duration(t).with_context(|| format!("--timeout {t:?}"))?;
-        q.push(format!("timeout={}", enc(t)));
     }
-    let qs = if q.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", q.join("&"))
-    };
+    let qs = query(&[("lifecycle", lifecycle.as_deref()), ("timeout", timeout)]);
     let v = c
         .json(
             Method::GET,
