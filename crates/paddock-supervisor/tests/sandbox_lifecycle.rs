@@ -439,8 +439,8 @@ async fn payload_forking_while_stopped() {
     env.assert_no_leaks();
 }
 
-/// A payload that handles SIGTERM and forks without pause
-/// ([`paddock_testutil::TRAPPING_FORKER`]). Every child, including one
+/// A payload that forks without pause ([`paddock_testutil::FORKER`]). Every child,
+/// including one
 /// whose fork was under way at the stop, must get SIGTERM, so the stop ends in the grace
 /// period with nothing killed. Before the stop froze the cgroup to signal it, a child
 /// forked at that instant lived until the kill.
@@ -450,7 +450,7 @@ async fn graceful_stop_reaches_children_forked_at_the_stop() {
         return;
     };
     for i in 0..5 {
-        let mut spec = sh(&format!("forker{i}"), paddock_testutil::TRAPPING_FORKER);
+        let mut spec = sh(&format!("forker{i}"), paddock_testutil::FORKER);
         spec.stop.grace_period_ms = 10_000;
         let s = env.sup.start(spec).await.unwrap().info;
         let deadline = Instant::now() + Duration::from_secs(10);
