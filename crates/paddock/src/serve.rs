@@ -227,9 +227,11 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
         match sup.adopt(rec).await {
             Ok(Adopted::Gone { id, lifecycle }) => {
                 metrics.daemon.records_gone.fetch_add(1, Relaxed);
-                tracing::info!(sandbox = %id, lifecycle = %lifecycle, recorded_state = %recorded, "reconcile: sandbox is gone; record dropped");
+                tracing::info!(sandbox = %id, lifecycle = %lifecycle, recorded_state = %recorded, "reconcile: sandbox is gone; record and log dropped");
                 // A failure is logged and counted by the store.
                 let _ = store.delete(&id, lifecycle).await;
+                // No API call can reach its log any more (it is not in the registry).
+                sup.delete_log(&id, lifecycle);
             }
             Ok(Adopted::Running(i)) => {
                 tracing::info!(sandbox = %i.id, lifecycle = %i.lifecycle, pid = ?i.pid, "reconcile: adopted a running sandbox")

@@ -47,6 +47,16 @@ fn crash_and_recover() {
         w.http("POST", "/v1/sandboxes/frozen/pause", None).status,
         200
     );
+    // A sandbox that ends while no daemon runs: its record and its log go at the restart.
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("vanished", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let vanished_cg = w.cgroot.join(cgroup_of(&r.json()));
+    let vanished_log = w.state.join(format!("logs/{}.log", cgroup_of(&r.json())));
+    assert!(vanished_log.exists(), "{}", vanished_log.display());
     let leaky = state(&w, "leaky");
     let leaky_cg = cgroup_of(&leaky);
     // The escapee double-forked and called setsid; it is still in the sandbox's cgroup.
@@ -65,6 +75,13 @@ fn crash_and_recover() {
             "sandbox processes outlive a daemon crash"
         );
     }
+
+    std::fs::write(vanished_cg.join("cgroup.kill"), "1").unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the vanished sandbox's cgroup to go",
+        || std::fs::remove_dir(&vanished_cg).ok(),
+    );
 
     // A lost record: an owned cgroup with a process and no record must be reclaimed (with
     // the EBUSY fallback, since it is populated); an untagged one must be left alone.
@@ -85,6 +102,16 @@ fn crash_and_recover() {
         assert_eq!(now["pid"], b["pid"], "{id}");
     }
     assert_eq!(state(&w, "frozen")["paused"], true);
+    assert_eq!(
+        w.http("GET", "/v1/sandboxes/vanished", None).status,
+        404,
+        "a gone sandbox is not listed"
+    );
+    assert!(
+        !vanished_log.exists(),
+        "the log of a gone sandbox is deleted: {}",
+        vanished_log.display()
+    );
     assert!(
         !paddock_testutil::pid_alive(orphan_pid),
         "the orphan's process was killed"
