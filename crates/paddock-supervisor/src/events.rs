@@ -31,6 +31,20 @@ impl From<&paddock_cgroup::ProcInfo> for StuckProcess {
     }
 }
 
+/// A process a stop had to kill because it outlived the grace period (or was there when a
+/// `kill` began), as `/proc` named it just before the kill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilledProcess {
+    /// PID.
+    pub pid: i32,
+    /// Command name (`/proc/<pid>/comm`), if it could still be read.
+    pub comm: Option<String>,
+}
+
+/// At most this many processes are named in [`StopReport::killed`]; the count in
+/// [`StopReport::killed_after_grace`] is always complete.
+pub const MAX_KILLED_LISTED: usize = 64;
+
 /// How the main process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MainExit {
@@ -104,8 +118,14 @@ pub struct StopReport {
     pub signal_ms: f64,
     /// Time spent waiting for the tree to exit on its own.
     pub grace_ms: f64,
-    /// Processes still there after the grace period, which had to be killed.
+    /// Processes still there after the grace period, which had to be killed (all of them,
+    /// including any the removal's `EBUSY` backstop killed).
     pub killed_after_grace: usize,
+    /// Who had to be killed: the first [`MAX_KILLED_LISTED`] processes the kill found in
+    /// the cgroup, in `cgroup.procs` order (processes killed by the removal's backstop are
+    /// counted in `killed_after_grace` but not named).
+    #[serde(default)]
+    pub killed: Vec<KilledProcess>,
     /// Time the kill took.
     pub kill_ms: f64,
     /// Time the removal took.
@@ -120,6 +140,10 @@ pub struct StopReport {
     pub cpu_usage_usec: Option<u64>,
     /// Peak memory of the sandbox (`memory.peak`), where the memory controller is enabled.
     pub memory_peak: Option<u64>,
+    /// OOM kills in the sandbox's cgroup over its whole life (`memory.events` `oom_kill`,
+    /// read just before removal); `None` where the memory controller is not enabled for it.
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
     /// Processes that survived the kill deadline; non-empty means quarantined.
     pub stuck: Vec<StuckProcess>,
     /// An error that ended the stop (state `failed`).

@@ -28,7 +28,10 @@ mod spec;
 mod state;
 mod supervisor;
 
-pub use events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess};
+pub use events::{
+    Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
+    StuckProcess,
+};
 pub use spec::{
     Limits, MAX_ID_LEN, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
     StopPolicy, parse_duration, parse_size,
@@ -38,8 +41,9 @@ pub use state::{
     parse_cgroup_name, transition,
 };
 pub use supervisor::{
-    Adopted, Config, Hooks, NoHooks, Persisting, ReclaimReport, Record, SandboxInfo, SandboxStats,
-    Started, Supervisor, SupervisorCounters, persisted,
+    Adopted, Config, DEFAULT_CONTROLLERS, Hooks, NoHooks, Persisting, RECENT_REPORTS,
+    ReclaimReport, Record, SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters,
+    persisted,
 };
 
 /// Errors of the supervisor.

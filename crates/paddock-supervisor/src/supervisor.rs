@@ -1,6 +1,6 @@
 //! The registry and the lifecycle of each sandbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -20,7 +20,10 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::events::{Event, EventKind, MainExit, StopReason, StopReport, StuckProcess, ms, now_ms};
+use crate::events::{
+    Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
+    StuckProcess, ms, now_ms,
+};
 use crate::logs::LogDir;
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
 use crate::state::{LifecycleId, State, Transition, cgroup_name, transition};
@@ -35,6 +38,13 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the cgroup to freeze before sending the stop signal (see
 /// [`paddock_cgroup::Cgroup::signal_all_frozen`]); past it, the signal is sent unfrozen.
 const SIGNAL_FREEZE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How many finished lifecycles' stop reports the supervisor keeps after the lifecycles
+/// themselves left the registry (an older lifecycle pruned when its stop finished, one
+/// replaced by a restart of its ID, or one forgotten), so that a repeated `stop`, `kill` or
+/// `wait_stopped` naming that lifecycle still returns its report. One supervisor-wide
+/// list, oldest evicted first; past it such a call returns [`Error::NotFound`].
+pub const RECENT_REPORTS: usize = 1024;
 
 /// What a durable store and an exporter of metrics need to hear from the supervisor.
 /// Every method has a default that does nothing.
@@ -62,6 +72,11 @@ pub trait Hooks: Send + Sync + 'static {
     fn on_event(&self, _ev: &Event) {}
     /// Called when a terminal sandbox is forgotten.
     fn on_forget(&self, _id: &SandboxId, _lc: LifecycleId) {}
+    /// Called synchronously by a stop after it set `pids.max = 0` (where the pids
+    /// controller is enabled) and right before it kills the processes it found still in the
+    /// cgroup; only called when there are some. For metrics and tests: it runs on the
+    /// stop's path, so it must return quickly.
+    fn before_kill(&self, _id: &SandboxId, _lc: LifecycleId) {}
 }
 
 /// A record write handed to a store by a [`Hooks`] method: resolves once the store has
@@ -125,11 +140,17 @@ pub struct Config {
     pub quarantine_recheck: Duration,
     /// Store and metrics hooks.
     pub hooks: Arc<dyn Hooks>,
-    /// Controllers to enable on the root for every sandbox when the hierarchy offers them
-    /// (default: `pids`, so a stop can set `pids.max = 0` against fork storms). Limits in a
-    /// spec enable their own controllers on first use.
+    /// Controllers to enable on the root for every sandbox where the root's parent offers
+    /// them (the root's `cgroup.controllers`); one not offered is skipped silently and its
+    /// statistics are reported absent (`None`). Default: `pids` (so a stop can set
+    /// `pids.max = 0` against fork storms), `memory`, `cpu` and `io` (so
+    /// [`Supervisor::stats`] reports memory, CPU throttling and I/O for every sandbox, not
+    /// only those with a limit). Limits in a spec enable their own controllers on first use.
     pub controllers: Vec<String>,
 }
+
+/// The controllers [`Config::new`] asks for.
+pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
 
 impl Config {
     /// Defaults around a root.
@@ -143,7 +164,7 @@ impl Config {
             remove_timeout: Duration::from_secs(2),
             quarantine_recheck: Duration::from_secs(1),
             hooks: Arc::new(NoHooks),
-            controllers: vec!["pids".into()],
+            controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
@@ -351,6 +372,31 @@ struct Slot {
     retiring: Vec<Arc<Sandbox>>,
 }
 
+/// The last [`RECENT_REPORTS`] stop reports, by lifecycle, oldest evicted first.
+#[derive(Default)]
+struct RecentReports {
+    order: VecDeque<(SandboxId, LifecycleId)>,
+    reports: HashMap<(SandboxId, LifecycleId), StopReport>,
+}
+
+impl RecentReports {
+    fn insert(&mut self, id: &SandboxId, lc: LifecycleId, report: &StopReport) {
+        let key = (id.clone(), lc);
+        if self.reports.insert(key.clone(), report.clone()).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_REPORTS {
+            if let Some(old) = self.order.pop_front() {
+                self.reports.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: &SandboxId, lc: LifecycleId) -> Option<StopReport> {
+        self.reports.get(&(id.clone(), lc)).cloned()
+    }
+}
+
 struct Inner {
     cfg: Config,
     /// The log files, when `cfg.log_dir` is set.
@@ -361,6 +407,9 @@ struct Inner {
     /// exist).
     memory_enabled: std::sync::atomic::AtomicBool,
     registry: Mutex<HashMap<SandboxId, Slot>>,
+    /// Reports of finished lifecycles, kept after they leave the registry (see
+    /// [`RECENT_REPORTS`]).
+    recent: Mutex<RecentReports>,
     events: broadcast::Sender<Event>,
     counters: SupervisorCounters,
 }
@@ -415,6 +464,7 @@ impl Supervisor {
                 pids_enabled: pids_enabled.into(),
                 memory_enabled: memory_enabled.into(),
                 registry: Mutex::new(HashMap::new()),
+                recent: Mutex::new(RecentReports::default()),
                 events,
                 counters: Default::default(),
             }),
@@ -530,7 +580,7 @@ impl Supervisor {
                     tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %reason, "the started sandbox could not be recorded: killing it");
                     match self.kill(&sb.id, Some(sb.lifecycle)).await {
                         Ok(r) if r.stuck.is_empty() && r.error.is_none() => {
-                            self.forget_lifecycle(&sb)
+                            self.forget_unstarted(&sb)
                         }
                         // Quarantined or failed: it stays listed, and visible.
                         _ => {}
@@ -561,7 +611,7 @@ impl Supervisor {
                     },
                 );
                 tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "sandbox start failed");
-                self.forget_lifecycle(&sb);
+                self.forget_unstarted(&sb);
                 // Nothing ran: a log file made for it has nothing worth keeping.
                 self.delete_log(&sb.id, sb.lifecycle);
                 drop(op);
@@ -788,7 +838,10 @@ impl Supervisor {
         grace: Option<Duration>,
         reason: StopReason,
     ) -> Result<StopReport, Error> {
-        let sb = self.find(id, lifecycle)?;
+        let sb = match self.find(id, lifecycle) {
+            Ok(sb) => sb,
+            Err(e) => return self.recent_report(id, lifecycle).ok_or(e),
+        };
         let rx = {
             let _op = sb.op.lock().await;
             let mut policy = sb.spec.stop;
@@ -877,6 +930,8 @@ impl Supervisor {
             total_ms: 0.0,
             cpu_usage_usec: None,
             memory_peak: None,
+            oom_kills: None,
+            killed: Vec::new(),
             stuck: Vec::new(),
             error: None,
         };
@@ -991,6 +1046,20 @@ impl Supervisor {
             if grace.is_zero() || watch.read()?.populated {
                 let k0 = Instant::now();
                 report.pids_frozen = self.freeze_pids(cg);
+                // Who is about to be killed, named while `/proc` still has them (pids.max
+                // = 0 keeps the list from growing; the kill reads it again to count).
+                let pids = cg.procs_recursive()?;
+                report.killed = pids
+                    .iter()
+                    .take(MAX_KILLED_LISTED)
+                    .map(|&pid| KilledProcess {
+                        pid,
+                        comm: read_comm(pid),
+                    })
+                    .collect();
+                if !pids.is_empty() {
+                    self.inner.cfg.hooks.before_kill(&sb.id, sb.lifecycle);
+                }
                 let opts = KillOptions {
                     timeout: policy.kill_timeout(),
                     force_fallback: self.inner.cfg.force_kill_fallback,
@@ -1013,9 +1082,13 @@ impl Supervisor {
             }
         }
         // Final accounting, while the cgroup still exists.
-        if let Ok((cpu, peak)) = cg.usage_summary(self.inner.memory_enabled.load(Relaxed)) {
+        let memory = self.inner.memory_enabled.load(Relaxed);
+        if let Ok((cpu, peak)) = cg.usage_summary(memory) {
             report.cpu_usage_usec = cpu;
             report.memory_peak = peak;
+        }
+        if memory {
+            report.oom_kills = oom_kills(cg);
         }
         // 4. Removal, with the EBUSY backstop of the cgroup layer.
         let r0 = Instant::now();
@@ -1057,9 +1130,18 @@ impl Supervisor {
 
     async fn quarantine(&self, sb: Arc<Sandbox>, cg: Arc<Cgroup>, mut report: StopReport) {
         report.pids_frozen = self.freeze_pids(&cg) || report.pids_frozen;
+        // A sandbox paused before a kill is still frozen (a kill does not thaw; the kernel
+        // kills frozen processes all the same): thaw it, so a quarantined sandbox is never
+        // shown as running-but-frozen. A stuck process stays stuck either way.
+        if sb.life.lock().unwrap().paused
+            && let Err(e) = cg.thaw()
+        {
+            tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "could not thaw a quarantined sandbox that was paused");
+        }
         {
             let mut l = sb.life.lock().unwrap();
             l.state = transition(l.state, Transition::KillStuck).expect("stopping → quarantined");
+            l.paused = false;
             l.stuck = report.stuck.clone();
             l.report = Some(report.clone());
         }
@@ -1115,8 +1197,14 @@ impl Supervisor {
         {
             let mut l = sb.life.lock().unwrap();
             l.state = transition(l.state, how).expect("to stopped");
+            l.paused = false;
             l.report = Some(report.clone());
         }
+        self.inner
+            .recent
+            .lock()
+            .unwrap()
+            .insert(&sb.id, sb.lifecycle, &report);
         self.changed(sb);
         if how == Transition::Removed {
             self.inner.counters.stops_ok.fetch_add(1, Relaxed);
@@ -1139,9 +1227,15 @@ impl Supervisor {
         {
             let mut l = sb.life.lock().unwrap();
             l.state = transition(l.state, Transition::StopFailed).expect("to failed");
+            l.paused = false;
             l.error = Some(error.clone());
             l.report = Some(report.clone());
         }
+        self.inner
+            .recent
+            .lock()
+            .unwrap()
+            .insert(&sb.id, sb.lifecycle, &report);
         self.changed(sb);
         self.inner.counters.stops_failed.fetch_add(1, Relaxed);
         tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %error, "sandbox stop failed");
@@ -1168,7 +1262,7 @@ impl Supervisor {
     }
 
     /// Removes a failed start from the registry if it is still the current lifecycle.
-    fn forget_lifecycle(&self, sb: &Arc<Sandbox>) {
+    fn forget_unstarted(&self, sb: &Arc<Sandbox>) {
         {
             let mut reg = self.inner.registry.lock().unwrap();
             if let Some(slot) = reg.get_mut(&sb.id)
@@ -1203,14 +1297,45 @@ impl Supervisor {
     }
 
     /// Forgets a sandbox whose current lifecycle is stopped or failed (the API's delete).
+    /// Whichever lifecycle is current is forgotten: a caller that holds a lifecycle ID
+    /// should use [`Supervisor::forget_lifecycle`], which cannot forget a newer one.
     pub fn forget(&self, id: &SandboxId) -> Result<(), Error> {
+        self.forget_lifecycle(id, None)
+    }
+
+    /// Forgets the current lifecycle of `id` once it is stopped or failed; with
+    /// `Some(lifecycle)`, only if that is the current lifecycle: a stale handle naming an
+    /// older (or unknown) lifecycle gets [`Error::NotFound`] and changes nothing, so it can
+    /// never evict a newer lifecycle of the same ID. A lifecycle that is not terminal is
+    /// [`Error::InvalidState`]. The stop report of a forgotten lifecycle stays available to
+    /// `stop`/`kill`/`wait_stopped` naming it (see [`RECENT_REPORTS`]).
+    pub fn forget_lifecycle(
+        &self,
+        id: &SandboxId,
+        lifecycle: Option<LifecycleId>,
+    ) -> Result<(), Error> {
         let mut reg = self.inner.registry.lock().unwrap();
-        let Some(slot) = reg.get(id) else {
-            return Err(Error::NotFound {
-                id: id.to_string(),
-                lifecycle: None,
-            });
+        let nf = || Error::NotFound {
+            id: id.to_string(),
+            lifecycle,
         };
+        let Some(slot) = reg.get(id) else {
+            return Err(nf());
+        };
+        if let Some(lc) = lifecycle
+            && slot.current.lifecycle != lc
+        {
+            // An older lifecycle still in the registry is stopping or quarantined (a
+            // finished one is pruned at once): say so rather than "not found".
+            if let Some(old) = slot.retiring.iter().find(|o| o.lifecycle == lc) {
+                return Err(Error::InvalidState {
+                    id: id.clone(),
+                    state: old.state(),
+                    op: "delete (stop it first)",
+                });
+            }
+            return Err(nf());
+        }
         let st = slot.current.state();
         if !st.is_terminal() {
             return Err(Error::InvalidState {
@@ -1378,7 +1503,10 @@ impl Supervisor {
         id: &SandboxId,
         lifecycle: Option<LifecycleId>,
     ) -> Result<StopReport, Error> {
-        let sb = self.find(id, lifecycle)?;
+        let sb = match self.find(id, lifecycle) {
+            Ok(sb) => sb,
+            Err(e) => return self.recent_report(id, lifecycle).ok_or(e),
+        };
         let rx = sb.outcome.subscribe();
         sb.await_outcome(rx).await
     }
@@ -1633,6 +1761,13 @@ impl Supervisor {
         self.inner.cfg.root.open(&sb.cgroup_name)
     }
 
+    /// The report of a finished lifecycle that has left the registry, if it is among the
+    /// last [`RECENT_REPORTS`]. Only a named lifecycle is looked up: without one, the ID's
+    /// current lifecycle is meant, and an ID no longer in the registry has none.
+    fn recent_report(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Option<StopReport> {
+        self.inner.recent.lock().unwrap().get(id, lifecycle?)
+    }
+
     fn find(&self, id: &SandboxId, lifecycle: Option<LifecycleId>) -> Result<Arc<Sandbox>, Error> {
         let reg = self.inner.registry.lock().unwrap();
         let nf = || Error::NotFound {
@@ -1710,6 +1845,32 @@ impl Supervisor {
         self.inner.cfg.hooks.on_event(&ev);
         let _ = self.inner.events.send(ev);
     }
+}
+
+/// `/proc/<pid>/comm`, if the process is still there.
+fn read_comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// The `oom_kill` count of a cgroup's `memory.events` (its whole subtree); `None` when the
+/// file is absent (no memory controller) or unreadable.
+fn oom_kills(cg: &Cgroup) -> Option<u64> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let fd = openat(
+        cg.dir_fd(),
+        "memory.events",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 512];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    paddock_cgroup::MemoryEvents::parse(text)
+        .ok()
+        .map(|e| e.oom_kill)
 }
 
 impl Sandbox {

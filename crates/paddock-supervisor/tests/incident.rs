@@ -108,12 +108,18 @@ async fn incident(test: &str, obey: bool) {
         let got = std::fs::read_to_string(&marker).unwrap_or_default();
         assert!(got.contains("got-sigterm"), "the child never saw SIGTERM");
         assert_eq!(report.killed_after_grace, 0, "{report:?}");
+        assert!(report.killed.is_empty(), "{report:?}");
         assert!(
             took < Duration::from_millis(500),
             "stop took {took:?}: {report:?}"
         );
     } else {
         assert!(report.killed_after_grace >= 1, "{report:?}");
+        // Named, not only counted: the child that ignored SIGTERM, by PID.
+        assert!(
+            report.killed.iter().any(|k| k.pid == child_pid),
+            "the report must name the child {child_pid} among the killed: {report:?}"
+        );
         let mut saw_kill_event = false;
         while let Ok(ev) = events.try_recv() {
             if let EventKind::LeakedProcessesKilled { count } = ev.kind {

@@ -4,6 +4,8 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,8 +14,9 @@ use paddock_supervisor::{
     Supervisor,
 };
 
-/// The payload double-forks a `setsid` escapee that ignores SIGTERM, then its main process
-/// exits: the sandbox ends, the escapee is killed, nothing is left.
+/// The payload double-forks a `setsid` escapee that ignores SIGTERM (`( setsid … & )`: the
+/// subshell exits, so the escapee is orphaned and not the main's child), then its main
+/// process exits: the sandbox ends, the escapee is killed, nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_exit_stops_the_escapee() {
     let Some(env) = env("main_exit_stops_the_escapee") else {
@@ -23,7 +26,7 @@ async fn main_exit_stops_the_escapee() {
     let mut spec = sh(
         "esc",
         &format!(
-            "setsid sh -c 'trap \"\" TERM; echo $$ > {p}.t; mv {p}.t {p}; exec sleep 300' & \
+            "( setsid sh -c 'trap \"\" TERM; echo $$ > {p}.t; mv {p}.t {p}; exec sleep 300' & ) ; \
              while [ ! -e {p} ]; do sleep 0.01; done; exit 4",
             p = pidfile.display()
         ),
@@ -43,6 +46,11 @@ async fn main_exit_stops_the_escapee() {
         .unwrap();
     assert!(!alive(esc), "escapee {esc} survived");
     assert_eq!(report.killed_after_grace, 1, "{report:?}");
+    assert_eq!(
+        report.killed.iter().map(|k| k.pid).collect::<Vec<_>>(),
+        [esc],
+        "{report:?}"
+    );
     env.assert_no_leaks();
     let info = env.sup.get(&s.info.id).unwrap();
     assert_eq!(info.state, State::Stopped);
@@ -161,24 +169,98 @@ async fn failed_starts_leave_nothing() {
     env.assert_no_leaks();
 }
 
+/// Hooks that hold every start in `before_create` until the test opens the gate: the start
+/// that got the ID is then still `creating` (it has yielded) while the other one runs.
+struct GateHooks {
+    calls: AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+impl paddock_supervisor::Hooks for GateHooks {
+    fn before_create(&self, _rec: &paddock_supervisor::Record) -> paddock_supervisor::Persisting {
+        self.calls.fetch_add(1, SeqCst);
+        let mut open = self.open.subscribe();
+        Box::pin(async move {
+            let _ = open.wait_for(|o| *o).await;
+            Ok(())
+        })
+    }
+}
+
+/// Two starts of one ID released together on two worker threads, the winner held in
+/// `creating` by a hook while the other runs: exactly one wins, the other gets
+/// `AlreadyExists` having started nothing (it never reached the hook, no second cgroup, no
+/// process outside the winner's cgroup). 50 rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_starts_of_one_id_one_wins() {
-    let Some(env) = env("two_concurrent_starts_of_one_id_one_wins") else {
+    let gate = Arc::new(GateHooks {
+        calls: AtomicUsize::new(0),
+        open: tokio::sync::watch::channel(false).0,
+    });
+    let hooks = gate.clone();
+    let Some(env) = env_with("two_concurrent_starts_of_one_id_one_wins", |c| {
+        c.hooks = hooks;
+    }) else {
         return;
     };
-    for round in 0..10 {
-        let (a, b) = tokio::join!(
-            env.sup.start(sh("dup", "exec sleep 300")),
-            env.sup.start(sh("dup", "exec sleep 300"))
+    for round in 0..50 {
+        gate.open.send_replace(false);
+        gate.calls.store(0, SeqCst);
+        let together = Arc::new(tokio::sync::Barrier::new(2));
+        let task = || {
+            let (sup, together) = (env.sup.clone(), together.clone());
+            tokio::spawn(async move {
+                together.wait().await;
+                sup.start(sh("dup", "exec sleep 300")).await.map(|s| s.info)
+            })
+        };
+        let (a, b) = (task(), task());
+        // The winner waits in the hook; the loser must have its answer meanwhile. (Were
+        // both let through, both would wait in the hook: calls == 2.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = gate.calls.load(SeqCst);
+            if calls >= 2 || (calls == 1 && (a.is_finished() || b.is_finished())) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the starts never met"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            gate.calls.load(SeqCst),
+            1,
+            "round {round}: both starts got the ID"
         );
+        assert_eq!(
+            env.sup.get(&id("dup")).unwrap().state,
+            State::Creating,
+            "round {round}: the loser must have lost to a start still under way"
+        );
+        gate.open.send_replace(true);
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
         let (won, lost) = match (a, b) {
             (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
             (a, b) => panic!("round {round}: expected exactly one winner, got {a:?} / {b:?}"),
         };
         assert!(matches!(lost, Error::AlreadyExists(_)), "{lost}");
-        let (names, _) = env.root.list().unwrap();
-        assert_eq!(names.len(), 1, "the loser must start nothing: {names:?}");
-        env.sup.kill(&won.info.id, None).await.unwrap();
+        let (names, other) = env.root.list().unwrap();
+        assert_eq!(
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            [won.cgroup_path.file_name().unwrap().to_str().unwrap()],
+            "round {round}: the loser must start nothing: {names:?} {other:?}"
+        );
+        let all = paddock_testutil::procs_recursive(env.t.path());
+        let winners = paddock_testutil::procs_recursive(&won.cgroup_path);
+        assert!(
+            !all.is_empty() && all.iter().all(|p| winners.contains(p)),
+            "round {round}: processes outside the winner's cgroup: {all:?} vs {winners:?}"
+        );
+        env.sup.kill(&won.id, Some(won.lifecycle)).await.unwrap();
+        env.sup
+            .forget_lifecycle(&won.id, Some(won.lifecycle))
+            .unwrap();
     }
     env.assert_no_leaks();
 }
@@ -245,21 +327,21 @@ async fn racing_stop_and_restart_cycles() {
     let sup = env.sup.clone();
     let mut spec = sh("vm", "trap 'sleep 0.05; exit 0' TERM; sleep 300 & wait");
     spec.stop.grace_period_ms = 1_000;
-    sup.start(spec.clone()).await.unwrap();
+    // Every lifecycle that ever started: the old ones are the stale handles used below.
+    let mut lifecycles = vec![sup.start(spec.clone()).await.unwrap().info.lifecycle];
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let sup = sup.clone();
         let spec = spec.clone();
         set.spawn(async move {
             let _ = sup.stop(&spec.id, None).await;
-            sup.start(spec).await.is_ok()
+            sup.start(spec).await.ok().map(|s| s.info.lifecycle)
         });
     }
-    let mut wins = 0;
     while let Some(r) = set.join_next().await {
-        wins += usize::from(r.unwrap());
+        lifecycles.extend(r.unwrap());
     }
-    assert!(wins >= 1);
+    assert!(lifecycles.len() >= 2, "no restart won");
     // Let every retiring lifecycle finish its own teardown.
     for info in sup.list() {
         if !info.current {
@@ -278,13 +360,43 @@ async fn racing_stop_and_restart_cycles() {
         1,
         "exactly the live lifecycle's cgroup: {names:?}"
     );
-    // A stale handle (an old lifecycle) can neither stop nor evict the live one.
+    // Stale handles (real lifecycle IDs of earlier starts) can neither stop, kill, pause
+    // nor evict the live one; stop and kill return the old lifecycle's own report.
+    let live_pid = live[0].pid.unwrap();
+    for &old in lifecycles.iter().filter(|&&l| l != live[0].lifecycle) {
+        let stopped = sup.stop(&live[0].id, Some(old)).await;
+        let killed = sup.kill(&live[0].id, Some(old)).await;
+        let (Ok(stopped), Ok(killed)) = (stopped, killed) else {
+            panic!("stop/kill of the finished lifecycle {old} must return its report");
+        };
+        assert_eq!(stopped, killed, "one lifecycle, one report");
+        assert!(matches!(
+            sup.pause(&live[0].id, Some(old)).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            sup.forget_lifecycle(&live[0].id, Some(old)),
+            Err(Error::NotFound { .. })
+        ));
+        let now = sup.get(&live[0].id).unwrap();
+        assert_eq!(
+            (now.lifecycle, now.state, now.paused),
+            (live[0].lifecycle, State::Running, false),
+            "a stale handle ({old}) touched the live lifecycle"
+        );
+        assert!(alive(live_pid) && live[0].cgroup_path.exists());
+    }
     let stale = paddock_supervisor::LifecycleId::fresh();
     assert!(matches!(
         sup.stop(&live[0].id, Some(stale)).await,
         Err(Error::NotFound { .. })
     ));
+    assert!(matches!(
+        sup.forget_lifecycle(&live[0].id, Some(stale)),
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(sup.get(&live[0].id).unwrap().state, State::Running);
+    assert_eq!(env.root.list().unwrap().0.len(), 1);
     sup.stop(&live[0].id, Some(live[0].lifecycle))
         .await
         .unwrap();
@@ -397,6 +509,10 @@ async fn pause_resume_stats_and_stop_while_paused() {
     env.sup.pause(&s.id, None).await.unwrap();
     let rep = env.sup.stop(&s.id, None).await.unwrap();
     assert!(rep.stuck.is_empty());
+    assert!(
+        !env.sup.get(&s.id).unwrap().paused,
+        "a stopped sandbox is not paused"
+    );
     assert!(matches!(
         env.sup.pause(&s.id, None).await,
         Err(Error::InvalidState { .. })
@@ -468,41 +584,72 @@ async fn graceful_stop_reaches_children_forked_at_the_stop() {
 }
 
 /// A process that cannot die (frozen by the v1 freezer, so in state D and immune to
-/// SIGKILL) puts the sandbox in quarantine with the process named; once it is released the
-/// sandbox is removed and stopped.
+/// SIGKILL) puts the sandbox in quarantine with the process named (pid, command, state,
+/// wait channel), `pids.max = 0` where the controller exists and a `quarantined` event;
+/// once it is released the sandbox is removed and stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unkillable_process_quarantines_then_drains() {
     let test = "unkillable_process_quarantines_then_drains";
-    let freezer = std::path::Path::new("/sys/fs/cgroup/freezer");
-    if !freezer.join("freezer.state").exists() && !freezer.join("cgroup.procs").exists() {
-        // Pure cgroup v2 hosts have no v1 freezer to make a process unkillable with.
-        eprintln!("SKIP {test}: no cgroup v1 freezer hierarchy to hold a process in state D");
+    let Some(freezer) = V1FreezerMount::find_or_mount(test) else {
         return;
-    }
+    };
     let Some(env) = env_with(test, |c| c.quarantine_recheck = Duration::from_millis(100)) else {
         return;
     };
-    let fz = V1Freezer::new(freezer);
+    let fz = V1Freezer::new(freezer.path());
     let mut spec = sh("stuck", "exec sleep 300");
     spec.stop = StopPolicy {
         grace_period_ms: 50,
         kill_timeout_ms: 300,
         ..StopPolicy::default()
     };
+    let mut events = env.sup.events();
     let s = env.sup.start(spec).await.unwrap().info;
     let pid = s.pid.unwrap();
     fz.freeze(pid);
+    let wchan_now = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+        .map(|w| w.trim().to_owned())
+        .unwrap_or_default();
     let r = env.sup.stop(&s.id, None).await.unwrap();
     assert_eq!(r.stuck.len(), 1, "{r:?}");
     assert_eq!(r.stuck[0].pid, pid);
     assert_eq!(r.stuck[0].state.as_deref(), Some("D"));
+    assert_eq!(r.stuck[0].comm.as_deref(), Some("sleep"), "{r:?}");
+    if !wchan_now.is_empty() && wchan_now != "0" {
+        // Readable here (root, kernel symbols not hidden): the report must have it too.
+        assert!(
+            r.stuck[0].wchan.as_deref().is_some_and(|w| !w.is_empty()),
+            "/proc/{pid}/wchan says {wchan_now:?}, the report {r:?}"
+        );
+    }
     let q = env.sup.get(&s.id).unwrap();
     assert_eq!(q.state, State::Quarantined);
     assert!(
         q.cgroup_path.exists(),
         "a quarantined sandbox keeps its cgroup"
     );
-    // A new lifecycle of the same ID may start while the old one is quarantined.
+    assert_eq!(q.stuck, r.stuck);
+    match std::fs::read_to_string(q.cgroup_path.join("pids.max")) {
+        Ok(v) => {
+            assert_eq!(v.trim(), "0", "a quarantined sandbox keeps pids.max = 0");
+            assert!(r.pids_frozen, "{r:?}");
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+            assert!(!in_vm(), "the VM has the pids controller");
+        }
+    }
+    let mut quarantined_event = None;
+    while let Ok(ev) = events.try_recv() {
+        if let EventKind::Quarantined { stuck } = ev.kind {
+            quarantined_event = Some((ev.lifecycle, stuck));
+        }
+    }
+    assert_eq!(
+        quarantined_event,
+        Some((s.lifecycle, r.stuck.clone())),
+        "no quarantined event naming the stuck process"
+    );
     fz.thaw();
     let done = env
         .sup
@@ -524,6 +671,69 @@ async fn unkillable_process_quarantines_then_drains() {
         1
     );
     env.assert_no_leaks();
+    drop(fz);
+    drop(freezer);
+}
+
+/// A cgroup v1 freezer hierarchy to hold a process in state D with: the host's
+/// (`/sys/fs/cgroup/freezer` on a hybrid host), or, inside the test VM only, one mounted
+/// for the test and unmounted on drop. The host's mounts are never changed.
+struct V1FreezerMount {
+    path: std::path::PathBuf,
+    mounted: bool,
+}
+impl V1FreezerMount {
+    fn find_or_mount(test: &str) -> Option<Self> {
+        let host = std::path::Path::new("/sys/fs/cgroup/freezer");
+        if host.join("freezer.state").exists() || host.join("cgroup.procs").exists() {
+            return Some(V1FreezerMount {
+                path: host.to_owned(),
+                mounted: false,
+            });
+        }
+        if !in_vm() {
+            paddock_testutil::skip(
+                test,
+                "no cgroup v1 freezer hierarchy to hold a process in state D (mounting one is done only inside the test VM)",
+            );
+            return None;
+        }
+        let path = std::env::temp_dir().join(format!("paddock-freezer-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let out = paddock_proc::Command::new("mount")
+            .args(["-t", "cgroup", "-o", "freezer", "paddock-freezer"])
+            .arg(path.as_os_str())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&path);
+            paddock_testutil::skip(
+                test,
+                &format!(
+                    "could not mount a cgroup v1 freezer hierarchy: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            );
+            return None;
+        }
+        Some(V1FreezerMount {
+            path,
+            mounted: true,
+        })
+    }
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+impl Drop for V1FreezerMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = paddock_proc::Command::new("umount")
+                .arg(self.path.as_os_str())
+                .output();
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
 }
 
 /// A v1 freezer cgroup owned by one test, thawed and removed on drop.
@@ -668,13 +878,7 @@ async fn stop_sets_pids_max_zero_before_the_kill() {
     let test = "stop_sets_pids_max_zero_before_the_kill";
     let Some(env) = env(test) else { return };
     if !env.root.controllers().unwrap().iter().any(|c| c == "pids") {
-        assert!(
-            std::env::var_os("PADDOCK_VM").is_none(),
-            "the VM must offer the pids controller"
-        );
-        eprintln!(
-            "SKIP {test}: the cgroup v2 hierarchy here has no pids controller (hybrid host; runs in the VM)"
-        );
+        skip_missing(test, "the cgroup v2 hierarchy here has no pids controller");
         return;
     }
     let ready = env.scratch.path("ready");
@@ -871,6 +1075,532 @@ async fn a_finished_stop_shows_the_main_exit() {
             .expect("main exit recorded when the stop returns");
         assert_eq!(exit.signal, Some(if kill { 9 } else { 15 }), "{exit:?}");
         env.sup.forget(&s.id).unwrap();
+    }
+    env.assert_no_leaks();
+}
+
+/// `stop`, `kill` and `wait_stopped` stay idempotent after a finished lifecycle left the
+/// registry: killed twice (same report), stopped after the kill, killed by its old
+/// lifecycle ID after a restart of its ID replaced it, after it was pruned as an older
+/// lifecycle that finished stopping, and after it was forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_kill_stay_idempotent_after_the_lifecycle_is_gone() {
+    let Some(env) = env("stop_and_kill_stay_idempotent_after_the_lifecycle_is_gone") else {
+        return;
+    };
+    let sup = &env.sup;
+    let a = sup.start(sh("idem", "exec sleep 300")).await.unwrap().info;
+    let ra = sup.kill(&a.id, Some(a.lifecycle)).await.unwrap();
+    assert_eq!(ra.reason, paddock_supervisor::StopReason::Killed);
+    assert_eq!(sup.kill(&a.id, Some(a.lifecycle)).await.unwrap(), ra);
+    assert_eq!(sup.stop(&a.id, Some(a.lifecycle)).await.unwrap(), ra);
+    assert_eq!(
+        sup.wait_stopped(&a.id, Some(a.lifecycle)).await.unwrap(),
+        ra
+    );
+    // A restart replaces the stopped lifecycle, which leaves the registry.
+    let ready = env.scratch.path("ready");
+    let mut spec = sh(
+        "idem",
+        &format!("trap '' TERM; echo > {}; exec sleep 300", ready.display()),
+    );
+    spec.stop.grace_period_ms = 300;
+    let b = sup.start(spec.clone()).await.unwrap().info;
+    assert!(sup.get_lifecycle(&a.id, a.lifecycle).is_none());
+    assert_eq!(sup.kill(&a.id, Some(a.lifecycle)).await.unwrap(), ra);
+    assert_eq!(sup.stop(&a.id, Some(a.lifecycle)).await.unwrap(), ra);
+    assert_eq!(sup.get(&b.id).unwrap().lifecycle, b.lifecycle);
+    assert_eq!(sup.get(&b.id).unwrap().state, State::Running);
+    // B is restarted while it is stopping: it retires, finishes, and is pruned.
+    wait_file(&ready, Duration::from_secs(5)).await;
+    let stopping = {
+        let (sup, id) = (sup.clone(), b.id.clone());
+        tokio::spawn(async move { sup.stop(&id, Some(b.lifecycle)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sup.get_lifecycle(&b.id, b.lifecycle).unwrap().state != State::Stopping {
+        assert!(Instant::now() < deadline, "B never began stopping");
+        tokio::task::yield_now().await;
+    }
+    let c = sup.start(sh("idem", "exec sleep 300")).await.unwrap().info;
+    let rb = stopping.await.unwrap().unwrap();
+    assert_eq!(rb.killed_after_grace, 1, "{rb:?}");
+    assert!(
+        sup.get_lifecycle(&b.id, b.lifecycle).is_none(),
+        "a finished older lifecycle is pruned"
+    );
+    assert_eq!(sup.kill(&b.id, Some(b.lifecycle)).await.unwrap(), rb);
+    assert_eq!(
+        sup.wait_stopped(&b.id, Some(b.lifecycle)).await.unwrap(),
+        rb
+    );
+    assert_eq!(sup.get(&c.id).unwrap().state, State::Running);
+    assert_eq!(sup.get(&c.id).unwrap().lifecycle, c.lifecycle);
+    // Forgotten: the report is still there for its lifecycle, but an ID-only call has no
+    // lifecycle to mean.
+    let rc = sup.kill(&c.id, Some(c.lifecycle)).await.unwrap();
+    sup.forget_lifecycle(&c.id, Some(c.lifecycle)).unwrap();
+    assert_eq!(sup.stop(&c.id, Some(c.lifecycle)).await.unwrap(), rc);
+    assert!(matches!(
+        sup.stop(&c.id, None).await,
+        Err(Error::NotFound { .. })
+    ));
+    env.assert_no_leaks();
+}
+
+/// `kill` of a paused sandbox (no thaw: the kill of the frozen cgroup) leaves nothing,
+/// quickly, with `cgroup.kill` and with the freeze-and-signal fallback; the sandbox is no
+/// longer shown as paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_a_paused_sandbox() {
+    let test = "kill_of_a_paused_sandbox";
+    for fallback in [false, true] {
+        let Some(env) = env_with(test, |c| c.force_kill_fallback = fallback) else {
+            return;
+        };
+        let ready = env.scratch.path("ready");
+        let s = env
+            .sup
+            .start(sh(
+                "pk",
+                &format!(
+                    "trap '' TERM; sleep 300 & ( setsid sleep 300 & ) ; echo > {}; exec sleep 300",
+                    ready.display()
+                ),
+            ))
+            .await
+            .unwrap()
+            .info;
+        wait_file(&ready, Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while env.sup.stats(&s.id, None).unwrap().processes < 3 {
+            assert!(Instant::now() < deadline, "the payload never got going");
+            tokio::task::yield_now().await;
+        }
+        assert!(env.sup.pause(&s.id, None).await.unwrap().paused);
+        let t0 = Instant::now();
+        let r = env.sup.kill(&s.id, Some(s.lifecycle)).await.unwrap();
+        let took = t0.elapsed();
+        assert!(r.stuck.is_empty() && r.error.is_none(), "{r:?}");
+        assert_eq!(r.killed_after_grace, 3, "fallback={fallback}: {r:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "fallback={fallback}: the kill of a paused sandbox took {took:?}: {r:?}"
+        );
+        let info = env.sup.get(&s.id).unwrap();
+        assert_eq!(info.state, State::Stopped);
+        assert!(!info.paused, "a killed sandbox is not paused");
+        assert!(!s.cgroup_path.exists());
+        env.assert_no_leaks();
+    }
+}
+
+/// The statistics report exactly the controllers enabled for the sandbox: `None` (absent,
+/// never zero) for a missing one. On the hybrid host memory, I/O and pids are absent while
+/// CPU usage (core `cpu.stat`) is there; in the VM every one is there without any limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_exactly_the_enabled_controllers() {
+    let test = "stats_report_exactly_the_enabled_controllers";
+    let Some(env) = env(test) else { return };
+    let offered = env.root.controllers().unwrap();
+    let s = env
+        .sup
+        .start(sh(
+            "st",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 300 & exec sleep 300",
+        ))
+        .await
+        .unwrap()
+        .info;
+    let enabled = controllers_of(&s.cgroup_path);
+    // The default configuration enables every one of them the root is offered.
+    for c in paddock_supervisor::DEFAULT_CONTROLLERS {
+        assert_eq!(
+            enabled.iter().any(|e| e == c),
+            offered.iter().any(|o| o == c),
+            "{c}: offered {offered:?}, enabled {enabled:?}"
+        );
+    }
+    if in_vm() {
+        for c in paddock_supervisor::DEFAULT_CONTROLLERS {
+            assert!(enabled.iter().any(|e| e == c), "the VM offers {c}");
+        }
+    }
+    let has = |c: &str| enabled.iter().any(|e| e == c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = env.sup.stats(&s.id, None).unwrap();
+        if st.processes == 2 && st.cpu_usage_usec.is_some_and(|u| u > 0) {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{st:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(st.cpu_user_usec.is_some() && st.cpu_system_usec.is_some());
+    assert_eq!(st.cpu_nr_throttled.is_some(), has("cpu"), "{st:?}");
+    assert_eq!(st.memory_current.is_some(), has("memory"), "{st:?}");
+    assert_eq!(st.memory_oom_kill.is_some(), has("memory"), "{st:?}");
+    assert_eq!(st.memory_max_events.is_some(), has("memory"), "{st:?}");
+    assert_eq!(st.io_read_bytes.is_some(), has("io"), "{st:?}");
+    assert_eq!(st.io_write_bytes.is_some(), has("io"), "{st:?}");
+    assert_eq!(st.pids_current.is_some(), has("pids"), "{st:?}");
+    if has("pids") {
+        assert_eq!(st.pids_current, Some(2), "{st:?}");
+    }
+    if has("memory") {
+        assert!(st.memory_current.unwrap() > 0, "{st:?}");
+    }
+    let mount_offers = |c: &str| {
+        std::fs::read_to_string(env.t.mount().join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|o| o == c)
+    };
+    if !mount_offers("memory") {
+        // The hybrid host: absent, not zero.
+        assert_eq!(
+            (st.memory_current, st.memory_peak, st.memory_oom_kill),
+            (None, None, None)
+        );
+    }
+    if !mount_offers("io") {
+        assert_eq!((st.io_read_bytes, st.io_write_bytes), (None, None));
+    }
+    let r = env.sup.stop(&s.id, None).await.unwrap();
+    assert!(r.cpu_usage_usec.is_some_and(|u| u > 0), "{r:?}");
+    assert_eq!(r.memory_peak.is_some(), has("memory"), "{r:?}");
+    assert_eq!(r.oom_kills, has("memory").then_some(0), "{r:?}");
+    env.assert_no_leaks();
+}
+
+/// A block device for I/O accounting: a loop device over a file in the scratch directory,
+/// detached on drop. `None` where loop devices are not available (the test VM's kernel has
+/// the loop driver as a module and loads none).
+struct LoopDev(String);
+impl LoopDev {
+    fn new(backing: &std::path::Path) -> Result<LoopDev, String> {
+        std::fs::write(backing, vec![0u8; 8 << 20]).map_err(|e| e.to_string())?;
+        let out = paddock_proc::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(backing.as_os_str())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(LoopDev(
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        ))
+    }
+}
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = paddock_proc::Command::new("losetup")
+            .args(["-d", &self.0])
+            .output();
+    }
+}
+
+/// In the VM, with no limit in the spec: memory usage is reported, the I/O fields are
+/// present, and where a block device can be had, direct writes show in `io_write_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_memory_and_io_stats_without_limits() {
+    let test = "vm_memory_and_io_stats_without_limits";
+    let Some(env) = env(test) else { return };
+    let offered = env.root.controllers().unwrap();
+    if !["memory", "io"]
+        .iter()
+        .all(|c| offered.iter().any(|o| o == c))
+    {
+        skip_missing(
+            test,
+            &format!("the managed root is offered {offered:?}, not memory and io"),
+        );
+        return;
+    }
+    let dev = LoopDev::new(&env.scratch.path("disk.img"));
+    let done = env.scratch.path("done");
+    let script = match &dev {
+        Ok(d) => format!(
+            "dd if=/dev/zero of={d} bs=64k count=32 oflag=direct 2>/dev/null || \
+             dd if=/dev/zero of={d} bs=64k count=32 conv=fsync; echo > {done}; exec sleep 300",
+            d = d.0,
+            done = done.display()
+        ),
+        Err(_) => format!(
+            "x=$(head -c 4000000 /dev/zero | tr '\\0' a); echo > {}; exec sleep 300",
+            done.display()
+        ),
+    };
+    let s = env.sup.start(sh("io", &script)).await.unwrap().info;
+    wait_file(&done, Duration::from_secs(60)).await;
+    let st = env.sup.stats(&s.id, None).unwrap();
+    assert!(st.memory_current.is_some_and(|m| m > 0), "{st:?}");
+    assert!(st.memory_peak.is_some(), "{st:?}");
+    assert!(
+        st.io_write_bytes.is_some() && st.io_read_bytes.is_some(),
+        "{st:?}"
+    );
+    match &dev {
+        Ok(d) => assert!(
+            st.io_write_bytes.unwrap() >= 32 * 64 * 1024,
+            "2 MiB written to {} directly: {st:?}",
+            d.0
+        ),
+        Err(e) => eprintln!(
+            "{test}: io_write_bytes > 0 not checked: no block device to write to here (losetup: {e})"
+        ),
+    }
+    env.sup.kill(&s.id, None).await.unwrap();
+    drop(dev);
+    env.assert_no_leaks();
+}
+
+/// In the VM: a sandbox with `memory.max` 32 MiB whose main process hogs memory is
+/// OOM-killed (SIGKILL); the OOM kill shows in the stats and in the stop's report carried
+/// by the `stopped` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_oom_kill_shows_in_stats_and_events() {
+    let test = "vm_oom_kill_shows_in_stats_and_events";
+    let Some(env) = env(test) else { return };
+    if !env
+        .root
+        .controllers()
+        .unwrap()
+        .iter()
+        .any(|c| c == "memory")
+    {
+        skip_missing(
+            test,
+            "the cgroup v2 hierarchy here has no memory controller",
+        );
+        return;
+    }
+    let mut spec = sh(
+        "oom",
+        "x=$(head -c 1073741824 /dev/zero | tr '\\0' a); echo survived",
+    );
+    spec.limits.memory_max = Some(32 << 20);
+    // Keep the cgroup after the main process died, to read its stats.
+    spec.on_main_exit = OnMainExit::KeepRunning;
+    let mut events = env.sup.events();
+    let s = env.sup.start(spec).await.unwrap().info;
+    if let Ok(swap) = std::fs::read_to_string(s.cgroup_path.join("memory.swap.max")) {
+        // No escape into swap (the VM has none; a host might).
+        if swap.trim() != "0" {
+            std::fs::write(s.cgroup_path.join("memory.swap.max"), "0").unwrap();
+        }
+    }
+    let exit = tokio::time::timeout(
+        Duration::from_secs(120),
+        env.sup.wait_main_exit(&s.id, s.lifecycle),
+    )
+    .await
+    .expect("the hog was not OOM-killed within 120 s")
+    .unwrap();
+    assert_eq!(exit.signal, Some(9), "the OOM killer's SIGKILL: {exit:?}");
+    let st = env.sup.stats(&s.id, None).unwrap();
+    assert!(st.memory_oom_kill.is_some_and(|n| n >= 1), "{st:?}");
+    assert!(st.memory_max_events.is_some_and(|n| n >= 1), "{st:?}");
+    let r = env.sup.stop(&s.id, None).await.unwrap();
+    assert!(r.oom_kills.is_some_and(|n| n >= 1), "{r:?}");
+    let mut stopped = None;
+    while let Ok(ev) = events.try_recv() {
+        if let EventKind::Stopped { report } = ev.kind {
+            stopped = Some(report);
+        }
+    }
+    let stopped = stopped.expect("a stopped event");
+    assert!(
+        stopped.oom_kills.is_some_and(|n| n >= 1),
+        "the stopped event must show the OOM kill: {stopped:?}"
+    );
+    env.assert_no_leaks();
+}
+
+/// A double-forked `setsid` escapee (orphaned, so not the main process's child) that
+/// ignores SIGTERM, while the main process keeps running: `stop` kills it after the grace
+/// period and names it in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kills_a_double_forked_setsid_escapee() {
+    let Some(env) = env("stop_kills_a_double_forked_setsid_escapee") else {
+        return;
+    };
+    let pidfile = env.scratch.path("esc");
+    let mut spec = sh(
+        "esc2",
+        &format!(
+            "( setsid sh -c 'trap \"\" TERM; echo $$ > {p}.t; mv {p}.t {p}; exec sleep 300' & ) ; \
+             while :; do sleep 1; done",
+            p = pidfile.display()
+        ),
+    );
+    spec.stop.grace_period_ms = 300;
+    let s = env.sup.start(spec).await.unwrap().info;
+    let esc: i32 = wait_file(&pidfile, Duration::from_secs(10))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let main = s.pid.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The escapee: its own session, and orphaned (its parent, the subshell, is gone).
+    while stat_field(esc, 4).and_then(|p| p.parse::<i32>().ok()) == Some(main)
+        || stat_field(esc, 6).and_then(|p| p.parse::<i32>().ok()) != Some(esc)
+    {
+        assert!(Instant::now() < deadline, "{esc} is not a setsid orphan");
+        tokio::task::yield_now().await;
+    }
+    let ppid: i32 = stat_field(esc, 4).unwrap().parse().unwrap();
+    assert_ne!(
+        ppid, main,
+        "the escapee must not be the main process's child"
+    );
+    let r = env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+    assert!(!alive(esc), "escapee {esc} survived");
+    assert!(r.killed_after_grace >= 1, "{r:?}");
+    assert!(
+        r.killed
+            .iter()
+            .any(|k| k.pid == esc && k.comm.as_deref() == Some("sleep")),
+        "the report must name the escapee {esc}: {r:?}"
+    );
+    assert!(
+        r.killed.iter().all(|k| k.pid != main),
+        "the main process obeys SIGTERM: {r:?}"
+    );
+    env.assert_no_leaks();
+}
+
+/// Step 1 sends SIGCONT with the stop signal: a payload that stopped itself (SIGSTOP) and
+/// exits on SIGTERM ends within the grace period, nothing killed. Without the SIGCONT its
+/// SIGTERM would stay pending until the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_continues_a_stopped_payload() {
+    let Some(env) = env("graceful_stop_continues_a_stopped_payload") else {
+        return;
+    };
+    let mut spec = sh("tstop", "trap 'exit 7' TERM; kill -STOP $$; exec sleep 300");
+    spec.stop.grace_period_ms = 30_000;
+    let s = env.sup.start(spec).await.unwrap().info;
+    let pid = s.pid.unwrap();
+    wait_state(pid, "T", Duration::from_secs(5)).await;
+    let r = env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+    assert_eq!(r.killed_after_grace, 0, "{r:?}");
+    assert!(r.killed.is_empty(), "{r:?}");
+    assert_eq!(r.signalled, 1, "{r:?}");
+    assert!(r.grace_ms < 10_000.0, "{r:?}");
+    let info = env.sup.get_lifecycle(&s.id, s.lifecycle).unwrap();
+    assert_eq!(info.main_exit.unwrap().code, Some(7), "{info:?}");
+    env.assert_no_leaks();
+}
+
+/// A payload that makes a child cgroup of its own cgroup: the plain `rmdir` fails with
+/// `EBUSY`, the removal takes the fallback, and the report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_cgroup_makes_the_removal_take_the_fallback() {
+    let Some(env) = env("nested_cgroup_makes_the_removal_take_the_fallback") else {
+        return;
+    };
+    let ready = env.scratch.path("ready");
+    let s = env
+        .sup
+        .start(sh(
+            "nest",
+            &format!(
+                "p=$(sed -n 's/^0:://p' /proc/self/cgroup); mkdir \"{m}$p/inner\" && echo > {r}; exec sleep 300",
+                m = env.t.mount().display(),
+                r = ready.display()
+            ),
+        ))
+        .await
+        .unwrap()
+        .info;
+    wait_file(&ready, Duration::from_secs(5)).await;
+    assert!(s.cgroup_path.join("inner").is_dir());
+    let r = env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+    assert!(r.rmdir_fallback, "{r:?}");
+    assert!(r.stuck.is_empty() && r.error.is_none(), "{r:?}");
+    assert!(!s.cgroup_path.exists());
+    env.assert_no_leaks();
+}
+
+/// Hooks that look at the cgroup when a stop is about to kill.
+#[derive(Default)]
+struct KillProbe {
+    cgroup: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// `pids.max` (absent without the controller) and the number of processes, as the hook
+    /// saw them.
+    seen: std::sync::Mutex<Vec<(Option<String>, usize)>>,
+}
+impl paddock_supervisor::Hooks for KillProbe {
+    fn wants_records(&self) -> bool {
+        false
+    }
+    fn before_kill(
+        &self,
+        _id: &paddock_supervisor::SandboxId,
+        _lc: paddock_supervisor::LifecycleId,
+    ) {
+        let Some(cg) = self.cgroup.lock().unwrap().clone() else {
+            return;
+        };
+        let pids_max = std::fs::read_to_string(cg.join("pids.max"))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let procs = paddock_testutil::procs_recursive(&cg).len();
+        self.seen.lock().unwrap().push((pids_max, procs));
+    }
+}
+
+/// `pids.max` reads 0 while the processes that outlived the grace period are still in the
+/// cgroup, right before the kill (observed by a hook, not taken from paddock's own flag);
+/// where the pids controller is absent (the hybrid host) the file is absent and the report
+/// says no freeze was set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_max_is_zero_while_the_kill_still_finds_processes() {
+    let probe = Arc::new(KillProbe::default());
+    let hooks = probe.clone();
+    let Some(env) = env_with(
+        "pids_max_is_zero_while_the_kill_still_finds_processes",
+        |c| {
+            c.hooks = hooks;
+        },
+    ) else {
+        return;
+    };
+    let ready = env.scratch.path("ready");
+    let mut spec = sh(
+        "pz0",
+        &format!(
+            "trap '' TERM; sleep 300 & echo > {}; exec sleep 300",
+            ready.display()
+        ),
+    );
+    spec.stop.grace_period_ms = 200;
+    let s = env.sup.start(spec).await.unwrap().info;
+    wait_file(&ready, Duration::from_secs(5)).await;
+    *probe.cgroup.lock().unwrap() = Some(s.cgroup_path.clone());
+    let r = env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+    let seen = probe.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one kill, one look: {seen:?}");
+    let (pids_max, procs) = seen[0].clone();
+    // The `sleep` child has SIGTERM's default action and is gone; the main ignores it.
+    assert!(procs >= 1, "the kill found nothing to kill: {seen:?} {r:?}");
+    assert!(r.killed_after_grace >= 1, "{r:?}");
+    if env
+        .root
+        .enabled_controllers()
+        .unwrap()
+        .iter()
+        .any(|c| c == "pids")
+    {
+        assert_eq!(pids_max.as_deref(), Some("0"), "{seen:?}");
+        assert!(r.pids_frozen, "{r:?}");
+    } else {
+        assert!(!in_vm(), "the VM has the pids controller");
+        assert_eq!(pids_max, None, "{seen:?}");
+        assert!(!r.pids_frozen, "{r:?}");
     }
     env.assert_no_leaks();
 }
