@@ -2,12 +2,16 @@
 //! them.
 //!
 //! ```text
-//!            Started               StopBegun                 Removed
-//! Creating ──────────▶ Running ─────────────▶ Stopping ──────────────▶ Stopped
-//!    │                                          │   ▲                     ▲
-//!    │ StartFailed                    KillStuck │   │                     │ Drained
-//!    ▼                                          ▼   │                     │
-//!  Failed ◀──────────────── StopFailed ──── (Stopping) Quarantined ───────┘
+//!              Started               StopBegun               Removed
+//!  Creating ──────────▶ Running ─────────────▶ Stopping ───────────────▶ Stopped
+//!     │                                         │    │                      ▲
+//!     │                                         │    │ KillStuck            │
+//!     │                                         │    ▼                      │ Drained
+//!     │ StartFailed                  StopFailed │  Quarantined ─────────────┘
+//!     │                                         │    │
+//!     │                                         │    │ StopFailed
+//!     ▼                                         │    │
+//!   Failed ◀────────────────────────────────────┴────┘
 //! ```
 //!
 //! `Failed` and `Stopped` are terminal. `Quarantined` means processes survived the kill
@@ -228,6 +232,41 @@ mod tests {
         }
         assert!(transition(Running, Started).is_err());
         assert!(transition(Creating, StopBegun).is_err());
+    }
+
+    /// The arrows of the module's diagram (and of ARCHITECTURE.md), and no others.
+    #[test]
+    fn transitions_are_exactly_the_documented_arrows() {
+        use State::*;
+        use Transition::*;
+        let documented = [
+            (Creating, Started, Running),
+            (Creating, StartFailed, Failed),
+            (Running, StopBegun, Stopping),
+            (Stopping, Removed, Stopped),
+            (Stopping, KillStuck, Quarantined),
+            (Stopping, StopFailed, Failed),
+            (Quarantined, Drained, Stopped),
+            (Quarantined, StopFailed, Failed),
+        ];
+        let events = [
+            Started,
+            StartFailed,
+            StopBegun,
+            Removed,
+            KillStuck,
+            Drained,
+            StopFailed,
+        ];
+        let mut allowed = Vec::new();
+        for s in State::ALL {
+            for e in events {
+                if let Ok(to) = transition(s, e) {
+                    allowed.push((s, e, to));
+                }
+            }
+        }
+        assert_eq!(allowed, documented);
     }
 
     #[test]

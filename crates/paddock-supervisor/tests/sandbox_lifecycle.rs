@@ -606,6 +606,12 @@ async fn unkillable_process_quarantines_then_drains() {
     let mut events = env.sup.events();
     let s = env.sup.start(spec).await.unwrap().info;
     let pid = s.pid.unwrap();
+    // Freeze the `sleep`, not the shell before its `exec` (slow under the VM's emulation).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "the payload never exec'd sleep");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     fz.freeze(pid);
     let wchan_now = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
         .map(|w| w.trim().to_owned())
@@ -1273,36 +1279,77 @@ async fn stats_report_exactly_the_enabled_controllers() {
     env.assert_no_leaks();
 }
 
-/// A block device for I/O accounting: a loop device over a file in the scratch directory,
-/// detached on drop. `None` where loop devices are not available (the test VM's kernel has
-/// the loop driver as a module and loads none).
-struct LoopDev(String);
-impl LoopDev {
-    fn new(backing: &std::path::Path) -> Result<LoopDev, String> {
-        std::fs::write(backing, vec![0u8; 8 << 20]).map_err(|e| e.to_string())?;
-        let out = paddock_proc::Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(backing.as_os_str())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+/// The serial of the scratch disk the test VM may be given (an NVMe drive the tests may
+/// overwrite); see `vm_memory_and_io_stats_without_limits`.
+const SCRATCH_DISK_SERIAL: &str = "paddock-scratch";
+
+/// A block device the I/O test may overwrite: one named by `PADDOCK_TEST_BLOCKDEV`, inside
+/// the VM a disk whose serial is [`SCRATCH_DISK_SERIAL`], else a loop device over a file in
+/// the scratch directory (detached on drop). An error says why there is none (the VM's
+/// kernel has the loop driver as a module and loads none).
+enum BlockDev {
+    Given(String),
+    Loop(String),
+}
+impl BlockDev {
+    fn new(backing: &std::path::Path) -> Result<BlockDev, String> {
+        if let Some(dev) = std::env::var_os("PADDOCK_TEST_BLOCKDEV") {
+            return Ok(BlockDev::Given(dev.to_string_lossy().into_owned()));
         }
-        Ok(LoopDev(
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        ))
+        if in_vm() {
+            for e in std::fs::read_dir("/sys/block")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let serial = std::fs::read_to_string(e.path().join("device/serial"));
+                if serial.is_ok_and(|s| s.trim() == SCRATCH_DISK_SERIAL) {
+                    let name = e.file_name();
+                    return Ok(BlockDev::Given(format!("/dev/{}", name.to_string_lossy())));
+                }
+            }
+        }
+        std::fs::write(backing, vec![0u8; 8 << 20]).map_err(|e| e.to_string())?;
+        // `losetup -f` names a free device (util-linux and busybox alike; busybox has no
+        // `--show`), then the device is attached.
+        let losetup = |args: &[&std::ffi::OsStr]| -> Result<String, String> {
+            let out = paddock_proc::Command::new("losetup")
+                .args(args)
+                .output()
+                .map_err(|e| format!("losetup: {e}"))?;
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            } else {
+                Err(format!(
+                    "no disk with serial {SCRATCH_DISK_SERIAL}, no PADDOCK_TEST_BLOCKDEV, and losetup {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        let dev = losetup(&["-f".as_ref()])?;
+        losetup(&[dev.as_ref(), backing.as_os_str()])?;
+        Ok(BlockDev::Loop(dev))
+    }
+    fn path(&self) -> &str {
+        match self {
+            BlockDev::Given(p) | BlockDev::Loop(p) => p,
+        }
     }
 }
-impl Drop for LoopDev {
+impl Drop for BlockDev {
     fn drop(&mut self) {
-        let _ = paddock_proc::Command::new("losetup")
-            .args(["-d", &self.0])
-            .output();
+        if let BlockDev::Loop(dev) = self {
+            let _ = paddock_proc::Command::new("losetup")
+                .args(["-d", dev.as_str()])
+                .output();
+        }
     }
 }
 
 /// In the VM, with no limit in the spec: memory usage is reported, the I/O fields are
-/// present, and where a block device can be had, direct writes show in `io_write_bytes`.
+/// present, and where a block device can be had (see [`BlockDev`]), 2 MiB of direct writes
+/// show in `io_write_bytes`. Writes to tmpfs (all the VM has without a scratch disk) are
+/// not block I/O, so without one that last check is reported as not done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_memory_and_io_stats_without_limits() {
     let test = "vm_memory_and_io_stats_without_limits";
@@ -1318,13 +1365,13 @@ async fn vm_memory_and_io_stats_without_limits() {
         );
         return;
     }
-    let dev = LoopDev::new(&env.scratch.path("disk.img"));
+    let dev = BlockDev::new(&env.scratch.path("disk.img"));
     let done = env.scratch.path("done");
     let script = match &dev {
         Ok(d) => format!(
             "dd if=/dev/zero of={d} bs=64k count=32 oflag=direct 2>/dev/null || \
              dd if=/dev/zero of={d} bs=64k count=32 conv=fsync; echo > {done}; exec sleep 300",
-            d = d.0,
+            d = d.path(),
             done = done.display()
         ),
         Err(_) => format!(
@@ -1345,7 +1392,7 @@ async fn vm_memory_and_io_stats_without_limits() {
         Ok(d) => assert!(
             st.io_write_bytes.unwrap() >= 32 * 64 * 1024,
             "2 MiB written to {} directly: {st:?}",
-            d.0
+            d.path()
         ),
         Err(e) => eprintln!(
             "{test}: io_write_bytes > 0 not checked: no block device to write to here (losetup: {e})"
