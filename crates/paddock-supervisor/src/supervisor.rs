@@ -799,7 +799,8 @@ impl Supervisor {
 
     /// Stops the sandbox `id` (its current lifecycle, or exactly `lifecycle` when given) by
     /// its spec's stop policy and returns the stop's report. Concurrent stop and kill calls
-    /// all wait for the same outcome; stopping a stopped sandbox returns its report.
+    /// all wait for the same outcome; stopping a stopped sandbox returns its report, also
+    /// after that lifecycle left the registry (one of the last [`RECENT_REPORTS`]).
     pub async fn stop(
         &self,
         id: &SandboxId,
@@ -1497,7 +1498,8 @@ impl Supervisor {
     }
 
     /// Waits until the lifecycle has stopped (or is quarantined or failed) and returns the
-    /// stop's report.
+    /// stop's report (for a named lifecycle that already left the registry, its report from
+    /// the last [`RECENT_REPORTS`]).
     pub async fn wait_stopped(
         &self,
         id: &SandboxId,
