@@ -43,7 +43,7 @@ struct Cli {
     /// The daemon's unix socket (for `serve`, where to listen).
     #[arg(long, global = true, env = "PADDOCK_SOCKET", default_value = serve::DEFAULT_SOCKET, value_name = "PATH")]
     socket: PathBuf,
-    /// Print machine-readable JSON.
+    /// Print machine-readable JSON (errors too: {"error": ...}).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -81,6 +81,11 @@ enum Cmd {
     #[command(verbatim_doc_comment)]
     Ps,
     /// Show everything about a sandbox (JSON).
+    ///
+    /// Examples:
+    ///   paddock inspect web-1
+    ///   paddock inspect web-1 --lifecycle 0123456789abcdef
+    #[command(verbatim_doc_comment)]
     Inspect(Target),
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
@@ -94,6 +99,11 @@ enum Cmd {
         timeout: Option<String>,
     },
     /// Kill a sandbox at once (no grace period).
+    ///
+    /// Examples:
+    ///   paddock kill web-1
+    ///   paddock kill web-1 --json
+    #[command(verbatim_doc_comment)]
     Kill(Target),
     /// Wait until a sandbox has ended, and exit with its main process's exit code (128+N
     /// when signal N killed it).
@@ -110,10 +120,25 @@ enum Cmd {
         timeout: Option<String>,
     },
     /// Freeze a sandbox.
+    ///
+    /// Examples:
+    ///   paddock pause web-1
+    ///   paddock pause web-1 --json
+    #[command(verbatim_doc_comment)]
     Pause(Target),
     /// Thaw a paused sandbox.
+    ///
+    /// Examples:
+    ///   paddock resume web-1
+    ///   paddock resume web-1 --json
+    #[command(verbatim_doc_comment)]
     Resume(Target),
     /// Forget a stopped sandbox (with -f: kill it first).
+    ///
+    /// Examples:
+    ///   paddock rm web-1
+    ///   paddock rm -f web-1
+    #[command(verbatim_doc_comment)]
     Rm {
         /// Sandbox ID.
         id: String,
@@ -122,6 +147,11 @@ enum Cmd {
         force: bool,
     },
     /// Resource usage of a sandbox.
+    ///
+    /// Examples:
+    ///   paddock stats web-1
+    ///   paddock stats web-1 --json
+    #[command(verbatim_doc_comment)]
     Stats(Target),
     /// Follow lifecycle events.
     ///
@@ -136,8 +166,21 @@ enum Cmd {
         count: Option<usize>,
     },
     /// Print a sandbox's stdout and stderr.
+    ///
+    /// With --json: one object {"id", "lifecycle", "log"}.
+    ///
+    /// Examples:
+    ///   paddock logs web-1
+    ///   paddock logs web-1 --json
+    #[command(verbatim_doc_comment)]
     Logs(Target),
     /// Live CPU, memory and processes per sandbox, like systemd-cgtop.
+    ///
+    /// Examples:
+    ///   paddock top
+    ///   paddock top --interval 5s
+    ///   paddock top --once --json
+    #[command(verbatim_doc_comment)]
     Top {
         /// Print once and exit.
         #[arg(long)]
@@ -212,7 +255,7 @@ fn main() -> ExitCode {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(args).await,
+            Cmd::Run(args) => run::run(args, out.json).await,
             Cmd::Serve(args) => serve::serve(args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
@@ -236,7 +279,7 @@ fn main() -> ExitCode {
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
             Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,
-            Cmd::Logs(t) => cli::logs(&c, &t.id, &t.lifecycle).await,
+            Cmd::Logs(t) => cli::logs(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Top { once, interval } => {
                 let iv =
                     paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
@@ -257,6 +300,9 @@ fn main() -> ExitCode {
                 }
                 eprintln!("paddock: {}", d.message);
                 return ExitCode::from(1);
+            }
+            if out.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("paddock: {e:#}");
             ExitCode::from(125)
