@@ -77,7 +77,9 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// List sandboxes.
     ///
-    /// Example: paddock ps --json
+    /// Examples:
+    ///   paddock ps
+    ///   paddock ps --json
     #[command(verbatim_doc_comment)]
     Ps,
     /// Show everything about a sandbox (JSON).
@@ -89,7 +91,9 @@ enum Cmd {
     Inspect(Target),
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
-    /// Example: paddock stop web-1 --timeout 5s
+    /// Examples:
+    ///   paddock stop web-1
+    ///   paddock stop web-1 --timeout 5s --json
     #[command(verbatim_doc_comment)]
     Stop {
         #[command(flatten)]
@@ -110,7 +114,9 @@ enum Cmd {
     ///
     /// With --timeout, gives up after that long (exit code 124) if it is still live.
     ///
-    /// Example: paddock run -d --name job-1 -- ./build.sh && paddock wait job-1
+    /// Examples:
+    ///   paddock run -d --name job-1 -- ./build.sh && paddock wait job-1
+    ///   paddock wait job-1 --timeout 30s --json
     #[command(verbatim_doc_comment)]
     Wait {
         #[command(flatten)]
@@ -155,7 +161,9 @@ enum Cmd {
     Stats(Target),
     /// Follow lifecycle events.
     ///
-    /// Example: paddock events --id web-1
+    /// Examples:
+    ///   paddock events
+    ///   paddock events --id web-1 --count 3 --json
     #[command(verbatim_doc_comment)]
     Events {
         /// Only this sandbox's events.
@@ -191,7 +199,9 @@ enum Cmd {
     },
     /// Print a shell completion script.
     ///
-    /// Example: paddock completions bash > /etc/bash_completion.d/paddock
+    /// Examples:
+    ///   paddock completions bash > /etc/bash_completion.d/paddock
+    ///   paddock completions zsh > ~/.zfunc/_paddock
     #[command(verbatim_doc_comment)]
     Completions {
         /// The shell.
