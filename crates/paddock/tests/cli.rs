@@ -145,7 +145,10 @@ fn no_daemon_is_a_clear_error() {
         let e: Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|err| panic!("{args:?}: not JSON ({err}): {o:?}"));
         let msg = e["error"].as_str().unwrap();
-        assert!(msg.contains("cannot connect to the paddock daemon"), "{msg}");
+        assert!(
+            msg.contains("cannot connect to the paddock daemon"),
+            "{msg}"
+        );
         assert_eq!(e.as_object().unwrap().len(), 1, "{e}");
     }
 }
@@ -197,7 +200,11 @@ fn json_output_of_every_command() {
     assert_eq!(r["state"], "running", "{r}");
 
     let o = w.cli(&["wait", "js-1", "--timeout", "100ms", "--json"]);
-    assert_eq!(o.status.code(), Some(124), "still running after the timeout");
+    assert_eq!(
+        o.status.code(),
+        Some(124),
+        "still running after the timeout"
+    );
     let t: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(t["state"], "running", "{t}");
     let stop = json(&["stop", "js-1", "--timeout", "1s", "--json"]);
@@ -251,8 +258,21 @@ fn completions_and_help() {
         .filter(|c| *c != "help")
         .collect();
     for c in [
-        "run", "serve", "ps", "inspect", "stop", "kill", "wait", "pause", "resume", "rm",
-        "stats", "events", "logs", "top", "completions",
+        "run",
+        "serve",
+        "ps",
+        "inspect",
+        "stop",
+        "kill",
+        "wait",
+        "pause",
+        "resume",
+        "rm",
+        "stats",
+        "events",
+        "logs",
+        "top",
+        "completions",
     ] {
         assert!(commands.contains(&c), "{c} not listed: {commands:?}\n{h}");
     }
