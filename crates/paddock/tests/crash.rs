@@ -125,7 +125,10 @@ fn crash_and_recover() {
     assert!(!orphan.exists(), "the orphan cgroup was reclaimed");
     assert!(foreign.exists(), "an untagged cgroup is left alone");
     std::fs::remove_dir(&foreign).unwrap();
-    assert!(beside.exists(), "a tagged cgroup outside the root is untouched");
+    assert!(
+        beside.exists(),
+        "a tagged cgroup outside the root is untouched"
+    );
     assert!(
         paddock_testutil::pid_alive(beside_pid),
         "the process of a cgroup outside the root is untouched"
@@ -184,7 +187,10 @@ fn crash_and_recover() {
         }
     }
     assert_eq!(adopted_lines, 3, "{log}");
-    assert_eq!(left_alone, 1, "the untagged cgroup is reported once:\n{log}");
+    assert_eq!(
+        left_alone, 1,
+        "the untagged cgroup is reported once:\n{log}"
+    );
 
     // The adopted sandboxes are controllable: resume, stats, stop the leaky one (the
     // escapee ignores SIGTERM and must be killed after the grace period).
@@ -560,12 +566,20 @@ fn crash_mid_create_at_each_point() {
             "{point}: the create never finished, it cannot have answered 201: {answer:?}"
         );
         for p in &spawned {
-            assert!(paddock_testutil::pid_alive(*p), "{point}: {p} outlives the crash");
+            assert!(
+                paddock_testutil::pid_alive(*p),
+                "{point}: {p} outlives the crash"
+            );
         }
 
         let d = w.daemon(&[]);
         let r = w.http("GET", &format!("/v1/sandboxes/{id}"), None);
-        assert_eq!(r.status, 404, "{point}: a start that never completed is dropped: {}", r.text());
+        assert_eq!(
+            r.status,
+            404,
+            "{point}: a start that never completed is dropped: {}",
+            r.text()
+        );
         assert_eq!(
             w.http("GET", "/v1/sandboxes", None).json(),
             serde_json::json!([]),
@@ -573,7 +587,10 @@ fn crash_mid_create_at_each_point() {
         );
         assert!(w.cgroups().is_empty(), "{point}: {:?}", w.cgroups());
         for p in &spawned {
-            assert!(!paddock_testutil::pid_alive(*p), "{point}: process {p} leaked");
+            assert!(
+                !paddock_testutil::pid_alive(*p),
+                "{point}: process {p} leaked"
+            );
         }
         w.assert_no_leaks();
         let log = d.log_text();
@@ -584,8 +601,16 @@ fn crash_mid_create_at_each_point() {
         // The ID is free again, and the record is really gone: a third daemon finds nothing.
         let r = w.http("POST", "/v1/sandboxes", Some(&spec(&id, "exec sleep 300")));
         assert_eq!(r.status, 201, "{point}: {}", r.text());
-        assert_eq!(w.http("POST", &format!("/v1/sandboxes/{id}/kill"), None).status, 200);
-        assert_eq!(w.http("DELETE", &format!("/v1/sandboxes/{id}"), None).status, 204);
+        assert_eq!(
+            w.http("POST", &format!("/v1/sandboxes/{id}/kill"), None)
+                .status,
+            200
+        );
+        assert_eq!(
+            w.http("DELETE", &format!("/v1/sandboxes/{id}"), None)
+                .status,
+            204
+        );
         drop(d);
         let d = w.daemon(&[]);
         assert_eq!(
@@ -611,7 +636,10 @@ fn unknown_pause_point_is_refused() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("PADDOCK_TEST_PAUSE_AT") && err.contains("after_spawn"), "{err}");
+    assert!(
+        err.contains("PADDOCK_TEST_PAUSE_AT") && err.contains("after_spawn"),
+        "{err}"
+    );
 }
 
 /// A record with a main PID but no start time cannot prove the PID is still its process:
@@ -645,9 +673,11 @@ fn a_pid_without_start_time_is_not_adopted() {
     let d = w.daemon(&[]);
     // Whatever the daemon does with the sandbox, it never takes the stranger for its main
     // process: the sandbox (stopped by the recovery) reports no PID.
-    wait_for(Duration::from_secs(15), "the recovered stop to finish", || {
-        (!cg.exists()).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "the recovered stop to finish",
+        || (!cg.exists()).then_some(()),
+    );
     let r = w.http("GET", "/v1/sandboxes/unverified", None);
     if r.status == 200 {
         let info = r.json();
@@ -656,7 +686,10 @@ fn a_pid_without_start_time_is_not_adopted() {
     } else {
         assert_eq!(r.status, 404, "{}", r.text());
     }
-    assert!(!paddock_testutil::pid_alive(inside), "the sandbox's process was killed");
+    assert!(
+        !paddock_testutil::pid_alive(inside),
+        "the sandbox's process was killed"
+    );
     assert!(
         paddock_testutil::pid_alive(stranger_pid),
         "the process holding the recorded PID is untouched"
@@ -670,7 +703,11 @@ fn a_pid_without_start_time_is_not_adopted() {
         "{log}"
     );
     let m = w.http("GET", "/metrics", None).text();
-    assert_eq!(metric(&m, "paddock_reconcile_adopted_total"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "paddock_reconcile_adopted_total"),
+        Some(1.0),
+        "{m}"
+    );
     let _ = stranger.kill();
     let _ = stranger.wait();
     w.assert_no_leaks();
