@@ -74,13 +74,13 @@ pub const TEST_PAUSE_ENV: &str = "PADDOCK_TEST_PAUSE_AT";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseAt {
     /// The `creating` record is committed; no cgroup exists yet.
-    AfterRecord,
+    Recorded,
     /// The record is committed and the sandbox's cgroup made (empty, not yet tagged): the
     /// state a crash between the supervisor's `mkdir` and its owner tag leaves.
-    AfterMkdir,
+    CgroupMade,
     /// The payload is spawned in its tagged cgroup; its `running` record (with the main
     /// PID) is not written.
-    AfterSpawn,
+    Spawned,
 }
 
 impl PauseAt {
@@ -91,9 +91,9 @@ impl PauseAt {
             return Ok(None);
         };
         Ok(Some(match v.to_str() {
-            Some("after_record") => PauseAt::AfterRecord,
-            Some("after_mkdir") => PauseAt::AfterMkdir,
-            Some("after_spawn") => PauseAt::AfterSpawn,
+            Some("after_record") => PauseAt::Recorded,
+            Some("after_mkdir") => PauseAt::CgroupMade,
+            Some("after_spawn") => PauseAt::Spawned,
             _ => bail!(
                 "{TEST_PAUSE_ENV}={v:?}: expected after_record, after_mkdir or after_spawn (a test-only hook; unset it)"
             ),
@@ -102,9 +102,9 @@ impl PauseAt {
 
     fn as_str(self) -> &'static str {
         match self {
-            PauseAt::AfterRecord => "after_record",
-            PauseAt::AfterMkdir => "after_mkdir",
-            PauseAt::AfterSpawn => "after_spawn",
+            PauseAt::Recorded => "after_record",
+            PauseAt::CgroupMade => "after_mkdir",
+            PauseAt::Spawned => "after_spawn",
         }
     }
 }
@@ -127,12 +127,12 @@ impl Hooks for DaemonHooks {
     fn before_create(&self, rec: &Record) -> Persisting {
         let put = self.store.put(rec);
         match &self.pause_at {
-            Some((at @ (PauseAt::AfterRecord | PauseAt::AfterMkdir), root)) => {
+            Some((at @ (PauseAt::Recorded | PauseAt::CgroupMade), root)) => {
                 let (at, rec) = (*at, rec.clone());
                 let cg = root.join(&rec.cgroup);
                 Box::pin(async move {
                     put.await?;
-                    if at == PauseAt::AfterMkdir {
+                    if at == PauseAt::CgroupMade {
                         fs::create_dir(&cg).map_err(|e| format!("mkdir {}: {e}", cg.display()))?;
                     }
                     paused_forever(&rec, at).await
@@ -142,11 +142,11 @@ impl Hooks for DaemonHooks {
         }
     }
     fn on_change(&self, rec: &Record) -> Persisting {
-        if let Some((PauseAt::AfterSpawn, _)) = &self.pause_at
+        if let Some((PauseAt::Spawned, _)) = &self.pause_at
             && rec.state == paddock_supervisor::State::Running
             && rec.main_pid.is_some()
         {
-            return paused_forever(rec, PauseAt::AfterSpawn);
+            return paused_forever(rec, PauseAt::Spawned);
         }
         self.store.put(rec)
     }
