@@ -56,7 +56,10 @@ enum Cmd {
     ///
     /// When the command's main process exits, the rest of its process tree is stopped and
     /// the sandbox's cgroup removed; paddock exits with the main process's exit code (128+N
-    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully. With `-d`
+    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully (a second
+    /// one kills it at once); paddock then exits with the main process's code as well:
+    /// 143 when the SIGTERM ended it, 137 when it ignored it and was killed after
+    /// --stop-timeout. With `-d`
     /// the sandbox is created by the daemon instead and paddock prints its ID and returns;
     /// its output goes to `paddock logs ID`.
     ///
