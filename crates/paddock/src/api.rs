@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -195,6 +195,33 @@ fn parse_lc(lc: Option<&str>) -> ApiResult<Option<LifecycleId>> {
     .transpose()
 }
 
+/// The query of endpoints that take no parameters: any parameter is a 400 naming it.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// Extracts [`NoQuery`]: refuses any query parameter with a 400 that names it.
+pub struct NoParams;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(NoQuery {}) = Query::<NoQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad(format!(
+                    "query string: {} (this endpoint takes no query parameters)",
+                    e.body_text()
+                ))
+            })?;
+        Ok(NoParams)
+    }
+}
+
 /// `?lifecycle=` on the per-sandbox endpoints.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -260,13 +287,22 @@ impl Drop for Inflight<'_> {
     }
 }
 
-async fn create(State(st): State<Shared>, body: Body) -> ApiResult<Response> {
+async fn create(State(st): State<Shared>, _q: NoParams, body: Body) -> ApiResult<Response> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::bad(format!(
             "request body is larger than {MAX_BODY} bytes (or could not be read)"
         ))
     })?;
     let spec = parse_create(&bytes)?;
+    // A duplicate is a 409 whatever the admission limits say: it would start nothing. The
+    // supervisor checks again atomically (a start of the same ID racing this one).
+    if st.sup.get(&spec.id).is_some_and(|i| i.state.holds_id()) {
+        st.sup
+            .counters()
+            .starts_conflict
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(SupError::AlreadyExists(spec.id.clone()).into());
+    }
     // Admission: concurrent starts first (cheap), then live sandboxes.
     let _permit = match st.starting.try_acquire() {
         Ok(p) => p,
@@ -309,7 +345,7 @@ async fn create(State(st): State<Shared>, body: Body) -> ApiResult<Response> {
     Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
 }
 
-async fn list(State(st): State<Shared>) -> axum::Json<Vec<SandboxInfo>> {
+async fn list(State(st): State<Shared>, _q: NoParams) -> axum::Json<Vec<SandboxInfo>> {
     axum::Json(st.sup.list())
 }
 
@@ -469,7 +505,11 @@ async fn set_paused(
     Ok(axum::Json(info))
 }
 
-async fn delete(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    _q: NoParams,
+) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     let lc = st.sup.get(&id).map(|i| i.lifecycle);
     st.sup.forget(&id)?;
@@ -586,7 +626,7 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-async fn openapi() -> Response {
+async fn openapi(_q: NoParams) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::document_string(),
@@ -594,7 +634,7 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-async fn metrics(State(st): State<Shared>) -> Response {
+async fn metrics(State(st): State<Shared>, _q: NoParams) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -605,11 +645,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> axum::Json<Value> {
+async fn healthz(_q: NoParams) -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(st): State<Shared>, _h: HeaderMap) -> Response {
+async fn readyz(State(st): State<Shared>, _q: NoParams) -> Response {
     if st.ready.load(Ordering::Relaxed) {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {

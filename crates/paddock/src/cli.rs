@@ -316,16 +316,34 @@ pub async fn stats(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -
     Ok(0)
 }
 
-/// `paddock logs`.
-pub async fn logs(c: &Client, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+/// `paddock logs`; with `--json` one object `{"id", "lifecycle", "log"}` (the lifecycle
+/// asked for, or the current one, pinned before the log is read).
+pub async fn logs(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let lifecycle = match (out.json, lifecycle) {
+        (true, None) => {
+            let info = c
+                .json(Method::GET, &format!("/v1/sandboxes/{}", enc(id)), None)
+                .await?;
+            info["lifecycle"].as_str().map(str::to_owned)
+        }
+        _ => lifecycle.clone(),
+    };
     let b = c
         .call(
             Method::GET,
-            &format!("/v1/sandboxes/{}/logs{}", enc(id), lc_query(lifecycle)),
+            &format!("/v1/sandboxes/{}/logs{}", enc(id), lc_query(&lifecycle)),
             None,
         )
         .await?;
-    std::io::stdout().write_all(&b)?;
+    if out.json {
+        print_json(&serde_json::json!({
+            "id": id,
+            "lifecycle": lifecycle,
+            "log": String::from_utf8_lossy(&b),
+        }))?;
+    } else {
+        std::io::stdout().write_all(&b)?;
+    }
     Ok(0)
 }
 

@@ -43,7 +43,7 @@ struct Cli {
     /// The daemon's unix socket (for `serve`, where to listen).
     #[arg(long, global = true, env = "PADDOCK_SOCKET", default_value = serve::DEFAULT_SOCKET, value_name = "PATH")]
     socket: PathBuf,
-    /// Print machine-readable JSON.
+    /// Print machine-readable JSON (errors too: {"error": ...}).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -56,7 +56,10 @@ enum Cmd {
     ///
     /// When the command's main process exits, the rest of its process tree is stopped and
     /// the sandbox's cgroup removed; paddock exits with the main process's exit code (128+N
-    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully. With `-d`
+    /// when signal N killed it). Ctrl-C or SIGTERM stops the sandbox gracefully (a second
+    /// one kills it at once); paddock then exits with the main process's code as well:
+    /// 143 when the SIGTERM ended it, 137 when it ignored it and was killed after
+    /// --stop-timeout. With `-d`
     /// the sandbox is created by the daemon instead and paddock prints its ID and returns;
     /// its output goes to `paddock logs ID`.
     ///
@@ -77,14 +80,23 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// List sandboxes.
     ///
-    /// Example: paddock ps --json
+    /// Examples:
+    ///   paddock ps
+    ///   paddock ps --json
     #[command(verbatim_doc_comment)]
     Ps,
     /// Show everything about a sandbox (JSON).
+    ///
+    /// Examples:
+    ///   paddock inspect web-1
+    ///   paddock inspect web-1 --lifecycle 0123456789abcdef
+    #[command(verbatim_doc_comment)]
     Inspect(Target),
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
-    /// Example: paddock stop web-1 --timeout 5s
+    /// Examples:
+    ///   paddock stop web-1
+    ///   paddock stop web-1 --timeout 5s --json
     #[command(verbatim_doc_comment)]
     Stop {
         #[command(flatten)]
@@ -94,13 +106,20 @@ enum Cmd {
         timeout: Option<String>,
     },
     /// Kill a sandbox at once (no grace period).
+    ///
+    /// Examples:
+    ///   paddock kill web-1
+    ///   paddock kill web-1 --json
+    #[command(verbatim_doc_comment)]
     Kill(Target),
     /// Wait until a sandbox has ended, and exit with its main process's exit code (128+N
     /// when signal N killed it).
     ///
     /// With --timeout, gives up after that long (exit code 124) if it is still live.
     ///
-    /// Example: paddock run -d --name job-1 -- ./build.sh && paddock wait job-1
+    /// Examples:
+    ///   paddock run -d --name job-1 -- ./build.sh && paddock wait job-1
+    ///   paddock wait job-1 --timeout 30s --json
     #[command(verbatim_doc_comment)]
     Wait {
         #[command(flatten)]
@@ -110,10 +129,25 @@ enum Cmd {
         timeout: Option<String>,
     },
     /// Freeze a sandbox.
+    ///
+    /// Examples:
+    ///   paddock pause web-1
+    ///   paddock pause web-1 --json
+    #[command(verbatim_doc_comment)]
     Pause(Target),
     /// Thaw a paused sandbox.
+    ///
+    /// Examples:
+    ///   paddock resume web-1
+    ///   paddock resume web-1 --json
+    #[command(verbatim_doc_comment)]
     Resume(Target),
     /// Forget a stopped sandbox (with -f: kill it first).
+    ///
+    /// Examples:
+    ///   paddock rm web-1
+    ///   paddock rm -f web-1
+    #[command(verbatim_doc_comment)]
     Rm {
         /// Sandbox ID.
         id: String,
@@ -122,10 +156,17 @@ enum Cmd {
         force: bool,
     },
     /// Resource usage of a sandbox.
+    ///
+    /// Examples:
+    ///   paddock stats web-1
+    ///   paddock stats web-1 --json
+    #[command(verbatim_doc_comment)]
     Stats(Target),
     /// Follow lifecycle events.
     ///
-    /// Example: paddock events --id web-1
+    /// Examples:
+    ///   paddock events
+    ///   paddock events --id web-1 --count 3 --json
     #[command(verbatim_doc_comment)]
     Events {
         /// Only this sandbox's events.
@@ -136,8 +177,21 @@ enum Cmd {
         count: Option<usize>,
     },
     /// Print a sandbox's stdout and stderr.
+    ///
+    /// With --json: one object {"id", "lifecycle", "log"}.
+    ///
+    /// Examples:
+    ///   paddock logs web-1
+    ///   paddock logs web-1 --json
+    #[command(verbatim_doc_comment)]
     Logs(Target),
     /// Live CPU, memory and processes per sandbox, like systemd-cgtop.
+    ///
+    /// Examples:
+    ///   paddock top
+    ///   paddock top --interval 5s
+    ///   paddock top --once --json
+    #[command(verbatim_doc_comment)]
     Top {
         /// Print once and exit.
         #[arg(long)]
@@ -148,7 +202,9 @@ enum Cmd {
     },
     /// Print a shell completion script.
     ///
-    /// Example: paddock completions bash > /etc/bash_completion.d/paddock
+    /// Examples:
+    ///   paddock completions bash > /etc/bash_completion.d/paddock
+    ///   paddock completions zsh > ~/.zfunc/_paddock
     #[command(verbatim_doc_comment)]
     Completions {
         /// The shell.
@@ -212,7 +268,7 @@ fn main() -> ExitCode {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(args).await,
+            Cmd::Run(args) => run::run(args, out.json).await,
             Cmd::Serve(args) => serve::serve(args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
@@ -236,7 +292,7 @@ fn main() -> ExitCode {
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
             Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,
-            Cmd::Logs(t) => cli::logs(&c, &t.id, &t.lifecycle).await,
+            Cmd::Logs(t) => cli::logs(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Top { once, interval } => {
                 let iv =
                     paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
@@ -257,6 +313,9 @@ fn main() -> ExitCode {
                 }
                 eprintln!("paddock: {}", d.message);
                 return ExitCode::from(1);
+            }
+            if out.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("paddock: {e:#}");
             ExitCode::from(125)

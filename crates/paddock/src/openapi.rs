@@ -31,7 +31,7 @@ fn sandbox_op(summary: &str, ok: Value, extra_params: Vec<Value>) -> Value {
         "parameters": params,
         "responses": {
             "200": ok,
-            "400": err_resp("Invalid ID, lifecycle or parameter"),
+            "400": err_resp("Invalid ID, lifecycle or parameter, or an unknown query parameter"),
             "404": err_resp("No such sandbox"),
             "409": err_resp("Not possible in the sandbox's state"),
             "500": err_resp("The daemon failed")
@@ -56,7 +56,7 @@ pub fn document() -> Value {
             "/v1/sandboxes": {
                 "get": {
                     "summary": "List every known lifecycle (current ones, and older ones still stopping or quarantined)",
-                    "responses": { "200": { "description": "Sandboxes", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/SandboxInfo" } } } } } }
+                    "responses": { "200": { "description": "Sandboxes", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/SandboxInfo" } } } } }, "400": err_resp("A query parameter (none is taken)") }
                 },
                 "post": {
                     "summary": "Create and start a sandbox",
@@ -64,7 +64,7 @@ pub fn document() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CreateRequest" } } } },
                     "responses": {
                         "201": ok_json("Started", "SandboxInfo"),
-                        "400": err_resp("Malformed JSON, unknown field, invalid ID or value, oversized body; nothing changed"),
+                        "400": err_resp("Malformed JSON, unknown field, invalid ID or value, oversized body, a query parameter (none is taken); nothing changed"),
                         "409": err_resp("A sandbox with this ID is creating or running; nothing started"),
                         "422": err_resp("The program could not be started; nothing left behind"),
                         "429": err_resp("An admission limit (max-sandboxes or max-starting) was reached; the message names it"),
@@ -77,7 +77,7 @@ pub fn document() -> Value {
                 "delete": {
                     "summary": "Forget a stopped or failed sandbox (and delete its log)",
                     "parameters": [id_param()],
-                    "responses": { "204": { "description": "Forgotten" }, "400": err_resp("Invalid ID"), "404": err_resp("No such sandbox"), "409": err_resp("Still live: stop it first") }
+                    "responses": { "204": { "description": "Forgotten" }, "400": err_resp("Invalid ID, or a query parameter (none is taken)"), "404": err_resp("No such sandbox"), "409": err_resp("Still live: stop it first") }
                 }
             },
             "/v1/sandboxes/{id}/stop": { "post": sandbox_op(
@@ -99,12 +99,12 @@ pub fn document() -> Value {
             "/v1/events": { "get": {
                 "summary": "Lifecycle events as server-sent events (`event:` is the type, `data:` an Event); ends when the daemon shuts down",
                 "parameters": [{ "name": "id", "in": "query", "required": false, "description": "Only this sandbox's events", "schema": { "type": "string" } }],
-                "responses": { "200": { "description": "Event stream", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/Event" } } } }, "400": err_resp("Invalid ID") }
+                "responses": { "200": { "description": "Event stream", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/Event" } } } }, "400": err_resp("Invalid ID, or an unknown query parameter") }
             } },
-            "/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1", "content": { "application/json": {} } } } } },
-            "/metrics": { "get": { "summary": "Prometheus metrics (OpenMetrics text)", "responses": { "200": { "description": "Metrics", "content": { "application/openmetrics-text": {} } } } } },
-            "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
-            "/readyz": { "get": { "summary": "Readiness: the first reconciliation after start has finished", "responses": { "200": { "description": "Ready" }, "503": err_resp("Still recovering") } } }
+            "/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1", "content": { "application/json": {} } }, "400": err_resp("A query parameter (none is taken)") } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics (OpenMetrics text)", "responses": { "200": { "description": "Metrics", "content": { "application/openmetrics-text": {} } }, "400": err_resp("A query parameter (none is taken)") } } },
+            "/healthz": { "get": { "summary": "Liveness", "responses": { "200": ok_json("Alive: {\"status\": \"ok\"}", "Status"), "400": err_resp("A query parameter (none is taken)") } } },
+            "/readyz": { "get": { "summary": "Readiness: the first reconciliation after start has finished", "responses": { "200": ok_json("Ready: {\"status\": \"ready\"}", "Status"), "400": err_resp("A query parameter (none is taken)"), "503": err_resp("Still recovering") } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "TCP listener only" } },
@@ -143,22 +143,34 @@ pub fn document() -> Value {
                     "properties": {
                         "id": { "type": "string" }, "lifecycle": { "type": "string" }, "state": { "$ref": "#/components/schemas/State" },
                         "paused": { "type": "boolean" }, "current": { "type": "boolean" }, "pid": opt("integer"), "cgroup_path": { "type": "string" },
-                        "main_exit": { "type": ["object", "null"], "properties": { "code": opt("integer"), "signal": opt("integer"), "core_dumped": { "type": "boolean" } } },
+                        "main_exit": { "oneOf": [ { "$ref": "#/components/schemas/MainExit" }, { "type": "null" } ] },
                         "stop_report": { "oneOf": [ { "$ref": "#/components/schemas/StopReport" }, { "type": "null" } ] },
-                        "stuck": { "type": "array", "items": { "type": "object" } }, "error": opt("string"), "created_at_ms": { "type": "integer" },
+                        "stuck": { "type": "array", "items": { "$ref": "#/components/schemas/StuckProcess" } }, "error": opt("string"), "created_at_ms": { "type": "integer" },
                         "spec": { "$ref": "#/components/schemas/SandboxSpec" }
                     }
                 },
                 "StopReport": {
                     "type": "object",
                     "properties": {
-                        "reason": { "type": "string", "enum": ["requested", "killed", "main_exited", "shutdown", "recovered"] },
-                        "signalled": { "type": "integer" }, "grace_ms": { "type": "number" }, "killed_after_grace": { "type": "integer" },
+                        "reason": { "$ref": "#/components/schemas/StopReason" },
+                        "signalled": { "type": "integer" }, "signal_ms": { "type": "number" }, "grace_ms": { "type": "number" }, "killed_after_grace": { "type": "integer" },
                         "kill_ms": { "type": "number" }, "remove_ms": { "type": "number" }, "rmdir_fallback": { "type": "boolean" },
                         "pids_frozen": { "type": "boolean" }, "total_ms": { "type": "number" }, "cpu_usage_usec": opt("integer"),
-                        "memory_peak": opt("integer"), "stuck": { "type": "array", "items": { "type": "object" } }, "error": opt("string")
+                        "memory_peak": opt("integer"), "stuck": { "type": "array", "items": { "$ref": "#/components/schemas/StuckProcess" } }, "error": opt("string")
                     }
                 },
+                "StopReason": { "type": "string", "enum": ["requested", "killed", "main_exited", "shutdown", "recovered"] },
+                "MainExit": {
+                    "type": "object",
+                    "description": "How the main process ended: `code` if it exited, `signal` if a signal killed it; both null when it ended while no daemon was its parent (status unknown)",
+                    "properties": { "code": opt("integer"), "signal": opt("integer"), "core_dumped": { "type": "boolean" } }
+                },
+                "StuckProcess": {
+                    "type": "object",
+                    "description": "A process that survived the kill deadline, as /proc described it",
+                    "properties": { "pid": { "type": "integer" }, "comm": opt("string"), "state": opt("string"), "wchan": opt("string") }
+                },
+                "Status": { "type": "object", "required": ["status"], "properties": { "status": { "type": "string" } } },
                 "SandboxStats": {
                     "type": "object",
                     "description": "null means the controller is not available, not zero",
@@ -170,10 +182,19 @@ pub fn document() -> Value {
                 },
                 "Event": {
                     "type": "object",
+                    "description": "The fields beyond id, lifecycle, at_ms and type depend on the type: started {pid}; adopted {pid, state}; start_failed {error}; main_exited {status}; stopping {reason}; leaked_processes_killed {count}; stopped {report}; quarantined {stuck}; failed {error}; paused and resumed none",
                     "required": ["id", "lifecycle", "at_ms", "type"],
                     "properties": {
                         "id": { "type": "string" }, "lifecycle": { "type": "string" }, "at_ms": { "type": "integer" },
-                        "type": { "type": "string", "enum": ["started", "adopted", "start_failed", "main_exited", "stopping", "leaked_processes_killed", "stopped", "quarantined", "failed", "paused", "resumed"] }
+                        "type": { "type": "string", "enum": ["started", "adopted", "start_failed", "main_exited", "stopping", "leaked_processes_killed", "stopped", "quarantined", "failed", "paused", "resumed"] },
+                        "pid": opt("integer"),
+                        "state": { "$ref": "#/components/schemas/State" },
+                        "error": { "type": "string" },
+                        "status": { "$ref": "#/components/schemas/MainExit" },
+                        "reason": { "$ref": "#/components/schemas/StopReason" },
+                        "count": { "type": "integer" },
+                        "report": { "$ref": "#/components/schemas/StopReport" },
+                        "stuck": { "type": "array", "items": { "$ref": "#/components/schemas/StuckProcess" } }
                     }
                 }
             }

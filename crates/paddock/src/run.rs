@@ -43,7 +43,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
     /// Print a one-line summary to stderr at the end (duration, CPU, peak memory,
-    /// processes killed).
+    /// processes killed). With the global --json the summary is instead one JSON object
+    /// on the last line of stdout (printed with or without --summary): {"id",
+    /// "lifecycle", "exit_code", "main_exit", "duration_ms", "cpu_usage_usec",
+    /// "memory_peak", "killed_after_grace", "quarantined", "stop_report"}.
     #[arg(long)]
     pub summary: bool,
     /// The managed cgroup root (default: <cgroup2 mount>/paddock).
@@ -93,8 +96,10 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
-/// Runs the sandbox to completion; returns the exit code for paddock.
-pub async fn run(a: RunArgs) -> Result<u8> {
+/// Runs the sandbox to completion; returns the exit code for paddock (the main process's
+/// exit code, 128+N when signal N killed it, 125 when its status is unknown). With `json`,
+/// prints the summary as one JSON object on stdout.
+pub async fn run(a: RunArgs, json: bool) -> Result<u8> {
     let spec = spec_from_args(&a)?;
     let root = match &a.cgroup_root {
         Some(p) => Root::open_or_create(p),
@@ -107,11 +112,13 @@ pub async fn run(a: RunArgs) -> Result<u8> {
             .context("enable the controllers the limits need")?;
     }
     let sup = Supervisor::new(Config::new(root))?;
+    // Installed before the start: a SIGTERM or Ctrl-C that arrives while the sandbox is
+    // being created must stop it once started, not kill paddock and leave it running.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let t0 = Instant::now();
     let started = sup.start(spec).await?;
     let (id, lc) = (started.info.id.clone(), started.info.lifecycle);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut asked = 0;
     let report = loop {
         tokio::select! {
@@ -144,7 +151,22 @@ pub async fn run(a: RunArgs) -> Result<u8> {
             report.stuck
         );
     }
-    if a.summary {
+    let elapsed = t0.elapsed();
+    if json {
+        let v = serde_json::json!({
+            "id": id,
+            "lifecycle": lc,
+            "exit_code": code,
+            "main_exit": exit,
+            "duration_ms": elapsed.as_secs_f64() * 1e3,
+            "cpu_usage_usec": report.cpu_usage_usec,
+            "memory_peak": report.memory_peak,
+            "killed_after_grace": report.killed_after_grace,
+            "quarantined": !report.stuck.is_empty(),
+            "stop_report": report,
+        });
+        println!("{v}");
+    } else if a.summary {
         let mem = report
             .memory_peak
             .map(human_bytes)
@@ -161,7 +183,7 @@ pub async fn run(a: RunArgs) -> Result<u8> {
                 _ => "exit unknown".into(),
             })
             .unwrap_or_else(|| "exit unknown".into()),
-            t0.elapsed().as_secs_f64(),
+            elapsed.as_secs_f64(),
             report.killed_after_grace,
         );
     }

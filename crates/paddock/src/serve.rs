@@ -62,18 +62,92 @@ pub struct ServeArgs {
     pub reconcile_interval: u64,
 }
 
+/// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
+pub const TEST_PAUSE_ENV: &str = "PADDOCK_TEST_PAUSE_AT";
+
+/// A point inside a create at which the daemon blocks that create forever, so the crash
+/// test can SIGKILL the daemon exactly there. **Test-only**: set through
+/// `PADDOCK_TEST_PAUSE_AT`, read once at start-up; never set it in production (every create
+/// would hang). When a create reaches the point, the daemon logs
+/// `test hook: create paused` (WARN, with `sandbox`, `lifecycle` and `point`) and waits on
+/// a future that never completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseAt {
+    /// The `creating` record is committed; no cgroup exists yet.
+    Recorded,
+    /// The record is committed and the sandbox's cgroup made (empty, not yet tagged): the
+    /// state a crash between the supervisor's `mkdir` and its owner tag leaves.
+    CgroupMade,
+    /// The payload is spawned in its tagged cgroup; its `running` record (with the main
+    /// PID) is not written.
+    Spawned,
+}
+
+impl PauseAt {
+    /// Reads [`TEST_PAUSE_ENV`]: `None` when unset, an error naming the accepted values when
+    /// it holds anything else.
+    pub fn from_env() -> Result<Option<PauseAt>> {
+        let Some(v) = std::env::var_os(TEST_PAUSE_ENV) else {
+            return Ok(None);
+        };
+        Ok(Some(match v.to_str() {
+            Some("after_record") => PauseAt::Recorded,
+            Some("after_mkdir") => PauseAt::CgroupMade,
+            Some("after_spawn") => PauseAt::Spawned,
+            _ => bail!(
+                "{TEST_PAUSE_ENV}={v:?}: expected after_record, after_mkdir or after_spawn (a test-only hook; unset it)"
+            ),
+        }))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PauseAt::Recorded => "after_record",
+            PauseAt::CgroupMade => "after_mkdir",
+            PauseAt::Spawned => "after_spawn",
+        }
+    }
+}
+
+fn paused_forever(rec: &Record, at: PauseAt) -> Persisting {
+    tracing::warn!(sandbox = %rec.spec.id, lifecycle = %rec.lifecycle, point = at.as_str(), "test hook: create paused ({TEST_PAUSE_ENV}); it never continues");
+    Box::pin(std::future::pending())
+}
+
 /// The supervisor hooks of the daemon: the durable store and event-driven metrics. Write
 /// failures are logged and counted by the store's writer.
 pub struct DaemonHooks {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    /// The crash test's hook ([`PauseAt`]), and the managed root's path (for `after_mkdir`).
+    pause_at: Option<(PauseAt, PathBuf)>,
 }
 
 impl Hooks for DaemonHooks {
     fn before_create(&self, rec: &Record) -> Persisting {
-        self.store.put(rec)
+        let put = self.store.put(rec);
+        match &self.pause_at {
+            Some((at @ (PauseAt::Recorded | PauseAt::CgroupMade), root)) => {
+                let (at, rec) = (*at, rec.clone());
+                let cg = root.join(&rec.cgroup);
+                Box::pin(async move {
+                    put.await?;
+                    if at == PauseAt::CgroupMade {
+                        fs::create_dir(&cg).map_err(|e| format!("mkdir {}: {e}", cg.display()))?;
+                    }
+                    paused_forever(&rec, at).await
+                })
+            }
+            _ => put,
+        }
     }
     fn on_change(&self, rec: &Record) -> Persisting {
+        if let Some((PauseAt::Spawned, _)) = &self.pause_at
+            && rec.state == paddock_supervisor::State::Running
+            && rec.main_pid.is_some()
+        {
+            return paused_forever(rec, PauseAt::Spawned);
+        }
         self.store.put(rec)
     }
     fn on_event(&self, ev: &Event) {
@@ -224,6 +298,12 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
             continue;
         }
         let recorded = rec.state;
+        let mut rec = rec;
+        if let (Some(pid), None) = (rec.main_pid, rec.main_start_time) {
+            // Without the start time a reused PID cannot be told apart: never adopt it.
+            tracing::warn!(sandbox = %id, lifecycle = %lc, pid, "reconcile: the record has a main PID but no start time, so the PID cannot be verified; not adopting that process (the main process is treated as gone)");
+            rec.main_pid = None;
+        }
         match sup.adopt(rec).await {
             Ok(Adopted::Gone { id, lifecycle }) => {
                 metrics.daemon.records_gone.fetch_add(1, Relaxed);
@@ -273,6 +353,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         .with_context(|| format!("chmod 700 {}", a.state_dir.display()))?;
     let _lock = lock_state_dir(&a.state_dir)?;
     let token = a.token_file.as_deref().map(read_token).transpose()?;
+    let pause_at = PauseAt::from_env()?;
     let root = match &a.cgroup_root {
         Some(p) => Root::open_or_create(p),
         None => Root::open_default(),
@@ -284,11 +365,19 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         metrics.daemon.store.clone(),
     )?);
     let log_dir = a.state_dir.join("logs");
+    let root_path = root.path().to_owned();
     let mut cfg = Config::new(root);
     cfg.log_dir = Some(log_dir.clone());
     cfg.hooks = Arc::new(DaemonHooks {
         store: store.clone(),
         metrics: metrics.clone(),
+        pause_at: pause_at.map(|at| {
+            tracing::warn!(
+                point = at.as_str(),
+                "{TEST_PAUSE_ENV} is set: every create will pause there (test-only)"
+            );
+            (at, root_path)
+        }),
     });
     let sup = Supervisor::new(cfg)?;
     metrics.attach(sup.clone());

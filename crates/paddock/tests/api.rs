@@ -1,5 +1,5 @@
-//! The daemon's HTTP API end to end: a real daemon, a real HTTP client over its unix socket
-//! (and TCP with a bearer token).
+//! The daemon's HTTP API end to end: a real daemon, a real HTTP client (hyper's) over its
+//! unix socket and over TCP with a bearer token; a raw one for input hyper would not send.
 
 mod common;
 
@@ -16,9 +16,9 @@ fn lifecycle_over_the_unix_socket() {
     let d = w.daemon(&[]);
     let mode = std::fs::metadata(&w.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
-    assert_eq!(w.http("GET", "/healthz", None).status, 200);
+    assert_eq!(w.hyper("GET", "/healthz", None).status, 200);
 
-    let r = w.http(
+    let r = w.hyper(
         "POST",
         "/v1/sandboxes",
         Some(&spec("web-1", "echo out; echo err >&2; exec sleep 300")),
@@ -29,47 +29,47 @@ fn lifecycle_over_the_unix_socket() {
     let lc = info["lifecycle"].as_str().unwrap().to_owned();
     assert_eq!(w.cgroups(), vec![format!("web-1@{lc}")]);
 
-    let list = w.http("GET", "/v1/sandboxes", None).json();
+    let list = w.hyper("GET", "/v1/sandboxes", None).json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(
-        w.http("GET", "/v1/sandboxes/web-1", None).json()["lifecycle"],
+        w.hyper("GET", "/v1/sandboxes/web-1", None).json()["lifecycle"],
         lc.as_str()
     );
     assert_eq!(
-        w.http("GET", &format!("/v1/sandboxes/web-1?lifecycle={lc}"), None)
+        w.hyper("GET", &format!("/v1/sandboxes/web-1?lifecycle={lc}"), None)
             .status,
         200
     );
-    let st = w.http("GET", "/v1/sandboxes/web-1/stats", None);
+    let st = w.hyper("GET", "/v1/sandboxes/web-1/stats", None);
     assert_eq!(st.status, 200, "{}", st.text());
     assert!(st.json()["processes"].as_u64().unwrap() >= 1);
 
     let logs = wait_for(Duration::from_secs(5), "log output", || {
-        let t = w.http("GET", "/v1/sandboxes/web-1/logs", None).text();
+        let t = w.hyper("GET", "/v1/sandboxes/web-1/logs", None).text();
         (t.contains("out") && t.contains("err")).then_some(t)
     });
     assert!(logs.contains("out\n"), "{logs}");
 
-    let p = w.http("POST", "/v1/sandboxes/web-1/pause", None);
+    let p = w.hyper("POST", "/v1/sandboxes/web-1/pause", None);
     assert_eq!(p.status, 200, "{}", p.text());
     assert_eq!(p.json()["paused"], true);
     assert_eq!(
-        w.http("POST", "/v1/sandboxes/web-1/resume", None).json()["paused"],
+        w.hyper("POST", "/v1/sandboxes/web-1/resume", None).json()["paused"],
         false
     );
 
     // Delete of a live sandbox is refused.
-    let del = w.http("DELETE", "/v1/sandboxes/web-1", None);
+    let del = w.hyper("DELETE", "/v1/sandboxes/web-1", None);
     assert_eq!(del.status, 409, "{}", del.text());
 
-    let stop = w.http("POST", "/v1/sandboxes/web-1/stop?timeout=2s", None);
+    let stop = w.hyper("POST", "/v1/sandboxes/web-1/stop?timeout=2s", None);
     assert_eq!(stop.status, 200, "{}", stop.text());
     assert!(stop.json()["stuck"].as_array().unwrap().is_empty());
     assert_eq!(
-        w.http("GET", "/v1/sandboxes/web-1", None).json()["state"],
+        w.hyper("GET", "/v1/sandboxes/web-1", None).json()["state"],
         "stopped"
     );
-    assert_eq!(w.http("DELETE", "/v1/sandboxes/web-1", None).status, 204);
+    assert_eq!(w.hyper("DELETE", "/v1/sandboxes/web-1", None).status, 204);
     // The log file is gone: emptied and kept as a spare, which the next log is made from.
     let logs = w.state.join("logs");
     let log_files = || -> Vec<String> {
@@ -82,7 +82,7 @@ fn lifecycle_over_the_unix_socket() {
     assert!(log_files().is_empty(), "{:?}", log_files());
     let spare: Vec<_> = std::fs::read_dir(logs.join(".spare")).unwrap().collect();
     assert_eq!(spare.len(), 1);
-    let r = w.http(
+    let r = w.hyper(
         "POST",
         "/v1/sandboxes",
         Some(&spec("web-2", "exec sleep 300")),
@@ -90,23 +90,26 @@ fn lifecycle_over_the_unix_socket() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(std::fs::read_dir(logs.join(".spare")).unwrap().count(), 0);
     assert_eq!(
-        w.http("GET", "/v1/sandboxes/web-2/logs", None).text(),
+        w.hyper("GET", "/v1/sandboxes/web-2/logs", None).text(),
         "",
         "a recycled log must start empty"
     );
-    assert_eq!(w.http("POST", "/v1/sandboxes/web-2/kill", None).status, 200);
-    assert_eq!(w.http("DELETE", "/v1/sandboxes/web-2", None).status, 204);
+    assert_eq!(
+        w.hyper("POST", "/v1/sandboxes/web-2/kill", None).status,
+        200
+    );
+    assert_eq!(w.hyper("DELETE", "/v1/sandboxes/web-2", None).status, 204);
     // A start that fails deletes the log file it made.
     let bad =
         serde_json::to_vec(&serde_json::json!({"id": "web-3", "command": "/nonexistent"})).unwrap();
-    let r = w.http("POST", "/v1/sandboxes", Some(&bad));
+    let r = w.hyper("POST", "/v1/sandboxes", Some(&bad));
     assert!(r.status >= 400, "{}", r.text());
     assert!(log_files().is_empty(), "{:?}", log_files());
-    let gone = w.http("GET", "/v1/sandboxes/web-1", None);
+    let gone = w.hyper("GET", "/v1/sandboxes/web-1", None);
     assert_eq!(gone.status, 404);
     assert!(gone.error().contains("web-1"), "{}", gone.text());
 
-    let doc = w.http("GET", "/v1/openapi.json", None).json();
+    let doc = w.hyper("GET", "/v1/openapi.json", None).json();
     assert_eq!(doc["openapi"], "3.1.0");
     w.assert_no_leaks();
     drop(d);
@@ -414,27 +417,27 @@ fn tcp_requires_the_bearer_token() {
 
     std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _d = w.daemon(&["--listen", &addr, "--token-file", tok.to_str().unwrap()]);
-    let r = http_tcp(&addr, "GET", "/v1/sandboxes", None, &[]);
+    let r = hyper_request(Endpoint::Tcp(&addr), "GET", "/v1/sandboxes", None, &[]);
     assert_eq!(r.status, 401);
     assert!(r.error().contains("token"));
-    let r = http_tcp(
-        &addr,
+    let r = hyper_request(
+        Endpoint::Tcp(&addr),
         "GET",
         "/v1/sandboxes",
         None,
         &[("Authorization", "Bearer wrong")],
     );
     assert_eq!(r.status, 401);
-    let r = http_tcp(
-        &addr,
+    let r = hyper_request(
+        Endpoint::Tcp(&addr),
         "GET",
         "/metrics",
         None,
         &[("Authorization", "Bearer s3cret-token-012345678")],
     );
     assert_eq!(r.status, 401, "a prefix of the token is wrong");
-    let r = http_tcp(
-        &addr,
+    let r = hyper_request(
+        Endpoint::Tcp(&addr),
         "POST",
         "/v1/sandboxes",
         Some(&spec("t1", "sleep 1")),
@@ -444,12 +447,15 @@ fn tcp_requires_the_bearer_token() {
     assert!(w.cgroups().is_empty());
     let ok = [("Authorization", "Bearer s3cret-token-0123456789")];
     assert_eq!(
-        http_tcp(&addr, "GET", "/v1/sandboxes", None, &ok).status,
+        hyper_request(Endpoint::Tcp(&addr), "GET", "/v1/sandboxes", None, &ok).status,
         200
     );
-    assert_eq!(http_tcp(&addr, "GET", "/metrics", None, &ok).status, 200);
+    assert_eq!(
+        hyper_request(Endpoint::Tcp(&addr), "GET", "/metrics", None, &ok).status,
+        200
+    );
     // The unix socket needs no token.
-    assert_eq!(w.http("GET", "/v1/sandboxes", None).status, 200);
+    assert_eq!(w.hyper("GET", "/v1/sandboxes", None).status, 200);
 }
 
 #[test]
@@ -495,5 +501,326 @@ fn one_daemon_per_state_dir_and_graceful_shutdown() {
     assert_eq!(info["pid"].as_i64().unwrap() as i32, pid);
     assert_eq!(d.sigterm(Duration::from_secs(20)), Some(0));
     assert!(!paddock_testutil::pid_alive(pid));
+    w.assert_no_leaks();
+}
+
+/// A duplicate ID is a 409 (and starts nothing) also when an admission limit is full: the
+/// duplicate check comes first.
+#[test]
+fn duplicate_is_409_even_when_admission_is_full() {
+    let Some(w) = world("api_duplicate_is_409_even_when_admission_is_full") else {
+        return;
+    };
+    let d = w.daemon(&["--max-sandboxes", "1"]);
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("full", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pid = r.json()["pid"].as_i64().unwrap();
+    // max-sandboxes is reached: another ID is a 429, the same ID a 409.
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("other", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("full", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.error().contains("sandbox full already exists"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(w.cgroups().len(), 1, "a duplicate starts nothing");
+    drop(d);
+    // --max-starting 0 refuses every start; a duplicate is still a 409.
+    let _d = w.daemon(&["--max-starting", "0"]);
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("full", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("new", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("max-starting"), "{}", r.error());
+    assert_eq!(
+        w.hyper("GET", "/v1/sandboxes/full", None).json()["pid"].as_i64(),
+        Some(pid),
+        "the running sandbox is untouched"
+    );
+    assert_eq!(w.cgroups().len(), 1);
+    let m = w.hyper("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_starts_total{result="conflict"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"paddock_admission_rejected_total{limit="max_starting"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(w.hyper("POST", "/v1/sandboxes/full/kill", None).status, 200);
+    w.assert_no_leaks();
+}
+
+/// Every endpoint refuses a query parameter it does not take with a 400 naming it, before
+/// doing anything.
+#[test]
+fn unknown_query_parameters_are_400_everywhere() {
+    let Some(w) = world("api_unknown_query_parameters_are_400_everywhere") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let body = spec("q-1", "exec sleep 300");
+    let endpoints: &[(&str, &str, Option<&[u8]>)] = &[
+        ("GET", "/v1/sandboxes", None),
+        ("POST", "/v1/sandboxes", Some(&body)),
+        ("GET", "/v1/sandboxes/q-1", None),
+        ("DELETE", "/v1/sandboxes/q-1", None),
+        ("POST", "/v1/sandboxes/q-1/stop", None),
+        ("POST", "/v1/sandboxes/q-1/kill", None),
+        ("GET", "/v1/sandboxes/q-1/wait", None),
+        ("POST", "/v1/sandboxes/q-1/pause", None),
+        ("POST", "/v1/sandboxes/q-1/resume", None),
+        ("GET", "/v1/sandboxes/q-1/stats", None),
+        ("GET", "/v1/sandboxes/q-1/logs", None),
+        ("GET", "/v1/events", None),
+        ("GET", "/v1/openapi.json", None),
+        ("GET", "/metrics", None),
+        ("GET", "/healthz", None),
+        ("GET", "/readyz", None),
+    ];
+    for (method, path, body) in endpoints {
+        let r = w.hyper(method, &format!("{path}?bogus=1"), *body);
+        assert_eq!(r.status, 400, "{method} {path}?bogus=1: {}", r.text());
+        let e = r.error();
+        assert!(
+            e.starts_with("query string: ") && e.contains("unknown field `bogus`"),
+            "{method} {path}: {e:?}"
+        );
+        // A known parameter next to an unknown one does not help.
+        let sep = if path.contains("/v1/sandboxes/") {
+            "lifecycle=0000000000000001&"
+        } else {
+            ""
+        };
+        let r = w.hyper(method, &format!("{path}?{sep}bogus=1"), *body);
+        assert_eq!(r.status, 400, "{method} {path}?{sep}bogus=1: {}", r.text());
+    }
+    // Nothing was created.
+    assert_eq!(
+        w.hyper("GET", "/v1/sandboxes", None).json(),
+        serde_json::json!([])
+    );
+    assert!(w.cgroups().is_empty(), "{:?}", w.cgroups());
+    // Without the parameter the same requests work.
+    assert_eq!(w.hyper("GET", "/metrics", None).status, 200);
+    assert_eq!(w.hyper("GET", "/healthz", None).status, 200);
+    assert_eq!(w.hyper("GET", "/readyz", None).status, 200);
+    assert_eq!(w.hyper("GET", "/v1/openapi.json", None).status, 200);
+}
+
+/// SIGTERM while a stop is in flight: the daemon stops accepting at once but answers the
+/// request (200 with the StopReport) before it exits.
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight() {
+    let Some(w) = world("api_graceful_shutdown_finishes_requests_in_flight") else {
+        return;
+    };
+    let mut d = w.daemon(&[]);
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("slow", "trap '' TERM; while :; do sleep 1; done")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sock = w.socket.clone();
+    let t0 = Instant::now();
+    let stopper = std::thread::spawn(move || {
+        hyper_request(
+            Endpoint::Unix(&sock),
+            "POST",
+            "/v1/sandboxes/slow/stop?timeout=2s",
+            None,
+            &[],
+        )
+    });
+    wait_for(Duration::from_secs(5), "the stop to be in flight", || {
+        (w.hyper("GET", "/v1/sandboxes/slow", None).json()["state"] == "stopping").then_some(())
+    });
+    d.send_sigterm();
+    d.wait_log("shutting down", Duration::from_secs(5));
+    // No new connections, while the stop's grace period is still running.
+    wait_for(
+        Duration::from_secs(2),
+        "new connections to be refused",
+        || match std::os::unix::net::UnixStream::connect(&w.socket) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    || e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    );
+    assert!(
+        !stopper.is_finished(),
+        "the stop (2 s grace, TERM ignored) was still in flight when connections were refused ({:?})",
+        t0.elapsed()
+    );
+    let r = stopper.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rep = r.json();
+    assert_eq!(rep["reason"], "requested", "{rep}");
+    assert!(rep["killed_after_grace"].as_u64().unwrap() >= 1, "{rep}");
+    assert!(rep["grace_ms"].as_f64().unwrap() >= 1900.0, "{rep}");
+    assert!(rep["stuck"].as_array().unwrap().is_empty(), "{rep}");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!w.socket.exists(), "the socket is removed at exit");
+    w.assert_no_leaks();
+}
+
+/// The metrics by name, with the values the operations so far imply.
+#[test]
+fn metrics_by_name() {
+    let Some(w) = world("api_metrics_by_name") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let m = w.hyper("GET", "/metrics", None).text();
+    for st in [
+        "creating",
+        "running",
+        "stopping",
+        "stopped",
+        "failed",
+        "quarantined",
+    ] {
+        assert_eq!(
+            metric(&m, &format!(r#"paddock_sandboxes{{state="{st}"}}"#)),
+            Some(0.0),
+            "{st}: {m}"
+        );
+    }
+    assert_eq!(
+        metric(&m, "paddock_quarantined_sandboxes"),
+        Some(0.0),
+        "{m}"
+    );
+    let dying = metric(&m, "paddock_cgroup_root_dying_descendants").expect("dying descendants");
+    assert!(dying >= 0.0 && dying.fract() == 0.0, "{dying}");
+
+    for id in ["m-1", "m-2"] {
+        let r = w.hyper("POST", "/v1/sandboxes", Some(&spec(id, "exec sleep 300")));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(br#"{"id":"m-bad","command":"/nonexistent/prog"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let m = w.hyper("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(&m, r#"paddock_sandboxes{state="running"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_starts_total{result="ok"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_starts_total{result="failed"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_stops_total{result="ok"}"#),
+        Some(0.0),
+        "{m}"
+    );
+
+    assert_eq!(
+        w.hyper("POST", "/v1/sandboxes/m-1/stop?timeout=1s", None)
+            .status,
+        200
+    );
+    assert_eq!(w.hyper("POST", "/v1/sandboxes/m-2/kill", None).status, 200);
+    let m = w.hyper("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(&m, r#"paddock_sandboxes{state="running"}"#),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandboxes{state="stopped"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_stops_total{result="ok"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_stops_total{result="quarantined"}"#),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"paddock_sandbox_stops_total{result="failed"}"#),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "paddock_quarantined_sandboxes"),
+        Some(0.0),
+        "{m}"
+    );
+    for phase in ["signal", "grace", "kill", "remove", "total"] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!(r#"paddock_stop_duration_seconds_count{{phase="{phase}"}}"#)
+            ),
+            Some(2.0),
+            "{phase}: {m}"
+        );
+        assert!(
+            metric(
+                &m,
+                &format!(r#"paddock_stop_duration_seconds_sum{{phase="{phase}"}}"#)
+            )
+            .is_some_and(|v| v >= 0.0),
+            "{phase}: {m}"
+        );
+    }
+    let dying = metric(&m, "paddock_cgroup_root_dying_descendants").expect("dying descendants");
+    assert!(dying >= 0.0 && dying.fract() == 0.0, "{dying}");
+    for id in ["m-1", "m-2"] {
+        assert_eq!(
+            w.hyper("DELETE", &format!("/v1/sandboxes/{id}"), None)
+                .status,
+            204
+        );
+    }
     w.assert_no_leaks();
 }

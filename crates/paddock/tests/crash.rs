@@ -91,6 +91,12 @@ fn crash_and_recover() {
     let orphan_pid = spawn_into(&orphan);
     let foreign = w.cgroot.join("not-ours");
     std::fs::create_dir(&foreign).unwrap();
+    // A cgroup tagged as paddock's but BESIDE the managed root (outside it), with a process:
+    // reconciliation never touches anything outside the root.
+    let beside = w.t.path().join("beside@0000000000000003");
+    std::fs::create_dir(&beside).unwrap();
+    tag(&beside);
+    let beside_pid = spawn_into(&beside);
 
     // --- Daemon 2 (JSON logs): adopts all three, reclaims the orphan.
     let mut d2 = w.daemon(&["--log-format", "json"]);
@@ -119,6 +125,19 @@ fn crash_and_recover() {
     assert!(!orphan.exists(), "the orphan cgroup was reclaimed");
     assert!(foreign.exists(), "an untagged cgroup is left alone");
     std::fs::remove_dir(&foreign).unwrap();
+    assert!(
+        beside.exists(),
+        "a tagged cgroup outside the root is untouched"
+    );
+    assert!(
+        paddock_testutil::pid_alive(beside_pid),
+        "the process of a cgroup outside the root is untouched"
+    );
+    assert_eq!(paddock_testutil::procs_recursive(&beside), vec![beside_pid]);
+    std::fs::write(beside.join("cgroup.kill"), "1").unwrap();
+    wait_for(Duration::from_secs(5), "the beside cgroup to go", || {
+        std::fs::remove_dir(&beside).ok()
+    });
     let m = w.http("GET", "/metrics", None).text();
     assert_eq!(
         metric(&m, "paddock_reconcile_adopted_total"),
@@ -134,21 +153,30 @@ fn crash_and_recover() {
         metric(&m, "paddock_cgroup_rmdir_fallback_total").unwrap() >= 1.0,
         "{m}"
     );
-    assert!(
-        metric(&m, "paddock_cgroup_root_dying_descendants").is_some(),
-        "{m}"
-    );
+    let dying = metric(&m, "paddock_cgroup_root_dying_descendants")
+        .unwrap_or_else(|| panic!("no numeric paddock_cgroup_root_dying_descendants: {m}"));
+    assert!(dying >= 0.0 && dying.fract() == 0.0, "{dying}");
     let log = d2.log_text();
     assert!(
         log.contains("cgroup rmdir failed, falling back to cgroup.kill"),
         "EBUSY WARN text:\n{log}"
     );
     let mut adopted_lines = 0;
+    let mut left_alone = 0;
     for line in log.lines() {
         let v: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         if v["message"] == "cgroup rmdir failed, falling back to cgroup.kill" {
             assert_eq!(v["level"], "WARN", "{line}");
+        }
+        if v["message"]
+            == "reconcile: cgroups under the root without paddock's owner tag; left alone"
+        {
+            left_alone += 1;
+            assert_eq!(v["level"], "WARN", "{line}");
+            let cgs = v["cgroups"].as_str().unwrap_or_default();
+            assert!(cgs.contains("not-ours"), "{line}");
+            assert!(!cgs.contains("beside"), "{line}");
         }
         if v["message"] == "adopted sandbox" {
             adopted_lines += 1;
@@ -159,6 +187,10 @@ fn crash_and_recover() {
         }
     }
     assert_eq!(adopted_lines, 3, "{log}");
+    assert_eq!(
+        left_alone, 1,
+        "the untagged cgroup is reported once:\n{log}"
+    );
 
     // The adopted sandboxes are controllable: resume, stats, stop the leaky one (the
     // escapee ignores SIGTERM and must be killed after the grace period).
@@ -262,20 +294,7 @@ fn crash_and_recover() {
     std::fs::create_dir(&cg_b).unwrap();
     tag(&cg_b);
     let half_b_pid = spawn_into(&cg_b);
-    {
-        let db = redb::Database::create(w.state.join("paddock.redb")).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let mut t = tx
-                .open_table(redb::TableDefinition::<&str, &[u8]>::new("sandboxes"))
-                .unwrap();
-            for r in [&rec_a, &rec_b] {
-                t.insert(r.cgroup.as_str(), serde_json::to_vec(r).unwrap().as_slice())
-                    .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
+    put_records(&w, &[&rec_a, &rec_b]);
 
     // --- Daemon 4: everything listed is controllable; everything else is gone.
     let d4 = w.daemon(&[]);
@@ -369,6 +388,22 @@ fn crash_and_recover() {
     w.assert_no_leaks();
 }
 
+/// Writes records into the store of a stopped daemon, as a crash would have left them.
+fn put_records(w: &World, recs: &[&paddock_supervisor::Record]) {
+    let db = redb::Database::create(w.state.join("paddock.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("sandboxes"))
+            .unwrap();
+        for r in recs {
+            t.insert(r.cgroup.as_str(), serde_json::to_vec(r).unwrap().as_slice())
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
 /// Tags a cgroup as paddock's (the supervisor's default owner tag).
 fn tag(cg: &std::path::Path) {
     let path = CString::new(cg.to_str().unwrap()).unwrap();
@@ -427,11 +462,17 @@ fn periodic_reconcile_reclaims_while_running() {
     let Some(w) = world("crash_periodic_reconcile_reclaims_while_running") else {
         return;
     };
-    let _d = w.daemon(&["--reconcile-interval", "1", "--socket-group", "root"]);
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&w.socket).unwrap().permissions(),
+    // `daemon` (gid 1) exists on Debian: a group other than root's, so the chgrp shows.
+    let _d = w.daemon(&["--reconcile-interval", "1", "--socket-group", "daemon"]);
+    let meta = std::fs::metadata(&w.socket).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    assert_eq!(mode & 0o7777, 0o660, "--socket-group makes the socket 0660");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&meta),
+        1,
+        "--socket-group daemon chgrps the socket"
     );
-    assert_eq!(mode & 0o777, 0o660, "--socket-group makes the socket 0660");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
     assert_eq!(
         w.http(
             "POST",
@@ -467,5 +508,207 @@ fn periodic_reconcile_reclaims_while_running() {
         "{m}"
     );
     assert_eq!(w.http("POST", "/v1/sandboxes/keep/kill", None).status, 200);
+    w.assert_no_leaks();
+}
+
+/// Mid-create crashes at exact points: the daemon's test hook (`PADDOCK_TEST_PAUSE_AT`)
+/// holds a create at the point and logs it; the test SIGKILLs the daemon there, checks the
+/// state on disk is the one that point leaves, and restarts: the record, the cgroup and any
+/// spawned process are reclaimed (a start that never completed is dropped), nothing leaks,
+/// and the ID can be used again.
+#[test]
+fn crash_mid_create_at_each_point() {
+    let Some(w) = world("crash_mid_create_at_each_point") else {
+        return;
+    };
+    for point in ["after_record", "after_mkdir", "after_spawn"] {
+        let mut d = w.spawn_daemon_env(&[], &[("PADDOCK_TEST_PAUSE_AT", point)]);
+        d.wait_ready();
+        let sock = w.socket.clone();
+        let id = format!("mid-{}", point.replace('_', "-"));
+        let body = spec(&id, LEAKY);
+        let creator = std::thread::spawn(move || {
+            try_http_unix(&sock, "POST", "/v1/sandboxes", Some(&body), &[]).map(|r| r.status)
+        });
+        d.wait_log("test hook: create paused", Duration::from_secs(10));
+        assert!(
+            d.log_text().contains(&format!("point=\"{point}\""))
+                || d.log_text().contains(&format!("point={point}")),
+            "{}",
+            d.log_text()
+        );
+        // What the point leaves on disk, before the crash.
+        let cgs = w.cgroups();
+        let spawned: Vec<i32> = match point {
+            "after_record" => {
+                assert!(cgs.is_empty(), "{point}: no cgroup yet: {cgs:?}");
+                Vec::new()
+            }
+            "after_mkdir" => {
+                assert_eq!(cgs.len(), 1, "{point}: {cgs:?}");
+                assert!(cgs[0].starts_with(&format!("{id}@")), "{cgs:?}");
+                assert!(procs_of(&w, &cgs[0]).is_empty(), "{point}: nothing spawned");
+                Vec::new()
+            }
+            _ => {
+                assert_eq!(cgs.len(), 1, "{point}: {cgs:?}");
+                // The payload runs (and leaks an escapee) with no `running` record.
+                wait_for(Duration::from_secs(5), "the payload's escapee", || {
+                    let p = procs_of(&w, &cgs[0]);
+                    (p.len() >= 3).then_some(p)
+                })
+            }
+        };
+        d.sigkill();
+        let answer = creator.join().unwrap();
+        assert!(
+            !matches!(answer, Ok(201)),
+            "{point}: the create never finished, it cannot have answered 201: {answer:?}"
+        );
+        for p in &spawned {
+            assert!(
+                paddock_testutil::pid_alive(*p),
+                "{point}: {p} outlives the crash"
+            );
+        }
+
+        let d = w.daemon(&[]);
+        let r = w.http("GET", &format!("/v1/sandboxes/{id}"), None);
+        assert_eq!(
+            r.status,
+            404,
+            "{point}: a start that never completed is dropped: {}",
+            r.text()
+        );
+        assert_eq!(
+            w.http("GET", "/v1/sandboxes", None).json(),
+            serde_json::json!([]),
+            "{point}"
+        );
+        assert!(w.cgroups().is_empty(), "{point}: {:?}", w.cgroups());
+        for p in &spawned {
+            assert!(
+                !paddock_testutil::pid_alive(*p),
+                "{point}: process {p} leaked"
+            );
+        }
+        w.assert_no_leaks();
+        let log = d.log_text();
+        assert!(
+            log.contains("reconcile: sandbox is gone; record and log dropped") && log.contains(&id),
+            "{point}: {log}"
+        );
+        // The ID is free again, and the record is really gone: a third daemon finds nothing.
+        let r = w.http("POST", "/v1/sandboxes", Some(&spec(&id, "exec sleep 300")));
+        assert_eq!(r.status, 201, "{point}: {}", r.text());
+        assert_eq!(
+            w.http("POST", &format!("/v1/sandboxes/{id}/kill"), None)
+                .status,
+            200
+        );
+        assert_eq!(
+            w.http("DELETE", &format!("/v1/sandboxes/{id}"), None)
+                .status,
+            204
+        );
+        drop(d);
+        let d = w.daemon(&[]);
+        assert_eq!(
+            w.http("GET", "/v1/sandboxes", None).json(),
+            serde_json::json!([]),
+            "{point}"
+        );
+        w.assert_no_leaks();
+        drop(d);
+    }
+}
+
+/// A hook value that is not a point is refused at start-up.
+#[test]
+fn unknown_pause_point_is_refused() {
+    let Some(w) = world("crash_unknown_pause_point_is_refused") else {
+        return;
+    };
+    let o = std::process::Command::new(BIN)
+        .args(w.serve_args())
+        .env("PADDOCK_TEST_PAUSE_AT", "sometime")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PADDOCK_TEST_PAUSE_AT") && err.contains("after_spawn"),
+        "{err}"
+    );
+}
+
+/// A record with a main PID but no start time cannot prove the PID is still its process:
+/// it is never adopted (a reused PID would be), the main process is treated as gone, and
+/// the sandbox's cgroup is stopped and removed; the unrelated process that holds the PID
+/// is untouched.
+#[test]
+fn a_pid_without_start_time_is_not_adopted() {
+    let Some(w) = world("crash_a_pid_without_start_time_is_not_adopted") else {
+        return;
+    };
+    // A first daemon makes the store; then it is gone.
+    let mut d = w.daemon(&[]);
+    d.sigkill();
+    // The "reused PID": a process outside every sandbox.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("300")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stranger_pid = stranger.id() as i32;
+    let mut rec = creating_record("unverified", Some(stranger_pid));
+    rec.state = paddock_supervisor::State::Running;
+    assert_eq!(rec.main_start_time, None);
+    let cg = w.cgroot.join(&rec.cgroup);
+    std::fs::create_dir(&cg).unwrap();
+    tag(&cg);
+    let inside = spawn_into(&cg);
+    put_records(&w, &[&rec]);
+
+    let d = w.daemon(&[]);
+    // Whatever the daemon does with the sandbox, it never takes the stranger for its main
+    // process: the sandbox (stopped by the recovery) reports no PID.
+    wait_for(
+        Duration::from_secs(15),
+        "the recovered stop to finish",
+        || (!cg.exists()).then_some(()),
+    );
+    let r = w.http("GET", "/v1/sandboxes/unverified", None);
+    if r.status == 200 {
+        let info = r.json();
+        assert!(info["pid"].is_null(), "{info}");
+        assert_ne!(info["state"], "running", "{info}");
+    } else {
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    assert!(
+        !paddock_testutil::pid_alive(inside),
+        "the sandbox's process was killed"
+    );
+    assert!(
+        paddock_testutil::pid_alive(stranger_pid),
+        "the process holding the recorded PID is untouched"
+    );
+    let log = d.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("no start time")
+            && l.contains("unverified")
+            && l.contains(&stranger_pid.to_string())),
+        "{log}"
+    );
+    let m = w.http("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(&m, "paddock_reconcile_adopted_total"),
+        Some(1.0),
+        "{m}"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
     w.assert_no_leaks();
 }

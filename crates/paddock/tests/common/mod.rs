@@ -67,6 +67,11 @@ impl World {
     }
 
     pub fn spawn_daemon(&self, extra: &[&str]) -> Daemon {
+        self.spawn_daemon_env(extra, &[])
+    }
+
+    /// Starts a daemon with extra args and environment variables (not waiting for ready).
+    pub fn spawn_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.tmp.path()).unwrap().count();
         let log = self.tmp.path().join(format!("daemon.{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
@@ -76,6 +81,8 @@ impl World {
             .args(&args)
             .env("PADDOCK_LOG", "info")
             .env_remove("PADDOCK_SOCKET")
+            .env_remove("PADDOCK_TEST_PAUSE_AT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(f)
@@ -206,6 +213,44 @@ impl Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM without waiting (see [`Daemon::wait_exit`]).
+    pub fn send_sigterm(&self) {
+        let c = self.child.as_ref().expect("daemon running");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
+    }
+
+    /// Waits until the log has a line containing `text` (at most `timeout`).
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(text) {
+            if Instant::now() > deadline {
+                panic!(
+                    "no {text:?} in the daemon log after {timeout:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exit (at most `timeout`, then SIGKILL and panic); returns the code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("daemon did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -416,4 +461,101 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
             .filter(|(k, _)| *k == sample)
             .and_then(|(_, v)| v.parse().ok())
     })
+}
+
+/// Where a [`Hyper`] request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint<'a> {
+    /// The daemon's unix socket.
+    Unix(&'a Path),
+    /// A TCP listener, `host:port`.
+    Tcp(&'a str),
+}
+
+/// A real HTTP/1.1 client (hyper's) for the well-formed requests of the tests; the raw
+/// helpers above remain for malformed input a real client would refuse to send.
+pub fn hyper_request(
+    ep: Endpoint<'_>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "paddock");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::copy_from_slice(
+                body.unwrap_or_default(),
+            )))
+            .unwrap();
+        let resp = match ep {
+            Endpoint::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect {}: {e}", p.display()));
+                send(TokioIo::new(s), req).await
+            }
+            Endpoint::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect {a}: {e}"));
+                send(TokioIo::new(s), req).await
+            }
+        };
+        let status = resp.status().as_u16();
+        let mut head = String::new();
+        for (k, v) in resp.headers() {
+            head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("?")));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no complete body within 60 s"))
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            status,
+            headers: head,
+            body,
+        }
+    })
+}
+
+async fn send<I>(
+    io: I,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> hyper::Response<hyper::body::Incoming>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+        .await
+        .expect("no answer within 60 s")
+        .unwrap()
+}
+
+impl World {
+    /// A request through hyper's client over the unix socket.
+    pub fn hyper(&self, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+        hyper_request(Endpoint::Unix(&self.socket), method, path, body, &[])
+    }
 }
