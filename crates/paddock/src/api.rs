@@ -508,15 +508,24 @@ async fn set_paused(
 async fn delete(
     State(st): State<Shared>,
     Path(id): Path<String>,
-    _q: NoParams,
+    q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
     let id = parse_id(&id)?;
-    let lc = st.sup.get(&id).map(|i| i.lifecycle);
-    st.sup.forget(&id)?;
-    if let Some(lc) = lc {
-        st.sup.delete_log(&id, lc);
-        tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");
-    }
+    // The lifecycle to forget is pinned here (the one named, or the current one now), so a
+    // restart of the ID between this read and the forget can never lose the new lifecycle.
+    let lc = match parse_lc(q.lifecycle.as_deref())? {
+        Some(lc) => lc,
+        None => st.sup.get(&id).map(|i| i.lifecycle).ok_or_else(|| {
+            ApiError::from(SupError::NotFound {
+                id: id.to_string(),
+                lifecycle: None,
+            })
+        })?,
+    };
+    st.sup.forget_lifecycle(&id, Some(lc))?;
+    st.sup.delete_log(&id, lc);
+    tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -75,9 +75,9 @@ pub fn document() -> Value {
             "/v1/sandboxes/{id}": {
                 "get": sandbox_op("Get a sandbox", ok_json("The sandbox", "SandboxInfo"), vec![]),
                 "delete": {
-                    "summary": "Forget a stopped or failed sandbox (and delete its log)",
-                    "parameters": [id_param()],
-                    "responses": { "204": { "description": "Forgotten" }, "400": err_resp("Invalid ID, or a query parameter (none is taken)"), "404": err_resp("No such sandbox"), "409": err_resp("Still live: stop it first") }
+                    "summary": "Forget a stopped or failed sandbox (and delete its log); with `lifecycle`, only if that is still the sandbox's current lifecycle (a stale handle never forgets a newer one: 404)",
+                    "parameters": [id_param(), lc_param()],
+                    "responses": { "204": { "description": "Forgotten" }, "400": err_resp("Invalid ID or lifecycle, or an unknown query parameter"), "404": err_resp("No such sandbox"), "409": err_resp("Still live: stop it first") }
                 }
             },
             "/v1/sandboxes/{id}/stop": { "post": sandbox_op(
@@ -156,8 +156,15 @@ pub fn document() -> Value {
                         "signalled": { "type": "integer" }, "signal_ms": { "type": "number" }, "grace_ms": { "type": "number" }, "killed_after_grace": { "type": "integer" },
                         "kill_ms": { "type": "number" }, "remove_ms": { "type": "number" }, "rmdir_fallback": { "type": "boolean" },
                         "pids_frozen": { "type": "boolean" }, "total_ms": { "type": "number" }, "cpu_usage_usec": opt("integer"),
-                        "memory_peak": opt("integer"), "stuck": { "type": "array", "items": { "$ref": "#/components/schemas/StuckProcess" } }, "error": opt("string")
+                        "memory_peak": opt("integer"), "oom_kills": opt("integer"),
+                        "killed": { "type": "array", "description": "Who had to be killed (the first 64; killed_after_grace counts all)", "items": { "$ref": "#/components/schemas/KilledProcess" } },
+                        "stuck": { "type": "array", "items": { "$ref": "#/components/schemas/StuckProcess" } }, "error": opt("string")
                     }
+                },
+                "KilledProcess": {
+                    "type": "object",
+                    "description": "A process a stop had to kill, as /proc named it just before the kill",
+                    "properties": { "pid": { "type": "integer" }, "comm": opt("string") }
                 },
                 "StopReason": { "type": "string", "enum": ["requested", "killed", "main_exited", "shutdown", "recovered"] },
                 "MainExit": {

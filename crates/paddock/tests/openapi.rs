@@ -22,8 +22,9 @@ fn committed_openapi_matches_the_code() {
 }
 
 use paddock_supervisor::{
-    Event, EventKind, LifecycleId, Limits, MainExit, Network, SandboxId, SandboxInfo, SandboxSpec,
-    SandboxStats, State, StdioSpec, StdioTarget, StopReason, StopReport, StuckProcess,
+    Event, EventKind, KilledProcess, LifecycleId, Limits, MainExit, Network, SandboxId,
+    SandboxInfo, SandboxSpec, SandboxStats, State, StdioSpec, StdioTarget, StopReason, StopReport,
+    StuckProcess,
 };
 use serde_json::{Value, json};
 
@@ -150,6 +151,11 @@ fn stop_report() -> StopReport {
         total_ms: 1003.4,
         cpu_usage_usec: Some(1234),
         memory_peak: Some(4096),
+        oom_kills: Some(1),
+        killed: vec![KilledProcess {
+            pid: 43,
+            comm: Some("worker".into()),
+        }],
         stuck: vec![stuck()],
         error: Some("an error".into()),
     }
