@@ -80,6 +80,8 @@ mod sys;
 
 use std::fmt;
 
+#[doc(hidden)]
+pub use command::{CloseMethod, SpawnCapabilities, spawn_capabilities};
 pub use command::{
     Command, Namespaces, Output, SpawnPath, Stage, Stdio, netns_fd, run_to_completion,
 };
@@ -103,6 +105,12 @@ pub enum ExitStatus {
         /// Whether a core dump was written.
         core_dumped: bool,
     },
+    /// The child has exited, but its status could not be read because something else in
+    /// this process reaped it first: `SIGCHLD` set to `SIG_IGN` or `SA_NOCLDWAIT` (the
+    /// kernel then reaps children itself), or a `wait*` call outside this crate (see the
+    /// crate docs). The reaper logs a warning for each such child; waiters are woken with
+    /// this value instead of waiting forever.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -115,7 +123,7 @@ impl ExitStatus {
     pub fn code(&self) -> Option<i32> {
         match self {
             Self::Exited(c) => Some(*c),
-            Self::Signaled { .. } => None,
+            Self::Signaled { .. } | Self::Unknown => None,
         }
     }
 
@@ -123,7 +131,7 @@ impl ExitStatus {
     pub fn signal(&self) -> Option<i32> {
         match self {
             Self::Signaled { signal, .. } => Some(*signal),
-            Self::Exited(_) => None,
+            Self::Exited(_) | Self::Unknown => None,
         }
     }
 }
@@ -142,6 +150,7 @@ impl fmt::Display for ExitStatus {
             } => {
                 write!(f, "killed by signal {signal} (core dumped)")
             }
+            Self::Unknown => write!(f, "exited, status unknown (reaped outside paddock-proc)"),
         }
     }
 }

@@ -86,10 +86,23 @@ fn signal_then_wait_and_signal_after_exit() {
         return;
     };
     let (_, cg) = leaf(root.path(), "leaf");
-    for path in PATHS {
+    for (path, keep) in PATHS.into_iter().flat_map(|p| [(p, false), (p, true)]) {
         let p = cmd(path, "/bin/sleep", &["30"])
+            .keep_pidfd(keep)
             .spawn_in(cg.as_fd())
             .unwrap();
+        // The held pidfd (keep_pidfd) is a pidfd for this very child.
+        assert_eq!(p.pidfd().is_some(), keep, "{path:?}");
+        if let Some(fd) = p.pidfd() {
+            let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            assert_eq!(link.to_str(), Some("anon_inode:[pidfd]"), "{path:?}");
+            let fdinfo =
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+            assert!(
+                fdinfo.lines().any(|l| l == format!("Pid:\t{}", p.pid())),
+                "{path:?}: {fdinfo}"
+            );
+        }
         assert_eq!(p.try_wait(), None);
         assert_eq!(p.wait_timeout(Duration::from_millis(50)), None);
         // A pidfd opened while it runs names it, and says when it has exited.
@@ -102,6 +115,9 @@ fn signal_then_wait_and_signal_after_exit() {
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::Delivered);
         assert_eq!(p.wait_blocking().signal(), Some(libc::SIGTERM));
         assert!(readable(&pidfd));
+        if let Some(held) = p.pidfd() {
+            assert!(readable(&held.try_clone_to_owned().unwrap()), "{path:?}");
+        }
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::AlreadyExited);
         assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited);
         assert_eq!(
@@ -113,6 +129,15 @@ fn signal_then_wait_and_signal_after_exit() {
             !proc_exists(p.pid()),
             "{path:?}: reaped child still has /proc entry"
         );
+
+        // kill() goes the same way.
+        let p = cmd(path, "/bin/sleep", &["30"])
+            .keep_pidfd(keep)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.kill().unwrap(), Delivery::Delivered, "{path:?}");
+        assert_eq!(p.wait_blocking().signal(), Some(libc::SIGKILL), "{path:?}");
+        assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited, "{path:?}");
     }
 }
 
