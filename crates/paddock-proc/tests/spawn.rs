@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{PATHS, leaf, open_dir, proc_exists, read_to_string};
 use paddock_proc::{
-    Command, Delivery, ExitStatus, Namespaces, SpawnError, SpawnPath, Stage, Stdio,
+    CloseMethod, Command, Delivery, ExitStatus, Namespaces, SpawnError, SpawnPath, Stage, Stdio,
 };
 
 fn cmd(path: SpawnPath, prog: &str, args: &[&str]) -> Command {
@@ -242,6 +242,93 @@ fn exec_failures_report_stage_and_errno() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every way the child can keep unmapped fds from the program; the ones for older kernels
+/// are forced.
+const CLOSE_METHODS: [CloseMethod; 4] = [
+    CloseMethod::Auto,
+    CloseMethod::CloseRangeCloexec,
+    CloseMethod::CloseRange,
+    CloseMethod::Fcntl,
+];
+
+/// Swapped fd map; a leak marker without O_CLOEXEC, low and high numbered, does not reach
+/// the child; the error pipe still reports an exec failure.
+fn check_fd_map_and_leaks(
+    path: SpawnPath,
+    method: CloseMethod,
+    cg: std::os::fd::BorrowedFd<'_>,
+    dir: &std::path::Path,
+) {
+    // Two files whose fds we swap: child fd A gets file B and vice versa.
+    let fa = dir.join("a");
+    let fb = dir.join("b");
+    let a: OwnedFd = fs::File::create(&fa).unwrap().into();
+    let b: OwnedFd = fs::File::create(&fb).unwrap().into();
+    let (na, nb) = (a.as_raw_fd(), b.as_raw_fd());
+    // Leak markers without O_CLOEXEC: must still not reach the child. One far above every
+    // other fd, so the fcntl loop's limit (the highest open fd) is exercised.
+    let leak: OwnedFd = fs::File::open("/dev/zero").unwrap().into();
+    rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
+    let high = rustix::io::fcntl_dupfd_cloexec(&leak, 900).unwrap();
+    rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty()).unwrap();
+    let script = format!("echo to{na} >&{na}; echo to{nb} >&{nb}; ls /proc/self/fd");
+    let mut p = cmd(path, "/bin/sh", &["-c", &script])
+        .close_method(method)
+        .fd(na, Stdio::Fd(b))
+        .fd(nb, Stdio::Fd(a))
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg)
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(
+        p.wait_blocking(),
+        ExitStatus::Exited(0),
+        "{path:?} {method:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&fa).unwrap(),
+        format!("to{nb}\n"),
+        "{path:?} {method:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&fb).unwrap(),
+        format!("to{na}\n"),
+        "{path:?} {method:?}"
+    );
+    // ls itself opens one directory fd (the lowest free one).
+    let mut fds: Vec<i32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    fds.sort();
+    let mut want = [0, 1, 2, na, nb];
+    want.sort();
+    let extra: Vec<i32> = fds.iter().copied().filter(|f| !want.contains(f)).collect();
+    assert!(
+        extra.len() <= 1,
+        "{path:?} {method:?}: unexpected fds {fds:?} (leak fds {}, {})",
+        leak.as_raw_fd(),
+        high.as_raw_fd()
+    );
+    let lk = leak.as_raw_fd();
+    assert!(
+        !fds.contains(&lk) || lk == 3,
+        "{path:?} {method:?}: leaked fd {lk}: {fds:?}"
+    );
+    assert!(
+        !fds.contains(&high.as_raw_fd()),
+        "{path:?} {method:?}: leaked fd {}: {fds:?}",
+        high.as_raw_fd()
+    );
+    // The error pipe is not among the fds closed (close_range(lo, hi, 0) closes them).
+    let e = cmd(path, "/bin/nosuch", &[])
+        .close_method(method)
+        .spawn_in(cg)
+        .unwrap_err();
+    assert_eq!(
+        (e.stage(), e.errno()),
+        (Some(Stage::Exec), Some(libc::ENOENT)),
+        "{path:?} {method:?}: {e}"
+    );
+}
+
 #[test]
 fn fd_map_env_cwd_and_no_leaks() {
     let Some(root) = paddock_testutil::test_root("fd_map") else {
@@ -251,50 +338,9 @@ fn fd_map_env_cwd_and_no_leaks() {
     let dir = std::env::temp_dir().join(format!("paddock-proc-fd-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     for path in PATHS {
-        // Two files whose fds we swap: child fd A gets file B and vice versa.
-        let fa = dir.join("a");
-        let fb = dir.join("b");
-        let a: OwnedFd = fs::File::create(&fa).unwrap().into();
-        let b: OwnedFd = fs::File::create(&fb).unwrap().into();
-        let (na, nb) = (a.as_raw_fd(), b.as_raw_fd());
-        // A leak marker without O_CLOEXEC: must still not reach the child.
-        let leak: OwnedFd = fs::File::open("/dev/zero").unwrap().into();
-        rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
-        let script = format!("echo to{na} >&{na}; echo to{nb} >&{nb}; ls /proc/self/fd");
-        let mut p = cmd(path, "/bin/sh", &["-c", &script])
-            .fd(na, Stdio::Fd(b))
-            .fd(nb, Stdio::Fd(a))
-            .stdout(Stdio::Pipe)
-            .spawn_in(cg.as_fd())
-            .unwrap();
-        let out = read_to_string(p.take_stdout().unwrap());
-        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
-        assert_eq!(
-            fs::read_to_string(&fa).unwrap(),
-            format!("to{nb}\n"),
-            "{path:?}"
-        );
-        assert_eq!(
-            fs::read_to_string(&fb).unwrap(),
-            format!("to{na}\n"),
-            "{path:?}"
-        );
-        // ls itself opens one directory fd (the lowest free one).
-        let mut fds: Vec<i32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
-        fds.sort();
-        let mut want = [0, 1, 2, na, nb];
-        want.sort();
-        let extra: Vec<i32> = fds.iter().copied().filter(|f| !want.contains(f)).collect();
-        assert!(
-            extra.len() <= 1,
-            "{path:?}: unexpected fds {fds:?} (leak fd {})",
-            leak.as_raw_fd()
-        );
-        let lk = leak.as_raw_fd();
-        assert!(
-            !fds.contains(&lk) || lk == 3,
-            "{path:?}: leaked fd {lk}: {fds:?}"
-        );
+        for method in CLOSE_METHODS {
+            check_fd_map_and_leaks(path, method, cg.as_fd(), &dir);
+        }
 
         // Environment and cwd.
         let mut p = cmd(path, "/usr/bin/env", &[])
