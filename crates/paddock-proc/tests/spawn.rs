@@ -456,6 +456,62 @@ fn new_pid_namespace_payload_is_init() {
     }
 }
 
+fn procs(cg: &std::path::Path) -> Vec<i32> {
+    fs::read_to_string(cg.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// With a new PID namespace the payload is its init: when it exits, the kernel kills the
+/// rest of the namespace, so the cgroup empties by itself. Without one (the control), the
+/// payload's background children survive it.
+#[test]
+fn new_pid_namespace_dies_with_its_init() {
+    let Some(root) = paddock_testutil::test_root("pidns_dies_with_init") else {
+        return;
+    };
+    let script = "sleep 30 & sleep 30 & exit 0";
+    for path in PATHS {
+        let (leafp, cg) = leaf(root.path(), &format!("ns-{path:?}"));
+        let p = cmd(path, "/bin/sh", &["-c", script])
+            .unshare(Namespaces::PID)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{path:?}");
+        // Event-driven (poll on cgroup.events), bounded by the deadline.
+        assert!(
+            paddock_testutil::wait_unpopulated(&leafp, Duration::from_secs(2)),
+            "{path:?}: namespace members survive their init: {:?}",
+            procs(&leafp)
+        );
+        assert_eq!(procs(&leafp), Vec::<i32>::new(), "{path:?}");
+    }
+
+    // Control: the same payload without a PID namespace leaves both sleeps running.
+    let (leafp, cg) = leaf(root.path(), "control");
+    let p = cmd(SpawnPath::Auto, "/bin/sh", &["-c", script])
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let main = p.pid();
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+    assert!(
+        !paddock_testutil::wait_unpopulated(&leafp, Duration::from_secs(2)),
+        "the control's sleeps died without a PID namespace"
+    );
+    let left = procs(&leafp);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&main));
+    assert!(left.iter().all(|&pid| paddock_testutil::pid_alive(pid)));
+    // Clean up now (the test root would also do it when dropped).
+    fs::write(leafp.join("cgroup.kill"), "1").unwrap();
+    assert!(paddock_testutil::wait_unpopulated(
+        &leafp,
+        Duration::from_secs(10)
+    ));
+}
+
 #[test]
 fn join_named_netns() {
     let Some(root) = paddock_testutil::test_root("join_named_netns") else {
@@ -491,7 +547,10 @@ fn ebusy_is_a_configuration_error() {
     // Only domain controllers (memory, io) bring the no-internal-process rule; threaded
     // ones (cpu, cpuset, pids) do not.
     let Some(ctrl) = controllers.iter().find(|c| *c == "memory" || *c == "io") else {
-        eprintln!("SKIP ebusy_is_a_configuration_error: no controller delegated to the test root");
+        paddock_testutil::skip(
+            "ebusy_is_a_configuration_error",
+            "no domain controller (memory, io) is delegated to the test root",
+        );
         return;
     };
     let (inner, cg) = leaf(root.path(), "inner");
@@ -506,6 +565,12 @@ fn ebusy_is_a_configuration_error() {
     }
 }
 
+/// A threaded cgroup can hold processes (the kernel accepts a whole process there: its
+/// thread root `dom` is a valid domain), so a spawn into one succeeds on every path, the
+/// child in it from the start. A "domain invalid" sibling of the threaded cgroup cannot:
+/// clone3 refuses it with EOPNOTSUPP, the spawner retries with the cgroup.procs write,
+/// which fails the same way, so every path returns the same error: stage "join cgroup",
+/// EOPNOTSUPP, and no process left.
 #[test]
 fn threaded_target() {
     let Some(root) = paddock_testutil::test_root("threaded") else {
@@ -513,27 +578,45 @@ fn threaded_target() {
     };
     let (dom, _) = leaf(root.path(), "dom");
     let t = dom.join("t");
+    let inv = dom.join("inv");
     fs::create_dir(&t).unwrap();
+    fs::create_dir(&inv).unwrap();
     fs::write(t.join("cgroup.type"), "threaded").unwrap();
+    assert_eq!(
+        fs::read_to_string(dom.join("cgroup.type")).unwrap().trim(),
+        "domain threaded"
+    );
+    assert_eq!(
+        fs::read_to_string(inv.join("cgroup.type")).unwrap().trim(),
+        "domain invalid"
+    );
     let cg = open_dir(&t);
+    let cg_inv = open_dir(&inv);
     for path in PATHS {
-        match cmd(path, "/bin/cat", &["/proc/self/cgroup"])
+        let mut p = cmd(path, "/bin/cat", &["/proc/self/cgroup"])
             .stdout(Stdio::Pipe)
             .spawn_in(cg.as_fd())
-        {
-            Ok(mut p) => {
-                let out = read_to_string(p.take_stdout().unwrap());
-                assert!(p.wait_blocking().success());
-                assert!(out.trim_end().ends_with("/dom/t"), "{path:?}: {out}");
-            }
-            Err(e) => {
-                // The kernel does not allow processes in a threaded cgroup at all; the
-                // error must say so (via the fallback's cgroup.procs write).
-                assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{path:?}: {e}");
-                eprintln!("threaded target, {path:?}: {e}");
-            }
-        }
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert!(p.wait_blocking().success());
+        assert!(out.trim_end().ends_with("/dom/t"), "{path:?}: {out}");
+
+        let e = cmd(path, "/bin/true", &[])
+            .spawn_in(cg_inv.as_fd())
+            .unwrap_err();
+        assert_eq!(
+            (e.stage(), e.errno()),
+            (Some(Stage::Cgroup), Some(libc::EOPNOTSUPP)),
+            "{path:?}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("join cgroup (write cgroup.procs): EOPNOTSUPP"),
+            "{path:?}: {e}"
+        );
+        assert_gone(&e);
     }
+    assert!(procs(&inv).is_empty());
 }
 
 #[test]
