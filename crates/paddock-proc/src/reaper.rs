@@ -23,7 +23,13 @@
 //!
 //! The spawner holds the table lock from the clone until the child is inserted, so the
 //! reaper can never reap a child before it is registered, and [`Process::signal`] holds it
-//! while it signals, so a registered pid is never reused under it.
+//! while it opens a pidfd by pid (when the `Process` holds none), so a registered pid is
+//! never reused under it.
+//!
+//! A registered child reaped by something else (`SIGCHLD` ignored or `SA_NOCLDWAIT`, or a
+//! foreign `wait*`) is noticed when its pidfd polls readable and `waitid(P_PIDFD)` says
+//! `ECHILD` (or `pidfd_open` says `ESRCH`, or the sweep finds no child at all): its entry
+//! is removed and its waiters get `ExitStatus::Unknown`.
 //!
 //! [`Process::signal`]: crate::Process::signal
 
