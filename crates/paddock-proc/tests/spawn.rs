@@ -271,7 +271,10 @@ fn check_fd_map_and_leaks(
     rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
     let high = rustix::io::fcntl_dupfd_cloexec(&leak, 900).unwrap();
     rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty()).unwrap();
-    let script = format!("echo to{na} >&{na}; echo to{nb} >&{nb}; ls /proc/self/fd");
+    // Through /proc/self/fd/N, not `>&N`: dash takes only one-digit fd numbers.
+    let script = format!(
+        "echo to{na} >/proc/self/fd/{na}; echo to{nb} >/proc/self/fd/{nb}; ls /proc/self/fd"
+    );
     let mut p = cmd(path, "/bin/sh", &["-c", &script])
         .close_method(method)
         .fd(na, Stdio::Fd(b))
