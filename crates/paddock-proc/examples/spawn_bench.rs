@@ -1,7 +1,14 @@
 //! Spawn-into-cgroup + wait of `/bin/true`: paddock-proc versus bare system calls.
 //!
 //! Run (as root, needs a writable cgroup2 hierarchy):
-//! `CARGO_TARGET_DIR=/work/target-proc cargo run --release -p paddock-proc --example spawn_bench [ITERATIONS]`
+//! `cargo run --release -p paddock-proc --example spawn_bench [ITERATIONS] [--max-ratio R]`
+//!
+//! With `--max-ratio R` it is a gate: it exits with status 1 when the median ratio
+//! crate/raw is above `R` (the issue's bound is 1.3). The last line of output is always one
+//! machine-readable line, `spawn_bench {json}`, for example
+//! `spawn_bench {"iterations":2000,"crate_median_ns":...,"raw_median_ns":...,
+//! "ratio_median":0.97,"ratio_p90":1.01,"max_ratio":1.3,"pass":true}` (`max_ratio` is
+//! `null` and `pass` `true` without a gate). Usage errors exit with status 2.
 //!
 //! The raw variant does `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)` + `execve` +
 //! `waitid(P_PIDFD)` with no bookkeeping. It runs in a helper process (this binary with
@@ -107,16 +114,79 @@ fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+fn usage(msg: &str) -> ! {
+    eprintln!("spawn_bench: {msg}\nusage: spawn_bench [ITERATIONS] [--max-ratio R]");
+    std::process::exit(2)
+}
+
 fn main() {
-    use std::io::{Read, Write};
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--raw-server") {
         return raw_server(&args[2]);
     }
-    let n: usize = args.get(1).map(|s| s.parse().unwrap()).unwrap_or(2000);
-    let Some(root) = paddock_testutil::test_root("spawn_bench") else {
+    let mut n: usize = 2000;
+    let mut max_ratio: Option<f64> = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--max-ratio" {
+            let v = it
+                .next()
+                .unwrap_or_else(|| usage("--max-ratio needs a value"));
+            match v.parse::<f64>() {
+                Ok(r) if r > 0.0 => max_ratio = Some(r),
+                _ => usage(&format!("bad --max-ratio {v:?}")),
+            }
+        } else {
+            n = a
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| usage(&format!("bad iteration count {a:?}")));
+        }
+    }
+    // Everything (the test cgroups included) is cleaned up inside `run`, before the exit.
+    let Some(r) = run(n) else {
         return;
     };
+    let pass = max_ratio.is_none_or(|m| r.ratio_median <= m);
+    if let Some(m) = max_ratio {
+        println!(
+            "gate: median ratio {:.3}x {} max {m:.3}x: {}",
+            r.ratio_median,
+            if pass { "<=" } else { ">" },
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    println!(
+        "spawn_bench {{\"iterations\":{n},\"crate_median_ns\":{},\"crate_p90_ns\":{},\
+         \"raw_median_ns\":{},\"raw_p90_ns\":{},\"ratio_median\":{:.4},\"ratio_p90\":{:.4},\
+         \"max_ratio\":{},\"pass\":{pass}}}",
+        r.crate_median.as_nanos(),
+        r.crate_p90.as_nanos(),
+        r.raw_median.as_nanos(),
+        r.raw_p90.as_nanos(),
+        r.ratio_median,
+        r.ratio_p90,
+        max_ratio.map_or("null".to_string(), |m| format!("{m}")),
+    );
+    if !pass {
+        std::process::exit(1);
+    }
+}
+
+struct Results {
+    crate_median: Duration,
+    crate_p90: Duration,
+    raw_median: Duration,
+    raw_p90: Duration,
+    ratio_median: f64,
+    ratio_p90: f64,
+}
+
+/// Runs the interleaved measurement; `None` when it cannot run here (reason printed).
+fn run(n: usize) -> Option<Results> {
+    use std::io::{Read, Write};
+    let root = paddock_testutil::test_root("spawn_bench")?;
     let leaf = root.path().join("leaf");
     std::fs::create_dir(&leaf).unwrap();
     let leaf_raw = root.path().join("leaf-raw");
@@ -166,9 +236,16 @@ fn main() {
     println!("iterations per variant: {n} (interleaved)");
     println!("paddock-proc spawn_in+wait: median {cm:?}  p90 {c90:?}");
     println!("raw clone3+execve+waitid:   median {rm:?}  p90 {r90:?}");
-    println!(
-        "ratio crate/raw: median {:.3}x  p90 {:.3}x",
-        cm.as_secs_f64() / rm.as_secs_f64(),
-        c90.as_secs_f64() / r90.as_secs_f64()
-    );
+    let ratio_median = cm.as_secs_f64() / rm.as_secs_f64();
+    let ratio_p90 = c90.as_secs_f64() / r90.as_secs_f64();
+    println!("ratio crate/raw: median {ratio_median:.3}x  p90 {ratio_p90:.3}x");
+    drop(root);
+    Some(Results {
+        crate_median: cm,
+        crate_p90: c90,
+        raw_median: rm,
+        raw_p90: r90,
+        ratio_median,
+        ratio_p90,
+    })
 }

@@ -6,13 +6,14 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 
-use crate::sys::{self, ChildPlan, CloneKind, RawStage};
+use crate::sys::{self, ChildPlan, CloneKind, CloseMode, RawStage};
 use crate::{ExitStatus, Process, SpawnError, reaper};
 
 /// What a child fd is connected to.
@@ -106,6 +107,101 @@ pub enum SpawnPath {
     LegacyClone,
 }
 
+/// How the child keeps unmapped fds from the program. Exists to test the fallbacks for old
+/// kernels; `Auto` (the default) probes once per process and caches the result.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CloseMethod {
+    /// The best the kernel has, in the order of the other variants.
+    #[default]
+    Auto,
+    /// `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11).
+    CloseRangeCloexec,
+    /// `close_range(lo, hi, 0)`, closing them in the child (Linux 5.9).
+    CloseRange,
+    /// `fcntl(F_SETFD, FD_CLOEXEC)` on every number up to the highest open fd, read in
+    /// the parent from `/proc/self/fd` (any kernel).
+    Fcntl,
+}
+
+/// What the spawner has found out about the kernel so far (each `None` until the first
+/// spawn that needed to know). Process-global and cached: each fallback is detected once.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnCapabilities {
+    /// `clone3` usable (false after `ENOSYS`, or `EPERM` where legacy `clone` worked).
+    pub clone3: Option<bool>,
+    /// `CLONE_INTO_CGROUP` accepted (false after `E2BIG`).
+    pub into_cgroup: Option<bool>,
+    /// `CLONE_CLEAR_SIGHAND` accepted (false after `EINVAL`).
+    pub clear_sighand: Option<bool>,
+    /// The `close_range` variant in use (`None` before the first spawn).
+    pub close_method: Option<CloseMethod>,
+}
+
+/// The cached results of the spawner's kernel feature detection, for tests and diagnostics.
+#[doc(hidden)]
+pub fn spawn_capabilities() -> SpawnCapabilities {
+    let tri = |a: &AtomicU8| match a.load(Ordering::Relaxed) {
+        YES => Some(true),
+        NO => Some(false),
+        _ => None,
+    };
+    SpawnCapabilities {
+        clone3: tri(&HAVE_CLONE3),
+        into_cgroup: tri(&HAVE_INTO_CGROUP),
+        clear_sighand: tri(&HAVE_CLEAR_SIGHAND),
+        close_method: CLOSE_MODE.get().map(|m| match m {
+            CloseMode::CloseRangeCloexec => CloseMethod::CloseRangeCloexec,
+            CloseMode::CloseRange => CloseMethod::CloseRange,
+            CloseMode::Fcntl => CloseMethod::Fcntl,
+        }),
+    }
+}
+
+/// The kernel's best `close_range` variant, probed once (the reason for a fallback logged).
+fn detected_close_mode() -> CloseMode {
+    *CLOSE_MODE.get_or_init(|| {
+        let (mode, refused) = sys::probe_close_mode();
+        if let Some(e) = refused {
+            match mode {
+                CloseMode::CloseRange => tracing::warn!(
+                    error = %e,
+                    "close_range rejects CLOSE_RANGE_CLOEXEC (kernel < 5.11?); children \
+                     close unmapped fds with close_range(lo, hi, 0) instead"
+                ),
+                _ => tracing::warn!(
+                    error = %e,
+                    "close_range is unavailable (kernel < 5.9?); children mark unmapped fds \
+                     close-on-exec one by one with fcntl, up to the highest open fd"
+                ),
+            }
+        }
+        mode
+    })
+}
+
+/// One above the highest fd open in this process (from `/proc/self/fd`), or the
+/// `RLIMIT_NOFILE` soft limit if that cannot be read: the end of the fcntl loop.
+///
+/// An fd opened by another thread between this read and the clone, at a higher number and
+/// without `O_CLOEXEC`, would escape the loop; Rust's standard library and this crate open
+/// everything with `O_CLOEXEC`, and this is only the path for kernels before 5.9.
+fn fd_scan_limit() -> u32 {
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let highest = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .max();
+        if let Some(h) = highest {
+            return h.saturating_add(1);
+        }
+    }
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    lim.current
+        .map_or(1 << 20, |c| c.min(u32::MAX as u64) as u32)
+}
+
 /// The child-side setup step that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -121,7 +217,8 @@ pub enum Stage {
     Setns,
     /// Applying the fd map (`fcntl(F_DUPFD_CLOEXEC)` / `dup2`).
     FdMap,
-    /// `close_range(CLOSE_RANGE_CLOEXEC)` on unmapped fds.
+    /// Keeping unmapped fds from the program: `close_range(CLOSE_RANGE_CLOEXEC)`, or on
+    /// older kernels `close_range(lo, hi, 0)` or an `fcntl(F_SETFD, FD_CLOEXEC)` loop.
     CloseFds,
     /// `chdir()`.
     Chdir,
@@ -191,6 +288,8 @@ pub struct Command {
     setsid: bool,
     pdeathsig: i32,
     path: SpawnPath,
+    keep_pidfd: bool,
+    close_method: CloseMethod,
 }
 
 const UNKNOWN: u8 = 0;
@@ -199,6 +298,7 @@ const NO: u8 = 2;
 static HAVE_CLEAR_SIGHAND: AtomicU8 = AtomicU8::new(UNKNOWN);
 static HAVE_INTO_CGROUP: AtomicU8 = AtomicU8::new(UNKNOWN);
 static HAVE_CLONE3: AtomicU8 = AtomicU8::new(UNKNOWN);
+static CLOSE_MODE: OnceLock<CloseMode> = OnceLock::new();
 
 impl Command {
     /// A command running `program` (looked up in `PATH` if it contains no `/`) with
@@ -216,6 +316,8 @@ impl Command {
             setsid: false,
             pdeathsig: 0,
             path: SpawnPath::Auto,
+            keep_pidfd: false,
+            close_method: CloseMethod::Auto,
         }
     }
 
@@ -328,6 +430,24 @@ impl Command {
         self
     }
 
+    /// Keep the child's pidfd in the returned [`Process`] ([`Process::pidfd`]) when `on`;
+    /// default `false`. [`Process::signal`] uses `pidfd_send_signal` either way; a held
+    /// pidfd spares it the table lock and a `pidfd_open` per signal, at the cost of one fd
+    /// per live child in the process's fd table, which every later spawn copies (see
+    /// [`Process`] for the trade-off).
+    pub fn keep_pidfd(&mut self, on: bool) -> &mut Self {
+        self.keep_pidfd = on;
+        self
+    }
+
+    /// Force how the child keeps unmapped fds from the program (tests of the old-kernel
+    /// fallbacks).
+    #[doc(hidden)]
+    pub fn close_method(&mut self, m: CloseMethod) -> &mut Self {
+        self.close_method = m;
+        self
+    }
+
     /// Choose the clone mechanism explicitly (see [`SpawnPath`]).
     pub fn spawn_path(&mut self, path: SpawnPath) -> &mut Self {
         self.path = path;
@@ -351,6 +471,17 @@ impl Command {
     pub fn spawn_at(&mut self, cgroup: Option<BorrowedFd<'_>>) -> Result<Process, SpawnError> {
         let mut prep = self.prepare()?;
         reaper::ensure_started();
+        let close_mode = match self.close_method {
+            CloseMethod::Auto => detected_close_mode(),
+            CloseMethod::CloseRangeCloexec => CloseMode::CloseRangeCloexec,
+            CloseMethod::CloseRange => CloseMode::CloseRange,
+            CloseMethod::Fcntl => CloseMode::Fcntl,
+        };
+        let fd_limit = if close_mode == CloseMode::Fcntl {
+            fd_scan_limit()
+        } else {
+            0
+        };
 
         let mut kind = match self.path {
             SpawnPath::Auto if HAVE_CLONE3.load(Ordering::Relaxed) == NO => CloneKind::Legacy,
@@ -398,7 +529,7 @@ impl Command {
             } else {
                 None
             };
-            let plan = prep.plan(procs_fd, reset_all, self);
+            let plan = prep.plan(procs_fd, reset_all, close_mode, fd_limit, self);
 
             let mut table = reaper::lock_table();
             let mask = sys::block_all_signals();
@@ -407,14 +538,21 @@ impl Command {
             match r {
                 Ok(c) => {
                     let pidfd = match c.pidfd {
-                        Some(fd) => Ok(fd),
-                        // Race-free: the child cannot be reaped while we hold the table
-                        // lock, so `pid` still names it (at worst as a zombie).
-                        None => sys::pidfd_open(c.pid),
+                        Some(fd) => Ok(Some(fd)),
+                        // Race-free: the child cannot be reaped by the reaper while we hold
+                        // the table lock, so `pid` still names it (at worst as a zombie).
+                        None if self.keep_pidfd => sys::pidfd_open(c.pid).map(Some),
+                        // Not kept: the reaper opens its own.
+                        None => Ok(None),
                     };
-                    if pidfd.is_err() {
-                        // Still under the table lock, so the pid is still our child.
-                        sys::kill_unreaped_child(c.pid);
+                    match &pidfd {
+                        // ESRCH: the kernel already reaped it (SIGCHLD ignored); the pid
+                        // may be reused, so send nothing.
+                        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                            // Still under the table lock, so the pid is still our child.
+                            sys::kill_unreaped_child(c.pid);
+                        }
+                        _ => {}
                     }
                     let slot = table.insert(c.pid);
                     drop(table);
@@ -535,9 +673,14 @@ impl Command {
             ..
         } = prep;
         drop((err_write, _keep, procs));
-        // Not kept: `Process` signals by pid under the reaper's lock (see its docs).
-        drop(pidfd);
-        let process = Process { pid, slot, pipes };
+        // Kept only on request (see `Process`); the clone3 paths always get one.
+        let pidfd = if self.keep_pidfd { pidfd } else { None };
+        let process = Process {
+            pid,
+            slot,
+            pipes,
+            pidfd,
+        };
 
         match read_child_error(err_read) {
             Ok(None) => Ok(process),
@@ -703,6 +846,18 @@ impl Command {
         targets.sort_unstable();
         let max_target = targets.last().copied().unwrap_or(2).max(2);
         let above = max_target + 1;
+        // Error pipe, write end numbered above every target so the fd map cannot clobber it.
+        let (err_read, mut err_write) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("pipe", e))?;
+        if err_write.as_raw_fd() < above {
+            err_write = rustix::io::fcntl_dupfd_cloexec(&err_write, above)
+                .map_err(|e| os("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        }
+
+        // The ranges of fds >= 3 the child must not pass on: everything but the targets
+        // and the error pipe (which the child needs until `execve`, and which closes
+        // itself then).
+        let err_fd = err_write.as_raw_fd() as u32;
         let mut gaps = Vec::new();
         let mut start: u32 = 3;
         for &t in targets.iter().filter(|&&t| t >= 3) {
@@ -712,15 +867,11 @@ impl Command {
             }
             start = start.max(t + 1);
         }
-        gaps.push((start, u32::MAX));
-
-        // Error pipe, write end numbered above every target so the fd map cannot clobber it.
-        let (err_read, mut err_write) =
-            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("pipe", e))?;
-        if err_write.as_raw_fd() < above {
-            err_write = rustix::io::fcntl_dupfd_cloexec(&err_write, above)
-                .map_err(|e| os("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        // err_fd >= above > every target, so err_fd >= start.
+        if err_fd > start {
+            gaps.push((start, err_fd - 1));
         }
+        gaps.push((err_fd + 1, u32::MAX));
 
         let argv_p = ptr_array(&argv_c);
         let envp_p = ptr_array(&env_c);
@@ -768,7 +919,14 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn plan(&mut self, procs_fd: Option<RawFd>, reset_all: bool, cmd: &Command) -> PlanGuard {
+    fn plan(
+        &mut self,
+        procs_fd: Option<RawFd>,
+        reset_all: bool,
+        close_mode: CloseMode,
+        fd_limit: u32,
+        cmd: &Command,
+    ) -> PlanGuard {
         let ns: Vec<RawFd> = cmd.ns_join.iter().map(|f| f.as_raw_fd()).collect();
         PlanGuard {
             plan: ChildPlan {
@@ -791,6 +949,8 @@ impl Prepared {
                 parent_pid: sys::getpid(),
                 new_pid_ns: cmd.ns_new.contains(Namespaces::PID),
                 reset_all_handlers: reset_all,
+                close_mode,
+                fd_limit,
             },
             _ns: ns,
         }

@@ -19,12 +19,21 @@
 //!
 //! **Only one place in the process calls `wait*` for children, so no exit status is
 //! stolen.** The first spawn starts a process-global reaper thread. It waits for each child
-//! it spawned on that child's pidfd (O(1) per exit however many children live), and sweeps
-//! for every other exited child (`waitid(P_ALL, WNOHANG)`) every [`ORPHAN_SWEEP`] or when
-//! asked ([`reap_orphans`], [`request_orphan_sweep`]); it reaps each and hands the status
-//! to the matching [`Process`] or, for unregistered children, to [`subscribe_orphans`]. It
-//! works in a private fd table (see the `reaper` module), so its pidfds are not inherited
-//! by spawns.
+//! it spawned on that child's pidfd (O(1) per exit however many children live) and reaps it
+//! with `waitid(P_PIDFD, WNOHANG)`. Every [`ORPHAN_SWEEP`], or when asked
+//! ([`reap_orphans`], [`request_orphan_sweep`]), it sweeps for the other exited children:
+//! `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)` only peeks (names an exited child without
+//! reaping it), then that child is reaped with `waitid(P_PID)` under the table lock, so a
+//! registered child's entry and its reaping change together. Each status goes to the
+//! matching [`Process`] or, for unregistered children, to [`subscribe_orphans`]. The
+//! reaper works in a private fd table (see the `reaper` module), so its pidfds are not
+//! inherited by spawns.
+//!
+//! If something else reaps a registered child anyway (`SIGCHLD` set to `SIG_IGN` or
+//! `SA_NOCLDWAIT`, which makes the kernel reap children itself, or a foreign `wait*`), the
+//! reaper notices (its pidfd polls readable and `waitid` says `ECHILD`), removes the entry
+//! and wakes the waiters with [`ExitStatus::Unknown`]; it warns at its start when
+//! `SIGCHLD`'s disposition is one of those.
 //!
 //! Consequently, **in a process that uses paddock-proc, do not use
 //! `std::process::Command::{wait, status, output}` or `tokio::process` for children**: the
@@ -45,7 +54,10 @@
 //!   this order: reset signal handlers (all of them when `CLONE_CLEAR_SIGHAND` is
 //!   unavailable; `SIGPIPE` always) and unblock all signals; join the cgroup (fallback);
 //!   `setsid`; parent-death signal; `setns`; apply the fd map; mark every other fd >= 3
-//!   close-on-exec; `chdir`; `execve`.
+//!   close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`; before Linux 5.11 closed with
+//!   `close_range(lo, hi, 0)`, before 5.9 an `fcntl(F_SETFD, FD_CLOEXEC)` loop up to the
+//!   highest fd open in the parent, read from `/proc/self/fd` before the clone); `chdir`;
+//!   `execve`.
 //! * If any step fails, the child reports `(stage, errno)` through an `O_CLOEXEC` pipe and
 //!   exits; `spawn` returns [`SpawnError::Child`] (e.g. `exec /bin/nosuch: ENOENT (os error
 //!   2)`) only after the child has been reaped, so nothing is left running and no zombie.
@@ -66,9 +78,19 @@
 //! `CLONE_CLEAR_SIGHAND` rejected (`EINVAL`) → reset handlers by hand; `E2BIG` (no
 //! `CLONE_INTO_CGROUP`) → clone3 without it plus the `cgroup.procs` write; `ENOSYS`/`EPERM`
 //! from clone3 (seccomp) → legacy `clone` plus the `cgroup.procs` write plus `pidfd_open`
-//! (race-free: the reaper cannot reap the child before it is registered, so the pid cannot
-//! be reused). `EOPNOTSUPP` (threaded target) retries that one spawn with the
-//! `cgroup.procs` write. `EBUSY` is a configuration error, [`SpawnError::CgroupNotLeaf`].
+//! (by the spawner under the table lock with [`Command::keep_pidfd`], else by the reaper
+//! after registration; race-free either way: the reaper cannot reap the child before it is
+//! registered, so the pid cannot be reused); `close_range` without `CLOSE_RANGE_CLOEXEC`
+//! or missing → the fallbacks above. `EOPNOTSUPP` from `CLONE_INTO_CGROUP` retries that one
+//! spawn with the `cgroup.procs` write (a threaded target itself is accepted by the kernel;
+//! a "domain invalid" one then fails with `join cgroup (write cgroup.procs): EOPNOTSUPP`).
+//! `EBUSY` is a configuration error, [`SpawnError::CgroupNotLeaf`].
+//!
+//! # Signals
+//!
+//! [`Process::signal`] sends with `pidfd_send_signal`, with the pidfd held by the `Process`
+//! ([`Command::keep_pidfd`]) or one opened for the call under the reaper's lock (the
+//! default, which keeps no fd per live child; see [`Process`]).
 
 #![cfg(target_os = "linux")]
 
@@ -80,6 +102,8 @@ mod sys;
 
 use std::fmt;
 
+#[doc(hidden)]
+pub use command::{CloseMethod, SpawnCapabilities, spawn_capabilities};
 pub use command::{
     Command, Namespaces, Output, SpawnPath, Stage, Stdio, netns_fd, run_to_completion,
 };
@@ -103,6 +127,12 @@ pub enum ExitStatus {
         /// Whether a core dump was written.
         core_dumped: bool,
     },
+    /// The child has exited, but its status could not be read because something else in
+    /// this process reaped it first: `SIGCHLD` set to `SIG_IGN` or `SA_NOCLDWAIT` (the
+    /// kernel then reaps children itself), or a `wait*` call outside this crate (see the
+    /// crate docs). The reaper logs a warning for each such child; waiters are woken with
+    /// this value instead of waiting forever.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -115,7 +145,7 @@ impl ExitStatus {
     pub fn code(&self) -> Option<i32> {
         match self {
             Self::Exited(c) => Some(*c),
-            Self::Signaled { .. } => None,
+            Self::Signaled { .. } | Self::Unknown => None,
         }
     }
 
@@ -123,7 +153,7 @@ impl ExitStatus {
     pub fn signal(&self) -> Option<i32> {
         match self {
             Self::Signaled { signal, .. } => Some(*signal),
-            Self::Exited(_) => None,
+            Self::Exited(_) | Self::Unknown => None,
         }
     }
 }
@@ -142,6 +172,7 @@ impl fmt::Display for ExitStatus {
             } => {
                 write!(f, "killed by signal {signal} (core dumped)")
             }
+            Self::Unknown => write!(f, "exited, status unknown (reaped outside paddock-proc)"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The [`Process`] handle.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +20,22 @@ pub enum Delivery {
 
 /// A spawned child.
 ///
-/// Signalling is safe against pid reuse without holding a pidfd: the reaper reaps a
-/// registered child only under its table lock, and [`Process::signal`] sends under that
-/// lock only while this very child is still registered, so the pid still names it (at
-/// worst as a zombie). Holding no fd per child keeps the supervisor's fd table small, and
-/// with it the cost of every later spawn (the child copies that table and closes it at
-/// `execve`).
+/// # Signalling and the pidfd
+///
+/// [`Process::signal`] always sends with `pidfd_send_signal`, so a signal can never reach
+/// another process that reused the pid. Where the pidfd comes from is the caller's choice
+/// ([`Command::keep_pidfd`](crate::Command::keep_pidfd)):
+///
+/// * **Default: no fd held.** Each `signal` opens a pidfd with `pidfd_open` while holding
+///   the reaper's table lock — race-free, because the reaper reaps a registered child only
+///   under that lock, so while this child is registered its pid still names it (at worst
+///   as a zombie) — releases the lock, sends, and closes the pidfd. Costs two extra system
+///   calls per signal, and keeps the supervisor's fd table small: every later spawn copies
+///   that table into the child and closes it again at `execve`, so holding one fd per live
+///   child (10,000 sandboxes: 10,000 fds) would make every spawn slower.
+/// * **`keep_pidfd(true)`:** the `CLONE_PIDFD` fd (or the `pidfd_open` result on the
+///   legacy-clone path) is held here, available as [`Process::pidfd`] (for `poll`/epoll,
+///   `pidfd_getfd`, ...), and `signal` uses it directly, without the table lock.
 ///
 /// Dropping a `Process` neither kills nor waits for the child: the reaper still reaps it
 /// when it exits (nothing becomes a zombie), and the status is discarded.
@@ -34,6 +44,7 @@ pub struct Process {
     pub(crate) pid: i32,
     pub(crate) slot: Arc<ExitSlot>,
     pub(crate) pipes: Vec<(RawFd, OwnedFd)>,
+    pub(crate) pidfd: Option<OwnedFd>,
 }
 
 impl Process {
@@ -44,10 +55,29 @@ impl Process {
         self.pid
     }
 
+    /// The pidfd held for the child, when it was spawned with
+    /// [`Command::keep_pidfd(true)`](crate::Command::keep_pidfd); `None` otherwise. It
+    /// refers to this child for its whole lifetime (also after it was reaped), is
+    /// close-on-exec, and polls readable (`POLLIN`) once the child has exited.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// Opens a new pidfd (O_CLOEXEC) for the child, bound to it for the fd's lifetime (it
     /// becomes readable, `POLLIN`, when the child exits). Fails with `ESRCH` once the child
     /// has been reaped.
     pub fn open_pidfd(&self) -> io::Result<OwnedFd> {
+        if let Some(fd) = &self.pidfd {
+            if self.slot.get().is_some() {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            return fd.try_clone();
+        }
+        self.open_pidfd_locked()
+    }
+
+    /// `pidfd_open` under the table lock, only while this child is registered (unreaped).
+    fn open_pidfd_locked(&self) -> io::Result<OwnedFd> {
         let t = reaper::lock_table();
         if !t.holds(self.pid, &self.slot) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
@@ -56,20 +86,29 @@ impl Process {
         sys::pidfd_open(self.pid)
     }
 
-    /// Send `sig`. Returns `Ok(Delivery::AlreadyExited)` (not an error) when the process
-    /// has already been reaped; a zombie not yet reaped still gets `Delivered` (the signal
-    /// has no effect on it). Any other failure is an error.
+    /// Send `sig` with `pidfd_send_signal` (see the type's docs for where the pidfd comes
+    /// from). Returns `Ok(Delivery::AlreadyExited)` (not an error) when the process has
+    /// already been reaped; a zombie not yet reaped still gets `Delivered` (the signal has
+    /// no effect on it). Any other failure is an error.
     pub fn signal(&self, sig: i32) -> io::Result<Delivery> {
         if self.slot.get().is_some() {
             return Ok(Delivery::AlreadyExited);
         }
-        let t = reaper::lock_table();
-        if !t.holds(self.pid, &self.slot) {
-            return Ok(Delivery::AlreadyExited);
-        }
-        // Race-free: this child is registered and unreaped while we hold the lock, so
-        // `pid` cannot have been reused.
-        match sys::signal_pid(self.pid, sig) {
+        let opened;
+        let pidfd = match &self.pidfd {
+            Some(fd) => fd.as_fd(),
+            None => match self.open_pidfd_locked() {
+                Ok(fd) => {
+                    opened = fd;
+                    opened.as_fd()
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    return Ok(Delivery::AlreadyExited);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match sys::pidfd_send_signal(pidfd, sig) {
             Ok(()) => Ok(Delivery::Delivered),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Delivery::AlreadyExited),
             Err(e) => Err(e),

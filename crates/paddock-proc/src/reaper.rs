@@ -23,7 +23,13 @@
 //!
 //! The spawner holds the table lock from the clone until the child is inserted, so the
 //! reaper can never reap a child before it is registered, and [`Process::signal`] holds it
-//! while it signals, so a registered pid is never reused under it.
+//! while it opens a pidfd by pid (when the `Process` holds none), so a registered pid is
+//! never reused under it.
+//!
+//! A registered child reaped by something else (`SIGCHLD` ignored or `SA_NOCLDWAIT`, or a
+//! foreign `wait*`) is noticed when its pidfd polls readable and `waitid(P_PIDFD)` says
+//! `ECHILD` (or `pidfd_open` says `ESRCH`, or the sweep finds no child at all): its entry
+//! is removed and its waiters get `ExitStatus::Unknown`.
 //!
 //! [`Process::signal`]: crate::Process::signal
 
@@ -110,7 +116,7 @@ impl ExitSlot {
 pub(crate) struct Table {
     children: HashMap<i32, Arc<ExitSlot>>,
     /// Registered children the reaper thread has not opened a pidfd for yet.
-    new: Vec<i32>,
+    new: Vec<(i32, Arc<ExitSlot>)>,
 }
 
 impl Table {
@@ -126,8 +132,13 @@ impl Table {
     /// was held across the clone; call [`wake`] after releasing it.
     pub(crate) fn insert(&mut self, pid: i32) -> Arc<ExitSlot> {
         let slot = Arc::new(ExitSlot::default());
-        self.children.insert(pid, slot.clone());
-        self.new.push(pid);
+        if let Some(old) = self.children.insert(pid, slot.clone()) {
+            // The pid was reused while an earlier child with it was still registered: that
+            // child was reaped outside this crate and its exit not noticed yet.
+            warn_lost(pid);
+            old.deliver(ExitStatus::Unknown);
+        }
+        self.new.push((pid, slot.clone()));
         slot
     }
 }
@@ -261,6 +272,13 @@ fn run(
     if let Err(e) = private {
         tracing::warn!(error = %e, "reaper: cannot make a private fd table; its pidfds stay in the shared one, which every spawn copies");
     }
+    if let Some(why) = sys::sigchld_autoreaps() {
+        tracing::warn!(
+            "SIGCHLD is {why} in this process: the kernel reaps children itself, so their \
+             exit statuses are lost (wait returns ExitStatus::Unknown); restore SIGCHLD's \
+             default disposition before using paddock-proc"
+        );
+    }
     let wake = sys::borrow_forever(wake_raw);
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("reaper: epoll_create1");
     epoll::add(
@@ -270,22 +288,23 @@ fn run(
         epoll::EventFlags::IN,
     )
     .expect("reaper: epoll_ctl");
-    let mut pidfds: HashMap<i32, OwnedFd> = HashMap::new();
+    // pid → (pidfd, the slot of the child it was opened for).
+    let mut pidfds: PidFds = HashMap::new();
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
     let mut next_sweep = Instant::now() + ORPHAN_SWEEP;
     let mut swept = 0u64;
     loop {
         // New children: open their pidfds. Race-free outside the lock: they are registered
         // and unreaped, and only this thread reaps.
-        let new: Vec<i32> = {
+        let new: Vec<(i32, Arc<ExitSlot>)> = {
             let mut t = lock(&r.table);
             let new = std::mem::take(&mut t.new);
             new.into_iter()
-                .filter(|pid| t.children.contains_key(pid))
+                .filter(|(pid, slot)| t.holds(*pid, slot))
                 .collect()
         };
         {
-            for pid in new {
+            for (pid, slot) in new {
                 match sys::pidfd_open(pid) {
                     Ok(fd) => {
                         if let Err(e) = epoll::add(
@@ -296,7 +315,12 @@ fn run(
                         ) {
                             tracing::error!(pid, error = %e, "reaper: epoll_ctl failed; the child is reaped by the sweep");
                         }
-                        pidfds.insert(pid, fd);
+                        pidfds.insert(pid, (fd, slot));
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                        // Registered and not reaped by us, yet gone (a zombie would still
+                        // have a pid): the kernel or a foreign wait* reaped it.
+                        lost(r, &tx, pid, &slot);
                     }
                     Err(e) => {
                         tracing::error!(pid, error = %e, "reaper: pidfd_open failed; the child is reaped by the sweep");
@@ -331,7 +355,7 @@ fn run(
                 continue;
             }
             let pid = data as i32;
-            let Some(fd) = pidfds.get(&pid) else {
+            let Some((fd, _)) = pidfds.get(&pid) else {
                 continue;
             };
             let mut t = lock(&r.table);
@@ -350,10 +374,18 @@ fn run(
                     }
                 }
                 Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    drop(t);
+                    // It exited (its pidfd is readable) and is no longer our child:
+                    // something else reaped it.
+                    if let Some((_, slot)) = pidfds.remove(&pid) {
+                        lost(r, &tx, pid, &slot);
+                    }
+                }
                 Err(e) => {
                     drop(t);
                     pidfds.remove(&pid);
-                    tracing::warn!(pid, error = %e, "reaper: child vanished before reaping");
+                    tracing::error!(pid, error = %e, "reaper: waitid(P_PIDFD) failed; the child is reaped by the sweep");
                 }
             }
         }
@@ -371,16 +403,15 @@ fn run(
 
 /// Reaps every exited child the pidfds did not report: orphans, and (should a pidfd have
 /// failed) registered children.
-fn sweep(
-    r: &'static Reaper,
-    tx: &std::sync::mpsc::Sender<Delivery>,
-    pidfds: &mut HashMap<i32, OwnedFd>,
-) {
+fn sweep(r: &'static Reaper, tx: &std::sync::mpsc::Sender<Delivery>, pidfds: &mut PidFds) {
     loop {
         let pid = match sys::wait_any_exited_nohang_nowait() {
             Ok(Some(pid)) => pid,
             Ok(None) => return,
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                forget_lost_children(r, tx, pidfds);
+                return;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::error!(error = %e, "reaper: waitid failed");
@@ -391,8 +422,11 @@ fn sweep(
         let status = match sys::reap(pid) {
             Ok(s) => s,
             Err(e) => {
-                // Someone else reaped it (std::process / tokio::process used in this
-                // process despite the crate docs).
+                // Someone else reaped it between the peek and here (std::process /
+                // tokio::process used in this process despite the crate docs). A
+                // registered child is reported lost through its pidfd (which polls
+                // readable) or, failing that, when no child is left.
+                drop(t);
                 tracing::warn!(pid, error = %e, "reaper: child vanished before reaping");
                 continue;
             }
@@ -408,6 +442,63 @@ fn sweep(
                 let _ = tx.send(Delivery::Orphan(OrphanExit { pid, status }));
             }
         }
+    }
+}
+
+/// `pid` (registered or not) exited and was reaped by something else: remove its table
+/// entry and wake its waiters with [`ExitStatus::Unknown`], so `wait` does not hang and
+/// `signal` never uses the (possibly reused) pid.
+fn lost(
+    r: &'static Reaper,
+    tx: &std::sync::mpsc::Sender<Delivery>,
+    pid: i32,
+    slot: &Arc<ExitSlot>,
+) {
+    let mut t = lock(&r.table);
+    // Otherwise the pid was already reused and re-registered, and `Table::insert` has
+    // reported this child.
+    if t.holds(pid, slot) {
+        t.children.remove(&pid);
+        drop(t);
+        warn_lost(pid);
+        let _ = tx.send(Delivery::Child(slot.clone(), ExitStatus::Unknown));
+    }
+}
+
+fn warn_lost(pid: i32) {
+    tracing::warn!(
+        pid,
+        "reaper: child was reaped outside paddock-proc (SIGCHLD ignored or SA_NOCLDWAIT, \
+         or a foreign wait*); its exit status is unknown"
+    );
+}
+
+/// The reaper thread's pidfds: pid → (pidfd, the slot of the child it was opened for).
+type PidFds = HashMap<i32, (OwnedFd, Arc<ExitSlot>)>;
+
+/// The process has no children at all (`ECHILD` from `waitid(P_ALL)`): every registered
+/// child, checked under the table lock (no spawn is between clone and registration then),
+/// was reaped by something else.
+fn forget_lost_children(
+    r: &'static Reaper,
+    tx: &std::sync::mpsc::Sender<Delivery>,
+    pidfds: &mut PidFds,
+) {
+    let mut t = lock(&r.table);
+    if t.children.is_empty() {
+        return;
+    }
+    match sys::wait_any_exited_nohang_nowait() {
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {}
+        _ => return,
+    }
+    let gone: Vec<(i32, Arc<ExitSlot>)> = t.children.drain().collect();
+    t.new.clear();
+    drop(t);
+    for (pid, slot) in gone {
+        pidfds.remove(&pid);
+        warn_lost(pid);
+        let _ = tx.send(Delivery::Child(slot, ExitStatus::Unknown));
     }
 }
 

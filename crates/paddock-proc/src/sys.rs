@@ -109,6 +109,43 @@ pub(crate) struct ChildPlan {
     pub new_pid_ns: bool,
     /// Reset every signal handler (needed when `CLONE_CLEAR_SIGHAND` was not used).
     pub reset_all_handlers: bool,
+    /// How to keep the fds in `gaps` from reaching the program.
+    pub close_mode: CloseMode,
+    /// With [`CloseMode::Fcntl`]: one above the highest fd number that can be open (read
+    /// in the parent); fds from here on are not looked at.
+    pub fd_limit: u32,
+}
+
+/// How the child keeps the fds in its `gaps` from reaching the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseMode {
+    /// `close_range(lo, hi, CLOSE_RANGE_CLOEXEC)` (Linux 5.11): marks them close-on-exec.
+    CloseRangeCloexec,
+    /// `close_range(lo, hi, 0)` (Linux 5.9): closes them (the error pipe is not in a gap).
+    CloseRange,
+    /// `fcntl(fd, F_SETFD, FD_CLOEXEC)` on every fd of a gap below `fd_limit` (any kernel).
+    Fcntl,
+}
+
+/// Which `close_range` the kernel has, probed with empty ranges (no fd has the highest
+/// number, so nothing is touched): `Err` carries the errno of the refused variant.
+pub(crate) fn probe_close_mode() -> (CloseMode, Option<io::Error>) {
+    // SAFETY: close_range on an empty range (first == last == u32::MAX, beyond any fd)
+    // closes and changes nothing; it only tells whether the kernel accepts the call.
+    let probe = |flags: u32| unsafe {
+        if libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, flags) == 0 {
+            None
+        } else {
+            Some(io::Error::last_os_error())
+        }
+    };
+    let Some(e) = probe(CLOSE_RANGE_CLOEXEC) else {
+        return (CloseMode::CloseRangeCloexec, None);
+    };
+    if probe(0).is_none() {
+        return (CloseMode::CloseRange, Some(e));
+    }
+    (CloseMode::Fcntl, Some(e))
 }
 
 /// How to create the child.
@@ -482,11 +519,33 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
             }
         }
 
-        // 7. Every other fd >= 3 becomes close-on-exec.
+        // 7. Every other fd >= 3 (but the error pipe) becomes close-on-exec or is closed.
         for i in 0..plan.gaps_len {
             let (lo, hi) = *plan.gaps.add(i);
-            if libc::syscall(libc::SYS_close_range, lo, hi, CLOSE_RANGE_CLOEXEC) != 0 {
-                fail(RawStage::CloseFds, i as u32);
+            match plan.close_mode {
+                CloseMode::CloseRangeCloexec | CloseMode::CloseRange => {
+                    let flags = if plan.close_mode == CloseMode::CloseRange {
+                        0
+                    } else {
+                        CLOSE_RANGE_CLOEXEC
+                    };
+                    if libc::syscall(libc::SYS_close_range, lo, hi, flags) != 0 {
+                        fail(RawStage::CloseFds, i as u32);
+                    }
+                }
+                CloseMode::Fcntl => {
+                    // u64: `hi` may be u32::MAX.
+                    let end = (hi as u64).min((plan.fd_limit as u64).saturating_sub(1));
+                    let mut fd = lo as u64;
+                    while fd <= end {
+                        if libc::fcntl(fd as c_int, libc::F_SETFD, libc::FD_CLOEXEC) != 0
+                            && *libc::__errno_location() != libc::EBADF
+                        {
+                            fail(RawStage::CloseFds, i as u32);
+                        }
+                        fd += 1;
+                    }
+                }
             }
         }
 
@@ -668,6 +727,27 @@ fn decode(info: &libc::siginfo_t) -> ExitStatus {
     }
 }
 
+/// Whether the kernel reaps this process's children by itself because of `SIGCHLD`'s
+/// disposition: `Some("SIG_IGN")` or `Some("SA_NOCLDWAIT")`, else `None`.
+pub(crate) fn sigchld_autoreaps() -> Option<&'static str> {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`,
+    // which is plain data.
+    let old = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+            return None;
+        }
+        old
+    };
+    if old.sa_sigaction == libc::SIG_IGN {
+        Some("SIG_IGN")
+    } else if old.sa_flags & libc::SA_NOCLDWAIT != 0 {
+        Some("SA_NOCLDWAIT")
+    } else {
+        None
+    }
+}
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
 pub(crate) fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
@@ -686,16 +766,6 @@ pub(crate) fn kill_unreaped_child(pid: libc::pid_t) {
     // unreaped child.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
-    }
-}
-
-/// `kill(pid, sig)`. The caller guarantees `pid` is its unreaped child.
-pub(crate) fn signal_pid(pid: libc::pid_t, sig: c_int) -> io::Result<()> {
-    // SAFETY: kill(2) with integer arguments.
-    if unsafe { libc::kill(pid, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

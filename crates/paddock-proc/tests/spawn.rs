@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{PATHS, leaf, open_dir, proc_exists, read_to_string};
 use paddock_proc::{
-    Command, Delivery, ExitStatus, Namespaces, SpawnError, SpawnPath, Stage, Stdio,
+    CloseMethod, Command, Delivery, ExitStatus, Namespaces, SpawnError, SpawnPath, Stage, Stdio,
 };
 
 fn cmd(path: SpawnPath, prog: &str, args: &[&str]) -> Command {
@@ -86,10 +86,23 @@ fn signal_then_wait_and_signal_after_exit() {
         return;
     };
     let (_, cg) = leaf(root.path(), "leaf");
-    for path in PATHS {
+    for (path, keep) in PATHS.into_iter().flat_map(|p| [(p, false), (p, true)]) {
         let p = cmd(path, "/bin/sleep", &["30"])
+            .keep_pidfd(keep)
             .spawn_in(cg.as_fd())
             .unwrap();
+        // The held pidfd (keep_pidfd) is a pidfd for this very child.
+        assert_eq!(p.pidfd().is_some(), keep, "{path:?}");
+        if let Some(fd) = p.pidfd() {
+            let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            assert_eq!(link.to_str(), Some("anon_inode:[pidfd]"), "{path:?}");
+            let fdinfo =
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+            assert!(
+                fdinfo.lines().any(|l| l == format!("Pid:\t{}", p.pid())),
+                "{path:?}: {fdinfo}"
+            );
+        }
         assert_eq!(p.try_wait(), None);
         assert_eq!(p.wait_timeout(Duration::from_millis(50)), None);
         // A pidfd opened while it runs names it, and says when it has exited.
@@ -102,6 +115,9 @@ fn signal_then_wait_and_signal_after_exit() {
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::Delivered);
         assert_eq!(p.wait_blocking().signal(), Some(libc::SIGTERM));
         assert!(readable(&pidfd));
+        if let Some(held) = p.pidfd() {
+            assert!(readable(&held.try_clone_to_owned().unwrap()), "{path:?}");
+        }
         assert_eq!(p.signal(libc::SIGTERM).unwrap(), Delivery::AlreadyExited);
         assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited);
         assert_eq!(
@@ -113,6 +129,15 @@ fn signal_then_wait_and_signal_after_exit() {
             !proc_exists(p.pid()),
             "{path:?}: reaped child still has /proc entry"
         );
+
+        // kill() goes the same way.
+        let p = cmd(path, "/bin/sleep", &["30"])
+            .keep_pidfd(keep)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.kill().unwrap(), Delivery::Delivered, "{path:?}");
+        assert_eq!(p.wait_blocking().signal(), Some(libc::SIGKILL), "{path:?}");
+        assert_eq!(p.kill().unwrap(), Delivery::AlreadyExited, "{path:?}");
     }
 }
 
@@ -217,6 +242,100 @@ fn exec_failures_report_stage_and_errno() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every way the child can keep unmapped fds from the program; the ones for older kernels
+/// are forced.
+const CLOSE_METHODS: [CloseMethod; 4] = [
+    CloseMethod::Auto,
+    CloseMethod::CloseRangeCloexec,
+    CloseMethod::CloseRange,
+    CloseMethod::Fcntl,
+];
+
+/// Swapped fd map; a leak marker without O_CLOEXEC, low and high numbered, does not reach
+/// the child; the error pipe still reports an exec failure.
+fn check_fd_map_and_leaks(
+    path: SpawnPath,
+    method: CloseMethod,
+    cg: std::os::fd::BorrowedFd<'_>,
+    dir: &std::path::Path,
+) {
+    // Two files whose fds we swap: child fd A gets file B and vice versa.
+    let fa = dir.join("a");
+    let fb = dir.join("b");
+    let a: OwnedFd = fs::File::create(&fa).unwrap().into();
+    let b: OwnedFd = fs::File::create(&fb).unwrap().into();
+    let (na, nb) = (a.as_raw_fd(), b.as_raw_fd());
+    // Leak markers without O_CLOEXEC: must still not reach the child. One far above every
+    // other fd, so the fcntl loop's limit (the highest open fd) is exercised.
+    let leak: OwnedFd = fs::File::open("/dev/zero").unwrap().into();
+    rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
+    let high = rustix::io::fcntl_dupfd_cloexec(&leak, 900).unwrap();
+    rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty()).unwrap();
+    // Through /proc/self/fd/N, not `>&N`: dash takes only one-digit fd numbers.
+    let script = format!(
+        "echo to{na} >/proc/self/fd/{na}; echo to{nb} >/proc/self/fd/{nb}; ls /proc/self/fd"
+    );
+    let mut p = cmd(path, "/bin/sh", &["-c", &script])
+        .close_method(method)
+        .fd(na, Stdio::Fd(b))
+        .fd(nb, Stdio::Fd(a))
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg)
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(
+        p.wait_blocking(),
+        ExitStatus::Exited(0),
+        "{path:?} {method:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&fa).unwrap(),
+        format!("to{nb}\n"),
+        "{path:?} {method:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&fb).unwrap(),
+        format!("to{na}\n"),
+        "{path:?} {method:?}"
+    );
+    // ls itself opens one directory fd: the lowest number free in the child.
+    let mut fds: Vec<i32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    fds.sort();
+    let want = [0, 1, 2, na, nb];
+    let ls_fd = (0..).find(|f| !want.contains(f)).unwrap();
+    let extra: Vec<i32> = fds
+        .iter()
+        .copied()
+        .filter(|f| !want.contains(f) && *f != ls_fd)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{path:?} {method:?}: unexpected fds {extra:?} in {fds:?} (leak fds {}, {})",
+        leak.as_raw_fd(),
+        high.as_raw_fd()
+    );
+    let lk = leak.as_raw_fd();
+    assert!(
+        !fds.contains(&lk) || lk == ls_fd,
+        "{path:?} {method:?}: leaked fd {lk}: {fds:?}"
+    );
+    assert!(
+        !fds.contains(&high.as_raw_fd()),
+        "{path:?} {method:?}: leaked fd {}: {fds:?}",
+        high.as_raw_fd()
+    );
+    // The error pipe is not among the fds closed (close_range(lo, hi, 0) closes them).
+    let e = cmd(path, "/bin/nosuch", &[])
+        .close_method(method)
+        .spawn_in(cg)
+        .unwrap_err();
+    assert_eq!(
+        (e.stage(), e.errno()),
+        (Some(Stage::Exec), Some(libc::ENOENT)),
+        "{path:?} {method:?}: {e}"
+    );
+}
+
 #[test]
 fn fd_map_env_cwd_and_no_leaks() {
     let Some(root) = paddock_testutil::test_root("fd_map") else {
@@ -226,50 +345,9 @@ fn fd_map_env_cwd_and_no_leaks() {
     let dir = std::env::temp_dir().join(format!("paddock-proc-fd-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     for path in PATHS {
-        // Two files whose fds we swap: child fd A gets file B and vice versa.
-        let fa = dir.join("a");
-        let fb = dir.join("b");
-        let a: OwnedFd = fs::File::create(&fa).unwrap().into();
-        let b: OwnedFd = fs::File::create(&fb).unwrap().into();
-        let (na, nb) = (a.as_raw_fd(), b.as_raw_fd());
-        // A leak marker without O_CLOEXEC: must still not reach the child.
-        let leak: OwnedFd = fs::File::open("/dev/zero").unwrap().into();
-        rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
-        let script = format!("echo to{na} >&{na}; echo to{nb} >&{nb}; ls /proc/self/fd");
-        let mut p = cmd(path, "/bin/sh", &["-c", &script])
-            .fd(na, Stdio::Fd(b))
-            .fd(nb, Stdio::Fd(a))
-            .stdout(Stdio::Pipe)
-            .spawn_in(cg.as_fd())
-            .unwrap();
-        let out = read_to_string(p.take_stdout().unwrap());
-        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
-        assert_eq!(
-            fs::read_to_string(&fa).unwrap(),
-            format!("to{nb}\n"),
-            "{path:?}"
-        );
-        assert_eq!(
-            fs::read_to_string(&fb).unwrap(),
-            format!("to{na}\n"),
-            "{path:?}"
-        );
-        // ls itself opens one directory fd (the lowest free one).
-        let mut fds: Vec<i32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
-        fds.sort();
-        let mut want = [0, 1, 2, na, nb];
-        want.sort();
-        let extra: Vec<i32> = fds.iter().copied().filter(|f| !want.contains(f)).collect();
-        assert!(
-            extra.len() <= 1,
-            "{path:?}: unexpected fds {fds:?} (leak fd {})",
-            leak.as_raw_fd()
-        );
-        let lk = leak.as_raw_fd();
-        assert!(
-            !fds.contains(&lk) || lk == 3,
-            "{path:?}: leaked fd {lk}: {fds:?}"
-        );
+        for method in CLOSE_METHODS {
+            check_fd_map_and_leaks(path, method, cg.as_fd(), &dir);
+        }
 
         // Environment and cwd.
         let mut p = cmd(path, "/usr/bin/env", &[])
@@ -385,6 +463,62 @@ fn new_pid_namespace_payload_is_init() {
     }
 }
 
+fn procs(cg: &std::path::Path) -> Vec<i32> {
+    fs::read_to_string(cg.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// With a new PID namespace the payload is its init: when it exits, the kernel kills the
+/// rest of the namespace, so the cgroup empties by itself. Without one (the control), the
+/// payload's background children survive it.
+#[test]
+fn new_pid_namespace_dies_with_its_init() {
+    let Some(root) = paddock_testutil::test_root("pidns_dies_with_init") else {
+        return;
+    };
+    let script = "sleep 30 & sleep 30 & exit 0";
+    for path in PATHS {
+        let (leafp, cg) = leaf(root.path(), &format!("ns-{path:?}"));
+        let p = cmd(path, "/bin/sh", &["-c", script])
+            .unshare(Namespaces::PID)
+            .spawn_in(cg.as_fd())
+            .unwrap();
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{path:?}");
+        // Event-driven (poll on cgroup.events), bounded by the deadline.
+        assert!(
+            paddock_testutil::wait_unpopulated(&leafp, Duration::from_secs(2)),
+            "{path:?}: namespace members survive their init: {:?}",
+            procs(&leafp)
+        );
+        assert_eq!(procs(&leafp), Vec::<i32>::new(), "{path:?}");
+    }
+
+    // Control: the same payload without a PID namespace leaves both sleeps running.
+    let (leafp, cg) = leaf(root.path(), "control");
+    let p = cmd(SpawnPath::Auto, "/bin/sh", &["-c", script])
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let main = p.pid();
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+    assert!(
+        !paddock_testutil::wait_unpopulated(&leafp, Duration::from_secs(2)),
+        "the control's sleeps died without a PID namespace"
+    );
+    let left = procs(&leafp);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&main));
+    assert!(left.iter().all(|&pid| paddock_testutil::pid_alive(pid)));
+    // Clean up now (the test root would also do it when dropped).
+    fs::write(leafp.join("cgroup.kill"), "1").unwrap();
+    assert!(paddock_testutil::wait_unpopulated(
+        &leafp,
+        Duration::from_secs(10)
+    ));
+}
+
 #[test]
 fn join_named_netns() {
     let Some(root) = paddock_testutil::test_root("join_named_netns") else {
@@ -420,7 +554,10 @@ fn ebusy_is_a_configuration_error() {
     // Only domain controllers (memory, io) bring the no-internal-process rule; threaded
     // ones (cpu, cpuset, pids) do not.
     let Some(ctrl) = controllers.iter().find(|c| *c == "memory" || *c == "io") else {
-        eprintln!("SKIP ebusy_is_a_configuration_error: no controller delegated to the test root");
+        paddock_testutil::skip(
+            "ebusy_is_a_configuration_error",
+            "no domain controller (memory, io) is delegated to the test root",
+        );
         return;
     };
     let (inner, cg) = leaf(root.path(), "inner");
@@ -435,6 +572,12 @@ fn ebusy_is_a_configuration_error() {
     }
 }
 
+/// A threaded cgroup can hold processes (the kernel accepts a whole process there: its
+/// thread root `dom` is a valid domain), so a spawn into one succeeds on every path, the
+/// child in it from the start. A "domain invalid" sibling of the threaded cgroup cannot:
+/// clone3 refuses it with EOPNOTSUPP, the spawner retries with the cgroup.procs write,
+/// which fails the same way, so every path returns the same error: stage "join cgroup",
+/// EOPNOTSUPP, and no process left.
 #[test]
 fn threaded_target() {
     let Some(root) = paddock_testutil::test_root("threaded") else {
@@ -442,27 +585,45 @@ fn threaded_target() {
     };
     let (dom, _) = leaf(root.path(), "dom");
     let t = dom.join("t");
+    let inv = dom.join("inv");
     fs::create_dir(&t).unwrap();
+    fs::create_dir(&inv).unwrap();
     fs::write(t.join("cgroup.type"), "threaded").unwrap();
+    assert_eq!(
+        fs::read_to_string(dom.join("cgroup.type")).unwrap().trim(),
+        "domain threaded"
+    );
+    assert_eq!(
+        fs::read_to_string(inv.join("cgroup.type")).unwrap().trim(),
+        "domain invalid"
+    );
     let cg = open_dir(&t);
+    let cg_inv = open_dir(&inv);
     for path in PATHS {
-        match cmd(path, "/bin/cat", &["/proc/self/cgroup"])
+        let mut p = cmd(path, "/bin/cat", &["/proc/self/cgroup"])
             .stdout(Stdio::Pipe)
             .spawn_in(cg.as_fd())
-        {
-            Ok(mut p) => {
-                let out = read_to_string(p.take_stdout().unwrap());
-                assert!(p.wait_blocking().success());
-                assert!(out.trim_end().ends_with("/dom/t"), "{path:?}: {out}");
-            }
-            Err(e) => {
-                // The kernel does not allow processes in a threaded cgroup at all; the
-                // error must say so (via the fallback's cgroup.procs write).
-                assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{path:?}: {e}");
-                eprintln!("threaded target, {path:?}: {e}");
-            }
-        }
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert!(p.wait_blocking().success());
+        assert!(out.trim_end().ends_with("/dom/t"), "{path:?}: {out}");
+
+        let e = cmd(path, "/bin/true", &[])
+            .spawn_in(cg_inv.as_fd())
+            .unwrap_err();
+        assert_eq!(
+            (e.stage(), e.errno()),
+            (Some(Stage::Cgroup), Some(libc::EOPNOTSUPP)),
+            "{path:?}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("join cgroup (write cgroup.procs): EOPNOTSUPP"),
+            "{path:?}: {e}"
+        );
+        assert_gone(&e);
     }
+    assert!(procs(&inv).is_empty());
 }
 
 #[test]

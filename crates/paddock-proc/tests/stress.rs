@@ -34,7 +34,7 @@ fn thousand_spawns_leave_nothing_behind() {
             _ => SpawnPath::Auto,
         };
         let mut c = Command::new("/bin/true");
-        c.spawn_path(path);
+        c.spawn_path(path).keep_pidfd(i % 4 == 0);
         if i % 3 == 0 {
             c.stdout(Stdio::Pipe).stderr(Stdio::Null);
         }
@@ -49,6 +49,31 @@ fn thousand_spawns_leave_nothing_behind() {
         }
     }
     assert_eq!(fd_count(), fds_before, "fds leaked");
+
+    // With keep_pidfd, each live child holds exactly one fd (its pidfd), on every path,
+    // and it is closed with the `Process`.
+    for path in common::PATHS {
+        let kids: Vec<_> = (0..50)
+            .map(|_| {
+                Command::new("/bin/sleep")
+                    .arg("30")
+                    .spawn_path(path)
+                    .keep_pidfd(true)
+                    .spawn_in(a.as_fd())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(fd_count(), fds_before + 50, "{path:?}");
+        for k in &kids {
+            assert_eq!(k.kill().unwrap(), paddock_proc::Delivery::Delivered);
+        }
+        for k in &kids {
+            assert_eq!(k.wait_blocking().signal(), Some(libc::SIGKILL));
+        }
+        assert_eq!(fd_count(), fds_before + 50, "{path:?}: held until dropped");
+        drop(kids);
+        assert_eq!(fd_count(), fds_before, "{path:?}");
+    }
     assert!(paddock_proc::children_reaped() - reaped_before >= 1000);
     assert_eq!(paddock_proc::children_running(), 0);
     assert!(

@@ -58,17 +58,25 @@ fn orphaned_grandchild_is_reaped() {
     // (`ORPHAN_SWEEP`), unless `reap_orphans` is called: each call returns after a sweep
     // that started after it, so the loop ends as soon as the orphan has exited and been
     // reparented, well before the periodic sweep would come.
+    // The orphan exits only when the test closes the pipe on its fd 3, after its parent
+    // has exited: an orphan that exited first could be reaped by that parent shell.
     let mut p = Command::new("/bin/sh")
-        .args(["-c", "sh -c 'exit 5' >/dev/null & echo $! ; exit 0"])
+        .args([
+            "-c",
+            "sh -c 'read x <&3; exit 5' >/dev/null & echo $! ; exit 0",
+        ])
+        .fd(3, paddock_proc::Stdio::PipeToChild)
         .stdout(paddock_proc::Stdio::Pipe)
         .spawn_in(cg.as_fd())
         .unwrap();
+    let release = p.take_pipe(3).unwrap();
     let orphan: i32 = common::read_to_string(p.take_stdout().unwrap())
         .trim()
         .parse()
         .unwrap();
     let reaped = paddock_proc::orphans_reaped();
     assert_eq!(p.wait_blocking(), ExitStatus::Exited(0));
+    drop(release);
     let t0 = std::time::Instant::now();
     rt.block_on(async {
         while common::proc_exists(orphan) {

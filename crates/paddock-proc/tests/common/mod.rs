@@ -107,3 +107,186 @@ impl Drop for Netns {
         }
     }
 }
+
+/// Log lines captured by [`capture_logs`].
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The captured lines containing every one of `needles`.
+    pub fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a process-global `tracing` subscriber that records every event at `debug` and
+/// above (from every thread, the reaper's included) without colours; also echoed to stderr
+/// by the caller on failure. Call once per test binary, before the first spawn.
+pub fn capture_logs() -> Logs {
+    let logs = Logs::default();
+    let w = logs.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    tracing::subscriber::set_global_default(sub).expect("a subscriber was already installed");
+    logs
+}
+
+/// What the seccomp filter of [`deny_clone3`] makes `clone3` fail with.
+#[derive(Debug, Clone, Copy)]
+pub enum Clone3Denial {
+    /// Every `clone3` fails with this errno (`ENOSYS`, `EPERM`).
+    Always(i32),
+    /// `clone3` with the Linux 5.7 `clone_args` size (88 bytes, the one that carries
+    /// `cgroup`) fails with `E2BIG`, as on a 5.3–5.6 kernel; smaller sizes work.
+    LargeArgs,
+}
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// Installs, for every thread of this process (`SECCOMP_FILTER_FLAG_TSYNC`) and everything
+/// it spawns later, a seccomp filter that makes `clone3` fail as `how` says and allows
+/// everything else. Irreversible: use it only in a test binary of its own. Returns `false`
+/// (nothing installed) on architectures the filter does not know.
+pub fn deny_clone3(how: Clone3Denial) -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq_skip1 = |k: u32| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 1,
+            jf: 0,
+            k,
+        };
+        let ld = |off: u32| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off);
+        let ret = |k: u32| stmt(libc::BPF_RET | libc::BPF_K, k);
+        let allow = ret(libc::SECCOMP_RET_ALLOW);
+        // struct seccomp_data: nr at 0, arch at 4, args[] at 16 (8 bytes each; the low
+        // half of args[1] at 24 on these little-endian architectures).
+        let mut prog = vec![
+            ld(4),
+            jeq_skip1(AUDIT_ARCH),
+            allow,
+            ld(0),
+            jeq_skip1(libc::SYS_clone3 as u32),
+            allow,
+        ];
+        match how {
+            Clone3Denial::Always(errno) => {
+                prog.push(ret(libc::SECCOMP_RET_ERRNO | errno as u32));
+            }
+            Clone3Denial::LargeArgs => {
+                prog.extend([
+                    ld(24),
+                    jeq_skip1(88),
+                    allow,
+                    ret(libc::SECCOMP_RET_ERRNO | libc::E2BIG as u32),
+                ]);
+            }
+        }
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) with a valid, fully initialised
+        // sock_fprog pointing at `prog`, which outlives the call (the kernel copies the
+        // program). The filter only makes clone3 fail with an errno.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_TSYNC,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = how;
+        false
+    }
+}
+
+/// The fallback-detection test shared by the `fallback_*` test binaries: with `clone3`
+/// denied as `how` says before the first spawn, two spawns both put the child into the
+/// target cgroup, the fallback is logged at WARN exactly once with a line containing every
+/// one of `reason`, and the cached capabilities say what was detected.
+pub fn fallback_is_detected_once(
+    test: &str,
+    how: Clone3Denial,
+    reason: &[&str],
+    want: impl Fn(&paddock_proc::SpawnCapabilities) -> bool,
+) {
+    use std::os::fd::AsFd;
+    let Some(root) = paddock_testutil::test_root(test) else {
+        return;
+    };
+    let logs = capture_logs();
+    let (_, cg) = leaf(root.path(), "leaf");
+    if !matches!(how, Clone3Denial::Always(libc::ENOSYS)) {
+        // glibc's pthread_create uses clone3 and falls back to clone only on ENOSYS: start
+        // the reaper's threads (which do not touch the detection) before the filter.
+        paddock_proc::request_orphan_sweep();
+    }
+    if !deny_clone3(how) {
+        paddock_testutil::skip(test, "no seccomp filter for this architecture");
+        return;
+    }
+    assert_eq!(paddock_proc::spawn_capabilities().clone3, None);
+    let want_line = format!("0::/{}/leaf", root.relative().display());
+    for round in 0..2 {
+        let mut p = Command::new("/bin/cat")
+            .arg("/proc/self/cgroup")
+            .stdout(paddock_proc::Stdio::Pipe)
+            .spawn_in(cg.as_fd())
+            .unwrap_or_else(|e| panic!("spawn {round}: {e}"));
+        let out = read_to_string(p.take_stdout().unwrap());
+        assert!(p.wait_blocking().success());
+        assert!(
+            out.lines().any(|l| l == want_line),
+            "spawn {round}: {out:?} lacks {want_line}"
+        );
+    }
+    let caps = paddock_proc::spawn_capabilities();
+    assert!(want(&caps), "{caps:?}");
+    let mut needles = vec!["WARN"];
+    needles.extend_from_slice(reason);
+    let hits = logs.lines_with(&needles);
+    assert_eq!(
+        hits.len(),
+        1,
+        "want one WARN with {reason:?}; log:\n{}",
+        logs.text()
+    );
+}
