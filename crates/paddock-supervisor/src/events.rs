@@ -87,6 +87,8 @@ impl From<paddock_proc::ExitStatus> for MainExit {
                 signal: Some(signal),
                 core_dumped,
             },
+            // Something outside paddock-proc reaped the child (see `ExitStatus::Unknown`).
+            paddock_proc::ExitStatus::Unknown => MainExit::UNKNOWN,
         }
     }
 }
