@@ -23,8 +23,11 @@ pub fn name(s: &str) -> CgroupName {
 }
 
 /// Starts `sh -c script` inside `cg`: the child moves itself into the cgroup (writes `0`
-/// to its `cgroup.procs`) before exec, so nothing it runs starts outside. The cgroup crate
-/// cannot use paddock-proc (that crate depends on this one), hence this test-only helper.
+/// to its `cgroup.procs`) before exec, so nothing it runs starts outside.
+///
+/// This is `std::process`, not paddock-proc (a dev-dependency, used by tests/seed.rs to
+/// spawn through the cgroup fd): paddock-proc's process-global reaper reaps every child of
+/// the test binary, so it cannot be mixed with [`reap`]/[`wait_pid`] in one binary.
 pub fn spawn_in(cg: &Cgroup, script: &str) -> Child {
     let procs = std::fs::OpenOptions::new()
         .write(true)
@@ -85,32 +88,63 @@ pub fn wait_file(path: &std::path::Path, timeout: Duration) {
 }
 
 /// Captures tracing output of the current thread.
+///
+/// One global subscriber (installed once, at DEBUG) writes every event into the capture of
+/// the thread that emitted it, if that thread has one. A per-thread default subscriber
+/// (`tracing::subscriber::set_default`) is not used: tracing caches each callsite's
+/// interest globally, and a test thread without a subscriber that reached a callsite while
+/// another thread was installing its subscriber could leave that callsite disabled, so an
+/// expected line was missing from the capture now and then.
 #[derive(Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// The global subscriber's writer: the emitting thread's capture, or nowhere.
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CURRENT.with(|c| {
+            if let Some(cap) = c.borrow().as_ref() {
+                cap.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Capture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
-    /// Installs a subscriber for this thread; keep the guard alive.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let me = self.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || me.clone())
-            .finish();
-        tracing::subscriber::set_default(sub)
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Captures this thread's events until the guard is dropped.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(|| ThreadWriter)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("install the test subscriber");
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard(())
     }
 }
 
