@@ -126,14 +126,11 @@ impl Dir {
     }
 
     /// The PIDs listed in this directory's `cgroup.procs`. `Ok(None)` when the cgroup is
-    /// threaded (its processes are listed at the threaded domain) or has vanished.
+    /// threaded (its processes are listed at the threaded domain) or has vanished. A line
+    /// that is not a PID is an error naming the file.
     pub fn procs(&self) -> Result<Option<Vec<i32>>> {
         match read_at(self.fd.as_fd(), "cgroup.procs") {
-            Ok(s) => Ok(Some(
-                s.lines()
-                    .filter_map(|l| l.trim().parse::<i32>().ok())
-                    .collect(),
-            )),
+            Ok(s) => parse_pids(&s, "cgroup.procs", &self.path).map(Some),
             Err(Errno::OPNOTSUPP) | Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(None),
             Err(e) => Err(Error::io("read", self.path.join("cgroup.procs"), e)),
         }
@@ -168,6 +165,27 @@ impl Dir {
     pub fn borrowed(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Parses the text of `file` (`cgroup.procs` or `cgroup.threads`) of the cgroup at `dir`:
+/// one positive ID per line.
+pub(crate) fn parse_pids(text: &str, file: &'static str, dir: &Path) -> Result<Vec<i32>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| match l.trim().parse::<i32>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(Error::parse(
+                file,
+                l,
+                format!(
+                    "line {} of {} is not a PID",
+                    i + 1,
+                    dir.join(file).display()
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// Joins a hierarchy path and a child name.
@@ -221,5 +239,32 @@ fn write_at(dir: BorrowedFd<'_>, file: &str, data: &str) -> std::result::Result<
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_parse_and_malformed_lines_name_the_file() {
+        let p = Path::new("/sys/fs/cgroup/x");
+        assert_eq!(
+            parse_pids("12\n345\n", "cgroup.procs", p).unwrap(),
+            vec![12, 345]
+        );
+        assert_eq!(
+            parse_pids("", "cgroup.procs", p).unwrap(),
+            Vec::<i32>::new()
+        );
+        for bad in ["12\nabc\n", "-1\n", "0\n", "99999999999\n"] {
+            let e = parse_pids(bad, "cgroup.procs", p).unwrap_err().to_string();
+            assert!(e.contains("/sys/fs/cgroup/x/cgroup.procs"), "{e}");
+            assert!(e.contains("is not a PID"), "{e}");
+        }
+        let e = parse_pids("12\nabc\n", "cgroup.procs", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2 of"), "{e}");
     }
 }

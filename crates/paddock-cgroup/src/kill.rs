@@ -245,18 +245,19 @@ impl Cgroup {
         }
     }
 
+    /// The error of a kill that reached its deadline, listing who is left. A failure to
+    /// list them is carried in the error, never passed off as an empty list.
     fn kill_timeout(&self, elapsed: Duration) -> Error {
         self.counters.kill_failure();
-        let remaining = self
-            .procs_recursive()
-            .unwrap_or_default()
-            .into_iter()
-            .map(ProcInfo::read)
-            .collect();
+        let (remaining, list_error) = match self.procs_recursive() {
+            Ok(pids) => (pids.into_iter().map(ProcInfo::read).collect(), None),
+            Err(e) => (Vec::new(), Some(Box::new(e))),
+        };
         Error::KillTimeout {
             path: self.path().to_owned(),
             elapsed,
             remaining,
+            list_error,
         }
     }
 }

@@ -214,6 +214,120 @@ async fn cancelled_removal_can_be_retried() {
     assert!(cancelled >= 1, "no removal was ever cancelled part-way");
 }
 
+/// A kill that cannot empty the cgroup ends at its deadline with [`Error::KillTimeout`]
+/// listing who is left (pid, command, state). The survivor is held by a cgroup v1 freezer:
+/// a v1-frozen task sleeps uninterruptibly and SIGKILL cannot end it until it is thawed.
+/// Both kill mechanisms are checked; after the thaw a kill empties the cgroup.
+#[tokio::test]
+async fn kill_deadline_lists_the_survivors() {
+    let test = "kill_deadline_lists_the_survivors";
+    let Some((_t, root)) = root(test) else { return };
+    let v1 = match V1Freezer::create(test) {
+        Ok(f) => f,
+        Err(reason) => {
+            // Not `paddock_testutil::skip`: a pure cgroup v2 machine (the VM) has no v1
+            // freezer by design. The deadline itself is checked everywhere by
+            // `failed_removal_is_retried`.
+            eprintln!("SKIP {test}: {reason}");
+            return;
+        }
+    };
+    let cg = root.create(&name("sbx-stuck")).unwrap();
+    let child = spawn_in(&cg, "exec sleep 300");
+    let pid = wait_procs(&cg, 1, Duration::from_secs(5))[0];
+    wait_comm(pid, "sleep", Duration::from_secs(5));
+    v1.add(pid);
+    v1.freeze();
+    let timeout = Duration::from_millis(300);
+    for (i, force_fallback) in [false, true].into_iter().enumerate() {
+        let start = Instant::now();
+        let err = cg
+            .kill(&KillOptions {
+                timeout,
+                force_fallback,
+            })
+            .await
+            .expect_err("a v1-frozen process cannot die, so the kill must time out");
+        assert!(start.elapsed() >= timeout, "{:?}", start.elapsed());
+        let msg = err.to_string();
+        let Error::KillTimeout {
+            remaining,
+            elapsed,
+            list_error,
+            path,
+        } = err
+        else {
+            panic!("not a KillTimeout: {msg}");
+        };
+        assert_eq!(path, cg.path());
+        assert!(elapsed >= timeout, "{elapsed:?}");
+        assert!(list_error.is_none(), "{msg}");
+        let p = remaining
+            .iter()
+            .find(|p| p.pid == pid)
+            .unwrap_or_else(|| panic!("survivor {pid} not listed: {msg}"));
+        assert_eq!(p.comm.as_deref(), Some("sleep"), "{msg}");
+        assert_eq!(p.state, Some('D'), "{msg}");
+        assert!(
+            msg.contains(&format!("1 process(es): pid {pid} (sleep) state D")),
+            "{msg}"
+        );
+        assert_eq!(
+            root.counters().snapshot().kill_failures,
+            i as u64 + 1,
+            "force_fallback {force_fallback}"
+        );
+    }
+    assert!(
+        !cg.events().unwrap().frozen,
+        "the fallback left the cgroup frozen"
+    );
+    v1.thaw();
+    cg.kill(&KillOptions::default()).await.unwrap();
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+    cg.remove(&RemoveOptions::default()).await.unwrap();
+}
+
+/// A removal that fails (its deadline is zero while a process lives) returns the error,
+/// leaves the directory, counts the failure, and a later removal succeeds.
+#[tokio::test]
+async fn failed_removal_is_retried() {
+    let Some((_t, root)) = root("failed_removal_is_retried") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-fail")).unwrap();
+    let child = spawn_in(&cg, "exec sleep 300");
+    wait_procs(&cg, 1, Duration::from_secs(5));
+    let before = root.counters().snapshot();
+    let err = cg
+        .remove(&RemoveOptions {
+            timeout: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a zero deadline cannot be met while a process lives");
+    assert!(matches!(err, Error::KillTimeout { .. }), "{err}");
+    assert!(cg.path().exists(), "a failed removal removed the directory");
+    let after = root.counters().snapshot();
+    assert_eq!(after.remove_failures, before.remove_failures + 1);
+    assert_eq!(after.kill_failures, before.kill_failures + 1);
+    assert_eq!(after.rmdir_fallback, before.rmdir_fallback + 1);
+    let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert!(!r.already_gone, "{r:?}");
+    assert!(!cg.path().exists());
+    assert_eq!(
+        root.counters().snapshot().remove_failures,
+        after.remove_failures
+    );
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+}
+
 #[tokio::test]
 async fn bad_names_create_nothing() {
     let Some((t, root)) = root("bad_names_create_nothing") else {

@@ -74,6 +74,19 @@ pub fn wait_procs(cg: &Cgroup, n: usize, timeout: Duration) -> Vec<i32> {
     }
 }
 
+/// Waits (bounded) until `/proc/<pid>/comm` reads `comm` (the process has exec'd it).
+pub fn wait_comm(pid: i32, comm: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if now.trim_end() == comm {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} is {now:?}, not {comm:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Waits until a file exists (a payload's "I am ready" marker).
 pub fn wait_file(path: &std::path::Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -354,4 +367,94 @@ pub fn flat_key(cg: &Cgroup, file: &str, key: &str) -> Option<u64> {
         let mut it = l.split_whitespace();
         (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// A cgroup v1 freezer, to hold processes that SIGKILL cannot end until it is thawed (a
+// frozen v1 task sleeps uninterruptibly, state D). The hybrid CI host has one at
+// /sys/fs/cgroup/freezer; a pure cgroup v2 machine has none.
+
+/// A cgroup of the v1 freezer hierarchy; dropping it thaws it, SIGKILLs what is left in
+/// it, waits (bounded) until it is empty and removes it, also when a test fails.
+pub struct V1Freezer {
+    path: std::path::PathBuf,
+}
+
+impl V1Freezer {
+    /// Creates `paddock-test.<pid>.<test>` in the v1 freezer hierarchy, or returns why
+    /// there is none.
+    pub fn create(test: &str) -> Result<V1Freezer, String> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let entries = paddock_cgroup::mount::parse_mountinfo(&text).map_err(|e| e.to_string())?;
+        let mount = paddock_cgroup::mount::v1_location(&entries, "freezer")
+            .ok_or("no cgroup v1 freezer hierarchy is mounted (a pure cgroup v2 machine)")?;
+        let path = mount.join(format!(
+            "{}{}.{test}",
+            paddock_testutil::TEST_ROOT_PREFIX,
+            std::process::id()
+        ));
+        std::fs::create_dir(&path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+        Ok(V1Freezer { path })
+    }
+
+    /// Moves `pid` into this freezer cgroup (its v2 cgroup stays what it was).
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+
+    fn set_state(&self, state: &str) {
+        let file = self.path.join("freezer.state");
+        std::fs::write(&file, state)
+            .unwrap_or_else(|e| panic!("write {state} to {}: {e}", file.display()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = std::fs::read_to_string(&file).unwrap_or_default();
+            if now.trim() == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} stays {now:?}",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Freezes and waits (bounded) until `freezer.state` reads `FROZEN`.
+    pub fn freeze(&self) {
+        self.set_state("FROZEN");
+    }
+
+    /// Thaws and waits (bounded) until `freezer.state` reads `THAWED`.
+    pub fn thaw(&self) {
+        self.set_state("THAWED");
+    }
+}
+
+impl Drop for V1Freezer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("freezer.state"), "THAWED");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                break;
+            }
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; these are this test's
+                // own processes, moved here by `add`.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() >= deadline {
+                eprintln!("{} still has processes: {procs:?}", self.path.display());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            eprintln!("rmdir {}: {e}", self.path.display());
+        }
+    }
 }
