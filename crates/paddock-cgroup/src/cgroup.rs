@@ -206,17 +206,23 @@ impl Cgroup {
         EventsWatch::open(&self.dir)
     }
 
-    /// PIDs in this cgroup only (`cgroup.procs`).
+    /// PIDs in this cgroup only (`cgroup.procs`). For a threaded cgroup, which has no
+    /// process list of its own, the processes that have a thread in it (from
+    /// `cgroup.threads`).
     pub fn procs(&self) -> Result<Vec<i32>> {
         Ok(self.dir.procs()?.unwrap_or_default())
     }
 
-    /// PIDs in this cgroup and all descendants. Read errors are returned, never ignored;
-    /// only descendants that vanish during the walk, or threaded ones (their processes are
-    /// listed at the threaded domain above them), contribute nothing.
+    /// PIDs in this cgroup and all descendants, each once, in no particular order; for
+    /// threaded cgroups the processes that have a thread there. Read errors are returned,
+    /// never ignored; only descendants that vanish during the walk contribute nothing.
     pub fn procs_recursive(&self) -> Result<Vec<i32>> {
         let mut out = Vec::new();
         self.dir.procs_recursive(&mut out)?;
+        // A threaded subtree lists a process at its threaded domain and again at each
+        // threaded cgroup holding one of its threads.
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
@@ -425,21 +431,35 @@ impl Cgroup {
             .then_some(Member { pid, pidfd }))
     }
 
-    /// True when the process behind `pidfd` (opened for `pid`) is alive and in this subtree.
+    /// True when the process behind `pidfd` (opened for `pid`) is alive and in this subtree:
+    /// its main thread is, or (threaded subtrees) another of its threads is.
     fn verify_member(&self, pid: i32, pidfd: BorrowedFd<'_>) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return false;
-        };
-        let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
-            return false;
-        };
         let mine = self.hierarchy_path_for_proc();
-        let inside = path == mine
-            || path
-                .strip_prefix(mine.as_str())
-                .is_some_and(|r| r.starts_with('/'));
-        // The /proc read above named the process behind the pidfd only if that process was
-        // still alive afterwards (a live process keeps its PID): check it has not exited.
+        let inside = |file: &str| {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                return false;
+            };
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .is_some_and(|path| {
+                    path == mine
+                        || path
+                            .strip_prefix(mine.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                })
+        };
+        let inside = inside(&format!("/proc/{pid}/cgroup"))
+            || std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                tasks.flatten().any(|t| {
+                    let tid = t.file_name();
+                    let tid = tid.to_string_lossy();
+                    tid != pid.to_string().as_str()
+                        && inside(&format!("/proc/{pid}/task/{tid}/cgroup"))
+                })
+            });
+        // The /proc reads above named the process behind the pidfd only if that process
+        // was still alive afterwards (a live process keeps its PID): check it has not
+        // exited.
         inside && !pidfd_exited(pidfd)
     }
 

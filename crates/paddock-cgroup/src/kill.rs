@@ -156,8 +156,9 @@ impl Cgroup {
         let kill_file = match self.dir.open_file("cgroup.kill") {
             Ok(f) => f,
             Err(e) => match e.errno() {
-                // No cgroup.kill although the cgroup exists: a kernel before 5.14.
-                Some(Errno::NOENT) if self.dir.read_opt("cgroup.procs")?.is_some() => {
+                // No cgroup.kill although the cgroup exists: a kernel before 5.14. (Asked of
+                // cgroup.events, which threaded cgroups can read, unlike cgroup.procs.)
+                Some(Errno::NOENT) if self.dir.read_opt("cgroup.events")?.is_some() => {
                     return Ok(Outcome::Unsupported(Errno::NOENT));
                 }
                 // The cgroup itself is gone.

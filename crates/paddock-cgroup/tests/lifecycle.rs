@@ -328,6 +328,105 @@ async fn failed_removal_is_retried() {
     );
 }
 
+/// Not a test: the multi-threaded payload of `threaded_subtree_is_killed`, which runs this
+/// test binary again with `--ignored --exact threaded_payload` and
+/// `PADDOCK_THREADED_PAYLOAD=1`. Without that variable it returns at once.
+#[test]
+#[ignore = "the payload of threaded_subtree_is_killed, run by it"]
+fn threaded_payload() {
+    if std::env::var_os("PADDOCK_THREADED_PAYLOAD").is_none() {
+        return;
+    }
+    for _ in 0..3 {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A payload whose thread sits in a threaded child cgroup. `cgroup.kill` and
+/// `cgroup.procs` both refuse threaded cgroups (`EOPNOTSUPP`), so a kill of the threaded
+/// child's handle takes the freeze-and-signal fallback, which must find the process
+/// through `cgroup.threads`; a kill of the sandbox (the threaded domain) uses
+/// `cgroup.kill`, and a forced fallback there works too. Each time the process dies of
+/// SIGKILL and the sandbox is empty and removable.
+#[tokio::test]
+async fn threaded_subtree_is_killed() {
+    let Some((_t, root)) = root("threaded_subtree_is_killed") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "PADDOCK_THREADED_PAYLOAD=1 exec '{}' --ignored --exact threaded_payload \
+         --test-threads=1 >/dev/null 2>&1",
+        exe.display()
+    );
+    // (kill the threaded child's handle?, force the fallback?, expected method)
+    let cases = [
+        (true, false, KillMethod::FreezeAndSignal),
+        (false, false, KillMethod::CgroupKill),
+        (false, true, KillMethod::FreezeAndSignal),
+    ];
+    for (i, (kill_child, force_fallback, method)) in cases.into_iter().enumerate() {
+        let cg = root.create(&name(&format!("sbx-thr-{i}"))).unwrap();
+        let t = cg.create_child(&name("t")).unwrap();
+        std::fs::write(t.path().join("cgroup.type"), "threaded").unwrap();
+        let child = spawn_in(&cg, &script);
+        let pid = wait_procs(&cg, 1, Duration::from_secs(5))[0];
+        // The payload runs once it has its three extra threads.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tid = loop {
+            let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&t| t != pid)
+                .collect();
+            if tids.len() >= 3 {
+                break tids[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the payload {pid} has no threads"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        std::fs::write(t.path().join("cgroup.threads"), tid.to_string()).unwrap();
+        assert!(t.events().unwrap().populated);
+        assert_eq!(t.procs().unwrap(), vec![pid], "the owner of thread {tid}");
+        assert_eq!(
+            cg.procs_recursive().unwrap(),
+            vec![pid],
+            "each process once"
+        );
+        let target = if kill_child { &t } else { &cg };
+        let rep = target
+            .kill(&KillOptions {
+                timeout: Duration::from_secs(5),
+                force_fallback,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        assert_eq!((rep.method, rep.found), (method, 1), "case {i}: {rep:?}");
+        assert!(!t.events().unwrap().populated, "case {i}");
+        assert!(!cg.events().unwrap().frozen, "case {i}: left frozen");
+        assert!(!t.events().unwrap().frozen, "case {i}: left frozen");
+        assert_eq!(
+            reap(child, Duration::from_secs(3)).signal(),
+            Some(libc::SIGKILL),
+            "case {i}"
+        );
+        let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+        assert_eq!(r.cgroups_removed, 2, "case {i}: {r:?}");
+        assert!(!cg.path().exists(), "case {i}");
+    }
+}
+
 #[tokio::test]
 async fn bad_names_create_nothing() {
     let Some((t, root)) = root("bad_names_create_nothing") else {
