@@ -324,4 +324,16 @@ mod tests {
             .to_string();
         assert!(e.contains("line 2 of"), "{e}");
     }
+
+    #[test]
+    fn tgid_from_status() {
+        let real = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t27389\n\
+                    Ngid:\t0\nPid:\t27432\nPPid:\t1\n";
+        assert_eq!(parse_status_tgid(real), Some(27389));
+        assert_eq!(parse_status_tgid("Name:\tx\nPid:\t3\n"), None);
+        assert_eq!(parse_status_tgid("Tgid:\tabc\n"), None);
+        assert_eq!(parse_status_tgid("Tgid:\t0\n"), None);
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_eq!(parse_status_tgid(&own), Some(std::process::id() as i32));
+    }
 }
