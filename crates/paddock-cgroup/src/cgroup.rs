@@ -563,12 +563,18 @@ pub struct SignalReport {
 }
 
 /// Thaws a cgroup when an operation that froze it ends early (error or cancellation).
-struct ThawOnDrop<'a>(&'a Cgroup);
+/// Forget it (`std::mem::forget`) once the operation thaws by itself.
+pub(crate) struct ThawOnDrop<'a>(pub(crate) &'a Cgroup);
 
 impl Drop for ThawOnDrop<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.0.thaw() {
-            tracing::warn!(cgroup = %self.0.path().display(), error = %e, "could not thaw after an interrupted signal");
+        match self.0.thaw() {
+            Ok(()) => {}
+            // Nothing left to thaw.
+            Err(e) if matches!(e.errno(), Some(Errno::NOENT) | Some(Errno::NODEV)) => {}
+            Err(e) => {
+                tracing::warn!(cgroup = %self.0.path().display(), error = %e, "could not thaw after an interrupted freeze");
+            }
         }
     }
 }

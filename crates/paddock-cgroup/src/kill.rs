@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use rustix::process::Signal;
 use tokio::time::Instant;
 
-use crate::cgroup::Cgroup;
+use crate::cgroup::{Cgroup, ThawOnDrop};
 use crate::events::{EventsWatch, ExitWatch};
 use crate::procinfo::ProcInfo;
 use crate::{Error, Result};
@@ -216,6 +216,9 @@ impl Cgroup {
         loop {
             rounds += 1;
             let frozen = self.freeze();
+            // Thaws if this round ends early: an error, or the future dropped while it
+            // waits for `frozen 1`. A cancelled kill never leaves the subtree frozen.
+            let thaw = ThawOnDrop(self);
             if frozen.is_ok() {
                 // A process in uninterruptible sleep can hold the freeze off; SIGKILL works on
                 // frozen and unfrozen tasks alike, so go on after a short bounded wait.
@@ -225,6 +228,7 @@ impl Cgroup {
                     .await?;
             }
             let signalled = self.signal_all(Signal::KILL);
+            std::mem::forget(thaw);
             let thawed = self.thaw();
             if let Err(e) = frozen.and(signalled.map(|_| ())).and(thawed) {
                 if matches!(e.errno(), Some(Errno::NOENT) | Some(Errno::NODEV)) {

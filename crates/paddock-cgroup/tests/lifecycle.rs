@@ -427,6 +427,68 @@ async fn threaded_subtree_is_killed() {
     }
 }
 
+/// The freeze-and-signal kill dropped while it waits for `frozen 1` (its future polled
+/// once, then dropped) thaws the cgroup; a second kill then empties it. Rounds where the
+/// first poll got past the freeze (cgroup.freeze already back to 0 before the drop) prove
+/// nothing and are repeated; with 60 processes to freeze, most stop at the wait.
+#[tokio::test]
+async fn cancelled_fallback_kill_leaves_the_cgroup_thawed() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let Some((_t, root)) = root("cancelled_fallback_kill_leaves_the_cgroup_thawed") else {
+        return;
+    };
+    let freeze_file = |cg: &paddock_cgroup::Cgroup| {
+        std::fs::read_to_string(cg.path().join("cgroup.freeze"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let mut cancelled_frozen = 0;
+    for round in 0..10 {
+        let cg = root.create(&name(&format!("sbx-kcancel-{round}"))).unwrap();
+        let child = spawn_in(
+            &cg,
+            "i=0; while [ $i -lt 60 ]; do sleep 300 & i=$((i+1)); done; exec sleep 300",
+        );
+        wait_procs(&cg, 61, Duration::from_secs(10));
+        let opts = KillOptions {
+            timeout: Duration::from_secs(5),
+            force_fallback: true,
+        };
+        let (done, frozen_at_drop) = {
+            let mut fut = std::pin::pin!(cg.kill(&opts));
+            let mut cx = Context::from_waker(Waker::noop());
+            let done = matches!(fut.as_mut().poll(&mut cx), Poll::Ready(_));
+            (done, freeze_file(&cg) == "1")
+        };
+        if frozen_at_drop {
+            cancelled_frozen += 1;
+        }
+        assert!(!done || !frozen_at_drop, "round {round}: done but frozen");
+        assert_eq!(
+            freeze_file(&cg),
+            "0",
+            "round {round}: the dropped kill left the cgroup frozen"
+        );
+        let rep = cg.kill(&KillOptions::default()).await.unwrap();
+        assert!(!cg.events().unwrap().populated, "round {round}: {rep:?}");
+        assert_eq!(
+            reap(child, Duration::from_secs(3)).signal(),
+            Some(libc::SIGKILL),
+            "round {round}"
+        );
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+        if cancelled_frozen >= 3 {
+            break;
+        }
+    }
+    assert!(
+        cancelled_frozen >= 1,
+        "the first poll never stopped at the wait for frozen"
+    );
+}
+
 #[tokio::test]
 async fn bad_names_create_nothing() {
     let Some((t, root)) = root("bad_names_create_nothing") else {
