@@ -80,37 +80,59 @@ async fn double_fork_setsid_escapee_is_killed_by_fallback() {
 }
 
 /// A payload that keeps forking while it is killed: every kill must end with the subtree
-/// empty (a single cgroup.kill write is not always enough on this kernel).
+/// empty (a single cgroup.kill write is not always enough on this kernel), and no kill may
+/// reach its deadline.
 async fn fork_storm(force_fallback: bool, test: &str, rounds: usize) {
     let Some((_t, root)) = root(test) else { return };
-    let mut rewrites = 0;
+    let start = Instant::now();
     for i in 0..rounds {
         let cg = root.create(&name(&format!("storm-{i}"))).unwrap();
         // Each loop iteration forks a subshell that forks again; bounded by the kill.
         let child = spawn_in(&cg, "while :; do ( sleep 30 & ) ; done");
         wait_procs(&cg, 8, Duration::from_secs(10));
-        let rep = cg
-            .kill(&KillOptions {
-                timeout: Duration::from_secs(10),
-                force_fallback,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("round {i}: {e}"));
-        rewrites += rep.rounds.saturating_sub(1);
+        cg.kill(&KillOptions {
+            timeout: Duration::from_secs(10),
+            force_fallback,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {i}: {e}"));
+        let left = cg.procs_recursive().unwrap();
+        assert!(left.is_empty(), "round {i}: survivors {left:?}");
         assert!(
             !cg.events().unwrap().populated,
-            "round {i}: survivors {:?}",
-            cg.procs_recursive()
+            "round {i}: still populated"
         );
         let _ = reap(child, Duration::from_secs(3));
         cg.remove(&RemoveOptions::default()).await.unwrap();
     }
-    eprintln!("{test}: {rounds} rounds, {rewrites} extra kill rounds");
+    let c = root.counters().snapshot();
+    eprintln!(
+        "{test}: {rounds} rounds in {:?}: {} extra cgroup.kill writes, {} fallback kills, {} \
+         kill failures",
+        start.elapsed(),
+        c.kill_rewrites,
+        c.kill_freeze_fallback,
+        c.kill_failures
+    );
+    assert_eq!(c.kill_failures, 0, "{c:?}");
+    assert_eq!(c.remove_failures, 0, "{c:?}");
+    let fallbacks = if force_fallback { rounds as u64 } else { 0 };
+    assert_eq!(c.kill_freeze_fallback, fallbacks, "{c:?}");
 }
 
+/// 100 rounds (about 2 s on an idle machine; `PADDOCK_STORM_ROUNDS` overrides it for a
+/// soak run). The number of extra `cgroup.kill` writes is printed, not asserted: it depends
+/// on the machine's load (a write is repeated whenever the wait for `populated 0` stalls,
+/// which a busy machine makes more likely). Measured here (kernel 6.18, 2 shared cores):
+/// 0, 0, 0, 1, 1 and 4 extra writes in six runs of 60 rounds, 4 to 57 in eight runs of
+/// 200 rounds; never reliably non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking_payload_is_always_emptied() {
-    fork_storm(false, "forking_payload_is_always_emptied", 60).await;
+    let rounds = std::env::var("PADDOCK_STORM_ROUNDS").map_or(100, |v| {
+        v.parse()
+            .expect("PADDOCK_STORM_ROUNDS must be a number of rounds")
+    });
+    fork_storm(false, "forking_payload_is_always_emptied", rounds).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
