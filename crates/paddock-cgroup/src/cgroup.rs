@@ -287,11 +287,11 @@ impl Cgroup {
     pub fn set_limit(&self, limit: Limit) -> Result<()> {
         let value = limit.value()?;
         let (file, ctrl) = limit.kind().file();
-        match self.dir.write(file, &value) {
-            Err(e) if e.errno() == Some(Errno::NOENT) => {
-                Err(self.unavailable(ctrl.unwrap_or(file)))
-            }
-            other => other,
+        match (self.dir.write(file, &value), ctrl) {
+            // The controller's files exist only where it is enabled. (A core file is always
+            // there: its ENOENT means the cgroup is gone, and is returned as it is.)
+            (Err(e), Some(ctrl)) if e.errno() == Some(Errno::NOENT) => Err(self.unavailable(ctrl)),
+            (other, _) => other,
         }
     }
 
@@ -323,13 +323,20 @@ impl Cgroup {
             .any(|c| c == controller))
     }
 
+    /// The error for a limit whose controller is not enabled for this cgroup, saying what
+    /// to do: enable it in the parent's `cgroup.subtree_control` if the parent has it, else
+    /// have it delegated down to the parent first; or run without that limit.
     fn unavailable(&self, controller: &str) -> Error {
+        let parent = &self.parent.path;
+        let parent_has = self
+            .parent
+            .read("cgroup.controllers")
+            .is_ok_and(|t| t.split_whitespace().any(|c| c == controller));
+        let detail = unavailable_detail(controller, parent, parent_has);
         Error::ControllerUnavailable {
             controller: controller.to_owned(),
             path: self.dir.path.clone(),
-            detail: "it is not enabled for this cgroup; enable it on the managed root \
-                     (Root::enable_controllers / --controllers) where the hierarchy offers it"
-                .into(),
+            detail,
         }
     }
 
@@ -579,6 +586,29 @@ impl Drop for ThawOnDrop<'_> {
     }
 }
 
+/// The `detail` of [`Cgroup::unavailable`]'s error, for a cgroup whose parent is `parent`
+/// and which the parent does (`parent_has`) or does not offer `controller` to.
+fn unavailable_detail(controller: &str, parent: &Path, parent_has: bool) -> String {
+    let control = parent.join("cgroup.subtree_control");
+    if parent_has {
+        format!(
+            "it is not enabled for this cgroup: enable it for the children of {} \
+             (`echo +{controller} > {}`), or run without this limit",
+            parent.display(),
+            control.display()
+        )
+    } else {
+        format!(
+            "{} does not have it (it is not in its cgroup.controllers): it must be delegated down \
+             to there, enabled in the cgroup.subtree_control of every cgroup above it, before it \
+             can be enabled in {}; where the cgroup v2 hierarchy does not offer it at all (on a \
+             hybrid host it may be bound to a v1 hierarchy), run without this limit",
+            parent.display(),
+            control.display()
+        )
+    }
+}
+
 pub(crate) fn read_owner(fd: BorrowedFd<'_>, path: &Path) -> Result<Option<String>> {
     let mut buf = [0u8; 256];
     match rustix::fs::fgetxattr(fd, OWNER_XATTR, &mut buf[..]) {
@@ -599,4 +629,37 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
         tv_nsec: 0,
     };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_says_where_to_enable_the_controller() {
+        let p = Path::new("/sys/fs/cgroup/paddock");
+        let d = unavailable_detail("memory", p, true);
+        assert!(
+            d.contains("`echo +memory > /sys/fs/cgroup/paddock/cgroup.subtree_control`"),
+            "{d}"
+        );
+        assert!(d.contains("or run without this limit"), "{d}");
+        let d = unavailable_detail("memory", p, false);
+        assert!(
+            d.starts_with("/sys/fs/cgroup/paddock does not have it"),
+            "{d}"
+        );
+        assert!(d.contains("delegated down"), "{d}");
+        assert!(
+            d.contains("/sys/fs/cgroup/paddock/cgroup.subtree_control"),
+            "{d}"
+        );
+        assert!(d.contains("run without this limit"), "{d}");
+        for d in [
+            unavailable_detail("pids", p, true),
+            unavailable_detail("pids", p, false),
+        ] {
+            assert!(!d.contains("--"), "no command-line flag is named: {d}");
+        }
+    }
 }
