@@ -33,28 +33,27 @@ async fn plain_remove_of_empty_cgroup_is_silent() {
 
 /// A double-forked `setsid` escapee that ignores SIGTERM is still in the cgroup and dies.
 async fn escapee(force_fallback: bool, test: &str) {
-    let Some((t, root)) = root(test) else { return };
-    let cg = root.create(&name("sbx-esc")).unwrap();
-    let marker = t.path().join("root").join("..").join("ready-not-a-cgroup");
-    let _ = marker; // markers cannot live in cgroupfs; use /tmp
-    let ready = std::env::temp_dir().join(format!(
+    // The payload's ready file (cgroupfs cannot hold one). Made before the test root, so it
+    // is removed after the test root's drop has killed the payload, also on failure.
+    let ready = TempFile::new(&format!(
         "paddock-esc-{}-{force_fallback}",
         std::process::id()
     ));
-    let _ = std::fs::remove_file(&ready);
+    let Some((_t, root)) = root(test) else { return };
+    let cg = root.create(&name("sbx-esc")).unwrap();
+    let ready = ready.path();
     let script = format!(
         "setsid sh -c 'trap \"\" TERM; (trap \"\" TERM; exec sleep 300) & echo $! > {r}.tmp; mv {r}.tmp {r}; wait' & exit 0",
         r = ready.display()
     );
     let child = spawn_in(&cg, &script);
     assert!(reap(child, Duration::from_secs(5)).success());
-    wait_file(&ready, Duration::from_secs(5));
-    let esc: i32 = std::fs::read_to_string(&ready)
+    wait_file(ready, Duration::from_secs(5));
+    let esc: i32 = std::fs::read_to_string(ready)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let _ = std::fs::remove_file(&ready);
     assert!(pid_alive(esc));
     assert!(cg.procs_recursive().unwrap().contains(&esc));
     let r = cg

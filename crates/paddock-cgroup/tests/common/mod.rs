@@ -87,6 +87,36 @@ pub fn wait_comm(pid: i32, comm: &str, timeout: Duration) {
     }
 }
 
+/// A file in the temporary directory for a payload to write, removed (with the `.tmp`
+/// file a payload renames into it) when dropped, also when a test fails.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// `<tmp>/<name>`, removed first if a crashed run left it.
+    pub fn new(name: &str) -> TempFile {
+        let f = TempFile(std::env::temp_dir().join(name));
+        f.remove();
+        f
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+        let mut tmp = self.0.clone().into_os_string();
+        tmp.push(".tmp");
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// Waits until a file exists (a payload's "I am ready" marker).
 pub fn wait_file(path: &std::path::Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
