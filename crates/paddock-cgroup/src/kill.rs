@@ -4,9 +4,11 @@
 //! wait stalls the write is repeated, because a single write issued while a process is in
 //! the middle of `fork()` can miss the new child (measured at about 1% on kernel 6.18). The
 //! stall timeout starts at [`FIRST_STALL`] and doubles up to [`MAX_STALL`]. Where
-//! `cgroup.kill` is missing (kernels before 5.14) or refused (threaded subtrees), the kill
+//! `cgroup.kill` is missing (kernels before 5.14) or refused (threaded cgroups), the kill
 //! freezes the subtree, signals every member by pidfd with SIGKILL, thaws, and repeats until
-//! the subtree is empty. Either way the kill ends only when `cgroup.events` says
+//! the subtree is empty; a threaded cgroup's members are the processes owning the threads
+//! of its `cgroup.threads` (its `cgroup.procs` is refused too). A round dropped or failed
+//! while frozen thaws the subtree. Either way the kill ends only when `cgroup.events` says
 //! `populated 0`, or at its deadline with an error that lists who is left.
 
 use std::time::Duration;
