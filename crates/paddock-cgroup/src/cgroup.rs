@@ -206,17 +206,23 @@ impl Cgroup {
         EventsWatch::open(&self.dir)
     }
 
-    /// PIDs in this cgroup only (`cgroup.procs`).
+    /// PIDs in this cgroup only (`cgroup.procs`). For a threaded cgroup, which has no
+    /// process list of its own, the processes that have a thread in it (from
+    /// `cgroup.threads`).
     pub fn procs(&self) -> Result<Vec<i32>> {
         Ok(self.dir.procs()?.unwrap_or_default())
     }
 
-    /// PIDs in this cgroup and all descendants. Read errors are returned, never ignored;
-    /// only descendants that vanish during the walk, or threaded ones (their processes are
-    /// listed at the threaded domain above them), contribute nothing.
+    /// PIDs in this cgroup and all descendants, each once, in no particular order; for
+    /// threaded cgroups the processes that have a thread there. Read errors are returned,
+    /// never ignored; only descendants that vanish during the walk contribute nothing.
     pub fn procs_recursive(&self) -> Result<Vec<i32>> {
         let mut out = Vec::new();
         self.dir.procs_recursive(&mut out)?;
+        // A threaded subtree lists a process at its threaded domain and again at each
+        // threaded cgroup holding one of its threads.
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
@@ -281,11 +287,11 @@ impl Cgroup {
     pub fn set_limit(&self, limit: Limit) -> Result<()> {
         let value = limit.value()?;
         let (file, ctrl) = limit.kind().file();
-        match self.dir.write(file, &value) {
-            Err(e) if e.errno() == Some(Errno::NOENT) => {
-                Err(self.unavailable(ctrl.unwrap_or(file)))
-            }
-            other => other,
+        match (self.dir.write(file, &value), ctrl) {
+            // The controller's files exist only where it is enabled. (A core file is always
+            // there: its ENOENT means the cgroup is gone, and is returned as it is.)
+            (Err(e), Some(ctrl)) if e.errno() == Some(Errno::NOENT) => Err(self.unavailable(ctrl)),
+            (other, _) => other,
         }
     }
 
@@ -317,13 +323,20 @@ impl Cgroup {
             .any(|c| c == controller))
     }
 
+    /// The error for a limit whose controller is not enabled for this cgroup, saying what
+    /// to do: enable it in the parent's `cgroup.subtree_control` if the parent has it, else
+    /// have it delegated down to the parent first; or run without that limit.
     fn unavailable(&self, controller: &str) -> Error {
+        let parent = &self.parent.path;
+        let parent_has = self
+            .parent
+            .read("cgroup.controllers")
+            .is_ok_and(|t| t.split_whitespace().any(|c| c == controller));
+        let detail = unavailable_detail(controller, parent, parent_has);
         Error::ControllerUnavailable {
             controller: controller.to_owned(),
             path: self.dir.path.clone(),
-            detail: "it is not enabled for this cgroup; enable it on the managed root \
-                     (Root::enable_controllers / --controllers) where the hierarchy offers it"
-                .into(),
+            detail,
         }
     }
 
@@ -425,21 +438,35 @@ impl Cgroup {
             .then_some(Member { pid, pidfd }))
     }
 
-    /// True when the process behind `pidfd` (opened for `pid`) is alive and in this subtree.
+    /// True when the process behind `pidfd` (opened for `pid`) is alive and in this subtree:
+    /// its main thread is, or (threaded subtrees) another of its threads is.
     fn verify_member(&self, pid: i32, pidfd: BorrowedFd<'_>) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return false;
-        };
-        let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
-            return false;
-        };
         let mine = self.hierarchy_path_for_proc();
-        let inside = path == mine
-            || path
-                .strip_prefix(mine.as_str())
-                .is_some_and(|r| r.starts_with('/'));
-        // The /proc read above named the process behind the pidfd only if that process was
-        // still alive afterwards (a live process keeps its PID): check it has not exited.
+        let inside = |file: &str| {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                return false;
+            };
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .is_some_and(|path| {
+                    path == mine
+                        || path
+                            .strip_prefix(mine.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                })
+        };
+        let inside = inside(&format!("/proc/{pid}/cgroup"))
+            || std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                tasks.flatten().any(|t| {
+                    let tid = t.file_name();
+                    let tid = tid.to_string_lossy();
+                    tid != pid.to_string().as_str()
+                        && inside(&format!("/proc/{pid}/task/{tid}/cgroup"))
+                })
+            });
+        // The /proc reads above named the process behind the pidfd only if that process
+        // was still alive afterwards (a live process keeps its PID): check it has not
+        // exited.
         inside && !pidfd_exited(pidfd)
     }
 
@@ -543,13 +570,42 @@ pub struct SignalReport {
 }
 
 /// Thaws a cgroup when an operation that froze it ends early (error or cancellation).
-struct ThawOnDrop<'a>(&'a Cgroup);
+/// Forget it (`std::mem::forget`) once the operation thaws by itself.
+pub(crate) struct ThawOnDrop<'a>(pub(crate) &'a Cgroup);
 
 impl Drop for ThawOnDrop<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.0.thaw() {
-            tracing::warn!(cgroup = %self.0.path().display(), error = %e, "could not thaw after an interrupted signal");
+        match self.0.thaw() {
+            Ok(()) => {}
+            // Nothing left to thaw.
+            Err(e) if matches!(e.errno(), Some(Errno::NOENT) | Some(Errno::NODEV)) => {}
+            Err(e) => {
+                tracing::warn!(cgroup = %self.0.path().display(), error = %e, "could not thaw after an interrupted freeze");
+            }
         }
+    }
+}
+
+/// The `detail` of [`Cgroup::unavailable`]'s error, for a cgroup whose parent is `parent`
+/// and which the parent does (`parent_has`) or does not offer `controller` to.
+fn unavailable_detail(controller: &str, parent: &Path, parent_has: bool) -> String {
+    let control = parent.join("cgroup.subtree_control");
+    if parent_has {
+        format!(
+            "it is not enabled for this cgroup: enable it for the children of {} \
+             (`echo +{controller} > {}`), or run without this limit",
+            parent.display(),
+            control.display()
+        )
+    } else {
+        format!(
+            "{} does not have it (it is not in its cgroup.controllers): it must be delegated down \
+             to there, enabled in the cgroup.subtree_control of every cgroup above it, before it \
+             can be enabled in {}; where the cgroup v2 hierarchy does not offer it at all (on a \
+             hybrid host it may be bound to a v1 hierarchy), run without this limit",
+            parent.display(),
+            control.display()
+        )
     }
 }
 
@@ -573,4 +629,37 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
         tv_nsec: 0,
     };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_says_where_to_enable_the_controller() {
+        let p = Path::new("/sys/fs/cgroup/paddock");
+        let d = unavailable_detail("memory", p, true);
+        assert!(
+            d.contains("`echo +memory > /sys/fs/cgroup/paddock/cgroup.subtree_control`"),
+            "{d}"
+        );
+        assert!(d.contains("or run without this limit"), "{d}");
+        let d = unavailable_detail("memory", p, false);
+        assert!(
+            d.starts_with("/sys/fs/cgroup/paddock does not have it"),
+            "{d}"
+        );
+        assert!(d.contains("delegated down"), "{d}");
+        assert!(
+            d.contains("/sys/fs/cgroup/paddock/cgroup.subtree_control"),
+            "{d}"
+        );
+        assert!(d.contains("run without this limit"), "{d}");
+        for d in [
+            unavailable_detail("pids", p, true),
+            unavailable_detail("pids", p, false),
+        ] {
+            assert!(!d.contains("--"), "no command-line flag is named: {d}");
+        }
+    }
 }

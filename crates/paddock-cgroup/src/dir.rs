@@ -125,22 +125,67 @@ impl Dir {
         Ok(out)
     }
 
-    /// The PIDs listed in this directory's `cgroup.procs`. `Ok(None)` when the cgroup is
-    /// threaded (its processes are listed at the threaded domain) or has vanished.
+    /// The PIDs listed in this directory's `cgroup.procs`; `Ok(None)` when the cgroup has
+    /// vanished. A line that is not a PID is an error naming the file.
+    ///
+    /// A threaded cgroup refuses to list processes (`EOPNOTSUPP`: a process's threads may
+    /// be spread over several cgroups of a threaded subtree). For it, the processes that
+    /// have at least one thread here are returned: the thread IDs of `cgroup.threads`,
+    /// each mapped to its process by the `Tgid` of `/proc/<tid>/status`.
     pub fn procs(&self) -> Result<Option<Vec<i32>>> {
         match read_at(self.fd.as_fd(), "cgroup.procs") {
-            Ok(s) => Ok(Some(
-                s.lines()
-                    .filter_map(|l| l.trim().parse::<i32>().ok())
-                    .collect(),
-            )),
-            Err(Errno::OPNOTSUPP) | Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(None),
+            Ok(s) => parse_pids(&s, "cgroup.procs", &self.path).map(Some),
+            Err(Errno::OPNOTSUPP) => self.thread_owners(),
+            Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(None),
             Err(e) => Err(Error::io("read", self.path.join("cgroup.procs"), e)),
         }
     }
 
-    /// PIDs of this cgroup and every descendant. Errors are returned; only a descendant that
-    /// vanished while being walked, or a threaded one, is passed over.
+    /// The processes owning the threads of a threaded cgroup (see [`Dir::procs`]), each
+    /// once; `Ok(None)` when the cgroup has vanished. A thread that exits while it is being
+    /// looked up is passed over.
+    fn thread_owners(&self) -> Result<Option<Vec<i32>>> {
+        let text = match read_at(self.fd.as_fd(), "cgroup.threads") {
+            Ok(s) => s,
+            Err(Errno::NOENT) | Err(Errno::NODEV) => return Ok(None),
+            Err(e) => return Err(Error::io("read", self.path.join("cgroup.threads"), e)),
+        };
+        let mut out: Vec<i32> = Vec::new();
+        for tid in parse_pids(&text, "cgroup.threads", &self.path)? {
+            let status = format!("/proc/{tid}/status");
+            let tgid = match std::fs::read_to_string(&status) {
+                Ok(s) => parse_status_tgid(&s).ok_or_else(|| {
+                    Error::parse(
+                        "/proc/<tid>/status",
+                        &s,
+                        format!("no Tgid line in {status}"),
+                    )
+                })?,
+                // The thread exited after cgroup.threads was read.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(Errno::SRCH.raw_os_error()) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        "read",
+                        status,
+                        Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                    ));
+                }
+            };
+            if !out.contains(&tgid) {
+                out.push(tgid);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// PIDs of this cgroup and every descendant (for threaded ones, the processes owning
+    /// their threads; a process can appear more than once). Errors are returned; only a
+    /// descendant that vanished while being walked is passed over.
     pub fn procs_recursive(&self, out: &mut Vec<i32>) -> Result<()> {
         if let Some(p) = self.procs()? {
             out.extend(p);
@@ -168,6 +213,36 @@ impl Dir {
     pub fn borrowed(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Parses the text of `file` (`cgroup.procs` or `cgroup.threads`) of the cgroup at `dir`:
+/// one positive ID per line.
+pub(crate) fn parse_pids(text: &str, file: &'static str, dir: &Path) -> Result<Vec<i32>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| match l.trim().parse::<i32>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(Error::parse(
+                file,
+                l,
+                format!(
+                    "line {} of {} is not a PID",
+                    i + 1,
+                    dir.join(file).display()
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// The `Tgid` (the process a thread belongs to) from the text of `/proc/<tid>/status`.
+pub(crate) fn parse_status_tgid(status: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &i32| p > 0)
 }
 
 /// Joins a hierarchy path and a child name.
@@ -221,5 +296,44 @@ fn write_at(dir: BorrowedFd<'_>, file: &str, data: &str) -> std::result::Result<
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_parse_and_malformed_lines_name_the_file() {
+        let p = Path::new("/sys/fs/cgroup/x");
+        assert_eq!(
+            parse_pids("12\n345\n", "cgroup.procs", p).unwrap(),
+            vec![12, 345]
+        );
+        assert_eq!(
+            parse_pids("", "cgroup.procs", p).unwrap(),
+            Vec::<i32>::new()
+        );
+        for bad in ["12\nabc\n", "-1\n", "0\n", "99999999999\n"] {
+            let e = parse_pids(bad, "cgroup.procs", p).unwrap_err().to_string();
+            assert!(e.contains("/sys/fs/cgroup/x/cgroup.procs"), "{e}");
+            assert!(e.contains("is not a PID"), "{e}");
+        }
+        let e = parse_pids("12\nabc\n", "cgroup.procs", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2 of"), "{e}");
+    }
+
+    #[test]
+    fn tgid_from_status() {
+        let real = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t27389\n\
+                    Ngid:\t0\nPid:\t27432\nPPid:\t1\n";
+        assert_eq!(parse_status_tgid(real), Some(27389));
+        assert_eq!(parse_status_tgid("Name:\tx\nPid:\t3\n"), None);
+        assert_eq!(parse_status_tgid("Tgid:\tabc\n"), None);
+        assert_eq!(parse_status_tgid("Tgid:\t0\n"), None);
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_eq!(parse_status_tgid(&own), Some(std::process::id() as i32));
     }
 }

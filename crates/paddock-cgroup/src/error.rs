@@ -63,17 +63,20 @@ pub enum Error {
 
     /// A kill did not empty the cgroup before its deadline.
     #[error(
-        "kill {}: {} process(es) still present after {:?}: {}; processes in uninterruptible sleep \
-         (state D) leave only when what they wait for completes",
-        path.display(), remaining.len(), elapsed, ProcList(remaining)
+        "kill {}: processes still present after {:?}: {}; processes in uninterruptible sleep \
+         (state D, or frozen by a cgroup v1 freezer) leave only when what they wait for completes",
+        path.display(), elapsed, Remaining(remaining, list_error.as_deref())
     )]
     KillTimeout {
         /// The cgroup.
         path: PathBuf,
         /// How long the kill ran.
         elapsed: std::time::Duration,
-        /// The processes still there.
+        /// The processes still there (empty when they could not be listed, see
+        /// `list_error`).
         remaining: Vec<ProcInfo>,
+        /// Why the remaining processes could not be listed, if they could not.
+        list_error: Option<Box<Error>>,
     },
 
     /// Removal did not finish before its deadline.
@@ -169,10 +172,15 @@ impl fmt::Display for Hint<'_> {
     }
 }
 
-struct ProcList<'a>(&'a [ProcInfo]);
+/// The processes a kill left, or why they could not be listed.
+struct Remaining<'a>(&'a [ProcInfo], Option<&'a Error>);
 
-impl fmt::Display for ProcList<'_> {
+impl fmt::Display for Remaining<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = self.1 {
+            return write!(f, "they could not be listed ({e})");
+        }
+        write!(f, "{} process(es): ", self.0.len())?;
         for (i, p) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
@@ -180,5 +188,65 @@ impl fmt::Display for ProcList<'_> {
             write!(f, "{p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn kill_timeout_lists_pid_command_and_state() {
+        let e = Error::KillTimeout {
+            path: "/sys/fs/cgroup/paddock/sbx".into(),
+            elapsed: Duration::from_millis(300),
+            remaining: vec![
+                ProcInfo {
+                    pid: 4242,
+                    comm: Some("sleep".into()),
+                    state: Some('D'),
+                    wchan: Some("hrtimer_nanosleep".into()),
+                },
+                ProcInfo {
+                    pid: 4243,
+                    comm: None,
+                    state: None,
+                    wchan: None,
+                },
+            ],
+            list_error: None,
+        };
+        let m = e.to_string();
+        assert!(m.starts_with("kill /sys/fs/cgroup/paddock/sbx: "), "{m}");
+        assert!(m.contains("after 300ms"), "{m}");
+        assert!(
+            m.contains(
+                "2 process(es): pid 4242 (sleep) state D wchan hrtimer_nanosleep, pid 4243;"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("uninterruptible sleep"), "{m}");
+    }
+
+    #[test]
+    fn kill_timeout_says_why_it_cannot_list() {
+        let e = Error::KillTimeout {
+            path: "/cg".into(),
+            elapsed: Duration::from_secs(5),
+            remaining: Vec::new(),
+            list_error: Some(Box::new(Error::io(
+                "read",
+                "/cg/cgroup.procs",
+                Errno::ACCESS,
+            ))),
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("they could not be listed (read /cg/cgroup.procs: Permission denied"),
+            "{m}"
+        );
+        assert!(!m.contains("0 process"), "{m}");
     }
 }

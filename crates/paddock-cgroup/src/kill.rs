@@ -4,9 +4,11 @@
 //! wait stalls the write is repeated, because a single write issued while a process is in
 //! the middle of `fork()` can miss the new child (measured at about 1% on kernel 6.18). The
 //! stall timeout starts at [`FIRST_STALL`] and doubles up to [`MAX_STALL`]. Where
-//! `cgroup.kill` is missing (kernels before 5.14) or refused (threaded subtrees), the kill
+//! `cgroup.kill` is missing (kernels before 5.14) or refused (threaded cgroups), the kill
 //! freezes the subtree, signals every member by pidfd with SIGKILL, thaws, and repeats until
-//! the subtree is empty. Either way the kill ends only when `cgroup.events` says
+//! the subtree is empty; a threaded cgroup's members are the processes owning the threads
+//! of its `cgroup.threads` (its `cgroup.procs` is refused too). A round dropped or failed
+//! while frozen thaws the subtree. Either way the kill ends only when `cgroup.events` says
 //! `populated 0`, or at its deadline with an error that lists who is left.
 
 use std::time::Duration;
@@ -15,7 +17,7 @@ use rustix::io::Errno;
 use rustix::process::Signal;
 use tokio::time::Instant;
 
-use crate::cgroup::Cgroup;
+use crate::cgroup::{Cgroup, ThawOnDrop};
 use crate::events::{EventsWatch, ExitWatch};
 use crate::procinfo::ProcInfo;
 use crate::{Error, Result};
@@ -156,8 +158,9 @@ impl Cgroup {
         let kill_file = match self.dir.open_file("cgroup.kill") {
             Ok(f) => f,
             Err(e) => match e.errno() {
-                // No cgroup.kill although the cgroup exists: a kernel before 5.14.
-                Some(Errno::NOENT) if self.dir.read_opt("cgroup.procs")?.is_some() => {
+                // No cgroup.kill although the cgroup exists: a kernel before 5.14. (Asked of
+                // cgroup.events, which threaded cgroups can read, unlike cgroup.procs.)
+                Some(Errno::NOENT) if self.dir.read_opt("cgroup.events")?.is_some() => {
                     return Ok(Outcome::Unsupported(Errno::NOENT));
                 }
                 // The cgroup itself is gone.
@@ -215,6 +218,9 @@ impl Cgroup {
         loop {
             rounds += 1;
             let frozen = self.freeze();
+            // Thaws if this round ends early: an error, or the future dropped while it
+            // waits for `frozen 1`. A cancelled kill never leaves the subtree frozen.
+            let thaw = ThawOnDrop(self);
             if frozen.is_ok() {
                 // A process in uninterruptible sleep can hold the freeze off; SIGKILL works on
                 // frozen and unfrozen tasks alike, so go on after a short bounded wait.
@@ -224,6 +230,7 @@ impl Cgroup {
                     .await?;
             }
             let signalled = self.signal_all(Signal::KILL);
+            std::mem::forget(thaw);
             let thawed = self.thaw();
             if let Err(e) = frozen.and(signalled.map(|_| ())).and(thawed) {
                 if matches!(e.errno(), Some(Errno::NOENT) | Some(Errno::NODEV)) {
@@ -245,18 +252,19 @@ impl Cgroup {
         }
     }
 
+    /// The error of a kill that reached its deadline, listing who is left. A failure to
+    /// list them is carried in the error, never passed off as an empty list.
     fn kill_timeout(&self, elapsed: Duration) -> Error {
         self.counters.kill_failure();
-        let remaining = self
-            .procs_recursive()
-            .unwrap_or_default()
-            .into_iter()
-            .map(ProcInfo::read)
-            .collect();
+        let (remaining, list_error) = match self.procs_recursive() {
+            Ok(pids) => (pids.into_iter().map(ProcInfo::read).collect(), None),
+            Err(e) => (Vec::new(), Some(Box::new(e))),
+        };
         Error::KillTimeout {
             path: self.path().to_owned(),
             elapsed,
             remaining,
+            list_error,
         }
     }
 }

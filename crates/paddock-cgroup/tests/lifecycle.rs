@@ -9,83 +9,9 @@ use common::*;
 use paddock_cgroup::{CgroupName, Error, KillMethod, KillOptions, RemoveOptions, Root};
 use paddock_testutil::pid_alive;
 
-/// The seed fix's own test: `sleep 300` spawned into the cgroup through its fd, the fd
-/// released, Remove; the directory is gone and the process was SIGKILLed within 3 s.
-#[tokio::test]
-async fn seed_remove_kills_sleep_and_removes_dir() {
-    let Some((_t, root)) = root("seed_remove_kills_sleep_and_removes_dir") else {
-        return;
-    };
-    if !cgroup_kill_supported(&root) {
-        paddock_testutil::skip(
-            "seed_remove_kills_sleep_and_removes_dir",
-            "kernel has no cgroup.kill",
-        );
-        return;
-    }
-    let cap = Capture::default();
-    let _g = cap.install();
-    let cg = root.create(&name("sbx-seed")).unwrap();
-    let fd = cg.open_dir_fd().unwrap();
-    let child = spawn_in(&cg, "exec sleep 300");
-    wait_procs(&cg, 1, Duration::from_secs(5));
-    drop(fd);
-    let start = Instant::now();
-    let report = cg
-        .remove(&RemoveOptions {
-            sandbox: Some("seed".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(!cg.path().exists(), "cgroup dir still there");
-    assert!(!report.fast_path);
-    assert_eq!(report.kill.unwrap().method, KillMethod::CgroupKill);
-    assert_eq!(report.kill.unwrap().found, 1);
-    let st = reap(child, Duration::from_secs(3));
-    assert_eq!(st.signal(), Some(libc::SIGKILL), "status {st:?}");
-    assert!(start.elapsed() < Duration::from_secs(3));
-    let logs = cap.text();
-    assert!(
-        logs.contains("WARN") && logs.contains("cgroup rmdir failed, falling back to cgroup.kill"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("sandbox=\"seed\"") || logs.contains("sandbox=seed"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("Device or resource busy") || logs.contains("EBUSY") || logs.contains("busy"),
-        "{logs}"
-    );
-    let c = root.counters().snapshot();
-    assert_eq!((c.rmdir_fallback, c.processes_killed), (1, 1));
-}
-
-/// The same through the freeze-and-signal fallback.
-#[tokio::test]
-async fn seed_remove_with_forced_kill_fallback() {
-    let Some((_t, root)) = root("seed_remove_with_forced_kill_fallback") else {
-        return;
-    };
-    let cg = root.create(&name("sbx-seedfb")).unwrap();
-    let child = spawn_in(&cg, "sleep 300 & sleep 300 & exec sleep 300");
-    wait_procs(&cg, 3, Duration::from_secs(5));
-    let report = cg
-        .remove(&RemoveOptions {
-            force_kill_fallback: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(!cg.path().exists());
-    assert_eq!(report.kill.unwrap().method, KillMethod::FreezeAndSignal);
-    assert_eq!(
-        reap(child, Duration::from_secs(3)).signal(),
-        Some(libc::SIGKILL)
-    );
-    assert_eq!(root.counters().snapshot().kill_freeze_fallback, 1);
-}
+// The seed's own tests (spawned through the cgroup fd with paddock-proc) are in
+// tests/seed.rs, a binary of their own: paddock-proc's reaper would reap the children
+// this file spawns with std::process and waits for.
 
 #[tokio::test]
 async fn plain_remove_of_empty_cgroup_is_silent() {
@@ -107,28 +33,27 @@ async fn plain_remove_of_empty_cgroup_is_silent() {
 
 /// A double-forked `setsid` escapee that ignores SIGTERM is still in the cgroup and dies.
 async fn escapee(force_fallback: bool, test: &str) {
-    let Some((t, root)) = root(test) else { return };
-    let cg = root.create(&name("sbx-esc")).unwrap();
-    let marker = t.path().join("root").join("..").join("ready-not-a-cgroup");
-    let _ = marker; // markers cannot live in cgroupfs; use /tmp
-    let ready = std::env::temp_dir().join(format!(
+    // The payload's ready file (cgroupfs cannot hold one). Made before the test root, so it
+    // is removed after the test root's drop has killed the payload, also on failure.
+    let ready = TempFile::new(&format!(
         "paddock-esc-{}-{force_fallback}",
         std::process::id()
     ));
-    let _ = std::fs::remove_file(&ready);
+    let Some((_t, root)) = root(test) else { return };
+    let cg = root.create(&name("sbx-esc")).unwrap();
+    let ready = ready.path();
     let script = format!(
         "setsid sh -c 'trap \"\" TERM; (trap \"\" TERM; exec sleep 300) & echo $! > {r}.tmp; mv {r}.tmp {r}; wait' & exit 0",
         r = ready.display()
     );
     let child = spawn_in(&cg, &script);
     assert!(reap(child, Duration::from_secs(5)).success());
-    wait_file(&ready, Duration::from_secs(5));
-    let esc: i32 = std::fs::read_to_string(&ready)
+    wait_file(ready, Duration::from_secs(5));
+    let esc: i32 = std::fs::read_to_string(ready)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let _ = std::fs::remove_file(&ready);
     assert!(pid_alive(esc));
     assert!(cg.procs_recursive().unwrap().contains(&esc));
     let r = cg
@@ -154,37 +79,59 @@ async fn double_fork_setsid_escapee_is_killed_by_fallback() {
 }
 
 /// A payload that keeps forking while it is killed: every kill must end with the subtree
-/// empty (a single cgroup.kill write is not always enough on this kernel).
+/// empty (a single cgroup.kill write is not always enough on this kernel), and no kill may
+/// reach its deadline.
 async fn fork_storm(force_fallback: bool, test: &str, rounds: usize) {
     let Some((_t, root)) = root(test) else { return };
-    let mut rewrites = 0;
+    let start = Instant::now();
     for i in 0..rounds {
         let cg = root.create(&name(&format!("storm-{i}"))).unwrap();
         // Each loop iteration forks a subshell that forks again; bounded by the kill.
         let child = spawn_in(&cg, "while :; do ( sleep 30 & ) ; done");
         wait_procs(&cg, 8, Duration::from_secs(10));
-        let rep = cg
-            .kill(&KillOptions {
-                timeout: Duration::from_secs(10),
-                force_fallback,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("round {i}: {e}"));
-        rewrites += rep.rounds.saturating_sub(1);
+        cg.kill(&KillOptions {
+            timeout: Duration::from_secs(10),
+            force_fallback,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {i}: {e}"));
+        let left = cg.procs_recursive().unwrap();
+        assert!(left.is_empty(), "round {i}: survivors {left:?}");
         assert!(
             !cg.events().unwrap().populated,
-            "round {i}: survivors {:?}",
-            cg.procs_recursive()
+            "round {i}: still populated"
         );
         let _ = reap(child, Duration::from_secs(3));
         cg.remove(&RemoveOptions::default()).await.unwrap();
     }
-    eprintln!("{test}: {rounds} rounds, {rewrites} extra kill rounds");
+    let c = root.counters().snapshot();
+    eprintln!(
+        "{test}: {rounds} rounds in {:?}: {} extra cgroup.kill writes, {} fallback kills, {} \
+         kill failures",
+        start.elapsed(),
+        c.kill_rewrites,
+        c.kill_freeze_fallback,
+        c.kill_failures
+    );
+    assert_eq!(c.kill_failures, 0, "{c:?}");
+    assert_eq!(c.remove_failures, 0, "{c:?}");
+    let fallbacks = if force_fallback { rounds as u64 } else { 0 };
+    assert_eq!(c.kill_freeze_fallback, fallbacks, "{c:?}");
 }
 
+/// 100 rounds (about 2 s on an idle machine; `PADDOCK_STORM_ROUNDS` overrides it for a
+/// soak run). The number of extra `cgroup.kill` writes is printed, not asserted: it depends
+/// on the machine's load (a write is repeated whenever the wait for `populated 0` stalls,
+/// which a busy machine makes more likely). Measured here (kernel 6.18, 2 shared cores):
+/// 0, 0, 0, 1, 1 and 4 extra writes in six runs of 60 rounds, 4 to 57 in eight runs of
+/// 200 rounds; never reliably non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forking_payload_is_always_emptied() {
-    fork_storm(false, "forking_payload_is_always_emptied", 60).await;
+    let rounds = std::env::var("PADDOCK_STORM_ROUNDS").map_or(100, |v| {
+        v.parse()
+            .expect("PADDOCK_STORM_ROUNDS must be a number of rounds")
+    });
+    fork_storm(false, "forking_payload_is_always_emptied", rounds).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +233,281 @@ async fn cancelled_removal_can_be_retried() {
         }
     }
     assert!(cancelled >= 1, "no removal was ever cancelled part-way");
+}
+
+/// A kill that cannot empty the cgroup ends at its deadline with [`Error::KillTimeout`]
+/// listing who is left (pid, command, state). The survivor is held by a cgroup v1 freezer:
+/// a v1-frozen task sleeps uninterruptibly and SIGKILL cannot end it until it is thawed.
+/// Both kill mechanisms are checked; after the thaw a kill empties the cgroup.
+#[tokio::test]
+async fn kill_deadline_lists_the_survivors() {
+    let test = "kill_deadline_lists_the_survivors";
+    let Some((_t, root)) = root(test) else { return };
+    let v1 = match V1Freezer::create(test) {
+        Ok(f) => f,
+        Err(reason) => {
+            // Not `paddock_testutil::skip`: a pure cgroup v2 machine (the VM) has no v1
+            // freezer by design. The deadline itself is checked everywhere by
+            // `failed_removal_is_retried`.
+            eprintln!("SKIP {test}: {reason}");
+            return;
+        }
+    };
+    let cg = root.create(&name("sbx-stuck")).unwrap();
+    let child = spawn_in(&cg, "exec sleep 300");
+    let pid = wait_procs(&cg, 1, Duration::from_secs(5))[0];
+    wait_comm(pid, "sleep", Duration::from_secs(5));
+    v1.add(pid);
+    v1.freeze();
+    let timeout = Duration::from_millis(300);
+    for (i, force_fallback) in [false, true].into_iter().enumerate() {
+        let start = Instant::now();
+        let err = cg
+            .kill(&KillOptions {
+                timeout,
+                force_fallback,
+            })
+            .await
+            .expect_err("a v1-frozen process cannot die, so the kill must time out");
+        assert!(start.elapsed() >= timeout, "{:?}", start.elapsed());
+        let msg = err.to_string();
+        let Error::KillTimeout {
+            remaining,
+            elapsed,
+            list_error,
+            path,
+        } = err
+        else {
+            panic!("not a KillTimeout: {msg}");
+        };
+        assert_eq!(path, cg.path());
+        assert!(elapsed >= timeout, "{elapsed:?}");
+        assert!(list_error.is_none(), "{msg}");
+        let p = remaining
+            .iter()
+            .find(|p| p.pid == pid)
+            .unwrap_or_else(|| panic!("survivor {pid} not listed: {msg}"));
+        assert_eq!(p.comm.as_deref(), Some("sleep"), "{msg}");
+        assert_eq!(p.state, Some('D'), "{msg}");
+        assert!(
+            msg.contains(&format!("1 process(es): pid {pid} (sleep) state D")),
+            "{msg}"
+        );
+        assert_eq!(
+            root.counters().snapshot().kill_failures,
+            i as u64 + 1,
+            "force_fallback {force_fallback}"
+        );
+    }
+    assert!(
+        !cg.events().unwrap().frozen,
+        "the fallback left the cgroup frozen"
+    );
+    v1.thaw();
+    cg.kill(&KillOptions::default()).await.unwrap();
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+    cg.remove(&RemoveOptions::default()).await.unwrap();
+}
+
+/// A removal that fails (its deadline is zero while a process lives) returns the error,
+/// leaves the directory, counts the failure, and a later removal succeeds.
+#[tokio::test]
+async fn failed_removal_is_retried() {
+    let Some((_t, root)) = root("failed_removal_is_retried") else {
+        return;
+    };
+    let cg = root.create(&name("sbx-fail")).unwrap();
+    let child = spawn_in(&cg, "exec sleep 300");
+    wait_procs(&cg, 1, Duration::from_secs(5));
+    let before = root.counters().snapshot();
+    let err = cg
+        .remove(&RemoveOptions {
+            timeout: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a zero deadline cannot be met while a process lives");
+    assert!(matches!(err, Error::KillTimeout { .. }), "{err}");
+    assert!(cg.path().exists(), "a failed removal removed the directory");
+    let after = root.counters().snapshot();
+    assert_eq!(after.remove_failures, before.remove_failures + 1);
+    assert_eq!(after.kill_failures, before.kill_failures + 1);
+    assert_eq!(after.rmdir_fallback, before.rmdir_fallback + 1);
+    let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+    assert!(!r.already_gone, "{r:?}");
+    assert!(!cg.path().exists());
+    assert_eq!(
+        root.counters().snapshot().remove_failures,
+        after.remove_failures
+    );
+    assert_eq!(
+        reap(child, Duration::from_secs(3)).signal(),
+        Some(libc::SIGKILL)
+    );
+}
+
+/// Not a test: the multi-threaded payload of `threaded_subtree_is_killed`, which runs this
+/// test binary again with `--ignored --exact threaded_payload` and
+/// `PADDOCK_THREADED_PAYLOAD=1`. Without that variable it returns at once.
+#[test]
+#[ignore = "the payload of threaded_subtree_is_killed, run by it"]
+fn threaded_payload() {
+    if std::env::var_os("PADDOCK_THREADED_PAYLOAD").is_none() {
+        return;
+    }
+    for _ in 0..3 {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A payload whose thread sits in a threaded child cgroup. `cgroup.kill` and
+/// `cgroup.procs` both refuse threaded cgroups (`EOPNOTSUPP`), so a kill of the threaded
+/// child's handle takes the freeze-and-signal fallback, which must find the process
+/// through `cgroup.threads`; a kill of the sandbox (the threaded domain) uses
+/// `cgroup.kill`, and a forced fallback there works too. Each time the process dies of
+/// SIGKILL and the sandbox is empty and removable.
+#[tokio::test]
+async fn threaded_subtree_is_killed() {
+    let Some((_t, root)) = root("threaded_subtree_is_killed") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "PADDOCK_THREADED_PAYLOAD=1 exec '{}' --ignored --exact threaded_payload \
+         --test-threads=1 >/dev/null 2>&1",
+        exe.display()
+    );
+    // (kill the threaded child's handle?, force the fallback?, expected method)
+    let cases = [
+        (true, false, KillMethod::FreezeAndSignal),
+        (false, false, KillMethod::CgroupKill),
+        (false, true, KillMethod::FreezeAndSignal),
+    ];
+    for (i, (kill_child, force_fallback, method)) in cases.into_iter().enumerate() {
+        let cg = root.create(&name(&format!("sbx-thr-{i}"))).unwrap();
+        let t = cg.create_child(&name("t")).unwrap();
+        std::fs::write(t.path().join("cgroup.type"), "threaded").unwrap();
+        let child = spawn_in(&cg, &script);
+        let pid = wait_procs(&cg, 1, Duration::from_secs(5))[0];
+        // The payload runs once it has its three extra threads.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tid = loop {
+            let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&t| t != pid)
+                .collect();
+            if tids.len() >= 3 {
+                break tids[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the payload {pid} has no threads"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        std::fs::write(t.path().join("cgroup.threads"), tid.to_string()).unwrap();
+        assert!(t.events().unwrap().populated);
+        assert_eq!(t.procs().unwrap(), vec![pid], "the owner of thread {tid}");
+        assert_eq!(
+            cg.procs_recursive().unwrap(),
+            vec![pid],
+            "each process once"
+        );
+        let target = if kill_child { &t } else { &cg };
+        let rep = target
+            .kill(&KillOptions {
+                timeout: Duration::from_secs(5),
+                force_fallback,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        assert_eq!((rep.method, rep.found), (method, 1), "case {i}: {rep:?}");
+        assert!(!t.events().unwrap().populated, "case {i}");
+        assert!(!cg.events().unwrap().frozen, "case {i}: left frozen");
+        assert!(!t.events().unwrap().frozen, "case {i}: left frozen");
+        assert_eq!(
+            reap(child, Duration::from_secs(3)).signal(),
+            Some(libc::SIGKILL),
+            "case {i}"
+        );
+        let r = cg.remove(&RemoveOptions::default()).await.unwrap();
+        assert_eq!(r.cgroups_removed, 2, "case {i}: {r:?}");
+        assert!(!cg.path().exists(), "case {i}");
+    }
+}
+
+/// The freeze-and-signal kill dropped while it waits for `frozen 1` (its future polled
+/// once, then dropped) thaws the cgroup; a second kill then empties it. Rounds where the
+/// first poll got past the freeze (cgroup.freeze already back to 0 before the drop) prove
+/// nothing and are repeated; with 60 processes to freeze, most stop at the wait.
+#[tokio::test]
+async fn cancelled_fallback_kill_leaves_the_cgroup_thawed() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let Some((_t, root)) = root("cancelled_fallback_kill_leaves_the_cgroup_thawed") else {
+        return;
+    };
+    let freeze_file = |cg: &paddock_cgroup::Cgroup| {
+        std::fs::read_to_string(cg.path().join("cgroup.freeze"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let mut cancelled_frozen = 0;
+    for round in 0..10 {
+        let cg = root.create(&name(&format!("sbx-kcancel-{round}"))).unwrap();
+        let child = spawn_in(
+            &cg,
+            "i=0; while [ $i -lt 60 ]; do sleep 300 & i=$((i+1)); done; exec sleep 300",
+        );
+        wait_procs(&cg, 61, Duration::from_secs(10));
+        let opts = KillOptions {
+            timeout: Duration::from_secs(5),
+            force_fallback: true,
+        };
+        let (done, frozen_at_drop) = {
+            let mut fut = std::pin::pin!(cg.kill(&opts));
+            let mut cx = Context::from_waker(Waker::noop());
+            let done = matches!(fut.as_mut().poll(&mut cx), Poll::Ready(_));
+            (done, freeze_file(&cg) == "1")
+        };
+        if frozen_at_drop {
+            cancelled_frozen += 1;
+        }
+        assert!(!done || !frozen_at_drop, "round {round}: done but frozen");
+        assert_eq!(
+            freeze_file(&cg),
+            "0",
+            "round {round}: the dropped kill left the cgroup frozen"
+        );
+        let rep = cg.kill(&KillOptions::default()).await.unwrap();
+        assert!(!cg.events().unwrap().populated, "round {round}: {rep:?}");
+        assert_eq!(
+            reap(child, Duration::from_secs(3)).signal(),
+            Some(libc::SIGKILL),
+            "round {round}"
+        );
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+        if cancelled_frozen >= 3 {
+            break;
+        }
+    }
+    assert!(
+        cancelled_frozen >= 1,
+        "the first poll never stopped at the wait for frozen"
+    );
 }
 
 #[tokio::test]

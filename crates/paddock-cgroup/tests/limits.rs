@@ -66,7 +66,13 @@ async fn controller_limits_where_available_else_clear_error() {
                 matches!(&e, Error::ControllerUnavailable { controller, .. } if controller == ctrl),
                 "{e}"
             );
-            assert!(e.to_string().contains(ctrl));
+            let msg = e.to_string();
+            assert!(msg.contains(ctrl), "{msg}");
+            // What to do, pointing at the real file (there is no --controllers flag).
+            let control = root.path().join("cgroup.subtree_control");
+            assert!(msg.contains(&control.display().to_string()), "{msg}");
+            assert!(msg.contains("run without this limit"), "{msg}");
+            assert!(!msg.contains("--controllers"), "{msg}");
             assert_eq!(
                 cg.limit(limit.kind()).unwrap(),
                 None,

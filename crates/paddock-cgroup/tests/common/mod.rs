@@ -23,8 +23,11 @@ pub fn name(s: &str) -> CgroupName {
 }
 
 /// Starts `sh -c script` inside `cg`: the child moves itself into the cgroup (writes `0`
-/// to its `cgroup.procs`) before exec, so nothing it runs starts outside. The cgroup crate
-/// cannot use paddock-proc (that crate depends on this one), hence this test-only helper.
+/// to its `cgroup.procs`) before exec, so nothing it runs starts outside.
+///
+/// This is `std::process`, not paddock-proc (a dev-dependency, used by tests/seed.rs to
+/// spawn through the cgroup fd): paddock-proc's process-global reaper reaps every child of
+/// the test binary, so it cannot be mixed with [`reap`]/[`wait_pid`] in one binary.
 pub fn spawn_in(cg: &Cgroup, script: &str) -> Child {
     let procs = std::fs::OpenOptions::new()
         .write(true)
@@ -71,6 +74,49 @@ pub fn wait_procs(cg: &Cgroup, n: usize, timeout: Duration) -> Vec<i32> {
     }
 }
 
+/// Waits (bounded) until `/proc/<pid>/comm` reads `comm` (the process has exec'd it).
+pub fn wait_comm(pid: i32, comm: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if now.trim_end() == comm {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} is {now:?}, not {comm:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A file in the temporary directory for a payload to write, removed (with the `.tmp`
+/// file a payload renames into it) when dropped, also when a test fails.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// `<tmp>/<name>`, removed first if a crashed run left it.
+    pub fn new(name: &str) -> TempFile {
+        let f = TempFile(std::env::temp_dir().join(name));
+        f.remove();
+        f
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+        let mut tmp = self.0.clone().into_os_string();
+        tmp.push(".tmp");
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// Waits until a file exists (a payload's "I am ready" marker).
 pub fn wait_file(path: &std::path::Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -85,32 +131,63 @@ pub fn wait_file(path: &std::path::Path, timeout: Duration) {
 }
 
 /// Captures tracing output of the current thread.
+///
+/// One global subscriber (installed once, at DEBUG) writes every event into the capture of
+/// the thread that emitted it, if that thread has one. A per-thread default subscriber
+/// (`tracing::subscriber::set_default`) is not used: tracing caches each callsite's
+/// interest globally, and a test thread without a subscriber that reached a callsite while
+/// another thread was installing its subscriber could leave that callsite disabled, so an
+/// expected line was missing from the capture now and then.
 #[derive(Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// The global subscriber's writer: the emitting thread's capture, or nowhere.
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CURRENT.with(|c| {
+            if let Some(cap) = c.borrow().as_ref() {
+                cap.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Capture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
-    /// Installs a subscriber for this thread; keep the guard alive.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let me = self.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || me.clone())
-            .finish();
-        tracing::subscriber::set_default(sub)
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Captures this thread's events until the guard is dropped.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(|| ThreadWriter)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("install the test subscriber");
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard(())
     }
 }
 
@@ -320,4 +397,94 @@ pub fn flat_key(cg: &Cgroup, file: &str, key: &str) -> Option<u64> {
         let mut it = l.split_whitespace();
         (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// A cgroup v1 freezer, to hold processes that SIGKILL cannot end until it is thawed (a
+// frozen v1 task sleeps uninterruptibly, state D). The hybrid CI host has one at
+// /sys/fs/cgroup/freezer; a pure cgroup v2 machine has none.
+
+/// A cgroup of the v1 freezer hierarchy; dropping it thaws it, SIGKILLs what is left in
+/// it, waits (bounded) until it is empty and removes it, also when a test fails.
+pub struct V1Freezer {
+    path: std::path::PathBuf,
+}
+
+impl V1Freezer {
+    /// Creates `paddock-test.<pid>.<test>` in the v1 freezer hierarchy, or returns why
+    /// there is none.
+    pub fn create(test: &str) -> Result<V1Freezer, String> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let entries = paddock_cgroup::mount::parse_mountinfo(&text).map_err(|e| e.to_string())?;
+        let mount = paddock_cgroup::mount::v1_location(&entries, "freezer")
+            .ok_or("no cgroup v1 freezer hierarchy is mounted (a pure cgroup v2 machine)")?;
+        let path = mount.join(format!(
+            "{}{}.{test}",
+            paddock_testutil::TEST_ROOT_PREFIX,
+            std::process::id()
+        ));
+        std::fs::create_dir(&path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+        Ok(V1Freezer { path })
+    }
+
+    /// Moves `pid` into this freezer cgroup (its v2 cgroup stays what it was).
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+
+    fn set_state(&self, state: &str) {
+        let file = self.path.join("freezer.state");
+        std::fs::write(&file, state)
+            .unwrap_or_else(|e| panic!("write {state} to {}: {e}", file.display()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = std::fs::read_to_string(&file).unwrap_or_default();
+            if now.trim() == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} stays {now:?}",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Freezes and waits (bounded) until `freezer.state` reads `FROZEN`.
+    pub fn freeze(&self) {
+        self.set_state("FROZEN");
+    }
+
+    /// Thaws and waits (bounded) until `freezer.state` reads `THAWED`.
+    pub fn thaw(&self) {
+        self.set_state("THAWED");
+    }
+}
+
+impl Drop for V1Freezer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("freezer.state"), "THAWED");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                break;
+            }
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; these are this test's
+                // own processes, moved here by `add`.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() >= deadline {
+                eprintln!("{} still has processes: {procs:?}", self.path.display());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            eprintln!("rmdir {}: {e}", self.path.display());
+        }
+    }
 }
