@@ -18,6 +18,7 @@ use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::Error;
 use crate::events::{
@@ -26,7 +27,7 @@ use crate::events::{
 };
 use crate::logs::LogDir;
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
-use crate::state::{LifecycleId, State, Transition, cgroup_name, transition};
+use crate::state::{LifecycleId, State, Transition, cgroup_name, parse_cgroup_name, transition};
 
 /// Capacity of the event channel; a subscriber that falls further behind loses the oldest
 /// events (and is told so by `broadcast::error::RecvError::Lagged`).
@@ -550,7 +551,7 @@ impl Supervisor {
                 }
             }
         }
-        match self.create_and_spawn(&sb).await {
+        match self.create_and_spawn(&sb).instrument(sb.span()).await {
             Ok(mut process) => {
                 let pid = process.pid();
                 let (stdin, stdout, stderr) = (
@@ -786,7 +787,9 @@ impl Supervisor {
 
     fn spawn_monitor(&self, sb: Arc<Sandbox>, main: Main) {
         let sup = self.clone();
-        tokio::spawn(async move {
+        let span = sb.span();
+        tokio::spawn(
+            async move {
             let exit = main.wait().await;
             sb.life.lock().unwrap().main_exit = Some(exit);
             sup.emit(&sb, EventKind::MainExited { status: exit });
@@ -794,7 +797,9 @@ impl Supervisor {
             if sb.spec.on_main_exit == OnMainExit::Stop {
                 let _ = sup.begin_stop(&sb, StopReason::MainExited, sb.spec.stop);
             }
-        });
+        }
+            .instrument(span),
+        );
     }
 
     /// Stops the sandbox `id` (its current lifecycle, or exactly `lifecycle` when given) by
@@ -896,7 +901,10 @@ impl Supervisor {
                 self.changed(sb);
                 let sup = self.clone();
                 let sb2 = sb.clone();
-                tokio::spawn(async move { sup.run_stop(sb2, reason, policy).await });
+                let span = sb.span();
+                tokio::spawn(
+                    async move { sup.run_stop(sb2, reason, policy).await }.instrument(span),
+                );
             }
             State::Stopping | State::Quarantined => {
                 if policy.grace_period_ms == 0 {
@@ -1385,7 +1393,8 @@ impl Supervisor {
         // In its own task, so a caller that gives up never leaves the cgroup frozen while
         // the sandbox says it is not paused (or the other way round).
         let sup = self.clone();
-        tokio::spawn(async move { sup.set_paused_task(sb, pause).await })
+        let span = sb.span();
+        tokio::spawn(async move { sup.set_paused_task(sb, pause).await }.instrument(span))
             .await
             .map_err(|e| Error::Io {
                 op: "pause/resume task".into(),
@@ -1699,18 +1708,26 @@ impl Supervisor {
                 report.untagged.push(name.to_string());
                 continue;
             }
+            // The cgroup's name says whose it was: its lines carry that ID and lifecycle.
+            let (span, sandbox) = match parse_cgroup_name(name.as_str()) {
+                Some((id, lc)) => (
+                    tracing::info_span!("sandbox", sandbox = %id, lifecycle = %lc),
+                    id.to_owned(),
+                ),
+                None => (tracing::Span::none(), name.to_string()),
+            };
             let opts = RemoveOptions {
                 timeout: self.inner.cfg.remove_timeout,
-                sandbox: Some(name.to_string()),
+                sandbox: Some(sandbox),
                 ..Default::default()
             };
             match root.open(&name) {
-                Ok(cg) => match cg.remove(&opts).await {
+                Ok(cg) => match cg.remove(&opts).instrument(span.clone()).await {
                     Ok(r) => {
                         let killed = r.kill.map(|k| k.found).unwrap_or(0);
                         report.processes_killed += killed;
                         self.inner.counters.reclaimed.fetch_add(1, Relaxed);
-                        tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record");
+                        span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
                         report.reclaimed.push(name.to_string());
                     }
                     Err(e) => report.failed.push((name.to_string(), e.to_string())),
@@ -1876,6 +1893,12 @@ fn oom_kills(cg: &Cgroup) -> Option<u64> {
 }
 
 impl Sandbox {
+    /// The span every operation on this lifecycle runs in: lines logged inside it (also by
+    /// the cgroup layer, which knows neither) carry the sandbox's ID and lifecycle ID.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("sandbox", sandbox = %self.id, lifecycle = %self.lifecycle)
+    }
+
     /// Waits until the stop's outcome is published (stopped, quarantined or failed).
     async fn await_outcome(
         &self,

@@ -402,11 +402,12 @@ async fn stop(
     let id = parse_id(&id)?;
     let lc = parse_lc(q.lifecycle.as_deref())?;
     let grace = q.timeout()?;
-    let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
-    tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), grace = ?grace, "stop requested through the API");
+    // Pinned now: the stop logged is the stop done, even if the ID restarts meanwhile.
+    let target = pin_lifecycle(&st, &id, lc)?;
+    tracing::info!(sandbox = %id, lifecycle = %target, grace = ?grace, "stop requested through the API");
     let report = match grace {
-        Some(g) => st.sup.stop_with_grace(&id, lc, g).await?,
-        None => st.sup.stop(&id, lc).await?,
+        Some(g) => st.sup.stop_with_grace(&id, Some(target), g).await?,
+        None => st.sup.stop(&id, Some(target)).await?,
     };
     Ok(axum::Json(report).into_response())
 }
@@ -419,9 +420,24 @@ async fn kill(
     let Query(q) = q?;
     let id = parse_id(&id)?;
     let lc = parse_lc(q.lifecycle.as_deref())?;
-    let target = lc.or_else(|| st.sup.get(&id).map(|i| i.lifecycle));
-    tracing::info!(sandbox = %id, lifecycle = %target.map(|l| l.to_string()).unwrap_or_default(), "kill requested through the API");
-    Ok(axum::Json(st.sup.kill(&id, lc).await?).into_response())
+    let target = pin_lifecycle(&st, &id, lc)?;
+    tracing::info!(sandbox = %id, lifecycle = %target, "kill requested through the API");
+    Ok(axum::Json(st.sup.kill(&id, Some(target)).await?).into_response())
+}
+
+/// The lifecycle a request acts on: the one it names, else the ID's current one now (so
+/// what is logged and done is that lifecycle, even if the ID is restarted meanwhile); an
+/// unknown ID is a 404.
+fn pin_lifecycle(st: &AppState, id: &SandboxId, lc: Option<LifecycleId>) -> ApiResult<LifecycleId> {
+    match lc {
+        Some(lc) => Ok(lc),
+        None => st.sup.get(id).map(|i| i.lifecycle).ok_or_else(|| {
+            ApiError::from(SupError::NotFound {
+                id: id.to_string(),
+                lifecycle: None,
+            })
+        }),
+    }
 }
 
 /// Waits until the lifecycle has ended (stopped, failed or quarantined; its stop report and
@@ -514,15 +530,7 @@ async fn delete(
     let id = parse_id(&id)?;
     // The lifecycle to forget is pinned here (the one named, or the current one now), so a
     // restart of the ID between this read and the forget can never lose the new lifecycle.
-    let lc = match parse_lc(q.lifecycle.as_deref())? {
-        Some(lc) => lc,
-        None => st.sup.get(&id).map(|i| i.lifecycle).ok_or_else(|| {
-            ApiError::from(SupError::NotFound {
-                id: id.to_string(),
-                lifecycle: None,
-            })
-        })?,
-    };
+    let lc = pin_lifecycle(&st, &id, parse_lc(q.lifecycle.as_deref())?)?;
     st.sup.forget_lifecycle(&id, Some(lc))?;
     st.sup.delete_log(&id, lc);
     tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");

@@ -467,7 +467,8 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         tracing::info!("stopping every sandbox (--stop-sandboxes-on-exit)");
         for (id, r) in sup.stop_all().await {
             if let Err(e) = r {
-                tracing::error!(sandbox = %id, error = %e, "stop on exit failed");
+                let lifecycle = sup.get(&id).map(|i| i.lifecycle.to_string());
+                tracing::error!(sandbox = %id, lifecycle = lifecycle.unwrap_or_default(), error = %e, "stop on exit failed");
             }
         }
     } else {

@@ -35,7 +35,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use paddock_supervisor::{LifecycleId, Persisting, Record, SandboxId, cgroup_name};
+use paddock_supervisor::{
+    LifecycleId, Persisting, Record, SandboxId, cgroup_name, parse_cgroup_name,
+};
 use redb::backends::FileBackend;
 use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
 use tokio::sync::oneshot;
@@ -487,7 +489,11 @@ impl Shared {
                 .map_err(|e| format!("{}: {e}", op.what));
             if let Err(e) = &res {
                 self.counters.write_failures.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, "STATE WRITE FAILED: a crash now would lose this sandbox's latest state");
+                // The key is the lifecycle's cgroup name, `<id>@<lifecycle>`.
+                let (sandbox, lifecycle) = parse_cgroup_name(&op.key)
+                    .map(|(id, lc)| (id.to_owned(), lc.to_string()))
+                    .unwrap_or_else(|| (op.key.clone(), String::new()));
+                tracing::error!(%sandbox, %lifecycle, error = %e, "STATE WRITE FAILED: a crash now would lose this sandbox's latest state");
             }
             // The caller may have stopped waiting: fine.
             let _ = op.done.send(res);

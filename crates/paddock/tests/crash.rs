@@ -168,6 +168,19 @@ fn crash_and_recover() {
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         if v["message"] == "cgroup rmdir failed, falling back to cgroup.kill" {
             assert_eq!(v["level"], "WARN", "{line}");
+            // Logged by the cgroup layer, which knows neither ID: they come from the
+            // supervisor's span around the operation.
+            assert!(
+                v["sandbox"].is_string() && v["lifecycle"].is_string(),
+                "the EBUSY warning names the sandbox and lifecycle: {line}"
+            );
+        }
+        // Every line about a sandbox names its ID and its lifecycle.
+        if v.get("sandbox").is_some() {
+            assert!(
+                v["lifecycle"].is_string() && !v["lifecycle"].as_str().unwrap().is_empty(),
+                "a line about a sandbox without its lifecycle: {line}"
+            );
         }
         if v["message"]
             == "reconcile: cgroups under the root without paddock's owner tag; left alone"
