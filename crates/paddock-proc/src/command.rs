@@ -64,7 +64,10 @@ impl Namespaces {
     pub const NONE: Namespaces = Namespaces(0);
     /// A new mount namespace (`CLONE_NEWNS`).
     pub const MOUNT: Namespaces = Namespaces(libc::CLONE_NEWNS as u64);
-    /// A new network namespace (`CLONE_NEWNET`): only a (down) loopback device.
+    /// A new network namespace (`CLONE_NEWNET`): only a loopback device, which the child
+    /// brings up before anything else runs in the namespace (so `127.0.0.1` works, as with
+    /// systemd's `PrivateNetwork=yes`); a failure to do so is the spawn's error
+    /// ([`Stage::Loopback`]).
     pub const NET: Namespaces = Namespaces(libc::CLONE_NEWNET as u64);
     /// A new PID namespace (`CLONE_NEWPID`): the payload is its init (pid 1); when it exits,
     /// the kernel kills everything else in the namespace.
@@ -224,6 +227,8 @@ pub enum Stage {
     Chdir,
     /// `execve()`.
     Exec,
+    /// Bringing up the loopback device of a new network namespace.
+    Loopback,
 }
 
 impl fmt::Display for Stage {
@@ -238,6 +243,7 @@ impl fmt::Display for Stage {
             Stage::CloseFds => "close fds",
             Stage::Chdir => "chdir",
             Stage::Exec => "exec",
+            Stage::Loopback => "bring up loopback",
         })
     }
 }
@@ -254,6 +260,7 @@ impl From<RawStage> for Stage {
             RawStage::CloseFds => Stage::CloseFds,
             RawStage::Chdir => Stage::Chdir,
             RawStage::Exec => Stage::Exec,
+            RawStage::Loopback => Stage::Loopback,
         }
     }
 }
@@ -948,6 +955,7 @@ impl Prepared {
                 pdeathsig: cmd.pdeathsig,
                 parent_pid: sys::getpid(),
                 new_pid_ns: cmd.ns_new.contains(Namespaces::PID),
+                loopback_up: cmd.ns_new.contains(Namespaces::NET),
                 reset_all_handlers: reset_all,
                 close_mode,
                 fd_limit,

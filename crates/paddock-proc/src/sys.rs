@@ -56,6 +56,7 @@ pub(crate) enum RawStage {
     CloseFds = 7,
     Chdir = 8,
     Exec = 9,
+    Loopback = 10,
 }
 
 impl RawStage {
@@ -70,6 +71,7 @@ impl RawStage {
             7 => Self::CloseFds,
             8 => Self::Chdir,
             9 => Self::Exec,
+            10 => Self::Loopback,
             _ => return None,
         })
     }
@@ -107,6 +109,8 @@ pub(crate) struct ChildPlan {
     pub pdeathsig: c_int,
     pub parent_pid: libc::pid_t,
     pub new_pid_ns: bool,
+    /// Bring the loopback device of the new network namespace up (`CLONE_NEWNET` given).
+    pub loopback_up: bool,
     /// Reset every signal handler (needed when `CLONE_CLEAR_SIGHAND` was not used).
     pub reset_all_handlers: bool,
     /// How to keep the fds in `gaps` from reaching the program.
@@ -492,6 +496,27 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
                 libc::syscall(libc::SYS_kill, libc::getpid(), plan.pdeathsig);
                 libc::_exit(127);
             }
+        }
+
+        // 4b. A new network namespace starts with its loopback device down: bring it up
+        //     (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP), as `ip link set lo up` does.
+        //     Before any setns: a namespace joined by fd is configured by its owner.
+        if plan.loopback_up {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                fail(RawStage::Loopback, 0);
+            }
+            let mut ifr: libc::ifreq = core::mem::zeroed();
+            ifr.ifr_name[0] = b'l' as libc::c_char;
+            ifr.ifr_name[1] = b'o' as libc::c_char;
+            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+                fail(RawStage::Loopback, 1);
+            }
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr) != 0 {
+                fail(RawStage::Loopback, 2);
+            }
+            libc::close(sock);
         }
 
         // 5. Join namespaces.

@@ -429,20 +429,27 @@ fn new_network_namespace_has_only_loopback() {
     };
     let (_, cg) = leaf(root.path(), "leaf");
     for path in PATHS {
-        let mut p = cmd(path, "/bin/cat", &["/proc/net/dev"])
-            .unshare(Namespaces::NET | Namespaces::UTS | Namespaces::IPC | Namespaces::MOUNT)
-            .stdout(Stdio::Pipe)
-            .spawn_in(cg.as_fd())
-            .unwrap();
+        // fib_trie shows 127.0.0.1 only once lo is up (the kernel gives it the address then).
+        let mut p = cmd(
+            path,
+            "/bin/sh",
+            &["-c", "cat /proc/net/dev; echo ==; cat /proc/net/fib_trie"],
+        )
+        .unshare(Namespaces::NET | Namespaces::UTS | Namespaces::IPC | Namespaces::MOUNT)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
         let out = read_to_string(p.take_stdout().unwrap());
         assert!(p.wait_blocking().success());
-        let devs: Vec<&str> = out
+        let (dev, fib) = out.split_once("==\n").unwrap();
+        let devs: Vec<&str> = dev
             .lines()
             .skip(2)
             .filter_map(|l| l.split(':').next())
             .map(str::trim)
             .collect();
         assert_eq!(devs, ["lo"], "{path:?}: {out}");
+        assert!(fib.contains("127.0.0.1"), "{path:?}: lo is not up: {out}");
     }
 }
 

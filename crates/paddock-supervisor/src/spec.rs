@@ -149,7 +149,7 @@ pub enum Network {
     /// The supervisor's (the host's) network namespace.
     #[default]
     Host,
-    /// A new network namespace with only a loopback device.
+    /// A new network namespace with only a loopback device, which is up (`127.0.0.1` works).
     Isolated,
     /// The named network namespace `/run/netns/<name>` (as made by `ip netns add`).
     Named(String),
