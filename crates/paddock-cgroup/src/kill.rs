@@ -37,6 +37,10 @@ pub struct KillOptions {
     pub timeout: Duration,
     /// Use the freeze-and-signal fallback even where `cgroup.kill` works (for tests).
     pub force_fallback: bool,
+    /// Name (PID and `comm`, in [`KillReport::named`]) up to this many of the processes
+    /// found, read from `/proc` just before they are killed. Default 0: a report of who
+    /// was killed costs a `/proc` read per process named.
+    pub name_first: usize,
 }
 
 impl Default for KillOptions {
@@ -44,6 +48,7 @@ impl Default for KillOptions {
         KillOptions {
             timeout: Duration::from_secs(5),
             force_fallback: false,
+            name_first: 0,
         }
     }
 }
@@ -59,8 +64,17 @@ pub enum KillMethod {
     FreezeAndSignal,
 }
 
+/// A process a kill found and killed, as `/proc` named it just before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    /// Its PID.
+    pub pid: i32,
+    /// `/proc/<pid>/comm`, if it could still be read.
+    pub comm: Option<String>,
+}
+
 /// What a successful kill did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillReport {
     /// The mechanism used.
     pub method: KillMethod,
@@ -70,6 +84,9 @@ pub struct KillReport {
     pub rounds: u32,
     /// Time from the start of the kill to `populated 0`.
     pub elapsed: Duration,
+    /// The first [`KillOptions::name_first`] of the processes found, in the order the
+    /// cgroup listed them.
+    pub named: Vec<Killed>,
 }
 
 enum Outcome {
@@ -90,6 +107,7 @@ impl Cgroup {
                     found: 0,
                     rounds: 0,
                     elapsed: Duration::ZERO,
+                    named: Vec::new(),
                 });
             }
             Err(e) => return Err(e),
@@ -106,19 +124,28 @@ impl Cgroup {
     ) -> Result<KillReport> {
         let start = Instant::now();
         let deadline = start + opts.timeout;
-        let report = |method, found, rounds| KillReport {
+        let report = |method, found, rounds, named| KillReport {
             method,
             found,
             rounds,
             elapsed: start.elapsed(),
+            named,
         };
         // The process list, read anyway to count, says whether there is anything to kill;
         // `cgroup.events` is asked only when it is empty (a process may be on its way in).
         let pids = self.procs_recursive()?;
         if pids.is_empty() && !watch.read()?.populated {
-            return Ok(report(KillMethod::NothingToKill, 0, 0));
+            return Ok(report(KillMethod::NothingToKill, 0, 0, Vec::new()));
         }
         let found = pids.len();
+        let named: Vec<Killed> = pids
+            .iter()
+            .take(opts.name_first)
+            .map(|&pid| Killed {
+                pid,
+                comm: crate::procinfo::comm(pid),
+            })
+            .collect();
         self.counters.killed(found);
         // The exit watch is built only if the first wait after a kill write takes longer
         // than `UNTRACKED_WAIT`, while the kernel is already tearing the processes down (a
@@ -129,7 +156,9 @@ impl Cgroup {
                 .kill_kernel(watch, &pids, &mut exits, start, deadline)
                 .await?
             {
-                Outcome::Done(rounds) => return Ok(report(KillMethod::CgroupKill, found, rounds)),
+                Outcome::Done(rounds) => {
+                    return Ok(report(KillMethod::CgroupKill, found, rounds, named));
+                }
                 Outcome::Unsupported(errno) => {
                     tracing::info!(
                         cgroup = %self.path().display(), error = %errno,
@@ -141,7 +170,7 @@ impl Cgroup {
         self.counters.kill_freeze_fallback();
         let exits = exits.unwrap_or_else(|| ExitWatch::for_pids(&pids));
         let rounds = self.kill_freeze(watch, &exits, start, deadline).await?;
-        Ok(report(KillMethod::FreezeAndSignal, found, rounds))
+        Ok(report(KillMethod::FreezeAndSignal, found, rounds, named))
     }
 
     async fn kill_kernel(

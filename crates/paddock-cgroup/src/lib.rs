@@ -39,7 +39,7 @@ pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, SignalReport, St
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{Error, Result};
 pub use events::{BACKSTOP, EventsWatch, ExitWatch, MAX_TRACKED_EXITS};
-pub use kill::{KillMethod, KillOptions, KillReport};
+pub use kill::{KillMethod, KillOptions, KillReport, Killed};
 pub use name::{CgroupName, MAX_NAME_LEN};
 pub use procinfo::ProcInfo;
 pub use remove::{RMDIR_FALLBACK_MESSAGE, RemoveOptions, RemoveReport};

@@ -37,6 +37,17 @@ impl ProcInfo {
     }
 }
 
+/// `/proc/<pid>/comm` (without the newline), read with one `read(2)` into a buffer on the
+/// stack; `None` if the process is gone.
+pub fn comm(pid: i32) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/comm")).ok()?;
+    // TASK_COMM_LEN is 16 (64 on newer kernels) including the newline.
+    let mut buf = [0u8; 128];
+    let n = f.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
+}
+
 /// The state letter from the text of `/proc/<pid>/stat` (the field after the `)` that ends
 /// the command name, which may itself contain spaces and parentheses).
 pub fn parse_stat_state(stat: &str) -> Option<char> {

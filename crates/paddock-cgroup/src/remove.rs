@@ -48,7 +48,7 @@ impl Default for RemoveOptions {
 }
 
 /// What a successful removal did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoveReport {
     /// The first `rmdir` succeeded.
     pub fast_path: bool,
@@ -130,6 +130,7 @@ impl Cgroup {
         let kill_opts = KillOptions {
             timeout: deadline.saturating_duration_since(Instant::now()),
             force_fallback: opts.force_kill_fallback,
+            ..Default::default()
         };
         let kill = self.kill_watched(&watch, &kill_opts).await?;
         if kill.found > 0 {
@@ -176,6 +177,7 @@ impl Cgroup {
                 let again = KillOptions {
                     timeout: left,
                     force_fallback: opts.force_kill_fallback,
+                    ..Default::default()
                 };
                 self.kill_watched(&watch, &again).await?;
             } else {

@@ -63,7 +63,7 @@ async fn escapee(force_fallback: bool, test: &str) {
         })
         .await
         .unwrap();
-    assert!(r.kill.unwrap().found >= 2, "{r:?}");
+    assert!(r.kill.as_ref().unwrap().found >= 2, "{r:?}");
     assert!(!cg.path().exists());
     assert!(!pid_alive(esc), "escapee {esc} survived");
 }
@@ -76,6 +76,40 @@ async fn double_fork_setsid_escapee_is_killed() {
 #[tokio::test]
 async fn double_fork_setsid_escapee_is_killed_by_fallback() {
     escapee(true, "double_fork_setsid_escapee_is_killed_by_fallback").await;
+}
+
+/// A kill names (PID and comm) up to `name_first` of the processes it found, read before
+/// they died; the count is always complete.
+#[tokio::test]
+async fn kill_names_the_first_processes_it_found() {
+    let Some((_t, root)) = root("kill_names_the_first_processes_it_found") else {
+        return;
+    };
+    for force_fallback in [false, true] {
+        let cg = root
+            .create(&name(&format!("named-{force_fallback}")))
+            .unwrap();
+        let child = spawn_in(&cg, "sleep 300 & sleep 300 & exec sleep 300");
+        wait_procs(&cg, 3, Duration::from_secs(10));
+        let listed = cg.procs_recursive().unwrap();
+        let r = cg
+            .kill(&KillOptions {
+                force_fallback,
+                name_first: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.found, 3, "{r:?}");
+        assert_eq!(r.named.len(), 2, "{r:?}");
+        for (k, pid) in r.named.iter().zip(&listed) {
+            assert_eq!(k.pid, *pid, "{r:?}");
+            // The main shell may not have exec'd its `sleep` yet.
+            assert!(matches!(k.comm.as_deref(), Some("sleep" | "sh")), "{r:?}");
+        }
+        let _ = reap(child, Duration::from_secs(3));
+        cg.remove(&RemoveOptions::default()).await.unwrap();
+    }
 }
 
 /// A payload that keeps forking while it is killed: every kill must end with the subtree
@@ -92,6 +126,7 @@ async fn fork_storm(force_fallback: bool, test: &str, rounds: usize) {
         cg.kill(&KillOptions {
             timeout: Duration::from_secs(10),
             force_fallback,
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("round {i}: {e}"));
@@ -266,6 +301,7 @@ async fn kill_deadline_lists_the_survivors() {
             .kill(&KillOptions {
                 timeout,
                 force_fallback,
+                ..Default::default()
             })
             .await
             .expect_err("a v1-frozen process cannot die, so the kill must time out");
@@ -430,6 +466,7 @@ async fn threaded_subtree_is_killed() {
             .kill(&KillOptions {
                 timeout: Duration::from_secs(5),
                 force_fallback,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("case {i}: {e}"));
@@ -476,6 +513,7 @@ async fn cancelled_fallback_kill_leaves_the_cgroup_thawed() {
         let opts = KillOptions {
             timeout: Duration::from_secs(5),
             force_fallback: true,
+            ..Default::default()
         };
         let (done, frozen_at_drop) = {
             let mut fut = std::pin::pin!(cg.kill(&opts));

@@ -74,9 +74,9 @@ pub trait Hooks: Send + Sync + 'static {
     /// Called when a terminal sandbox is forgotten.
     fn on_forget(&self, _id: &SandboxId, _lc: LifecycleId) {}
     /// Called synchronously by a stop after it set `pids.max = 0` (where the pids
-    /// controller is enabled) and right before it kills the processes it found still in the
-    /// cgroup; only called when there are some. For metrics and tests: it runs on the
-    /// stop's path, so it must return quickly.
+    /// controller is enabled) and right before its kill: when processes outlived the grace
+    /// period, or at once for a `kill` (whose cgroup may then already be empty). For metrics
+    /// and tests: it runs on the stop's path, so it must return quickly.
     fn before_kill(&self, _id: &SandboxId, _lc: LifecycleId) {}
 }
 
@@ -1055,35 +1055,39 @@ impl Supervisor {
             if grace.is_zero() || watch.read()?.populated {
                 let k0 = Instant::now();
                 report.pids_frozen = self.freeze_pids(cg);
-                // Who is about to be killed, named while `/proc` still has them (pids.max
-                // = 0 keeps the list from growing; the kill reads it again to count).
-                let pids = cg.procs_recursive()?;
-                report.killed = pids
-                    .iter()
-                    .take(MAX_KILLED_LISTED)
-                    .map(|&pid| KilledProcess {
-                        pid,
-                        comm: read_comm(pid),
-                    })
-                    .collect();
-                if !pids.is_empty() {
-                    self.inner.cfg.hooks.before_kill(&sb.id, sb.lifecycle);
-                }
+                self.inner.cfg.hooks.before_kill(&sb.id, sb.lifecycle);
+                // The kill names who it found (from the process list it reads anyway,
+                // while `/proc` still has them; pids.max = 0 keeps the list from growing).
                 let opts = KillOptions {
                     timeout: policy.kill_timeout(),
                     force_fallback: self.inner.cfg.force_kill_fallback,
+                    name_first: MAX_KILLED_LISTED,
                 };
                 let kr = cg.kill_watched(watch, &opts).await?;
                 had_processes |= kr.method != KillMethod::NothingToKill;
                 report.killed_after_grace = kr.found;
+                report.killed = kr
+                    .named
+                    .into_iter()
+                    .map(|k| KilledProcess {
+                        pid: k.pid,
+                        comm: k.comm,
+                    })
+                    .collect();
                 report.kill_ms = ms(k0.elapsed());
                 if kr.found > 0 {
                     self.inner
                         .counters
                         .killed_after_grace
                         .fetch_add(kr.found as u64, Relaxed);
+                    let names: Vec<String> = report
+                        .killed
+                        .iter()
+                        .map(|k| format!("{} ({})", k.pid, k.comm.as_deref().unwrap_or("?")))
+                        .collect();
                     tracing::warn!(
                         sandbox = %sb.id, lifecycle = %sb.lifecycle, count = kr.found,
+                        killed = %names.join(", "),
                         "killed processes that outlived the grace period"
                     );
                     self.emit(sb, EventKind::LeakedProcessesKilled { count: kr.found });
@@ -1109,7 +1113,7 @@ impl Supervisor {
         let rr = cg.remove(&opts).await?;
         report.remove_ms = ms(r0.elapsed());
         report.rmdir_fallback = !rr.fast_path && !rr.already_gone;
-        if let Some(k) = rr.kill
+        if let Some(k) = &rr.kill
             && k.found > 0
         {
             report.killed_after_grace += k.found;
@@ -1180,7 +1184,7 @@ impl Supervisor {
             let _ = cg
                 .kill(&KillOptions {
                     timeout: recheck,
-                    force_fallback: false,
+                    ..Default::default()
                 })
                 .await;
         }
@@ -1864,13 +1868,6 @@ impl Supervisor {
         self.inner.cfg.hooks.on_event(&ev);
         let _ = self.inner.events.send(ev);
     }
-}
-
-/// `/proc/<pid>/comm`, if the process is still there.
-fn read_comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_owned())
 }
 
 /// The `oom_kill` count of a cgroup's `memory.events` (its whole subtree); `None` when the
