@@ -169,6 +169,10 @@ pub struct Options {
     /// Deadline of one lifecycle; past it the lifecycle counts as hung (an error), its
     /// sandbox is killed and checked.
     pub lifecycle_timeout: Duration,
+    /// Multiplies the runner's own waits (a payload becoming ready, a fork storm's run
+    /// before the stop, a quarantine draining): 1 on a normal machine, more under
+    /// emulation (the test VM's TCG runs payloads 5–20 times slower).
+    pub time_scale: u32,
 }
 
 impl Default for Options {
@@ -183,6 +187,7 @@ impl Default for Options {
             scratch: None,
             verbose: false,
             lifecycle_timeout: Duration::from_secs(90),
+            time_scale: 1,
         }
     }
 }
@@ -566,6 +571,7 @@ struct Ctx {
     seed: u64,
     verbose: bool,
     lifecycle_timeout: Duration,
+    time_scale: u32,
     extras: Arc<Extras>,
     out: Mutex<Summary>,
     cancelled_start: AtomicU64,
@@ -624,15 +630,14 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     payloads::install(&bin).map_err(|e| format!("write payloads: {e}"))?;
     let mut cfg = Config::new(root.clone());
     cfg.quarantine_recheck = Duration::from_millis(100);
-    // Every controller the root is offered reaches the sandboxes (the `pids` controller
-    // bounds the fork storms; the nested payload enables one in its own subtree).
-    let offered: Vec<String> = std::fs::read_to_string(root.path().join("cgroup.controllers"))
+    // The sandboxes get the `pids` controller where the root is offered it (the default
+    // `Config::controllers`): it bounds the fork storms, and the nested payload can enable
+    // it in its own subtree. Not more: thousands of nested memory cgroups are slow to
+    // create and remove under emulation.
+    let pids = std::fs::read_to_string(root.path().join("cgroup.controllers"))
         .unwrap_or_default()
         .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    let pids = offered.iter().any(|c| c == "pids");
-    cfg.controllers = offered;
+        .any(|c| c == "pids");
     let sup = Supervisor::new(cfg).map_err(|e| e.to_string())?;
 
     let mut summary = Summary {
@@ -664,6 +669,7 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         seed: opts.seed,
         verbose: opts.verbose,
         lifecycle_timeout: opts.lifecycle_timeout,
+        time_scale: opts.time_scale.max(1),
         extras: extras.clone(),
         out: Mutex::new(summary),
         cancelled_start: AtomicU64::new(0),
@@ -934,6 +940,16 @@ async fn wait_ready(path: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// The `max` count of a `pids.events` file (forks refused at `pids.max`); 0 if unreadable.
+fn pids_max_events(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -1108,11 +1124,20 @@ async fn one(
         (_, Fault::StopVsMainExit) | (Case::InstantExit, _) => {}
         (Case::Building, _) => tokio::time::sleep(ms(rng.range(0, 40))).await,
         (Case::ForkStorm, _) => {
-            wait_ready(&ready, Duration::from_secs(5)).await;
-            tokio::time::sleep(ms(rng.range(5, 150))).await;
+            wait_ready(&ready, Duration::from_secs(5) * ctx.time_scale).await;
+            // Under `pids.max`, half the storms are stopped once they have hit the limit
+            // (a fork refused), the others mid-storm.
+            if ctx.pids && rng.chance(50) {
+                let ev = info.cgroup_path.join("pids.events");
+                let deadline = Instant::now() + Duration::from_secs(5) * ctx.time_scale;
+                while pids_max_events(&ev) == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(ms(5)).await;
+                }
+            }
+            tokio::time::sleep(ms(rng.range(5, 150)) * ctx.time_scale).await;
         }
         _ => {
-            if !wait_ready(&ready, Duration::from_secs(10)).await
+            if !wait_ready(&ready, Duration::from_secs(10) * ctx.time_scale).await
                 && sup
                     .get_lifecycle(id, lc)
                     .is_some_and(|i| i.state == State::Running)
@@ -1151,13 +1176,7 @@ async fn one(
     // What the payload did before the stop: a fork storm's refused forks (the stop's own
     // `pids.max = 0` counts too, so read before it); the nested payload's log lines.
     if case == Case::ForkStorm {
-        let ev = std::fs::read_to_string(info.cgroup_path.join("pids.events")).unwrap_or_default();
-        let max = ev
-            .lines()
-            .find_map(|l| l.strip_prefix("max "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        out.storm = Some(max > 0);
+        out.storm = Some(pids_max_events(&info.cgroup_path.join("pids.events")) > 0);
     }
     if case == Case::NestedCgroups {
         let log =
@@ -1197,7 +1216,7 @@ async fn one(
         untrack_freezer(&ctx.extras, &f);
         let _ = tokio::task::spawn_blocking(move || f.release()).await;
         // The quarantine drains once the process can die.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10) * ctx.time_scale;
         while sup
             .get_lifecycle(id, lc)
             .is_some_and(|i| i.state == State::Quarantined)
@@ -1359,7 +1378,8 @@ async fn stop_with_fault(
                 // Independent check: once the abandoned pause has settled (the supervisor
                 // finishes it on its own; its freezer wait is bounded by 10 s), the cgroup's
                 // freeze state and the reported one agree.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_secs(12) * ctx.time_scale;
                 while let Some(i) = sup.get_lifecycle(id, lc) {
                     let frozen = std::fs::read_to_string(i.cgroup_path.join("cgroup.freeze"))
                         .is_ok_and(|s| s.trim() == "1");

@@ -9,6 +9,16 @@ use paddock_torture::{Case, Options, StopFlag, Summary};
 /// the lifecycle deadline meaningless).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Under the test VM's emulation (`PADDOCK_VM=1`, see docs/vm.md) payloads run 5–20 times
+/// slower: the runner's waits and the lifecycle deadline scale by 8 there.
+fn time_scale() -> u32 {
+    if std::env::var_os("PADDOCK_VM").is_some() {
+        8
+    } else {
+        1
+    }
+}
+
 /// A case the run skipped is a failure under `PADDOCK_TEST_REQUIRE=1` (through
 /// `paddock_testutil::skip`), except `unkillable` where no cgroup v1 freezer exists (a pure
 /// cgroup v2 host such as the test VM cannot hold a process in state D that way): that one
@@ -68,7 +78,8 @@ async fn short_mixed_run_finds_no_leaks() {
         scratch: Some(scratch.clone()),
         verbose: false,
         // Short: a hang (see docs/torture.md, known bugs) must not stall CI.
-        lifecycle_timeout: Duration::from_secs(15),
+        lifecycle_timeout: Duration::from_secs(15) * time_scale(),
+        time_scale: time_scale(),
     };
     let t0 = Instant::now();
     let summary = paddock_torture::run(opts, StopFlag::default())
@@ -95,7 +106,7 @@ async fn short_mixed_run_finds_no_leaks() {
         t.path().display()
     );
     assert!(
-        t0.elapsed() < Duration::from_secs(120),
+        t0.elapsed() < Duration::from_secs(120) * time_scale(),
         "took {:?}",
         t0.elapsed()
     );
@@ -141,7 +152,8 @@ async fn each_case_alone() {
             cgroup_root: Some(t.path().join(format!("alone-{}", case.name()))),
             scratch: Some(scratch.clone()),
             verbose: false,
-            lifecycle_timeout: Duration::from_secs(15),
+            lifecycle_timeout: Duration::from_secs(15) * time_scale(),
+            time_scale: time_scale(),
         };
         let c0 = Instant::now();
         let summary = paddock_torture::run(opts, StopFlag::default())
@@ -179,7 +191,7 @@ async fn each_case_alone() {
         t.path().display()
     );
     assert!(
-        t0.elapsed() < Duration::from_secs(180),
+        t0.elapsed() < Duration::from_secs(180) * time_scale(),
         "took {:?}",
         t0.elapsed()
     );
