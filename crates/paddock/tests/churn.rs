@@ -244,8 +244,14 @@ fn daemon_killed_during_churn_loses_and_leaks_nothing() {
                 }
             })
         };
-        // The fault: SIGKILL at a pseudo-random moment of the churn.
-        std::thread::sleep(Duration::from_millis(30 + rng.next() % 250));
+        // The fault: SIGKILL at a pseudo-random moment of the churn (later under the test
+        // VM's emulation, where a create takes 5–20 times longer).
+        let scale = if std::env::var_os("PADDOCK_VM").is_some() {
+            8
+        } else {
+            1
+        };
+        std::thread::sleep(Duration::from_millis(30 + rng.next() % 250) * scale);
         d.sigkill();
         stop.store(true, Ordering::Relaxed);
         churn.join().unwrap();
