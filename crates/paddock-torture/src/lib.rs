@@ -169,6 +169,10 @@ pub struct Options {
     /// Deadline of one lifecycle; past it the lifecycle counts as hung (an error), its
     /// sandbox is killed and checked.
     pub lifecycle_timeout: Duration,
+    /// Multiplies the runner's own waits (a payload becoming ready, a fork storm's run
+    /// before the stop, a quarantine draining): 1 on a normal machine, more under
+    /// emulation (the test VM's TCG runs payloads 5–20 times slower).
+    pub time_scale: u32,
 }
 
 impl Default for Options {
@@ -183,6 +187,7 @@ impl Default for Options {
             scratch: None,
             verbose: false,
             lifecycle_timeout: Duration::from_secs(90),
+            time_scale: 1,
         }
     }
 }
@@ -235,6 +240,20 @@ pub struct Summary {
     pub stops_failed: u64,
     /// Futures actually dropped before completing: start, stop, pause.
     pub cancelled: BTreeMap<String, u64>,
+    /// Whether the sandboxes had the `pids` controller, so that fork storms ran under a
+    /// `pids.max` of 32..=256 (otherwise only their own loop count bounds them).
+    pub pids_controller: bool,
+    /// Fork-storm lifecycles that ran.
+    pub fork_storms: u64,
+    /// Fork storms whose sandbox counted forks refused at `pids.max` before the stop
+    /// (`max` in its `pids.events`).
+    pub fork_storms_hit_pids_max: u64,
+    /// What the `nested-cgroups` payload's write of a controller to its own
+    /// `cgroup.subtree_control` (after moving its processes into a leaf) did, as the
+    /// payload logged it: `ok +<controller>`, `failed +<controller>`, or `none offered`.
+    pub nested_subtree_control: BTreeMap<String, u64>,
+    /// The most descendant cgroups one `nested-cgroups` lifecycle (variant 2) created.
+    pub nested_max_descendants_made: u64,
     /// Leaks found (after each stop and in the final walk).
     pub leaks_found: u64,
     /// The leaks.
@@ -290,6 +309,24 @@ impl Summary {
         s += &format!("  starts failed:                 {}\n", self.starts_failed);
         s += &format!("  stops failed:                  {}\n", self.stops_failed);
         s += &format!("  futures cancelled:  {}\n", kv(&self.cancelled));
+        s += &format!(
+            "  fork storms hitting pids.max:  {} of {}{}\n",
+            self.fork_storms_hit_pids_max,
+            self.fork_storms,
+            if self.pids_controller {
+                " (pids.max 32..=256)"
+            } else {
+                " (no pids controller here: bounded by their loop count)"
+            }
+        );
+        s += &format!(
+            "  nested subtree_control writes: {}\n",
+            kv(&self.nested_subtree_control)
+        );
+        s += &format!(
+            "  nested descendants made (max): {}\n",
+            self.nested_max_descendants_made
+        );
         for sk in &self.skipped {
             s += &format!("  skipped: {sk}\n");
         }
@@ -386,8 +423,8 @@ impl Extras {
 struct V1Freezer(PathBuf);
 
 impl V1Freezer {
-    fn create(extras: &Extras, n: u64) -> std::io::Result<V1Freezer> {
-        let p = Path::new(V1_FREEZER).join(format!("paddock-torture-{}-{n}", std::process::id()));
+    fn create(extras: &Extras, run: &str, n: u64) -> std::io::Result<V1Freezer> {
+        let p = Path::new(V1_FREEZER).join(format!("paddock-torture-{run}-{n}"));
         std::fs::create_dir(&p)?;
         extras.freezers.lock().unwrap().push(p.clone());
         Ok(V1Freezer(p))
@@ -534,18 +571,39 @@ struct Ctx {
     seed: u64,
     verbose: bool,
     lifecycle_timeout: Duration,
+    time_scale: u32,
     extras: Arc<Extras>,
     out: Mutex<Summary>,
     cancelled_start: AtomicU64,
     cancelled_stop: AtomicU64,
     cancelled_pause: AtomicU64,
+    /// The sandboxes get the `pids` controller (fork storms run under `pids.max`).
+    pids: bool,
+    /// `<pid>.<run number>`: unique to this run in this process, so runs at once (two
+    /// tests of one binary, two runners) never take each other's processes, freezer
+    /// cgroups or network namespaces for their own.
+    run: String,
 }
+
+impl Ctx {
+    /// The `TORTURE_TAG` of a sandbox of this run.
+    fn tag(&self, id: &SandboxId) -> String {
+        format!("{}.{id}", self.run)
+    }
+}
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// What one lifecycle found.
 #[derive(Default)]
 struct Outcome {
     leaks: Vec<Leak>,
     errors: Vec<String>,
+    /// A fork storm that ran; whether it hit `pids.max` before the stop.
+    storm: Option<bool>,
+    /// The nested payload's `cgroup.subtree_control` result (variant 0) and the
+    /// descendants it made (variant 2).
+    nested: Option<(Option<String>, u64)>,
 }
 
 /// Runs the torture with `opts` until the count or duration is reached or `stop` is
@@ -572,11 +630,20 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     payloads::install(&bin).map_err(|e| format!("write payloads: {e}"))?;
     let mut cfg = Config::new(root.clone());
     cfg.quarantine_recheck = Duration::from_millis(100);
+    // The sandboxes get the `pids` controller where the root is offered it (the default
+    // `Config::controllers`): it bounds the fork storms, and the nested payload can enable
+    // it in its own subtree. Not more: thousands of nested memory cgroups are slow to
+    // create and remove under emulation.
+    let pids = std::fs::read_to_string(root.path().join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == "pids");
     let sup = Supervisor::new(cfg).map_err(|e| e.to_string())?;
 
     let mut summary = Summary {
         seed: opts.seed,
         concurrency: opts.concurrency,
+        pids_controller: pids,
         ..Summary::default()
     };
     let mut cases = Vec::new();
@@ -602,11 +669,14 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         seed: opts.seed,
         verbose: opts.verbose,
         lifecycle_timeout: opts.lifecycle_timeout,
+        time_scale: opts.time_scale.max(1),
         extras: extras.clone(),
         out: Mutex::new(summary),
         cancelled_start: AtomicU64::new(0),
         cancelled_stop: AtomicU64::new(0),
         cancelled_pause: AtomicU64::new(0),
+        pids,
+        run: format!("{}.{}", std::process::id(), RUNS.fetch_add(1, Relaxed)),
     });
     if !ctx.cases.is_empty() {
         let next = Arc::new(AtomicU64::new(0));
@@ -720,8 +790,19 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     Ok(summary)
 }
 
-fn spec_for(ctx: &Ctx, id: &SandboxId, case: Case, rng: &mut Rng, ns: Option<&str>) -> SandboxSpec {
-    let tv = rng.range(0, 4);
+fn spec_for(
+    ctx: &Ctx,
+    n: u64,
+    id: &SandboxId,
+    case: Case,
+    rng: &mut Rng,
+    ns: Option<&str>,
+) -> SandboxSpec {
+    // The variant: the first four rounds over the cases take variants 0, 1, 2, 3 in turn
+    // (so three lifecycles of one case alone see three variants), later ones at random.
+    let drawn = rng.range(0, 4);
+    let k = ctx.cases.len().max(1) as u64;
+    let tv = if n < 4 * k { n / k } else { drawn };
     let bin = ctx.bin.display().to_string();
     let sh = |script: &str| ("/bin/sh".to_string(), vec![format!("{bin}/{script}")]);
     let (command, args, tn): (String, Vec<String>, u64) = match case {
@@ -785,7 +866,11 @@ fn spec_for(ctx: &Ctx, id: &SandboxId, case: Case, rng: &mut Rng, ns: Option<&st
         Case::NestedCgroups => (
             "/bin/bash".into(),
             vec![format!("{bin}/nested.sh")],
-            rng.range(50, 1500),
+            if tv == 2 {
+                rng.range(1000, 5001)
+            } else {
+                0
+            },
         ),
         Case::Unkillable => (
             "/bin/sh".into(),
@@ -804,7 +889,7 @@ fn spec_for(ctx: &Ctx, id: &SandboxId, case: Case, rng: &mut Rng, ns: Option<&st
         ("TB", bin.clone()),
         ("TV", tv.to_string()),
         ("TN", tn.to_string()),
-        ("TORTURE_TAG", id.to_string()),
+        ("TORTURE_TAG", ctx.tag(id)),
         ("PATH", PAYLOAD_PATH.to_string()),
     ] {
         spec.env.insert(k.into(), v);
@@ -824,10 +909,17 @@ fn spec_for(ctx: &Ctx, id: &SandboxId, case: Case, rng: &mut Rng, ns: Option<&st
     }
     if case == Case::NestedCgroups {
         spec.limits = Limits {
-            max_descendants: Some(rng.range(20, 1000)),
+            max_descendants: Some(rng.range(500, 5001)),
             max_depth: Some(rng.range(3, 20)),
             ..Limits::default()
         };
+    }
+    if case == Case::ForkStorm {
+        // Drawn whether or not it applies, so a seed picks the same choices everywhere.
+        let max = rng.range(32, 257);
+        if ctx.pids {
+            spec.limits.pids_max = Some(max);
+        }
     }
     if case == Case::InstantExit && rng.chance(30) {
         spec.on_main_exit = OnMainExit::KeepRunning;
@@ -848,6 +940,16 @@ async fn wait_ready(path: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// The `max` count of a `pids.events` file (forks refused at `pids.max`); 0 if unreadable.
+fn pids_max_events(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -855,7 +957,14 @@ fn ms(n: u64) -> Duration {
 /// Runs one lifecycle end to end and records what it found.
 async fn lifecycle(ctx: &Arc<Ctx>, n: u64) {
     let mut rng = Rng::new(ctx.seed, n);
-    let case = ctx.cases[rng.range(0, ctx.cases.len() as u64) as usize];
+    // The first lifecycles take each case once (so a run of at least that many covers
+    // them all); later ones pick at random.
+    let pick = rng.range(0, ctx.cases.len() as u64) as usize;
+    let case = ctx.cases[if (n as usize) < ctx.cases.len() {
+        n as usize
+    } else {
+        pick
+    }];
     let mut fault = FAULTS[rng.range(0, FAULTS.len() as u64) as usize];
     if case == Case::Unkillable && !matches!(fault, Fault::Plain | Fault::RacingStops) {
         fault = Fault::Plain;
@@ -925,6 +1034,16 @@ async fn lifecycle(ctx: &Arc<Ctx>, n: u64) {
     *s.per_fault.entry(format!("{fault:?}")).or_default() += 1;
     s.leaks.extend(out.leaks);
     s.errors.extend(out.errors);
+    if let Some(hit) = out.storm {
+        s.fork_storms += 1;
+        s.fork_storms_hit_pids_max += u64::from(hit);
+    }
+    if let Some((sc, made)) = out.nested {
+        if let Some(sc) = sc {
+            *s.nested_subtree_control.entry(sc).or_default() += 1;
+        }
+        s.nested_max_descendants_made = s.nested_max_descendants_made.max(made);
+    }
 }
 
 async fn one(
@@ -941,7 +1060,7 @@ async fn one(
     let ready = ctx.scratch.join(format!("{id}.ready"));
     let _ = std::fs::write(&pidfile, "");
     let ns = if case == Case::WrapperNetns {
-        let name = format!("paddock-t-torture-{}-{n}", std::process::id());
+        let name = format!("paddock-t-torture-{}-{n}", ctx.run);
         if let Err(e) = netns_add(&name) {
             out.errors.push(e);
             return out;
@@ -951,7 +1070,7 @@ async fn one(
     } else {
         None
     };
-    let spec = spec_for(ctx, id, case, rng, ns.as_deref());
+    let spec = spec_for(ctx, n, id, case, rng, ns.as_deref());
 
     // Start, perhaps dropping the future after a short timeout.
     let info: Option<SandboxInfo> = if fault == Fault::CancelStart {
@@ -1005,11 +1124,20 @@ async fn one(
         (_, Fault::StopVsMainExit) | (Case::InstantExit, _) => {}
         (Case::Building, _) => tokio::time::sleep(ms(rng.range(0, 40))).await,
         (Case::ForkStorm, _) => {
-            wait_ready(&ready, Duration::from_secs(5)).await;
-            tokio::time::sleep(ms(rng.range(5, 150))).await;
+            wait_ready(&ready, Duration::from_secs(5) * ctx.time_scale).await;
+            // Under `pids.max`, half the storms are stopped once they have hit the limit
+            // (a fork refused), the others mid-storm.
+            if ctx.pids && rng.chance(50) {
+                let ev = info.cgroup_path.join("pids.events");
+                let deadline = Instant::now() + Duration::from_secs(5) * ctx.time_scale;
+                while pids_max_events(&ev) == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(ms(5)).await;
+                }
+            }
+            tokio::time::sleep(ms(rng.range(5, 150)) * ctx.time_scale).await;
         }
         _ => {
-            if !wait_ready(&ready, Duration::from_secs(10)).await
+            if !wait_ready(&ready, Duration::from_secs(10) * ctx.time_scale).await
                 && sup
                     .get_lifecycle(id, lc)
                     .is_some_and(|i| i.state == State::Running)
@@ -1027,7 +1155,7 @@ async fn one(
     // The unkillable process: the main process frozen by a v1 freezer (state D).
     let mut freezer = None;
     if case == Case::Unkillable {
-        match V1Freezer::create(&ctx.extras, n) {
+        match V1Freezer::create(&ctx.extras, &ctx.run, n) {
             Ok(f) => {
                 let pid = info.pid.unwrap_or(0);
                 let fr = tokio::task::spawn_blocking({
@@ -1043,6 +1171,26 @@ async fn one(
             }
             Err(e) => out.errors.push(format!("{id}: create v1 freezer: {e}")),
         }
+    }
+
+    // What the payload did before the stop: a fork storm's refused forks (the stop's own
+    // `pids.max = 0` counts too, so read before it); the nested payload's log lines.
+    if case == Case::ForkStorm {
+        out.storm = Some(pids_max_events(&info.cgroup_path.join("pids.events")) > 0);
+    }
+    if case == Case::NestedCgroups {
+        let log =
+            std::fs::read_to_string(ctx.scratch.join(format!("{id}.log"))).unwrap_or_default();
+        let sc = log
+            .lines()
+            .find_map(|l| l.strip_prefix("subtree_control: "))
+            .map(str::to_owned);
+        let made = log
+            .lines()
+            .find_map(|l| l.strip_prefix("descendants: "))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        out.nested = Some((sc, made));
     }
 
     // The stop, with the fault.
@@ -1068,7 +1216,7 @@ async fn one(
         untrack_freezer(&ctx.extras, &f);
         let _ = tokio::task::spawn_blocking(move || f.release()).await;
         // The quarantine drains once the process can die.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10) * ctx.time_scale;
         while sup
             .get_lifecycle(id, lc)
             .is_some_and(|i| i.state == State::Quarantined)
@@ -1230,7 +1378,8 @@ async fn stop_with_fault(
                 // Independent check: once the abandoned pause has settled (the supervisor
                 // finishes it on its own; its freezer wait is bounded by 10 s), the cgroup's
                 // freeze state and the reported one agree.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_secs(12) * ctx.time_scale;
                 while let Some(i) = sup.get_lifecycle(id, lc) {
                     let frozen = std::fs::read_to_string(i.cgroup_path.join("cgroup.freeze"))
                         .is_ok_and(|s| s.trim() == "1");
@@ -1271,7 +1420,7 @@ async fn check_after_stop(
 ) -> Vec<Leak> {
     let root = ctx.root.path().to_path_buf();
     let pidfile = ctx.scratch.join(format!("{id}.pids"));
-    let tag = id.to_string();
+    let tag = ctx.tag(id);
     let found = tokio::task::spawn_blocking(move || {
         let mut found = Vec::new();
         let prefix = format!("{tag}{}", paddock_supervisor::CGROUP_SEPARATOR);

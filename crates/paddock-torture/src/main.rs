@@ -37,6 +37,10 @@ struct Cli {
     /// One line per lifecycle on stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Multiply the runner's waits (payload readiness, storm timing, the 90 s lifecycle
+    /// deadline) by this, under emulation for example.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    time_scale: u32,
     /// Log filter for paddock's own tracing output (for example `warn`); default off.
     #[arg(long, env = "RUST_LOG", default_value = "off")]
     log: String,
@@ -81,7 +85,8 @@ fn main() {
         cgroup_root: cli.cgroup_root,
         scratch: None,
         verbose: cli.verbose,
-        lifecycle_timeout: Duration::from_secs(90),
+        lifecycle_timeout: Duration::from_secs(90) * cli.time_scale,
+        time_scale: cli.time_scale,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

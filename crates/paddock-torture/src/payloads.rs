@@ -8,7 +8,7 @@
 //! * `TV` — a variant number (0..=3) picked from the seed;
 //! * `TN` — a size parameter (loop count, tree depth, threads) picked from the seed;
 //! * `TNS` — the network namespace name (`wrapper-netns` only);
-//! * `TORTURE_TAG` — the sandbox ID; the leak scan finds payload processes by it in
+//! * `TORTURE_TAG` — `<runner pid>.<run>.<sandbox ID>`; the leak scan finds payload processes by it in
 //!   `/proc/<pid>/environ`, independently of paddock.
 
 use std::io;
@@ -171,11 +171,15 @@ esac
 
 /// Nested child cgroups made by the payload under its own cgroup.
 ///
-/// * variant 0: `a/`, `a/x/`, `b/` with processes moved in, `b/` frozen, a write to its own
-///   `cgroup.subtree_control`, and an attempt to make `c/` threaded (the kernel refuses
-///   while domain siblings are populated);
+/// * variant 0: the payload moves itself into a leaf `leaf/` (the no-internal-process
+///   rule), makes `a/`, `a/x/`, `b/` with processes moved in, freezes `b/`, enables the
+///   first controller its cgroup is offered (`cgroup.controllers`) in its own
+///   `cgroup.subtree_control` and logs `subtree_control: ok +<c>`, `failed +<c>` or
+///   `none offered`, and tries to make `c/` threaded (the kernel refuses while domain
+///   siblings are populated);
 /// * variant 1: a threaded child `t/` with a process's thread moved into it;
-/// * variant 2: as many descendants as `cgroup.max.descendants` allows (up to `TN`), and a
+/// * variant 2: `TN` (1000..=5000) descendants at once, as many as
+///   `cgroup.max.descendants` allows (logged as `descendants: <made> of <TN> ...`), and a
 ///   chain deeper than `cgroup.max.depth`;
 /// * variant 3: a frozen child with a SIGTERM-ignoring process and a nested frozen child.
 const NESTED: &str = r#"trap '' TERM
@@ -186,11 +190,18 @@ base="$mnt$cg"
 put() { sleep 300 & p=$!; echo $p >> "$TP"; echo $p > "$1/cgroup.procs" 2>/dev/null; }
 case "$TV" in
   0)
-    mkdir -p "$base/a/x" "$base/b" "$base/c"
+    mkdir -p "$base/leaf" "$base/a/x" "$base/b" "$base/c"
+    echo $$ > "$base/leaf/cgroup.procs"
     put "$base/a"; put "$base/a/x"; put "$base/b"
     echo 1 > "$base/b/cgroup.freeze"
-    echo +hugetlb > "$base/cgroup.subtree_control" 2>/dev/null
-    echo -hugetlb > "$base/cgroup.subtree_control" 2>/dev/null
+    c=$(tr ' ' '\n' < "$base/cgroup.controllers" | grep -m1 .)
+    if [ -z "$c" ]; then
+      echo "subtree_control: none offered"
+    elif echo "+$c" > "$base/cgroup.subtree_control" 2>/dev/null; then
+      echo "subtree_control: ok +$c"
+    else
+      echo "subtree_control: failed +$c"
+    fi
     echo threaded > "$base/c/cgroup.type" 2>/dev/null
     ;;
   1)
@@ -202,8 +213,11 @@ case "$TV" in
     fi
     ;;
   2)
-    i=0
-    while [ $i -lt "$TN" ] && mkdir "$base/d$i" 2>/dev/null; do i=$((i+1)); done
+    # A few mkdirs for all of them (a fork per directory would take seconds).
+    awk -v b="$base" -v n="$TN" 'BEGIN { for (i = 0; i < n; i++) print b "/d" i }' |
+      xargs mkdir 2>/dev/null
+    made=$(ls -d "$base"/d* 2>/dev/null | wc -l)
+    echo "descendants: $made of $TN (cgroup.max.descendants $(cat "$base/cgroup.max.descendants"))"
     put "$base/d0"
     p="$base/deep"; j=0
     while [ $j -lt 40 ] && mkdir "$p" 2>/dev/null; do p="$p/n"; j=$((j+1)); done

@@ -108,6 +108,38 @@ fn full_state_disk_refuses_creates_cleanly() {
         404
     );
     assert_eq!(w.http("GET", "/healthz", None).status, 200);
+    // Still full: a sandbox created before the disk filled can be killed. The kill either
+    // succeeds or is refused with a clear 503; either way the daemon lives on and the
+    // sandbox's cgroup and processes are gone (a stop never waits for its record).
+    let before = w.http("GET", "/v1/sandboxes/before-full", None).json();
+    let before_cg = format!(
+        "before-full@{}",
+        before["lifecycle"].as_str().expect("lifecycle")
+    );
+    let before_pid = before["pid"].as_i64().expect("pid") as i32;
+    let r = w.http("POST", "/v1/sandboxes/before-full/kill", None);
+    match r.status {
+        200 => assert_eq!(r.json()["reason"], "killed", "{}", r.text()),
+        503 => {
+            let msg = r.error();
+            assert!(
+                msg.contains("record") || msg.contains("space"),
+                "kill on a full disk: an unclear 503: {msg}"
+            );
+        }
+        other => panic!("kill on a full disk: {other} {}", r.text()),
+    }
+    eprintln!("kill on a full disk: {} {}", r.status, r.text());
+    assert_eq!(w.http("GET", "/healthz", None).status, 200, "daemon gone");
+    assert!(
+        !w.cgroups().contains(&before_cg),
+        "kill on a full disk left the cgroup {before_cg}: {:?}",
+        w.cgroups()
+    );
+    assert!(
+        !paddock_testutil::pid_alive(before_pid),
+        "kill on a full disk left the main process {before_pid}"
+    );
     // Space comes back: creates work again and everything can be stopped.
     std::fs::remove_file(filler).unwrap();
     let r = create(&w, "after-full");
