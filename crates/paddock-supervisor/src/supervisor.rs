@@ -551,7 +551,16 @@ impl Supervisor {
                 }
             }
         }
-        match self.create_and_spawn(&sb).instrument(sb.span()).await {
+        // Until the spawn's outcome is known, a caller that drops this future must not leave
+        // the lifecycle in `creating` (holding the ID) or its cgroup behind: the guard
+        // finishes the start as failed if it is dropped armed.
+        let mut guard = StartGuard {
+            sup: Some(self.clone()),
+            sb: sb.clone(),
+        };
+        let spawned = self.create_and_spawn(&sb).instrument(sb.span()).await;
+        guard.disarm();
+        match spawned {
             Ok(mut process) => {
                 let pid = process.pid();
                 let (stdin, stdout, stderr) = (
@@ -599,26 +608,68 @@ impl Supervisor {
                 })
             }
             Err(e) => {
-                {
-                    let mut l = sb.life.lock().unwrap();
-                    l.error = Some(e.to_string());
-                }
-                self.apply(&sb, Transition::StartFailed);
-                self.inner.counters.starts_failed.fetch_add(1, Relaxed);
-                self.emit(
-                    &sb,
-                    EventKind::StartFailed {
-                        error: e.to_string(),
-                    },
-                );
-                tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error = %e, "sandbox start failed");
-                self.forget_unstarted(&sb);
-                // Nothing ran: a log file made for it has nothing worth keeping.
-                self.delete_log(&sb.id, sb.lifecycle);
+                self.fail_start(&sb, &e.to_string());
                 drop(op);
                 Err(e)
             }
         }
+    }
+
+    /// Ends a start that did not get its process running: `failed`, out of the registry,
+    /// its (empty) log deleted.
+    fn fail_start(&self, sb: &Arc<Sandbox>, error: &str) {
+        {
+            let mut l = sb.life.lock().unwrap();
+            l.error = Some(error.to_owned());
+        }
+        self.apply(sb, Transition::StartFailed);
+        self.inner.counters.starts_failed.fetch_add(1, Relaxed);
+        self.emit(
+            sb,
+            EventKind::StartFailed {
+                error: error.to_owned(),
+            },
+        );
+        tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error, "sandbox start failed");
+        self.forget_unstarted(sb);
+        // Nothing ran: a log file made for it has nothing worth keeping.
+        self.delete_log(&sb.id, sb.lifecycle);
+    }
+
+    /// A start whose future was dropped before its spawn's outcome was known: fail it now,
+    /// and remove its cgroup if it got one (in a task of the current runtime; the cgroup
+    /// holds no process — the spawn had not returned one — but is removed through the full
+    /// path, which kills whatever might be there).
+    fn abandon_start(&self, sb: &Arc<Sandbox>) {
+        self.fail_start(sb, "start cancelled: the caller stopped waiting for it");
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, "start cancelled outside a tokio runtime: its cgroup, if any, is left to reclaim");
+            return;
+        };
+        let sup = self.clone();
+        let sb = sb.clone();
+        let span = sb.span();
+        rt.spawn(
+            async move {
+                let cg = match sup.inner.cfg.root.open(&sb.cgroup_name) {
+                    Ok(cg) => cg,
+                    Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not open the cgroup of a cancelled start");
+                        return;
+                    }
+                };
+                let opts = RemoveOptions {
+                    timeout: sup.inner.cfg.remove_timeout,
+                    sandbox: Some(sb.id.to_string()),
+                    ..Default::default()
+                };
+                if let Err(e) = cg.remove(&opts).await {
+                    tracing::error!(error = %e, "could not remove the cgroup of a cancelled start");
+                }
+            }
+            .instrument(span),
+        );
     }
 
     async fn create_and_spawn(&self, sb: &Arc<Sandbox>) -> Result<Process, Error> {
@@ -1887,6 +1938,26 @@ fn oom_kills(cg: &Cgroup) -> Option<u64> {
     paddock_cgroup::MemoryEvents::parse(text)
         .ok()
         .map(|e| e.oom_kill)
+}
+
+/// Fails a start whose future is dropped while armed (see [`Supervisor::start`]).
+struct StartGuard {
+    sup: Option<Supervisor>,
+    sb: Arc<Sandbox>,
+}
+
+impl StartGuard {
+    fn disarm(&mut self) {
+        self.sup = None;
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            sup.abandon_start(&self.sb);
+        }
+    }
 }
 
 impl Sandbox {

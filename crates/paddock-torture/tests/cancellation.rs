@@ -312,14 +312,11 @@ where
     panic!("{op}: still not complete after being dropped at {MAX_AWAIT_POINTS} await points");
 }
 
-// Known supervisor bug (found by this test): `Supervisor::start` runs in the caller's
-// future, so dropping it at an await point (the record write `before_create`, the clean-up
-// `remove` of a failed spawn) leaves the lifecycle in `creating` forever, holding the ID
-// (every later start is refused with `AlreadyExists`) and, after a failed spawn, perhaps its
-// cgroup. The daemon's `POST /v1/sandboxes` handler is dropped that way when the client
-// disconnects. Run with `--ignored` once the start finishes in a task of its own (or a drop
-// guard ends it).
-#[ignore = "supervisor bug: a start dropped at an await point stays `creating` (see comment)"]
+// Found by this test, fixed: `Supervisor::start` runs in the caller's future, and dropping
+// it at an await point (the record write `before_create`, the clean-up `remove` of a failed
+// spawn) left the lifecycle in `creating` forever, holding the ID, and perhaps its cgroup
+// (the daemon's `POST /v1/sandboxes` handler is dropped that way when the client
+// disconnects). A drop guard in `start` now fails the start and removes its cgroup.
 #[tokio::test(flavor = "current_thread")]
 async fn start_dropped_at_every_await_point() {
     let test = "start_dropped_at_every_await_point";
@@ -364,7 +361,6 @@ async fn start_dropped_at_every_await_point() {
     );
 }
 
-#[ignore = "supervisor bug: a start dropped at an await point stays `creating` (see start_dropped_at_every_await_point)"]
 #[tokio::test(flavor = "current_thread")]
 async fn failing_start_dropped_at_every_await_point() {
     let test = "failing_start_dropped_at_every_await_point";
