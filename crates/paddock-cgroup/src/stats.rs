@@ -216,7 +216,20 @@ impl CpuMax {
     /// The default period the kernel uses.
     pub const DEFAULT_PERIOD_US: u64 = 100_000;
 
-    /// A quota of `cpus` CPUs (for example 1.5) over the default period.
+    /// The largest quota the kernel accepts (`max_cfs_runtime`: 2^44 - 1 µs, a little
+    /// over 203 days); a larger one is refused with `EINVAL`.
+    pub const MAX_QUOTA_US: u64 = (1 << 44) - 1;
+
+    /// The fewest CPUs [`CpuMax::from_cpus`] accepts (a 1 ms quota per 100 ms period, the
+    /// kernel's minimum).
+    pub const MIN_CPUS: f64 = 0.01;
+
+    /// The most CPUs [`CpuMax::from_cpus`] accepts ([`CpuMax::MAX_QUOTA_US`] per default
+    /// period: 175,921,860).
+    pub const MAX_CPUS: f64 = (Self::MAX_QUOTA_US / Self::DEFAULT_PERIOD_US) as f64;
+
+    /// A quota of `cpus` CPUs (for example 1.5) over the default period. Accepts
+    /// [`CpuMax::MIN_CPUS`] to [`CpuMax::MAX_CPUS`]: exactly what the kernel takes.
     pub fn from_cpus(cpus: f64) -> Result<Self> {
         if !cpus.is_finite() || cpus <= 0.0 {
             return Err(Error::InvalidValue {
@@ -225,10 +238,14 @@ impl CpuMax {
             });
         }
         let quota = (cpus * Self::DEFAULT_PERIOD_US as f64).round();
-        if quota < 1000.0 || quota > (u64::MAX / 2) as f64 {
+        if quota < 1000.0 || cpus > Self::MAX_CPUS {
             return Err(Error::InvalidValue {
                 what: "cpu.max",
-                reason: format!("{cpus} CPUs is out of range (at least 0.01)"),
+                reason: format!(
+                    "{cpus} CPUs is out of range ({} to {})",
+                    Self::MIN_CPUS,
+                    Self::MAX_CPUS
+                ),
             });
         }
         Ok(CpuMax {

@@ -292,11 +292,15 @@ impl SandboxSpec {
             return bad("kill_timeout_ms must be at least 1".into());
         }
         let l = &self.limits;
+        // The same bounds as the cgroup layer (and the kernel), so a spec that validates
+        // never fails at start for its CPU quota.
         if let Some(c) = l.cpus
-            && (!c.is_finite() || c < 0.01)
+            && paddock_cgroup::CpuMax::from_cpus(c).is_err()
         {
             return bad(format!(
-                "cpus = {c}: must be a number of CPUs of at least 0.01"
+                "cpus = {c}: must be a number of CPUs from {} to {}",
+                paddock_cgroup::CpuMax::MIN_CPUS,
+                paddock_cgroup::CpuMax::MAX_CPUS
             ));
         }
         if let Some(w) = l.cpu_weight
@@ -327,14 +331,15 @@ pub fn parse_size(s: &str) -> Result<u64, Error> {
     let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         None => (t, 1u64),
         Some((i, _)) => {
-            let unit = t[i..].to_ascii_uppercase();
-            let m = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => return Err(err("unknown unit")),
+            // Powers of 1024 whatever the spelling: `K`, `KB`, `KiB` (any case); `B` alone
+            // is bytes.
+            let m = match t[i..].to_ascii_uppercase().as_str() {
+                "B" => 1,
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                "T" | "TB" | "TIB" => 1 << 40,
+                _ => return Err(err("unknown unit (B, K, M, G, T, optionally with B or iB)")),
             };
             (&t[..i], m)
         }
@@ -342,6 +347,14 @@ pub fn parse_size(s: &str) -> Result<u64, Error> {
     let num = num.trim();
     if num.is_empty() || num.starts_with('-') || num.starts_with('+') {
         return Err(err("not a positive number"));
+    }
+    // Whole numbers exactly (no rounding through f64 above 2^53).
+    if num.bytes().all(|b| b.is_ascii_digit()) {
+        return match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+            Some(0) => Err(err("out of range")),
+            Some(b) if b <= u64::MAX / 2 => Ok(b),
+            _ => Err(err("out of range")),
+        };
     }
     let v: f64 = num.parse().map_err(|_| err("not a number"))?;
     let bytes = v * mult as f64;

@@ -207,9 +207,8 @@ const KERNEL_MAX_QUOTA_US: u64 = (1 << 44) - 1;
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// A whole number times a unit is exactly that many bytes (up to 2^53 bytes, where
-    /// every integer is exact in the f64 the parser computes in), with or without
-    /// whitespace between them.
+    /// A whole number times a unit is exactly that many bytes (whole numbers are computed
+    /// in integers, also above 2^53), with or without whitespace between them.
     #[test]
     fn size_whole_number_times_unit_is_exact(n in 0u64..(1 << 22), (u, m) in unit(), space in any::<bool>()) {
         let input = format!("{n}{}{u}", if space && !u.is_empty() { " " } else { "" });
@@ -218,12 +217,8 @@ proptest! {
         if n == 0 {
             let e = r.unwrap_err();
             prop_assert!(names_input(&e, &input), "{e}");
-        } else if want <= 1 << 53 {
-            prop_assert_eq!(u128::from(r.unwrap()), want, "{}", input);
         } else {
-            // Above 2^53 bytes the f64 arithmetic rounds: never more than one part in 2^52.
-            let got = u128::from(r.unwrap());
-            prop_assert!(got.abs_diff(want) <= want >> 52, "{input}: {got} vs {want}");
+            prop_assert_eq!(u128::from(r.unwrap()), want, "{}", input);
         }
     }
 
@@ -291,11 +286,9 @@ proptest! {
     }
 
     /// `--cpus` text as the CLI parses it (an f64) through the spec's validation and the
-    /// cgroup layer: within the quotas the kernel takes (up to 2^44 − 1 µs, about 1.76e8
-    /// CPUs), every value the spec accepts the cgroup layer accepts too (so a start never
-    /// fails on it after the cgroup was made), and a refusal names `cpus`; never a panic.
-    /// (The other way round is not quite true and harmless: 0.009995 ≤ cpus < 0.01 rounds
-    /// to the 1 ms minimum quota, which the cgroup layer takes and the spec refuses.)
+    /// cgroup layer: they agree exactly (so a start never fails on it after the cgroup was
+    /// made), everything from 0.01 up to the kernel's largest quota (2^44 − 1 µs, about
+    /// 1.76e8 CPUs) is accepted, and a refusal names `cpus`; never a panic.
     #[test]
     fn cpus_spec_validation_agrees_with_the_cgroup_layer(
         cpus in prop_oneof![
@@ -310,12 +303,16 @@ proptest! {
         let parsed: f64 = text.parse().unwrap();
         let spec = spec_accepts_cpus(parsed);
         let cg = CpuMax::from_cpus(parsed);
-        prop_assert!(
-            spec.is_err() || cg.is_ok(),
+        prop_assert_eq!(
+            spec.is_ok(),
+            cg.is_ok(),
             "--cpus {}: spec validation says {:?}, the cgroup layer says {:?}",
             text, spec, cg
         );
-        if parsed >= 0.01 && parsed.is_finite() {
+        if let Ok(c) = &cg {
+            prop_assert!(c.quota_us.unwrap() <= KERNEL_MAX_QUOTA_US, "{c:?}");
+        }
+        if (0.01..=CpuMax::MAX_CPUS).contains(&parsed) {
             prop_assert!(spec.is_ok(), "--cpus {text}: {spec:?}");
         }
         if let Err(e) = spec {
@@ -324,18 +321,30 @@ proptest! {
     }
 }
 
-/// Values the spec accepts but the cgroup layer or the kernel refuses at start, after the
-/// cgroup was made (found by the properties above; see docs/torture.md "Findings"): kept
-/// as facts here so a fix shows up as a failure to update.
+/// Found by the properties above (see docs/torture.md "Findings"), fixed: quotas beyond
+/// what the kernel's cpu.max takes passed the spec's validation and failed only at start,
+/// after the cgroup was made. Now the spec refuses them up front, with the range.
 #[test]
-fn cpus_beyond_the_kernels_quota_pass_validation() {
-    // 1e9 CPUs: the spec and the cgroup layer accept it, the kernel's cpu.max does not.
-    let big = 1e9;
-    assert!(spec_accepts_cpus(big).is_ok());
-    let q = CpuMax::from_cpus(big).unwrap().quota_us.unwrap();
-    assert!(q > KERNEL_MAX_QUOTA_US);
-    // 1e15 CPUs: the spec accepts it, the cgroup layer refuses it at start (its quota,
-    // 1e20 µs, is above its bound of u64::MAX / 2).
-    assert!(spec_accepts_cpus(1e15).is_ok());
-    assert!(CpuMax::from_cpus(1e15).is_err());
+fn cpus_beyond_the_kernels_quota_are_refused_by_validation() {
+    for big in [1e9, 1e15, CpuMax::MAX_CPUS + 1.0] {
+        let e = spec_accepts_cpus(big).unwrap_err();
+        assert!(e.contains("cpus") && e.contains("175921860"), "{e}");
+        assert!(CpuMax::from_cpus(big).is_err());
+    }
+    let top = CpuMax::from_cpus(CpuMax::MAX_CPUS).unwrap();
+    assert!(top.quota_us.unwrap() <= KERNEL_MAX_QUOTA_US);
+    assert!(spec_accepts_cpus(CpuMax::MAX_CPUS).is_ok());
+}
+
+/// Found by the properties above, fixed: unit suffixes were trimmed repeatedly (`5KiBiB`
+/// and `5KBB` meant 5120) and whole numbers above 2^53 bytes were rounded.
+#[test]
+fn size_units_are_one_suffix_and_whole_numbers_exact() {
+    for bad in ["5KiBiB", "5KBB", "5iB", "5BB", "5Ki"] {
+        assert!(parse_size(bad).is_err(), "{bad}");
+    }
+    assert_eq!(parse_size("5B").unwrap(), 5);
+    assert_eq!(parse_size("5kib").unwrap(), 5 << 10);
+    let big = (1u64 << 53) + 1;
+    assert_eq!(parse_size(&big.to_string()).unwrap(), big);
 }
