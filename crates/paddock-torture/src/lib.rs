@@ -630,10 +630,9 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     payloads::install(&bin).map_err(|e| format!("write payloads: {e}"))?;
     let mut cfg = Config::new(root.clone());
     cfg.quarantine_recheck = Duration::from_millis(100);
-    // The sandboxes get the `pids` controller where the root is offered it (the default
-    // `Config::controllers`): it bounds the fork storms, and the nested payload can enable
-    // it in its own subtree. Not more: thousands of nested memory cgroups are slow to
-    // create and remove under emulation.
+    // The sandboxes get the default `Config::controllers` the root is offered (`pids`,
+    // `memory`, `cpu`, `io`: all four in the pure-v2 VM, none on a hybrid host): `pids`
+    // bounds the fork storms, and the nested payload enables one in its own subtree.
     let pids = std::fs::read_to_string(root.path().join("cgroup.controllers"))
         .unwrap_or_default()
         .split_whitespace()
