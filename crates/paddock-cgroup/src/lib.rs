@@ -43,5 +43,5 @@ pub use kill::{KillMethod, KillOptions, KillReport, Killed};
 pub use name::{CgroupName, MAX_NAME_LEN};
 pub use procinfo::ProcInfo;
 pub use remove::{RMDIR_FALLBACK_MESSAGE, RemoveOptions, RemoveReport};
-pub use root::{DEFAULT_ROOT, Root};
+pub use root::{DEFAULT_ROOT, Root, SANDBOXES, SUPERVISOR_LEAF};
 pub use stats::{CgroupStat, CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents};

@@ -11,8 +11,24 @@ use crate::name::CgroupName;
 use crate::stats::CgroupStat;
 use crate::{Error, Result};
 
+fn io_errno(e: &std::io::Error) -> rustix::io::Errno {
+    e.raw_os_error()
+        .map(rustix::io::Errno::from_raw_os_error)
+        .unwrap_or(rustix::io::Errno::IO)
+}
+
 /// Default name of the managed root under the cgroup2 mount.
 pub const DEFAULT_ROOT: &str = "paddock";
+
+/// In a delegated cgroup ([`Root::open_delegated`]): the leaf the supervisor runs in.
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
+/// In a delegated cgroup ([`Root::open_delegated`]): the managed root of the sandboxes.
+pub const SANDBOXES: &str = "sandboxes";
+
+/// How often [`Root::open_delegated`] re-reads the delegated cgroup's processes while
+/// moving them into the leaf (a process forked meanwhile appears in the next read).
+const MOVE_ROUNDS: usize = 100;
 
 /// The cgroup subtree paddock owns. Everything paddock creates is a child of it, every
 /// file access below it goes through directory fds, and nothing outside it is touched.
@@ -80,6 +96,85 @@ impl Root {
             mount: Arc::new(mount),
             counters: Arc::new(Counters::default()),
         })
+    }
+
+    /// Lays out a delegated cgroup the way cgroup v2's no-internal-process rule requires,
+    /// and opens its managed root: the cgroup at `base` (for example a systemd unit's,
+    /// with `Delegate=yes`, that the supervisor itself runs in) gets two children,
+    /// the leaf [`SUPERVISOR_LEAF`], into which every process in `base` itself is moved
+    /// (the supervisor, and anything else started there), and [`SANDBOXES`], which is
+    /// returned as the root. Of `controllers`, those `base` is offered are enabled in
+    /// `base` (for both children) and in `sandboxes` (for the sandboxes); the others are
+    /// skipped (see [`Root::controllers`]). Idempotent: a restarted supervisor finds the
+    /// layout made and is moved into the leaf again. `base` is taken like the path of
+    /// [`Root::open_or_create`].
+    pub fn open_delegated(base: &Path, controllers: &[&str]) -> Result<Root> {
+        let base = Root::open_or_create(base)?;
+        base.dir.mkdir_child(SUPERVISOR_LEAF)?;
+        let leaf = base.dir.open_child(SUPERVISOR_LEAF)?;
+        let leaf_procs = leaf.open_file("cgroup.procs")?;
+        let mut moved_all = false;
+        for _ in 0..MOVE_ROUNDS {
+            let pids = base.dir.procs()?.unwrap_or_default();
+            if pids.is_empty() {
+                moved_all = true;
+                break;
+            }
+            for pid in pids {
+                match leaf.write_open(&leaf_procs, "cgroup.procs", &pid.to_string()) {
+                    Ok(()) => {}
+                    // Exited since the read.
+                    Err(e) if e.errno() == Some(rustix::io::Errno::SRCH) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !moved_all {
+            return Err(Error::InvalidValue {
+                what: "delegated cgroup",
+                reason: format!(
+                    "processes keep appearing in {} itself after {MOVE_ROUNDS} rounds of moving \
+                     them into {SUPERVISOR_LEAF}/; whatever starts them there must start them \
+                     in a leaf",
+                    base.path().display()
+                ),
+            });
+        }
+        let offered = base.controllers()?;
+        let want: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| offered.iter().any(|o| o == c))
+            .collect();
+        base.enable_controllers(&want)?;
+        let sandboxes = Root::open_in((*base.mount).clone(), &base.path().join(SANDBOXES))?;
+        sandboxes.enable_controllers(&want)?;
+        Ok(sandboxes)
+    }
+
+    /// The cgroup the calling process is in (its `0::` line of `/proc/self/cgroup`), as
+    /// an absolute path under the discovered cgroup2 mount: the `base` of
+    /// [`Root::open_delegated`] for a supervisor started in its delegated cgroup.
+    pub fn own_cgroup() -> Result<PathBuf> {
+        let mount = mount::discover()?;
+        let text = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| Error::io("read", "/proc/self/cgroup", io_errno(&e)))?;
+        let rel = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or_else(|| Error::parse("/proc/self/cgroup", &text, "no cgroup v2 (`0::`) line"))?;
+        let rel = Path::new(rel.trim());
+        let inside = rel
+            .strip_prefix(&mount.root)
+            .map_err(|_| Error::InvalidValue {
+                what: "own cgroup",
+                reason: format!(
+                    "{} is outside the cgroup2 mount's root {} (another cgroup namespace?)",
+                    rel.display(),
+                    mount.root.display()
+                ),
+            })?;
+        Ok(mount.mount_point.join(inside))
     }
 
     /// The absolute path of the root.

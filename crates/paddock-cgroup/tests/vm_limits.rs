@@ -361,3 +361,84 @@ fn vm_offers_all_controllers() {
         );
     }
 }
+
+/// The delegated layout (a supervisor started in its own delegated cgroup, as systemd's
+/// `Delegate=yes` does): `Root::open_delegated` moves the supervisor into a leaf, makes the
+/// sandboxes' root a sibling of it, and hands the controllers down to the sandboxes, which
+/// then get real limits. Runs everywhere; the controllers are required in the VM.
+#[tokio::test]
+async fn delegated_layout_supervisor_in_a_leaf_sandboxes_beside_it() {
+    const T: &str = "delegated_layout_supervisor_in_a_leaf_sandboxes_beside_it";
+    let Some((t, outer)) = root(T) else { return };
+    // The test root hands down whatever it is offered, so `svc` is offered it in turn.
+    t.enable_all_controllers();
+    let svc = outer.create(&name("svc")).unwrap();
+    let offered: Vec<String> = std::fs::read_to_string(svc.path().join("cgroup.controllers"))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let want = ["memory", "pids", "cpu", "io"];
+    if in_vm() {
+        for c in ["memory", "pids", "cpu"] {
+            assert!(
+                offered.iter().any(|o| o == c),
+                "{c} not offered: {offered:?}"
+            );
+        }
+    } else if offered.is_empty() {
+        eprintln!("{T}: no controller offered here (hybrid host): the layout only");
+    }
+    // "The supervisor", started in the delegated cgroup itself (an internal process).
+    let sup = spawn_in(&svc, "exec sleep 300");
+    let sup_pid = wait_procs(&svc, 1, Duration::from_secs(5))[0];
+
+    let sandboxes = paddock_cgroup::Root::open_delegated(svc.path(), &want).unwrap();
+    assert_eq!(sandboxes.path(), svc.path().join(paddock_cgroup::SANDBOXES));
+    let leaf = svc.path().join(paddock_cgroup::SUPERVISOR_LEAF);
+    let read = |p: &std::path::Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap();
+    assert_eq!(
+        read(svc.path(), "cgroup.procs").trim(),
+        "",
+        "base still holds processes"
+    );
+    assert_eq!(read(&leaf, "cgroup.procs").trim(), sup_pid.to_string());
+    let enabled: Vec<&str> = want
+        .iter()
+        .copied()
+        .filter(|c| offered.iter().any(|o| o == c))
+        .collect();
+    for c in &enabled {
+        for p in [svc.path(), sandboxes.path()] {
+            assert!(
+                read(p, "cgroup.subtree_control")
+                    .split_whitespace()
+                    .any(|s| s == *c),
+                "{c} not enabled in {}",
+                p.display()
+            );
+        }
+    }
+    // Idempotent (a restarted supervisor): the same layout, nothing refused.
+    let again = paddock_cgroup::Root::open_delegated(svc.path(), &want).unwrap();
+    assert_eq!(again.path(), sandboxes.path());
+
+    // A sandbox under it gets its limit and its process; no EBUSY anywhere.
+    let sbx = sandboxes.create(&name("sbx")).unwrap();
+    if enabled.contains(&"memory") {
+        sbx.set_limit(Limit::MemoryMax(Max::Value(64 * MIB)))
+            .unwrap();
+        assert_eq!(
+            read(sbx.path(), "memory.max").trim(),
+            (64 * MIB).to_string()
+        );
+    }
+    let child = spawn_in(&sbx, "exec sleep 300");
+    wait_procs(&sbx, 1, Duration::from_secs(5));
+    sbx.remove(&RemoveOptions::default()).await.unwrap();
+    let _ = reap(child, Duration::from_secs(5));
+    assert!(!sbx.path().exists());
+    let mut sup = sup;
+    sup.kill().unwrap();
+    let _ = reap(sup, Duration::from_secs(5));
+}

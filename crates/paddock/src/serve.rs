@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// The managed cgroup root (default: <cgroup2 mount>/paddock).
     #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
+    /// Run in a delegated cgroup (a systemd unit with `Delegate=yes`, a container's
+    /// cgroup): the daemon moves itself, and anything else in its cgroup, into the leaf
+    /// `<its cgroup>/supervisor` and manages `<its cgroup>/sandboxes`, with the pids,
+    /// memory, cpu and io controllers its cgroup is offered enabled for them (the
+    /// no-internal-process rule allows nothing else).
+    #[arg(long, conflicts_with = "cgroup_root")]
+    pub delegated: bool,
     /// Most live (not stopped/failed) sandboxes; more creates get 429.
     #[arg(long, value_name = "N")]
     pub max_sandboxes: Option<usize>,
@@ -354,9 +361,23 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let _lock = lock_state_dir(&a.state_dir)?;
     let token = a.token_file.as_deref().map(read_token).transpose()?;
     let pause_at = PauseAt::from_env()?;
-    let root = match &a.cgroup_root {
-        Some(p) => Root::open_or_create(p),
-        None => Root::open_default(),
+    let root = if a.delegated {
+        let own = Root::own_cgroup().context("find the daemon's own cgroup (--delegated)")?;
+        let root = Root::open_delegated(&own, &paddock_supervisor::DEFAULT_CONTROLLERS)
+            .with_context(|| {
+                format!(
+                    "lay out the delegated cgroup {} (--delegated): it must be writable by \
+                     the daemon, as systemd's Delegate=yes makes it",
+                    own.display()
+                )
+            })?;
+        tracing::info!(cgroup = %own.display(), sandboxes = %root.path().display(), "delegated cgroup: the daemon runs in its supervisor/ leaf");
+        Ok(root)
+    } else {
+        match &a.cgroup_root {
+            Some(p) => Root::open_or_create(p),
+            None => Root::open_default(),
+        }
     }
     .context("open the managed cgroup root")?;
     let metrics = Arc::new(Metrics::new());

@@ -824,3 +824,68 @@ fn metrics_by_name() {
     }
     w.assert_no_leaks();
 }
+
+/// `serve --delegated`: a daemon started in a delegated cgroup (as systemd's
+/// `Delegate=yes` starts it) moves itself into `<cgroup>/supervisor`, manages
+/// `<cgroup>/sandboxes`, and its sandboxes land there.
+#[test]
+fn delegated_daemon_runs_in_a_leaf_beside_its_sandboxes() {
+    let Some(w) = world("api_delegated_daemon_runs_in_a_leaf") else {
+        return;
+    };
+    let svc = w.t.path().join("svc");
+    std::fs::create_dir(&svc).unwrap();
+    let log = w.tmp.path().join("daemon.delegated.log");
+    // The shell joins the cgroup, then execs the daemon in it (an internal process).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {BIN} serve --delegated --socket {} --state-dir {}",
+        svc.display(),
+        w.socket.display(),
+        w.state.display()
+    );
+    let child = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env("PADDOCK_LOG", "info")
+        .env_remove("PADDOCK_CGROUP_ROOT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child: Some(child),
+        log,
+        socket: w.socket.clone(),
+    };
+    d.wait_ready();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(
+        read(&svc.join("cgroup.procs")).trim(),
+        "",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        read(&svc.join("supervisor/cgroup.procs")).trim(),
+        d.pid().to_string()
+    );
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("dlg-1", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let info = r.json();
+    let lc = info["lifecycle"].as_str().unwrap();
+    let pid = info["pid"].as_i64().unwrap();
+    let sbx = svc.join("sandboxes").join(format!("dlg-1@{lc}"));
+    assert_eq!(read(&sbx.join("cgroup.procs")).trim(), pid.to_string());
+    assert!(
+        d.log_text().contains("delegated cgroup"),
+        "{}",
+        d.log_text()
+    );
+    let r = w.http("POST", "/v1/sandboxes/dlg-1/kill", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!sbx.exists());
+}
