@@ -370,8 +370,13 @@ fn vm_offers_all_controllers() {
 async fn delegated_layout_supervisor_in_a_leaf_sandboxes_beside_it() {
     const T: &str = "delegated_layout_supervisor_in_a_leaf_sandboxes_beside_it";
     let Some((t, outer)) = root(T) else { return };
-    // The test root hands down whatever it is offered, so `svc` is offered it in turn.
+    // The test root and `outer` hand down whatever they are offered, so `svc` (the
+    // delegated cgroup) is offered it in turn.
     t.enable_all_controllers();
+    let outer_offered = outer.controllers().unwrap();
+    outer
+        .enable_controllers(&outer_offered.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
     let svc = outer.create(&name("svc")).unwrap();
     let offered: Vec<String> = std::fs::read_to_string(svc.path().join("cgroup.controllers"))
         .unwrap()
