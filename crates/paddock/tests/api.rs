@@ -109,6 +109,54 @@ fn lifecycle_over_the_unix_socket() {
     assert_eq!(gone.status, 404);
     assert!(gone.error().contains("web-1"), "{}", gone.text());
 
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("web-4", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let web4_old = r.json()["lifecycle"].as_str().unwrap().to_owned();
+    assert_eq!(
+        w.hyper("POST", "/v1/sandboxes/web-4/kill", None).status,
+        200
+    );
+    // A stale handle cannot delete a newer lifecycle of the same ID: restart web-4, then
+    // DELETE naming the old lifecycle is a 404 and the new one stays.
+    let r = w.hyper(
+        "POST",
+        "/v1/sandboxes",
+        Some(&spec("web-4", "exec sleep 300")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let web4_new = r.json()["lifecycle"].as_str().unwrap().to_owned();
+    let del = w.hyper(
+        "DELETE",
+        &format!("/v1/sandboxes/web-4?lifecycle={web4_old}"),
+        None,
+    );
+    assert_eq!(del.status, 404, "{}", del.text());
+    let cur = w.hyper("GET", "/v1/sandboxes/web-4", None).json();
+    assert_eq!(cur["lifecycle"], web4_new.as_str());
+    assert_eq!(cur["state"], "running");
+    assert_eq!(
+        w.hyper(
+            "POST",
+            &format!("/v1/sandboxes/web-4/kill?lifecycle={web4_new}"),
+            None
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        w.hyper(
+            "DELETE",
+            &format!("/v1/sandboxes/web-4?lifecycle={web4_new}"),
+            None
+        )
+        .status,
+        204
+    );
+
     let doc = w.hyper("GET", "/v1/openapi.json", None).json();
     assert_eq!(doc["openapi"], "3.1.0");
     w.assert_no_leaks();

@@ -74,26 +74,13 @@ fn procs_under_root(w: &World) -> Vec<(i32, String)> {
             .to_string()
             .trim_matches('/')
     );
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            continue;
-        };
-        let Some(below) = cg
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .and_then(|p| p.strip_prefix(&rel))
-        else {
-            continue;
-        };
-        if paddock_testutil::pid_alive(pid) {
-            out.push((pid, below.split('/').next().unwrap_or("").to_owned()));
-        }
-    }
-    out
+    live_procs_with_cgroup()
+        .into_iter()
+        .filter_map(|(pid, cg)| {
+            let below = cg.strip_prefix(&rel)?;
+            Some((pid, below.split('/').next().unwrap_or("").to_owned()))
+        })
+        .collect()
 }
 
 /// The checks after a restart (nothing runs against the daemon meanwhile).

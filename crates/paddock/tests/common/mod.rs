@@ -140,23 +140,11 @@ impl World {
     /// /proc (independently of cgroup.procs).
     pub fn procs_in_subtree(&self) -> Vec<i32> {
         let rel = format!("/{}", self.t.relative().display());
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-                continue;
-            };
-            let in_tree = cg.lines().any(|l| {
-                l.strip_prefix("0::")
-                    .is_some_and(|p| p == rel || p.starts_with(&format!("{rel}/")))
-            });
-            if in_tree && paddock_testutil::pid_alive(pid) {
-                out.push(pid);
-            }
-        }
-        out
+        live_procs_with_cgroup()
+            .into_iter()
+            .filter(|(_, cg)| *cg == rel || cg.starts_with(&format!("{rel}/")))
+            .map(|(pid, _)| pid)
+            .collect()
     }
 
     /// Asserts nothing is left: no sandbox cgroup, no process in the subtree.
@@ -256,21 +244,9 @@ impl Daemon {
 
     /// SIGTERM, and wait for the exit (at most `timeout`); returns the exit code.
     pub fn sigterm(&mut self, timeout: Duration) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("daemon did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.as_ref()?;
+        self.send_sigterm();
+        self.wait_exit(timeout)
     }
 }
 
@@ -439,6 +415,27 @@ pub fn spec(id: &str, script: &str) -> Vec<u8> {
 /// The payload that leaks: a double-forked, setsid'd escapee that ignores SIGTERM, and a
 /// main process that prints the escapee's pid and then sleeps.
 pub const LEAKY: &str = r#"sh -c 'trap "" TERM; setsid sh -c "trap \"\" TERM; while :; do sleep 1; done" & echo $! > /dev/null' ; trap "" TERM; while :; do sleep 1; done"#;
+
+/// Every live (non-zombie) process with its cgroup v2 path (the `0::` line of
+/// `/proc/<pid>/cgroup`), read from /proc, independently of any `cgroup.procs`.
+pub fn live_procs_with_cgroup() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            continue;
+        };
+        let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) else {
+            continue;
+        };
+        if paddock_testutil::pid_alive(pid) {
+            out.push((pid, path.to_owned()));
+        }
+    }
+    out
+}
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
