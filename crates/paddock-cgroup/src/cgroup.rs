@@ -1,26 +1,21 @@
 //! The handle on one sandbox cgroup.
 
-use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, PidfdFlags};
 
 use crate::counters::Counters;
 use crate::dir::Dir;
-use crate::events::{EventsWatch, ExitWatch};
+use crate::events::EventsWatch;
 use crate::name::CgroupName;
 use crate::stats::{CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents, parse_u64};
 use crate::{Error, Result};
 
 /// The extended attribute that records who owns a cgroup.
 pub const OWNER_XATTR: &str = "user.paddock.owner";
-
-/// Most passes one [`Cgroup::signal_all`] makes over `cgroup.procs`: a payload that forks
-/// faster than paddock can signal is left to the kill that follows the grace period.
-const MAX_SIGNAL_PASSES: usize = 16;
 
 /// One cgroup that paddock created or opened under its root, held by directory fd.
 ///
@@ -424,7 +419,7 @@ impl Cgroup {
     }
 
     /// Opens a pidfd for `pid` and returns it when it names a live process in this subtree.
-    fn member(&self, pid: i32) -> Result<Option<Member>> {
+    pub(crate) fn member(&self, pid: i32) -> Result<Option<Member>> {
         let Some(p) = Pid::from_raw(pid) else {
             return Ok(None);
         };
@@ -474,99 +469,6 @@ impl Cgroup {
     fn hierarchy_path_for_proc(&self) -> String {
         self.dir.hier.clone()
     }
-
-    /// Sends `sig` to every live process in the subtree, each by pidfd. Returns how many
-    /// processes it was delivered to (processes that exited meanwhile are not counted).
-    ///
-    /// It passes over `cgroup.procs` until a pass finds no process it has not signalled
-    /// (at most 16 passes), so children forked while it runs are reached too. A child whose
-    /// fork was still in progress when the last pass read `cgroup.procs` can be missed; use
-    /// [`Cgroup::signal_all_frozen`] where every process must get the signal.
-    pub fn signal_all(&self, sig: Signal) -> Result<usize> {
-        self.signal_members(sig, None)
-    }
-
-    /// Sends `sig` and then `SIGCONT` (so a stopped process acts on it) to every process
-    /// of the subtree, with the subtree frozen while it does: no process can fork while
-    /// frozen and a fork in progress completes before `frozen 1` is reported, so the
-    /// signal reaches exactly the processes that exist at that instant, however fast the
-    /// payload forks. The signalled processes are added to `exits`.
-    ///
-    /// The subtree is thawed afterwards, also on error and when the future is dropped
-    /// (so a sandbox paused before is running again). When the freeze does not complete
-    /// within `freeze_timeout` (a process in uninterruptible sleep) or the kernel has no
-    /// `cgroup.freeze`, the signals are sent anyway as [`Cgroup::signal_all`] does and the
-    /// report says the snapshot was not exact.
-    pub async fn signal_all_frozen(
-        &self,
-        sig: Signal,
-        exits: &mut ExitWatch,
-        freeze_timeout: std::time::Duration,
-    ) -> Result<SignalReport> {
-        let w = self.watch()?;
-        let thaw = ThawOnDrop(self);
-        let exact = match self.freeze() {
-            Ok(()) => w.wait_frozen(true, freeze_timeout).await?,
-            Err(e) if e.errno() == Some(Errno::NOENT) => false,
-            Err(e) => return Err(e),
-        };
-        let delivered = self.signal_members(sig, Some(exits))?;
-        self.signal_members(Signal::CONT, None)?;
-        std::mem::forget(thaw);
-        self.thaw()?;
-        Ok(SignalReport { delivered, exact })
-    }
-
-    fn signal_members(&self, sig: Signal, mut exits: Option<&mut ExitWatch>) -> Result<usize> {
-        // A process forked after `cgroup.procs` was read but before its parent got the
-        // signal would be missed by a single pass (a shell that traps SIGTERM exits and
-        // leaves its background job running). So, as systemd does, repeat the pass until
-        // one finds no process that has not been signalled yet. PIDs already signalled are
-        // skipped by number: a PID reused within the few passes of one call would need the
-        // whole PID space to wrap in microseconds.
-        let mut seen: HashSet<i32> = HashSet::new();
-        let mut delivered = 0;
-        for _ in 0..MAX_SIGNAL_PASSES {
-            let mut fresh = 0;
-            for pid in self.procs_recursive()? {
-                if !seen.insert(pid) {
-                    continue;
-                }
-                let Some(m) = self.member(pid)? else {
-                    continue;
-                };
-                match rustix::process::pidfd_send_signal(&m.pidfd, sig) {
-                    Ok(()) => fresh += 1,
-                    Err(Errno::SRCH) => continue,
-                    Err(e) => {
-                        return Err(Error::io(
-                            "pidfd_send_signal",
-                            format!("/proc/{}", m.pid),
-                            e,
-                        ));
-                    }
-                }
-                if let Some(w) = exits.as_deref_mut() {
-                    w.add(m.pidfd);
-                }
-            }
-            delivered += fresh;
-            if fresh == 0 {
-                break;
-            }
-        }
-        Ok(delivered)
-    }
-}
-
-/// What [`Cgroup::signal_all_frozen`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignalReport {
-    /// How many processes the signal was delivered to.
-    pub delivered: usize,
-    /// Whether the whole subtree was frozen while signalling, so exactly every process of
-    /// it got the signal.
-    pub exact: bool,
 }
 
 /// Thaws a cgroup when an operation that froze it ends early (error or cancellation).

@@ -249,6 +249,30 @@ impl ExitWatch {
         self.fds.is_empty()
     }
 
+    /// Waits until at least one tracked process has exited; never returns when none is
+    /// tracked. Cancel-safe.
+    pub(crate) async fn any_exited(&self) {
+        if self.fds.is_empty() {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            for fd in &self.fds {
+                // Errors count as exited, as in `all_exited`.
+                if fd.poll_read_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Stops tracking the processes that have exited.
+    pub(crate) fn remove_exited(&mut self) {
+        self.fds
+            .retain(|fd| !crate::cgroup::pidfd_exited(fd.get_ref().as_fd()));
+    }
+
     async fn all_exited(&self) {
         for fd in &self.fds {
             // A pidfd polls readable once its process has exited; errors count as exited.

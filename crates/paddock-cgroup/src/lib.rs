@@ -33,9 +33,10 @@ mod name;
 pub mod procinfo;
 pub mod remove;
 mod root;
+mod signal;
 pub mod stats;
 
-pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, SignalReport, Stats};
+pub use cgroup::{Cgroup, Limit, LimitKind, Member, OWNER_XATTR, Stats};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{Error, Result};
 pub use events::{BACKSTOP, EventsWatch, ExitWatch, MAX_TRACKED_EXITS};
@@ -44,4 +45,5 @@ pub use name::{CgroupName, MAX_NAME_LEN};
 pub use procinfo::ProcInfo;
 pub use remove::{RMDIR_FALLBACK_MESSAGE, RemoveOptions, RemoveReport};
 pub use root::{DEFAULT_ROOT, Root, SANDBOXES, SUPERVISOR_LEAF};
+pub use signal::{MAX_FOLLOW_UPS, SignalReport, StopSignal};
 pub use stats::{CgroupStat, CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents};

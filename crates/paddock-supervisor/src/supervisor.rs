@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use paddock_cgroup::{
-    Cgroup, CgroupName, CpuMax, Error as CgError, EventsWatch, ExitWatch, KillMethod, KillOptions,
-    Limit, Max, RemoveOptions, Root,
+    Cgroup, CgroupName, CpuMax, Error as CgError, EventsWatch, KillMethod, KillOptions, Limit, Max,
+    RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
 use rustix::process::Signal;
@@ -1079,10 +1079,8 @@ impl Supervisor {
             if !grace.is_zero() {
                 let sig = Signal::from_named_raw(policy.signal).unwrap_or(Signal::TERM);
                 let s0 = Instant::now();
-                let mut exits = ExitWatch::new();
-                let sr = cg
-                    .signal_all_frozen(sig, &mut exits, SIGNAL_FREEZE_TIMEOUT)
-                    .await?;
+                let mut sent = cg.signal_all_frozen(sig, SIGNAL_FREEZE_TIMEOUT).await?;
+                let sr = sent.report();
                 if !sr.exact {
                     tracing::warn!(
                         sandbox = %sb.id, lifecycle = %sb.lifecycle,
@@ -1095,10 +1093,13 @@ impl Supervisor {
                 report.signal_ms = ms(s0.elapsed());
                 // 2. The grace period, event-driven; a kill arriving now cuts it short.
                 let g0 = Instant::now();
+                //    Children forked after the thaw by a process that had the signal
+                //    blocked get it too (`wait_signalled` follows it up).
                 tokio::select! {
-                    r = watch.wait_unpopulated_tracking(&exits, grace) => { r?; }
+                    r = cg.wait_signalled(watch, &mut sent, grace) => { r?; }
                     _ = sb.escalate.notified() => {}
                 }
+                report.signalled = sent.report().delivered;
                 report.grace_ms = ms(g0.elapsed());
             }
             // 3. pids.max = 0 where the controller exists, then the verified kill (after a

@@ -583,6 +583,42 @@ async fn graceful_stop_reaches_children_forked_at_the_stop() {
     env.assert_no_leaks();
 }
 
+/// A process that has SIGTERM blocked when the stop signal reaches it, and forks only
+/// after the thaw ([`paddock_testutil::BLOCKED_FORKER`]; Perl does this around every
+/// `fork`): its child must get SIGTERM too, so the stop ends in the grace period with
+/// nothing killed. Before the stop followed up on such processes, the child's
+/// `sleep 300` lived until the kill after the full grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_reaches_a_child_forked_after_the_thaw() {
+    let test = "graceful_stop_reaches_a_child_forked_after_the_thaw";
+    let Some(env) = env(test) else {
+        return;
+    };
+    for i in 0..3 {
+        let ready = std::env::temp_dir().join(format!("{test}.{}.{i}", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
+        let script = format!(
+            "READY={} {}",
+            ready.display(),
+            paddock_testutil::BLOCKED_FORKER
+        );
+        let mut spec = sh(&format!("blocked{i}"), &script);
+        spec.stop.grace_period_ms = 10_000;
+        let s = env.sup.start(spec).await.unwrap().info;
+        wait_file(&ready, Duration::from_secs(10)).await;
+        let _ = std::fs::remove_file(&ready);
+        let r = env.sup.stop(&s.id, None).await.unwrap();
+        assert_eq!(r.killed_after_grace, 0, "round {i}: {r:?}");
+        assert_eq!(
+            r.signalled, 2,
+            "round {i}: the parent, then its child: {r:?}"
+        );
+        assert!(r.grace_ms < 5_000.0, "round {i}: {r:?}");
+        assert!(!s.cgroup_path.exists());
+    }
+    env.assert_no_leaks();
+}
+
 /// A process that cannot die (frozen by the v1 freezer, so in state D and immune to
 /// SIGKILL) puts the sandbox in quarantine with the process named (pid, command, state,
 /// wait channel), `pids.max = 0` where the controller exists and a `quarantined` event;

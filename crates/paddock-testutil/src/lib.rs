@@ -318,6 +318,40 @@ pub const FORKER: &str = r#"exec perl -e '
     }
     sleep 60'"#;
 
+/// A payload that blocks SIGTERM, waits until SIGTERM is pending (so it was signalled, and
+/// under a frozen stop signal, thawed again), and only then forks a `sleep 300` child,
+/// unblocking SIGTERM in the child before its `exec` and in itself after the fork (so it
+/// dies). The child is forked after every pass of a one-shot frozen signalling, and pending
+/// signals are not inherited: only a stop that follows up on processes that had the signal
+/// blocked reaches it. Perl does the same around every `fork()`, by chance rather than by
+/// design. Needs `python3`. With `READY` in its environment, it writes `ready` and a newline to that
+/// file once SIGTERM is blocked.
+pub const BLOCKED_FORKER: &str = r#"exec python3 -c '
+import os, signal, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+if os.environ.get("READY"):
+    open(os.environ["READY"], "w").write("ready\n")
+while signal.SIGTERM not in signal.sigpending():
+    time.sleep(0.001)
+if os.fork() == 0:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    os.execvp("sleep", ["sleep", "300"])
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+time.sleep(300)'"#;
+
+/// Whether process `pid` has signal `signo` blocked (its `SigBlk` mask in
+/// `/proc/<pid>/status`); false when the process or the line is gone.
+pub fn signal_blocked(pid: i32, signo: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|m| (1..=64).contains(&signo) && m & (1 << (signo - 1)) != 0)
+}
+
 /// Whether a process with this pid exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
