@@ -284,7 +284,7 @@ async fn kill_deadline_lists_the_survivors() {
             // Not `paddock_testutil::skip`: a pure cgroup v2 machine (the VM) has no v1
             // freezer by design. The deadline itself is checked everywhere by
             // `failed_removal_is_retried`.
-            eprintln!("SKIP {test}: {reason}");
+            paddock_testutil::note_skip(test, &reason);
             return;
         }
     };
@@ -684,7 +684,10 @@ async fn kill_of_empty_cgroup_is_a_no_op() {
 async fn exit_tracking_beats_the_notification_rate_limit() {
     let test = "exit_tracking_beats_the_notification_rate_limit";
     if std::env::var_os("PADDOCK_VM").is_some() {
-        eprintln!("SKIP {test}: a latency bound is not meaningful under TCG emulation");
+        paddock_testutil::note_skip(
+            test,
+            "a latency bound is not meaningful under TCG emulation",
+        );
         return;
     }
     let Some((_t, root)) = root(test) else { return };

@@ -27,9 +27,10 @@ async fn seed_remove_kills_sleep_and_removes_dir() {
         // Deliberately not `paddock_testutil::skip`: the issue asks for this test to be
         // skipped, not failed, on kernels before 5.14, also in CI; the freeze-and-signal
         // path that such kernels use is covered by `seed_remove_with_forced_kill_fallback`.
-        eprintln!(
-            "SKIP {test}: the kernel has no cgroup.kill (before 5.14); the fallback is tested by \
-             seed_remove_with_forced_kill_fallback"
+        paddock_testutil::note_skip(
+            test,
+            "the kernel has no cgroup.kill (before 5.14); the fallback is tested by \
+             seed_remove_with_forced_kill_fallback",
         );
         return;
     }

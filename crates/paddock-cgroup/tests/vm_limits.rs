@@ -344,7 +344,10 @@ async fn delegation_layout_and_no_internal_processes() {
 #[test]
 fn vm_offers_all_controllers() {
     if !in_vm() {
-        eprintln!("SKIP vm_offers_all_controllers: not inside the vm/run-tests VM (PADDOCK_VM!=1)");
+        paddock_testutil::note_skip(
+            "vm_offers_all_controllers",
+            "not inside the vm/run-tests VM (PADDOCK_VM!=1)",
+        );
         return;
     }
     let mount = paddock_testutil::cgroup2_mount().expect("cgroup2 mounted");

@@ -72,7 +72,65 @@ pub fn skip(test: &str, reason: &str) {
     if skips_forbidden() {
         panic!("{test}: cannot run ({reason}) and PADDOCK_TEST_REQUIRE=1 forbids skipping");
     }
+    note_skip(test, reason);
+}
+
+/// Skips recorded in this test binary, by reason.
+static SKIPS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+static SUMMARY: std::sync::Once = std::sync::Once::new();
+
+/// Prints `SKIP <test>: <reason>` and records the skip, for tests that may skip even when
+/// skips are forbidden (a kernel feature that is absent, a test meant for the VM).
+///
+/// When the test binary exits, one line sums up its skips by reason (the harness
+/// captures each test's own output, so without it a run without root would pass while
+/// testing almost nothing, and say nothing).
+pub fn note_skip(test: &str, reason: &str) {
     eprintln!("SKIP {test}: {reason}");
+    SKIPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((test.to_owned(), reason.to_owned()));
+    SUMMARY.call_once(|| {
+        // SAFETY: `print_skip_summary` is an `extern "C" fn()` that never unwinds (it
+        // catches panics itself), as `atexit` requires.
+        unsafe { libc::atexit(print_skip_summary) };
+    });
+}
+
+/// One line summing up the recorded skips; empty when there were none.
+pub fn skip_summary() -> String {
+    let skips = SKIPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skips.is_empty() {
+        return String::new();
+    }
+    let mut by_reason: Vec<(String, usize)> = Vec::new();
+    for (_, reason) in skips.iter() {
+        match by_reason.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, n)) => *n += 1,
+            None => by_reason.push((reason.clone(), 1)),
+        }
+    }
+    let reasons: Vec<String> = by_reason
+        .iter()
+        .map(|(r, n)| format!("{n} × {r}"))
+        .collect();
+    format!(
+        "SKIPPED {} test(s) of this binary, which passed without testing what they test: {}",
+        skips.len(),
+        reasons.join("; ")
+    )
+}
+
+extern "C" fn print_skip_summary() {
+    let _ = std::panic::catch_unwind(|| {
+        let line = skip_summary();
+        if !line.is_empty() {
+            eprintln!("{line}");
+        }
+    });
 }
 
 /// Why root tests cannot run here, or `None` when they can.

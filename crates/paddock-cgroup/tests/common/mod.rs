@@ -230,7 +230,7 @@ pub fn skip_missing(test: &str, reason: &str) {
     if in_vm() {
         panic!("{test}: cannot run inside the VM ({reason}); PADDOCK_VM=1 forbids skipping");
     }
-    eprintln!("SKIP {test}: {reason}");
+    paddock_testutil::note_skip(test, reason);
 }
 
 /// A managed root whose children get `controllers`: enables them on the test root (the

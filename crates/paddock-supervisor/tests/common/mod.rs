@@ -153,7 +153,10 @@ pub fn skip_missing(test: &str, reason: &str) {
     if in_vm() {
         panic!("{test}: cannot run inside the VM ({reason}); PADDOCK_VM=1 forbids skipping");
     }
-    eprintln!("SKIP {test}: {reason} (runs in the pure cgroup v2 VM, vm/run-tests)");
+    paddock_testutil::note_skip(
+        test,
+        &format!("{reason} (runs in the pure cgroup v2 VM, vm/run-tests)"),
+    );
 }
 
 /// The controllers enabled for a sandbox's cgroup (its `cgroup.controllers`).
