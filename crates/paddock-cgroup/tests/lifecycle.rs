@@ -472,8 +472,28 @@ async fn threaded_subtree_is_killed() {
             .unwrap_or_else(|e| panic!("case {i}: {e}"));
         assert_eq!((rep.method, rep.found), (method, 1), "case {i}: {rep:?}");
         assert!(!t.events().unwrap().populated, "case {i}");
-        assert!(!cg.events().unwrap().frozen, "case {i}: left frozen");
-        assert!(!t.events().unwrap().frozen, "case {i}: left frozen");
+        // What the kill controls is the request (`cgroup.freeze`); the kernel's `frozen`
+        // in `cgroup.events` follows it. Once in about 100 runs under load, a threaded
+        // subtree killed while frozen still read `frozen 1` right after the kill; so the
+        // request is checked at once and the report waited for, bounded.
+        for c in [&cg, &t] {
+            let req = std::fs::read_to_string(c.path().join("cgroup.freeze")).unwrap();
+            assert_eq!(
+                req.trim(),
+                "0",
+                "case {i}: {} left frozen",
+                c.path().display()
+            );
+            assert!(
+                c.watch()
+                    .unwrap()
+                    .wait_frozen(false, Duration::from_secs(2))
+                    .await
+                    .unwrap(),
+                "case {i}: {} has cgroup.freeze 0 but still reports frozen 1 after 2 s",
+                c.path().display()
+            );
+        }
         assert_eq!(
             reap(child, Duration::from_secs(3)).signal(),
             Some(libc::SIGKILL),
