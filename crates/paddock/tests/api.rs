@@ -684,7 +684,9 @@ fn unknown_query_parameters_are_400_everywhere() {
 }
 
 /// SIGTERM while a stop is in flight: the daemon stops accepting at once but answers the
-/// request (200 with the StopReport) before it exits.
+/// request (200 with the StopReport) before it exits. The grace period (6 s) is the window
+/// in which the test must see the stop in flight; with 2 s it was missed twice in 20 runs
+/// of the whole suite on a 2-core machine at a load average of about 10.
 #[test]
 fn graceful_shutdown_finishes_requests_in_flight() {
     let Some(w) = world("api_graceful_shutdown_finishes_requests_in_flight") else {
@@ -703,12 +705,12 @@ fn graceful_shutdown_finishes_requests_in_flight() {
         hyper_request(
             Endpoint::Unix(&sock),
             "POST",
-            "/v1/sandboxes/slow/stop?timeout=2s",
+            "/v1/sandboxes/slow/stop?timeout=6s",
             None,
             &[],
         )
     });
-    wait_for(Duration::from_secs(5), "the stop to be in flight", || {
+    wait_for(Duration::from_secs(10), "the stop to be in flight", || {
         (w.hyper("GET", "/v1/sandboxes/slow", None).json()["state"] == "stopping").then_some(())
     });
     d.send_sigterm();
@@ -729,7 +731,7 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     );
     assert!(
         !stopper.is_finished(),
-        "the stop (2 s grace, TERM ignored) was still in flight when connections were refused ({:?})",
+        "the stop (6 s grace, TERM ignored) was still in flight when connections were refused ({:?})",
         t0.elapsed()
     );
     let r = stopper.join().unwrap();
@@ -737,7 +739,7 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     let rep = r.json();
     assert_eq!(rep["reason"], "requested", "{rep}");
     assert!(rep["killed_after_grace"].as_u64().unwrap() >= 1, "{rep}");
-    assert!(rep["grace_ms"].as_f64().unwrap() >= 1900.0, "{rep}");
+    assert!(rep["grace_ms"].as_f64().unwrap() >= 5900.0, "{rep}");
     assert!(rep["stuck"].as_array().unwrap().is_empty(), "{rep}");
     assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(!w.socket.exists(), "the socket is removed at exit");
