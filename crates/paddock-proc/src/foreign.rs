@@ -80,7 +80,8 @@ impl ForeignProcess {
         matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
     }
 
-    /// Sends `sig` by pidfd; `AlreadyExited` when it is gone.
+    /// Sends `sig` by pidfd; `AlreadyExited` when it is gone. `EINVAL` for a signal number
+    /// [`Process::signal`](crate::Process::signal) refuses.
     pub fn signal(&self, sig: i32) -> io::Result<Delivery> {
         match sys::pidfd_send_signal(self.pidfd.as_fd(), sig) {
             Ok(()) => Ok(Delivery::Delivered),

@@ -27,7 +27,14 @@
 //! registered child's entry and its reaping change together. Each status goes to the
 //! matching [`Process`] or, for unregistered children, to [`subscribe_orphans`]. The
 //! reaper works in a private fd table (see the `reaper` module), so its pidfds are not
-//! inherited by spawns.
+//! inherited by spawns; for the same reason it never logs or wakes futures itself, but
+//! hands statuses and log lines to a delivery thread, so a `tracing` subscriber (or waker)
+//! only ever runs with the process's real fd table.
+//!
+//! The reaper's start-up can fail (no fd for its eventfd or epoll set, no thread): the
+//! spawn then fails with [`SpawnError::ReaperStart`] and the next one tries again. If one of
+//! its threads dies (a panic, say in a `tracing` subscriber), every later spawn fails with
+//! [`SpawnError::ReaperDead`]. [`reaper_health`] reports both, for a readiness check.
 //!
 //! If something else reaps a registered child anyway (`SIGCHLD` set to `SIG_IGN` or
 //! `SA_NOCLDWAIT`, which makes the kernel reap children itself, or a foreign `wait*`), the
@@ -69,8 +76,14 @@
 //! CLONE_VFORK`, the child running on a stack of its own until `execve`, while the calling
 //! thread is suspended. No page tables are copied and the caller's other threads take no
 //! copy-on-write faults afterwards, which in a busy multi-threaded supervisor is most of
-//! the cost of a fork. Elsewhere, or if the kernel refuses those flags (`EINVAL`, then
-//! never tried again), the clone is fork-like.
+//! the cost of a fork. The child's stack is a private anonymous mapping (64 KiB,
+//! `MAP_STACK | MAP_NORESERVE`) with a `PROT_NONE` guard page below it, so an overflow
+//! kills the child instead of writing into the parent's memory; one per spawning thread,
+//! reused only after the clone has returned (with `CLONE_VFORK`: after the child has
+//! exec'd or exited), unmapped when the thread ends.
+//! Elsewhere, if the kernel refuses those flags (`EINVAL`, then never tried again), or if
+//! the stack cannot be mapped, the clone is fork-like. Neither kind of child allocates
+//! (`tests/child_no_alloc.rs` checks both).
 //!
 //! # Fallbacks
 //!
@@ -110,8 +123,9 @@ pub use command::{
 pub use foreign::ForeignProcess;
 pub use process::{Delivery, Process};
 pub use reaper::{
-    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, children_reaped, children_running,
-    orphans_reaped, reap_orphans, request_orphan_sweep, set_child_subreaper, subscribe_orphans,
+    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, ReaperHealth, children_reaped,
+    children_running, orphans_reaped, reap_orphans, reaper_health, request_orphan_sweep,
+    set_child_subreaper, start_reaper, subscribe_orphans,
 };
 pub use sys::{CLONE_INTO_CGROUP, errno_name};
 
@@ -213,6 +227,32 @@ pub enum SpawnError {
     /// An argument, environment entry or path contains a NUL byte, or the fd map is invalid.
     #[error("invalid spawn request: {0}")]
     Invalid(String),
+    /// The process-global reaper could not be started, so nothing was spawned; the next
+    /// spawn (or [`start_reaper`]) tries again.
+    #[error(
+        "cannot start the child reaper: {op}: {} (os error {errno}); nothing was spawned. \
+         The process is probably at its limit of open files (ulimit -n) or of threads: \
+         raise the limit or lower the load; the next spawn tries again",
+        errno_name(*errno)
+    )]
+    ReaperStart {
+        /// What failed: `eventfd`, `spawn the reaper thread`, `epoll_create1`, ...
+        op: &'static str,
+        /// Its errno.
+        errno: i32,
+    },
+    /// A thread of the process-global reaper has ended (see [`ReaperHealth::Dead`]):
+    /// children could no longer be reaped or reported, so nothing was spawned.
+    #[error(
+        "the child reaper is dead ({thread} {reason}); nothing was spawned, since no child \
+         could be reaped or reported any more; restart the process"
+    )]
+    ReaperDead {
+        /// `paddock-reaper` or `paddock-deliver`.
+        thread: &'static str,
+        /// How it ended (the panic message).
+        reason: String,
+    },
 }
 
 impl SpawnError {
@@ -222,7 +262,8 @@ impl SpawnError {
             Self::Child { errno, .. } => Some(*errno),
             Self::CgroupNotLeaf => Some(libc::EBUSY),
             Self::Os { source, .. } => source.raw_os_error(),
-            Self::Invalid(_) => None,
+            Self::ReaperStart { errno, .. } => Some(*errno),
+            Self::Invalid(_) | Self::ReaperDead { .. } => None,
         }
     }
 

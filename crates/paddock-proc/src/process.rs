@@ -89,7 +89,9 @@ impl Process {
     /// Send `sig` with `pidfd_send_signal` (see the type's docs for where the pidfd comes
     /// from). Returns `Ok(Delivery::AlreadyExited)` (not an error) when the process has
     /// already been reaped; a zombie not yet reaped still gets `Delivered` (the signal has
-    /// no effect on it). Any other failure is an error.
+    /// no effect on it). Any other failure is an error; `sig` must be 1..=31 or a
+    /// real-time signal in `libc::SIGRTMIN()..=libc::SIGRTMAX()`, anything else (0, the
+    /// real-time signals glibc keeps for itself) is `EINVAL`.
     pub fn signal(&self, sig: i32) -> io::Result<Delivery> {
         if self.slot.get().is_some() {
             return Ok(Delivery::AlreadyExited);

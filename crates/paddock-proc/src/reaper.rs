@@ -11,10 +11,19 @@
 //! The pidfds must not grow the process's fd table, which every spawn copies into the child
 //! and closes again at `execve`: the reaper thread therefore works in a **private fd
 //! table** (`unshare(CLONE_FILES)`), holding only its epoll fd, its pidfds and its copy of
-//! the wake-up eventfd (and 0, 1, 2, for logging). Because of that it never wakes another
-//! thread's futures itself (a tokio waker may write to an fd of the shared table): it hands
-//! each status to a **delivery thread**, which fills the registered
-//! [`Process`](crate::Process)'s exit slot or broadcasts an [`OrphanExit`].
+//! the wake-up eventfd (and 0, 1, 2 as inherited). Any fd number some other code of the
+//! process opened is, in that table, closed or one of the reaper's own pidfds, and a file
+//! opened from that thread would exist only there. So the reaper thread runs no code that
+//! might use such an fd: it never wakes another thread's futures (a tokio waker may write
+//! to the runtime's eventfd) and **never logs** (a `tracing` subscriber may write to a log
+//! file's fd, or open the next file of a rolling log). It hands each status, and each line
+//! it wants logged, to a **delivery thread** in the shared table, which logs the line, fills
+//! the registered [`Process`](crate::Process)'s exit slot or broadcasts an [`OrphanExit`].
+//! (One thing it cannot route: a panic in the reaper thread runs the panic hook there; the
+//! default hook writes to fd 2, which the private table keeps.)
+//!
+//! Start-up failures and a dead reaper are errors, not panics: see the `start` module,
+//! [`start_reaper`] and [`reaper_health`].
 //!
 //! Children it did not spawn (descendants reparented to us because we are a subreaper) have
 //! no pidfd here: a sweep with `waitid(P_ALL, WNOHANG | WNOWAIT)` every
@@ -33,17 +42,21 @@
 //!
 //! [`Process::signal`]: crate::Process::signal
 
+mod start;
+
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
-use rustix::event::{EventfdFlags, eventfd};
 
 use tokio::sync::{Notify, broadcast};
 
+pub(crate) use self::start::ensure_started;
+pub use self::start::{ReaperHealth, reaper_health, start_reaper};
+use self::start::{ReaperLog, log};
 use crate::{ExitStatus, sys};
 
 /// Exit of a process that was not spawned by this crate's spawner (typically a descendant
@@ -153,17 +166,19 @@ enum Delivery {
     Orphan(OrphanExit),
     /// Sweeps up to this generation are done (see [`reap_orphans`]).
     Swept(u64),
+    /// A line the reaper thread wants logged (see [`ReaperLog`]).
+    Log(ReaperLog),
 }
 
 struct Reaper {
     table: Mutex<Table>,
     /// Wakes the reaper thread (new children); an eventfd of the shared fd table, of which
-    /// the reaper thread polls its own copy.
+    /// the reaper thread polls its own copy. Set once, by the start-up that succeeds.
     wake_fd: OnceLock<OwnedFd>,
     orphans: broadcast::Sender<OrphanExit>,
     orphans_reaped: AtomicU64,
     children_reaped: AtomicU64,
-    started: std::sync::Once,
+    state: start::State,
     /// Sweep generations asked for by [`reap_orphans`], and done.
     sweep_asked: AtomicU64,
     sweep_done: AtomicU64,
@@ -182,7 +197,7 @@ fn reaper() -> &'static Reaper {
         orphans: broadcast::channel(ORPHAN_CHANNEL_CAPACITY).0,
         orphans_reaped: AtomicU64::new(0),
         children_reaped: AtomicU64::new(0),
-        started: std::sync::Once::new(),
+        state: start::State::new(),
         sweep_asked: AtomicU64::new(0),
         sweep_done: AtomicU64::new(0),
         swept: Notify::new(),
@@ -195,31 +210,6 @@ pub const ORPHAN_CHANNEL_CAPACITY: usize = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Start the reaper and delivery threads if they are not running yet.
-pub(crate) fn ensure_started() {
-    let r = reaper();
-    r.started.call_once(|| {
-        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .expect("cannot create the paddock reaper's eventfd");
-        let wake_raw = wake.as_raw_fd();
-        let _ = r.wake_fd.set(wake);
-        let (tx, rx) = std::sync::mpsc::channel::<Delivery>();
-        std::thread::Builder::new()
-            .name("paddock-deliver".into())
-            .spawn(move || deliver(r, rx))
-            .expect("cannot start the paddock delivery thread");
-        // The reaper thread copies the fd table when it starts: wait until it has closed
-        // its copies, so no other fd of this process stays open in it even briefly after
-        // this returns (a pipe whose other end must see EOF, say).
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("paddock-reaper".into())
-            .spawn(move || run(r, wake_raw, tx, ready_tx))
-            .expect("cannot start the paddock reaper thread");
-        let _ = ready_rx.recv();
-    });
 }
 
 /// Lock the child table (held by the spawner across clone → insert).
@@ -252,6 +242,7 @@ fn deliver(r: &'static Reaper, rx: std::sync::mpsc::Receiver<Delivery>) {
                 // No subscribers is fine.
                 let _ = r.orphans.send(ev);
             }
+            Delivery::Log(line) => line.emit(),
         }
     }
 }
@@ -259,35 +250,14 @@ fn deliver(r: &'static Reaper, rx: std::sync::mpsc::Receiver<Delivery>) {
 /// epoll data of the wake-up eventfd (pids are positive).
 const WAKE: u64 = u64::MAX;
 
+/// The reaper thread's loop, after its set-up (`start::set_up`): its epoll set `ep` and its
+/// copy of the wake-up eventfd. Never returns.
 fn run(
     r: &'static Reaper,
-    wake_raw: RawFd,
+    ep: OwnedFd,
+    wake: BorrowedFd<'static>,
     tx: std::sync::mpsc::Sender<Delivery>,
-    ready: std::sync::mpsc::Sender<()>,
 ) {
-    // From here on this thread uses only fds it opens itself, its copy of the eventfd, and
-    // 0, 1, 2.
-    let private = sys::private_fd_table(wake_raw);
-    let _ = ready.send(());
-    if let Err(e) = private {
-        tracing::warn!(error = %e, "reaper: cannot make a private fd table; its pidfds stay in the shared one, which every spawn copies");
-    }
-    if let Some(why) = sys::sigchld_autoreaps() {
-        tracing::warn!(
-            "SIGCHLD is {why} in this process: the kernel reaps children itself, so their \
-             exit statuses are lost (wait returns ExitStatus::Unknown); restore SIGCHLD's \
-             default disposition before using paddock-proc"
-        );
-    }
-    let wake = sys::borrow_forever(wake_raw);
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("reaper: epoll_create1");
-    epoll::add(
-        &ep,
-        wake,
-        epoll::EventData::new_u64(WAKE),
-        epoll::EventFlags::IN,
-    )
-    .expect("reaper: epoll_ctl");
     // pid → (pidfd, the slot of the child it was opened for).
     let mut pidfds: PidFds = HashMap::new();
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
@@ -313,7 +283,7 @@ fn run(
                             epoll::EventData::new_u64(pid as u64),
                             epoll::EventFlags::IN,
                         ) {
-                            tracing::error!(pid, error = %e, "reaper: epoll_ctl failed; the child is reaped by the sweep");
+                            log(&tx, ReaperLog::EpollAdd { pid, error: e });
                         }
                         pidfds.insert(pid, (fd, slot));
                     }
@@ -323,7 +293,7 @@ fn run(
                         lost(r, &tx, pid, &slot);
                     }
                     Err(e) => {
-                        tracing::error!(pid, error = %e, "reaper: pidfd_open failed; the child is reaped by the sweep");
+                        log(&tx, ReaperLog::PidfdOpen { pid, error: e });
                     }
                 }
             }
@@ -342,7 +312,7 @@ fn run(
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                tracing::error!(error = %e, "reaper: epoll_wait failed");
+                log(&tx, ReaperLog::EpollWait(e));
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -385,7 +355,7 @@ fn run(
                 Err(e) => {
                     drop(t);
                     pidfds.remove(&pid);
-                    tracing::error!(pid, error = %e, "reaper: waitid(P_PIDFD) failed; the child is reaped by the sweep");
+                    log(&tx, ReaperLog::WaitPidfd { pid, error: e });
                 }
             }
         }
@@ -414,7 +384,7 @@ fn sweep(r: &'static Reaper, tx: &std::sync::mpsc::Sender<Delivery>, pidfds: &mu
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::error!(error = %e, "reaper: waitid failed");
+                log(tx, ReaperLog::SweepWaitid(e));
                 return;
             }
         };
@@ -427,7 +397,7 @@ fn sweep(r: &'static Reaper, tx: &std::sync::mpsc::Sender<Delivery>, pidfds: &mu
                 // registered child is reported lost through its pidfd (which polls
                 // readable) or, failing that, when no child is left.
                 drop(t);
-                tracing::warn!(pid, error = %e, "reaper: child vanished before reaping");
+                log(tx, ReaperLog::VanishedBeforeReaping { pid, error: e });
                 continue;
             }
         };
@@ -460,7 +430,7 @@ fn lost(
     if t.holds(pid, slot) {
         t.children.remove(&pid);
         drop(t);
-        warn_lost(pid);
+        log(tx, ReaperLog::ChildLost { pid });
         let _ = tx.send(Delivery::Child(slot.clone(), ExitStatus::Unknown));
     }
 }
@@ -497,7 +467,7 @@ fn forget_lost_children(
     drop(t);
     for (pid, slot) in gone {
         pidfds.remove(&pid);
-        warn_lost(pid);
+        log(tx, ReaperLog::ChildLost { pid });
         let _ = tx.send(Delivery::Child(slot, ExitStatus::Unknown));
     }
 }
@@ -506,8 +476,13 @@ fn forget_lost_children(
 /// done. The reaper sweeps for orphans by itself only every [`ORPHAN_SWEEP`]; a supervisor
 /// calls this after a stop that killed processes, so none of them is left as a zombie.
 /// Costs one walk of this process's children.
+///
+/// Returns at once, having swept nothing, when the reaper cannot be started or has died
+/// (see [`reaper_health`]).
 pub async fn reap_orphans() {
-    ensure_started();
+    if ensure_started().is_err() {
+        return;
+    }
     let r = reaper();
     let generation = r.sweep_asked.fetch_add(1, Ordering::AcqRel) + 1;
     wake();
@@ -515,7 +490,7 @@ pub async fn reap_orphans() {
         let swept = r.swept.notified();
         tokio::pin!(swept);
         swept.as_mut().enable();
-        if r.sweep_done.load(Ordering::Acquire) >= generation {
+        if r.sweep_done.load(Ordering::Acquire) >= generation || !reaper_health().is_healthy() {
             return;
         }
         swept.await;
@@ -523,9 +498,12 @@ pub async fn reap_orphans() {
 }
 
 /// Asks the reaper to sweep for exited orphans now, without waiting for it (see
-/// [`reap_orphans`]).
+/// [`reap_orphans`]). Does nothing when the reaper cannot be started or has died (see
+/// [`reaper_health`]).
 pub fn request_orphan_sweep() {
-    ensure_started();
+    if ensure_started().is_err() {
+        return;
+    }
     reaper().sweep_asked.fetch_add(1, Ordering::AcqRel);
     wake();
 }
@@ -556,8 +534,16 @@ pub fn children_running() -> usize {
 /// Make this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`), so orphaned
 /// descendants of spawned processes are reparented to it instead of to init, and start the
 /// reaper so they are reaped (within [`ORPHAN_SWEEP`]; see [`subscribe_orphans`]).
+///
+/// Fails with the error of `prctl`, or with a [`SpawnError`](crate::SpawnError) from
+/// starting the reaper (its errno's kind; the `SpawnError` is the source), in which case
+/// the flag is set but nothing reaps the orphans until a later spawn starts the reaper.
 pub fn set_child_subreaper() -> std::io::Result<()> {
     sys::set_child_subreaper()?;
-    ensure_started();
-    Ok(())
+    ensure_started().map_err(|e| {
+        let kind = e.errno().map_or(std::io::ErrorKind::Other, |n| {
+            std::io::Error::from_raw_os_error(n).kind()
+        });
+        std::io::Error::new(kind, e)
+    })
 }
