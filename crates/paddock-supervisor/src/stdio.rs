@@ -278,7 +278,7 @@ pub(crate) fn open_target(
             rw | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| failed("open", e))?;
+        .map_err(|e| failed("reopen (through /proc/self/fd)", e))?;
         return finish(f, field, path);
     }
     Err(bad(

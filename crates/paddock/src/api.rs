@@ -678,7 +678,14 @@ async fn logs(
                 cgroup_name(info.id.as_str(), info.lifecycle)
             ))
         });
-    let data = match read_tail(&path, MAX_LOG) {
+    // Up to 4 MiB from a file system that may be slow: on a blocking thread.
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || read_tail(&path, MAX_LOG))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    let data = match read {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {

@@ -128,6 +128,65 @@ fn fifo_stdio_targets_are_refused_at_once() {
     assert!(w.cgroups().is_empty(), "{:?}", w.cgroups());
 }
 
+/// A regular file whose open blocks — here, one another process holds a read lease on:
+/// an open for writing waits until the holder lets go or `lease-break-time` (45 s) passes,
+/// as an open on a hung file system waits — is refused at once (the open is non-blocking)
+/// instead of holding a worker, and the lease holder is left alone.
+#[test]
+fn a_file_whose_open_would_block_is_refused_at_once() {
+    let Some(w) = world("hardening_a_file_whose_open_would_block_is_refused_at_once") else {
+        return;
+    };
+    let _d = w.daemon(&[]);
+    let leased = w.tmp.path().join("leased.log");
+    std::fs::write(&leased, "").unwrap();
+    // F_SETLEASE = 1024, F_RDLCK = 0; the lease break's SIGIO is ignored.
+    let mut holder = std::process::Command::new("perl")
+        .args([
+            "-e",
+            r#"$SIG{IO} = "IGNORE"; open(my $f, "<", $ARGV[0]) or die "open: $!"; fcntl($f, 1024, 0) or die "F_SETLEASE: $!"; $| = 1; print "leased\n"; sleep 60"#,
+        ])
+        .arg(&leased)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 7];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    assert_eq!(&line, b"leased\n");
+    let t0 = Instant::now();
+    let r = try_http_unix_within(
+        &w.socket,
+        "POST",
+        "/v1/sandboxes",
+        Some(&file_spec(
+            "leased",
+            "echo hi",
+            &leased.display().to_string(),
+        )),
+        &[],
+        Duration::from_secs(10),
+    );
+    let took = t0.elapsed();
+    let alive = holder.try_wait().unwrap().is_none();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let r = r.expect("the create was not answered within 10 s");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("stdio.stdout") && r.error().contains("lease"),
+        "{}",
+        r.error()
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(alive, "the lease holder died");
+    assert!(w.cgroups().is_empty(), "{:?}", w.cgroups());
+}
+
 /// `/healthz` answers within 100 ms while a create is blocked (by the test hook that parks
 /// a create forever after its record), and a FIFO create meanwhile is refused before it
 /// records anything, so it is not parked too.
