@@ -227,7 +227,7 @@ fn read_token(path: &Path) -> Result<Vec<u8>> {
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         bail!(
-            "token file {} is owned by uid {}, not by the user the daemon runs as (uid {me}):              whoever owns it can change the token (chown it to uid {me}, or use another file)",
+            "token file {} is owned by uid {}, not by the user the daemon runs as (uid {me}): whoever owns it can change the token (chown it to uid {me}, or use another file)",
             path.display(),
             meta.uid()
         );
@@ -286,7 +286,7 @@ pub fn check_socket_path(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => Ok(true),
         Ok(m) => bail!(
-            "--socket {}: there is a {} at that path, not a socket; paddock does not delete it              (remove it yourself, or choose another --socket)",
+            "--socket {}: there is a {} at that path, not a socket; paddock does not delete it (remove it yourself, or choose another --socket)",
             path.display(),
             if m.is_dir() {
                 "directory"
@@ -374,14 +374,14 @@ pub fn prepare_state_dir(dir: &Path) -> Result<()> {
     let mode = m.mode() & 0o7777;
     if m.uid() != me {
         bail!(
-            "--state-dir {}: owned by uid {}, not by the user the daemon runs as (uid {me});              its owner could tamper with the daemon's database and logs. Use a directory of              the daemon's own (e.g. a new path, which paddock creates with mode 0700), or              chown it to uid {me}",
+            "--state-dir {}: owned by uid {}, not by the user the daemon runs as (uid {me}); its owner could tamper with the daemon's database and logs. Use a directory of the daemon's own (e.g. a new path, which paddock creates with mode 0700), or chown it to uid {me}",
             dir.display(),
             m.uid()
         );
     }
     if mode & 0o022 != 0 {
         bail!(
-            "--state-dir {}: mode {mode:o} lets group or others write to it, so they could              tamper with the daemon's database and logs; paddock does not change the mode of a              directory it did not create. Use a directory of the daemon's own (e.g. a new              path, which paddock creates with mode 0700), or chmod go-w it",
+            "--state-dir {}: mode {mode:o} lets group or others write to it, so they could tamper with the daemon's database and logs; paddock does not change the mode of a directory it did not create. Use a directory of the daemon's own (e.g. a new path, which paddock creates with mode 0700), or chmod go-w it",
             dir.display()
         );
     }
