@@ -855,6 +855,10 @@ mod tests {
             );
         }
         assert!(strict_json(b"{} x").is_err());
+        // serde_json's recursion limit holds: deep nesting is an error, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = strict_json(deep.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("recursion limit"), "{e}");
         assert!(strict_json(b"{\"a\":1}{}").is_err());
     }
 
