@@ -26,6 +26,7 @@ mod events;
 pub mod logs;
 mod spec;
 mod state;
+mod stdio;
 mod supervisor;
 
 pub use events::{
@@ -33,13 +34,14 @@ pub use events::{
     StuckProcess,
 };
 pub use spec::{
-    Limits, MAX_ID_LEN, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
-    StopPolicy, parse_duration, parse_size,
+    Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_LEN, MAX_PIDS_LIMIT, Network, OnMainExit,
+    SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopPolicy, parse_duration, parse_size,
 };
 pub use state::{
     CGROUP_SEPARATOR, InvalidTransition, LifecycleId, State, Transition, cgroup_name,
     parse_cgroup_name, transition,
 };
+pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};
 pub use supervisor::{
     Adopted, Config, DEFAULT_CONTROLLERS, Hooks, NoHooks, Persisting, RECENT_REPORTS,
     ReclaimReport, Record, SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters,
@@ -102,6 +104,10 @@ pub enum Error {
         /// The cause (its text is part of this error's message).
         cause: std::io::Error,
     },
+    /// Something a start needs did not answer in time (a stdio file on a hung file system),
+    /// or too many such waits are pending; nothing was started. Retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// A pause or resume did not complete in time.
     #[error(
         "sandbox {id}: {op} did not complete within {timeout_ms} ms (a process in uninterruptible sleep?)"

@@ -12,11 +12,35 @@ use crate::Error;
 /// Longest sandbox ID, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest duration accepted anywhere a duration is given: a spec's `grace_period_ms` and
+/// `kill_timeout_ms`, [`parse_duration`] (and with it the API's `?timeout=`): 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400 * 365);
+
+/// Largest `max_descendants` and `max_depth`: the kernel parses `cgroup.max.descendants`
+/// and `cgroup.max.depth` as a C `int`.
+pub const MAX_CGROUP_COUNT_LIMIT: u64 = i32::MAX as u64;
+
+/// Largest `pids_max`: the kernel refuses a `pids.max` above `PID_MAX_LIMIT` (4,194,304 on
+/// 64-bit kernels).
+pub const MAX_PIDS_LIMIT: u64 = 4 * 1024 * 1024;
+
 /// A validated sandbox ID: a cgroup-safe name (no `/`, no NUL, no control characters, not
 /// `.`/`..`, not named like a cgroup interface file) of 1 to 128 bytes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
 pub struct SandboxId(String);
+
+impl<'de> Deserialize<'de> for SandboxId {
+    /// Decodes and validates an ID. The error is the bare reason (`sandbox ID: …`), so a
+    /// caller that wraps decoding errors as an invalid spec does not say so twice.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SandboxId::new(s).map_err(|e| match e {
+            Error::InvalidSpec(why) => serde::de::Error::custom(why),
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
 
 impl SandboxId {
     /// Validates `id`.
@@ -289,7 +313,18 @@ impl SandboxSpec {
             ));
         }
         if self.stop.kill_timeout_ms == 0 {
-            return bad("kill_timeout_ms must be at least 1".into());
+            return bad("stop.kill_timeout_ms must be at least 1".into());
+        }
+        let max_ms = MAX_DURATION.as_millis() as u64;
+        for (name, v) in [
+            ("grace_period_ms", self.stop.grace_period_ms),
+            ("kill_timeout_ms", self.stop.kill_timeout_ms),
+        ] {
+            if v > max_ms {
+                return bad(format!(
+                    "stop.{name} = {v}: at most {max_ms} (365 days, the bound of every duration)"
+                ));
+            }
         }
         let l = &self.limits;
         // The same bounds as the cgroup layer (and the kernel), so a spec that validates
@@ -310,6 +345,25 @@ impl SandboxSpec {
         }
         if l.memory_max == Some(0) || l.memory_high == Some(0) {
             return bad("memory limits must be above 0 bytes".into());
+        }
+        for (name, v) in [
+            ("max_descendants", l.max_descendants),
+            ("max_depth", l.max_depth),
+        ] {
+            if let Some(v) = v
+                && v > MAX_CGROUP_COUNT_LIMIT
+            {
+                return bad(format!(
+                    "limits.{name} = {v}: the kernel accepts at most {MAX_CGROUP_COUNT_LIMIT}"
+                ));
+            }
+        }
+        if let Some(p) = l.pids_max
+            && p > MAX_PIDS_LIMIT
+        {
+            return bad(format!(
+                "limits.pids_max = {p}: the kernel accepts at most {MAX_PIDS_LIMIT}"
+            ));
         }
         if let Network::Named(n) = &self.network
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
@@ -382,8 +436,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
         "h" => v * 3600.0,
         _ => return Err(err("unknown unit")),
     };
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(err("out of range"));
+    if !secs.is_finite() || !(0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) {
+        return Err(err("out of range (at most 365 days)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -439,6 +493,64 @@ mod tests {
         s.network = Network::Host;
         s.env.insert("A=B".into(), "c".into());
         assert!(s.validate().is_err());
+    }
+
+    /// The kernel's ranges and the duration bound: the largest accepted value passes, one
+    /// more is refused with a message naming the field.
+    #[test]
+    fn limits_and_durations_are_bounded() {
+        let ok = SandboxSpec::new(
+            SandboxId::new("b").unwrap(),
+            "/bin/true",
+            Vec::<String>::new(),
+        );
+        let max_ms = MAX_DURATION.as_millis() as u64;
+        type Set = fn(&mut SandboxSpec, u64);
+        let cases: [(&str, u64, Set); 5] = [
+            ("limits.max_descendants", MAX_CGROUP_COUNT_LIMIT, |s, v| {
+                s.limits.max_descendants = Some(v)
+            }),
+            ("limits.max_depth", MAX_CGROUP_COUNT_LIMIT, |s, v| {
+                s.limits.max_depth = Some(v)
+            }),
+            ("limits.pids_max", MAX_PIDS_LIMIT, |s, v| {
+                s.limits.pids_max = Some(v)
+            }),
+            ("stop.grace_period_ms", max_ms, |s, v| {
+                s.stop.grace_period_ms = v
+            }),
+            ("stop.kill_timeout_ms", max_ms, |s, v| {
+                s.stop.kill_timeout_ms = v
+            }),
+        ];
+        for (field, max, set) in cases {
+            let mut s = ok.clone();
+            set(&mut s, max);
+            s.validate()
+                .unwrap_or_else(|e| panic!("{field} = {max}: {e}"));
+            for bad in [max + 1, u64::MAX] {
+                let mut s = ok.clone();
+                set(&mut s, bad);
+                let e = s.validate().unwrap_err().to_string();
+                assert!(e.contains(field), "{field} = {bad}: {e}");
+            }
+        }
+        assert_eq!(
+            parse_duration(&format!("{}", MAX_DURATION.as_secs())).unwrap(),
+            MAX_DURATION
+        );
+        assert!(parse_duration(&format!("{}", MAX_DURATION.as_secs() + 1)).is_err());
+    }
+
+    /// A bad ID in JSON says "sandbox ID: …" once, not wrapped in a second "invalid sandbox
+    /// spec" by the decoder.
+    #[test]
+    fn id_decoding_error_is_the_bare_reason() {
+        let e = serde_json::from_str::<SandboxId>("\"../x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("sandbox ID:"), "{e}");
+        assert!(!e.contains("invalid sandbox spec"), "{e}");
     }
 
     proptest::proptest! {

@@ -28,6 +28,7 @@ use crate::events::{
 use crate::logs::LogDir;
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
 use crate::state::{LifecycleId, State, Transition, cgroup_name, parse_cgroup_name, transition};
+use crate::stdio::{self, MAX_STDIO_OPENS, StdioDir, StdioFiles};
 
 /// Capacity of the event channel; a subscriber that falls further behind loses the oldest
 /// events (and is told so by `broadcast::error::RecvError::Lagged`).
@@ -46,6 +47,45 @@ const SIGNAL_FREEZE_TIMEOUT: Duration = Duration::from_millis(250);
 /// `wait_stopped` naming that lifecycle still returns its report. One supervisor-wide
 /// list, oldest evicted first; past it such a call returns [`Error::NotFound`].
 pub const RECENT_REPORTS: usize = 1024;
+
+/// What [`Supervisor::start`] opens before it records or creates anything.
+struct Prepared {
+    /// The [`StdioTarget::File`] streams.
+    files: StdioFiles,
+    /// The named network namespace.
+    netns: Option<OwnedFd>,
+}
+
+/// `nsfs`'s `f_type`.
+const NSFS_MAGIC: u64 = 0x6e73_6673;
+
+/// Opens the named network namespace `/run/netns/<name>`: a missing one, or a file there
+/// that is no namespace, is [`Error::InvalidSpec`] naming the field.
+fn open_netns(name: &str) -> Result<OwnedFd, Error> {
+    let path = format!("/run/netns/{name}");
+    let fd = paddock_proc::netns_fd(name).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
+            Error::InvalidSpec(format!(
+                "network: no network namespace named {name:?} ({path} does not exist; create it with `ip netns add {name}`)"
+            ))
+        } else {
+            Error::Io {
+                op: format!("open network namespace {path}"),
+                cause,
+            }
+        }
+    })?;
+    let fs = rustix::fs::fstatfs(&fd).map_err(|e| Error::Io {
+        op: format!("fstatfs {path}"),
+        cause: e.into(),
+    })?;
+    if fs.f_type as u64 != NSFS_MAGIC {
+        return Err(Error::InvalidSpec(format!(
+            "network: {path} is not a namespace (expected a file bind-mounted by `ip netns add {name}`)"
+        )));
+    }
+    Ok(fd)
+}
 
 /// What a durable store and an exporter of metrics need to hear from the supervisor.
 /// Every method has a default that does nothing.
@@ -131,6 +171,12 @@ pub struct Config {
     pub owner: String,
     /// Directory of the sandboxes' log files ([`StdioTarget::Log`]).
     pub log_dir: Option<PathBuf>,
+    /// When set, every [`StdioTarget::File`] must be beneath this directory (absolute and
+    /// under it, or relative to it); it is resolved with `openat2(RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`. When `None`, file targets must be
+    /// absolute paths. Either way only regular files are opened, never through a symbolic
+    /// link as the last component (default `None`).
+    pub stdio_dir: Option<PathBuf>,
     /// Become a child subreaper so orphans of sandboxes are reaped here (default true).
     pub subreaper: bool,
     /// Use the freeze-and-signal kill even where `cgroup.kill` works (tests).
@@ -160,6 +206,7 @@ impl Config {
             root,
             owner: "paddock".into(),
             log_dir: None,
+            stdio_dir: None,
             subreaper: true,
             force_kill_fallback: false,
             remove_timeout: Duration::from_secs(2),
@@ -176,6 +223,7 @@ impl std::fmt::Debug for Config {
             .field("root", &self.root.path())
             .field("owner", &self.owner)
             .field("log_dir", &self.log_dir)
+            .field("stdio_dir", &self.stdio_dir)
             .finish_non_exhaustive()
     }
 }
@@ -402,6 +450,10 @@ struct Inner {
     cfg: Config,
     /// The log files, when `cfg.log_dir` is set.
     logs: Option<LogDir>,
+    /// `cfg.stdio_dir`, opened.
+    stdio_dir: Option<Arc<StdioDir>>,
+    /// Slots for opening stdio files on blocking threads ([`MAX_STDIO_OPENS`]).
+    stdio_slots: Arc<tokio::sync::Semaphore>,
     /// Whether the root hands the pids controller to sandboxes (so `pids.max` exists).
     pids_enabled: std::sync::atomic::AtomicBool,
     /// Whether the root hands the memory controller to sandboxes (so `memory.peak` can
@@ -446,6 +498,18 @@ impl Supervisor {
             })?),
             None => None,
         };
+        let stdio_dir = match &cfg.stdio_dir {
+            Some(dir) => Some(Arc::new(StdioDir::open(dir).map_err(|cause| {
+                Error::Io {
+                    op: format!(
+                        "open the stdio directory {} (it must be an existing directory)",
+                        dir.display()
+                    ),
+                    cause,
+                }
+            })?)),
+            None => None,
+        };
         let available = cfg.root.controllers()?;
         let wanted: Vec<&str> = cfg
             .controllers
@@ -462,6 +526,8 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 cfg,
                 logs,
+                stdio_dir,
+                stdio_slots: Arc::new(tokio::sync::Semaphore::new(MAX_STDIO_OPENS)),
                 pids_enabled: pids_enabled.into(),
                 memory_enabled: memory_enabled.into(),
                 registry: Mutex::new(HashMap::new()),
@@ -496,8 +562,29 @@ impl Supervisor {
     /// lifecycle of the same ID is creating or running; allowed while an older lifecycle
     /// is still stopping, which then finishes on its own. If the cgroup cannot be created
     /// or the spawn fails, nothing is left behind and the error says why.
+    ///
+    /// What the spec names outside the supervisor is checked first, before anything is
+    /// recorded or created: [`StdioTarget::File`] targets are opened (on a blocking thread,
+    /// regular files only; see [`Config::stdio_dir`]) and a named network namespace must
+    /// exist. A target or namespace that is not acceptable is [`Error::InvalidSpec`] naming
+    /// the field; an open that hangs is [`Error::Unavailable`] after
+    /// [`crate::STDIO_OPEN_TIMEOUT`].
     pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
         spec.validate()?;
+        // Cheap early refusal of a duplicate (checked again atomically below), so a
+        // duplicate does not create its stdio files first.
+        if self
+            .inner
+            .registry
+            .lock()
+            .unwrap()
+            .get(&spec.id)
+            .is_some_and(|slot| slot.current.state().holds_id())
+        {
+            self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        let prepared = self.prepare(&spec).await?;
         let lifecycle = LifecycleId::fresh();
         let name = CgroupName::new(cgroup_name(spec.id.as_str(), lifecycle))?;
         let cgroup_path = self.inner.cfg.root.child_path(&name);
@@ -558,7 +645,10 @@ impl Supervisor {
             sup: Some(self.clone()),
             sb: sb.clone(),
         };
-        let spawned = self.create_and_spawn(&sb).instrument(sb.span()).await;
+        let spawned = self
+            .create_and_spawn(&sb, prepared)
+            .instrument(sb.span())
+            .await;
         guard.disarm();
         match spawned {
             Ok(mut process) => {
@@ -672,7 +762,23 @@ impl Supervisor {
         );
     }
 
-    async fn create_and_spawn(&self, sb: &Arc<Sandbox>) -> Result<Process, Error> {
+    /// Opens what the spec names outside the supervisor (see [`Supervisor::start`]).
+    async fn prepare(&self, spec: &SandboxSpec) -> Result<Prepared, Error> {
+        let files =
+            stdio::open_files(spec, self.inner.stdio_dir.clone(), &self.inner.stdio_slots).await?;
+        let netns = match &spec.network {
+            // `/run/netns` is a tmpfs of bind-mounted nsfs files: the open does not block.
+            Network::Named(n) => Some(open_netns(n)?),
+            Network::Host | Network::Isolated => None,
+        };
+        Ok(Prepared { files, netns })
+    }
+
+    async fn create_and_spawn(
+        &self,
+        sb: &Arc<Sandbox>,
+        prepared: Prepared,
+    ) -> Result<Process, Error> {
         let cfg = &self.inner.cfg;
         if cfg.hooks.wants_records() {
             cfg.hooks
@@ -695,7 +801,7 @@ impl Supervisor {
             }
         }
         let cg = cfg.root.create(&sb.cgroup_name)?;
-        let res = self.prepare_and_spawn(sb, &cg);
+        let res = self.prepare_and_spawn(sb, &cg, prepared);
         if res.is_err() {
             // Nothing may be left behind: the spawn failed, so the cgroup is empty, but
             // remove through the full path anyway (it kills whatever might be there).
@@ -711,7 +817,12 @@ impl Supervisor {
         res
     }
 
-    fn prepare_and_spawn(&self, sb: &Sandbox, cg: &Cgroup) -> Result<Process, Error> {
+    fn prepare_and_spawn(
+        &self,
+        sb: &Sandbox,
+        cg: &Cgroup,
+        mut prepared: Prepared,
+    ) -> Result<Process, Error> {
         let cfg = &self.inner.cfg;
         cg.set_owner(&cfg.owner)?;
         let l = &sb.spec.limits;
@@ -799,18 +910,14 @@ impl Supervisor {
                     Stdio::from(f)
                 }
                 StdioTarget::File(p) => {
-                    let f = if fd == 0 {
-                        std::fs::File::open(p)
-                    } else {
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(p)
-                    };
-                    Stdio::from(f.map_err(|cause| Error::Io {
-                        op: format!("open {}", p.display()),
-                        cause,
-                    })?)
+                    // Opened by `prepare`, before anything was created.
+                    let f = prepared.files.0[fd as usize]
+                        .take()
+                        .ok_or_else(|| Error::Io {
+                            op: format!("open {}", p.display()),
+                            cause: std::io::Error::other("the file was not opened in advance"),
+                        })?;
+                    Stdio::from(f)
                 }
             };
             cmd.fd(fd, s);
@@ -821,12 +928,10 @@ impl Supervisor {
                 cmd.unshare(Namespaces::NET);
             }
             Network::Named(n) => {
-                let fd = paddock_proc::netns_fd(n).map_err(|cause| Error::Io {
-                    op: format!(
-                        "open network namespace /run/netns/{n} (create it with `ip netns add {n}`)"
-                    ),
-                    cause,
-                })?;
+                let fd = match prepared.netns.take() {
+                    Some(fd) => fd,
+                    None => open_netns(n)?,
+                };
                 cmd.join_namespace(fd);
             }
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -92,7 +92,7 @@ impl From<SupError> for ApiError {
             SupError::NotFound { .. } => StatusCode::NOT_FOUND,
             SupError::InvalidState { .. } => StatusCode::CONFLICT,
             SupError::Spawn { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            SupError::Journal { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SupError::Journal { .. } | SupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             SupError::Cgroup(paddock_cgroup::Error::ControllerUnavailable { .. }) => {
                 StatusCode::BAD_REQUEST
             }
@@ -108,6 +108,31 @@ impl From<SupError> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::bad(format!("query string: {}", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError {
+            status: e.status(),
+            message: format!("path: {}", e.body_text()),
+        }
+    }
+}
+
+/// The `{id}` of a per-sandbox path. A segment that cannot be decoded (percent-encoding of
+/// bytes that are not UTF-8) is refused like every other error, as JSON.
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(IdPath(id))
     }
 }
 
@@ -136,7 +161,21 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Requires `Authorization: Bearer <token>` (compared in constant time).
+/// The credentials of an `Authorization: Bearer <token>` header value: the scheme is
+/// case-insensitive and followed by one or more spaces (RFC 7235); `None` for another
+/// scheme or no credentials.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let sp = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(sp);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
+}
+
+/// Requires `Authorization: Bearer <token>` (scheme in any case; the token compared in
+/// constant time).
 pub async fn require_token(
     State(token): State<Arc<Vec<u8>>>,
     req: Request,
@@ -145,7 +184,7 @@ pub async fn require_token(
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_token(v.as_bytes()))
         .is_some_and(|given| constant_time_eq(given, &token));
     if !ok {
         return ApiError {
@@ -229,10 +268,78 @@ struct LcQuery {
     lifecycle: Option<String>,
 }
 
-/// Parses a create body: a `SandboxSpec` plus an optional `"start": true`.
+/// Decodes JSON into a [`Value`] like `serde_json::from_slice`, except that an object with
+/// the same key twice is an error (`serde_json` keeps the last one silently, so a body
+/// could say one thing to a proxy that reads the first and another to the daemon).
+pub fn strict_json(body: &[u8]) -> serde_json::Result<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    struct Strict;
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(Strict)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+            serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("a number that is not finite"))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = seq.next_element_seed(Strict)? {
+                v.push(x);
+            }
+            Ok(Value::Array(v))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut m = serde_json::Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if m.contains_key(&k) {
+                    return Err(A::Error::custom(format!("duplicate key {k:?}")));
+                }
+                let v = map.next_value_seed(Strict)?;
+                m.insert(k, v);
+            }
+            Ok(Value::Object(m))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Parses a create body: a `SandboxSpec` plus an optional `"start": true`. Duplicate keys
+/// (in any object) are refused.
 pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
     let mut v: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+        strict_json(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
     let Some(obj) = v.as_object_mut() else {
         return Err(ApiError::bad(
             "request body must be a JSON object (a SandboxSpec)",
@@ -367,7 +474,7 @@ fn find(st: &AppState, id: &str, q: &LcQuery) -> ApiResult<SandboxInfo> {
 
 async fn get_one(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
     let Query(q) = q?;
@@ -388,14 +495,21 @@ impl TimeoutQuery {
     fn timeout(&self) -> ApiResult<Option<Duration>> {
         self.timeout
             .as_deref()
-            .map(|t| parse_duration(t).map_err(|e| ApiError::bad(format!("timeout: {e}"))))
+            .map(|t| {
+                parse_duration(t).map_err(|e| {
+                    ApiError::bad(match e {
+                        SupError::InvalidSpec(why) => format!("timeout: {why}"),
+                        e => format!("timeout: {e}"),
+                    })
+                })
+            })
             .transpose()
     }
 }
 
 async fn stop(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<TimeoutQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
@@ -414,7 +528,7 @@ async fn stop(
 
 async fn kill(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
@@ -446,7 +560,7 @@ fn pin_lifecycle(st: &AppState, id: &SandboxId, lc: Option<LifecycleId>) -> ApiR
 /// is not waited for instead.
 async fn wait(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<TimeoutQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
     let Query(q) = q?;
@@ -490,7 +604,7 @@ async fn wait(
 
 async fn pause(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
     set_paused(st, id, q, true).await
@@ -498,7 +612,7 @@ async fn pause(
 
 async fn resume(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<axum::Json<SandboxInfo>> {
     set_paused(st, id, q, false).await
@@ -523,7 +637,7 @@ async fn set_paused(
 
 async fn delete(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
@@ -539,7 +653,7 @@ async fn delete(
 
 async fn stats(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
@@ -550,7 +664,7 @@ async fn stats(
 
 async fn logs(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     q: Result<Query<LcQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
@@ -564,7 +678,14 @@ async fn logs(
                 cgroup_name(info.id.as_str(), info.lifecycle)
             ))
         });
-    let data = match read_tail(&path, MAX_LOG) {
+    // Up to 4 MiB from a file system that may be slow: on a blocking thread.
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || read_tail(&path, MAX_LOG))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    let data = match read {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
@@ -688,6 +809,69 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (h, want) in [
+            (&b"Bearer tok"[..], Some(&b"tok"[..])),
+            (b"bearer tok", Some(b"tok")),
+            (b"BEARER tok", Some(b"tok")),
+            (b"bEaReR   tok", Some(b"tok")),
+            (b"Bearer", None),
+            (b"Bearer ", None),
+            (b"Basic tok", None),
+            (b"Bearertok", None),
+            (b"Bearer\ttok", None),
+            (b"", None),
+        ] {
+            assert_eq!(bearer_token(h), want, "{:?}", String::from_utf8_lossy(h));
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_every_depth() {
+        for body in [
+            &br#"{"id":"a","id":"b","command":"/bin/true"}"#[..],
+            br#"{"id":"a","command":"/bin/true","env":{"X":"1","X":"2"}}"#,
+            br#"{"id":"a","command":"/bin/true","limits":{"pids_max":1,"pids_max":2}}"#,
+            br#"{"id":"a","command":"/bin/true","stdio":{"stdout":"log","stdout":"null"}}"#,
+            br#"{"id":"a","command":"/bin/true","labels":{"k":"v","k":"v"}}"#,
+            br#"{"id":"a","command":"/bin/true","start":true,"start":true}"#,
+        ] {
+            let e = parse_create(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("duplicate key"), "{}", e.message);
+        }
+        // Strict decoding is serde_json's otherwise.
+        for body in [
+            &br#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}],"c":18446744073709551615}"#[..],
+            b"[]",
+            b"  {}  ",
+        ] {
+            assert_eq!(
+                strict_json(body).unwrap(),
+                serde_json::from_slice::<Value>(body).unwrap()
+            );
+        }
+        assert!(strict_json(b"{} x").is_err());
+        // serde_json's recursion limit holds: deep nesting is an error, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = strict_json(deep.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("recursion limit"), "{e}");
+        assert!(strict_json(b"{\"a\":1}{}").is_err());
+    }
+
+    #[test]
+    fn a_bad_id_is_explained_once() {
+        let e = parse_create(br#"{"id":"../x","command":"/bin/true"}"#).unwrap_err();
+        assert_eq!(
+            e.message.matches("invalid sandbox spec").count(),
+            1,
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("sandbox ID"), "{}", e.message);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The client commands: they talk to the daemon over its unix socket.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -36,16 +38,124 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// Whether printing `c` to a terminal could do more than show a glyph: control characters
+/// (C0, DEL and C1 — ESC and CSI among them: cursor moves, colours, window titles, screen
+/// rewrites), bidirectional overrides and isolates (which reorder what is shown), and the
+/// Unicode line and paragraph separators.
+pub fn dangerous(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `s` made safe to print to a terminal: every [`dangerous`] character is shown as its
+/// Rust escape (`\n`, `\t`, `\u{1b}`, `\u{202e}`), everything else as it is.
+pub fn term_safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(dangerous) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if dangerous(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`term_safe`] text cut to at most `width` characters (never inside a character), with
+/// `...` at the end when cut.
+pub fn fit(s: &str, width: usize) -> String {
+    let safe = term_safe(s);
+    if safe.chars().count() <= width {
+        return safe.into_owned();
+    }
+    let mut out: String = safe.chars().take(width.saturating_sub(3)).collect();
+    out.push_str(&"..."[..3.min(width)]);
+    out
+}
+
+/// A serde_json formatter that writes [`dangerous`] characters in strings as `\uXXXX`
+/// escapes (serde_json escapes only C0): the same JSON, safe to show in a terminal.
+struct SafeJson {
+    pretty: Option<serde_json::ser::PrettyFormatter<'static>>,
+}
+
+macro_rules! delegate_pretty {
+    ($($name:ident($($arg:ident: $t:ty),*);)*) => {$(
+        fn $name<W: ?Sized + std::io::Write>(&mut self, w: &mut W $(, $arg: $t)*) -> std::io::Result<()> {
+            match &mut self.pretty {
+                Some(p) => p.$name(w $(, $arg)*),
+                None => serde_json::ser::CompactFormatter.$name(w $(, $arg)*),
+            }
+        }
+    )*};
+}
+
+impl serde_json::ser::Formatter for SafeJson {
+    delegate_pretty! {
+        begin_array();
+        end_array();
+        begin_array_value(first: bool);
+        end_array_value();
+        begin_object();
+        end_object();
+        begin_object_key(first: bool);
+        begin_object_value();
+        end_object_value();
+    }
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some((i, c)) = rest.char_indices().find(|(_, c)| dangerous(*c)) {
+            w.write_all(&rest.as_bytes()[..i])?;
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                write!(w, "\\u{u:04x}")?;
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+}
+
+/// `v` as JSON, pretty or on one line, with [`dangerous`] characters escaped.
+pub fn safe_json(v: &impl serde::Serialize, pretty: bool) -> Result<String> {
+    let mut buf = Vec::new();
+    let f = SafeJson {
+        pretty: pretty.then(serde_json::ser::PrettyFormatter::new),
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, f);
+    v.serialize(&mut ser)?;
+    Ok(String::from_utf8(buf).expect("serde_json writes UTF-8"))
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    println!("{}", safe_json(v, true)?);
     Ok(())
 }
 
-fn age(ms: u64) -> String {
-    let now = std::time::SystemTime::now()
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn age(ms: u64, now: u64) -> String {
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..60 => format!("{s}s"),
@@ -55,17 +165,43 @@ fn age(ms: u64) -> String {
     }
 }
 
+/// Widest COMMAND shown by `paddock ps`, in characters.
+pub const PS_COMMAND_WIDTH: usize = 40;
+
 fn command_line(i: &SandboxInfo) -> String {
     let mut s = i.spec.command.clone();
     for a in &i.spec.args {
         s.push(' ');
         s.push_str(a);
     }
-    if s.len() > 40 {
-        s.truncate(37);
-        s.push_str("...");
+    fit(&s, PS_COMMAND_WIDTH)
+}
+
+/// The table of `paddock ps` (ages relative to `now_ms`): terminal-safe, one line per
+/// sandbox after the header.
+pub fn render_ps(list: &[SandboxInfo], now_ms: u64) -> String {
+    let mut o = format!(
+        "{:<24} {:<16} {:<12} {:>8} {:>5}  COMMAND\n",
+        "ID", "LIFECYCLE", "STATE", "PID", "AGE"
+    );
+    for i in list {
+        let state = if i.paused {
+            format!("{} (paused)", i.state)
+        } else {
+            i.state.to_string()
+        };
+        let _ = writeln!(
+            o,
+            "{:<24} {:<16} {:<12} {:>8} {:>5}  {}",
+            term_safe(i.id.as_str()),
+            i.lifecycle.to_string(),
+            state,
+            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            age(i.created_at_ms, now_ms),
+            command_line(i)
+        );
     }
-    s
+    o
 }
 
 /// `paddock ps`.
@@ -76,26 +212,7 @@ pub async fn ps(c: &Client, out: Out) -> Result<u8> {
         print_json(&list)?;
         return Ok(0);
     }
-    println!(
-        "{:<24} {:<16} {:<12} {:>8} {:>5}  COMMAND",
-        "ID", "LIFECYCLE", "STATE", "PID", "AGE"
-    );
-    for i in &list {
-        let state = if i.paused {
-            format!("{} (paused)", i.state)
-        } else {
-            i.state.to_string()
-        };
-        println!(
-            "{:<24} {:<16} {:<12} {:>8} {:>5}  {}",
-            i.id.as_str(),
-            i.lifecycle.to_string(),
-            state,
-            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            age(i.created_at_ms),
-            command_line(i)
-        );
-    }
+    print!("{}", render_ps(&list, now_ms()));
     Ok(0)
 }
 
@@ -112,9 +229,10 @@ pub async fn inspect(c: &Client, id: &str, lifecycle: &Option<String>) -> Result
     Ok(0)
 }
 
-fn print_report(id: &str, r: &StopReport) {
-    println!(
-        "{id}: stopped in {:.0} ms (grace {:.0} ms, kill {:.0} ms, remove {:.0} ms), {} signalled, {} killed after the grace period{}",
+/// The line `paddock stop` and `kill` print (terminal-safe, with its newline).
+pub fn render_report(id: &str, r: &StopReport) -> String {
+    format!(
+        "{id}: stopped in {:.0} ms (grace {:.0} ms, kill {:.0} ms, remove {:.0} ms), {} signalled, {} killed after the grace period{}\n",
         r.total_ms,
         r.grace_ms,
         r.kill_ms,
@@ -125,8 +243,37 @@ fn print_report(id: &str, r: &StopReport) {
             String::new()
         } else {
             format!(", QUARANTINED: {} stuck", r.stuck.len())
-        }
-    );
+        },
+        id = term_safe(id),
+    )
+}
+
+/// How long a stop or kill of `id` may take to be answered: the client's deadline plus
+/// what the daemon may spend before it answers — the grace period (`grace`, else the
+/// sandbox's own) and the kill timeout, read from the sandbox. `None` when the client has
+/// no deadline.
+async fn stop_deadline(
+    c: &Client,
+    id: &str,
+    lifecycle: &Option<String>,
+    grace: Option<Duration>,
+) -> Result<Option<Duration>> {
+    let Some(base) = c.timeout() else {
+        return Ok(None);
+    };
+    let path = format!("/v1/sandboxes/{}{}", enc(id), lc_query(lifecycle));
+    let info = match c.json(Method::GET, &path, None).await {
+        Ok(v) => v,
+        // The stop itself answers this at once (an error, or a finished stop's report).
+        Err(e) if e.downcast_ref::<DaemonError>().is_some() => return Ok(Some(base)),
+        Err(e) => return Err(e),
+    };
+    let ms = |k: &str| Duration::from_millis(info["spec"]["stop"][k].as_u64().unwrap_or(0));
+    let grace = grace.unwrap_or_else(|| ms("grace_period_ms"));
+    Ok(Some(
+        base.saturating_add(grace)
+            .saturating_add(ms("kill_timeout_ms")),
+    ))
 }
 
 /// `paddock stop` and `paddock kill`.
@@ -144,12 +291,19 @@ pub async fn stop(
         enc(id),
         if kill { "kill" } else { "stop" }
     );
-    let v = c.json(Method::POST, &path, None).await?;
+    let grace = match (kill, timeout) {
+        (true, _) => Some(Duration::ZERO),
+        // A bad value is the daemon's 400 to give.
+        (false, Some(t)) => paddock_supervisor::parse_duration(t).ok(),
+        (false, None) => None,
+    };
+    let deadline = stop_deadline(c, id, lifecycle, grace).await?;
+    let v = c.json_within(deadline, Method::POST, &path, None).await?;
     if out.json {
         print_json(&v)?;
     } else {
         let r: StopReport = serde_json::from_value(v)?;
-        print_report(id, &r);
+        print!("{}", render_report(id, &r));
     }
     Ok(0)
 }
@@ -163,13 +317,18 @@ pub async fn wait(
     timeout: Option<&str>,
     lifecycle: &Option<String>,
 ) -> Result<u8> {
-    if let Some(t) = timeout {
-        // Checked here, for a clear error before anything is sent.
-        paddock_supervisor::parse_duration(t).with_context(|| format!("--timeout {t:?}"))?;
-    }
+    // Checked here, for a clear error before anything is sent. Without --timeout the wait
+    // has no deadline: waiting is what was asked for.
+    let deadline = match timeout {
+        Some(t) => c.timeout_plus(
+            paddock_supervisor::parse_duration(t).with_context(|| format!("--timeout {t:?}"))?,
+        ),
+        None => None,
+    };
     let qs = query(&[("lifecycle", lifecycle.as_deref()), ("timeout", timeout)]);
     let v = c
-        .json(
+        .json_within(
+            deadline,
             Method::GET,
             &format!("/v1/sandboxes/{}/wait{qs}", enc(id)),
             None,
@@ -180,6 +339,7 @@ pub async fn wait(
         print_json(&v)?;
     }
     use paddock_supervisor::State as S;
+    let id = term_safe(id);
     let code = match info.state {
         S::Stopped => info
             .main_exit
@@ -200,7 +360,7 @@ pub async fn wait(
         match (&info.main_exit, info.state) {
             (_, S::Failed) => eprintln!(
                 "paddock: {id} failed: {}",
-                info.error.as_deref().unwrap_or("unknown error")
+                term_safe(info.error.as_deref().unwrap_or("unknown error"))
             ),
             (_, S::Quarantined) => eprintln!(
                 "paddock: {id} is quarantined: {} process(es) could not be killed",
@@ -235,7 +395,11 @@ pub async fn pause(
     if out.json {
         print_json(&v)?;
     } else {
-        println!("{id}: {}", if pause { "paused" } else { "resumed" });
+        println!(
+            "{}: {}",
+            term_safe(id),
+            if pause { "paused" } else { "resumed" }
+        );
     }
     Ok(0)
 }
@@ -243,8 +407,10 @@ pub async fn pause(
 /// `paddock rm`.
 pub async fn rm(c: &Client, out: Out, id: &str, force: bool) -> Result<u8> {
     if force {
+        let deadline = stop_deadline(c, id, &None, Some(Duration::ZERO)).await?;
         match c
-            .json(
+            .json_within(
+                deadline,
                 Method::POST,
                 &format!("/v1/sandboxes/{}/kill", enc(id)),
                 None,
@@ -263,7 +429,7 @@ pub async fn rm(c: &Client, out: Out, id: &str, force: bool) -> Result<u8> {
     if out.json {
         print_json(&serde_json::json!({ "deleted": id }))?;
     } else {
-        println!("{id}");
+        println!("{}", term_safe(id));
     }
     Ok(0)
 }
@@ -347,6 +513,36 @@ pub async fn logs(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) ->
     Ok(0)
 }
 
+/// One line of `paddock events` for the event `data` (JSON) — ID, lifecycle, type and the
+/// other fields as JSON — terminal-safe, with its newline; with `json`, the event itself on
+/// one line (re-encoded with dangerous characters escaped).
+pub fn render_event(data: &str, json: bool) -> String {
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    if json {
+        let mut line = safe_json(&v, false).unwrap_or_else(|_| "null".into());
+        line.push('\n');
+        return line;
+    }
+    let mut rest = v.clone();
+    if let Some(m) = rest.as_object_mut() {
+        for k in ["id", "lifecycle", "at_ms", "type"] {
+            m.remove(k);
+        }
+    }
+    let rest = if rest.as_object().is_some_and(|m| m.is_empty()) {
+        String::new()
+    } else {
+        safe_json(&rest, false).unwrap_or_default()
+    };
+    format!(
+        "{} {} {} {}\n",
+        term_safe(v["id"].as_str().unwrap_or("-")),
+        term_safe(v["lifecycle"].as_str().unwrap_or("-")),
+        term_safe(v["type"].as_str().unwrap_or("?")),
+        rest
+    )
+}
+
 /// `paddock events`: follows the event stream until the daemon ends it (or `--count`).
 pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>) -> Result<u8> {
     let path = match id {
@@ -367,7 +563,8 @@ pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>
         });
     }
     let mut body = resp.into_body();
-    let mut buf = String::new();
+    // Bytes, not text: a frame may end inside a character.
+    let mut buf: Vec<u8> = Vec::new();
     let mut seen = 0;
     let stdout = std::io::stdout();
     while let Some(frame) = body.frame().await {
@@ -375,9 +572,10 @@ pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        buf.push_str(&String::from_utf8_lossy(data));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
+        buf.extend_from_slice(data);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block);
             let data: String = block
                 .lines()
                 .filter_map(|l| l.strip_prefix("data:"))
@@ -388,29 +586,7 @@ pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>
                 continue;
             }
             let mut o = stdout.lock();
-            if out.json {
-                writeln!(o, "{data}")?;
-            } else {
-                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                let mut rest = v.clone();
-                if let Some(m) = rest.as_object_mut() {
-                    for k in ["id", "lifecycle", "at_ms", "type"] {
-                        m.remove(k);
-                    }
-                }
-                writeln!(
-                    o,
-                    "{} {} {} {}",
-                    v["id"].as_str().unwrap_or("-"),
-                    v["lifecycle"].as_str().unwrap_or("-"),
-                    v["type"].as_str().unwrap_or("?"),
-                    if rest.as_object().is_some_and(|m| m.is_empty()) {
-                        String::new()
-                    } else {
-                        rest.to_string()
-                    }
-                )?;
-            }
+            o.write_all(render_event(&data, out.json).as_bytes())?;
             o.flush()?;
             seen += 1;
             if count.is_some_and(|n| seen >= n) {
@@ -421,13 +597,45 @@ pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>
     Ok(0)
 }
 
+/// A row of `paddock top`: the sandbox, its usage, and its CPU share since the last
+/// refresh (percent of one CPU).
+pub type TopRow = (SandboxInfo, SandboxStats, Option<f64>);
+
+/// The table of `paddock top`: terminal-safe, one line per row after the header.
+pub fn render_top(rows: &[TopRow]) -> String {
+    let mut o = format!(
+        "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}\n",
+        "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS"
+    );
+    for (i, s, cpu) in rows {
+        let _ = writeln!(
+            o,
+            "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
+            term_safe(i.id.as_str()),
+            if i.paused {
+                "paused".to_string()
+            } else {
+                i.state.to_string()
+            },
+            cpu.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
+            opt_bytes(s.memory_current),
+            opt_bytes(s.memory_peak),
+            s.pids_current
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            s.processes
+        );
+    }
+    o
+}
+
 /// `paddock top`: live CPU, memory and processes per sandbox.
 pub async fn top(c: &Client, out: Out, once: bool, interval: Duration) -> Result<u8> {
     let mut prev: HashMap<String, (u64, Instant)> = HashMap::new();
     loop {
         let list: Vec<SandboxInfo> =
             serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
-        let mut rows = Vec::new();
+        let mut rows: Vec<TopRow> = Vec::new();
         for i in list.iter().filter(|i| !i.state.is_terminal()) {
             let path = format!(
                 "/v1/sandboxes/{}/stats?lifecycle={}",
@@ -461,36 +669,14 @@ pub async fn top(c: &Client, out: Out, once: bool, interval: Duration) -> Result
                     serde_json::json!({"id": i.id, "lifecycle": i.lifecycle, "state": i.state, "paused": i.paused, "cpu_percent": cpu, "stats": s})
                 })
                 .collect();
-            println!("{}", serde_json::to_string(&v)?);
+            println!("{}", safe_json(&v, false)?);
         } else {
             let mut o = std::io::stdout().lock();
             if !once {
+                // The one escape sequence paddock writes itself: home and clear.
                 write!(o, "\x1b[H\x1b[2J")?;
             }
-            writeln!(
-                o,
-                "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
-                "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS"
-            )?;
-            for (i, s, cpu) in &rows {
-                writeln!(
-                    o,
-                    "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
-                    i.id.as_str(),
-                    if i.paused {
-                        "paused".to_string()
-                    } else {
-                        i.state.to_string()
-                    },
-                    cpu.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
-                    opt_bytes(s.memory_current),
-                    opt_bytes(s.memory_peak),
-                    s.pids_current
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    s.processes
-                )?;
-            }
+            o.write_all(render_top(&rows).as_bytes())?;
             o.flush()?;
         }
         if once {
@@ -516,7 +702,195 @@ pub async fn run_detached(
     if out.json {
         print_json(&v)?;
     } else {
-        println!("{}", v["id"].as_str().unwrap_or_default());
+        println!("{}", term_safe(v["id"].as_str().unwrap_or_default()));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paddock_supervisor::{LifecycleId, MainExit, SandboxId, SandboxSpec, State, StopReport};
+    use proptest::prelude::*;
+
+    /// Whether `out` has no [`dangerous`] character but the line breaks of its lines.
+    fn terminal_safe_lines(out: &str) -> bool {
+        out.chars().all(|c| c == '\n' || !dangerous(c))
+    }
+
+    fn info(id: &str, command: &str, args: Vec<String>, error: Option<String>) -> SandboxInfo {
+        let id = SandboxId::new(id).unwrap_or_else(|_| SandboxId::new("x").unwrap());
+        SandboxInfo {
+            id: id.clone(),
+            lifecycle: LifecycleId::fresh(),
+            state: State::Running,
+            paused: false,
+            current: true,
+            pid: Some(42),
+            cgroup_path: "/sys/fs/cgroup/x".into(),
+            main_exit: Some(MainExit {
+                code: Some(0),
+                signal: None,
+                core_dumped: false,
+            }),
+            stop_report: None,
+            stuck: Vec::new(),
+            error,
+            created_at_ms: 0,
+            spec: SandboxSpec::new(id, command, args),
+        }
+    }
+
+    fn report() -> StopReport {
+        serde_json::from_value(serde_json::json!({
+            "reason": "requested", "signalled": 1, "signal_ms": 0.1, "grace_ms": 1.0,
+            "killed_after_grace": 0, "killed": [], "kill_ms": 0.0, "remove_ms": 0.2,
+            "rmdir_fallback": false, "pids_frozen": false, "total_ms": 1.3,
+            "cpu_usage_usec": null, "memory_peak": null, "oom_kills": null,
+            "stuck": [], "error": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn multibyte_commands_are_cut_on_character_boundaries() {
+        // The command line that made `paddock ps` panic: a multi-byte character across
+        // byte 37.
+        let cmd = format!("{}é{}", "a".repeat(36), "ü".repeat(20));
+        let line = command_line(&info("m", &cmd, vec![], None));
+        assert_eq!(line.chars().count(), PS_COMMAND_WIDTH);
+        assert!(line.ends_with("..."), "{line}");
+        assert!(line.starts_with(&"a".repeat(36)), "{line}");
+        assert_eq!(fit("日本語", 3), "日本語");
+        assert_eq!(fit("日本語テキスト", 5), "日本...");
+        assert_eq!(fit("abc", 0), "");
+        assert_eq!(fit("abcdef", 2), "..");
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        let evil = "a\x1b]0;pwned\x07b\x1b[2Jc\u{9b}31md\re\nf\u{202e}g\u{7f}";
+        let s = term_safe(evil);
+        assert!(terminal_safe_lines(&s) && !s.contains('\n'), "{s:?}");
+        assert_eq!(
+            s,
+            "a\\u{1b}]0;pwned\\u{7}b\\u{1b}[2Jc\\u{9b}31md\\re\\nf\\u{202e}g\\u{7f}"
+        );
+        assert!(matches!(term_safe("plain ünïcödé"), Cow::Borrowed(_)));
+        let ps = render_ps(
+            &[info("web", "sh", vec!["-c".into(), evil.into()], None)],
+            0,
+        );
+        assert_eq!(ps.lines().count(), 2, "{ps}");
+        assert!(terminal_safe_lines(&ps), "{ps:?}");
+        // JSON output says the same thing, with the dangerous characters as \u escapes.
+        let v = serde_json::json!({ "a": evil, "b": [evil] });
+        for pretty in [false, true] {
+            let j = safe_json(&v, pretty).unwrap();
+            assert!(terminal_safe_lines(&j), "{j:?}");
+            assert!(j.contains("\\u001b") && j.contains("\\u009b") && j.contains("\\u202e"));
+            assert_eq!(serde_json::from_str::<Value>(&j).unwrap(), v);
+        }
+        assert_eq!(safe_json(&v, true).unwrap(), {
+            let plain = serde_json::to_string_pretty(&v).unwrap();
+            plain
+                .replace('\u{9b}', "\\u009b")
+                .replace('\u{202e}', "\\u202e")
+                .replace('\u{7f}', "\\u007f")
+        });
+    }
+
+    proptest! {
+        /// `ps` over arbitrary Unicode: no panic, one line per sandbox, nothing a terminal
+        /// would act on, COMMAND at most 40 characters.
+        #[test]
+        fn ps_table_is_safe_for_any_text(
+            rows in proptest::collection::vec((any::<String>(), any::<String>(), proptest::collection::vec(any::<String>(), 0..4)), 0..6),
+            now in any::<u64>(),
+        ) {
+            let list: Vec<SandboxInfo> = rows
+                .iter()
+                .map(|(id, cmd, args)| info(id, cmd, args.clone(), None))
+                .collect();
+            let out = render_ps(&list, now);
+            prop_assert!(terminal_safe_lines(&out), "{:?}", out);
+            prop_assert_eq!(out.lines().count(), list.len() + 1);
+            for (line, i) in out.lines().skip(1).zip(&list) {
+                let cmd = command_line(i);
+                prop_assert!(cmd.chars().count() <= PS_COMMAND_WIDTH);
+                prop_assert!(line.ends_with(&cmd));
+            }
+        }
+
+        /// `top` over arbitrary IDs and numbers.
+        #[test]
+        fn top_table_is_safe_for_any_text(
+            ids in proptest::collection::vec(any::<String>(), 0..6),
+            cpu in proptest::option::of(any::<f64>()),
+            mem in proptest::option::of(any::<u64>()),
+        ) {
+            let rows: Vec<TopRow> = ids
+                .iter()
+                .map(|id| {
+                    let stats: SandboxStats = serde_json::from_value(serde_json::json!({
+                        "cpu_usage_usec": null, "cpu_user_usec": null, "cpu_system_usec": null,
+                        "cpu_nr_throttled": null, "memory_current": mem, "memory_peak": mem,
+                        "memory_oom_kill": null, "memory_high_events": null,
+                        "memory_max_events": null, "pids_current": mem, "io_read_bytes": null,
+                        "io_write_bytes": null, "processes": 3
+                    }))
+                    .unwrap();
+                    (info(id, "x", vec![], None), stats, cpu)
+                })
+                .collect();
+            let out = render_top(&rows);
+            prop_assert!(terminal_safe_lines(&out), "{:?}", out);
+            prop_assert_eq!(out.lines().count(), rows.len() + 1);
+        }
+
+        /// An event line (and its `--json` form) for arbitrary field values: one line,
+        /// safe, and the JSON form decodes to the event.
+        #[test]
+        fn event_lines_are_safe_for_any_text(
+            id in any::<String>(),
+            ty in any::<String>(),
+            error in any::<String>(),
+            extra in any::<String>(),
+        ) {
+            let ev = serde_json::json!({
+                "id": id, "lifecycle": "0123456789abcdef", "at_ms": 1, "type": ty,
+                "error": error, extra: [error.clone()]
+            });
+            let data = ev.to_string();
+            for json in [false, true] {
+                let line = render_event(&data, json);
+                prop_assert!(terminal_safe_lines(&line), "{:?}", line);
+                prop_assert_eq!(line.matches('\n').count(), 1);
+                prop_assert!(line.ends_with('\n'));
+                if json {
+                    prop_assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), ev.clone());
+                }
+            }
+            // Not JSON at all (a daemon of another version, a proxy): still one safe line.
+            let line = render_event(&id, false);
+            prop_assert!(terminal_safe_lines(&line));
+            prop_assert_eq!(line.matches('\n').count(), 1);
+        }
+
+        /// The stop report line for any ID.
+        #[test]
+        fn report_line_is_safe_for_any_text(id in any::<String>()) {
+            let line = render_report(&id, &report());
+            prop_assert!(terminal_safe_lines(&line), "{:?}", line);
+            prop_assert_eq!(line.matches('\n').count(), 1);
+        }
+
+        /// `fit` never splits a character and never exceeds the width.
+        #[test]
+        fn fit_respects_width_and_boundaries(s in any::<String>(), width in 0usize..60) {
+            let f = fit(&s, width);
+            prop_assert!(f.chars().count() <= width);
+            prop_assert!(terminal_safe_lines(&f) && !f.contains('\n'));
+        }
+    }
 }

@@ -46,6 +46,11 @@ struct Cli {
     /// Print machine-readable JSON (errors too: {"error": ...}).
     #[arg(long, global = true)]
     json: bool,
+    /// How long a client command waits for the daemon to answer, e.g. 30s, 500ms; 0 waits
+    /// forever. `wait` without --timeout and `events` never time out once answered; `stop`
+    /// and `kill` add the sandbox's grace period and kill timeout.
+    #[arg(long, global = true, env = "PADDOCK_REQUEST_TIMEOUT", default_value = client::DEFAULT_REQUEST_TIMEOUT, value_name = "DURATION")]
+    request_timeout: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -72,10 +77,17 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run the daemon: HTTP/JSON API, durable state, crash recovery, metrics.
     ///
+    /// ACCESS TO THE API IS ROOT ON THIS NODE. Whoever can use the socket (root, or the
+    /// --socket-group) or the TCP listener (with the token) can run any program as root:
+    /// payloads run as root, and stdio files named in a spec are opened and created as
+    /// root (regular files only, never through a symbolic link as the last component;
+    /// --stdio-dir confines them to one directory). Grant access as you would grant sudo.
+    ///
     /// Examples:
     ///   paddock serve
     ///   paddock serve --socket /run/paddock.sock --socket-group paddock --max-sandboxes 100
     ///   paddock serve --listen 127.0.0.1:7070 --token-file /etc/paddock/token
+    ///   paddock serve --stdio-dir /srv/paddock-out
     #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
     /// List sandboxes.
@@ -225,8 +237,41 @@ struct Target {
     lifecycle: Option<String>,
 }
 
+/// Whether `--json` is on the command line (before any `--`), for errors clap reports
+/// before the line is parsed.
+fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Reports a command-line error: clap's text on stderr, and with `--json` also
+/// `{"error": ...}` on stdout; exit code 2 (help and version print as usual, exit 0).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !json_requested() {
+        e.exit();
+    }
+    let text = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "a subcommand is required (see paddock --help)".to_owned()
+    } else {
+        e.render().to_string()
+    };
+    let msg = text.trim().trim_start_matches("error: ");
+    if let Ok(line) = cli::safe_json(&serde_json::json!({ "error": msg }), false) {
+        println!("{line}");
+    }
+    // Clap's text quotes only this command line.
+    eprintln!("{}", text.trim_end());
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     let default_level = if matches!(cli.command, Cmd::Serve(_)) {
         "info"
     } else {
@@ -261,7 +306,21 @@ fn main() -> ExitCode {
         }
     };
     let out = cli::Out { json: cli.json };
-    let c = client::Client::new(&cli.socket);
+    let request_timeout = match paddock_supervisor::parse_duration(&cli.request_timeout) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) => Some(d),
+        Err(e) => {
+            let why = match e {
+                paddock_supervisor::Error::InvalidSpec(why) => why,
+                e => e.to_string(),
+            };
+            return usage_error(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--request-timeout: {why}\n"),
+            ));
+        }
+    };
+    let c = client::Client::new(&cli.socket, request_timeout);
     let res = rt.block_on(async move {
         match cli.command {
             Cmd::Run(args) if args.detach => {
@@ -304,20 +363,21 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // Messages may quote what a client sent (IDs, commands): terminal-safe.
             if let Some(d) = e.downcast_ref::<client::DaemonError>() {
                 if out.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "error": d.message, "status": d.status.as_u16() })
-                    );
+                    let v = serde_json::json!({ "error": d.message, "status": d.status.as_u16() });
+                    println!("{}", cli::safe_json(&v, false).unwrap_or_default());
                 }
-                eprintln!("paddock: {}", d.message);
+                eprintln!("paddock: {}", cli::term_safe(&d.message));
                 return ExitCode::from(1);
             }
+            let msg = format!("{e:#}");
             if out.json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                let v = serde_json::json!({ "error": msg });
+                println!("{}", cli::safe_json(&v, false).unwrap_or_default());
             }
-            eprintln!("paddock: {e:#}");
+            eprintln!("paddock: {}", cli::term_safe(&msg));
             ExitCode::from(125)
         }
     }

@@ -31,7 +31,7 @@ fn sandbox_op(summary: &str, ok: Value, extra_params: Vec<Value>) -> Value {
         "parameters": params,
         "responses": {
             "200": ok,
-            "400": err_resp("Invalid ID, lifecycle or parameter, or an unknown query parameter"),
+            "400": err_resp("Invalid ID (also one whose percent-decoding is not UTF-8), lifecycle or parameter, or an unknown query parameter"),
             "404": err_resp("No such sandbox"),
             "409": err_resp("Not possible in the sandbox's state"),
             "500": err_resp("The daemon failed")
@@ -45,12 +45,13 @@ fn opt(t: &str) -> Value {
 
 /// The OpenAPI document.
 pub fn document() -> Value {
+    let max_ms = paddock_supervisor::MAX_DURATION.as_millis() as u64;
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "paddock daemon API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sandboxes on cgroup v2 whose every process lives and dies with the sandbox. Served on a unix socket (no auth; file mode controls access) and optionally on TCP, where every request needs `Authorization: Bearer <token>`. Errors are `{\"error\": \"...\"}`."
+            "description": "Sandboxes on cgroup v2 whose every process lives and dies with the sandbox. Served on a unix socket (no auth; file mode controls access) and optionally on TCP, where every request needs `Authorization: Bearer <token>` (the scheme in any case). Access to this API is root on the node: payloads run as root, and stdio files are opened and created as root. Errors are `{\"error\": \"...\"}`."
         },
         "paths": {
             "/v1/sandboxes": {
@@ -60,15 +61,15 @@ pub fn document() -> Value {
                 },
                 "post": {
                     "summary": "Create and start a sandbox",
-                    "description": format!("The body is a SandboxSpec (unknown fields are rejected) plus an optional `\"start\": true`; the daemon always starts what it creates (`false` is a 400). Without `stdio`, stdout and stderr go to the sandbox's log file (GET .../logs). `inherit` and `pipe` are refused. Bodies above {MAX_BODY} bytes are refused."),
+                    "description": format!("The body is a SandboxSpec (unknown fields and duplicate keys are rejected) plus an optional `\"start\": true`; the daemon always starts what it creates (`false` is a 400). Without `stdio`, stdout and stderr go to the sandbox's log file (GET .../logs). `inherit` and `pipe` are refused. A `file` target is opened by the daemon, as root, before anything is created: it must be a regular file (created if missing for output), not a symbolic link, FIFO, device, socket or directory; an absolute path, or with `serve --stdio-dir DIR` a path beneath DIR (relative to it, or absolute under it; no `..` out of it, no symbolic link on the way). A named network namespace must exist. Bodies above {MAX_BODY} bytes are refused."),
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CreateRequest" } } } },
                     "responses": {
                         "201": ok_json("Started", "SandboxInfo"),
-                        "400": err_resp("Malformed JSON, unknown field, invalid ID or value, oversized body, a query parameter (none is taken); nothing changed"),
+                        "400": err_resp("Malformed JSON, unknown field, duplicate key, invalid ID or value (out of the kernel's range too), a stdio file target that is not acceptable, a named network namespace that does not exist, oversized body, a query parameter (none is taken); the message names the field; nothing changed"),
                         "409": err_resp("A sandbox with this ID is creating or running; nothing started"),
                         "422": err_resp("The program could not be started; nothing left behind"),
                         "429": err_resp("An admission limit (max-sandboxes or max-starting) was reached; the message names it"),
-                        "503": err_resp("The durable store refused the record; nothing created")
+                        "503": err_resp("The durable store refused the record, or opening a stdio file did not finish in time (a hung file system); nothing created")
                     }
                 }
             },
@@ -83,12 +84,12 @@ pub fn document() -> Value {
             "/v1/sandboxes/{id}/stop": { "post": sandbox_op(
                 "Stop gracefully: the stop signal to every process, the grace period, the kill, the removal; waits for the outcome",
                 ok_json("The stop's report", "StopReport"),
-                vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Grace period replacing the spec's (e.g. 10s, 500ms, 0)", "schema": { "type": "string" } })]) },
+                vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Grace period replacing the spec's (e.g. 10s, 500ms, 0; at most 365 days)", "schema": { "type": "string" } })]) },
             "/v1/sandboxes/{id}/kill": { "post": sandbox_op("Kill at once (no grace period); waits for the outcome", ok_json("The stop's report", "StopReport"), vec![]) },
             "/v1/sandboxes/{id}/wait": { "get": sandbox_op(
                 "Wait until the lifecycle has ended (stopped, failed or quarantined: its stop report and main exit are in the answer) or the timeout passed (the answer shows it still live); the lifecycle is pinned when the request arrives. 503 when the daemon shuts down meanwhile",
                 ok_json("The sandbox", "SandboxInfo"),
-                vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Return after this long at the latest (e.g. 30s); default no limit", "schema": { "type": "string" } })]) },
+                vec![json!({ "name": "timeout", "in": "query", "required": false, "description": "Return after this long at the latest (e.g. 30s; at most 365 days); default no limit", "schema": { "type": "string" } })]) },
             "/v1/sandboxes/{id}/pause": { "post": sandbox_op("Freeze a running sandbox", ok_json("The sandbox", "SandboxInfo"), vec![]) },
             "/v1/sandboxes/{id}/resume": { "post": sandbox_op("Thaw a paused sandbox", ok_json("The sandbox", "SandboxInfo"), vec![]) },
             "/v1/sandboxes/{id}/stats": { "get": sandbox_op("Resource usage of a live sandbox", ok_json("Usage", "SandboxStats"), vec![]) },
@@ -128,15 +129,20 @@ pub fn document() -> Value {
                             "stderr": { "$ref": "#/components/schemas/StdioTarget" } } },
                         "limits": { "type": "object", "additionalProperties": false, "properties": {
                             "memory_max": opt("integer"), "memory_high": opt("integer"), "cpus": opt("number"),
-                            "cpu_weight": opt("integer"), "pids_max": opt("integer"), "max_descendants": opt("integer"), "max_depth": opt("integer") } },
+                            "cpu_weight": opt("integer"),
+                            "pids_max": { "type": ["integer", "null"], "maximum": paddock_supervisor::MAX_PIDS_LIMIT },
+                            "max_descendants": { "type": ["integer", "null"], "maximum": paddock_supervisor::MAX_CGROUP_COUNT_LIMIT },
+                            "max_depth": { "type": ["integer", "null"], "maximum": paddock_supervisor::MAX_CGROUP_COUNT_LIMIT } } },
                         "network": { "oneOf": [ { "type": "string", "enum": ["host", "isolated"] }, { "type": "object", "required": ["named"], "properties": { "named": { "type": "string" } }, "additionalProperties": false } ] },
                         "stop": { "type": "object", "additionalProperties": false, "properties": {
-                            "signal": { "type": "integer", "minimum": 1, "maximum": 64 }, "grace_period_ms": { "type": "integer" }, "kill_timeout_ms": { "type": "integer", "minimum": 1 } } },
+                            "signal": { "type": "integer", "minimum": 1, "maximum": 64 },
+                            "grace_period_ms": { "type": "integer", "minimum": 0, "maximum": max_ms },
+                            "kill_timeout_ms": { "type": "integer", "minimum": 1, "maximum": max_ms } } },
                         "on_main_exit": { "type": "string", "enum": ["stop", "keep_running"] },
                         "labels": { "type": "object", "additionalProperties": { "type": "string" } }
                     }
                 },
-                "StdioTarget": { "oneOf": [ { "type": "string", "enum": ["null", "log"] }, { "type": "object", "required": ["file"], "properties": { "file": { "type": "string" } }, "additionalProperties": false } ] },
+                "StdioTarget": { "oneOf": [ { "type": "string", "enum": ["null", "log"] }, { "type": "object", "required": ["file"], "properties": { "file": { "type": "string", "description": "A regular file, opened by the daemon as root (not through a symbolic link; FIFOs, devices, sockets and directories are refused): an absolute path, or beneath the daemon's --stdio-dir when it has one" } }, "additionalProperties": false } ] },
                 "State": { "type": "string", "enum": paddock_supervisor::State::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
                 "SandboxInfo": {
                     "type": "object",

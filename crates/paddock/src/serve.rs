@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// daemon to adopt).
     #[arg(long)]
     pub stop_sandboxes_on_exit: bool,
+    /// Only accept stdio file targets beneath DIR (absolute paths under it, or paths
+    /// relative to it), resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+    /// RESOLVE_NO_MAGICLINKS). Without it, file targets may be any absolute path: the
+    /// daemon opens them as root (regular files only, never through a symbolic link as the
+    /// last component).
+    #[arg(long, value_name = "DIR")]
+    pub stdio_dir: Option<PathBuf>,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
@@ -198,8 +205,33 @@ fn lock_state_dir(dir: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Largest token file read, in bytes.
+const MAX_TOKEN_FILE: u64 = 4096;
+
 fn read_token(path: &Path) -> Result<Vec<u8>> {
-    let meta = fs::metadata(path).with_context(|| format!("token file {}", path.display()))?;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Opened without blocking (a FIFO planted there answers at once) and checked on the
+    // open file, so what is checked is what is read.
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("open token file {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("stat token file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("token file {} is not a regular file", path.display());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "token file {} is owned by uid {}, not by the user the daemon runs as (uid {me}): whoever owns it can change the token (chown it to uid {me}, or use another file)",
+            path.display(),
+            meta.uid()
+        );
+    }
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
@@ -208,8 +240,17 @@ fn read_token(path: &Path) -> Result<Vec<u8>> {
             mode & 0o7777
         );
     }
-    let tok =
-        fs::read_to_string(path).with_context(|| format!("read token file {}", path.display()))?;
+    let mut tok = String::new();
+    (&mut f)
+        .take(MAX_TOKEN_FILE + 1)
+        .read_to_string(&mut tok)
+        .with_context(|| format!("read token file {}", path.display()))?;
+    if tok.len() as u64 > MAX_TOKEN_FILE {
+        bail!(
+            "token file {} is longer than {MAX_TOKEN_FILE} bytes",
+            path.display()
+        );
+    }
     let tok = tok.trim();
     if tok.len() < 16 {
         bail!(
@@ -220,7 +261,8 @@ fn read_token(path: &Path) -> Result<Vec<u8>> {
     Ok(tok.as_bytes().to_vec())
 }
 
-fn group_id(name: &str) -> Result<u32> {
+/// Resolves `--socket-group` (a name from /etc/group, or a number).
+pub fn group_id(name: &str) -> Result<u32> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
@@ -237,13 +279,40 @@ fn group_id(name: &str) -> Result<u32> {
     bail!("--socket-group {name}: no such group")
 }
 
-fn bind_socket(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListener> {
+/// Checks that `--socket` names nothing, or a socket: any other file there is refused
+/// (never deleted). Returns whether a socket is there.
+pub fn check_socket_path(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(true),
+        Ok(m) => bail!(
+            "--socket {}: there is a {} at that path, not a socket; paddock does not delete it (remove it yourself, or choose another --socket)",
+            path.display(),
+            if m.is_dir() {
+                "directory"
+            } else if m.file_type().is_symlink() {
+                "symbolic link"
+            } else if m.is_file() {
+                "regular file"
+            } else {
+                "special file"
+            }
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("stat --socket {}", path.display())),
+    }
+}
+
+/// Binds the API socket at `path`: mode 0600, or 0660 with group `gid` (`--socket-group`,
+/// resolved before). A stale socket there is replaced; anything else there is refused. If
+/// setting the owner or mode fails, the socket file is removed again.
+fn bind_socket(path: &Path, gid: Option<(&str, u32)>) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     // We hold the state lock, but the socket path could be shared with another daemon's
     // state dir: refuse if something answers on it.
-    if path.exists() {
+    if check_socket_path(path)? {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("socket {} is in use by a running daemon", path.display());
         }
@@ -253,16 +322,70 @@ fn bind_socket(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListe
     let l = tokio::net::UnixListener::bind(path);
     rustix::process::umask(old);
     let l = l.with_context(|| format!("bind {}", path.display()))?;
-    match group {
-        Some(g) => {
-            let gid = group_id(g)?;
-            rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
-                .with_context(|| format!("chgrp {} {}", g, path.display()))?;
-            fs::set_permissions(path, fs::Permissions::from_mode(0o660))?;
+    let access = || -> Result<()> {
+        match gid {
+            Some((g, gid)) => {
+                rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                    .with_context(|| format!("chgrp {g} {}", path.display()))?;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+                    .with_context(|| format!("chmod 660 {}", path.display()))
+            }
+            None => fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("chmod 600 {}", path.display())),
         }
-        None => fs::set_permissions(path, fs::Permissions::from_mode(0o600))?,
+    };
+    if let Err(e) = access() {
+        drop(l);
+        let _ = fs::remove_file(path);
+        return Err(e);
     }
     Ok(l)
+}
+
+/// Prepares the state directory: creates it (mode 0700) if missing; an existing one is
+/// used as it is — its mode is never changed — and must be owned by the user the daemon
+/// runs as (root) and not be writable by group or others.
+pub fn prepare_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("create {}", parent.display()))?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => return Ok(()),
+                // Made meanwhile by someone else: checked below like any existing one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("create state directory {}", dir.display()));
+                }
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("stat state directory {}", dir.display())),
+    }
+    let m = fs::metadata(dir).with_context(|| format!("stat state directory {}", dir.display()))?;
+    if !m.is_dir() {
+        bail!("--state-dir {}: not a directory", dir.display());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let mode = m.mode() & 0o7777;
+    if m.uid() != me {
+        bail!(
+            "--state-dir {}: owned by uid {}, not by the user the daemon runs as (uid {me}); its owner could tamper with the daemon's database and logs. Use a directory of the daemon's own (e.g. a new path, which paddock creates with mode 0700), or chown it to uid {me}",
+            dir.display(),
+            m.uid()
+        );
+    }
+    if mode & 0o022 != 0 {
+        bail!(
+            "--state-dir {}: mode {mode:o} lets group or others write to it, so they could tamper with the daemon's database and logs; paddock does not change the mode of a directory it did not create. Use a directory of the daemon's own (e.g. a new path, which paddock creates with mode 0700), or chmod go-w it",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Reconciles the store with the supervisor and the cgroup tree once.
@@ -306,7 +429,13 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
         }
         let recorded = rec.state;
         let mut rec = rec;
-        if let (Some(pid), None) = (rec.main_pid, rec.main_start_time) {
+        // Only a lifecycle recorded live has a main process to re-open. A finished one's PID
+        // is history: a payload that exited before its start time could be read (a
+        // `/bin/true`) has none, and once a restart of its ID replaced it in the registry
+        // its record comes here (with a WARN for nothing, before this check).
+        if let (false, Some(pid), None) =
+            (recorded.is_terminal(), rec.main_pid, rec.main_start_time)
+        {
             // Without the start time a reused PID cannot be told apart: never adopt it.
             tracing::warn!(sandbox = %id, lifecycle = %lc, pid, "reconcile: the record has a main PID but no start time, so the PID cannot be verified; not adopting that process (the main process is treated as gone)");
             rec.main_pid = None;
@@ -354,10 +483,13 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
-    fs::create_dir_all(&a.state_dir)
-        .with_context(|| format!("create state directory {}", a.state_dir.display()))?;
-    fs::set_permissions(&a.state_dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod 700 {}", a.state_dir.display()))?;
+    // Operator input is checked before anything is changed.
+    check_socket_path(&socket)?;
+    let gid = match a.socket_group.as_deref() {
+        Some(g) => Some((g, group_id(g)?)),
+        None => None,
+    };
+    prepare_state_dir(&a.state_dir)?;
     let _lock = lock_state_dir(&a.state_dir)?;
     let token = a.token_file.as_deref().map(read_token).transpose()?;
     let pause_at = PauseAt::from_env()?;
@@ -389,6 +521,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let root_path = root.path().to_owned();
     let mut cfg = Config::new(root);
     cfg.log_dir = Some(log_dir.clone());
+    cfg.stdio_dir = a.stdio_dir.clone();
     cfg.hooks = Arc::new(DaemonHooks {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -417,7 +550,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     // Recover before accepting requests, so no create can race the adoption of its ID.
     reconcile(&sup, &store, &metrics).await;
     state.ready.store(true, Relaxed);
-    let unix = bind_socket(&socket, a.socket_group.as_deref())?;
+    let unix = bind_socket(&socket, gid)?;
     let app = api::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
     {

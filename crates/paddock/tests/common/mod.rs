@@ -368,8 +368,21 @@ pub fn try_http_unix(
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Resp> {
+    try_http_unix_within(socket, method, path, body, headers, Duration::from_secs(60))
+}
+
+/// Like [`try_http_unix`], giving up (an error) when the answer has not come within
+/// `timeout`.
+pub fn try_http_unix_within(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<Resp> {
     let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(timeout))?;
     s.write_all(&request_bytes(method, path, body, headers))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -554,5 +567,38 @@ impl World {
     /// A request through hyper's client over the unix socket.
     pub fn hyper(&self, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
         hyper_request(Endpoint::Unix(&self.socket), method, path, body, &[])
+    }
+}
+
+/// Runs `cmd` (stdin null, output captured) and returns its output; kills it and panics if
+/// it has not exited within `timeout`.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+    let out_dir = tempfile::tempdir().unwrap();
+    let (o, e) = (out_dir.path().join("out"), out_dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not exit within {timeout:?}; stderr:\n{}",
+                std::fs::read_to_string(&e).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
     }
 }
