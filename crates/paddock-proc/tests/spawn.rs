@@ -574,7 +574,7 @@ fn ebusy_is_a_configuration_error() {
             std::env::var_os("PADDOCK_VM").is_none_or(|v| v != "1"),
             "ebusy_is_a_configuration_error: cannot run inside the VM ({reason})"
         );
-        paddock_testutil::note_skip("ebusy_is_a_configuration_error", &reason);
+        paddock_testutil::note_skip("ebusy_is_a_configuration_error", reason);
         return;
     };
     let (inner, cg) = leaf(root.path(), "inner");

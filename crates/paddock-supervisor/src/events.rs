@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::LifecycleId;
 use crate::spec::SandboxId;
-use crate::state::LifecycleId;
 
 /// A process that would not die, as `/proc` described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

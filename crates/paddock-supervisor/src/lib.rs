@@ -4,8 +4,9 @@
 //! A sandbox is one cgroup under the managed root (named `<id>@<lifecycle>`) and the
 //! process tree started in it by `clone3(CLONE_INTO_CGROUP)`. The [`Supervisor`] keeps a
 //! registry keyed by sandbox ID with insert-if-absent semantics and a fresh
-//! [`LifecycleId`] per start, drives every sandbox through the [`State`] machine with one
-//! [`transition`] function, and stops a sandbox in phases: the stop signal and SIGCONT to
+//! [`LifecycleId`] per start, drives every lifecycle through the [`LifecycleState`] machine
+//! with one [`transition`] function (the API sees its wire form, [`State`]), and stops a
+//! sandbox in phases: the stop signal and SIGCONT to
 //! **every** process in the cgroup (by pidfd), an event-driven grace period, `pids.max = 0`
 //! where the controller exists, the verified kill of the cgroup layer, and removal with the
 //! EBUSY backstop. Processes that survive the kill deadline put the sandbox in
@@ -22,31 +23,53 @@
 //! # Ok(()) }
 //! ```
 
+//! ## Modules
+//!
+//! `state` (the state machine), `ids` (lifecycle IDs and cgroup names), `lifecycle` (one lifecycle, and `Supervisor::enter`, the one
+//! place a state changes with its side effects), `registry`, `start`, `spawn` (spec → cgroup
+//! limits and command), `stop` (the stop phases and quarantine), `recovery` (adopt and
+//! reclaim), `supervisor` (the shared state, queries, pause and resume), `config`, `hooks`,
+//! `events`, `spec`, `logs`.
+//!
+//! ## Locks
+//!
+//! Every lock is a `parking_lot` mutex, which does not poison: a panic while one is held
+//! cannot turn every later operation into a failure. Each critical section only reads or
+//! assigns (it cannot leave a half-made change behind), none is held across an `.await` or
+//! a hook call, and when two are taken the registry's comes before a lifecycle's state.
+
+mod config;
 mod events;
+mod hooks;
+mod ids;
+mod lifecycle;
 pub mod logs;
+mod recovery;
+mod registry;
+mod spawn;
 mod spec;
+mod start;
 mod state;
 mod stdio;
+mod stop;
 mod supervisor;
 
+pub use config::{Config, DEFAULT_CONTROLLERS};
 pub use events::{
     Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
     StuckProcess,
 };
+pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, persisted};
+pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
+pub use recovery::{Adopted, ReclaimReport};
+pub use registry::RECENT_REPORTS;
 pub use spec::{
     Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_LEN, MAX_PIDS_LIMIT, Network, OnMainExit,
     SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopPolicy, parse_duration, parse_size,
 };
-pub use state::{
-    CGROUP_SEPARATOR, InvalidTransition, LifecycleId, State, Transition, cgroup_name,
-    parse_cgroup_name, transition,
-};
+pub use state::{InvalidTransition, LifecycleState, State, Transition, transition};
 pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};
-pub use supervisor::{
-    Adopted, Config, DEFAULT_CONTROLLERS, Hooks, NoHooks, Persisting, RECENT_REPORTS,
-    ReclaimReport, Record, SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters,
-    persisted,
-};
+pub use supervisor::{SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters};
 
 /// Errors of the supervisor.
 #[derive(Debug, thiserror::Error)]
@@ -88,13 +111,14 @@ pub enum Error {
         /// The cause (its text is part of this error's message).
         cause: paddock_proc::SpawnError,
     },
-    /// The journal refused to record the sandbox; nothing was created.
+    /// The journal refused to record the sandbox; nothing was created (or, when the record
+    /// of a started sandbox failed, the sandbox was killed again).
     #[error("could not record sandbox {id} before creating it: {reason}")]
     Journal {
         /// The sandbox.
         id: SandboxId,
         /// The journal's error.
-        reason: String,
+        reason: HookError,
     },
     /// Some other system call failed.
     #[error("{op}: {cause}")]

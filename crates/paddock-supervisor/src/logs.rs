@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::state::{LifecycleId, cgroup_name};
+use crate::ids::{LifecycleId, cgroup_name};
 
 /// Most spare files kept; more deleted logs are unlinked.
 pub const MAX_SPARES: usize = 1024;

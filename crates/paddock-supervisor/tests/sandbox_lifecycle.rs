@@ -1063,7 +1063,10 @@ struct FailingRunningRecord;
 impl paddock_supervisor::Hooks for FailingRunningRecord {
     fn on_change(&self, rec: &paddock_supervisor::Record) -> paddock_supervisor::Persisting {
         if rec.state == State::Running {
-            Box::pin(std::future::ready(Err("disk full".to_string())))
+            Box::pin(std::future::ready(Err(paddock_supervisor::HookError::new(
+                paddock_supervisor::HookErrorKind::Write,
+                "disk full",
+            ))))
         } else {
             paddock_supervisor::persisted()
         }
@@ -1087,7 +1090,7 @@ async fn start_whose_record_fails_is_killed_and_refused() {
         Err(e) => e,
     };
     assert!(
-        matches!(&err, Error::Journal { reason, .. } if reason == "disk full"),
+        matches!(&err, Error::Journal { reason, .. } if reason.to_string() == "disk full"),
         "{err:?}"
     );
     assert!(env.sup.get(&id).is_none(), "still listed");
@@ -1690,5 +1693,85 @@ async fn pids_max_is_zero_while_the_kill_still_finds_processes() {
         assert_eq!(pids_max, None, "{seen:?}");
         assert!(!r.pids_frozen, "{r:?}");
     }
+    env.assert_no_leaks();
+}
+
+/// Hooks that log, in order, every record handed to them and every event.
+#[derive(Default)]
+struct Journal {
+    log: std::sync::Mutex<Vec<String>>,
+}
+impl Journal {
+    fn push(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+    }
+    fn record(rec: &paddock_supervisor::Record) -> String {
+        format!(
+            "record {} paused={} pid={} reason={:?}",
+            rec.state,
+            rec.paused,
+            rec.main_pid.is_some(),
+            rec.stop_reason
+        )
+    }
+}
+impl paddock_supervisor::Hooks for Journal {
+    fn before_create(&self, rec: &paddock_supervisor::Record) -> paddock_supervisor::Persisting {
+        self.push(Self::record(rec));
+        paddock_supervisor::persisted()
+    }
+    fn on_change(&self, rec: &paddock_supervisor::Record) -> paddock_supervisor::Persisting {
+        self.push(Self::record(rec));
+        paddock_supervisor::persisted()
+    }
+    fn on_event(&self, ev: &paddock_supervisor::Event) {
+        // The main process's exit races the stop's end: not part of the sequence.
+        if !matches!(ev.kind, EventKind::MainExited { .. }) {
+            let json = serde_json::to_value(&ev.kind).unwrap();
+            self.push(format!("event {}", json["type"].as_str().unwrap()));
+        }
+    }
+    fn on_forget(&self, _id: &paddock_supervisor::SandboxId, _lc: paddock_supervisor::LifecycleId) {
+        self.push("forget".into());
+    }
+}
+
+/// Every state change hands the hooks exactly one record of the state entered, before the
+/// change's event; a graceful stop's `stopping` record comes before the `stopping` event
+/// (it is written before the state changes, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transition_is_recorded_once_before_its_event() {
+    let journal = Arc::new(Journal::default());
+    let hooks = journal.clone();
+    let Some(env) = env_with("every_transition_is_recorded_once_before_its_event", |c| {
+        c.hooks = hooks;
+    }) else {
+        return;
+    };
+    let spec = paddock_supervisor::SandboxSpec::new(id("rec1"), "/bin/sleep", ["300"]);
+    let s = env.sup.start(spec).await.unwrap().info;
+    env.sup.pause(&s.id, Some(s.lifecycle)).await.unwrap();
+    env.sup.resume(&s.id, Some(s.lifecycle)).await.unwrap();
+    let r = env.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();
+    assert_eq!(r.killed_after_grace, 0, "sleep dies of SIGTERM: {r:?}");
+    env.sup.forget_lifecycle(&s.id, Some(s.lifecycle)).unwrap();
+    let log = journal.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "record creating paused=false pid=false reason=None",
+            "record running paused=false pid=true reason=None",
+            "event started",
+            "record running paused=true pid=true reason=None",
+            "event paused",
+            "record running paused=false pid=true reason=None",
+            "event resumed",
+            "record stopping paused=false pid=true reason=Some(Requested)",
+            "event stopping",
+            "record stopped paused=false pid=true reason=Some(Requested)",
+            "event stopped",
+            "forget",
+        ]
+    );
     env.assert_no_leaks();
 }

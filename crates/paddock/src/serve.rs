@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use paddock_cgroup::Root;
 use paddock_supervisor::{
-    Adopted, Config, Event, Hooks, LifecycleId, Persisting, Record, SandboxId, Supervisor,
-    parse_cgroup_name,
+    Adopted, Config, Event, HookError, HookErrorKind, Hooks, LifecycleId, Persisting, Record,
+    SandboxId, Supervisor, parse_cgroup_name,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -147,7 +147,12 @@ impl Hooks for DaemonHooks {
                 Box::pin(async move {
                     put.await?;
                     if at == PauseAt::CgroupMade {
-                        fs::create_dir(&cg).map_err(|e| format!("mkdir {}: {e}", cg.display()))?;
+                        fs::create_dir(&cg).map_err(|e| {
+                            HookError::new(
+                                HookErrorKind::Other,
+                                format!("mkdir {}: {e}", cg.display()),
+                            )
+                        })?;
                     }
                     paused_forever(&rec, at).await
                 })

@@ -36,7 +36,8 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use paddock_supervisor::{
-    LifecycleId, Persisting, Record, SandboxId, cgroup_name, parse_cgroup_name,
+    HookError, HookErrorKind, LifecycleId, Persisting, Record, SandboxId, cgroup_name,
+    parse_cgroup_name,
 };
 use redb::backends::FileBackend;
 use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
@@ -223,16 +224,20 @@ struct Pending {
 }
 
 impl Future for Pending {
-    type Output = Result<(), String>;
+    type Output = Result<(), HookError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.tried {
             self.tried = true;
             self.shared.commit_if_idle();
         }
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err("the state database writer stopped".into())))
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(done) => done.map_err(|e| HookError::new(HookErrorKind::Write, e)),
+            Err(_) => Err(HookError::new(
+                HookErrorKind::Closed,
+                "the state database writer stopped",
+            )),
+        })
     }
 }
 
@@ -311,7 +316,10 @@ impl Store {
             Ok(v) => v,
             Err(e) => {
                 let msg = format!("encode record {key}: {e}");
-                return Box::pin(std::future::ready(Err(msg)));
+                return Box::pin(std::future::ready(Err(HookError::new(
+                    HookErrorKind::Encode,
+                    msg,
+                ))));
             }
         };
         let what = format!("write record {key} (state {})", rec.state);
@@ -331,6 +339,7 @@ impl Store {
     pub async fn flush(&self) -> Result<(), String> {
         self.enqueue(String::new(), None, true, "flush".into())
             .await
+            .map_err(|e| e.to_string())
     }
 
     fn enqueue(
@@ -344,8 +353,9 @@ impl Store {
         {
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.closed {
-                return Box::pin(std::future::ready(Err(format!(
-                    "{what}: the state database is closed"
+                return Box::pin(std::future::ready(Err(HookError::new(
+                    HookErrorKind::Closed,
+                    format!("{what}: the state database is closed"),
                 ))));
             }
             q.ops.push_back(Op {
@@ -612,7 +622,7 @@ mod tests {
             writer: Mutex::new(None),
         };
         let e = closed.put(&rec).await.unwrap_err();
-        assert!(e.contains("closed"), "{e}");
+        assert!(e.to_string().contains("closed"), "{e}");
     }
 
     /// A database of an earlier boot that cannot be opened is moved aside and a fresh one

@@ -322,6 +322,37 @@ impl Command {
         self
     }
 
+    /// The program, as given to [`Command::new`].
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The arguments after `argv[0]`, in order.
+    pub fn get_args(&self) -> impl ExactSizeIterator<Item = &OsStr> {
+        self.args.iter().map(OsString::as_os_str)
+    }
+
+    /// The environment changes, in the order made: `(name, Some(value))` sets a variable,
+    /// `(name, None)` removes it; for a name set more than once the last one counts.
+    pub fn get_envs(&self) -> impl ExactSizeIterator<Item = (&OsStr, Option<&OsStr>)> {
+        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_deref()))
+    }
+
+    /// Whether the child starts from an empty environment ([`Command::env_clear`]).
+    pub fn get_env_clear(&self) -> bool {
+        self.env_clear
+    }
+
+    /// The working directory, if one was set.
+    pub fn get_cwd(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
+
+    /// The namespaces the child gets new ([`Command::unshare`]).
+    pub fn get_unshare(&self) -> Namespaces {
+        self.ns_new
+    }
+
     /// Join the namespace `fd` refers to (`setns(fd, 0)`) before `chdir`/`execve`, in the
     /// order added; for example a named network namespace from [`netns_fd`]. The fd is kept
     /// by the command for later spawns and never inherited by the child.

@@ -1,0 +1,75 @@
+//! The supervisor's configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_cgroup::Root;
+
+use crate::hooks::{Hooks, NoHooks};
+
+/// Supervisor configuration.
+pub struct Config {
+    /// The managed root every sandbox cgroup is created under.
+    pub root: Root,
+    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates.
+    pub owner: String,
+    /// Directory of the sandboxes' log files ([`crate::StdioTarget::Log`]).
+    pub log_dir: Option<PathBuf>,
+    /// When set, every [`crate::StdioTarget::File`] must be beneath this directory (absolute
+    /// and under it, or relative to it); it is resolved with `openat2(RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`. When `None`, file targets must be
+    /// absolute paths. Either way only regular files are opened, never through a symbolic
+    /// link as the last component (default `None`).
+    pub stdio_dir: Option<PathBuf>,
+    /// Become a child subreaper so orphans of sandboxes are reaped here (default true).
+    pub subreaper: bool,
+    /// Use the freeze-and-signal kill even where `cgroup.kill` works (tests).
+    pub force_kill_fallback: bool,
+    /// Deadline for removing a cgroup (default 2 s).
+    pub remove_timeout: Duration,
+    /// How often a quarantined sandbox's kill is repeated while it is watched (default 1 s).
+    pub quarantine_recheck: Duration,
+    /// Store and metrics hooks.
+    pub hooks: Arc<dyn Hooks>,
+    /// Controllers to enable on the root for every sandbox where the root's parent offers
+    /// them (the root's `cgroup.controllers`); one not offered is skipped silently and its
+    /// statistics are reported absent (`None`). Default: `pids` (so a stop can set
+    /// `pids.max = 0` against fork storms), `memory`, `cpu` and `io` (so
+    /// [`crate::Supervisor::stats`] reports memory, CPU throttling and I/O for every
+    /// sandbox, not only those with a limit). Limits in a spec enable their own controllers
+    /// on first use.
+    pub controllers: Vec<String>,
+}
+
+/// The controllers [`Config::new`] asks for.
+pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
+
+impl Config {
+    /// Defaults around a root.
+    pub fn new(root: Root) -> Self {
+        Config {
+            root,
+            owner: "paddock".into(),
+            log_dir: None,
+            stdio_dir: None,
+            subreaper: true,
+            force_kill_fallback: false,
+            remove_timeout: Duration::from_secs(2),
+            quarantine_recheck: Duration::from_secs(1),
+            hooks: Arc::new(NoHooks),
+            controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("root", &self.root.path())
+            .field("owner", &self.owner)
+            .field("log_dir", &self.log_dir)
+            .field("stdio_dir", &self.stdio_dir)
+            .finish_non_exhaustive()
+    }
+}

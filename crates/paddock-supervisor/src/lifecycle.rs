@@ -1,0 +1,381 @@
+//! One lifecycle of a sandbox ([`Sandbox`]), and [`Supervisor::enter`]: the one place a
+//! lifecycle's state changes, together with every side effect of the change — the record
+//! handed to the hooks, the counters, the log line, the event, the stop's outcome, and the
+//! registry's bookkeeping (registering an adopted lifecycle, pruning a retired one,
+//! forgetting a failed start).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use paddock_cgroup::CgroupName;
+use paddock_proc::{ForeignProcess, Process};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use crate::Error;
+use crate::events::{Event, EventKind, MainExit, StopReport, now_ms};
+use crate::hooks::{Persisting, Record};
+use crate::ids::{LifecycleId, cgroup_name};
+use crate::registry::Admission;
+use crate::spec::{SandboxId, SandboxSpec};
+use crate::state::{InvalidTransition, LifecycleState, State, Transition, transition};
+use crate::supervisor::Supervisor;
+
+/// One lifecycle of one sandbox.
+pub(crate) struct Sandbox {
+    pub(crate) id: SandboxId,
+    pub(crate) lifecycle: LifecycleId,
+    pub(crate) spec: SandboxSpec,
+    pub(crate) created_at_ms: u64,
+    pub(crate) cgroup_path: PathBuf,
+    /// The cgroup's name under the root. No directory fd is held between operations (a
+    /// node with 10 000 sandboxes would otherwise hold 10 000 more fds); each operation
+    /// opens the cgroup by this validated name, relative to the root's fd.
+    pub(crate) cgroup_name: CgroupName,
+    /// The main process, once spawned (or re-opened by an adoption).
+    pub(crate) main: OnceLock<MainProcess>,
+    /// How the main process ended, once it has.
+    pub(crate) main_exit: OnceLock<MainExit>,
+    /// The state. Private to this module: only [`Supervisor::enter`] changes it.
+    state: Mutex<LifecycleState>,
+    /// Serialises start, stop (its beginning), pause and resume of this lifecycle.
+    pub(crate) op: tokio::sync::Mutex<()>,
+    /// The stop's outcome: `Some` once stopped, quarantined or failed; sent by `enter`
+    /// after every other side effect of that transition, so a waiter that wakes finds them
+    /// done.
+    pub(crate) outcome: watch::Sender<Option<StopReport>>,
+    /// Cuts a running grace period short (a kill arriving during a graceful stop).
+    pub(crate) escalate: Notify,
+}
+
+/// The main process: our child, or one adopted from a previous supervisor process.
+#[derive(Clone)]
+pub(crate) struct MainProcess {
+    pub(crate) pid: i32,
+    /// Its start time (`/proc/<pid>/stat` field 22), when it could be read.
+    pub(crate) start_time: Option<u64>,
+    handle: MainHandle,
+}
+
+#[derive(Clone)]
+enum MainHandle {
+    Child(Arc<Process>),
+    Adopted(Arc<ForeignProcess>),
+}
+
+impl MainProcess {
+    /// Our child.
+    pub(crate) fn child(p: Arc<Process>, start_time: Option<u64>) -> Self {
+        MainProcess {
+            pid: p.pid(),
+            start_time,
+            handle: MainHandle::Child(p),
+        }
+    }
+
+    /// A process re-opened after a restart.
+    pub(crate) fn adopted(p: ForeignProcess, start_time: Option<u64>) -> Self {
+        MainProcess {
+            pid: p.pid(),
+            start_time,
+            handle: MainHandle::Adopted(Arc::new(p)),
+        }
+    }
+
+    /// Waits for it to exit. An adopted process's status cannot be read
+    /// ([`MainExit::UNKNOWN`]).
+    pub(crate) async fn wait(&self) -> MainExit {
+        match &self.handle {
+            MainHandle::Child(p) => MainExit::from(p.wait().await),
+            MainHandle::Adopted(p) => {
+                let _ = p.exited().await;
+                MainExit::UNKNOWN
+            }
+        }
+    }
+}
+
+/// The span of one lifecycle: lines logged inside it (also by the cgroup layer, which knows
+/// neither) carry the sandbox's ID and lifecycle ID, so the lines themselves never repeat
+/// them. Every public operation on a lifecycle enters it once; internal functions never do.
+pub(crate) fn sandbox_span(id: &str, lc: LifecycleId) -> tracing::Span {
+    tracing::info_span!("sandbox", sandbox = %id, lifecycle = %lc)
+}
+
+impl Sandbox {
+    /// A lifecycle in its initial state (`Creating` for a start, `Recorded` for an
+    /// adoption).
+    pub(crate) fn new(
+        spec: SandboxSpec,
+        lifecycle: LifecycleId,
+        created_at_ms: u64,
+        cgroup_path: PathBuf,
+        cgroup_name: CgroupName,
+        initial: LifecycleState,
+    ) -> Self {
+        Sandbox {
+            id: spec.id.clone(),
+            lifecycle,
+            spec,
+            created_at_ms,
+            cgroup_path,
+            cgroup_name,
+            main: OnceLock::new(),
+            main_exit: OnceLock::new(),
+            state: Mutex::new(initial),
+            op: tokio::sync::Mutex::new(()),
+            outcome: watch::channel(None).0,
+            escalate: Notify::new(),
+        }
+    }
+
+    /// The span every operation on this lifecycle runs in (see [`sandbox_span`]).
+    pub(crate) fn span(&self) -> tracing::Span {
+        sandbox_span(self.id.as_str(), self.lifecycle)
+    }
+
+    /// The wire state.
+    pub(crate) fn state(&self) -> State {
+        self.state.lock().state()
+    }
+
+    /// Reads the state (the lock is held while `f` runs: keep it short).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&LifecycleState) -> R) -> R {
+        f(&self.state.lock())
+    }
+
+    /// The main process's PID, once known.
+    pub(crate) fn main_pid(&self) -> Option<i32> {
+        self.main.get().map(|m| m.pid)
+    }
+
+    /// The durable record of the lifecycle as it is now.
+    pub(crate) fn record(&self) -> Record {
+        let state = self.state.lock().clone();
+        self.record_in(&state)
+    }
+
+    /// The durable record of the lifecycle in `state`.
+    fn record_in(&self, state: &LifecycleState) -> Record {
+        Record {
+            spec: self.spec.clone(),
+            lifecycle: self.lifecycle,
+            state: state.state(),
+            paused: state.paused(),
+            cgroup: cgroup_name(self.id.as_str(), self.lifecycle),
+            main_pid: self.main_pid(),
+            main_start_time: self.main.get().and_then(|m| m.start_time),
+            stop_reason: state.stop_reason(),
+            created_at_ms: self.created_at_ms,
+        }
+    }
+
+    /// Applies `t` to the state under its lock; returns the state left and the state
+    /// entered.
+    fn apply(&self, t: Transition) -> Result<(LifecycleState, LifecycleState), InvalidTransition> {
+        let mut state = self.state.lock();
+        let next = transition(&state, t)?;
+        let left = std::mem::replace(&mut *state, next.clone());
+        Ok((left, next))
+    }
+
+    /// Waits until the stop's outcome is published (stopped, quarantined or failed).
+    pub(crate) async fn await_outcome(
+        &self,
+        mut rx: watch::Receiver<Option<StopReport>>,
+    ) -> Result<StopReport, Error> {
+        let published = rx.wait_for(Option::is_some).await.ok();
+        published
+            .and_then(|r| r.clone())
+            .ok_or_else(|| Error::InvalidState {
+                id: self.id.clone(),
+                state: self.state(),
+                op: "wait for the stop's outcome",
+            })
+    }
+}
+
+/// What [`Supervisor::enter`] did.
+pub(crate) struct Entered {
+    /// The state the lifecycle left.
+    pub(crate) left: LifecycleState,
+    /// The hooks' write of the new state's record (`None` when the hooks keep no records).
+    /// Dropping it does not cancel the write; [`Supervisor::enter_recorded`] hands back
+    /// the outcome of a write it already waited for.
+    pub(crate) recorded: Option<Persisting>,
+}
+
+impl Supervisor {
+    /// Moves `sb` by `t` and does every side effect of the move: the new state's record to
+    /// the hooks (not waited for; returned), then (by the state entered) the registry,
+    /// counters, log line, events and the stop's outcome. A transition that does not apply
+    /// changes nothing and does nothing.
+    pub(crate) fn enter(
+        &self,
+        sb: &Arc<Sandbox>,
+        t: Transition,
+    ) -> Result<Entered, InvalidTransition> {
+        let (left, now) = sb.apply(t)?;
+        let hooks = &self.inner.cfg.hooks;
+        let recorded = hooks
+            .wants_records()
+            .then(|| hooks.on_change(&sb.record_in(&now)));
+        self.effects(sb, &left, &now);
+        Ok(Entered { left, recorded })
+    }
+
+    /// Like [`Supervisor::enter`], but the new state's record is written, and the write
+    /// waited for, before the state changes: a lifecycle is never seen in the new state
+    /// (nor acts in it) before its record is. The write's outcome is in
+    /// [`Entered::recorded`]; a failed write does not stop the transition. The caller holds
+    /// the lifecycle's `op` lock (so nothing else changes its state meanwhile, but for a
+    /// stop the main process's exit begins: then this returns the refusal, with the state
+    /// that stop entered).
+    pub(crate) async fn enter_recorded(
+        &self,
+        sb: &Arc<Sandbox>,
+        t: Transition,
+    ) -> Result<Entered, InvalidTransition> {
+        let hooks = &self.inner.cfg.hooks;
+        if !hooks.wants_records() {
+            return self.enter(sb, t);
+        }
+        let next = sb.with_state(|s| transition(s, t.clone()))?;
+        let written = hooks.on_change(&sb.record_in(&next)).await;
+        let (left, now) = sb.apply(t)?;
+        self.effects(sb, &left, &now);
+        Ok(Entered {
+            left,
+            recorded: Some(Box::pin(std::future::ready(written))),
+        })
+    }
+
+    /// The side effects of entering `now` from `left` (after the record).
+    fn effects(&self, sb: &Arc<Sandbox>, left: &LifecycleState, now: &LifecycleState) {
+        use LifecycleState as S;
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        if let S::Recorded { state: recorded } = left {
+            // An adoption is never refused (it joins the retiring lifecycles if it must).
+            let _ = self.inner.registry.insert(sb, Admission::Adopt);
+            c.adopted.fetch_add(1, Relaxed);
+            let pid = sb.main_pid();
+            self.emit(
+                sb,
+                EventKind::Adopted {
+                    pid,
+                    state: *recorded,
+                },
+            );
+            tracing::info!(recorded_state = %recorded, main_alive = pid.is_some(), "adopted sandbox");
+        }
+        match now {
+            // Initial points: never entered.
+            S::Recorded { .. } | S::Creating => {}
+            S::Running { paused } => match left {
+                S::Creating => {
+                    let pid = sb.main_pid().unwrap_or(0);
+                    c.starts_ok.fetch_add(1, Relaxed);
+                    self.emit(sb, EventKind::Started { pid });
+                    tracing::info!(pid, "sandbox started");
+                }
+                S::Running { .. } if *paused => self.emit(sb, EventKind::Paused),
+                S::Running { .. } => self.emit(sb, EventKind::Resumed),
+                _ => {}
+            },
+            S::Stopping { reason } => {
+                self.emit(sb, EventKind::Stopping { reason: *reason });
+                tracing::info!(?reason, "stopping sandbox");
+            }
+            S::Stopped { report } => {
+                self.inner.registry.remember_report(sb, report);
+                if matches!(left, S::Quarantined { .. }) {
+                    c.quarantines_drained.fetch_add(1, Relaxed);
+                    tracing::info!("quarantined sandbox drained and removed");
+                } else {
+                    c.stops_ok.fetch_add(1, Relaxed);
+                }
+                tracing::info!(
+                    total_ms = report.total_ms,
+                    signalled = report.signalled,
+                    killed = report.killed_after_grace,
+                    "sandbox stopped"
+                );
+                self.emit(
+                    sb,
+                    EventKind::Stopped {
+                        report: report.clone(),
+                    },
+                );
+                sb.outcome.send_replace(Some(report.clone()));
+                self.prune_retired(sb);
+            }
+            S::Quarantined { report } => {
+                c.stops_quarantined.fetch_add(1, Relaxed);
+                tracing::error!(stuck = ?report.stuck, "sandbox quarantined: processes survived the kill");
+                self.emit(
+                    sb,
+                    EventKind::Quarantined {
+                        stuck: report.stuck.clone(),
+                    },
+                );
+                sb.outcome.send_replace(Some(report.clone()));
+            }
+            S::StopFailed { error, report } => {
+                self.inner.registry.remember_report(sb, report);
+                c.stops_failed.fetch_add(1, Relaxed);
+                tracing::error!(%error, "sandbox stop failed");
+                self.emit(
+                    sb,
+                    EventKind::Failed {
+                        error: error.clone(),
+                    },
+                );
+                sb.outcome.send_replace(Some(report.clone()));
+                self.prune_retired(sb);
+            }
+            S::StartFailed { error } => {
+                c.starts_failed.fetch_add(1, Relaxed);
+                self.emit(
+                    sb,
+                    EventKind::StartFailed {
+                        error: error.clone(),
+                    },
+                );
+                tracing::warn!(%error, "sandbox start failed");
+                self.unregister(sb);
+                // Nothing ran: a log file made for it has nothing worth keeping.
+                self.delete_log(&sb.id, sb.lifecycle);
+            }
+        }
+    }
+
+    /// Drops a finished lifecycle from its ID's retiring list (never touching the current
+    /// lifecycle, which stays inspectable until replaced or forgotten).
+    fn prune_retired(&self, sb: &Sandbox) {
+        // Hooks may do slow I/O (a durable store): never under the registry lock.
+        if self.inner.registry.prune_retired(sb) {
+            self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+        }
+    }
+
+    /// Removes a lifecycle that is its ID's current one from the registry (a failed
+    /// start, or a start whose record failed), the previous lifecycle becoming current
+    /// again if it is still retiring.
+    pub(crate) fn unregister(&self, sb: &Sandbox) {
+        self.inner.registry.remove_current(sb);
+        self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+    }
+
+    /// Hands an event to the hooks, then broadcasts it.
+    pub(crate) fn emit(&self, sb: &Sandbox, kind: EventKind) {
+        let ev = Event {
+            id: sb.id.clone(),
+            lifecycle: sb.lifecycle,
+            at_ms: now_ms(),
+            kind,
+        };
+        self.inner.cfg.hooks.on_event(&ev);
+        let _ = self.inner.events.send(ev);
+    }
+}

@@ -1,0 +1,225 @@
+//! Recovery after a restart or a crash: adopting the lifecycles a previous supervisor
+//! process recorded ([`Supervisor::adopt`], the `Adopted` arrow of the state machine), and
+//! reclaiming owned cgroups that no lifecycle accounts for ([`Supervisor::reclaim`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use paddock_cgroup::{CgroupName, RemoveOptions};
+use paddock_proc::ForeignProcess;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::Error;
+use crate::events::StopReason;
+use crate::hooks::Record;
+use crate::ids::{LifecycleId, cgroup_name, parse_cgroup_name};
+use crate::lifecycle::{MainProcess, Sandbox, sandbox_span};
+use crate::spec::{OnMainExit, SandboxId};
+use crate::state::{LifecycleState, State, Transition};
+use crate::supervisor::{SandboxInfo, Supervisor};
+
+/// Outcome of [`Supervisor::adopt`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adopted {
+    /// The sandbox runs on and is controllable again.
+    Running(SandboxInfo),
+    /// A stop that had not finished (or a main process that had exited) is being finished.
+    Stopping(SandboxInfo),
+    /// Its processes could not be killed; it is quarantined and watched.
+    Quarantined(SandboxInfo),
+    /// Its cgroup no longer exists (or held nothing worth keeping and was removed): there
+    /// is nothing to adopt, and the record can be dropped.
+    Gone {
+        /// The sandbox.
+        id: SandboxId,
+        /// The lifecycle.
+        lifecycle: LifecycleId,
+    },
+}
+
+/// What [`Supervisor::reclaim`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimReport {
+    /// Cgroups carrying this supervisor's owner tag but no lifecycle, killed and removed.
+    pub reclaimed: Vec<String>,
+    /// Processes killed in them.
+    pub processes_killed: usize,
+    /// Cgroups under the root without this supervisor's tag: reported, left alone.
+    pub untagged: Vec<String>,
+    /// Cgroups that could not be reclaimed, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Supervisor {
+    /// Re-attaches a lifecycle recorded by a previous supervisor process (after a crash or
+    /// a restart). The cgroup must exist and carry this supervisor's owner tag. The main
+    /// process is re-opened by pidfd only if its PID still belongs to the recorded process
+    /// (same start time), so a reused PID is never adopted. A stop that was in progress, or
+    /// a main process that exited meanwhile (with the default [`OnMainExit::Stop`]), is
+    /// finished; a record of a start that never completed, or of a finished lifecycle whose
+    /// cgroup is somehow still there, has its cgroup killed and removed and comes back as
+    /// [`Adopted::Gone`].
+    pub async fn adopt(&self, rec: Record) -> Result<Adopted, Error> {
+        let span = sandbox_span(rec.spec.id.as_str(), rec.lifecycle);
+        self.adopt_in_span(rec).instrument(span).await
+    }
+
+    async fn adopt_in_span(&self, rec: Record) -> Result<Adopted, Error> {
+        let id = rec.spec.id.clone();
+        let lc = rec.lifecycle;
+        if let Ok(sb) = self.find(&id, Some(lc)) {
+            let info = self.info(&sb);
+            return Ok(match info.state {
+                State::Quarantined => Adopted::Quarantined(info),
+                State::Stopping => Adopted::Stopping(info),
+                _ => Adopted::Running(info),
+            });
+        }
+        let expected = cgroup_name(id.as_str(), lc);
+        if rec.cgroup != expected {
+            return Err(Error::InvalidSpec(format!(
+                "record of {id} names cgroup {:?}, expected {expected:?}",
+                rec.cgroup
+            )));
+        }
+        let name = CgroupName::new(expected)?;
+        let cg = match self.inner.cfg.root.open(&name) {
+            Ok(c) => c,
+            Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
+                return Ok(Adopted::Gone { id, lifecycle: lc });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let owner = cg.owner()?;
+        // The tag is written right after `mkdir`, before anything runs in the cgroup: an
+        // untagged cgroup of a record still `creating` is ours, cut off by a crash in
+        // between (the record, written before `mkdir`, is the proof); it is removed below.
+        let crashed_before_tag = owner.is_none() && rec.state == State::Creating;
+        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag {
+            return Err(Error::InvalidSpec(format!(
+                "cgroup {} is not tagged as this supervisor's (owner tag {owner:?}); not adopting it",
+                cg.path().display()
+            )));
+        }
+        let main = match (rec.state, rec.main_pid) {
+            (State::Stopped | State::Failed, _) | (State::Creating, None) => {
+                let opts = RemoveOptions {
+                    timeout: self.inner.cfg.remove_timeout,
+                    sandbox: Some(id.to_string()),
+                    ..Default::default()
+                };
+                cg.remove(&opts).await?;
+                return Ok(Adopted::Gone { id, lifecycle: lc });
+            }
+            (_, Some(pid)) => {
+                ForeignProcess::open(pid, rec.main_start_time).map_err(|cause| Error::Io {
+                    op: format!("re-open main process {pid} of {id}"),
+                    cause,
+                })?
+            }
+            (_, None) => None,
+        };
+        let paused = cg.events()?.frozen;
+        let sb = Arc::new(Sandbox::new(
+            rec.spec.clone(),
+            lc,
+            rec.created_at_ms,
+            cg.path().to_owned(),
+            name,
+            LifecycleState::Recorded { state: rec.state },
+        ));
+        drop(cg);
+        let main = main.map(|m| MainProcess::adopted(m, rec.main_start_time));
+        if let Some(m) = &main {
+            let _ = sb.main.set(m.clone());
+        }
+        let finish_stop = matches!(rec.state, State::Stopping | State::Quarantined)
+            || (main.is_none() && rec.spec.on_main_exit == OnMainExit::Stop);
+        // Registers the lifecycle (see `Admission::Adopt`).
+        self.enter(
+            &sb,
+            Transition::Adopted {
+                paused,
+                finish_stop,
+            },
+        )
+        .map_err(|e| Error::InvalidState {
+            id: id.clone(),
+            state: e.from.state(),
+            op: "adopt",
+        })?;
+        if finish_stop {
+            self.spawn_stop(&sb, StopReason::Recovered, rec.spec.stop, paused);
+            let info = self.info(&sb);
+            return Ok(if rec.state == State::Quarantined {
+                Adopted::Quarantined(info)
+            } else {
+                Adopted::Stopping(info)
+            });
+        }
+        if let Some(m) = main {
+            self.spawn_monitor(sb.clone(), m);
+        }
+        Ok(Adopted::Running(self.info(&sb)))
+    }
+
+    /// Kills and removes every cgroup under the root that carries this supervisor's owner
+    /// tag but is not a lifecycle in the registry (left by a crash, or by a record that was
+    /// lost). Cgroups without the tag are reported and left alone; nothing outside the root
+    /// is ever looked at.
+    pub async fn reclaim(&self) -> Result<ReclaimReport, Error> {
+        let root = &self.inner.cfg.root;
+        let (names, other) = root.list()?;
+        // Snapshot the registry after listing: a lifecycle is registered before its cgroup
+        // is created, so every cgroup of a live lifecycle that was listed is in it.
+        let known = self.inner.registry.cgroup_names();
+        let mut report = ReclaimReport {
+            untagged: other,
+            ..Default::default()
+        };
+        for name in names {
+            if known.contains(name.as_str()) {
+                continue;
+            }
+            let owner = match root.owner_of(&name) {
+                Ok(o) => o,
+                Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    report.failed.push((name.to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
+                tracing::warn!(cgroup = %root.child_path(&name).display(), ?owner, "cgroup under the managed root is not ours; leaving it alone");
+                report.untagged.push(name.to_string());
+                continue;
+            }
+            // The cgroup's name says whose it was: its lines carry that ID and lifecycle.
+            let (span, sandbox) = match parse_cgroup_name(name.as_str()) {
+                Some((id, lc)) => (sandbox_span(id, lc), id.to_owned()),
+                None => (tracing::Span::none(), name.to_string()),
+            };
+            let opts = RemoveOptions {
+                timeout: self.inner.cfg.remove_timeout,
+                sandbox: Some(sandbox),
+                ..Default::default()
+            };
+            match root.open(&name) {
+                Ok(cg) => match cg.remove(&opts).instrument(span.clone()).await {
+                    Ok(r) => {
+                        let killed = r.kill.map(|k| k.found).unwrap_or(0);
+                        report.processes_killed += killed;
+                        self.inner.counters.reclaimed.fetch_add(1, Relaxed);
+                        span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
+                        report.reclaimed.push(name.to_string());
+                    }
+                    Err(e) => report.failed.push((name.to_string(), e.to_string())),
+                },
+                Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {}
+                Err(e) => report.failed.push((name.to_string(), e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,297 @@
+//! Starting a sandbox: register the lifecycle (`Creating`), record it, create its cgroup,
+//! spawn its main process, enter `Running` (or `StartFailed`, leaving nothing behind), and
+//! watch the main process for its exit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use paddock_cgroup::{CgroupName, RemoveOptions};
+use paddock_proc::Process;
+use tracing::Instrument;
+
+use crate::Error;
+use crate::events::{EventKind, StopReason, now_ms};
+use crate::hooks::HookError;
+use crate::ids::{LifecycleId, cgroup_name};
+use crate::lifecycle::{MainProcess, Sandbox};
+use crate::registry::{Admission, IdHeld};
+use crate::spawn::{Prepared, open_netns};
+use crate::spec::{Network, OnMainExit, SandboxSpec};
+use crate::state::{LifecycleState, Transition};
+use crate::supervisor::{Started, Supervisor};
+
+impl Supervisor {
+    /// Starts a sandbox. Refused with [`Error::AlreadyExists`] (starting nothing) while a
+    /// lifecycle of the same ID is creating or running; allowed while an older lifecycle
+    /// is still stopping, which then finishes on its own. If the cgroup cannot be created
+    /// or the spawn fails, nothing is left behind and the error says why.
+    ///
+    /// What the spec names outside the supervisor is checked first, before anything is
+    /// recorded or created: [`crate::StdioTarget::File`] targets are opened (on a blocking
+    /// thread, regular files only; see [`crate::Config::stdio_dir`]) and a named network
+    /// namespace must exist. A target or namespace that is not acceptable is
+    /// [`Error::InvalidSpec`] naming the field; an open that hangs is
+    /// [`Error::Unavailable`] after [`crate::STDIO_OPEN_TIMEOUT`].
+    pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
+        spec.validate()?;
+        // Cheap early refusal of a duplicate (checked again atomically below), so a
+        // duplicate does not create its stdio files first.
+        if self.inner.registry.id_held(&spec.id) {
+            self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        let prepared = self.prepare(&spec).await?;
+        let lifecycle = LifecycleId::fresh();
+        let name = CgroupName::new(cgroup_name(spec.id.as_str(), lifecycle))?;
+        let cgroup_path = self.inner.cfg.root.child_path(&name);
+        let sb = Arc::new(Sandbox::new(
+            spec,
+            lifecycle,
+            now_ms(),
+            cgroup_path,
+            name,
+            LifecycleState::Creating,
+        ));
+        // Hold the op lock from before the sandbox is visible, so a stop that finds it
+        // waits for the start to finish.
+        let op = sb.op.try_lock().expect("a new lifecycle's op lock is free");
+        if let Err(IdHeld) = self.inner.registry.insert(&sb, Admission::Start) {
+            self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
+            return Err(Error::AlreadyExists(sb.id.clone()));
+        }
+        self.start_registered(&sb, op, prepared)
+            .instrument(sb.span())
+            .await
+    }
+
+    /// Opens what the spec names outside the supervisor (see [`Supervisor::start`]).
+    async fn prepare(&self, spec: &SandboxSpec) -> Result<Prepared, Error> {
+        let files =
+            crate::stdio::open_files(spec, self.inner.stdio_dir.clone(), &self.inner.stdio_slots)
+                .await?;
+        let netns = match &spec.network {
+            Network::Named(n) => Some(open_netns(n)?),
+            Network::Host | Network::Isolated => None,
+        };
+        Ok(Prepared { files, netns })
+    }
+
+    /// The rest of a start, once its lifecycle is registered (in its span).
+    async fn start_registered(
+        &self,
+        sb: &Arc<Sandbox>,
+        op: tokio::sync::MutexGuard<'_, ()>,
+        prepared: Prepared,
+    ) -> Result<Started, Error> {
+        // Until the spawn's outcome is known, a caller that drops this future must not leave
+        // the lifecycle in `creating` (holding the ID) or its cgroup behind: the guard
+        // finishes the start as failed if it is dropped armed.
+        let mut guard = StartGuard {
+            sup: Some(self.clone()),
+            sb: sb.clone(),
+        };
+        let spawned = self.create_and_spawn(sb, prepared).await;
+        guard.disarm();
+        let mut process = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.enter(
+                    sb,
+                    Transition::StartFailed {
+                        error: e.to_string(),
+                    },
+                );
+                drop(op);
+                return Err(e);
+            }
+        };
+        let (stdin, stdout, stderr) = (
+            process.take_stdin(),
+            process.take_stdout(),
+            process.take_stderr(),
+        );
+        let start_time = paddock_cgroup::procinfo::start_time(process.pid());
+        let main = MainProcess::child(Arc::new(process), start_time);
+        let _ = sb.main.set(main.clone());
+        let recorded = match self.enter(sb, Transition::Started) {
+            Ok(entered) => entered.recorded,
+            // Creating → Running always applies: nothing else moves a creating lifecycle.
+            Err(e) => {
+                tracing::error!(error = %e, "start: lifecycle left `creating` under the start");
+                None
+            }
+        };
+        drop(op);
+        self.spawn_monitor(sb.clone(), main);
+        if let Some(recorded) = recorded
+            && let Err(reason) = recorded.await
+        {
+            return Err(self.unrecorded_start(sb, reason).await);
+        }
+        Ok(Started {
+            info: self.info(sb),
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// A started sandbox whose `running` record failed: a sandbox that is not on record
+    /// would be unknown to a restarted supervisor, so it is killed (and forgotten, unless
+    /// it is quarantined or failed: then it stays listed, and visible).
+    async fn unrecorded_start(&self, sb: &Arc<Sandbox>, reason: HookError) -> Error {
+        tracing::error!(error = %reason, "start not recorded; killing the sandbox");
+        match self
+            .stop_lifecycle(sb, Some(std::time::Duration::ZERO), StopReason::Killed)
+            .await
+        {
+            Ok(r) if r.stuck.is_empty() && r.error.is_none() => self.unregister(sb),
+            _ => {}
+        }
+        Error::Journal {
+            id: sb.id.clone(),
+            reason,
+        }
+    }
+
+    /// A start whose future was dropped before its spawn's outcome was known: fail it now,
+    /// and remove its cgroup if it got one (in a task of the current runtime; the cgroup
+    /// holds no process — the spawn had not returned one — but is removed through the full
+    /// path, which kills whatever might be there).
+    fn abandon_start(&self, sb: &Arc<Sandbox>) {
+        let _ = self.enter(
+            sb,
+            Transition::StartFailed {
+                error: "start cancelled: the caller stopped waiting for it".into(),
+            },
+        );
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                cause = "no tokio runtime",
+                "cancelled start: its cgroup, if any, is left to reclaim"
+            );
+            return;
+        };
+        let sup = self.clone();
+        let sb = sb.clone();
+        let span = sb.span();
+        rt.spawn(
+            async move {
+                let cg = match sup.open_cgroup(&sb) {
+                    Ok(cg) => cg,
+                    Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not open the cgroup of a cancelled start");
+                        return;
+                    }
+                };
+                let opts = RemoveOptions {
+                    timeout: sup.inner.cfg.remove_timeout,
+                    sandbox: Some(sb.id.to_string()),
+                    ..Default::default()
+                };
+                if let Err(e) = cg.remove(&opts).await {
+                    tracing::error!(error = %e, "could not remove the cgroup of a cancelled start");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Records the lifecycle (`before_create`), creates its cgroup and spawns the main
+    /// process into it; on any failure after the cgroup exists, removes it again.
+    async fn create_and_spawn(
+        &self,
+        sb: &Arc<Sandbox>,
+        prepared: Prepared,
+    ) -> Result<Process, Error> {
+        let cfg = &self.inner.cfg;
+        if cfg.hooks.wants_records() {
+            cfg.hooks
+                .before_create(&sb.record())
+                .await
+                .map_err(|reason| Error::Journal {
+                    id: sb.id.clone(),
+                    reason,
+                })?;
+        }
+        let needed = sb.spec.limits.controllers();
+        if !needed.is_empty() {
+            // Idempotent; fails with a clear error naming a controller the hierarchy lacks.
+            cfg.root.enable_controllers(&needed)?;
+            if needed.contains(&"pids") {
+                self.inner.pids_enabled.store(true, Relaxed);
+            }
+            if needed.contains(&"memory") {
+                self.inner.memory_enabled.store(true, Relaxed);
+            }
+        }
+        let cg = cfg.root.create(&sb.cgroup_name)?;
+        let res = cg
+            .set_owner(&cfg.owner)
+            .map_err(Error::from)
+            .and_then(|()| {
+                crate::spawn::spawn(
+                    &sb.spec,
+                    sb.lifecycle,
+                    &cg,
+                    self.inner.logs.as_ref(),
+                    prepared,
+                )
+            });
+        if res.is_err() {
+            // Nothing may be left behind: the spawn failed, so the cgroup is empty, but
+            // remove through the full path anyway (it kills whatever might be there).
+            let opts = RemoveOptions {
+                timeout: cfg.remove_timeout,
+                sandbox: Some(sb.id.to_string()),
+                ..Default::default()
+            };
+            if let Err(e) = cg.remove(&opts).await {
+                tracing::error!(error = %e, "could not remove the cgroup of a failed start");
+            }
+        }
+        res
+    }
+
+    /// Watches the main process: records its exit, and with [`OnMainExit::Stop`] begins
+    /// the stop of the rest of the tree.
+    pub(crate) fn spawn_monitor(&self, sb: Arc<Sandbox>, main: MainProcess) {
+        let sup = self.clone();
+        let span = sb.span();
+        tokio::spawn(
+            async move {
+                let exit = main.wait().await;
+                let _ = sb.main_exit.set(exit);
+                sup.emit(&sb, EventKind::MainExited { status: exit });
+                tracing::info!(code = ?exit.code, signal = ?exit.signal, "main process exited");
+                if sb.spec.on_main_exit == OnMainExit::Stop {
+                    let _ = sup
+                        .begin_stop(&sb, StopReason::MainExited, sb.spec.stop, false)
+                        .await;
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Fails a start whose future is dropped while armed (see [`Supervisor::start`]).
+struct StartGuard {
+    sup: Option<Supervisor>,
+    sb: Arc<Sandbox>,
+}
+
+impl StartGuard {
+    fn disarm(&mut self) {
+        self.sup = None;
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            sup.abandon_start(&self.sb);
+        }
+    }
+}
