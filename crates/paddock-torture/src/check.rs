@@ -207,29 +207,39 @@ pub fn kill_tagged(pid: i32, tag: &str) {
     unsafe { libc::close(fd) };
 }
 
-/// The checks after a stop of the sandbox tagged `tag` (see [`crate::payloads`]), whose
+/// The cgroup directories of sandbox `id` directly under `root`: those named
+/// `<id>@<lifecycle>`, of any lifecycle.
+pub fn sandbox_cgroups(root: &Path, id: &str) -> Vec<PathBuf> {
+    let prefix = format!("{id}{}", paddock_supervisor::CGROUP_SEPARATOR);
+    let mut found: Vec<PathBuf> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+/// The checks after a stop of sandbox `id`, tagged `tag` (see [`crate::payloads`]), whose
 /// cgroups are directly under `root` and whose payload recorded its PIDs in `pidfile`: no
-/// cgroup directory of the sandbox under the root, no live process tagged with the
-/// sandbox. Returns what was found, as (`cgroup` or `process`, description); anything found
-/// is cleaned up so the run goes on. Blocking.
-pub fn after_stop(root: &Path, tag: &str, pidfile: &Path) -> Vec<(&'static str, String)> {
+/// cgroup directory of the sandbox under the root ([`sandbox_cgroups`]), no live process
+/// tagged with the sandbox. Returns what was found, as (`cgroup` or `process`,
+/// description); anything found is cleaned up so the run goes on. Blocking.
+pub fn after_stop(root: &Path, id: &str, tag: &str, pidfile: &Path) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
-    let prefix = format!("{tag}{}", paddock_supervisor::CGROUP_SEPARATOR);
-    if let Ok(d) = fs::read_dir(root) {
-        for e in d.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && e.path().is_dir() {
-                let sub = subdirs(&e.path()).len();
-                found.push((
-                    "cgroup",
-                    format!(
-                        "{} exists after the stop ({sub} descendants)",
-                        e.path().display()
-                    ),
-                ));
-                let _ = destroy_tree(&e.path(), Duration::from_secs(10));
-            }
-        }
+    for dir in sandbox_cgroups(root, id) {
+        let sub = subdirs(&dir).len();
+        found.push((
+            "cgroup",
+            format!(
+                "{} exists after the stop ({sub} descendants)",
+                dir.display()
+            ),
+        ));
+        let _ = destroy_tree(&dir, Duration::from_secs(10));
     }
     let reported = reported_pids(pidfile);
     for p in tagged_survivors(tag, &reported, Duration::from_millis(100)) {

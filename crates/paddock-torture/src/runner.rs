@@ -512,9 +512,11 @@ async fn check_after_stop(
     let root = ctx.root.path().to_path_buf();
     let pidfile = ctx.scratch_file(id, "pids");
     let tag = ctx.tag(id);
-    let found = tokio::task::spawn_blocking(move || check::after_stop(&root, &tag, &pidfile))
-        .await
-        .unwrap_or_default();
+    let sandbox = id.to_string();
+    let found =
+        tokio::task::spawn_blocking(move || check::after_stop(&root, &sandbox, &tag, &pidfile))
+            .await
+            .unwrap_or_default();
     found
         .into_iter()
         .map(|(kind, detail)| Leak {
