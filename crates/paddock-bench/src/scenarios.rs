@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::Cli;
 use crate::cleanup::BenchRoot;
-use crate::imps::{self, Implementation, Raw, RawClient};
+use crate::implementation::{BurstResult, Fut, Implementation};
+use crate::paddock_library::Paddock;
+use crate::raw_client::{RAW_IMPLS, Raw, RawClient, raw_base};
 use crate::report::{Machine, Row, markdown};
 use crate::runtime::Runtime;
 
@@ -20,14 +22,14 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 enum Op {
     Lifecycle,
     Leaked,
-    Incident(Duration),
+    WrapperStop(Duration),
 }
 
-fn do_op(imp: &mut dyn Implementation, op: Op) -> imps::Fut<'_, Duration> {
+fn do_op(imp: &mut dyn Implementation, op: Op) -> Fut<'_, Duration> {
     match op {
         Op::Lifecycle => imp.lifecycle(),
         Op::Leaked => imp.leaked_teardown(),
-        Op::Incident(g) => imp.incident_stop(g),
+        Op::WrapperStop(g) => imp.wrapper_stop(g),
     }
 }
 
@@ -71,7 +73,7 @@ async fn interleave(imps: &mut [&mut Imp], op: Op, limits: &[(usize, usize)]) ->
             let warm = i < sm.warmup;
             let budget = OP_TIMEOUT
                 + match op {
-                    Op::Incident(g) => g,
+                    Op::WrapperStop(g) => g,
                     _ => Duration::ZERO,
                 };
             let r = match tokio::time::timeout(budget, do_op(imps[idx].as_mut(), op)).await {
@@ -231,25 +233,22 @@ pub fn run(cli: Cli) -> io::Result<()> {
 /// The implementations the command line asks for. Runs on the main thread (see [`run`]).
 async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
     let mut impls: Vec<Imp> = Vec::new();
-    if ["floor", "seed-algorithm", "signal-wrapper"]
-        .iter()
-        .any(|i| cli.wants(i))
-    {
-        let client = Arc::new(Mutex::new(RawClient::start(&imps::raw_base(&bench.path))?));
-        for name in ["floor", "seed-algorithm", "signal-wrapper"] {
+    if RAW_IMPLS.iter().any(|i| cli.wants(i)) {
+        let client = Arc::new(Mutex::new(RawClient::start(&raw_base(&bench.path))?));
+        for name in RAW_IMPLS {
             if cli.wants(name) {
                 impls.push(Box::new(Raw::new(name, client.clone())));
             }
         }
     }
     if cli.wants("paddock") {
-        impls.push(Box::new(imps::Paddock::new(&bench.path.join("paddock"))?));
+        impls.push(Box::new(Paddock::new(&bench.path.join("paddock"))?));
     }
     if cli.wants("paddock-api") {
-        impls.push(Box::new(crate::daemon::PaddockApi::start(bench).await));
+        impls.push(Box::new(crate::paddock_api::PaddockApi::start(bench).await));
     }
     if cli.wants("paddock-cli") {
-        impls.push(Box::new(crate::daemon::PaddockCli::new(bench)));
+        impls.push(Box::new(crate::paddock_cli::PaddockCli::new(bench)));
     }
     for bin in ["runc", "crun"] {
         if cli.wants(bin) {
@@ -284,19 +283,19 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
             .filter(|i| i.supports(sc) && i.unavailable().is_none())
             .collect();
         let new_rows = match sc {
-            "lifecycle" | "leaked-teardown" | "incident-stop" => {
+            "lifecycle" | "leaked-teardown" | "wrapper-stop" => {
                 let op = match sc {
                     "lifecycle" => Op::Lifecycle,
                     "leaked-teardown" => Op::Leaked,
-                    _ => Op::Incident(Duration::from_millis(cli.grace_ms)),
+                    _ => Op::WrapperStop(Duration::from_millis(cli.grace_ms)),
                 };
                 let limits: Vec<(usize, usize)> = active
                     .iter()
                     .map(|i| {
                         let slow = matches!(
                             (sc, i.name()),
-                            ("leaked-teardown", "seed-algorithm")
-                                | ("incident-stop", "signal-wrapper")
+                            ("leaked-teardown", "rmdir-retry-200ms")
+                                | ("wrapper-stop", "signal-wrapper")
                         );
                         if slow {
                             (cli.iterations.min(cli.slow_iterations.max(1)), 0)
@@ -310,7 +309,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
                 // until reaped: reap them first, so only processes still running count.
                 paddock_proc::reap_orphans().await;
                 let mut r = finish_rows(&m, &bench, sc, None, &active, s);
-                if sc == "incident-stop" {
+                if sc == "wrapper-stop" {
                     for row in &mut r {
                         row.extra.insert("grace_ms".into(), cli.grace_ms.into());
                     }
@@ -332,7 +331,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
 async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp]) -> Vec<Row> {
     let n = cli.burst.max(1);
     let k = active.len();
-    let mut res: Vec<(Vec<imps::BurstResult>, usize, Option<String>)> =
+    let mut res: Vec<(Vec<BurstResult>, usize, Option<String>)> =
         (0..k).map(|_| (Vec::new(), 0, None)).collect();
     for round in 0..cli.burst_rounds.max(1) {
         for j in 0..k {
@@ -358,7 +357,7 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
         paddock_proc::reap_orphans().await;
         let imp = &active[i];
         let leaks = bench.leaks(imp.leak_dir()) + imp.extra_leaks();
-        let cat = |f: fn(&imps::BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
+        let cat = |f: fn(&BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
             rounds.iter().flat_map(|r| f(r).iter().copied()).collect()
         };
         let start_total: Duration = rounds.iter().map(|r| r.start_total).sum();
