@@ -204,9 +204,7 @@ impl Daemon {
     fn stop(self) {
         let _ = self.proc.signal(libc::SIGTERM);
         if self.proc.wait_timeout(Duration::from_secs(60)).is_none() {
-            eprintln!(
-                "paddock-bench: the paddock daemon did not exit within 60 s of SIGTERM; killing it"
-            );
+            eprintln!("paddock-bench: daemon still running after SIGTERM, killing it waited=60s");
             let _ = self.proc.kill();
             let _ = self.proc.wait_timeout(Duration::from_secs(5));
         }

@@ -41,8 +41,13 @@ struct Samples {
     warmup: usize,
 }
 
-fn progress(msg: &str) {
-    eprintln!("paddock-bench: {msg}");
+/// One progress line on stderr: a short message, then the details as `key=value`.
+fn progress(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    let mut line = format!("paddock-bench: {msg}");
+    for (k, v) in fields {
+        line += &format!(" {k}={v}");
+    }
+    eprintln!("{line}");
 }
 
 /// Runs `op` on every implementation in `imps`, round-robin per iteration (rotating which
@@ -205,7 +210,7 @@ pub fn run(cli: Cli) -> io::Result<()> {
     let left = crate::cleanup::procs_under(&bench.hier);
     if bench.path.exists() || left > 0 {
         eprintln!(
-            "paddock-bench: WARNING: {} left behind ({left} processes)",
+            "paddock-bench: WARNING: left behind path={} processes={left}",
             bench.path.display()
         );
     }
@@ -222,10 +227,13 @@ pub fn run(cli: Cli) -> io::Result<()> {
         )?;
         std::fs::write(dir.join("results.md"), markdown(&rows))?;
         crate::chart::write_svg(&dir.join("latency.svg"), &rows)?;
-        progress(&format!(
-            "wrote {}/{{results.json,results.md,latency.svg}}",
-            dir.display()
-        ));
+        progress(
+            "wrote results",
+            &[
+                ("dir", &dir.display()),
+                ("files", &"results.json,results.md,latency.svg"),
+            ],
+        );
     }
     Ok(())
 }
@@ -268,7 +276,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
         .collect();
     let mut rows = Vec::new();
     for sc in scenarios {
-        progress(&format!("scenario {sc}"));
+        progress("scenario", &[("name", &sc)]);
         // Implementations that cannot run here get a row saying why.
         let unavailable: Vec<Row> = impls
             .iter()
@@ -336,7 +344,7 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
     for round in 0..cli.burst_rounds.max(1) {
         for j in 0..k {
             let idx = (round + j) % k;
-            progress(&format!("burst of {n}: {}", active[idx].name()));
+            progress("burst", &[("impl", &active[idx].name()), ("sandboxes", &n)]);
             let r = tokio::time::timeout(OP_TIMEOUT * 10, active[idx].burst(n))
                 .await
                 .unwrap_or_else(|_| Err(io::Error::other("burst did not finish within 600 s")));
@@ -428,10 +436,10 @@ async fn scale(
         for &level in &cli.scale_levels {
             let before = active[h].resident_kib();
             if level > 0 {
-                progress(&format!(
-                    "scale: starting {level} sandboxes in {}",
-                    active[h].name()
-                ));
+                progress(
+                    "scale: starting sandboxes",
+                    &[("impl", &active[h].name()), ("live", &level)],
+                );
             }
             let pop = active[h].populate(level).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -449,7 +457,7 @@ async fn scale(
             let variant = Some(format!("live={level}"));
             let mut r = match &pop {
                 Ok(()) => {
-                    progress(&format!("scale: lifecycle at {level} live"));
+                    progress("scale: lifecycle", &[("live", &level)]);
                     let limits = vec![(cli.iterations, cli.warmup()); group.len()];
                     let s = interleave(&mut group, Op::Lifecycle, &limits).await;
                     group
@@ -494,7 +502,10 @@ async fn scale(
                 }
             }
             if level > 0 {
-                progress(&format!("scale: stopping {level} sandboxes"));
+                progress(
+                    "scale: stopping sandboxes",
+                    &[("impl", &active[h].name()), ("live", &level)],
+                );
             }
             let dep = active[h].depopulate().await;
             for row in &mut r {

@@ -422,17 +422,29 @@ async fn run_lifecycle(ctx: &Arc<Ctx>, n: u64) {
     }
     if ctx.verbose {
         eprintln!(
-            "lifecycle {n} {id} {fault:?}: {:?} leaks {} errors {}",
+            "paddock-torture: finished lifecycle={n} sandbox={id} case={} fault={fault:?} \
+             elapsed={:?} leaks={} errors={}",
+            case.name(),
             t0.elapsed(),
             out.leaks.len(),
             out.errors.len()
         );
     }
     for e in &out.errors {
-        eprintln!("paddock-torture: ERROR: {e}");
+        eprintln!(
+            "paddock-torture: ERROR lifecycle={n} case={} fault={fault:?} error={e:?}",
+            case.name()
+        );
     }
     for l in &out.leaks {
-        eprintln!("paddock-torture: LEAK: {l:?}");
+        eprintln!(
+            "paddock-torture: LEAK lifecycle={n} sandbox={} case={} fault={fault:?} kind={} \
+             detail={:?}",
+            l.sandbox,
+            case.name(),
+            l.kind,
+            l.detail
+        );
     }
     ctx.out.lock().unwrap().record(case, fault, out);
 }
