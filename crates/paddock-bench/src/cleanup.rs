@@ -111,7 +111,7 @@ impl BenchRoot {
             }
             if let Err(e) = remove_tree(&self.path, Duration::from_secs(5)) {
                 eprintln!(
-                    "paddock-bench: could not remove {}: {e}",
+                    "paddock-bench: bench root not removed path={} error=\"{e}\"",
                     self.path.display()
                 );
             }

@@ -1,15 +1,19 @@
-//! `paddock-bench`: paddock against the raw-syscall floor, the seed fix's removal
-//! algorithm, the incident's signal-the-wrapper orchestrator, and runc/crun — every
-//! implementation interleaved with the others in the same run, so each claim is a ratio
-//! measured under the same conditions.
+//! `paddock-bench`: paddock against the raw-syscall floor, a removal that retries `rmdir`
+//! every 200 ms (`rmdir-retry-200ms`), a stop that signals only the wrapper process
+//! (`signal-wrapper`), and runc/crun — every implementation interleaved with the others in
+//! the same run, so each claim is a ratio measured under the same conditions.
 //!
-//! See `docs/benchmarks.md` for how to run it and the current results.
+//! See `docs/benchmarks.md` for how to run it and the current results, and
+//! `docs/background.md` for why these two references.
 
 mod chart;
 mod cleanup;
-mod daemon;
-mod imps;
+mod implementation;
+mod paddock_api;
+mod paddock_cli;
+mod paddock_library;
 mod raw;
+mod raw_client;
 mod report;
 mod runtime;
 mod scenarios;
@@ -24,9 +28,9 @@ use clap::Parser;
 /// `setsid` escapee that ignores SIGTERM.
 pub const LEAK_SCRIPT: &str =
     "(setsid /bin/sh -c 'trap \"\" TERM; exec sleep 1000' &); exec sleep 1000";
-/// The incident's wrapper chain: a shell that does not forward signals around a child
-/// that exits on SIGTERM (`; true` keeps bash from exec'ing the child).
-pub const INCIDENT_SCRIPT: &str = "sleep 1000; true";
+/// The wrapper-stop payload: a shell that does not forward signals around a child that
+/// exits on SIGTERM (`; true` keeps bash from exec'ing the child).
+pub const WRAPPER_SCRIPT: &str = "sleep 1000; true";
 
 /// Untimed pause between a payload reaching its steady state and the stop request.
 /// `cgroup.events` notifications are rate-limited by the kernel to one per 10 ms per file
@@ -42,10 +46,13 @@ pub const HELPER_ARG: &str = "__raw-helper";
 pub const SCENARIOS: &[&str] = &[
     "lifecycle",
     "leaked-teardown",
-    "incident-stop",
+    "wrapper-stop",
     "burst",
     "scale",
 ];
+
+/// Earlier names of scenarios, accepted by `--scenario`: (alias, scenario).
+pub const SCENARIO_ALIASES: &[(&str, &str)] = &[("incident-stop", "wrapper-stop")];
 
 /// Every implementation the benchmark knows.
 pub const IMPLS: &[&str] = &[
@@ -53,21 +60,37 @@ pub const IMPLS: &[&str] = &[
     "paddock",
     "paddock-api",
     "paddock-cli",
-    "seed-algorithm",
+    "rmdir-retry-200ms",
     "signal-wrapper",
     "runc",
     "crun",
 ];
 
+/// Earlier names of implementations, accepted by `--impl`: (alias, implementation).
+pub const IMPL_ALIASES: &[(&str, &str)] = &[("seed-algorithm", "rmdir-retry-200ms")];
+
+/// The name in `known` that `name` is, directly or through `aliases`.
+fn canonical(
+    name: &str,
+    known: &[&'static str],
+    aliases: &[(&str, &'static str)],
+) -> Option<&'static str> {
+    known
+        .iter()
+        .copied()
+        .find(|k| *k == name)
+        .or_else(|| aliases.iter().find(|(a, _)| *a == name).map(|(_, k)| *k))
+}
+
 /// Command line.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "paddock-bench",
-    about = "Benchmark paddock against the raw-syscall floor, the seed fix, the incident's orchestrator and runc/crun (as root)"
+    about = "Benchmark paddock against the raw-syscall floor, an rmdir-retry removal, a stop that signals only the wrapper, and runc/crun (as root)"
 )]
 pub struct Cli {
     /// Scenario to run (repeatable; default all): lifecycle, leaked-teardown,
-    /// incident-stop, burst, scale.
+    /// wrapper-stop (also accepted as incident-stop), burst, scale.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Measured iterations per implementation and scenario (and per level of `scale`).
@@ -83,14 +106,16 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Implementation to run (repeatable; default all): floor, paddock, paddock-api,
-    /// paddock-cli, seed-algorithm, signal-wrapper, runc, crun.
+    /// paddock-cli, rmdir-retry-200ms (also accepted as seed-algorithm), signal-wrapper,
+    /// runc, crun.
     #[arg(long = "impl", value_name = "NAME")]
     pub impls: Vec<String>,
-    /// Grace period of `incident-stop`, milliseconds.
+    /// Grace period of `wrapper-stop`, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub grace_ms: u64,
     /// Cap on measured iterations of implementations that take the whole grace period
-    /// (signal-wrapper in incident-stop) or the seed's 200 ms retries.
+    /// (signal-wrapper in wrapper-stop) or 200 ms retries (rmdir-retry-200ms in
+    /// leaked-teardown).
     #[arg(long, default_value_t = 5)]
     pub slow_iterations: usize,
     /// Sandboxes per `burst` round.
@@ -132,23 +157,29 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
-    for s in &cli.scenarios {
-        if !SCENARIOS.contains(&s.as_str()) {
-            eprintln!(
-                "paddock-bench: unknown scenario {s:?}; known: {}",
-                SCENARIOS.join(", ")
-            );
-            return ExitCode::from(2);
+    let mut cli = Cli::parse();
+    for s in &mut cli.scenarios {
+        match canonical(s, SCENARIOS, SCENARIO_ALIASES) {
+            Some(c) => *s = c.to_owned(),
+            None => {
+                eprintln!(
+                    "paddock-bench: unknown scenario {s:?}; known: {}",
+                    SCENARIOS.join(", ")
+                );
+                return ExitCode::from(2);
+            }
         }
     }
-    for i in &cli.impls {
-        if !IMPLS.contains(&i.as_str()) {
-            eprintln!(
-                "paddock-bench: unknown implementation {i:?}; known: {}",
-                IMPLS.join(", ")
-            );
-            return ExitCode::from(2);
+    for i in &mut cli.impls {
+        match canonical(i, IMPLS, IMPL_ALIASES) {
+            Some(c) => *i = c.to_owned(),
+            None => {
+                eprintln!(
+                    "paddock-bench: unknown implementation {i:?}; known: {}",
+                    IMPLS.join(", ")
+                );
+                return ExitCode::from(2);
+            }
         }
     }
     if cli.iterations == 0 {
@@ -160,6 +191,35 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("paddock-bench: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_names_map_to_the_current_ones() {
+        assert_eq!(
+            canonical("incident-stop", SCENARIOS, SCENARIO_ALIASES),
+            Some("wrapper-stop")
+        );
+        assert_eq!(
+            canonical("seed-algorithm", IMPLS, IMPL_ALIASES),
+            Some("rmdir-retry-200ms")
+        );
+        for s in SCENARIOS {
+            assert_eq!(canonical(s, SCENARIOS, SCENARIO_ALIASES), Some(*s));
+        }
+        for i in IMPLS {
+            assert_eq!(canonical(i, IMPLS, IMPL_ALIASES), Some(*i));
+        }
+        assert_eq!(canonical("no-such", SCENARIOS, SCENARIO_ALIASES), None);
+        // An alias never shadows a current name.
+        for (a, k) in SCENARIO_ALIASES.iter().chain(IMPL_ALIASES) {
+            assert!(!SCENARIOS.contains(a) && !IMPLS.contains(a), "{a}");
+            assert!(SCENARIOS.contains(k) || IMPLS.contains(k), "{k}");
         }
     }
 }

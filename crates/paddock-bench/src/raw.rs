@@ -1,4 +1,4 @@
-//! The raw implementations — `floor`, `seed-algorithm`, `signal-wrapper` — run in a helper
+//! The raw implementations — `floor`, `rmdir-retry-200ms`, `signal-wrapper` — run in a helper
 //! subprocess (this binary with the hidden `__raw-helper` argument).
 //!
 //! They must wait for their own children, and paddock-proc's process-global reaper (started
@@ -18,13 +18,13 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Signal, WaitId, WaitIdOptions, pidfd_open, pidfd_send_signal, waitid};
 
 use crate::sys::{Prepared, spawn_into};
-use crate::{INCIDENT_SCRIPT, LEAK_SCRIPT};
+use crate::{LEAK_SCRIPT, WRAPPER_SCRIPT};
 
 /// How long a payload may take to reach its steady state before the iteration fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The seed fix's retry interval and budget.
-const SEED_RETRY: Duration = Duration::from_millis(200);
-const SEED_BUDGET: Duration = Duration::from_secs(2);
+/// `rmdir-retry-200ms`: how often it retries `rmdir`, and for how long.
+const RMDIR_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+const RMDIR_RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// Reads `cgroup.events` and waits on `POLLPRI` for it to change.
 struct Events {
@@ -116,7 +116,7 @@ struct Progs {
     true_prog: Prepared,
     sleep_prog: Prepared,
     leak_prog: Prepared,
-    incident_prog: Prepared,
+    wrapper_prog: Prepared,
 }
 
 struct Helper {
@@ -173,8 +173,8 @@ impl Helper {
                 reap(&b.pidfd)?;
                 std::fs::remove_dir(&b.path)?;
             }
-            "seed-algorithm" => {
-                seed_remove(&b.path)?;
+            "rmdir-retry-200ms" => {
+                remove_retrying_rmdir(&b.path)?;
                 reap(&b.pidfd)?;
             }
             other => return Err(io::Error::other(format!("leaked: unknown impl {other}"))),
@@ -182,8 +182,8 @@ impl Helper {
         Ok(t0.elapsed())
     }
 
-    fn incident(&mut self, imp: &str, grace: Duration) -> io::Result<Duration> {
-        let b = self.create(imp, |p| &p.incident_prog)?;
+    fn wrapper_stop(&mut self, imp: &str, grace: Duration) -> io::Result<Duration> {
+        let b = self.create(imp, |p| &p.wrapper_prog)?;
         wait_ready(&b.path, 2, 1)?;
         std::thread::sleep(crate::SETTLE);
         let ev = Events::open(&b.path)?;
@@ -201,10 +201,14 @@ impl Helper {
                 }
             }
             "signal-wrapper" => {
-                // As the incident's orchestrator did: only the wrapper is signalled.
+                // Only the main process (the wrapper) is signalled.
                 pidfd_send_signal(&b.pidfd, Signal::TERM)?;
             }
-            other => return Err(io::Error::other(format!("incident: unknown impl {other}"))),
+            other => {
+                return Err(io::Error::other(format!(
+                    "wrapper-stop: unknown impl {other}"
+                )));
+            }
         }
         if !ev.wait_unpopulated(grace)? {
             kill_cgroup(&b.path)?;
@@ -263,18 +267,18 @@ impl Helper {
     }
 }
 
-/// Removal as the seed fix does it: `rmdir`; on `EBUSY` write `cgroup.kill` once, then
+/// `rmdir-retry-200ms`'s removal: `rmdir`; on `EBUSY` write `cgroup.kill` once, then
 /// retry `rmdir` every 200 ms for up to 2 s.
-pub fn seed_remove(cg: &Path) -> io::Result<()> {
+pub fn remove_retrying_rmdir(cg: &Path) -> io::Result<()> {
     match std::fs::remove_dir(cg) {
         Ok(()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
         Err(e) => return Err(e),
     }
     let _ = kill_cgroup(cg);
-    let deadline = Instant::now() + SEED_BUDGET;
+    let deadline = Instant::now() + RMDIR_RETRY_BUDGET;
     loop {
-        std::thread::sleep(SEED_RETRY);
+        std::thread::sleep(RMDIR_RETRY_INTERVAL);
         match std::fs::remove_dir(cg) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {}
@@ -311,7 +315,7 @@ pub fn helper_main(base: &Path) -> io::Result<()> {
             true_prog: Prepared::new("/bin/true", &[]),
             sleep_prog: Prepared::new("/bin/sleep", &["1000"]),
             leak_prog: Prepared::new("/bin/sh", &["-c", LEAK_SCRIPT]),
-            incident_prog: Prepared::new("/bin/bash", &["-c", INCIDENT_SCRIPT]),
+            wrapper_prog: Prepared::new("/bin/bash", &["-c", WRAPPER_SCRIPT]),
         },
     };
     for line in input.lines() {
@@ -321,9 +325,9 @@ pub fn helper_main(base: &Path) -> io::Result<()> {
         let res = match w.as_slice() {
             ["lifecycle", "floor"] => ns(h.lifecycle()),
             ["leaked", imp] => ns(h.leaked(imp)),
-            ["incident", imp, grace_ms] => {
+            ["wrapper-stop", imp, grace_ms] => {
                 let g = Duration::from_millis(grace_ms.parse().unwrap_or(10_000));
-                ns(h.incident(imp, g))
+                ns(h.wrapper_stop(imp, g))
             }
             ["burst", n] => h.burst(n.parse().unwrap_or(1)),
             ["quit"] => break,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use paddock_proc::{Command, Stdio};
 
 use crate::cleanup::BenchRoot;
-use crate::imps::{Fut, Implementation};
+use crate::implementation::{Fut, Implementation};
 use crate::{LEAK_SCRIPT, raw};
 
 /// Applets linked in the rootfs.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::Cli;
 use crate::cleanup::BenchRoot;
-use crate::imps::{self, Implementation, Raw, RawClient};
+use crate::implementation::{BurstResult, Fut, Implementation};
+use crate::paddock_library::Paddock;
+use crate::raw_client::{RAW_IMPLS, Raw, RawClient, raw_base};
 use crate::report::{Machine, Row, markdown};
 use crate::runtime::Runtime;
 
@@ -20,14 +22,14 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 enum Op {
     Lifecycle,
     Leaked,
-    Incident(Duration),
+    WrapperStop(Duration),
 }
 
-fn do_op(imp: &mut dyn Implementation, op: Op) -> imps::Fut<'_, Duration> {
+fn do_op(imp: &mut dyn Implementation, op: Op) -> Fut<'_, Duration> {
     match op {
         Op::Lifecycle => imp.lifecycle(),
         Op::Leaked => imp.leaked_teardown(),
-        Op::Incident(g) => imp.incident_stop(g),
+        Op::WrapperStop(g) => imp.wrapper_stop(g),
     }
 }
 
@@ -39,8 +41,13 @@ struct Samples {
     warmup: usize,
 }
 
-fn progress(msg: &str) {
-    eprintln!("paddock-bench: {msg}");
+/// One progress line on stderr: a short message, then the details as `key=value`.
+fn progress(msg: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    let mut line = format!("paddock-bench: {msg}");
+    for (k, v) in fields {
+        line += &format!(" {k}={v}");
+    }
+    eprintln!("{line}");
 }
 
 /// Runs `op` on every implementation in `imps`, round-robin per iteration (rotating which
@@ -71,7 +78,7 @@ async fn interleave(imps: &mut [&mut Imp], op: Op, limits: &[(usize, usize)]) ->
             let warm = i < sm.warmup;
             let budget = OP_TIMEOUT
                 + match op {
-                    Op::Incident(g) => g,
+                    Op::WrapperStop(g) => g,
                     _ => Duration::ZERO,
                 };
             let r = match tokio::time::timeout(budget, do_op(imps[idx].as_mut(), op)).await {
@@ -203,7 +210,7 @@ pub fn run(cli: Cli) -> io::Result<()> {
     let left = crate::cleanup::procs_under(&bench.hier);
     if bench.path.exists() || left > 0 {
         eprintln!(
-            "paddock-bench: WARNING: {} left behind ({left} processes)",
+            "paddock-bench: WARNING: left behind path={} processes={left}",
             bench.path.display()
         );
     }
@@ -220,10 +227,13 @@ pub fn run(cli: Cli) -> io::Result<()> {
         )?;
         std::fs::write(dir.join("results.md"), markdown(&rows))?;
         crate::chart::write_svg(&dir.join("latency.svg"), &rows)?;
-        progress(&format!(
-            "wrote {}/{{results.json,results.md,latency.svg}}",
-            dir.display()
-        ));
+        progress(
+            "wrote results",
+            &[
+                ("dir", &dir.display()),
+                ("files", &"results.json,results.md,latency.svg"),
+            ],
+        );
     }
     Ok(())
 }
@@ -231,25 +241,22 @@ pub fn run(cli: Cli) -> io::Result<()> {
 /// The implementations the command line asks for. Runs on the main thread (see [`run`]).
 async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
     let mut impls: Vec<Imp> = Vec::new();
-    if ["floor", "seed-algorithm", "signal-wrapper"]
-        .iter()
-        .any(|i| cli.wants(i))
-    {
-        let client = Arc::new(Mutex::new(RawClient::start(&imps::raw_base(&bench.path))?));
-        for name in ["floor", "seed-algorithm", "signal-wrapper"] {
+    if RAW_IMPLS.iter().any(|i| cli.wants(i)) {
+        let client = Arc::new(Mutex::new(RawClient::start(&raw_base(&bench.path))?));
+        for name in RAW_IMPLS {
             if cli.wants(name) {
                 impls.push(Box::new(Raw::new(name, client.clone())));
             }
         }
     }
     if cli.wants("paddock") {
-        impls.push(Box::new(imps::Paddock::new(&bench.path.join("paddock"))?));
+        impls.push(Box::new(Paddock::new(&bench.path.join("paddock"))?));
     }
     if cli.wants("paddock-api") {
-        impls.push(Box::new(crate::daemon::PaddockApi::start(bench).await));
+        impls.push(Box::new(crate::paddock_api::PaddockApi::start(bench).await));
     }
     if cli.wants("paddock-cli") {
-        impls.push(Box::new(crate::daemon::PaddockCli::new(bench)));
+        impls.push(Box::new(crate::paddock_cli::PaddockCli::new(bench)));
     }
     for bin in ["runc", "crun"] {
         if cli.wants(bin) {
@@ -269,7 +276,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
         .collect();
     let mut rows = Vec::new();
     for sc in scenarios {
-        progress(&format!("scenario {sc}"));
+        progress("scenario", &[("name", &sc)]);
         // Implementations that cannot run here get a row saying why.
         let unavailable: Vec<Row> = impls
             .iter()
@@ -284,19 +291,19 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
             .filter(|i| i.supports(sc) && i.unavailable().is_none())
             .collect();
         let new_rows = match sc {
-            "lifecycle" | "leaked-teardown" | "incident-stop" => {
+            "lifecycle" | "leaked-teardown" | "wrapper-stop" => {
                 let op = match sc {
                     "lifecycle" => Op::Lifecycle,
                     "leaked-teardown" => Op::Leaked,
-                    _ => Op::Incident(Duration::from_millis(cli.grace_ms)),
+                    _ => Op::WrapperStop(Duration::from_millis(cli.grace_ms)),
                 };
                 let limits: Vec<(usize, usize)> = active
                     .iter()
                     .map(|i| {
                         let slow = matches!(
                             (sc, i.name()),
-                            ("leaked-teardown", "seed-algorithm")
-                                | ("incident-stop", "signal-wrapper")
+                            ("leaked-teardown", "rmdir-retry-200ms")
+                                | ("wrapper-stop", "signal-wrapper")
                         );
                         if slow {
                             (cli.iterations.min(cli.slow_iterations.max(1)), 0)
@@ -310,7 +317,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
                 // until reaped: reap them first, so only processes still running count.
                 paddock_proc::reap_orphans().await;
                 let mut r = finish_rows(&m, &bench, sc, None, &active, s);
-                if sc == "incident-stop" {
+                if sc == "wrapper-stop" {
                     for row in &mut r {
                         row.extra.insert("grace_ms".into(), cli.grace_ms.into());
                     }
@@ -332,12 +339,12 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
 async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp]) -> Vec<Row> {
     let n = cli.burst.max(1);
     let k = active.len();
-    let mut res: Vec<(Vec<imps::BurstResult>, usize, Option<String>)> =
+    let mut res: Vec<(Vec<BurstResult>, usize, Option<String>)> =
         (0..k).map(|_| (Vec::new(), 0, None)).collect();
     for round in 0..cli.burst_rounds.max(1) {
         for j in 0..k {
             let idx = (round + j) % k;
-            progress(&format!("burst of {n}: {}", active[idx].name()));
+            progress("burst", &[("impl", &active[idx].name()), ("sandboxes", &n)]);
             let r = tokio::time::timeout(OP_TIMEOUT * 10, active[idx].burst(n))
                 .await
                 .unwrap_or_else(|_| Err(io::Error::other("burst did not finish within 600 s")));
@@ -358,7 +365,7 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
         paddock_proc::reap_orphans().await;
         let imp = &active[i];
         let leaks = bench.leaks(imp.leak_dir()) + imp.extra_leaks();
-        let cat = |f: fn(&imps::BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
+        let cat = |f: fn(&BurstResult) -> &Vec<Duration>| -> Vec<Duration> {
             rounds.iter().flat_map(|r| f(r).iter().copied()).collect()
         };
         let start_total: Duration = rounds.iter().map(|r| r.start_total).sum();
@@ -429,10 +436,10 @@ async fn scale(
         for &level in &cli.scale_levels {
             let before = active[h].resident_kib();
             if level > 0 {
-                progress(&format!(
-                    "scale: starting {level} sandboxes in {}",
-                    active[h].name()
-                ));
+                progress(
+                    "scale: starting sandboxes",
+                    &[("impl", &active[h].name()), ("live", &level)],
+                );
             }
             let pop = active[h].populate(level).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -450,7 +457,7 @@ async fn scale(
             let variant = Some(format!("live={level}"));
             let mut r = match &pop {
                 Ok(()) => {
-                    progress(&format!("scale: lifecycle at {level} live"));
+                    progress("scale: lifecycle", &[("live", &level)]);
                     let limits = vec![(cli.iterations, cli.warmup()); group.len()];
                     let s = interleave(&mut group, Op::Lifecycle, &limits).await;
                     group
@@ -495,7 +502,10 @@ async fn scale(
                 }
             }
             if level > 0 {
-                progress(&format!("scale: stopping {level} sandboxes"));
+                progress(
+                    "scale: stopping sandboxes",
+                    &[("impl", &active[h].name()), ("live", &level)],
+                );
             }
             let dep = active[h].depopulate().await;
             for row in &mut r {

@@ -56,7 +56,7 @@ fn every_scenario_runs_and_leaves_nothing() {
     for sc in [
         "lifecycle",
         "leaked-teardown",
-        "incident-stop",
+        "wrapper-stop",
         "burst",
         "scale",
     ] {
@@ -72,7 +72,7 @@ fn every_scenario_runs_and_leaves_nothing() {
         for sc in [
             "lifecycle",
             "leaked-teardown",
-            "incident-stop",
+            "wrapper-stop",
             "burst",
             "scale",
         ] {
@@ -104,7 +104,7 @@ fn every_scenario_runs_and_leaves_nothing() {
         }
     }
     for imp in [
-        "seed-algorithm",
+        "rmdir-retry-200ms",
         "signal-wrapper",
         "paddock-api",
         "paddock-cli",
@@ -150,4 +150,61 @@ fn every_scenario_runs_and_leaves_nothing() {
         tmp_left.is_empty(),
         "temporary directories left behind: {tmp_left:?}"
     );
+}
+
+/// The names docs and scripts used before (`incident-stop`, `seed-algorithm`) still select
+/// the scenario and implementation, and the results carry the current names.
+#[test]
+fn earlier_names_still_select() {
+    if let Some(reason) = paddock_testutil::root_tests_unavailable() {
+        paddock_testutil::skip("paddock-bench earlier names", &reason);
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock-bench"))
+        .args([
+            "--scenario",
+            "incident-stop",
+            "--scenario",
+            "leaked-teardown",
+            "--impl",
+            "floor",
+            "--impl",
+            "seed-algorithm",
+            "--iterations",
+            "1",
+            "--warmup",
+            "1",
+            "--grace-ms",
+            "200",
+            "--slow-iterations",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run paddock-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "paddock-bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let has = |sc: &str, imp: &str| {
+        rows.iter().any(|r| {
+            r["scenario"] == sc && r["impl"] == imp && r["n"].as_u64() > Some(0) && r["errors"] == 0
+        })
+    };
+    assert!(
+        has("wrapper-stop", "floor"),
+        "no wrapper-stop row:\n{stdout}"
+    );
+    assert!(
+        has("leaked-teardown", "rmdir-retry-200ms"),
+        "no rmdir-retry-200ms row:\n{stdout}"
+    );
+    assert!(rows.iter().all(|r| r["leaks"] == 0), "leaks:\n{stdout}");
 }

@@ -1,10 +1,14 @@
 //! Leak checks that do not trust paddock: they read `/proc` and walk the cgroup tree
-//! directly, and share no code with `paddock-cgroup`.
+//! directly, and share no code with `paddock-cgroup`. [`after_stop`] is the check after
+//! each stop, [`leftovers_under`] the final walk of a run, and [`check_id_containment`]
+//! the check the property tests make for one sandbox ID.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use paddock_supervisor::{Network, SandboxId, SandboxSpec, Supervisor, cgroup_name};
 
 /// A live process as `/proc` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -201,4 +205,132 @@ pub fn kill_tagged(pid: i32, tag: &str) {
     }
     // SAFETY: fd is ours and closed once.
     unsafe { libc::close(fd) };
+}
+
+/// The cgroup directories of sandbox `id` directly under `root`: those named
+/// `<id>@<lifecycle>`, of any lifecycle.
+pub fn sandbox_cgroups(root: &Path, id: &str) -> Vec<PathBuf> {
+    let prefix = format!("{id}{}", paddock_supervisor::CGROUP_SEPARATOR);
+    let mut found: Vec<PathBuf> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+/// The checks after a stop of sandbox `id`, tagged `tag` (see [`crate::payloads`]), whose
+/// cgroups are directly under `root` and whose payload recorded its PIDs in `pidfile`: no
+/// cgroup directory of the sandbox under the root ([`sandbox_cgroups`]), no live process
+/// tagged with the sandbox. Returns what was found, as (`cgroup` or `process`,
+/// description); anything found is cleaned up so the run goes on. Blocking.
+pub fn after_stop(root: &Path, id: &str, tag: &str, pidfile: &Path) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for dir in sandbox_cgroups(root, id) {
+        let sub = subdirs(&dir).len();
+        found.push((
+            "cgroup",
+            format!(
+                "{} exists after the stop ({sub} descendants)",
+                dir.display()
+            ),
+        ));
+        let _ = destroy_tree(&dir, Duration::from_secs(10));
+    }
+    let reported = reported_pids(pidfile);
+    for p in tagged_survivors(tag, &reported, Duration::from_millis(100)) {
+        found.push((
+            "process",
+            format!(
+                "pid {} ({}, state {}, cgroup {}) alive after the stop{}",
+                p.pid,
+                p.comm,
+                p.state,
+                p.cgroup,
+                if reported.contains(&p.pid) {
+                    " (reported by the payload)"
+                } else {
+                    " (found by /proc environ scan)"
+                }
+            ),
+        ));
+        kill_tagged(p.pid, tag);
+    }
+    found
+}
+
+/// The final walk of a run: every directory below `root` and every live process whose
+/// cgroup is the root's hierarchy path `hier` or below it. A process still exiting gets
+/// 200 ms; one still there afterwards is returned. Blocking.
+pub fn leftovers_under(root: &Path, hier: &str) -> (Vec<PathBuf>, Vec<ProcSeen>) {
+    let mut procs = procs_under_hierarchy(hier);
+    if !procs.is_empty() {
+        std::thread::sleep(Duration::from_millis(200));
+        procs = procs_under_hierarchy(hier);
+    }
+    (subdirs(root), procs)
+}
+
+/// The checks the property tests make for one candidate ID: either [`SandboxId::new`]
+/// rejects it, or starting a sandbox with it creates its cgroup directly under `root`
+/// (the created directory's parent is the root) and stopping it removes it. Returns a
+/// description of the violation, if any.
+pub async fn check_id_containment(sup: &Supervisor, candidate: &str) -> Result<bool, String> {
+    let Ok(id) = SandboxId::new(candidate) else {
+        return Ok(false);
+    };
+    let root = sup.root().path().to_path_buf();
+    let before = subdirs(&root);
+    let mut spec = SandboxSpec::new(id.clone(), "/bin/sleep", ["30"]);
+    spec.network = Network::Host;
+    let started = sup
+        .start(spec)
+        .await
+        .map_err(|e| format!("start {candidate:?}: {e}"))?;
+    let path = started.info.cgroup_path.clone();
+    let made: Vec<PathBuf> = subdirs(&root)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    let mut problem = None;
+    if path.parent() != Some(root.as_path()) {
+        problem = Some(format!(
+            "{candidate:?}: cgroup path {} is not directly under the root {}",
+            path.display(),
+            root.display()
+        ));
+    } else if made != vec![path.clone()] {
+        problem = Some(format!(
+            "{candidate:?}: start created {made:?}, expected exactly {}",
+            path.display()
+        ));
+    } else if !path.is_dir() {
+        problem = Some(format!("{candidate:?}: {} does not exist", path.display()));
+    } else if proc_cgroup(started.info.pid.unwrap_or(0)).is_none_or(|c| {
+        !c.ends_with(&format!(
+            "/{}",
+            cgroup_name(id.as_str(), started.info.lifecycle)
+        ))
+    }) {
+        problem = Some(format!(
+            "{candidate:?}: the main process is not in its own cgroup"
+        ));
+    }
+    let stop = sup.kill(&id, Some(started.info.lifecycle)).await;
+    let _ = sup.forget(&id);
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    stop.map_err(|e| format!("kill {candidate:?}: {e}"))?;
+    if path.exists() {
+        return Err(format!(
+            "{candidate:?}: {} left after the stop",
+            path.display()
+        ));
+    }
+    Ok(true)
 }

@@ -1,4 +1,4 @@
-//! Cancellation at every await point (issue 6, "Faults"): each async operation of the
+//! Cancellation at every await point: each async operation of the
 //! supervisor — `start` (one that succeeds and one that fails after its cgroup exists),
 //! `stop`, `kill`, `pause`, `resume`, `wait_stopped` — is polled by hand and dropped at its
 //! N-th `Pending`, for N = 0, 1, 2, … until the operation completes without being dropped.
@@ -312,11 +312,11 @@ where
     panic!("{op}: still not complete after being dropped at {MAX_AWAIT_POINTS} await points");
 }
 
-// Found by this test, fixed: `Supervisor::start` runs in the caller's future, and dropping
-// it at an await point (the record write `before_create`, the clean-up `remove` of a failed
-// spawn) left the lifecycle in `creating` forever, holding the ID, and perhaps its cgroup
-// (the daemon's `POST /v1/sandboxes` handler is dropped that way when the client
-// disconnects). A drop guard in `start` now fails the start and removes its cgroup.
+// `Supervisor::start` runs in the caller's future, which can be dropped at any await point
+// (the record write `before_create`, the clean-up `remove` of a failed spawn; the daemon's
+// `POST /v1/sandboxes` handler is dropped that way when the client disconnects). Such a
+// drop must fail the start and remove its cgroup, never leave the lifecycle in `creating`
+// holding the ID.
 #[tokio::test(flavor = "current_thread")]
 async fn start_dropped_at_every_await_point() {
     let test = "start_dropped_at_every_await_point";

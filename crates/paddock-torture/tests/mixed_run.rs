@@ -117,8 +117,7 @@ async fn short_mixed_run_finds_no_leaks() {
         assert_eq!(summary.quarantines, summary.quarantines_drained);
     }
     // Errors other than leaks (hangs, state that disagrees with the cgroup) are failures
-    // too: the two bugs this runner found in the supervisor are fixed and have regression
-    // tests in paddock-supervisor's sandbox_lifecycle.rs.
+    // too.
     assert!(
         summary.errors.is_empty(),
         "torture errors: {:#?}",

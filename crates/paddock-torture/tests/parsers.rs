@@ -321,9 +321,8 @@ proptest! {
     }
 }
 
-/// Found by the properties above (see docs/torture.md "Findings"), fixed: quotas beyond
-/// what the kernel's cpu.max takes passed the spec's validation and failed only at start,
-/// after the cgroup was made. Now the spec refuses them up front, with the range.
+/// Quotas beyond what the kernel's cpu.max takes are refused by the spec's validation, up
+/// front and with the range, not at start after the cgroup was made.
 #[test]
 fn cpus_beyond_the_kernels_quota_are_refused_by_validation() {
     for big in [1e9, 1e15, CpuMax::MAX_CPUS + 1.0] {
@@ -336,8 +335,8 @@ fn cpus_beyond_the_kernels_quota_are_refused_by_validation() {
     assert!(spec_accepts_cpus(CpuMax::MAX_CPUS).is_ok());
 }
 
-/// Found by the properties above, fixed: unit suffixes were trimmed repeatedly (`5KiBiB`
-/// and `5KBB` meant 5120) and whole numbers above 2^53 bytes were rounded.
+/// A size has exactly one unit suffix (`5KiBiB` and `5KBB` are errors, not 5120), and whole
+/// numbers above 2^53 bytes are exact, not rounded through f64.
 #[test]
 fn size_units_are_one_suffix_and_whole_numbers_exact() {
     for bad in ["5KiBiB", "5KBB", "5iB", "5BB", "5Ki"] {

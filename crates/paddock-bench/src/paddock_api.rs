@@ -1,8 +1,8 @@
-//! `paddock-api` (the daemon's HTTP/JSON API over its unix socket) and `paddock-cli` (one
-//! `paddock run` per sandbox).
+//! `paddock-api`: the daemon's HTTP/JSON API over its unix socket.
 //!
-//! Both use the `paddock` binary next to `paddock-bench` (same target directory: build it
-//! with `cargo build --release -p paddock`); when it is missing they report "not available".
+//! It and `paddock-cli` ([`crate::paddock_cli`]) use the `paddock` binary next to
+//! `paddock-bench` (same target directory: build it with `cargo build --release -p
+//! paddock`); when it is missing they report "not available".
 //!
 //! Children (the daemon, each `paddock run`) are spawned with `paddock_proc::Command` and
 //! waited for through its reaper: paddock-proc's reaper thread reaps every child of this
@@ -24,8 +24,8 @@ use paddock_supervisor::{SandboxId, SandboxSpec};
 use serde_json::Value;
 
 use crate::cleanup::BenchRoot;
-use crate::imps::{BurstResult, Fut, Implementation, rss_kib_of, wait_ready_blocking};
-use crate::{INCIDENT_SCRIPT, LEAK_SCRIPT};
+use crate::implementation::{BurstResult, Fut, Implementation, rss_kib_of, wait_ready_blocking};
+use crate::{LEAK_SCRIPT, WRAPPER_SCRIPT};
 
 /// The `paddock` binary next to this executable.
 pub fn paddock_binary() -> Result<PathBuf, String> {
@@ -41,7 +41,8 @@ pub fn paddock_binary() -> Result<PathBuf, String> {
     }
 }
 
-fn tail_of(path: &Path, max: usize) -> String {
+/// The last `max` bytes (at most) of the file at `path`, trimmed; empty if unreadable.
+pub fn tail_of(path: &Path, max: usize) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let s = s.trim();
     let start = s.len().saturating_sub(max);
@@ -203,9 +204,7 @@ impl Daemon {
     fn stop(self) {
         let _ = self.proc.signal(libc::SIGTERM);
         if self.proc.wait_timeout(Duration::from_secs(60)).is_none() {
-            eprintln!(
-                "paddock-bench: the paddock daemon did not exit within 60 s of SIGTERM; killing it"
-            );
+            eprintln!("paddock-bench: daemon still running after SIGTERM, killing it waited=60s");
             let _ = self.proc.kill();
             let _ = self.proc.wait_timeout(Duration::from_secs(5));
         }
@@ -420,11 +419,11 @@ impl Implementation for PaddockApi {
         })
     }
 
-    fn incident_stop(&mut self, grace: Duration) -> Fut<'_, Duration> {
+    fn wrapper_stop(&mut self, grace: Duration) -> Fut<'_, Duration> {
         let id = self.next_id("i");
         let http = self.http.clone();
         Box::pin(async move {
-            let mut spec = PaddockApi::spec(&id, "/bin/bash", &["-c", INCIDENT_SCRIPT])?;
+            let mut spec = PaddockApi::spec(&id, "/bin/bash", &["-c", WRAPPER_SCRIPT])?;
             spec.stop.grace_period_ms = grace.as_millis() as u64;
             let info = create(&http, &spec).await?;
             let lc = str_field(&info, "lifecycle")?.to_string();
@@ -571,92 +570,5 @@ impl Implementation for PaddockApi {
     /// The daemon's VmRSS (not the bench's).
     fn resident_kib(&self) -> Option<u64> {
         self.pid.and_then(|p| rss_kib_of(&p.to_string()))
-    }
-}
-
-/// `paddock-cli`: `paddock run --cgroup-root <bench root>/paddock-cli -- /bin/true` per
-/// lifecycle, timed from the spawn to its exit.
-pub struct PaddockCli {
-    bin: PathBuf,
-    root: PathBuf,
-    errfile: PathBuf,
-    unavailable: Option<String>,
-}
-
-impl PaddockCli {
-    /// Finds the `paddock` binary; without it the implementation is unavailable.
-    pub fn new(bench: &BenchRoot) -> PaddockCli {
-        let dir = std::env::temp_dir().join(format!("{}.paddock-cli", bench.name()));
-        let mut cli = PaddockCli {
-            bin: PathBuf::new(),
-            root: bench.path.join("paddock-cli"),
-            errfile: dir.join("stderr"),
-            unavailable: None,
-        };
-        let r = paddock_binary().and_then(|bin| {
-            bench
-                .temp_dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(dir.clone());
-            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-            Ok(bin)
-        });
-        match r {
-            Ok(bin) => cli.bin = bin,
-            Err(e) => cli.unavailable = Some(format!("not available: {e}")),
-        }
-        cli
-    }
-}
-
-impl Implementation for PaddockCli {
-    fn name(&self) -> &'static str {
-        "paddock-cli"
-    }
-    fn unavailable(&self) -> Option<String> {
-        self.unavailable.clone()
-    }
-    fn supports(&self, scenario: &str) -> bool {
-        scenario == "lifecycle"
-    }
-    fn leak_dir(&self) -> &'static str {
-        "paddock-cli"
-    }
-
-    fn lifecycle(&mut self) -> Fut<'_, Duration> {
-        let spawned = (|| {
-            let err = std::fs::File::create(&self.errfile)?;
-            let t0 = Instant::now();
-            let p = paddock_proc::Command::new(&self.bin)
-                .arg("run")
-                .arg("--cgroup-root")
-                .arg(&self.root)
-                .args(["--", "/bin/true"])
-                .stdin(paddock_proc::Stdio::Null)
-                .stdout(paddock_proc::Stdio::Null)
-                .stderr(paddock_proc::Stdio::Fd(err.into()))
-                // No parent-death signal: this is spawned from a runtime thread, which may
-                // be retired while the run is in flight (the signal follows the spawning
-                // thread); a run lasts milliseconds, and the bench root's cleanup kills
-                // its sandbox if the bench dies meanwhile.
-                .spawn()
-                .map_err(|e| io::Error::other(format!("spawn {}: {e}", self.bin.display())))?;
-            Ok::<_, io::Error>((t0, p))
-        })();
-        let errfile = self.errfile.clone();
-        Box::pin(async move {
-            let (t0, p) = spawned?;
-            // Through paddock-proc's reaper, which reaps every child of this process.
-            let st = p.wait().await;
-            let dt = t0.elapsed();
-            if !st.success() {
-                return Err(io::Error::other(format!(
-                    "paddock run: {st}: {}",
-                    tail_of(&errfile, 500)
-                )));
-            }
-            Ok(dt)
-        })
     }
 }

@@ -1,0 +1,256 @@
+//! `paddock`: the supervisor library in this process, called from a task of the
+//! benchmark's runtime.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use paddock_supervisor::{Config, SandboxId, SandboxSpec, StopReport, Supervisor};
+
+use crate::implementation::{BurstResult, Fut, Implementation, self_rss_kib, wait_ready_blocking};
+use crate::{LEAK_SCRIPT, WRAPPER_SCRIPT};
+
+fn sup_err(e: paddock_supervisor::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn check_report(r: &StopReport) -> io::Result<()> {
+    if let Some(e) = &r.error {
+        return Err(io::Error::other(format!("stop failed: {e}")));
+    }
+    if !r.stuck.is_empty() {
+        return Err(io::Error::other(format!("quarantined: {:?}", r.stuck)));
+    }
+    Ok(())
+}
+
+/// `paddock`: the supervisor library in this process.
+pub struct Paddock {
+    sup: Supervisor,
+    seq: u64,
+    background: Vec<SandboxId>,
+}
+
+impl Paddock {
+    /// Starts `spec`, waits until its payload is in place (`ready_sleeps` as for
+    /// `wait_ready_blocking`) and past the notification rate limit, then times the stop
+    /// request to the cgroup being gone: `kill` when `grace` is zero, else `stop` with the
+    /// spec's grace.
+    fn timed_stop(
+        &self,
+        spec: SandboxSpec,
+        ready_sleeps: usize,
+        grace: Duration,
+    ) -> Fut<'_, Duration> {
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let id = spec.id.clone();
+            let st = sup.start(spec).await.map_err(sup_err)?;
+            wait_ready_blocking(&st.info.cgroup_path, 2, ready_sleeps)?;
+            tokio::time::sleep(crate::SETTLE).await;
+            let lc = Some(st.info.lifecycle);
+            let t0 = Instant::now();
+            let r = if grace.is_zero() {
+                sup.kill(&id, lc).await
+            } else {
+                sup.stop(&id, lc).await
+            }
+            .map_err(sup_err)?;
+            let dt = t0.elapsed();
+            sup.forget(&id).map_err(sup_err)?;
+            check_report(&r)?;
+            Ok(dt)
+        })
+    }
+
+    /// A supervisor over `<bench root>/paddock`.
+    pub fn new(root: &Path) -> io::Result<Paddock> {
+        let root = paddock_cgroup::Root::open_or_create(root)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let sup = Supervisor::new(Config::new(root)).map_err(sup_err)?;
+        Ok(Paddock {
+            sup,
+            seq: 0,
+            background: Vec::new(),
+        })
+    }
+
+    fn next_id(&mut self, prefix: &str) -> SandboxId {
+        self.seq += 1;
+        SandboxId::new(format!("{prefix}{}", self.seq)).expect("valid id")
+    }
+
+    fn shell(id: SandboxId, shell: &str, script: &str) -> SandboxSpec {
+        SandboxSpec::new(id, shell, ["-c", script])
+    }
+}
+
+impl Implementation for Paddock {
+    fn name(&self) -> &'static str {
+        "paddock"
+    }
+    fn supports(&self, _scenario: &str) -> bool {
+        true
+    }
+    fn leak_dir(&self) -> &'static str {
+        "paddock"
+    }
+
+    fn lifecycle(&mut self) -> Fut<'_, Duration> {
+        let id = self.next_id("l");
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let spec = SandboxSpec::new(id.clone(), "/bin/true", Vec::<String>::new());
+            let t0 = Instant::now();
+            let st = sup.start(spec).await.map_err(sup_err)?;
+            // The stop that the main process's exit triggers; its outcome is kept, so this
+            // sees it also when it finished before the call.
+            let report = sup
+                .wait_stopped(&id, Some(st.info.lifecycle))
+                .await
+                .map_err(sup_err)?;
+            check_report(&report)?;
+            sup.forget(&id).map_err(sup_err)?;
+            Ok(t0.elapsed())
+        })
+    }
+
+    fn leaked_teardown(&mut self) -> Fut<'_, Duration> {
+        let spec = Paddock::shell(self.next_id("k"), "/bin/sh", LEAK_SCRIPT);
+        self.timed_stop(spec, 2, Duration::ZERO)
+    }
+
+    fn wrapper_stop(&mut self, grace: Duration) -> Fut<'_, Duration> {
+        let mut spec = Paddock::shell(self.next_id("i"), "/bin/bash", WRAPPER_SCRIPT);
+        spec.stop.grace_period_ms = grace.as_millis() as u64;
+        self.timed_stop(spec, 1, grace)
+    }
+
+    fn burst(&mut self, n: usize) -> Fut<'_, BurstResult> {
+        let ids: Vec<SandboxId> = (0..n).map(|_| self.next_id("b")).collect();
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let mut res = BurstResult::default();
+            let burst0 = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for id in ids {
+                let sup = sup.clone();
+                set.spawn(async move {
+                    let spec = SandboxSpec::new(id.clone(), "/bin/sleep", ["1000"]);
+                    let t0 = Instant::now();
+                    let r = sup.start(spec).await;
+                    (
+                        id,
+                        r.map(|s| s.info.lifecycle),
+                        t0.elapsed(),
+                        burst0.elapsed(),
+                    )
+                });
+            }
+            let mut started = Vec::with_capacity(n);
+            let mut first_err = None;
+            while let Some(j) = set.join_next().await {
+                let (id, r, dt, since) = j.map_err(io::Error::other)?;
+                match r {
+                    Ok(lc) => {
+                        res.starts.push(dt);
+                        res.starts_from_burst.push(since);
+                        started.push((id, lc));
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            res.start_total = burst0.elapsed();
+            let stop0 = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for (id, lc) in started {
+                let sup = sup.clone();
+                set.spawn(async move {
+                    let t0 = Instant::now();
+                    let r = sup.kill(&id, Some(lc)).await;
+                    let dt = t0.elapsed();
+                    let f = sup.forget(&id);
+                    (r, f, dt)
+                });
+            }
+            while let Some(j) = set.join_next().await {
+                let (r, f, dt) = j.map_err(io::Error::other)?;
+                match r.map_err(sup_err).and_then(|r| check_report(&r)) {
+                    Ok(()) => res.stops.push(dt),
+                    Err(e) => {
+                        first_err.get_or_insert(paddock_supervisor::Error::Io {
+                            op: "stop".into(),
+                            cause: e,
+                        });
+                    }
+                }
+                if let Err(e) = f {
+                    first_err.get_or_insert(e);
+                }
+            }
+            res.stop_total = stop0.elapsed();
+            match first_err {
+                Some(e) => Err(io::Error::other(format!(
+                    "burst: {e} ({} started, {} stopped)",
+                    res.starts.len(),
+                    res.stops.len()
+                ))),
+                None => Ok(res),
+            }
+        })
+    }
+
+    fn populate(&mut self, n: usize) -> Fut<'_, ()> {
+        let ids: Vec<SandboxId> = (0..n).map(|_| self.next_id("s")).collect();
+        self.background.extend(ids.iter().cloned());
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            // Bounded concurrency: the point is the population, not the start rate.
+            for chunk in ids.chunks(64) {
+                let mut set = tokio::task::JoinSet::new();
+                for id in chunk.iter().cloned() {
+                    let sup = sup.clone();
+                    set.spawn(async move {
+                        sup.start(SandboxSpec::new(id, "/bin/sleep", ["infinity"]))
+                            .await
+                            .map(|_| ())
+                    });
+                }
+                while let Some(j) = set.join_next().await {
+                    j.map_err(io::Error::other)?.map_err(sup_err)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn depopulate(&mut self) -> Fut<'_, ()> {
+        let ids = std::mem::take(&mut self.background);
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let mut first_err = None;
+            for chunk in ids.chunks(64) {
+                let mut set = tokio::task::JoinSet::new();
+                for id in chunk {
+                    let (sup, id) = (sup.clone(), id.clone());
+                    set.spawn(async move {
+                        sup.kill(&id, None).await?;
+                        sup.forget(&id)
+                    });
+                }
+                while let Some(j) = set.join_next().await {
+                    if let Err(e) = j.map_err(io::Error::other)? {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), |e| Err(sup_err(e)))
+        })
+    }
+
+    fn resident_kib(&self) -> Option<u64> {
+        self_rss_kib()
+    }
+}
