@@ -1,4 +1,5 @@
-//! Remove: the seed fix's contract, done right.
+//! Remove: rmdir as the silent fast path, the kill as the backstop (see
+//! `docs/background.md` for where that contract comes from).
 //!
 //! 1. `rmdir`, silently. Success or `ENOENT` ends it.
 //! 2. On `EBUSY`: a WARN log `cgroup rmdir failed, falling back to cgroup.kill` with the

@@ -9,8 +9,8 @@ use common::*;
 use paddock_cgroup::{CgroupName, Error, KillMethod, KillOptions, RemoveOptions, Root};
 use paddock_testutil::pid_alive;
 
-// The seed's own tests (spawned through the cgroup fd with paddock-proc) are in
-// tests/seed.rs, a binary of their own: paddock-proc's reaper would reap the children
+// The removal tests that spawn through the cgroup fd with paddock-proc are in
+// tests/remove_backstop.rs, a binary of their own: paddock-proc's reaper would reap the children
 // this file spawns with std::process and waits for.
 
 #[tokio::test]
@@ -741,7 +741,7 @@ async fn exit_tracking_beats_the_notification_rate_limit() {
 
 /// A parent that forks without pause ([`paddock_testutil::FORKER`]): a child whose fork
 /// was in progress when `cgroup.procs` was read must get the signal too, or it outlives
-/// the stop signal (the incident test's `sleep` left behind by a trapping shell). Any
+/// the stop signal (the wrapper-chain test's `sleep` left behind by a trapping shell). Any
 /// survivor is a child that the stop signal never reached. Without the freeze (repeated
 /// passes only) this failed in about half of the runs; with the freeze but without the
 /// follow-up of processes that had the signal blocked (perl blocks every signal around

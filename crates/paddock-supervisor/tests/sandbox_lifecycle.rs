@@ -323,7 +323,7 @@ async fn hundred_sandboxes_started_and_stopped_concurrently() {
 }
 
 /// Twenty racing stop-and-restart cycles of one ID (the checkpoint/resume pattern that
-/// compounded the incident) end with exactly one live lifecycle and nothing leaked.
+/// made lifecycles unreachable, see docs/background.md) end with exactly one live lifecycle and nothing leaked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_stop_and_restart_cycles() {
     let Some(env) = env("racing_stop_and_restart_cycles") else {

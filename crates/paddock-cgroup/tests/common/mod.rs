@@ -25,7 +25,7 @@ pub fn name(s: &str) -> CgroupName {
 /// Starts `sh -c script` inside `cg`: the child moves itself into the cgroup (writes `0`
 /// to its `cgroup.procs`) before exec, so nothing it runs starts outside.
 ///
-/// This is `std::process`, not paddock-proc (a dev-dependency, used by tests/seed.rs to
+/// This is `std::process`, not paddock-proc (a dev-dependency, used by tests/remove_backstop.rs to
 /// spawn through the cgroup fd): paddock-proc's process-global reaper reaps every child of
 /// the test binary, so it cannot be mixed with [`reap`]/[`wait_pid`] in one binary.
 pub fn spawn_in(cg: &Cgroup, script: &str) -> Child {

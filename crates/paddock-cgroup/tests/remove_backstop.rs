@@ -1,4 +1,5 @@
-//! The seed fix's own tests, with the payload spawned the way paddock spawns it: through
+//! The removal backstop with a live payload (rmdir, EBUSY, the kill, rmdir again), spawned
+//! the way paddock spawns it: through
 //! the cgroup's directory fd (`clone3(CLONE_INTO_CGROUP)`, paddock-proc).
 //!
 //! They live in a test binary of their own: paddock-proc's reaper reaps every child of the
@@ -13,30 +14,30 @@ use std::time::{Duration, Instant};
 use common::*;
 use paddock_cgroup::{KillMethod, RMDIR_FALLBACK_MESSAGE, RemoveOptions};
 
-/// The issue's seed test: spawn `sleep 300` into the cgroup through its fd, release the
+/// Spawn `sleep 300` into the cgroup through its fd, release the
 /// fd, Remove; the directory is gone and the process was killed (reaped with SIGKILL)
 /// within 3 s. Skipped (not failed) where the kernel has no `cgroup.kill`; the fallback
 /// has its own test below.
 #[tokio::test]
-async fn seed_remove_kills_sleep_and_removes_dir() {
-    let test = "seed_remove_kills_sleep_and_removes_dir";
+async fn remove_kills_a_live_payload_and_removes_the_dir() {
+    let test = "remove_kills_a_live_payload_and_removes_the_dir";
     let Some((_t, root)) = root(test) else {
         return;
     };
     if !cgroup_kill_supported(&root) {
         // Deliberately not `paddock_testutil::skip`: the issue asks for this test to be
         // skipped, not failed, on kernels before 5.14, also in CI; the freeze-and-signal
-        // path that such kernels use is covered by `seed_remove_with_forced_kill_fallback`.
+        // path that such kernels use is covered by `remove_with_forced_kill_fallback`.
         paddock_testutil::note_skip(
             test,
             "the kernel has no cgroup.kill (before 5.14); the fallback is tested by \
-             seed_remove_with_forced_kill_fallback",
+             remove_with_forced_kill_fallback",
         );
         return;
     }
     let cap = Capture::default();
     let _g = cap.install();
-    let cg = root.create(&name("sbx-seed")).unwrap();
+    let cg = root.create(&name("sbx-live")).unwrap();
     let fd = cg.open_dir_fd().unwrap();
     let sleep = paddock_proc::Command::new("sleep")
         .arg("300")
@@ -53,7 +54,7 @@ async fn seed_remove_kills_sleep_and_removes_dir() {
     let start = Instant::now();
     let report = cg
         .remove(&RemoveOptions {
-            sandbox: Some("seed".into()),
+            sandbox: Some("live".into()),
             ..Default::default()
         })
         .await
@@ -87,7 +88,7 @@ async fn seed_remove_kills_sleep_and_removes_dir() {
         warn.contains(&format!("path={}", cg.path().display())),
         "{warn}"
     );
-    assert!(warn.contains("sandbox=\"seed\""), "{warn}");
+    assert!(warn.contains("sandbox=\"live\""), "{warn}");
     // The original errno, as its number and as the kernel's text for it.
     assert!(warn.contains("errno=16"), "{warn}");
     assert!(
@@ -101,11 +102,11 @@ async fn seed_remove_kills_sleep_and_removes_dir() {
 /// The same contract through the freeze-and-signal fallback (forced), which kernels
 /// without `cgroup.kill` and threaded subtrees use.
 #[tokio::test]
-async fn seed_remove_with_forced_kill_fallback() {
-    let Some((_t, root)) = root("seed_remove_with_forced_kill_fallback") else {
+async fn remove_with_forced_kill_fallback() {
+    let Some((_t, root)) = root("remove_with_forced_kill_fallback") else {
         return;
     };
-    let cg = root.create(&name("sbx-seedfb")).unwrap();
+    let cg = root.create(&name("sbx-livefb")).unwrap();
     let fd = cg.open_dir_fd().unwrap();
     let sh = paddock_proc::Command::new("/bin/sh")
         .args(["-c", "sleep 300 & sleep 300 & exec sleep 300"])

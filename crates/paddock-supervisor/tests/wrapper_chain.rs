@@ -1,4 +1,4 @@
-//! The incident behind paddock, reproduced: a wrapper chain
+//! A wrapper chain (the shape behind docs/background.md's incident):
 //! `unshare -m -- bash -c '<setup> && ip netns exec <ns> <child> ; true'` whose shell does
 //! not forward signals. Stopping the sandbox must reach the child, leave nothing, be fast
 //! when the child cooperates, and report the kill when it does not.
@@ -41,7 +41,7 @@ fn child_script(marker: &std::path::Path, obey: bool) -> String {
     }
 }
 
-async fn incident(test: &str, obey: bool) {
+async fn wrapper_chain(test: &str, obey: bool) {
     if !tools_or_skip(test) {
         return;
     }
@@ -53,13 +53,13 @@ async fn incident(test: &str, obey: bool) {
     // The orchestrator's chain: unshare → bash (setup; the child; `; true` so bash must
     // stay around and never exec the child) → ip netns exec → the child.
     let wrapper = format!(
-        "mount --make-rprivate / && ln -sf /dev/null /tmp/paddock-incident-$$ && rm -f /tmp/paddock-incident-$$ && \
+        "mount --make-rprivate / && ln -sf /dev/null /tmp/paddock-wrapper-$$ && rm -f /tmp/paddock-wrapper-$$ && \
          ip netns exec {ns} bash {child} ; true",
         ns = ns.0,
         child = child.display()
     );
     let mut spec = sh(
-        &format!("incident-{}", if obey { "obey" } else { "ignore" }),
+        &format!("wrapper-{}", if obey { "obey" } else { "ignore" }),
         "",
     );
     spec.command = "unshare".into();
@@ -132,15 +132,11 @@ async fn incident(test: &str, obey: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incident_wrapper_chain_child_gets_sigterm() {
-    incident("incident_wrapper_chain_child_gets_sigterm", true).await;
+async fn wrapper_chain_child_gets_sigterm() {
+    wrapper_chain("wrapper_chain_child_gets_sigterm", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incident_wrapper_chain_child_ignoring_sigterm_is_killed() {
-    incident(
-        "incident_wrapper_chain_child_ignoring_sigterm_is_killed",
-        false,
-    )
-    .await;
+async fn wrapper_chain_child_ignoring_sigterm_is_killed() {
+    wrapper_chain("wrapper_chain_child_ignoring_sigterm_is_killed", false).await;
 }
