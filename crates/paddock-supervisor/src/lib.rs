@@ -32,6 +32,7 @@ pub use events::{
     Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
     StuckProcess,
 };
+pub use logs::LogLimits;
 pub use spec::{
     Limits, MAX_ID_LEN, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
     StopPolicy, parse_duration, parse_size,
@@ -42,8 +43,8 @@ pub use state::{
 };
 pub use supervisor::{
     Adopted, Config, DEFAULT_CONTROLLERS, Hooks, NoHooks, Persisting, RECENT_REPORTS,
-    ReclaimReport, Record, SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters,
-    persisted,
+    ReclaimReport, Record, Retention, SandboxInfo, SandboxStats, Started, Supervisor,
+    SupervisorCounters, persisted,
 };
 
 /// Errors of the supervisor.

@@ -1,12 +1,12 @@
 //! The registry and the lifecycle of each sandbox.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use paddock_cgroup::{
@@ -25,7 +25,7 @@ use crate::events::{
     Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
     StuckProcess, ms, now_ms,
 };
-use crate::logs::LogDir;
+use crate::logs::{LogDir, LogLimits};
 use crate::spec::{Network, OnMainExit, SandboxId, SandboxSpec, StdioTarget, StopPolicy};
 use crate::state::{LifecycleId, State, Transition, cgroup_name, parse_cgroup_name, transition};
 
@@ -131,6 +131,13 @@ pub struct Config {
     pub owner: String,
     /// Directory of the sandboxes' log files ([`StdioTarget::Log`]).
     pub log_dir: Option<PathBuf>,
+    /// The size cap and rotation of each log file (default: no cap; see
+    /// [`crate::logs`]).
+    pub log_limits: LogLimits,
+    /// How long stopped and failed lifecycles stay in the registry (default: until
+    /// forgotten). Pruning one forgets it like [`Supervisor::forget_lifecycle`] (its
+    /// store record goes through [`Hooks::on_forget`]) and deletes its log.
+    pub retain_stopped: Retention,
     /// Become a child subreaper so orphans of sandboxes are reaped here (default true).
     pub subreaper: bool,
     /// Use the freeze-and-signal kill even where `cgroup.kill` works (tests).
@@ -150,6 +157,27 @@ pub struct Config {
     pub controllers: Vec<String>,
 }
 
+/// Which stopped and failed lifecycles the registry keeps (see
+/// [`Config::retain_stopped`]). Only an ID's current lifecycle is kept once finished: an
+/// older one leaves the registry when its stop ends, and a finished one is replaced by a
+/// restart of its ID; either way its record and log are deleted then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// A finished lifecycle is forgotten this long after it ended.
+    pub max_age: Option<Duration>,
+    /// At most this many finished lifecycles are kept; past it the one that ended first
+    /// is forgotten.
+    pub max_count: Option<usize>,
+}
+
+impl Retention {
+    /// Keep finished lifecycles until they are forgotten or replaced.
+    pub const FOREVER: Retention = Retention {
+        max_age: None,
+        max_count: None,
+    };
+}
+
 /// The controllers [`Config::new`] asks for.
 pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
 
@@ -160,6 +188,8 @@ impl Config {
             root,
             owner: "paddock".into(),
             log_dir: None,
+            log_limits: LogLimits::UNLIMITED,
+            retain_stopped: Retention::FOREVER,
             subreaper: true,
             force_kill_fallback: false,
             remove_timeout: Duration::from_secs(2),
@@ -278,6 +308,8 @@ pub struct SupervisorCounters {
     pub adopted: AtomicU64,
     /// Owned cgroups without a lifecycle that reconciliation killed and removed.
     pub reclaimed: AtomicU64,
+    /// Finished lifecycles forgotten by [`Config::retain_stopped`].
+    pub retention_pruned: AtomicU64,
 }
 
 struct Life {
@@ -413,6 +445,53 @@ struct Inner {
     recent: Mutex<RecentReports>,
     events: broadcast::Sender<Event>,
     counters: SupervisorCounters,
+    /// Lifecycles running, stopping or quarantined (see [`Supervisor::live`]).
+    live: AtomicUsize,
+    /// The finished current lifecycles, in the order they ended (for
+    /// [`Config::retain_stopped`]). Locked after `registry`, never before.
+    retained: Mutex<Retained>,
+    /// Wakes the retention task (a lifecycle was retained, or the supervisor is dropped).
+    retention_wake: Arc<Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.retention_wake.notify_one();
+    }
+}
+
+/// The finished lifecycles the registry keeps, oldest first.
+#[derive(Default)]
+struct Retained {
+    order: BTreeMap<u64, (SandboxId, LifecycleId, Instant)>,
+    by_id: HashMap<SandboxId, (u64, LifecycleId)>,
+    next: u64,
+}
+
+impl Retained {
+    fn insert(&mut self, id: &SandboxId, lc: LifecycleId) {
+        self.remove(id, None);
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, (id.clone(), lc, Instant::now()));
+        self.by_id.insert(id.clone(), (seq, lc));
+    }
+
+    /// Drops the entry of `id` (of exactly `lc` when given).
+    fn remove(&mut self, id: &SandboxId, lc: Option<LifecycleId>) {
+        if let Some(&(seq, had)) = self.by_id.get(id)
+            && lc.is_none_or(|l| l == had)
+        {
+            self.by_id.remove(id);
+            self.order.remove(&seq);
+        }
+    }
+}
+
+/// Whether a lifecycle in this state counts as live for admission: it holds a cgroup
+/// with a payload started in it.
+fn counts_live(s: State) -> bool {
+    matches!(s, State::Running | State::Stopping | State::Quarantined)
 }
 
 /// The supervisor. Cheap to clone; all clones share one registry.
@@ -440,10 +519,14 @@ impl Supervisor {
             })?;
         }
         let logs = match &cfg.log_dir {
-            Some(dir) => Some(LogDir::open(dir).map_err(|cause| Error::Io {
-                op: format!("open log directory {}", dir.display()),
-                cause,
-            })?),
+            Some(dir) => {
+                Some(
+                    LogDir::open_with(dir, cfg.log_limits).map_err(|cause| Error::Io {
+                        op: format!("open log directory {}", dir.display()),
+                        cause,
+                    })?,
+                )
+            }
             None => None,
         };
         let available = cfg.root.controllers()?;
@@ -458,7 +541,8 @@ impl Supervisor {
         let pids_enabled = enabled.iter().any(|c| c == "pids");
         let memory_enabled = enabled.iter().any(|c| c == "memory");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Supervisor {
+        let by_age = cfg.retain_stopped.max_age.is_some();
+        let sup = Supervisor {
             inner: Arc::new(Inner {
                 cfg,
                 logs,
@@ -468,8 +552,48 @@ impl Supervisor {
                 recent: Mutex::new(RecentReports::default()),
                 events,
                 counters: Default::default(),
+                live: AtomicUsize::new(0),
+                retained: Mutex::new(Retained::default()),
+                retention_wake: Arc::new(Notify::new()),
             }),
-        })
+        };
+        if by_age {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(retention_task(
+                        Arc::downgrade(&sup.inner),
+                        sup.inner.retention_wake.clone(),
+                    ));
+                }
+                Err(_) => tracing::warn!(
+                    "no tokio runtime: stopped sandboxes are pruned by count only, not by age"
+                ),
+            }
+        }
+        Ok(sup)
+    }
+
+    /// Lifecycles that are running, stopping or quarantined — every one that holds a
+    /// cgroup with a started payload; creating ones are not counted (a caller admitting
+    /// starts counts its own in flight). Kept by every state change: O(1), for admission.
+    pub fn live(&self) -> usize {
+        self.inner.live.load(Relaxed)
+    }
+
+    /// Moves a lifecycle's state by `t` (panicking on an invalid transition, which is a
+    /// bug), keeping [`Supervisor::live`].
+    fn step(&self, id: &SandboxId, l: &mut Life, t: Transition) {
+        let old = l.state;
+        l.state = transition(old, t).unwrap_or_else(|e| panic!("sandbox {id}: {e}"));
+        match (counts_live(old), counts_live(l.state)) {
+            (false, true) => {
+                self.inner.live.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.inner.live.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// The managed root.
@@ -527,6 +651,7 @@ impl Supervisor {
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.
         let op = sb.op.try_lock().expect("fresh mutex");
+        let mut replaced = None;
         {
             let mut reg = self.inner.registry.lock().unwrap();
             match reg.get_mut(&sb.id) {
@@ -538,6 +663,9 @@ impl Supervisor {
                     let old = std::mem::replace(&mut slot.current, sb.clone());
                     if !old.state().is_terminal() {
                         slot.retiring.push(old);
+                    } else {
+                        self.inner.retained.lock().unwrap().remove(&old.id, None);
+                        replaced = Some(old.lifecycle);
                     }
                 }
                 None => {
@@ -550,6 +678,9 @@ impl Supervisor {
                     );
                 }
             }
+        }
+        if let Some(old) = replaced {
+            self.dropped_from_registry(&sb.id, old);
         }
         // Until the spawn's outcome is known, a caller that drops this future must not leave
         // the lifecycle in `creating` (holding the ID) or its cgroup behind: the guard
@@ -946,7 +1077,7 @@ impl Supervisor {
         let mut l = sb.life.lock().unwrap();
         match l.state {
             State::Running => {
-                l.state = transition(l.state, Transition::StopBegun).expect("running → stopping");
+                self.step(&sb.id, &mut l, Transition::StopBegun);
                 l.stop_reason = Some(reason);
                 drop(l);
                 self.changed(sb);
@@ -1204,7 +1335,7 @@ impl Supervisor {
         }
         {
             let mut l = sb.life.lock().unwrap();
-            l.state = transition(l.state, Transition::KillStuck).expect("stopping → quarantined");
+            self.step(&sb.id, &mut l, Transition::KillStuck);
             l.paused = false;
             l.stuck = report.stuck.clone();
             l.report = Some(report.clone());
@@ -1260,7 +1391,7 @@ impl Supervisor {
     fn finish_stopped(&self, sb: &Arc<Sandbox>, report: StopReport, how: Transition) {
         {
             let mut l = sb.life.lock().unwrap();
-            l.state = transition(l.state, how).expect("to stopped");
+            self.step(&sb.id, &mut l, how);
             l.paused = false;
             l.report = Some(report.clone());
         }
@@ -1284,13 +1415,13 @@ impl Supervisor {
             },
         );
         sb.outcome.send_replace(Some(report));
-        self.prune_retired(sb);
+        self.finished(sb);
     }
 
     fn finish_failed(&self, sb: &Arc<Sandbox>, report: StopReport, error: String) {
         {
             let mut l = sb.life.lock().unwrap();
-            l.state = transition(l.state, Transition::StopFailed).expect("to failed");
+            self.step(&sb.id, &mut l, Transition::StopFailed);
             l.paused = false;
             l.error = Some(error.clone());
             l.report = Some(report.clone());
@@ -1305,23 +1436,127 @@ impl Supervisor {
         tracing::error!(sandbox = %sb.id, lifecycle = %sb.lifecycle, %error, "sandbox stop failed");
         self.emit(sb, EventKind::Failed { error });
         sb.outcome.send_replace(Some(report));
-        self.prune_retired(sb);
+        self.finished(sb);
     }
 
-    /// Drops a finished lifecycle from its ID's retiring list (never touching the current
-    /// lifecycle, which stays inspectable until replaced or forgotten).
-    fn prune_retired(&self, sb: &Arc<Sandbox>) {
-        let pruned = {
+    /// A lifecycle's stop finished (stopped or failed): its log gets its last rotation;
+    /// an older lifecycle leaves its ID's retiring list (record and log deleted), the
+    /// current one is kept as [`Config::retain_stopped`] says.
+    fn finished(&self, sb: &Arc<Sandbox>) {
+        if let Some(logs) = &self.inner.logs {
+            logs.finished(sb.id.as_str(), sb.lifecycle);
+        }
+        enum Fate {
+            Pruned,
+            Retained,
+            Gone,
+        }
+        let fate = {
             let mut reg = self.inner.registry.lock().unwrap();
-            reg.get_mut(&sb.id).is_some_and(|slot| {
-                let before = slot.retiring.len();
-                slot.retiring.retain(|o| o.lifecycle != sb.lifecycle);
-                slot.retiring.len() != before
-            })
+            match reg.get_mut(&sb.id) {
+                Some(slot) if slot.current.lifecycle == sb.lifecycle => {
+                    self.inner
+                        .retained
+                        .lock()
+                        .unwrap()
+                        .insert(&sb.id, sb.lifecycle);
+                    Fate::Retained
+                }
+                Some(slot) => {
+                    let before = slot.retiring.len();
+                    slot.retiring.retain(|o| o.lifecycle != sb.lifecycle);
+                    if slot.retiring.len() != before {
+                        Fate::Pruned
+                    } else {
+                        Fate::Gone
+                    }
+                }
+                None => Fate::Gone,
+            }
         };
         // Hooks may do slow I/O (a durable store): never under the registry lock.
-        if pruned {
-            self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
+        match fate {
+            Fate::Pruned => self.dropped_from_registry(&sb.id, sb.lifecycle),
+            Fate::Retained => {
+                self.inner.retention_wake.notify_one();
+                self.prune_stopped();
+            }
+            Fate::Gone => {}
+        }
+    }
+
+    /// A finished lifecycle left the registry without a forget (an older one whose stop
+    /// ended, or one replaced by a restart of its ID): no request can reach it any more,
+    /// so its record and log are deleted.
+    fn dropped_from_registry(&self, id: &SandboxId, lc: LifecycleId) {
+        self.inner.cfg.hooks.on_forget(id, lc);
+        self.delete_log_later(id, lc);
+    }
+
+    /// Deletes a lifecycle's log on a blocking thread (file system calls have no bound on
+    /// their duration), or at once outside a tokio runtime.
+    fn delete_log_later(&self, id: &SandboxId, lc: LifecycleId) {
+        if self.inner.logs.is_none() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (sup, id) = (self.clone(), id.clone());
+                rt.spawn_blocking(move || sup.delete_log(&id, lc));
+            }
+            Err(_) => self.delete_log(id, lc),
+        }
+    }
+
+    /// Forgets the finished lifecycles [`Config::retain_stopped`] no longer keeps (the
+    /// oldest past the count, those older than the age), deleting their logs; returns when
+    /// the next one expires by age.
+    fn prune_stopped(&self) -> Option<Instant> {
+        let r = self.inner.cfg.retain_stopped;
+        if r == Retention::FOREVER {
+            return None;
+        }
+        let now = Instant::now();
+        let mut next = None;
+        let victims: Vec<(SandboxId, LifecycleId)> = {
+            let mut ret = self.inner.retained.lock().unwrap();
+            let mut v = Vec::new();
+            while let Some((&seq, (_, _, at))) = ret.order.first_key_value() {
+                let over = r.max_count.is_some_and(|m| ret.order.len() > m);
+                let expires = r.max_age.map(|a| *at + a);
+                if !over && expires.is_none_or(|e| e > now) {
+                    next = expires;
+                    break;
+                }
+                let (id, lc, _) = ret.order.remove(&seq).expect("first entry");
+                ret.by_id.remove(&id);
+                v.push((id, lc));
+            }
+            v
+        };
+        for (id, lc) in victims {
+            // A lifecycle restarted or forgotten meanwhile is left alone (NotFound).
+            if self.forget_lifecycle(&id, Some(lc)).is_ok() {
+                self.inner.counters.retention_pruned.fetch_add(1, Relaxed);
+                self.delete_log_later(&id, lc);
+                tracing::info!(sandbox = %id, lifecycle = %lc, "forgot a stopped sandbox (retention)");
+            }
+        }
+        next
+    }
+
+    /// The last `max` bytes of a lifecycle's log, its rotated files included, in order
+    /// (empty when it has none or there is no log directory). Blocking file system
+    /// calls: call it from a blocking thread.
+    pub fn read_log(
+        &self,
+        id: &SandboxId,
+        lifecycle: LifecycleId,
+        max: u64,
+    ) -> std::io::Result<Vec<u8>> {
+        match &self.inner.logs {
+            Some(l) => l.read_tail(id.as_str(), lifecycle, max),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -1329,6 +1564,11 @@ impl Supervisor {
     fn forget_unstarted(&self, sb: &Arc<Sandbox>) {
         {
             let mut reg = self.inner.registry.lock().unwrap();
+            self.inner
+                .retained
+                .lock()
+                .unwrap()
+                .remove(&sb.id, Some(sb.lifecycle));
             if let Some(slot) = reg.get_mut(&sb.id)
                 && slot.current.lifecycle == sb.lifecycle
             {
@@ -1409,6 +1649,7 @@ impl Supervisor {
             });
         }
         let lc = slot.current.lifecycle;
+        self.inner.retained.lock().unwrap().remove(id, Some(lc));
         if slot.retiring.is_empty() {
             reg.remove(id);
         } else if let Some(slot) = reg.get_mut(id) {
@@ -1677,6 +1918,7 @@ impl Supervisor {
         if let Some(m) = &main {
             let _ = sb.main.set(m.clone());
         }
+        let mut replaced = None;
         {
             let mut reg = self.inner.registry.lock().unwrap();
             match reg.get_mut(&id) {
@@ -1693,10 +1935,25 @@ impl Supervisor {
                     let old = std::mem::replace(&mut slot.current, sb.clone());
                     if !old.state().is_terminal() {
                         slot.retiring.push(old);
+                    } else {
+                        self.inner.retained.lock().unwrap().remove(&id, None);
+                        replaced = Some(old.lifecycle);
                     }
                 }
                 Some(slot) => slot.retiring.push(sb.clone()),
             }
+            // Registered as running (a stop, if needed, begins below).
+            self.inner.live.fetch_add(1, Relaxed);
+        }
+        if let Some(old) = replaced {
+            self.dropped_from_registry(&id, old);
+        }
+        if let Some(logs) = &self.inner.logs
+            && (rec.spec.stdio.stdout == StdioTarget::Log
+                || rec.spec.stdio.stderr == StdioTarget::Log)
+        {
+            // Its payload still writes to its log: the cap applies again.
+            logs.watch(id.as_str(), lc);
         }
         self.inner.counters.adopted.fetch_add(1, Relaxed);
         self.emit(
@@ -1886,7 +2143,7 @@ impl Supervisor {
     fn apply(&self, sb: &Arc<Sandbox>, t: Transition) {
         {
             let mut l = sb.life.lock().unwrap();
-            l.state = transition(l.state, t).unwrap_or_else(|e| panic!("sandbox {}: {e}", sb.id));
+            self.step(&sb.id, &mut l, t);
         }
         self.changed(sb);
     }
@@ -1895,7 +2152,7 @@ impl Supervisor {
     fn apply_persisting(&self, sb: &Arc<Sandbox>, t: Transition) -> Option<Persisting> {
         {
             let mut l = sb.life.lock().unwrap();
-            l.state = transition(l.state, t).unwrap_or_else(|e| panic!("sandbox {}: {e}", sb.id));
+            self.step(&sb.id, &mut l, t);
         }
         let hooks = &self.inner.cfg.hooks;
         hooks.wants_records().then(|| hooks.on_change(&sb.record()))
@@ -1918,6 +2175,27 @@ impl Supervisor {
         };
         self.inner.cfg.hooks.on_event(&ev);
         let _ = self.inner.events.send(ev);
+    }
+}
+
+/// Forgets finished lifecycles as they pass [`Retention::max_age`]: sleeps until the
+/// oldest expires (or a lifecycle is retained), holding only a weak reference, and ends
+/// with the supervisor.
+async fn retention_task(inner: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let next = match inner.upgrade() {
+            Some(inner) => Supervisor { inner }.prune_stopped(),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, AppState};
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -64,9 +65,123 @@ pub struct ServeArgs {
     /// daemon to adopt).
     #[arg(long)]
     pub stop_sandboxes_on_exit: bool,
+    /// Most TCP connections open at once. Further connections wait in the kernel's listen
+    /// backlog (not accepted, holding nothing of the daemon) until one closes.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most unix-socket connections open at once, counted apart from TCP: a TCP flood
+    /// never takes the operator's room on the socket.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unix_connections: u32,
+    /// How long a client may take to send a request's head: from the accept for a new
+    /// connection, from its first byte for a next request on a kept-alive one. Past it the
+    /// connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request, and how long a
+    /// request in progress may stall on the client (a body that does not arrive, an
+    /// answer it does not read), before the connection is closed. A request the daemon is
+    /// still working on (`wait`, `events`) is never idle.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Cap of each file of a sandbox's log (e.g. 10M, at least 64K; 0: no cap). Past it the
+    /// log is rotated: older output moves to `<log>.1` … `<log>.<N-1>`, the oldest is
+    /// dropped.
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_log_size)]
+    pub log_max_size: u64,
+    /// Files per sandbox log with --log-max-size, the active one included (1 to 100): a log
+    /// takes at most N × SIZE.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+    /// How long a stopped (or failed) sandbox stays listed, with its log and record, before
+    /// it is deleted as by `paddock rm` (0: at once).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = paddock_duration)]
+    pub retain_stopped_age: Duration,
+    /// Most stopped (or failed) sandboxes kept; past it the one that stopped first is
+    /// deleted as by `paddock rm`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub retain_stopped_count: usize,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
+}
+
+/// Default of `--max-connections` and `--max-unix-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+
+/// Descriptors assumed needed beside the connections (the store, the log files being
+/// opened, stops in progress, pidfds of adopted sandboxes) when `serve` checks that its
+/// connection caps fit `RLIMIT_NOFILE`.
+pub const FD_RESERVE: u64 = 256;
+
+/// The message of a parse error of the spec helpers, without their prefix.
+fn bare(e: paddock_supervisor::Error) -> String {
+    match e {
+        paddock_supervisor::Error::InvalidSpec(m) => m,
+        e => e.to_string(),
+    }
+}
+
+/// A duration flag (`10s`, `500ms`, `2m`, `1h`).
+fn paddock_duration(s: &str) -> Result<Duration, String> {
+    paddock_supervisor::parse_duration(s).map_err(bare)
+}
+
+/// `--log-max-size`: `0` (no cap) or a size of at least 64K.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let v = paddock_supervisor::parse_size(s).map_err(bare)?;
+    if v != 0 && v < paddock_supervisor::logs::MIN_LOG_MAX_SIZE {
+        return Err(format!("{s:?}: at least 64K (or 0 for no cap)"));
+    }
+    Ok(v)
+}
+
+/// A positive duration for a timeout flag.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = paddock_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?}: must be more than 0 (examples: 10s, 500ms, 2m)"
+        ));
+    }
+    Ok(d)
+}
+
+/// Raises the `RLIMIT_NOFILE` soft limit to the hard limit (connections, log files and
+/// pidfds all take descriptors), and warns when the connection caps plus
+/// [`FD_RESERVE`] do not fit under it: then accepts can fail with `EMFILE` (they back off
+/// and recover, see [`crate::listen`]), and the unix socket may find no descriptor free.
+/// Returns the soft limit in force.
+fn raise_nofile(caps: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current.unwrap_or(u64::MAX);
+    if lim.current != lim.maximum {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        ) {
+            Ok(()) => {
+                tracing::debug!(from = soft, to = ?lim.maximum, "raised the RLIMIT_NOFILE soft limit to the hard limit");
+                soft = lim.maximum.unwrap_or(u64::MAX);
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard = ?lim.maximum, error = %e, "could not raise the RLIMIT_NOFILE soft limit to the hard limit")
+            }
+        }
+    }
+    if caps.saturating_add(FD_RESERVE) > soft {
+        tracing::warn!(
+            nofile = soft,
+            connection_caps = caps,
+            reserve = FD_RESERVE,
+            "the connection caps do not fit under RLIMIT_NOFILE: at the limit accepts fail with EMFILE and back off until connections close; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --max-connections / --max-unix-connections"
+        );
+    }
+    soft
 }
 
 /// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
@@ -265,6 +380,23 @@ fn bind_socket(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListe
     Ok(l)
 }
 
+/// The listen backlog of the TCP listener: connections beyond `--max-connections` wait
+/// here (the kernel caps it at `net.core.somaxconn`).
+pub const TCP_BACKLOG: u32 = 1024;
+
+/// Binds the TCP listener (`SO_REUSEADDR`, like the standard library's) with a backlog of
+/// [`TCP_BACKLOG`].
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(TCP_BACKLOG)
+}
+
 /// Reconciles the store with the supervisor and the cgroup tree once.
 pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) {
     let t0 = std::time::Instant::now();
@@ -354,6 +486,12 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
+    let tcp_cap = if a.listen.is_some() {
+        u64::from(a.max_connections)
+    } else {
+        0
+    };
+    raise_nofile(tcp_cap + u64::from(a.max_unix_connections));
     fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("create state directory {}", a.state_dir.display()))?;
     fs::set_permissions(&a.state_dir, fs::Permissions::from_mode(0o700))
@@ -389,6 +527,14 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let root_path = root.path().to_owned();
     let mut cfg = Config::new(root);
     cfg.log_dir = Some(log_dir.clone());
+    cfg.log_limits = paddock_supervisor::LogLimits {
+        max_size: (a.log_max_size != 0).then_some(a.log_max_size),
+        max_files: a.log_max_files,
+    };
+    cfg.retain_stopped = paddock_supervisor::Retention {
+        max_age: Some(a.retain_stopped_age),
+        max_count: Some(a.retain_stopped_count),
+    };
     cfg.hooks = Arc::new(DaemonHooks {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -417,37 +563,47 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     // Recover before accepting requests, so no create can race the adoption of its ID.
     reconcile(&sup, &store, &metrics).await;
     state.ready.store(true, Relaxed);
+    // TCP first: once the unix socket answers, TCP listens too (and a TCP bind that fails
+    // leaves no socket file behind).
+    let tcp = match (a.listen, token) {
+        (Some(addr), Some(token)) => Some((
+            bind_tcp(addr).with_context(|| format!("listen on {addr}"))?,
+            addr,
+            token,
+        )),
+        _ => None,
+    };
     let unix = bind_socket(&socket, a.socket_group.as_deref())?;
     let app = api::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
-    {
-        let mut rx = shutdown_rx.clone();
-        let app = app.clone();
-        servers.spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
-    }
-    if let (Some(addr), Some(token)) = (a.listen, token) {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
+    let limits = |max: u32| listen::Limits {
+        max_connections: max as usize,
+        header_timeout: a.header_timeout,
+        idle_timeout: a.idle_timeout,
+    };
+    servers.spawn(listen::serve(
+        unix,
+        "unix",
+        app.clone(),
+        limits(a.max_unix_connections),
+        metrics.daemon.unix.clone(),
+        shutdown_rx.clone(),
+    ));
+    if let Some((tcp, addr, token)) = tcp {
+        let bound = tcp.local_addr().unwrap_or(addr);
         let tapp = app.layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             api::require_token,
         ));
-        let mut rx = shutdown_rx.clone();
-        servers.spawn(async move {
-            axum::serve(tcp, tapp)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
-        tracing::info!(%addr, "listening on TCP (bearer token required)");
+        servers.spawn(listen::serve(
+            tcp,
+            "tcp",
+            tapp,
+            limits(a.max_connections),
+            metrics.daemon.tcp.clone(),
+            shutdown_rx.clone(),
+        ));
+        tracing::info!(addr = %bound, max_connections = a.max_connections, "listening on TCP (bearer token required)");
     }
     tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), "paddock daemon ready");
     {
@@ -479,7 +635,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     );
     let _ = shutdown_tx.send(true);
     while let Some(r) = servers.join_next().await {
-        if let Ok(Err(e)) = r {
+        if let Err(e) = r {
             tracing::warn!(error = %e, "API server ended with an error");
         }
     }
