@@ -71,7 +71,9 @@ pub trait Hooks: Send + Sync + 'static {
     }
     /// Called for every event, synchronously, before it is broadcast.
     fn on_event(&self, _ev: &Event) {}
-    /// Called when a terminal sandbox is forgotten.
+    /// Called when a finished lifecycle leaves the registry: forgotten, pruned by
+    /// [`Config::retain_stopped`], replaced by a restart of its ID, or an older lifecycle
+    /// whose stop ended (also for a start that failed).
     fn on_forget(&self, _id: &SandboxId, _lc: LifecycleId) {}
     /// Called synchronously by a stop after it set `pids.max = 0` (where the pids
     /// controller is enabled) and right before its kill: when processes outlived the grace

@@ -291,23 +291,31 @@ impl ConnState {
     /// request without waiting for the client.
     fn deadline(&self, l: &Limits) -> Option<(u64, Expired)> {
         let ms = |d: Duration| d.as_millis() as u64;
-        if self.busy.load(Relaxed) == 0 {
-            let head = self.head_since.load(Relaxed);
-            return Some(if head != 0 {
-                (head + ms(l.header_timeout), Expired::Header)
-            } else {
-                (
-                    self.idle_since.load(Relaxed) + ms(l.idle_timeout),
-                    Expired::Idle,
-                )
-            });
+        let busy = self.busy.load(Relaxed) > 0;
+        // A client not reading stalls the connection whether or not the answer's body is
+        // still with the handler (hyper may hold all of it in its buffer); a request body
+        // not coming stalls it only while the handler waits for it.
+        let write = self.write_stall.load(Relaxed);
+        let read = if busy {
+            self.read_stall.load(Relaxed)
+        } else {
+            0
+        };
+        if let Some(t) = [write, read].into_iter().filter(|&t| t != 0).min() {
+            return Some((t + ms(l.idle_timeout), Expired::Stall));
         }
-        [&self.write_stall, &self.read_stall]
-            .iter()
-            .map(|a| a.load(Relaxed))
-            .filter(|&t| t != 0)
-            .min()
-            .map(|t| (t + ms(l.idle_timeout), Expired::Stall))
+        if busy {
+            return None;
+        }
+        let head = self.head_since.load(Relaxed);
+        Some(if head != 0 {
+            (head + ms(l.header_timeout), Expired::Header)
+        } else {
+            (
+                self.idle_since.load(Relaxed) + ms(l.idle_timeout),
+                Expired::Idle,
+            )
+        })
     }
 
     /// Resolves when a deadline of the connection has passed.
@@ -606,6 +614,14 @@ mod tests {
         assert_eq!(why, Expired::Idle);
         assert_eq!(at, s.idle_since.load(Relaxed) + 5000);
         ConnState::mark(&s.head_since, &s.changed);
+        assert_eq!(s.deadline(&l).unwrap().1, Expired::Header);
+        // An answer the client does not read stalls the connection also once hyper holds
+        // all of it (the request is over for the service).
+        ConnState::mark(&s.write_stall, &s.changed);
+        assert_eq!(s.deadline(&l).unwrap().1, Expired::Stall);
+        // A request body is waited for only while a request is in progress.
+        s.write_stall.store(0, Relaxed);
+        ConnState::mark(&s.read_stall, &s.changed);
         assert_eq!(s.deadline(&l).unwrap().1, Expired::Header);
     }
 

@@ -66,7 +66,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub stop_sandboxes_on_exit: bool,
     /// Most TCP connections open at once. Further connections wait in the kernel's listen
-    /// backlog (not accepted, holding nothing of the daemon) until one closes.
+    /// backlog (not accepted, holding nothing of the daemon) until one closes. Lowered,
+    /// with a warning, where RLIMIT_NOFILE (raised to its hard limit at start) could not
+    /// otherwise keep room for 64 unix-socket connections.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Most unix-socket connections open at once, counted apart from TCP: a TCP flood
@@ -109,10 +111,9 @@ pub struct ServeArgs {
 /// Default of `--max-connections` and `--max-unix-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
-/// Descriptors assumed needed beside the connections (the store, the log files being
-/// opened, stops in progress, pidfds of adopted sandboxes) when `serve` checks that its
-/// connection caps fit `RLIMIT_NOFILE`.
-pub const FD_RESERVE: u64 = 256;
+/// Unix-socket connections the TCP cap always leaves descriptors for (see
+/// [`connection_caps`]).
+pub const UNIX_ROOM: u64 = 64;
 
 /// The message of a parse error of the spec helpers, without their prefix.
 fn bare(e: paddock_supervisor::Error) -> String {
@@ -148,40 +149,63 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// Raises the `RLIMIT_NOFILE` soft limit to the hard limit (connections, log files and
-/// pidfds all take descriptors), and warns when the connection caps plus
-/// [`FD_RESERVE`] do not fit under it: then accepts can fail with `EMFILE` (they back off
-/// and recover, see [`crate::listen`]), and the unix socket may find no descriptor free.
-/// Returns the soft limit in force.
-fn raise_nofile(caps: u64) -> u64 {
+/// pidfds all take descriptors); returns the soft limit in force.
+fn raise_nofile() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
-    let mut soft = lim.current.unwrap_or(u64::MAX);
-    if lim.current != lim.maximum {
-        match setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            },
-        ) {
-            Ok(()) => {
-                tracing::debug!(from = soft, to = ?lim.maximum, "raised the RLIMIT_NOFILE soft limit to the hard limit");
-                soft = lim.maximum.unwrap_or(u64::MAX);
-            }
-            Err(e) => {
-                tracing::warn!(soft, hard = ?lim.maximum, error = %e, "could not raise the RLIMIT_NOFILE soft limit to the hard limit")
-            }
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if lim.current == lim.maximum {
+        return soft;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    ) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = ?lim.maximum, "raised the RLIMIT_NOFILE soft limit to the hard limit");
+            lim.maximum.unwrap_or(u64::MAX)
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard = ?lim.maximum, error = %e, "could not raise the RLIMIT_NOFILE soft limit to the hard limit");
+            soft
         }
     }
-    if caps.saturating_add(FD_RESERVE) > soft {
+}
+
+/// The connection caps in force under the descriptor limit `nofile`: `(tcp, unix)`.
+///
+/// The daemon keeps `max(32, nofile / 8)` descriptors for itself (the store, log files
+/// being opened, stops in progress, pidfds of adopted sandboxes), and the TCP cap is
+/// lowered, with a WARN, so that TCP can never take the descriptors of the first
+/// [`UNIX_ROOM`] unix-socket connections: a TCP flood never locks the operator out. A
+/// unix cap that does not fit is kept (the socket's users are trusted) with a WARN: at
+/// the limit its accepts fail with `EMFILE` and back off until connections close.
+pub fn connection_caps(tcp: Option<u64>, unix: u64, nofile: u64) -> (u64, u64) {
+    let reserve = (nofile / 8).max(32);
+    let tcp = tcp.map(|want| {
+        let room = nofile.saturating_sub(reserve + unix.min(UNIX_ROOM)).max(1);
+        if want > room {
+            tracing::warn!(
+                nofile,
+                max_connections = want,
+                lowered_to = room,
+                "--max-connections lowered to fit RLIMIT_NOFILE beside the unix socket's room; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) to allow more"
+            );
+        }
+        want.min(room)
+    });
+    let used = tcp.unwrap_or(0) + unix + reserve;
+    if used > nofile {
         tracing::warn!(
-            nofile = soft,
-            connection_caps = caps,
-            reserve = FD_RESERVE,
-            "the connection caps do not fit under RLIMIT_NOFILE: at the limit accepts fail with EMFILE and back off until connections close; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --max-connections / --max-unix-connections"
+            nofile,
+            max_unix_connections = unix,
+            "the connection caps do not fit under RLIMIT_NOFILE: at the limit unix-socket accepts fail with EMFILE and back off until connections close; raise the hard limit or lower --max-unix-connections"
         );
     }
-    soft
+    (tcp.unwrap_or(0), unix)
 }
 
 /// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
@@ -486,12 +510,12 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
-    let tcp_cap = if a.listen.is_some() {
-        u64::from(a.max_connections)
-    } else {
-        0
-    };
-    raise_nofile(tcp_cap + u64::from(a.max_unix_connections));
+    let nofile = raise_nofile();
+    let (tcp_cap, unix_cap) = connection_caps(
+        a.listen.map(|_| u64::from(a.max_connections)),
+        u64::from(a.max_unix_connections),
+        nofile,
+    );
     fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("create state directory {}", a.state_dir.display()))?;
     fs::set_permissions(&a.state_dir, fs::Permissions::from_mode(0o700))
@@ -576,7 +600,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let unix = bind_socket(&socket, a.socket_group.as_deref())?;
     let app = api::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
-    let limits = |max: u32| listen::Limits {
+    let limits = |max: u64| listen::Limits {
         max_connections: max as usize,
         header_timeout: a.header_timeout,
         idle_timeout: a.idle_timeout,
@@ -585,7 +609,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         unix,
         "unix",
         app.clone(),
-        limits(a.max_unix_connections),
+        limits(unix_cap),
         metrics.daemon.unix.clone(),
         shutdown_rx.clone(),
     ));
@@ -599,11 +623,11 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
             tcp,
             "tcp",
             tapp,
-            limits(a.max_connections),
+            limits(tcp_cap),
             metrics.daemon.tcp.clone(),
             shutdown_rx.clone(),
         ));
-        tracing::info!(addr = %bound, max_connections = a.max_connections, "listening on TCP (bearer token required)");
+        tracing::info!(addr = %bound, max_connections = tcp_cap, "listening on TCP (bearer token required)");
     }
     tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), "paddock daemon ready");
     {
@@ -660,4 +684,25 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     }
     tracing::info!("paddock daemon stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TCP always leaves the unix socket its room under the descriptor limit; caps that
+    /// fit are kept.
+    #[test]
+    fn tcp_leaves_room_for_the_unix_socket() {
+        // Fits: kept.
+        assert_eq!(connection_caps(Some(1024), 1024, 524_288), (1024, 1024));
+        assert_eq!(connection_caps(None, 1024, 524_288), (0, 1024));
+        // 1024 descriptors: 128 kept for the daemon, 64 for the unix socket.
+        assert_eq!(connection_caps(Some(1024), 1024, 1024), (832, 1024));
+        assert_eq!(connection_caps(Some(100), 1024, 1024), (100, 1024));
+        // A unix cap below the room needs less.
+        assert_eq!(connection_caps(Some(1024), 10, 256), (214, 10));
+        // Tiny limits: TCP still gets one slot.
+        assert_eq!(connection_caps(Some(1024), 1024, 64), (1, 1024));
+    }
 }
