@@ -1584,9 +1584,9 @@ impl Supervisor {
         self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
     }
 
-    /// Deletes the log file of a lifecycle (when the supervisor has a log directory; an
-    /// absent file is fine). The file is emptied and recycled for a later sandbox's log
-    /// (see [`crate::logs`]).
+    /// Deletes the log files of a lifecycle, rotated ones included (when the supervisor
+    /// has a log directory; absent files are fine). Each is emptied and recycled for a
+    /// later sandbox's log (see [`crate::logs`]). Blocking file system calls.
     pub fn delete_log(&self, id: &SandboxId, lifecycle: LifecycleId) {
         if let Some(logs) = &self.inner.logs {
             logs.remove(id.as_str(), lifecycle);

@@ -517,7 +517,7 @@ fn stopped_sandboxes_are_pruned_with_their_logs() {
     let Some(w) = world("limits_stopped_sandboxes_are_pruned") else {
         return;
     };
-    let _d = w.daemon(&["--retain-stopped-count", "2", "--retain-stopped-age", "2s"]);
+    let mut d = w.daemon(&["--retain-stopped-count", "2", "--retain-stopped-age", "2s"]);
     let wait_stopped = |id: &str| {
         let r = w.http("GET", &format!("/v1/sandboxes/{id}/wait?timeout=20s"), None);
         assert_eq!(r.json()["state"], "stopped", "{}", r.text());
@@ -587,6 +587,16 @@ fn stopped_sandboxes_are_pruned_with_their_logs() {
     });
     let m = metrics(&w);
     assert_eq!(metric(&m, "paddock_stopped_pruned_total"), Some(4.0), "{m}");
+    // Their store records went too: a restarted daemon finds none to drop.
+    assert_eq!(d.sigterm(Duration::from_secs(20)), Some(0));
+    let d2 = w.daemon(&[]);
+    let m = metrics(&w);
+    assert_eq!(
+        metric(&m, "paddock_reconcile_records_gone_total"),
+        Some(0.0),
+        "records left behind:\n{}",
+        d2.log_text()
+    );
     w.assert_no_leaks();
 }
 
