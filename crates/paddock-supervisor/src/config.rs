@@ -7,6 +7,7 @@ use std::time::Duration;
 use paddock_cgroup::Root;
 
 use crate::hooks::{Hooks, NoHooks};
+use crate::logs::LogLimits;
 
 /// Supervisor configuration.
 pub struct Config {
@@ -16,6 +17,13 @@ pub struct Config {
     pub owner: String,
     /// Directory of the sandboxes' log files ([`crate::StdioTarget::Log`]).
     pub log_dir: Option<PathBuf>,
+    /// The size cap and rotation of each log file (default: no cap; see
+    /// [`crate::logs`]).
+    pub log_limits: LogLimits,
+    /// How long stopped and failed lifecycles stay in the registry (default: until
+    /// forgotten). Pruning one forgets it like [`crate::Supervisor::forget_lifecycle`] (its
+    /// store record goes through [`Hooks::on_forget`]) and deletes its log.
+    pub retain_stopped: Retention,
     /// When set, every [`crate::StdioTarget::File`] must be beneath this directory (absolute
     /// and under it, or relative to it); it is resolved with `openat2(RESOLVE_BENEATH |
     /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`. When `None`, file targets must be
@@ -42,6 +50,27 @@ pub struct Config {
     pub controllers: Vec<String>,
 }
 
+/// Which stopped and failed lifecycles the registry keeps (see
+/// [`Config::retain_stopped`]). Only an ID's current lifecycle is kept once finished: an
+/// older one leaves the registry when its stop ends, and a finished one is replaced by a
+/// restart of its ID; either way its record and log are deleted then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// A finished lifecycle is forgotten this long after it ended.
+    pub max_age: Option<Duration>,
+    /// At most this many finished lifecycles are kept; past it the one that ended first
+    /// is forgotten.
+    pub max_count: Option<usize>,
+}
+
+impl Retention {
+    /// Keep finished lifecycles until they are forgotten or replaced.
+    pub const FOREVER: Retention = Retention {
+        max_age: None,
+        max_count: None,
+    };
+}
+
 /// The controllers [`Config::new`] asks for.
 pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
 
@@ -52,6 +81,8 @@ impl Config {
             root,
             owner: "paddock".into(),
             log_dir: None,
+            log_limits: LogLimits::UNLIMITED,
+            retain_stopped: Retention::FOREVER,
             stdio_dir: None,
             subreaper: true,
             force_kill_fallback: false,

@@ -46,6 +46,7 @@ mod lifecycle;
 pub mod logs;
 mod recovery;
 mod registry;
+mod retention;
 mod spawn;
 mod spec;
 mod start;
@@ -54,13 +55,14 @@ mod stdio;
 mod stop;
 mod supervisor;
 
-pub use config::{Config, DEFAULT_CONTROLLERS};
+pub use config::{Config, DEFAULT_CONTROLLERS, Retention};
 pub use events::{
     Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
     StuckProcess,
 };
 pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, persisted};
 pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
+pub use logs::LogLimits;
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
 pub use spec::{

@@ -255,9 +255,19 @@ impl Supervisor {
         use LifecycleState as S;
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.inner.counters;
+        self.count_live(left, now);
         if let S::Recorded { state: recorded } = left {
             // An adoption is never refused (it joins the retiring lifecycles if it must).
-            let _ = self.inner.registry.insert(sb, Admission::Adopt);
+            if let Ok(Some(old)) = self.inner.registry.insert(sb, Admission::Adopt) {
+                self.dropped_from_registry(&sb.id, old);
+            }
+            if let Some(logs) = &self.inner.logs
+                && (sb.spec.stdio.stdout == crate::StdioTarget::Log
+                    || sb.spec.stdio.stderr == crate::StdioTarget::Log)
+            {
+                // Its payload still writes to its log: the cap applies again.
+                logs.watch(sb.id.as_str(), sb.lifecycle);
+            }
             c.adopted.fetch_add(1, Relaxed);
             let pid = sb.main_pid();
             self.emit(
@@ -308,7 +318,7 @@ impl Supervisor {
                     },
                 );
                 sb.outcome.send_replace(Some(report.clone()));
-                self.prune_retired(sb);
+                self.finished(sb);
             }
             S::Quarantined { report } => {
                 c.stops_quarantined.fetch_add(1, Relaxed);
@@ -332,7 +342,7 @@ impl Supervisor {
                     },
                 );
                 sb.outcome.send_replace(Some(report.clone()));
-                self.prune_retired(sb);
+                self.finished(sb);
             }
             S::StartFailed { error } => {
                 c.starts_failed.fetch_add(1, Relaxed);
@@ -347,15 +357,6 @@ impl Supervisor {
                 // Nothing ran: a log file made for it has nothing worth keeping.
                 self.delete_log(&sb.id, sb.lifecycle);
             }
-        }
-    }
-
-    /// Drops a finished lifecycle from its ID's retiring list (never touching the current
-    /// lifecycle, which stays inspectable until replaced or forgotten).
-    fn prune_retired(&self, sb: &Sandbox) {
-        // Hooks may do slow I/O (a durable store): never under the registry lock.
-        if self.inner.registry.prune_retired(sb) {
-            self.inner.cfg.hooks.on_forget(&sb.id, sb.lifecycle);
         }
     }
 

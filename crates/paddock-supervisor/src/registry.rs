@@ -6,12 +6,14 @@
 //! critical section under one lock; nothing here calls a hook (the supervisor does that
 //! after the lock is released).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::Error;
+use crate::config::Retention;
 use crate::events::StopReport;
 use crate::ids::{LifecycleId, cgroup_name};
 use crate::lifecycle::Sandbox;
@@ -35,12 +37,14 @@ pub(crate) struct Lifecycles {
 
 impl Lifecycles {
     /// Makes `sb` the current lifecycle; the previous one retires unless it is terminal
-    /// (then it is simply replaced).
-    fn replace_current(&mut self, sb: Arc<Sandbox>) {
+    /// (then it is simply replaced, and returned).
+    fn replace_current(&mut self, sb: Arc<Sandbox>) -> Option<Arc<Sandbox>> {
         let old = std::mem::replace(&mut self.current, sb);
-        if !old.state().is_terminal() {
-            self.retiring.push(old);
+        if old.state().is_terminal() {
+            return Some(old);
         }
+        self.retiring.push(old);
+        None
     }
 
     fn all(&self) -> impl Iterator<Item = &Arc<Sandbox>> {
@@ -67,9 +71,50 @@ pub(crate) struct IdHeld;
 #[derive(Default)]
 pub(crate) struct Registry {
     by_id: Mutex<HashMap<SandboxId, Lifecycles>>,
+    /// The finished current lifecycles, in the order they ended (for
+    /// [`crate::Config::retain_stopped`]). Locked after `by_id`, never before.
+    retained: Mutex<Retained>,
     /// Reports of finished lifecycles, kept after they leave the registry (see
     /// [`RECENT_REPORTS`]).
     recent: Mutex<RecentReports>,
+}
+
+/// What became of a lifecycle whose stop finished ([`Registry::finished`]).
+pub(crate) enum Finished {
+    /// It is its ID's current lifecycle: kept as [`crate::Config::retain_stopped`] says.
+    Retained,
+    /// It was an older lifecycle: it left the retiring list, so nothing can reach it.
+    Pruned,
+    /// It was no longer in the registry.
+    Gone,
+}
+
+/// The finished current lifecycles the registry keeps, oldest first.
+#[derive(Default)]
+struct Retained {
+    order: BTreeMap<u64, (SandboxId, LifecycleId, Instant)>,
+    by_id: HashMap<SandboxId, (u64, LifecycleId)>,
+    next: u64,
+}
+
+impl Retained {
+    fn insert(&mut self, id: &SandboxId, lc: LifecycleId) {
+        self.remove(id, None);
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, (id.clone(), lc, Instant::now()));
+        self.by_id.insert(id.clone(), (seq, lc));
+    }
+
+    /// Drops the entry of `id` (of exactly `lc` when given).
+    fn remove(&mut self, id: &SandboxId, lc: Option<LifecycleId>) {
+        if let Some(&(seq, had)) = self.by_id.get(id)
+            && lc.is_none_or(|l| l == had)
+        {
+            self.by_id.remove(id);
+            self.order.remove(&seq);
+        }
+    }
 }
 
 impl Registry {
@@ -83,7 +128,13 @@ impl Registry {
     }
 
     /// Inserts a new lifecycle (see [`Admission`]); the one place lifecycles join.
-    pub(crate) fn insert(&self, sb: &Arc<Sandbox>, how: Admission) -> Result<(), IdHeld> {
+    /// Returns the finished lifecycle it replaced as current, if any: that one left the
+    /// registry, so nothing can reach it any more.
+    pub(crate) fn insert(
+        &self,
+        sb: &Arc<Sandbox>,
+        how: Admission,
+    ) -> Result<Option<LifecycleId>, IdHeld> {
         let mut reg = self.by_id.lock();
         let Some(entry) = reg.get_mut(&sb.id) else {
             reg.insert(
@@ -93,18 +144,69 @@ impl Registry {
                     retiring: Vec::new(),
                 },
             );
-            return Ok(());
+            return Ok(None);
         };
         let held = entry.current.state().holds_id();
-        match how {
+        let replaced = match how {
             Admission::Start if held => return Err(IdHeld),
             Admission::Start => entry.replace_current(sb.clone()),
             Admission::Adopt if !held && entry.current.lifecycle < sb.lifecycle => {
                 entry.replace_current(sb.clone())
             }
-            Admission::Adopt => entry.retiring.push(sb.clone()),
+            Admission::Adopt => {
+                entry.retiring.push(sb.clone());
+                None
+            }
+        };
+        if let Some(old) = &replaced {
+            self.retained.lock().remove(&old.id, Some(old.lifecycle));
         }
-        Ok(())
+        Ok(replaced.map(|old| old.lifecycle))
+    }
+
+    /// A lifecycle's stop finished: the current lifecycle is retained (newest last), an
+    /// older one leaves the retiring list.
+    pub(crate) fn finished(&self, sb: &Sandbox) -> Finished {
+        let mut reg = self.by_id.lock();
+        match reg.get_mut(&sb.id) {
+            Some(e) if e.current.lifecycle == sb.lifecycle => {
+                self.retained.lock().insert(&sb.id, sb.lifecycle);
+                Finished::Retained
+            }
+            Some(e) => {
+                let before = e.retiring.len();
+                e.retiring.retain(|o| o.lifecycle != sb.lifecycle);
+                if e.retiring.len() != before {
+                    Finished::Pruned
+                } else {
+                    Finished::Gone
+                }
+            }
+            None => Finished::Gone,
+        }
+    }
+
+    /// Takes out of the retained list the finished lifecycles `r` no longer keeps (the
+    /// oldest past the count, those older than the age), oldest first; also returns when
+    /// the next one expires by age. The caller forgets them.
+    pub(crate) fn expired(
+        &self,
+        r: Retention,
+        now: Instant,
+    ) -> (Vec<(SandboxId, LifecycleId)>, Option<Instant>) {
+        let mut ret = self.retained.lock();
+        let mut out = Vec::new();
+        while let Some((&seq, (_, _, at))) = ret.order.first_key_value() {
+            let over = r.max_count.is_some_and(|m| ret.order.len() > m);
+            let expires = r.max_age.map(|a| *at + a);
+            if !over && expires.is_none_or(|e| e > now) {
+                return (out, expires);
+            }
+            let (id, lc, _) = ret.order.remove(&seq).expect("the first entry");
+            ret.by_id.remove(&id);
+            out.push((id, lc));
+        }
+        (out, None)
     }
 
     /// The lifecycle `lifecycle` of `id` (current or retiring), or without one the ID's
@@ -152,16 +254,6 @@ impl Registry {
             .collect()
     }
 
-    /// Drops `sb` from its ID's retiring list; returns whether it was there.
-    pub(crate) fn prune_retired(&self, sb: &Sandbox) -> bool {
-        let mut reg = self.by_id.lock();
-        reg.get_mut(&sb.id).is_some_and(|e| {
-            let before = e.retiring.len();
-            e.retiring.retain(|o| o.lifecycle != sb.lifecycle);
-            e.retiring.len() != before
-        })
-    }
-
     /// Removes `sb` if it is its ID's current lifecycle; the newest retiring lifecycle, if
     /// any, becomes current again.
     pub(crate) fn remove_current(&self, sb: &Sandbox) {
@@ -169,6 +261,7 @@ impl Registry {
         if let Some(e) = reg.get_mut(&sb.id)
             && e.current.lifecycle == sb.lifecycle
         {
+            self.retained.lock().remove(&sb.id, Some(sb.lifecycle));
             if let Some(prev) = e.retiring.pop() {
                 e.current = prev;
             } else {
@@ -216,6 +309,7 @@ impl Registry {
             });
         }
         let lc = entry.current.lifecycle;
+        self.retained.lock().remove(id, Some(lc));
         if entry.retiring.is_empty() {
             reg.remove(id);
         } else {

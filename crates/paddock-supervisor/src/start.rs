@@ -55,9 +55,13 @@ impl Supervisor {
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.
         let op = sb.op.try_lock().expect("a new lifecycle's op lock is free");
-        if let Err(IdHeld) = self.inner.registry.insert(&sb, Admission::Start) {
-            self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
-            return Err(Error::AlreadyExists(sb.id.clone()));
+        match self.inner.registry.insert(&sb, Admission::Start) {
+            Err(IdHeld) => {
+                self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
+                return Err(Error::AlreadyExists(sb.id.clone()));
+            }
+            Ok(Some(replaced)) => self.dropped_from_registry(&sb.id, replaced),
+            Ok(None) => {}
         }
         self.start_registered(&sb, op, prepared)
             .instrument(sb.span())

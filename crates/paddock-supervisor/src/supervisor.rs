@@ -6,7 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use paddock_cgroup::{Cgroup, Error as CgError, Root};
@@ -130,6 +130,8 @@ pub struct SupervisorCounters {
     pub adopted: AtomicU64,
     /// Owned cgroups without a lifecycle that reconciliation killed and removed.
     pub reclaimed: AtomicU64,
+    /// Finished lifecycles forgotten by [`Config::retain_stopped`].
+    pub retention_pruned: AtomicU64,
 }
 
 /// What every clone of a [`Supervisor`] shares.
@@ -149,6 +151,17 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) counters: SupervisorCounters,
+    /// Lifecycles running, stopping or quarantined (see [`Supervisor::live`]); kept by
+    /// `enter`.
+    pub(crate) live: AtomicUsize,
+    /// Wakes the retention task (a lifecycle was retained, or the supervisor is dropped).
+    pub(crate) retention_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.retention_wake.notify_one();
+    }
 }
 
 /// The supervisor. Cheap to clone; all clones share one registry.
@@ -176,10 +189,14 @@ impl Supervisor {
             })?;
         }
         let logs = match &cfg.log_dir {
-            Some(dir) => Some(LogDir::open(dir).map_err(|cause| Error::Io {
-                op: format!("open log directory {}", dir.display()),
-                cause,
-            })?),
+            Some(dir) => {
+                Some(
+                    LogDir::open_with(dir, cfg.log_limits).map_err(|cause| Error::Io {
+                        op: format!("open log directory {}", dir.display()),
+                        cause,
+                    })?,
+                )
+            }
             None => None,
         };
         let stdio_dir = match &cfg.stdio_dir {
@@ -206,7 +223,7 @@ impl Supervisor {
         let pids_enabled = enabled.iter().any(|c| c == "pids");
         let memory_enabled = enabled.iter().any(|c| c == "memory");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Supervisor {
+        let sup = Supervisor {
             inner: Arc::new(Inner {
                 cfg,
                 logs,
@@ -217,8 +234,12 @@ impl Supervisor {
                 registry: Registry::default(),
                 events,
                 counters: Default::default(),
+                live: AtomicUsize::new(0),
+                retention_wake: Arc::new(tokio::sync::Notify::new()),
             }),
-        })
+        };
+        sup.start_retention();
+        Ok(sup)
     }
 
     /// The managed root.

@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use paddock_supervisor::{
-    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, State as SbState,
-    StdioTarget, Supervisor, cgroup_name, parse_duration,
+    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, StdioTarget, Supervisor,
+    cgroup_name, parse_duration,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -427,12 +427,7 @@ async fn create(State(st): State<Shared>, _q: NoParams, body: Body) -> ApiResult
     let _inflight = {
         let mut n = st.inflight.lock().unwrap();
         if let Some(max) = st.max_sandboxes {
-            let live = st
-                .sup
-                .list()
-                .iter()
-                .filter(|i| !i.state.is_terminal() && i.state != SbState::Creating)
-                .count();
+            let live = st.sup.live();
             if live + *n >= max {
                 st.metrics.admission_rejected("max_sandboxes");
                 return Err(ApiError {
@@ -669,26 +664,19 @@ async fn logs(
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let info = find(&st, &id, &q)?;
-    let path = st
-        .sup
-        .log_path(&info.id, info.lifecycle)
-        .unwrap_or_else(|| {
-            st.log_dir.join(format!(
+    // The tail across the rotated files and the active one, on a blocking thread.
+    let sup = st.sup.clone();
+    let (id, lc) = (info.id.clone(), info.lifecycle);
+    let data = tokio::task::spawn_blocking(move || sup.read_log(&id, lc, MAX_LOG))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            let path = st.log_dir.join(format!(
                 "{}.log",
                 cgroup_name(info.id.as_str(), info.lifecycle)
-            ))
-        });
-    // Up to 4 MiB from a file system that may be slow: on a blocking thread.
-    let read = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || read_tail(&path, MAX_LOG))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-    };
-    let data = match read {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
+            ));
             return Err(ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: format!("read log file {}: {e}", path.display()),
@@ -696,18 +684,6 @@ async fn logs(
         }
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
-}
-
-fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    if len > max {
-        f.seek(SeekFrom::Start(len - max))?;
-    }
-    let mut v = Vec::new();
-    f.take(max).read_to_end(&mut v)?;
-    Ok(v)
 }
 
 /// `?id=` of the event stream.

@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod api;
 mod cli;
 mod client;
+mod listen;
 mod logging;
 mod metrics;
 mod openapi;

@@ -37,6 +37,10 @@ pub struct DaemonCounters {
     pub reconcile_errors: AtomicU64,
     /// Records dropped because their sandbox was gone.
     pub records_gone: AtomicU64,
+    /// The unix socket's connections.
+    pub unix: Arc<crate::listen::ListenerStats>,
+    /// The TCP listener's connections.
+    pub tcp: Arc<crate::listen::ListenerStats>,
 }
 
 /// All metrics of the daemon.
@@ -209,6 +213,52 @@ impl Collector for ScrapeCollector {
             "Records dropped because their cgroup no longer existed",
             d.records_gone.load(Relaxed),
         )?;
+        let listeners = [("unix", &d.unix), ("tcp", &d.tcp)];
+        let per_listener =
+            |f: fn(&crate::listen::ListenerStats) -> u64| listeners.map(|(n, s)| (n, f(s)));
+        {
+            let mut m = enc.encode_descriptor(
+                "paddock_connections",
+                "API connections open now, by listener",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (l, v) in per_listener(|s| s.open.load(Relaxed)) {
+                ConstGauge::new(v as i64).encode(m.encode_family(&[("listener", l)])?)?;
+            }
+        }
+        counter_family(
+            &mut enc,
+            "paddock_connections_accepted",
+            "API connections accepted, by listener",
+            "listener",
+            &per_listener(|s| s.accepted.load(Relaxed)),
+        )?;
+        counter_family(
+            &mut enc,
+            "paddock_accept_errors",
+            "Failed accepts (EMFILE and the like; each burst is logged once), by listener",
+            "listener",
+            &per_listener(|s| s.accept_errors.load(Relaxed)),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "paddock_connection_timeouts",
+                "API connections closed by a timeout, by listener and reason (header: --header-timeout; idle, stall: --idle-timeout)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (l, s) in listeners {
+                for (reason, v) in [
+                    ("header", s.header_timeouts.load(Relaxed)),
+                    ("idle", s.idle_timeouts.load(Relaxed)),
+                    ("stall", s.stall_timeouts.load(Relaxed)),
+                ] {
+                    let labels = [("listener", l), ("reason", reason)];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         let Some(sup) = self.sup.get() else {
             return Ok(());
         };
@@ -280,6 +330,12 @@ impl Collector for ScrapeCollector {
             "paddock_reconcile_adopted",
             "Sandboxes adopted from a previous daemon process",
             c.adopted.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_stopped_pruned",
+            "Stopped or failed sandboxes deleted by --retain-stopped-age/--retain-stopped-count",
+            c.retention_pruned.load(Relaxed),
         )?;
         counter(
             &mut enc,

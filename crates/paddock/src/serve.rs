@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, AppState};
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -71,9 +72,147 @@ pub struct ServeArgs {
     /// last component).
     #[arg(long, value_name = "DIR")]
     pub stdio_dir: Option<PathBuf>,
+    /// Most TCP connections open at once. Further connections wait in the kernel's listen
+    /// backlog (not accepted, holding nothing of the daemon) until one closes. Lowered,
+    /// with a warning, where RLIMIT_NOFILE (raised to its hard limit at start) could not
+    /// otherwise keep room for 64 unix-socket connections.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most unix-socket connections open at once, counted apart from TCP: a TCP flood
+    /// never takes the operator's room on the socket.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unix_connections: u32,
+    /// How long a client may take to send a request's head: from the accept for a new
+    /// connection, from its first byte for a next request on a kept-alive one. Past it the
+    /// connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request, and how long a
+    /// request in progress may stall on the client (a body that does not arrive, an
+    /// answer it does not read), before the connection is closed. A request the daemon is
+    /// still working on (`wait`, `events`) is never idle.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Cap of each file of a sandbox's log (e.g. 10M, at least 64K; 0: no cap). Past it the
+    /// log is rotated: older output moves to `<log>.1` … `<log>.<N-1>`, the oldest is
+    /// dropped.
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_log_size)]
+    pub log_max_size: u64,
+    /// Files per sandbox log with --log-max-size, the active one included (1 to 100): a log
+    /// takes at most N × SIZE.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+    /// How long a stopped (or failed) sandbox stays listed, with its log and record, before
+    /// it is deleted as by `paddock rm` (0: at once).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = paddock_duration)]
+    pub retain_stopped_age: Duration,
+    /// Most stopped (or failed) sandboxes kept; past it the one that stopped first is
+    /// deleted as by `paddock rm`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub retain_stopped_count: usize,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
+}
+
+/// Default of `--max-connections` and `--max-unix-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+
+/// Unix-socket connections the TCP cap always leaves descriptors for (see
+/// [`connection_caps`]).
+pub const UNIX_ROOM: u64 = 64;
+
+/// The message of a parse error of the spec helpers, without their prefix.
+fn bare(e: paddock_supervisor::Error) -> String {
+    match e {
+        paddock_supervisor::Error::InvalidSpec(m) => m,
+        e => e.to_string(),
+    }
+}
+
+/// A duration flag (`10s`, `500ms`, `2m`, `1h`).
+fn paddock_duration(s: &str) -> Result<Duration, String> {
+    paddock_supervisor::parse_duration(s).map_err(bare)
+}
+
+/// `--log-max-size`: `0` (no cap) or a size of at least 64K.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let v = paddock_supervisor::parse_size(s).map_err(bare)?;
+    if v != 0 && v < paddock_supervisor::logs::MIN_LOG_MAX_SIZE {
+        return Err(format!("{s:?}: at least 64K (or 0 for no cap)"));
+    }
+    Ok(v)
+}
+
+/// A positive duration for a timeout flag.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = paddock_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?}: must be more than 0 (examples: 10s, 500ms, 2m)"
+        ));
+    }
+    Ok(d)
+}
+
+/// Raises the `RLIMIT_NOFILE` soft limit to the hard limit (connections, log files and
+/// pidfds all take descriptors); returns the soft limit in force.
+fn raise_nofile() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if lim.current == lim.maximum {
+        return soft;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    ) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = ?lim.maximum, "raised the RLIMIT_NOFILE soft limit to the hard limit");
+            lim.maximum.unwrap_or(u64::MAX)
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard = ?lim.maximum, error = %e, "could not raise the RLIMIT_NOFILE soft limit to the hard limit");
+            soft
+        }
+    }
+}
+
+/// The connection caps in force under the descriptor limit `nofile`: `(tcp, unix)`.
+///
+/// The daemon keeps `max(32, nofile / 8)` descriptors for itself (the store, log files
+/// being opened, stops in progress, pidfds of adopted sandboxes), and the TCP cap is
+/// lowered, with a WARN, so that TCP can never take the descriptors of the first
+/// [`UNIX_ROOM`] unix-socket connections: a TCP flood never locks the operator out. A
+/// unix cap that does not fit is kept (the socket's users are trusted) with a WARN: at
+/// the limit its accepts fail with `EMFILE` and back off until connections close.
+pub fn connection_caps(tcp: Option<u64>, unix: u64, nofile: u64) -> (u64, u64) {
+    let reserve = (nofile / 8).max(32);
+    let tcp = tcp.map(|want| {
+        let room = nofile.saturating_sub(reserve + unix.min(UNIX_ROOM)).max(1);
+        if want > room {
+            tracing::warn!(
+                nofile,
+                max_connections = want,
+                lowered_to = room,
+                "--max-connections lowered to fit RLIMIT_NOFILE beside the unix socket's room; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) to allow more"
+            );
+        }
+        want.min(room)
+    });
+    let used = tcp.unwrap_or(0) + unix + reserve;
+    if used > nofile {
+        tracing::warn!(
+            nofile,
+            max_unix_connections = unix,
+            "the connection caps do not fit under RLIMIT_NOFILE: at the limit unix-socket accepts fail with EMFILE and back off until connections close; raise the hard limit or lower --max-unix-connections"
+        );
+    }
+    (tcp.unwrap_or(0), unix)
 }
 
 /// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
@@ -393,6 +532,23 @@ pub fn prepare_state_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The listen backlog of the TCP listener: connections beyond `--max-connections` wait
+/// here (the kernel caps it at `net.core.somaxconn`).
+pub const TCP_BACKLOG: u32 = 1024;
+
+/// Binds the TCP listener (`SO_REUSEADDR`, like the standard library's) with a backlog of
+/// [`TCP_BACKLOG`].
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(TCP_BACKLOG)
+}
+
 /// Reconciles the store with the supervisor and the cgroup tree once.
 pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) {
     let t0 = std::time::Instant::now();
@@ -495,6 +651,12 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         None => None,
     };
     prepare_state_dir(&a.state_dir)?;
+    let nofile = raise_nofile();
+    let (tcp_cap, unix_cap) = connection_caps(
+        a.listen.map(|_| u64::from(a.max_connections)),
+        u64::from(a.max_unix_connections),
+        nofile,
+    );
     let _lock = lock_state_dir(&a.state_dir)?;
     let token = a.token_file.as_deref().map(read_token).transpose()?;
     let pause_at = PauseAt::from_env()?;
@@ -527,6 +689,14 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let mut cfg = Config::new(root);
     cfg.log_dir = Some(log_dir.clone());
     cfg.stdio_dir = a.stdio_dir.clone();
+    cfg.log_limits = paddock_supervisor::LogLimits {
+        max_size: (a.log_max_size != 0).then_some(a.log_max_size),
+        max_files: a.log_max_files,
+    };
+    cfg.retain_stopped = paddock_supervisor::Retention {
+        max_age: Some(a.retain_stopped_age),
+        max_count: Some(a.retain_stopped_count),
+    };
     cfg.hooks = Arc::new(DaemonHooks {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -555,37 +725,47 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     // Recover before accepting requests, so no create can race the adoption of its ID.
     reconcile(&sup, &store, &metrics).await;
     state.ready.store(true, Relaxed);
+    // TCP first: once the unix socket answers, TCP listens too (and a TCP bind that fails
+    // leaves no socket file behind).
+    let tcp = match (a.listen, token) {
+        (Some(addr), Some(token)) => Some((
+            bind_tcp(addr).with_context(|| format!("listen on {addr}"))?,
+            addr,
+            token,
+        )),
+        _ => None,
+    };
     let unix = bind_socket(&socket, gid)?;
     let app = api::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
-    {
-        let mut rx = shutdown_rx.clone();
-        let app = app.clone();
-        servers.spawn(async move {
-            axum::serve(unix, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
-    }
-    if let (Some(addr), Some(token)) = (a.listen, token) {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
+    let limits = |max: u64| listen::Limits {
+        max_connections: max as usize,
+        header_timeout: a.header_timeout,
+        idle_timeout: a.idle_timeout,
+    };
+    servers.spawn(listen::serve(
+        unix,
+        "unix",
+        app.clone(),
+        limits(unix_cap),
+        metrics.daemon.unix.clone(),
+        shutdown_rx.clone(),
+    ));
+    if let Some((tcp, addr, token)) = tcp {
+        let bound = tcp.local_addr().unwrap_or(addr);
         let tapp = app.layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             api::require_token,
         ));
-        let mut rx = shutdown_rx.clone();
-        servers.spawn(async move {
-            axum::serve(tcp, tapp)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
-        tracing::info!(%addr, "listening on TCP (bearer token required)");
+        servers.spawn(listen::serve(
+            tcp,
+            "tcp",
+            tapp,
+            limits(tcp_cap),
+            metrics.daemon.tcp.clone(),
+            shutdown_rx.clone(),
+        ));
+        tracing::info!(addr = %bound, max_connections = tcp_cap, "listening on TCP (bearer token required)");
     }
     tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), "paddock daemon ready");
     {
@@ -617,7 +797,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     );
     let _ = shutdown_tx.send(true);
     while let Some(r) = servers.join_next().await {
-        if let Ok(Err(e)) = r {
+        if let Err(e) = r {
             tracing::warn!(error = %e, "API server ended with an error");
         }
     }
@@ -642,4 +822,25 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     }
     tracing::info!("paddock daemon stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TCP always leaves the unix socket its room under the descriptor limit; caps that
+    /// fit are kept.
+    #[test]
+    fn tcp_leaves_room_for_the_unix_socket() {
+        // Fits: kept.
+        assert_eq!(connection_caps(Some(1024), 1024, 524_288), (1024, 1024));
+        assert_eq!(connection_caps(None, 1024, 524_288), (0, 1024));
+        // 1024 descriptors: 128 kept for the daemon, 64 for the unix socket.
+        assert_eq!(connection_caps(Some(1024), 1024, 1024), (832, 1024));
+        assert_eq!(connection_caps(Some(100), 1024, 1024), (100, 1024));
+        // A unix cap below the room needs less.
+        assert_eq!(connection_caps(Some(1024), 10, 256), (214, 10));
+        // Tiny limits: TCP still gets one slot.
+        assert_eq!(connection_caps(Some(1024), 1024, 64), (1, 1024));
+    }
 }
