@@ -110,8 +110,9 @@ pub use command::{
 pub use foreign::ForeignProcess;
 pub use process::{Delivery, Process};
 pub use reaper::{
-    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, children_reaped, children_running,
-    orphans_reaped, reap_orphans, request_orphan_sweep, set_child_subreaper, subscribe_orphans,
+    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, OrphanReap, children_reaped,
+    children_running, orphans_reaped, reap_orphans, reap_orphans_of, request_orphan_sweep,
+    set_child_subreaper, subscribe_orphans,
 };
 pub use sys::{CLONE_INTO_CGROUP, errno_name};
 

@@ -42,8 +42,8 @@ pub use state::{
 };
 pub use supervisor::{
     Adopted, Config, DEFAULT_CONTROLLERS, Hooks, NoHooks, Persisting, RECENT_REPORTS,
-    ReclaimReport, Record, SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters,
-    persisted,
+    ReclaimReport, Record, START_FAILED_TARGET, SandboxInfo, SandboxStats, Started, Supervisor,
+    SupervisorCounters, persisted,
 };
 
 /// Errors of the supervisor.

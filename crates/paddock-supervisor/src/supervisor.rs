@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use paddock_cgroup::{
     Cgroup, CgroupName, CpuMax, Error as CgError, EventsWatch, ExitWatch, KillMethod, KillOptions,
-    Limit, Max, RemoveOptions, Root,
+    Limit, Liveness, Max, Owner, RemoveOptions, Root,
 };
 use paddock_proc::{Command, ForeignProcess, Namespaces, Process, Stdio};
 use rustix::process::Signal;
@@ -127,7 +127,14 @@ pub struct Record {
 pub struct Config {
     /// The managed root every sandbox cgroup is created under.
     pub root: Root,
-    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates.
+    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates
+    /// (see [`paddock_cgroup::owner`]): who owns them. [`Supervisor::adopt`] takes only
+    /// cgroups with this tag (or the legacy `paddock`), and [`Supervisor::reclaim`] removes
+    /// unrecorded ones with this tag and those of provably dead owners, nothing else. Default:
+    /// this process for its lifetime (`pid:<pid>:<start time>:<pid namespace>`), so another
+    /// instance cleans them up once this process is gone; a daemon sets its durable
+    /// identity (`daemon:<id>`) so that its restart adopts them instead. Two supervisors
+    /// sharing a root must have different owners.
     pub owner: String,
     /// Directory of the sandboxes' log files ([`StdioTarget::Log`]).
     pub log_dir: Option<PathBuf>,
@@ -150,6 +157,24 @@ pub struct Config {
     pub controllers: Vec<String>,
 }
 
+/// This process as an owner tag; where `/proc` cannot say its start time, a tag nothing
+/// can prove dead (`pid:<pid>`), so no other instance ever reclaims its cgroups.
+fn default_owner() -> String {
+    match Owner::this_process() {
+        Some(o) => o.to_string(),
+        None => format!("pid:{}", std::process::id()),
+    }
+}
+
+/// The `tracing` target of the WARN a failed start logs ("sandbox start failed"). A caller
+/// that reports the start's error itself (the `paddock run` command) can filter it out, so
+/// that the cause is printed once.
+pub const START_FAILED_TARGET: &str = "paddock_supervisor::start_failed";
+
+/// How long a stop that killed processes waits for their orphans (reparented to this
+/// process, a subreaper) to finish exiting and be reaped.
+const ORPHAN_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The controllers [`Config::new`] asks for.
 pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
 
@@ -158,7 +183,7 @@ impl Config {
     pub fn new(root: Root) -> Self {
         Config {
             root,
-            owner: "paddock".into(),
+            owner: default_owner(),
             log_dir: None,
             subreaper: true,
             force_kill_fallback: false,
@@ -276,8 +301,11 @@ pub struct SupervisorCounters {
     pub quarantines_drained: AtomicU64,
     /// Lifecycles adopted from a previous supervisor process.
     pub adopted: AtomicU64,
-    /// Owned cgroups without a lifecycle that reconciliation killed and removed.
+    /// Cgroups that [`Supervisor::reclaim`] killed and removed: its own without a
+    /// lifecycle, and those of dead owners.
     pub reclaimed: AtomicU64,
+    /// Of `reclaimed`, the cgroups of provably dead owners (a killed `paddock run`).
+    pub reclaimed_dead_owner: AtomicU64,
 }
 
 struct Life {
@@ -360,10 +388,23 @@ pub enum Adopted {
 pub struct ReclaimReport {
     /// Cgroups carrying this supervisor's owner tag but no lifecycle, killed and removed.
     pub reclaimed: Vec<String>,
-    /// Processes killed in them.
+    /// Cgroups whose owner is provably dead (a `pid:` owner whose process is gone), killed
+    /// and removed: `(cgroup, owner tag)`.
+    pub reclaimed_dead_owner: Vec<(String, String)>,
+    /// Processes killed in the reclaimed cgroups (both kinds).
     pub processes_killed: usize,
-    /// Cgroups under the root without this supervisor's tag: reported, left alone.
+    /// Cgroups under the root without an owner tag, or with one paddock never writes:
+    /// reported, left alone.
     pub untagged: Vec<String>,
+    /// Cgroups of other daemons (`daemon:` tags other than this supervisor's): `(cgroup,
+    /// owner tag)`, left alone. A daemon's sandboxes wait for its restart.
+    pub other_daemons: Vec<(String, String)>,
+    /// Cgroups with the legacy tag `paddock` and no lifecycle here: their owner (a paddock
+    /// from before per-instance owners) cannot be told, so they are left alone.
+    pub legacy: Vec<String>,
+    /// How many cgroups belong to other live owners (another `paddock run`, say): left
+    /// alone, as they should be.
+    pub live_owners: usize,
     /// Cgroups that could not be reclaimed, with the error.
     pub failed: Vec<(String, String)>,
 }
@@ -630,7 +671,7 @@ impl Supervisor {
                 error: error.to_owned(),
             },
         );
-        tracing::warn!(sandbox = %sb.id, lifecycle = %sb.lifecycle, error, "sandbox start failed");
+        tracing::warn!(target: START_FAILED_TARGET, sandbox = %sb.id, lifecycle = %sb.lifecycle, error, "sandbox start failed");
         self.forget_unstarted(sb);
         // Nothing ran: a log file made for it has nothing worth keeping.
         self.delete_log(&sb.id, sb.lifecycle);
@@ -1027,15 +1068,11 @@ impl Supervisor {
                 {
                     sb.life.lock().unwrap().main_exit.get_or_insert(exit);
                 }
+                if self.inner.cfg.subreaper {
+                    self.reap_sandbox_orphans(&sb, had_processes).await;
+                }
                 report.total_ms = ms(t0.elapsed());
                 self.finish_stopped(&sb, report, Transition::Removed);
-                if had_processes && self.inner.cfg.subreaper {
-                    // Processes that left the main's tree were reparented here and, now
-                    // dead, are zombies until reaped: have the reaper sweep for them now
-                    // rather than at its next periodic sweep. Asked after the outcome is
-                    // out, and not waited for: a zombie runs nothing and holds no cgroup.
-                    paddock_proc::request_orphan_sweep();
-                }
             }
             Err(CgError::KillTimeout { remaining, .. }) => {
                 report.stuck = remaining.iter().map(StuckProcess::from).collect();
@@ -1175,6 +1212,35 @@ impl Supervisor {
             self.emit(sb, EventKind::LeakedProcessesKilled { count: k.found });
         }
         Ok(had_processes || rr.kill.is_some_and(|k| k.found > 0))
+    }
+
+    /// Reaps the zombies a stop made, before the stop is done: the processes of the
+    /// sandbox that left the main's tree (double forks, daemons) were reparented here, as
+    /// this process is a subreaper, and are zombies until reaped. After a stop that found
+    /// processes, some may still be exiting when the cgroup reads empty (a process leaves
+    /// the cgroup's count before it hands its children on and becomes a zombie), so this
+    /// waits until none of the sandbox's is left as a child here
+    /// ([`paddock_proc::reap_orphans_of`]); after one that found none, a sweep reaps those
+    /// that exited by themselves.
+    async fn reap_sandbox_orphans(&self, sb: &Sandbox, had_processes: bool) {
+        if !had_processes {
+            paddock_proc::reap_orphans().await;
+            return;
+        }
+        let cgroup = self.inner.cfg.root.child_hierarchy_path(&sb.cgroup_name);
+        let belongs = move |pid: i32| {
+            paddock_cgroup::procinfo::cgroup_path(pid)
+                .is_some_and(|(p, _)| paddock_cgroup::procinfo::cgroup_within(&p, &cgroup))
+        };
+        let rep = paddock_proc::reap_orphans_of(belongs, ORPHAN_REAP_TIMEOUT).await;
+        tracing::debug!(sandbox = %sb.id, lifecycle = %sb.lifecycle, sweeps = rep.sweeps, reaped = rep.reaped, waited_for = rep.waited_for, "reaped the stopped sandbox's orphans");
+        if !rep.left.is_empty() {
+            tracing::warn!(
+                sandbox = %sb.id, lifecycle = %sb.lifecycle, pids = ?rep.left,
+                timeout_ms = ORPHAN_REAP_TIMEOUT.as_millis() as u64,
+                "orphans of the stopped sandbox were still exiting at the deadline; the reaper's periodic sweep reaps them"
+            );
+        }
     }
 
     /// Sets `pids.max = 0` if the pids controller is enabled; returns whether it did.
@@ -1624,11 +1690,19 @@ impl Supervisor {
         // untagged cgroup of a record still `creating` is ours, cut off by a crash in
         // between (the record, written before `mkdir`, is the proof); it is removed below.
         let crashed_before_tag = owner.is_none() && rec.state == State::Creating;
-        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag {
+        // A paddock from before per-instance owners tagged everything `paddock`: our own
+        // record of it is the proof that it is ours. It is re-tagged with our owner, so the
+        // tag says so from now on.
+        let legacy = owner.as_deref().map(Owner::parse) == Some(Owner::Legacy);
+        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag && !legacy
+        {
             return Err(Error::InvalidSpec(format!(
                 "cgroup {} is not tagged as this supervisor's (owner tag {owner:?}); not adopting it",
                 cg.path().display()
             )));
+        }
+        if legacy && let Err(e) = cg.set_owner(&self.inner.cfg.owner) {
+            tracing::warn!(sandbox = %id, lifecycle = %lc, error = %e, "could not re-tag a recorded cgroup that has the legacy owner tag `paddock`");
         }
         let main = match (rec.state, rec.main_pid) {
             (State::Stopped | State::Failed, _) | (State::Creating, None) => {
@@ -1726,10 +1800,13 @@ impl Supervisor {
         Ok(Adopted::Running(self.info(&sb)))
     }
 
-    /// Kills and removes every cgroup under the root that carries this supervisor's owner
-    /// tag but is not a lifecycle in the registry (left by a crash, or by a record that was
-    /// lost). Cgroups without the tag are reported and left alone; nothing outside the root
-    /// is ever looked at.
+    /// Kills and removes every cgroup under the root that is not a lifecycle in the
+    /// registry and either carries this supervisor's owner tag (left by a crash, or by a
+    /// record that was lost) or belongs to a provably dead owner (a `paddock run` or other
+    /// `pid:` owner whose process is gone: see [`paddock_cgroup::owner`]); each is logged
+    /// with a WARN naming it and counted. Everything else is left alone and only reported:
+    /// cgroups of live owners, of other daemons, with the legacy tag `paddock`, or without
+    /// a tag. Nothing outside the root is ever looked at.
     pub async fn reclaim(&self) -> Result<ReclaimReport, Error> {
         let root = &self.inner.cfg.root;
         let (names, other) = root.list()?;
@@ -1746,11 +1823,12 @@ impl Supervisor {
             untagged: other,
             ..Default::default()
         };
+        let own = self.inner.cfg.owner.as_str();
         for name in names {
             if known.contains(name.as_str()) {
                 continue;
             }
-            let owner = match root.owner_of(&name) {
+            let tag = match root.owner_of(&name) {
                 Ok(o) => o,
                 Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => continue,
                 Err(e) => {
@@ -1758,11 +1836,34 @@ impl Supervisor {
                     continue;
                 }
             };
-            if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
-                tracing::warn!(cgroup = %root.child_path(&name).display(), ?owner, "cgroup under the managed root is not ours; leaving it alone");
-                report.untagged.push(name.to_string());
-                continue;
-            }
+            let dead_owner = match tag.as_deref() {
+                None => {
+                    report.untagged.push(name.to_string());
+                    continue;
+                }
+                Some(t) if t == own => None,
+                Some(t) => match Owner::parse(t) {
+                    o @ Owner::Process { .. } => match o.liveness() {
+                        Liveness::Dead => Some(t.to_owned()),
+                        Liveness::Alive => {
+                            report.live_owners += 1;
+                            continue;
+                        }
+                    },
+                    Owner::Daemon(_) => {
+                        report.other_daemons.push((name.to_string(), t.to_owned()));
+                        continue;
+                    }
+                    Owner::Legacy => {
+                        report.legacy.push(name.to_string());
+                        continue;
+                    }
+                    Owner::Unknown(_) => {
+                        report.untagged.push(name.to_string());
+                        continue;
+                    }
+                },
+            };
             // The cgroup's name says whose it was: its lines carry that ID and lifecycle.
             let (span, sandbox) = match parse_cgroup_name(name.as_str()) {
                 Some((id, lc)) => (
@@ -1778,12 +1879,25 @@ impl Supervisor {
             };
             match root.open(&name) {
                 Ok(cg) => match cg.remove(&opts).instrument(span.clone()).await {
+                    Ok(r) if r.already_gone => {}
                     Ok(r) => {
                         let killed = r.kill.map(|k| k.found).unwrap_or(0);
                         report.processes_killed += killed;
                         self.inner.counters.reclaimed.fetch_add(1, Relaxed);
-                        span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
-                        report.reclaimed.push(name.to_string());
+                        match dead_owner {
+                            None => {
+                                span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
+                                report.reclaimed.push(name.to_string());
+                            }
+                            Some(owner) => {
+                                self.inner
+                                    .counters
+                                    .reclaimed_dead_owner
+                                    .fetch_add(1, Relaxed);
+                                span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), owner = %owner, killed, "reclaimed a cgroup whose owner is dead (its paddock process is gone)"));
+                                report.reclaimed_dead_owner.push((name.to_string(), owner));
+                            }
+                        }
                     }
                     Err(e) => report.failed.push((name.to_string(), e.to_string())),
                 },
