@@ -98,6 +98,8 @@ impl Guardian {
             let line = read_answer(&mut io.1).await;
             if line.as_deref() != Ok("ready") {
                 drop(io);
+                // Gone already, or hung: it must not outlive this failure.
+                let _ = g.process.kill();
                 let status = g.process.wait().await;
                 bail!(
                     "the guardian (pid {}) did not arm itself ({}; {status}); paddock run does not \
