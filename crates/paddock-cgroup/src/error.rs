@@ -101,6 +101,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another process holds the managed root's exclusive lock ([`crate::Root::lock_exclusive`]).
+    #[error(
+        "the managed cgroup root {} is locked by another paddock daemon{}: one daemon manages a root \
+         at a time; stop that daemon first, or give this one another --cgroup-root",
+        path.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    RootLocked {
+        /// The root.
+        path: PathBuf,
+        /// The PID holding the lock, when `/proc/locks` says.
+        holder: Option<i32>,
+    },
+
     /// A value given by the caller is out of range.
     #[error("invalid value for {what}: {reason}")]
     InvalidValue {

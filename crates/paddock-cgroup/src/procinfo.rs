@@ -48,6 +48,32 @@ pub fn comm(pid: i32) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
 }
 
+/// The cgroup v2 path of `pid` as its `/proc/<pid>/cgroup` shows it (the `0::` line), with
+/// whether that cgroup has been removed since (the kernel appends ` (deleted)`; an exiting
+/// process or a zombie still names the cgroup it died in). `None` if the process is gone.
+pub fn cgroup_path(pid: i32) -> Option<(String, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_cgroup_v2_line(&text)
+}
+
+/// The `0::` line of `/proc/<pid>/cgroup` text: the path, and whether it was removed.
+pub fn parse_cgroup_v2_line(text: &str) -> Option<(String, bool)> {
+    let line = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(match line.strip_suffix(" (deleted)") {
+        Some(p) => (p.to_owned(), true),
+        None => (line.to_owned(), false),
+    })
+}
+
+/// Whether the cgroup path `path` (as `/proc/<pid>/cgroup` shows it) is `cgroup` or inside
+/// it.
+pub fn cgroup_within(path: &str, cgroup: &str) -> bool {
+    path == cgroup
+        || path
+            .strip_prefix(cgroup)
+            .is_some_and(|rest| rest.starts_with('/') || cgroup.ends_with('/'))
+}
+
 /// The state letter from the text of `/proc/<pid>/stat` (the field after the `)` that ends
 /// the command name, which may itself contain spaces and parentheses).
 pub fn parse_stat_state(stat: &str) -> Option<char> {
@@ -103,6 +129,25 @@ mod tests {
         assert_eq!(parse_stat_starttime(s), Some(98765));
         assert_eq!(parse_stat_state("garbage"), None);
         assert_eq!(parse_stat_starttime("1 (x) R 1"), None);
+    }
+
+    #[test]
+    fn cgroup_lines() {
+        let t = "12:memory:/x\n0::/paddock/a@0001 (deleted)\n";
+        assert_eq!(
+            parse_cgroup_v2_line(t),
+            Some(("/paddock/a@0001".into(), true))
+        );
+        assert_eq!(
+            parse_cgroup_v2_line("0::/paddock/a@0001/inner\n"),
+            Some(("/paddock/a@0001/inner".into(), false))
+        );
+        assert_eq!(parse_cgroup_v2_line("1:name=systemd:/\n"), None);
+        assert!(cgroup_within("/paddock/a@0001/inner", "/paddock/a@0001"));
+        assert!(cgroup_within("/paddock/a@0001", "/paddock/a@0001"));
+        assert!(!cgroup_within("/paddock/a@00011", "/paddock/a@0001"));
+        assert!(cgroup_within("/x", "/"));
+        assert!(cgroup_path(std::process::id() as i32).is_some());
     }
 
     #[test]

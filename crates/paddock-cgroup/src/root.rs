@@ -1,7 +1,10 @@
 //! The managed root: the one cgroup subtree paddock owns.
 
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
 
 use crate::cgroup::{Cgroup, read_owner};
 use crate::counters::Counters;
@@ -15,6 +18,26 @@ fn io_errno(e: &std::io::Error) -> rustix::io::Errno {
     e.raw_os_error()
         .map(rustix::io::Errno::from_raw_os_error)
         .unwrap_or(rustix::io::Errno::IO)
+}
+
+/// The PID `/proc/locks` names as holding a `FLOCK` on the inode of `fd`.
+fn lock_holder(fd: &OwnedFd) -> Option<i32> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    let dev = rustix::fs::Dev::from(st.st_dev);
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        st.st_ino
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Default name of the managed root under the cgroup2 mount.
@@ -37,6 +60,14 @@ pub struct Root {
     dir: Arc<Dir>,
     mount: Arc<MountEntry>,
     counters: Arc<Counters>,
+}
+
+/// The exclusive claim of one process on a managed root ([`Root::lock_exclusive`]). Held
+/// until dropped, or until the process dies (the kernel drops the lock with the last
+/// descriptor of its open file).
+#[derive(Debug)]
+pub struct RootLock {
+    _fd: OwnedFd,
 }
 
 impl Root {
@@ -175,6 +206,29 @@ impl Root {
                 ),
             })?;
         Ok(mount.mount_point.join(inside))
+    }
+
+    /// Claims the root for this process alone: `flock(LOCK_EX | LOCK_NB)` on a descriptor
+    /// of the root's directory opened for the lock (so the lock is the directory inode's
+    /// whatever path named it, needs no file of its own, and goes with the process). Only
+    /// processes that call this are excluded (a daemon takes it; `paddock run` does not).
+    /// [`Error::RootLocked`] names the holder's PID when `/proc/locks` shows it.
+    pub fn lock_exclusive(&self) -> Result<RootLock> {
+        let fd = rustix::fs::openat(
+            &self.dir.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open", &self.dir.path, e))?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(RootLock { _fd: fd }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::RootLocked {
+                path: self.dir.path.clone(),
+                holder: lock_holder(&fd),
+            }),
+            Err(e) => Err(Error::io("flock", &self.dir.path, e)),
+        }
     }
 
     /// The absolute path of the root.

@@ -123,9 +123,9 @@ pub use command::{
 pub use foreign::ForeignProcess;
 pub use process::{Delivery, Process};
 pub use reaper::{
-    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, ReaperHealth, children_reaped,
-    children_running, orphans_reaped, reap_orphans, reaper_health, request_orphan_sweep,
-    set_child_subreaper, start_reaper, subscribe_orphans,
+    ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, OrphanReap, ReaperHealth, children_reaped,
+    children_running, orphans_reaped, reap_orphans, reap_orphans_of, reaper_health,
+    request_orphan_sweep, set_child_subreaper, start_reaper, subscribe_orphans,
 };
 pub use sys::{CLONE_INTO_CGROUP, errno_name};
 

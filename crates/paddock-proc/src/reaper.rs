@@ -497,6 +497,94 @@ pub async fn reap_orphans() {
     }
 }
 
+/// What [`reap_orphans_of`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrphanReap {
+    /// How many sweeps it had the reaper make.
+    pub sweeps: u32,
+    /// How many orphans the reaper reaped meanwhile (those of other groups included).
+    pub reaped: u64,
+    /// How many of the group's processes it found still exiting and waited for.
+    pub waited_for: usize,
+    /// The group's processes that were still children of this process, unreaped, at the
+    /// deadline (empty when it finished).
+    pub left: Vec<i32>,
+}
+
+/// Reaps every orphan of a group of processes that has ended (a sandbox whose cgroup was
+/// just emptied), and returns once none of them is left as a child of this process, zombie
+/// or still exiting, or at `timeout`.
+///
+/// `belongs(pid)` says whether a child of this process (not one spawned through this crate,
+/// whose [`Process`](crate::Process) reaps it) is one of the group's, for example by its
+/// `/proc/<pid>/cgroup`. A process that has left its cgroup's member count is not done
+/// exiting yet: its own children are handed to this process (a subreaper) only after that,
+/// and only then does it become a zombie. So each round sweeps (as [`reap_orphans`]), then
+/// lists this process's children (`/proc/self/task/*/children`), and waits (on pidfds) for
+/// those of the group that are still exiting, until a round finds none of the group left.
+/// Children of other groups are never waited for; exit statuses of spawned children are
+/// never taken from their waiters.
+pub async fn reap_orphans_of(belongs: impl Fn(i32) -> bool, timeout: Duration) -> OrphanReap {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rep = OrphanReap::default();
+    let before = orphans_reaped();
+    loop {
+        reap_orphans().await;
+        rep.sweeps += 1;
+        rep.reaped = orphans_reaped() - before;
+        let mut zombies = false;
+        let mut exiting = Vec::new();
+        for pid in own_children() {
+            if lock(&reaper().table).children.contains_key(&pid) || !belongs(pid) {
+                continue;
+            }
+            match crate::ForeignProcess::open(pid, None) {
+                Ok(Some(p)) => exiting.push(p),
+                // A zombie, or it exited since the list was read: the next sweep reaps it.
+                Ok(None) => zombies = true,
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "reaper: cannot open a pidfd for an orphan");
+                    zombies = true;
+                }
+            }
+        }
+        if exiting.is_empty() && !zombies {
+            return rep;
+        }
+        rep.waited_for += exiting.len();
+        for p in &exiting {
+            if tokio::time::timeout_at(deadline, p.exited()).await.is_err() {
+                break;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            reap_orphans().await;
+            rep.sweeps += 1;
+            rep.reaped = orphans_reaped() - before;
+            rep.left = own_children()
+                .into_iter()
+                .filter(|pid| !lock(&reaper().table).children.contains_key(pid) && belongs(*pid))
+                .collect();
+            return rep;
+        }
+    }
+}
+
+/// The children of every thread of this process (`/proc/self/task/<tid>/children`; an
+/// orphan is handed to one of the subreaper's threads).
+fn own_children() -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
 /// Asks the reaper to sweep for exited orphans now, without waiting for it (see
 /// [`reap_orphans`]). Does nothing when the reaper cannot be started or has died (see
 /// [`reaper_health`]).

@@ -13,7 +13,15 @@ use crate::logs::LogLimits;
 pub struct Config {
     /// The managed root every sandbox cgroup is created under.
     pub root: Root,
-    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates.
+    /// The value of the `user.paddock.owner` tag on every cgroup this supervisor creates
+    /// (see [`paddock_cgroup::owner`]): who owns them. [`crate::Supervisor::adopt`] takes
+    /// only cgroups with this tag (or the legacy `paddock`), and
+    /// [`crate::Supervisor::reclaim`] removes unrecorded ones with this tag and those of
+    /// provably dead owners, nothing else. Default: this process for its lifetime
+    /// (`pid:<pid>:<start time>:<pid namespace>`), so another instance cleans them up once
+    /// this process is gone; a daemon sets its durable identity (`daemon:<id>`) so that its
+    /// restart adopts them instead. Two supervisors sharing a root must have different
+    /// owners.
     pub owner: String,
     /// Directory of the sandboxes' log files ([`crate::StdioTarget::Log`]).
     pub log_dir: Option<PathBuf>,
@@ -71,6 +79,15 @@ impl Retention {
     };
 }
 
+/// This process as an owner tag; where `/proc` cannot say its start time, a tag nothing
+/// can prove dead (`pid:<pid>`), so no other instance ever reclaims its cgroups.
+fn default_owner() -> String {
+    match paddock_cgroup::Owner::this_process() {
+        Some(o) => o.to_string(),
+        None => format!("pid:{}", std::process::id()),
+    }
+}
+
 /// The controllers [`Config::new`] asks for.
 pub const DEFAULT_CONTROLLERS: [&str; 4] = ["pids", "memory", "cpu", "io"];
 
@@ -79,7 +96,7 @@ impl Config {
     pub fn new(root: Root) -> Self {
         Config {
             root,
-            owner: "paddock".into(),
+            owner: default_owner(),
             log_dir: None,
             log_limits: LogLimits::UNLIMITED,
             retain_stopped: Retention::FOREVER,

@@ -62,6 +62,7 @@ pub use events::{
 };
 pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, persisted};
 pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
+pub use lifecycle::START_FAILED_TARGET;
 pub use logs::LogLimits;
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;

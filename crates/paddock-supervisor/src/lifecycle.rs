@@ -22,6 +22,11 @@ use crate::state::{InvalidTransition, LifecycleState, State, Transition, transit
 use crate::supervisor::Supervisor;
 
 /// One lifecycle of one sandbox.
+/// The `tracing` target of the WARN a failed start logs ("sandbox start failed"). A caller
+/// that reports the start's error itself (the `paddock run` command) can filter it out, so
+/// that the cause is printed once.
+pub const START_FAILED_TARGET: &str = "paddock_supervisor::start_failed";
+
 pub(crate) struct Sandbox {
     pub(crate) id: SandboxId,
     pub(crate) lifecycle: LifecycleId,
@@ -352,7 +357,7 @@ impl Supervisor {
                         error: error.clone(),
                     },
                 );
-                tracing::warn!(%error, "sandbox start failed");
+                tracing::warn!(target: START_FAILED_TARGET, %error, "sandbox start failed");
                 self.unregister(sb);
                 // Nothing ran: a log file made for it has nothing worth keeping.
                 self.delete_log(&sb.id, sb.lifecycle);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use paddock_cgroup::{CgroupName, RemoveOptions};
+use paddock_cgroup::{CgroupName, Liveness, Owner, RemoveOptions};
 use paddock_proc::ForeignProcess;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -43,10 +43,23 @@ pub enum Adopted {
 pub struct ReclaimReport {
     /// Cgroups carrying this supervisor's owner tag but no lifecycle, killed and removed.
     pub reclaimed: Vec<String>,
-    /// Processes killed in them.
+    /// Cgroups whose owner is provably dead (a `pid:` owner whose process is gone), killed
+    /// and removed: `(cgroup, owner tag)`.
+    pub reclaimed_dead_owner: Vec<(String, String)>,
+    /// Processes killed in the reclaimed cgroups (both kinds).
     pub processes_killed: usize,
-    /// Cgroups under the root without this supervisor's tag: reported, left alone.
+    /// Cgroups under the root without an owner tag, or with one paddock never writes:
+    /// reported, left alone.
     pub untagged: Vec<String>,
+    /// Cgroups of other daemons (`daemon:` tags other than this supervisor's): `(cgroup,
+    /// owner tag)`, left alone. A daemon's sandboxes wait for its restart.
+    pub other_daemons: Vec<(String, String)>,
+    /// Cgroups with the legacy tag `paddock` and no lifecycle here: their owner (a paddock
+    /// from before per-instance owners) cannot be told, so they are left alone.
+    pub legacy: Vec<String>,
+    /// How many cgroups belong to other live owners (another `paddock run`, say): left
+    /// alone, as they should be.
+    pub live_owners: usize,
     /// Cgroups that could not be reclaimed, with the error.
     pub failed: Vec<(String, String)>,
 }
@@ -96,11 +109,19 @@ impl Supervisor {
         // untagged cgroup of a record still `creating` is ours, cut off by a crash in
         // between (the record, written before `mkdir`, is the proof); it is removed below.
         let crashed_before_tag = owner.is_none() && rec.state == State::Creating;
-        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag {
+        // A paddock from before per-instance owners tagged everything `paddock`: our own
+        // record of it is the proof that it is ours. It is re-tagged with our owner, so the
+        // tag says so from now on.
+        let legacy = owner.as_deref().map(Owner::parse) == Some(Owner::Legacy);
+        if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) && !crashed_before_tag && !legacy
+        {
             return Err(Error::InvalidSpec(format!(
                 "cgroup {} is not tagged as this supervisor's (owner tag {owner:?}); not adopting it",
                 cg.path().display()
             )));
+        }
+        if legacy && let Err(e) = cg.set_owner(&self.inner.cfg.owner) {
+            tracing::warn!(error = %e, "could not re-tag a recorded cgroup that has the legacy owner tag `paddock`");
         }
         let main = match (rec.state, rec.main_pid) {
             (State::Stopped | State::Failed, _) | (State::Creating, None) => {
@@ -164,10 +185,13 @@ impl Supervisor {
         Ok(Adopted::Running(self.info(&sb)))
     }
 
-    /// Kills and removes every cgroup under the root that carries this supervisor's owner
-    /// tag but is not a lifecycle in the registry (left by a crash, or by a record that was
-    /// lost). Cgroups without the tag are reported and left alone; nothing outside the root
-    /// is ever looked at.
+    /// Kills and removes every cgroup under the root that is not a lifecycle in the
+    /// registry and either carries this supervisor's owner tag (left by a crash, or by a
+    /// record that was lost) or belongs to a provably dead owner (a `paddock run` or other
+    /// `pid:` owner whose process is gone: see [`paddock_cgroup::owner`]); each is logged
+    /// with a WARN naming it and counted. Everything else is left alone and only reported:
+    /// cgroups of live owners, of other daemons, with the legacy tag `paddock`, or without
+    /// a tag. Nothing outside the root is ever looked at.
     pub async fn reclaim(&self) -> Result<ReclaimReport, Error> {
         let root = &self.inner.cfg.root;
         let (names, other) = root.list()?;
@@ -178,11 +202,12 @@ impl Supervisor {
             untagged: other,
             ..Default::default()
         };
+        let own = self.inner.cfg.owner.as_str();
         for name in names {
             if known.contains(name.as_str()) {
                 continue;
             }
-            let owner = match root.owner_of(&name) {
+            let tag = match root.owner_of(&name) {
                 Ok(o) => o,
                 Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => continue,
                 Err(e) => {
@@ -190,11 +215,34 @@ impl Supervisor {
                     continue;
                 }
             };
-            if owner.as_deref() != Some(self.inner.cfg.owner.as_str()) {
-                tracing::warn!(cgroup = %root.child_path(&name).display(), ?owner, "cgroup under the managed root is not ours; leaving it alone");
-                report.untagged.push(name.to_string());
-                continue;
-            }
+            let dead_owner = match tag.as_deref() {
+                None => {
+                    report.untagged.push(name.to_string());
+                    continue;
+                }
+                Some(t) if t == own => None,
+                Some(t) => match Owner::parse(t) {
+                    o @ Owner::Process { .. } => match o.liveness() {
+                        Liveness::Dead => Some(t.to_owned()),
+                        Liveness::Alive => {
+                            report.live_owners += 1;
+                            continue;
+                        }
+                    },
+                    Owner::Daemon(_) => {
+                        report.other_daemons.push((name.to_string(), t.to_owned()));
+                        continue;
+                    }
+                    Owner::Legacy => {
+                        report.legacy.push(name.to_string());
+                        continue;
+                    }
+                    Owner::Unknown(_) => {
+                        report.untagged.push(name.to_string());
+                        continue;
+                    }
+                },
+            };
             // The cgroup's name says whose it was: its lines carry that ID and lifecycle.
             let (span, sandbox) = match parse_cgroup_name(name.as_str()) {
                 Some((id, lc)) => (sandbox_span(id, lc), id.to_owned()),
@@ -207,12 +255,25 @@ impl Supervisor {
             };
             match root.open(&name) {
                 Ok(cg) => match cg.remove(&opts).instrument(span.clone()).await {
+                    Ok(r) if r.already_gone => {}
                     Ok(r) => {
                         let killed = r.kill.map(|k| k.found).unwrap_or(0);
                         report.processes_killed += killed;
                         self.inner.counters.reclaimed.fetch_add(1, Relaxed);
-                        span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
-                        report.reclaimed.push(name.to_string());
+                        match dead_owner {
+                            None => {
+                                span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), killed, "reclaimed an owned cgroup that had no sandbox record"));
+                                report.reclaimed.push(name.to_string());
+                            }
+                            Some(owner) => {
+                                self.inner
+                                    .counters
+                                    .reclaimed_dead_owner
+                                    .fetch_add(1, Relaxed);
+                                span.in_scope(|| tracing::warn!(cgroup = %cg.path().display(), owner = %owner, killed, "reclaimed a cgroup whose owner is dead (its paddock process is gone)"));
+                                report.reclaimed_dead_owner.push((name.to_string(), owner));
+                            }
+                        }
                     }
                     Err(e) => report.failed.push((name.to_string(), e.to_string())),
                 },

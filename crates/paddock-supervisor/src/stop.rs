@@ -32,6 +32,10 @@ const SIGNAL_FREEZE_TIMEOUT: Duration = Duration::from_millis(250);
 /// delivers once the cgroup is empty) before it publishes its outcome without it.
 const MAIN_EXIT_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a stop that killed processes waits for their orphans (reparented to this
+/// process, a subreaper) to finish exiting and be reaped.
+const ORPHAN_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Supervisor {
     /// Stops the sandbox `id` (its current lifecycle, or exactly `lifecycle` when given) by
     /// its spec's stop policy and returns the stop's report. Concurrent stop and kill calls
@@ -211,6 +215,40 @@ impl Supervisor {
         );
     }
 
+    /// Reaps the zombies a stop made, before the stop is done: the processes of the
+    /// sandbox that left the main's tree (double forks, daemons) were reparented here, as
+    /// this process is a subreaper, and are zombies until reaped. After a stop that found
+    /// processes, some may still be exiting when the cgroup reads empty (a process leaves
+    /// the cgroup's count before it hands its children on and becomes a zombie), so this
+    /// waits until none of the sandbox's is left as a child here
+    /// ([`paddock_proc::reap_orphans_of`]); after one that found none, a sweep reaps those
+    /// that exited by themselves.
+    async fn reap_sandbox_orphans(&self, sb: &Sandbox, had_processes: bool) {
+        if !had_processes {
+            paddock_proc::reap_orphans().await;
+            return;
+        }
+        let cgroup = self.inner.cfg.root.child_hierarchy_path(&sb.cgroup_name);
+        let belongs = move |pid: i32| {
+            paddock_cgroup::procinfo::cgroup_path(pid)
+                .is_some_and(|(p, _)| paddock_cgroup::procinfo::cgroup_within(&p, &cgroup))
+        };
+        let rep = paddock_proc::reap_orphans_of(belongs, ORPHAN_REAP_TIMEOUT).await;
+        tracing::debug!(
+            sweeps = rep.sweeps,
+            reaped = rep.reaped,
+            waited_for = rep.waited_for,
+            "reaped the stopped sandbox's orphans"
+        );
+        if !rep.left.is_empty() {
+            tracing::warn!(
+                pids = ?rep.left,
+                timeout_ms = ORPHAN_REAP_TIMEOUT.as_millis() as u64,
+                "orphans still exiting at the deadline; the reaper's periodic sweep reaps them"
+            );
+        }
+    }
+
     /// The stop sequence, ending in `Stopped`, `Quarantined` or `StopFailed`.
     async fn run_stop(
         &self,
@@ -271,15 +309,11 @@ impl Supervisor {
                 {
                     let _ = sb.main_exit.set(exit);
                 }
+                if self.inner.cfg.subreaper {
+                    self.reap_sandbox_orphans(&sb, had_processes).await;
+                }
                 report.total_ms = ms(t0.elapsed());
                 self.finish(&sb, Transition::Removed { report });
-                if had_processes && self.inner.cfg.subreaper {
-                    // Processes that left the main's tree were reparented here and, now
-                    // dead, are zombies until reaped: have the reaper sweep for them now
-                    // rather than at its next periodic sweep. Asked after the outcome is
-                    // out, and not waited for: a zombie runs nothing and holds no cgroup.
-                    paddock_proc::request_orphan_sweep();
-                }
             }
             Err(CgError::KillTimeout { remaining, .. }) => {
                 report.stuck = remaining.iter().map(StuckProcess::from).collect();

@@ -130,6 +130,8 @@ pub struct SupervisorCounters {
     pub adopted: AtomicU64,
     /// Owned cgroups without a lifecycle that reconciliation killed and removed.
     pub reclaimed: AtomicU64,
+    /// Of `reclaimed`, the cgroups of provably dead owners (a killed `paddock run`).
+    pub reclaimed_dead_owner: AtomicU64,
     /// Finished lifecycles forgotten by [`Config::retain_stopped`].
     pub retention_pruned: AtomicU64,
 }

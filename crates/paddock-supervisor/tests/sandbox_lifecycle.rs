@@ -853,7 +853,8 @@ async fn adopt_after_restart_and_reclaim() {
         .root
         .create(&paddock_cgroup::CgroupName::new("lost@0000000000000001").unwrap())
         .unwrap();
-    orphan.set_owner("paddock").unwrap();
+    // The default owner is this process: `env.sup`'s and `sup2`'s alike.
+    orphan.set_owner(env.sup.owner()).unwrap();
     let stranger = env
         .root
         .create(&paddock_cgroup::CgroupName::new("someone-else").unwrap())

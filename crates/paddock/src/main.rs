@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod api;
 mod cli;
 mod client;
+mod guard;
 mod listen;
 mod logging;
 mod metrics;
@@ -68,6 +69,22 @@ enum Cmd {
     /// --stop-timeout. With `-d`
     /// the sandbox is created by the daemon instead and paddock prints its ID and returns;
     /// its output goes to `paddock logs ID`.
+    ///
+    /// Exit codes when the command did not run (as in shells, Docker and Podman):
+    ///   127  the command was not found (no such file, or its #! interpreter is missing)
+    ///   126  it was found but cannot be executed (no execute permission, a directory,
+    ///        not an executable format)
+    ///   125  paddock itself failed (the cgroup, a limit the host cannot set, --cwd,
+    ///        --netns, an invalid option value); the cause is printed once, on stderr
+    ///
+    /// The sandbox never outlives paddock: a guardian process (`paddock __guard`, in its
+    /// own session, outside the sandbox) kills the sandbox and removes its cgroup within
+    /// milliseconds if paddock dies for any reason, SIGKILL included, at any moment. If
+    /// paddock and its guardian are killed together (both SIGKILLed, or their whole cgroup
+    /// killed), the sandbox is left with paddock's PID and start time as its owner; the
+    /// next `paddock run` on the same cgroup root, or a daemon's next reconciliation
+    /// (at its start and every 30 s), kills and removes it with a warning. When paddock
+    /// returns, every process of the sandbox is gone and reaped, orphans included.
     ///
     /// Examples:
     ///   paddock run -- sh -c 'echo hello; sleep 1 & echo bye'
@@ -226,6 +243,9 @@ enum Cmd {
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
+    /// The guardian of a `paddock run` (started by it; not for direct use).
+    #[command(name = guard::SUBCOMMAND, hide = true)]
+    Guard(guard::GuardArgs),
 }
 
 /// A sandbox to act on.
@@ -273,12 +293,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    let default_level = if matches!(cli.command, Cmd::Serve(_)) {
-        "info"
-    } else {
-        "warn"
+    let default_level = match cli.command {
+        Cmd::Serve(_) => "info".to_owned(),
+        // `paddock run` prints a failed start's cause itself, once.
+        Cmd::Run(_) => format!("warn,{}=off", paddock_supervisor::START_FAILED_TARGET),
+        _ => "warn".to_owned(),
     };
-    logging::init(cli.log_format, default_level);
+    logging::init(cli.log_format, &default_level);
+    let log_format = match cli.log_format {
+        logging::Format::Text => "text",
+        logging::Format::Json => "json",
+    };
+    if let Cmd::Guard(args) = cli.command {
+        return ExitCode::from(guard::main(args));
+    }
     match &cli.command {
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -328,7 +356,7 @@ fn main() -> ExitCode {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(args, out.json).await,
+            Cmd::Run(args) => run::run(args, out.json, log_format).await,
             Cmd::Serve(args) => serve::serve(args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
@@ -358,7 +386,9 @@ fn main() -> ExitCode {
                     paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
                 cli::top(&c, out, once, iv).await
             }
-            Cmd::Completions { .. } | Cmd::Openapi => unreachable!("handled above"),
+            Cmd::Completions { .. } | Cmd::Openapi | Cmd::Guard(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     match res {
@@ -379,7 +409,7 @@ fn main() -> ExitCode {
                 println!("{}", cli::safe_json(&v, false).unwrap_or_default());
             }
             eprintln!("paddock: {}", cli::term_safe(&msg));
-            ExitCode::from(125)
+            ExitCode::from(run::failure_code(&e))
         }
     }
 }

@@ -340,8 +340,14 @@ impl Collector for ScrapeCollector {
         counter(
             &mut enc,
             "paddock_reconcile_reclaimed",
-            "Owned cgroups without a record that were killed and removed",
+            "Cgroups killed and removed by reconciliation: owned ones without a record, and those of dead owners",
             c.reclaimed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_reconcile_reclaimed_dead_owner",
+            "Cgroups of dead owners (a killed paddock run) killed and removed by reconciliation",
+            c.reclaimed_dead_owner.load(Relaxed),
         )?;
         let root = sup.root();
         let k = root.counters().snapshot();

@@ -1,15 +1,18 @@
 //! `paddock run`: one command in a fresh sandbox, in the foreground.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::Root;
+use paddock_cgroup::{Owner, Root};
 use paddock_supervisor::{
     Config, Network, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor, parse_duration,
     parse_size,
 };
 use tokio::signal::unix::{SignalKind, signal};
+
+use crate::guard;
 
 /// Arguments of `paddock run`.
 #[derive(Debug, clap::Args)]
@@ -98,8 +101,11 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
 
 /// Runs the sandbox to completion; returns the exit code for paddock (the main process's
 /// exit code, 128+N when signal N killed it, 125 when its status is unknown). With `json`,
-/// prints the summary as one JSON object on stdout.
-pub async fn run(a: RunArgs, json: bool) -> Result<u8> {
+/// prints the summary as one JSON object on stdout. A guardian ([`crate::guard`]) kills
+/// and removes the sandbox if this process dies before it has; `log_format` is passed on
+/// to it. When this returns, every process of the sandbox is gone and reaped, and this
+/// process has no child left.
+pub async fn run(a: RunArgs, json: bool, log_format: &str) -> Result<u8> {
     let spec = spec_from_args(&a)?;
     let root = match &a.cgroup_root {
         Some(p) => Root::open_or_create(p),
@@ -111,13 +117,66 @@ pub async fn run(a: RunArgs, json: bool) -> Result<u8> {
         root.enable_controllers(&want)
             .context("enable the controllers the limits need")?;
     }
-    let sup = Supervisor::new(Config::new(root))?;
+    let owner = Owner::this_process()
+        .context("read this process's start time and PID namespace from /proc/self")?
+        .to_string();
+    // Armed before anything is created, so no moment of the sandbox's life is unguarded.
+    let guardian = guard::Guardian::spawn(root.path(), &owner, log_format).await?;
+    let res = run_guarded(a, spec, root, owner, guardian.clone(), json).await;
+    guardian.release().await;
+    // The sandbox's stop reaped its own orphans; reap anything else handed to this
+    // subreaper (processes that left the sandbox's cgroup), so none is handed on to init.
+    let rep = paddock_proc::reap_orphans_of(|_| true, FINAL_REAP_TIMEOUT).await;
+    tracing::debug!(
+        sweeps = rep.sweeps,
+        reaped = rep.reaped,
+        waited_for = rep.waited_for,
+        "reaped the last orphans"
+    );
+    if !rep.left.is_empty() {
+        tracing::warn!(pids = ?rep.left, "processes that left the sandbox's cgroup still run as children of paddock; they are handed to init");
+    }
+    res
+}
+
+/// How long `paddock run` waits, at its end, for the last orphans handed to it to exit.
+const FINAL_REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn run_guarded(
+    a: RunArgs,
+    spec: SandboxSpec,
+    root: Root,
+    owner: String,
+    guardian: Arc<guard::Guardian>,
+    json: bool,
+) -> Result<u8> {
+    let mut cfg = Config::new(root);
+    cfg.owner = owner;
+    cfg.hooks = Arc::new(guard::GuardHooks(guardian));
+    let sup = Supervisor::new(cfg)?;
+    // Sandboxes of paddock runs that were killed together with their guardians: gone
+    // owners' cgroups are removed (each with a WARN naming it), concurrently with the start.
+    let reclaim = {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            match sup.reclaim().await {
+                Ok(r) => {
+                    for (cg, e) in r.failed {
+                        tracing::warn!(cgroup = %cg, error = %e, "could not reclaim a cgroup of a dead owner");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not look for cgroups of dead owners"),
+            }
+        })
+    };
     // Installed before the start: a SIGTERM or Ctrl-C that arrives while the sandbox is
     // being created must stop it once started, not kill paddock and leave it running.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let t0 = Instant::now();
-    let started = sup.start(spec).await?;
+    let started = sup.start(spec).await;
+    let _ = reclaim.await;
+    let started = started?;
     let (id, lc) = (started.info.id.clone(), started.info.lifecycle);
     let mut asked = 0;
     let report = loop {
@@ -188,6 +247,28 @@ pub async fn run(a: RunArgs, json: bool) -> Result<u8> {
         );
     }
     Ok(u8::try_from(code).unwrap_or(255))
+}
+
+/// The exit code of a `paddock run` that failed before its command ran, as shells, Docker,
+/// Podman and `systemd-run` have it: 127 when the command was not found (`execve` said
+/// `ENOENT`: no such file, or its `#!` interpreter is missing), 126 when it was found but
+/// cannot be executed (any other `execve` error: `EACCES`, `ENOEXEC`, `EISDIR`, ...), 125
+/// for every failure of paddock's own (the cgroup, a limit, the working directory, the
+/// network namespace, the guardian, bad options).
+pub fn failure_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(paddock_supervisor::Error::Spawn { cause, .. }) =
+            cause.downcast_ref::<paddock_supervisor::Error>()
+            && cause.stage() == Some(paddock_proc::Stage::Exec)
+        {
+            return if cause.errno() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            };
+        }
+    }
+    125
 }
 
 fn human_bytes(b: u64) -> String {

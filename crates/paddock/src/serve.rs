@@ -2,14 +2,14 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::Root;
+use paddock_cgroup::{Owner, Root};
 use paddock_supervisor::{
     Adopted, Config, Event, HookError, HookErrorKind, Hooks, LifecycleId, Persisting, Record,
     SandboxId, Supervisor, parse_cgroup_name,
@@ -45,7 +45,11 @@ pub struct ServeArgs {
     /// State directory: the lock file, the database, the sandboxes' logs.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
-    /// The managed cgroup root (default: <cgroup2 mount>/paddock).
+    /// The managed cgroup root (default: <cgroup2 mount>/paddock). One daemon per root:
+    /// the daemon locks it (flock on its directory), and a second daemon on it refuses to
+    /// start. `paddock run` may share it: each instance tags the cgroups it makes with its
+    /// own owner (this daemon's identity is kept in the state directory's `owner-id`) and
+    /// never touches another's, except those of a `paddock run` that is provably dead.
     #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Run in a delegated cgroup (a systemd unit with `Delegate=yes`, a container's
@@ -352,6 +356,57 @@ fn lock_state_dir(dir: &Path) -> Result<OwnedFd> {
 /// Largest token file read, in bytes.
 const MAX_TOKEN_FILE: u64 = 4096;
 
+/// The file in the state directory that holds the daemon's identity.
+pub const OWNER_ID_FILE: &str = "owner-id";
+
+/// The daemon's identity, the owner tag of its sandboxes' cgroups (`daemon:<id>`): kept in
+/// [`OWNER_ID_FILE`] in the state directory (made on first start from 128 random bits), so
+/// a restarted daemon adopts its sandboxes and no other instance on the root takes them.
+/// Called with the state directory locked.
+fn daemon_owner(dir: &Path) -> Result<Owner> {
+    let path = dir.join(OWNER_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            return Owner::daemon(s.trim()).with_context(|| {
+                format!(
+                    "{} holds {:?}, not a daemon identity (32 lowercase hex digits); it names the \
+                     owner of this daemon's sandboxes, so it is not replaced: restore it, or \
+                     remove it only if no sandbox of this state directory runs",
+                    path.display(),
+                    s.trim()
+                )
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    }
+    let mut bytes = [0u8; 16];
+    let mut got = 0;
+    while got < bytes.len() {
+        got += rustix::rand::getrandom(&mut bytes[got..], rustix::rand::GetRandomFlags::empty())
+            .context("getrandom for the daemon's identity")?;
+    }
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Written whole under another name and renamed, so a crash leaves no half identity.
+    let tmp = dir.join(format!("{OWNER_ID_FILE}.tmp"));
+    {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, &path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    tracing::info!(owner = %format!("daemon:{id}"), file = %path.display(), "made this daemon's identity");
+    Ok(Owner::daemon(&id).expect("32 hex digits"))
+}
+
 fn read_token(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -630,6 +685,12 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
             if !r.untagged.is_empty() {
                 tracing::warn!(cgroups = ?r.untagged, "reconcile: cgroups under the root without paddock's owner tag; left alone");
             }
+            if !r.other_daemons.is_empty() {
+                tracing::warn!(cgroups = ?r.other_daemons, "reconcile: cgroups of another paddock daemon (another --state-dir) under this daemon's root; left alone: they wait for that daemon to adopt them (or stop and remove them with it)");
+            }
+            if !r.legacy.is_empty() {
+                tracing::warn!(cgroups = ?r.legacy, "reconcile: cgroups with the legacy owner tag `paddock` and no record here; left alone, as their owner (an older paddock) cannot be told: once no older paddock runs, remove them with `echo 1 > cgroup.kill` and rmdir");
+            }
             for (cg, e) in &r.failed {
                 tracing::error!(cgroup = %cg, error = %e, "reconcile: could not reclaim an owned cgroup");
             }
@@ -679,6 +740,10 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         }
     }
     .context("open the managed cgroup root")?;
+    // One daemon per root: a second one must touch nothing (this lock and the socket are
+    // taken before any reconciliation).
+    let _root_lock = root.lock_exclusive()?;
+    let owner = daemon_owner(&a.state_dir)?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(
         &a.state_dir.join("paddock.redb"),
@@ -687,6 +752,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let log_dir = a.state_dir.join("logs");
     let root_path = root.path().to_owned();
     let mut cfg = Config::new(root);
+    cfg.owner = owner.to_string();
     cfg.log_dir = Some(log_dir.clone());
     cfg.stdio_dir = a.stdio_dir.clone();
     cfg.log_limits = paddock_supervisor::LogLimits {
@@ -722,11 +788,10 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         log_dir,
         shutdown: shutdown_rx.clone(),
     });
-    // Recover before accepting requests, so no create can race the adoption of its ID.
-    reconcile(&sup, &store, &metrics).await;
-    state.ready.store(true, Relaxed);
-    // TCP first: once the unix socket answers, TCP listens too (and a TCP bind that fails
-    // leaves no socket file behind).
+    // TCP first (a TCP bind that fails leaves no socket file behind). Both are claimed
+    // before the reconciliation (a daemon already answering on the socket means this one
+    // must touch nothing), but served only after it, so no create can race the adoption
+    // of its ID.
     let tcp = match (a.listen, token) {
         (Some(addr), Some(token)) => Some((
             bind_tcp(addr).with_context(|| format!("listen on {addr}"))?,
@@ -736,6 +801,8 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         _ => None,
     };
     let unix = bind_socket(&socket, gid)?;
+    reconcile(&sup, &store, &metrics).await;
+    state.ready.store(true, Relaxed);
     let app = api::router(state.clone());
     let mut servers = tokio::task::JoinSet::new();
     let limits = |max: u64| listen::Limits {

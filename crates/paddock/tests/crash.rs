@@ -87,7 +87,7 @@ fn crash_and_recover() {
     // the EBUSY fallback, since it is populated); an untagged one must be left alone.
     let orphan = w.cgroot.join("orphan@0000000000000001");
     std::fs::create_dir(&orphan).unwrap();
-    tag(&orphan);
+    tag(&w, &orphan);
     let orphan_pid = spawn_into(&orphan);
     let foreign = w.cgroot.join("not-ours");
     std::fs::create_dir(&foreign).unwrap();
@@ -95,7 +95,7 @@ fn crash_and_recover() {
     // reconciliation never touches anything outside the root.
     let beside = w.t.path().join("beside@0000000000000003");
     std::fs::create_dir(&beside).unwrap();
-    tag(&beside);
+    tag(&w, &beside);
     let beside_pid = spawn_into(&beside);
 
     // --- Daemon 2 (JSON logs): adopts all three, reclaims the orphan.
@@ -305,7 +305,7 @@ fn crash_and_recover() {
     let rec_b = creating_record("half-b", None);
     let cg_b = w.cgroot.join(&rec_b.cgroup);
     std::fs::create_dir(&cg_b).unwrap();
-    tag(&cg_b);
+    tag(&w, &cg_b);
     let half_b_pid = spawn_into(&cg_b);
     put_records(&w, &[&rec_a, &rec_b]);
 
@@ -417,10 +417,14 @@ fn put_records(w: &World, recs: &[&paddock_supervisor::Record]) {
     tx.commit().unwrap();
 }
 
-/// Tags a cgroup as paddock's (the supervisor's default owner tag).
-fn tag(cg: &std::path::Path) {
+/// Tags a cgroup as the world's daemon's (`daemon:<its identity>`, read from the state
+/// directory a daemon of this world has made).
+fn tag(w: &World, cg: &std::path::Path) {
+    let id = std::fs::read_to_string(w.state.join("owner-id")).unwrap();
+    let v = format!("daemon:{}", id.trim());
+    let v = v.as_bytes();
     let path = CString::new(cg.to_str().unwrap()).unwrap();
-    let (k, v) = (CString::new("user.paddock.owner").unwrap(), b"paddock");
+    let k = CString::new("user.paddock.owner").unwrap();
     // SAFETY: valid C strings and buffer for the duration of the call.
     let rc = unsafe { libc::setxattr(path.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
     assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
@@ -497,7 +501,7 @@ fn periodic_reconcile_reclaims_while_running() {
     );
     let orphan = w.cgroot.join("late@0000000000000002");
     std::fs::create_dir(&orphan).unwrap();
-    tag(&orphan);
+    tag(&w, &orphan);
     let pid = spawn_into(&orphan);
     wait_for(
         Duration::from_secs(10),
@@ -679,7 +683,7 @@ fn a_pid_without_start_time_is_not_adopted() {
     assert_eq!(rec.main_start_time, None);
     let cg = w.cgroot.join(&rec.cgroup);
     std::fs::create_dir(&cg).unwrap();
-    tag(&cg);
+    tag(&w, &cg);
     let inside = spawn_into(&cg);
     put_records(&w, &[&rec]);
 

@@ -454,3 +454,73 @@ fn readme_main_command() {
     );
     assert!(guard.procs().is_empty(), "{:?}", guard.procs());
 }
+
+/// Exit codes of a command that cannot run, as shells, Docker and Podman have them: 127
+/// for a command that is not found, 126 for one that is found but cannot be executed, 125
+/// for a failure of paddock's own. The cause is printed once (not also as a WARN line), and
+/// nothing is left behind.
+#[test]
+fn exit_codes_127_126_125_and_the_cause_once() {
+    let Some(w) = world("run_exit_codes_127_126_125") else {
+        return;
+    };
+    let noexec = w.tmp.path().join("not-executable.sh");
+    std::fs::write(&noexec, "#!/bin/sh\necho never\n").unwrap();
+    let noexec = noexec.to_str().unwrap();
+    let dir = w.tmp.path().to_str().unwrap();
+    let missing_interp = w.tmp.path().join("bad-interpreter.sh");
+    std::fs::write(&missing_interp, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(
+        &missing_interp,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let missing_interp = missing_interp.to_str().unwrap();
+    let mut cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--", "no-such-command-xyz"], 127, "ENOENT"),
+        (vec!["--", "/no/such/path"], 127, "ENOENT"),
+        (vec!["--", missing_interp], 127, "ENOENT"),
+        (vec!["--", noexec], 126, "EACCES"),
+        (vec!["--", dir], 126, "EACCES"),
+        (
+            vec!["--netns", "paddock-no-such-netns", "--", "true"],
+            125,
+            "/run/netns/paddock-no-such-netns",
+        ),
+        (
+            vec!["--cwd", "/no/such/dir", "--", "true"],
+            125,
+            "/no/such/dir",
+        ),
+    ];
+    // A limit whose controller the hierarchy does not offer (the memory controller is not
+    // in cgroup v2 on a hybrid host). Where it is offered, the case cannot be made.
+    let offered = std::fs::read_to_string(w.t.path().join("cgroup.controllers")).unwrap();
+    if offered.split_whitespace().any(|c| c == "memory") {
+        eprintln!(
+            "exit_codes: the memory controller is offered here; the --memory case of 125 is not made"
+        );
+    } else {
+        cases.push((
+            vec!["--memory", "64M", "--", "true"],
+            125,
+            "controller \"memory\" is not available",
+        ));
+    }
+    for (args, code, cause) in cases {
+        let (o, _) = run_within(run_cmd(&w, &args), Duration::from_secs(20), "exit codes");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: stderr: {err}");
+        assert_eq!(
+            err.matches(cause).count(),
+            1,
+            "{args:?}: the cause {cause:?} is printed exactly once: {err}"
+        );
+        assert!(
+            err.starts_with("paddock: ") && !err.contains("WARN"),
+            "{args:?}: one `paddock:` error line: {err}"
+        );
+        assert!(text(&o.stdout).is_empty(), "{args:?}");
+    }
+    w.assert_no_leaks();
+}
