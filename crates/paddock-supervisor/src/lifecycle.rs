@@ -322,8 +322,10 @@ impl Supervisor {
                         report: report.clone(),
                     },
                 );
-                sb.outcome.send_replace(Some(report.clone()));
+                // The registry's bookkeeping (retention, pruning) is done before the
+                // outcome is out, so a caller that saw the outcome sees its effects too.
                 self.finished(sb);
+                sb.outcome.send_replace(Some(report.clone()));
             }
             S::Quarantined { report } => {
                 c.stops_quarantined.fetch_add(1, Relaxed);
@@ -346,8 +348,10 @@ impl Supervisor {
                         error: error.clone(),
                     },
                 );
-                sb.outcome.send_replace(Some(report.clone()));
+                // The registry's bookkeeping (retention, pruning) is done before the
+                // outcome is out, so a caller that saw the outcome sees its effects too.
                 self.finished(sb);
+                sb.outcome.send_replace(Some(report.clone()));
             }
             S::StartFailed { error } => {
                 c.starts_failed.fetch_add(1, Relaxed);
