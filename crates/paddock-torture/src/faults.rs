@@ -55,9 +55,9 @@ impl Fault {
     /// `Plain` (there is nothing to stop).
     pub(crate) fn draw(case: Case, rng: &mut Rng) -> Fault {
         let fault = Fault::ALL[rng.range(0, Fault::ALL.len() as u64) as usize];
-        if case.start_refused() {
-            Fault::Plain
-        } else if case == Case::Unkillable && !matches!(fault, Fault::Plain | Fault::RacingStops) {
+        let unkillable_other =
+            case == Case::Unkillable && !matches!(fault, Fault::Plain | Fault::RacingStops);
+        if case.start_refused() || unkillable_other {
             Fault::Plain
         } else {
             fault
