@@ -50,11 +50,21 @@ pub enum Case {
     NestedCgroups,
     /// A process held in state D by a v1 freezer past the kill deadline.
     Unkillable,
+    /// A spec whose stdio targets a FIFO or a socket: the start must be refused at once
+    /// with `InvalidSpec`, leaving nothing.
+    StdioFifo,
+    /// A spec whose stdout or stderr is a regular file another process holds a read lease
+    /// on (an open for writing would wait for the lease to break, as on a hung file
+    /// system): the start must be refused at once with `InvalidSpec`, leaving nothing.
+    StdioHung,
+    /// Thousands of short-lived double-forked daemons, each a zombie of this process (the
+    /// subreaper) once it exits: after the stop none may be left.
+    ZombieStorm,
 }
 
 impl Case {
     /// Every case.
-    pub const ALL: [Case; 12] = [
+    pub const ALL: [Case; 15] = [
         Case::Wrapper,
         Case::WrapperNetns,
         Case::DoubleFork,
@@ -67,6 +77,9 @@ impl Case {
         Case::InstantExit,
         Case::NestedCgroups,
         Case::Unkillable,
+        Case::StdioFifo,
+        Case::StdioHung,
+        Case::ZombieStorm,
     ];
 
     /// The case's name on the command line.
@@ -84,7 +97,16 @@ impl Case {
             Case::InstantExit => "instant-exit",
             Case::NestedCgroups => "nested-cgroups",
             Case::Unkillable => "unkillable",
+            Case::StdioFifo => "stdio-fifo",
+            Case::StdioHung => "stdio-hung",
+            Case::ZombieStorm => "zombie-storm",
         }
+    }
+
+    /// Whether a start of this case must be refused (the stdio cases): no sandbox runs,
+    /// and only [`crate::Fault::Plain`] applies.
+    pub fn start_refused(self) -> bool {
+        matches!(self, Case::StdioFifo | Case::StdioHung)
     }
 
     /// Parses a name.
@@ -116,6 +138,7 @@ pub fn case_unavailable(c: Case) -> Option<String> {
         Case::Sigblock | Case::Threads | Case::Vfork => &["python3"],
         Case::NestedCgroups => &["bash", "awk", "sed"],
         Case::Unkillable => return crate::host::unkillable_unavailable(),
+        Case::StdioHung => &["perl"],
         _ => &[],
     };
     need.iter()
@@ -211,6 +234,15 @@ pub(crate) fn spec(
                 0
             },
         ),
+        Case::StdioFifo | Case::StdioHung => (
+            "/bin/sh".into(),
+            vec!["-c".into(), r#"echo $$ >> "$TP"; exec sleep 300"#.into()],
+            0,
+        ),
+        Case::ZombieStorm => {
+            let (c, a) = sh("zombie-storm.sh");
+            (c, a, rng.range(1000, 3001))
+        }
         Case::Unkillable => (
             "/bin/sh".into(),
             vec![
@@ -309,6 +341,15 @@ pub(crate) async fn wait_before_stop(
     match (case, fault) {
         (_, Fault::StopVsMainExit) | (Case::InstantExit, _) => {}
         (Case::Building, _) => tokio::time::sleep(ms(rng.range(0, 40))).await,
+        // Ready once all daemons are made (variants 0, 2), or at once (1, 3: the stop
+        // comes mid-storm); then 0–100 ms more.
+        (Case::ZombieStorm, _) => {
+            if !wait_ready(&ready, Duration::from_secs(10) * ctx.time_scale).await {
+                out.errors
+                    .push(format!("{id}: the zombie storm never became ready"));
+            }
+            tokio::time::sleep(ms(rng.range(0, 100))).await;
+        }
         (Case::ForkStorm, _) => {
             wait_ready(&ready, Duration::from_secs(5) * ctx.time_scale).await;
             // Under `pids.max`, half the storms are stopped once they have hit the limit
@@ -382,6 +423,9 @@ pub(crate) fn observe_before_stop(
     if case == Case::ForkStorm {
         out.storm = Some(pids_max_events(&info.cgroup_path.join("pids.events")) > 0);
     }
+    if case == Case::ZombieStorm {
+        out.zombies = Some(observe_zombie_storm(ctx, id));
+    }
     if case == Case::NestedCgroups {
         let log = std::fs::read_to_string(ctx.scratch_file(id, "log")).unwrap_or_default();
         let sc = log
@@ -440,4 +484,163 @@ pub(crate) async fn expect_quarantine_then_drain(
         }
         tokio::time::sleep(ms(20)).await;
     }
+}
+
+/// How fast a start whose stdio target is a FIFO, a socket or a leased file must be
+/// refused.
+pub(crate) const REFUSAL_BOUND: Duration = Duration::from_secs(2);
+
+/// `stdio-fifo` and `stdio-hung`: points one of the spec's standard streams at a target
+/// the supervisor must refuse without opening it for I/O — a FIFO in the scratch directory
+/// (variant 0 stdout, 1 stdin, 2 stderr; nobody has its other end open, so an open would
+/// wait forever), a listening unix socket (variant 3, stdout) or, for `stdio-hung`, a
+/// regular file a `perl` helper holds a read lease on (stdout for variants 0 and 2,
+/// stderr for 1 and 3; an open for writing would wait up to `lease-break-time`, 45 s, as
+/// on a hung file system) — and starts it. The start must fail with `InvalidSpec` naming
+/// the stream within [`REFUSAL_BOUND`] (10 s at most is waited for it), register nothing
+/// that still runs, and leave no descriptor of this process on the target; the lease
+/// holder must be left alone (still alive, its lease untouched). The checks after the
+/// start (no cgroup, no process) are the runner's.
+pub(crate) async fn expect_refused_start(
+    ctx: &Ctx,
+    id: &SandboxId,
+    case: Case,
+    mut spec: SandboxSpec,
+    out: &mut Outcome,
+) {
+    let tv: u64 = spec.env.get("TV").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let dir = ctx.scratch_file(id, "stdio");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        out.errors
+            .push(format!("{id}: create {}: {e}", dir.display()));
+        return;
+    }
+    let mut listener = None;
+    let mut holder = None;
+    let (fd, target) = match (case, tv) {
+        (Case::StdioFifo, 0..=2) => {
+            let p = dir.join("fifo");
+            if let Err(e) = rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &p,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            ) {
+                out.errors
+                    .push(format!("{id}: mkfifo {}: {e}", p.display()));
+                return;
+            }
+            ([1, 0, 2][tv as usize], p)
+        }
+        (Case::StdioFifo, _) => {
+            let p = dir.join("sock");
+            match std::os::unix::net::UnixListener::bind(&p) {
+                Ok(l) => listener = Some(l),
+                Err(e) => {
+                    out.errors.push(format!("{id}: bind {}: {e}", p.display()));
+                    return;
+                }
+            }
+            (1, p)
+        }
+        _ => {
+            let p = dir.join("leased");
+            if let Err(e) = std::fs::write(&p, "") {
+                out.errors.push(format!("{id}: write {}: {e}", p.display()));
+                return;
+            }
+            match crate::host::LeaseHolder::take(&p).await {
+                Ok(h) => holder = Some(h),
+                Err(e) => {
+                    out.errors.push(format!("{id}: {e}"));
+                    return;
+                }
+            }
+            (if tv % 2 == 0 { 1 } else { 2 }, p)
+        }
+    };
+    let field = ["stdio.stdin", "stdio.stdout", "stdio.stderr"][fd];
+    let t = StdioTarget::File(target.clone());
+    match fd {
+        0 => spec.stdio.stdin = t,
+        1 => spec.stdio.stdout = t,
+        _ => spec.stdio.stderr = t,
+    }
+    let t0 = Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(10), ctx.sup.start(spec)).await;
+    let took = t0.elapsed();
+    out.refused_ms = Some(took.as_secs_f64() * 1000.0);
+    match res {
+        Err(_) => out.errors.push(format!(
+            "{id}: a start with {field} on {} did not return within 10 s",
+            target.display()
+        )),
+        Ok(Ok(s)) => {
+            out.errors.push(format!(
+                "{id}: a start with {field} on {} succeeded",
+                target.display()
+            ));
+            let _ = ctx.sup.kill(id, Some(s.info.lifecycle)).await;
+        }
+        Ok(Err(paddock_supervisor::Error::InvalidSpec(msg))) => {
+            if !msg.contains(field) {
+                out.errors
+                    .push(format!("{id}: the refusal does not name {field}: {msg}"));
+            }
+            if case == Case::StdioHung && !msg.contains("lease") {
+                out.errors
+                    .push(format!("{id}: the refusal does not name the lease: {msg}"));
+            }
+        }
+        Ok(Err(e)) => out.errors.push(format!(
+            "{id}: a start with {field} on {} failed with {e:?}, not InvalidSpec",
+            target.display()
+        )),
+    }
+    if took > REFUSAL_BOUND {
+        out.errors.push(format!(
+            "{id}: refusing {field} on {} took {took:?} (bound {REFUSAL_BOUND:?})",
+            target.display()
+        ));
+    }
+    if let Some(i) = ctx.sup.get(id)
+        && !matches!(i.state, State::Failed | State::Stopped)
+    {
+        out.errors.push(format!(
+            "{id}: a refused start left lifecycle {} in state {:?}",
+            i.lifecycle, i.state
+        ));
+    }
+    let fds = crate::check::own_fds_on(&target);
+    if !fds.is_empty() {
+        out.errors.push(format!(
+            "{id}: this process holds descriptors {fds:?} on {} after the refused start",
+            target.display()
+        ));
+    }
+    if let Some(h) = holder
+        && let Err(e) = h.release().await
+    {
+        out.errors.push(format!("{id}: {e}"));
+    }
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `zombie-storm`, before the stop: the daemons the payload logged it made so far, and how
+/// many children of this process in the sandbox's cgroups are zombies now (so the stop is
+/// seen to have zombies to reap).
+pub(crate) fn observe_zombie_storm(ctx: &Ctx, id: &SandboxId) -> (u64, u64) {
+    let log = std::fs::read_to_string(ctx.scratch_file(id, "log")).unwrap_or_default();
+    let made = log
+        .lines()
+        .find_map(|l| l.strip_prefix("daemons: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let zombies = crate::check::own_children_of_sandbox(ctx.hierarchy(), id.as_str())
+        .iter()
+        .filter(|p| p.state == "Z")
+        .count() as u64;
+    (made, zombies)
 }

@@ -263,6 +263,45 @@ pub fn after_stop(root: &Path, id: &str, tag: &str, pidfile: &Path) -> Vec<(&'st
     found
 }
 
+/// The children of this process (`/proc/self/task/*/children`: an orphan is handed to one
+/// of the subreaper's threads) whose cgroup v2 path is a cgroup of sandbox `id` — `<hier>/<id>@…`
+/// or below it, `hier` being the root's hierarchy path — zombie or not. After a stop
+/// none may be left: a stop is not finished until the zombies it made are reaped.
+pub fn own_children_of_sandbox(hier: &str, id: &str) -> Vec<ProcSeen> {
+    let prefix = format!(
+        "{}/{id}{}",
+        hier.trim_end_matches('/'),
+        paddock_supervisor::CGROUP_SEPARATOR
+    );
+    let mut pids = Vec::new();
+    for t in fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+            pids.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter(|&p| proc_cgroup(p).is_some_and(|c| c.starts_with(&prefix)))
+        .map(describe)
+        .collect()
+}
+
+/// The descriptors of this process that refer to `path` (`/proc/self/fd/*` links).
+pub fn own_fds_on(path: &Path) -> Vec<i32> {
+    fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// The final walk of a run: every directory below `root` and every live process whose
 /// cgroup is the root's hierarchy path `hier` or below it. A process still exiting gets
 /// 200 ms; one still there afterwards is returned. Blocking.

@@ -51,10 +51,13 @@ impl Fault {
 
     /// Draws the fault of a lifecycle of `case`: any, except that `unkillable` only gets
     /// `Plain` or `RacingStops` (its stop must end in quarantine, which the others do not
-    /// check).
+    /// check), and a case whose start must be refused ([`Case::start_refused`]) only
+    /// `Plain` (there is nothing to stop).
     pub(crate) fn draw(case: Case, rng: &mut Rng) -> Fault {
         let fault = Fault::ALL[rng.range(0, Fault::ALL.len() as u64) as usize];
-        if case == Case::Unkillable && !matches!(fault, Fault::Plain | Fault::RacingStops) {
+        let unkillable_other =
+            case == Case::Unkillable && !matches!(fault, Fault::Plain | Fault::RacingStops);
+        if case.start_refused() || unkillable_other {
             Fault::Plain
         } else {
             fault

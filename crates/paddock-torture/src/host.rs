@@ -147,3 +147,56 @@ fn netns_delete(name: &str) {
         .args(["netns", "delete", name])
         .output();
 }
+
+/// A `perl` helper holding a read lease (`F_SETLEASE`, `F_RDLCK`) on a file: an open of it
+/// for writing by another process waits until the lease is given up or `lease-break-time`
+/// passes (45 s by default), as an open on a hung file system waits; a non-blocking one is
+/// refused with `EWOULDBLOCK`. The helper ignores the lease break's SIGIO and keeps its
+/// lease until [`LeaseHolder::release`] (or this process's death: `PR_SET_PDEATHSIG`).
+pub(crate) struct LeaseHolder(paddock_proc::Process);
+
+/// F_SETLEASE = 1024, F_RDLCK = 0.
+const LEASE_HOLDER: &str = r#"$SIG{IO} = "IGNORE"; open(my $f, "<", $ARGV[0]) or die "open: $!"; fcntl($f, 1024, 0) or die "F_SETLEASE: $!"; $| = 1; print "leased\n"; sleep 60"#;
+
+impl LeaseHolder {
+    /// Starts the helper on `path` and waits (up to 10 s) until it holds the lease.
+    pub(crate) async fn take(path: &Path) -> Result<LeaseHolder, String> {
+        let mut p = paddock_proc::Command::new("perl")
+            .args(["-e", LEASE_HOLDER])
+            .arg(path)
+            .stdout(paddock_proc::Stdio::Pipe)
+            .parent_death_signal(libc::SIGKILL)
+            .spawn()
+            .map_err(|e| format!("spawn the lease holder (perl): {e}"))?;
+        let out = p.take_stdout().expect("a stdout pipe was asked for");
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut line = [0u8; 7];
+            std::fs::File::from(out).read_exact(&mut line).map(|_| line)
+        });
+        let holder = LeaseHolder(p);
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(Ok(l))) if &l == b"leased\n" => Ok(holder),
+            other => {
+                let _ = holder.release().await;
+                Err(format!(
+                    "the lease holder did not take a lease on {}: {other:?}",
+                    path.display()
+                ))
+            }
+        }
+    }
+
+    /// Checks that the helper is still alive (nobody broke or took its lease by killing
+    /// it), then kills and reaps it.
+    pub(crate) async fn release(self) -> Result<(), String> {
+        let alive = self.0.try_wait().is_none();
+        let _ = self.0.kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.0.wait()).await;
+        if alive {
+            Ok(())
+        } else {
+            Err("the lease holder died before it was released".into())
+        }
+    }
+}

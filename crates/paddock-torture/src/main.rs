@@ -41,6 +41,10 @@ struct Cli {
     /// deadline) by this, under emulation for example.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     time_scale: u32,
+    /// Do not run the second supervisor that reclaims on the same root beside the
+    /// lifecycles (with an owner of its own; it must never touch this run's cgroups).
+    #[arg(long)]
+    no_rival: bool,
     /// Log filter for paddock's own tracing output (for example `warn`); default off.
     #[arg(long, env = "RUST_LOG", default_value = "off")]
     log: String,
@@ -87,6 +91,7 @@ fn main() {
         verbose: cli.verbose,
         lifecycle_timeout: Duration::from_secs(90) * cli.time_scale,
         time_scale: cli.time_scale,
+        rival: !cli.no_rival,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -28,6 +28,7 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("vfork.py", VFORK_PY),
     ("instant-exit.sh", INSTANT_EXIT),
     ("nested.sh", NESTED),
+    ("zombie-storm.sh", ZOMBIE_STORM),
 ];
 
 /// Writes every script into `dir`.
@@ -231,5 +232,24 @@ case "$TV" in
     ;;
 esac
 echo r > "$TR"
+exec sleep 300
+"#;
+
+/// `TN` (1000..=3000) short-lived double-forked daemons: each iteration forks a subshell
+/// that puts `:` in the background and exits at once, so the daemon (or its zombie) is
+/// handed to the subreaper — the supervisor's process — and is a zombie of it once it
+/// exits, until reaped. Variants 0 and 2 write the ready file once all are made (the stop
+/// finds thousands of zombies), 1 and 3 at once (the stop arrives mid-storm). Logs
+/// `daemons: <made>`.
+const ZOMBIE_STORM: &str = r#"trap '' TERM
+echo $$ >> "$TP"
+case "$TV" in 1|3) echo r > "$TR" ;; esac
+i=0
+while [ $i -lt "$TN" ]; do
+  ( { :; } & )
+  i=$((i+1))
+done
+echo "daemons: $i"
+case "$TV" in 1|3) ;; *) echo r > "$TR" ;; esac
 exec sleep 300
 "#;

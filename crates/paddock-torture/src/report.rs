@@ -70,6 +70,26 @@ pub struct Summary {
     pub nested_subtree_control: BTreeMap<String, u64>,
     /// The most descendant cgroups one `nested-cgroups` lifecycle (variant 2) created.
     pub nested_max_descendants_made: u64,
+    /// Starts with a FIFO, socket or leased stdio target (`stdio-fifo`, `stdio-hung`) that
+    /// were refused, and the slowest refusal in milliseconds.
+    pub stdio_refusals: u64,
+    /// The slowest of those refusals, milliseconds.
+    pub stdio_refusal_max_ms: f64,
+    /// `zombie-storm` lifecycles that ran.
+    pub zombie_storms: u64,
+    /// The most double-forked daemons one `zombie-storm` payload logged it made.
+    pub zombie_storm_max_daemons: u64,
+    /// The most zombies (children of this process in the sandbox's cgroups) one
+    /// `zombie-storm` lifecycle had just before its stop.
+    pub zombie_storm_max_zombies: u64,
+    /// The second supervisor on the same root, with an owner of its own, reclaiming
+    /// during the run (see [`crate::Options::rival`]): `reclaim()` calls made.
+    pub rival_reclaims: u64,
+    /// Cgroups of this run's supervisor the rival's reclaims saw and left alone (as a live
+    /// owner's), summed over its reclaims.
+    pub rival_left_alone: u64,
+    /// Sandboxes the rival ran (and stopped) beside the lifecycles.
+    pub rival_sandboxes: u64,
     /// Leaks found (after each stop and in the final walk).
     pub leaks_found: u64,
     /// The leaks.
@@ -143,6 +163,18 @@ impl Summary {
             "  nested descendants made (max): {}\n",
             self.nested_max_descendants_made
         );
+        s += &format!(
+            "  stdio targets refused:         {} (slowest {:.1} ms)\n",
+            self.stdio_refusals, self.stdio_refusal_max_ms
+        );
+        s += &format!(
+            "  zombie storms:                 {} (most daemons {}, most zombies before a stop {})\n",
+            self.zombie_storms, self.zombie_storm_max_daemons, self.zombie_storm_max_zombies
+        );
+        s += &format!(
+            "  rival supervisor:              {} reclaims, {} of this run's cgroups seen and left alone, {} sandboxes of its own\n",
+            self.rival_reclaims, self.rival_left_alone, self.rival_sandboxes
+        );
         for sk in &self.skipped {
             s += &format!("  skipped: {sk}\n");
         }
@@ -181,6 +213,10 @@ pub(crate) struct Outcome {
     /// The nested payload's `cgroup.subtree_control` result (variant 0) and the
     /// descendants it made (variant 2).
     pub(crate) nested: Option<(Option<String>, u64)>,
+    /// A refused start (`stdio-fifo`, `stdio-hung`): how long the refusal took, ms.
+    pub(crate) refused_ms: Option<f64>,
+    /// A zombie storm: the daemons it logged it made, the zombies seen before the stop.
+    pub(crate) zombies: Option<(u64, u64)>,
 }
 
 impl Summary {
@@ -194,6 +230,15 @@ impl Summary {
         if let Some(hit) = out.storm {
             self.fork_storms += 1;
             self.fork_storms_hit_pids_max += u64::from(hit);
+        }
+        if let Some(t) = out.refused_ms {
+            self.stdio_refusals += 1;
+            self.stdio_refusal_max_ms = self.stdio_refusal_max_ms.max(t);
+        }
+        if let Some((made, zombies)) = out.zombies {
+            self.zombie_storms += 1;
+            self.zombie_storm_max_daemons = self.zombie_storm_max_daemons.max(made);
+            self.zombie_storm_max_zombies = self.zombie_storm_max_zombies.max(zombies);
         }
         if let Some((sc, made)) = out.nested {
             if let Some(sc) = sc {

@@ -44,6 +44,11 @@ pub struct Options {
     /// before the stop, a quarantine draining): 1 on a normal machine, more under
     /// emulation (the test VM's TCG runs payloads 5–20 times slower).
     pub time_scale: u32,
+    /// Run a second supervisor on the same root beside the lifecycles, with an owner of
+    /// its own (`daemon:<hex>`), calling `reclaim()` over and over and running sandboxes
+    /// of its own now and then: it must never touch a cgroup of this run's supervisor
+    /// (anything its reclaims kill, remove or fail on is an error).
+    pub rival: bool,
 }
 
 impl Default for Options {
@@ -59,6 +64,7 @@ impl Default for Options {
             verbose: false,
             lifecycle_timeout: Duration::from_secs(90),
             time_scale: 1,
+            rival: true,
         }
     }
 }
@@ -177,6 +183,11 @@ impl Ctx {
     pub(crate) fn scratch_file(&self, id: &SandboxId, ext: &str) -> PathBuf {
         self.scratch.join(format!("{id}.{ext}"))
     }
+
+    /// The root's cgroup v2 path (as `/proc/<pid>/cgroup` shows it).
+    pub(crate) fn hierarchy(&self) -> &str {
+        self.root.hierarchy_path()
+    }
 }
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -257,6 +268,12 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         pids,
         run: format!("{}.{}", std::process::id(), RUNS.fetch_add(1, Relaxed)),
     });
+    let rival_done = StopFlag::default();
+    let rival = if opts.rival && !ctx.cases.is_empty() {
+        Some(tokio::spawn(run_rival(ctx.clone(), rival_done.clone())))
+    } else {
+        None
+    };
     if !ctx.cases.is_empty() {
         let next = Arc::new(AtomicU64::new(0));
         let deadline = opts.duration.map(|d| Instant::now() + d);
@@ -288,6 +305,19 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
                     .push(format!("worker panicked: {e}"));
             }
         }
+    }
+
+    rival_done.raise();
+    if let Some(r) = rival {
+        let res = r.await.unwrap_or_else(|e| RivalResult {
+            errors: vec![format!("the rival supervisor's task panicked: {e}")],
+            ..RivalResult::default()
+        });
+        let mut o = ctx.out.lock().unwrap();
+        o.rival_reclaims = res.reclaims;
+        o.rival_left_alone = res.left_alone;
+        o.rival_sandboxes = res.sandboxes;
+        o.errors.extend(res.errors);
     }
 
     // Anything the supervisor still knows about (only after an interruption or a bug).
@@ -474,6 +504,12 @@ async fn start_stop_check(
         None
     };
     let spec = case::spec(ctx, n, id, case, rng, ns.as_deref());
+    if case.start_refused() {
+        case::expect_refused_start(ctx, id, case, spec, &mut out).await;
+        out.leaks
+            .extend(check_after_stop(ctx, n, id, case, fault).await);
+        return out;
+    }
 
     let Some(info) = faults::start_with_fault(ctx, id, spec, fault, rng, &mut out).await else {
         out.leaks
@@ -512,8 +548,9 @@ async fn start_stop_check(
     out
 }
 
-/// The independent checks after a stop ([`check::after_stop`]), on a blocking thread, as
-/// leaks of lifecycle `n`.
+/// The independent checks after a stop ([`check::after_stop`], and no child of this
+/// process — zombie or not — left in the sandbox's cgroups:
+/// [`check::own_children_of_sandbox`]), on a blocking thread, as leaks of lifecycle `n`.
 async fn check_after_stop(
     ctx: &Ctx,
     n: u64,
@@ -525,10 +562,22 @@ async fn check_after_stop(
     let pidfile = ctx.scratch_file(id, "pids");
     let tag = ctx.tag(id);
     let sandbox = id.to_string();
-    let found =
-        tokio::task::spawn_blocking(move || check::after_stop(&root, &sandbox, &tag, &pidfile))
-            .await
-            .unwrap_or_default();
+    let hier = ctx.hierarchy().to_owned();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut f = check::after_stop(&root, &sandbox, &tag, &pidfile);
+        for p in check::own_children_of_sandbox(&hier, &sandbox) {
+            f.push((
+                "zombie",
+                format!(
+                    "pid {} ({}, state {}, cgroup {}) is still a child of the supervisor's process after the stop",
+                    p.pid, p.comm, p.state, p.cgroup
+                ),
+            ));
+        }
+        f
+    })
+    .await
+    .unwrap_or_default();
     found
         .into_iter()
         .map(|(kind, detail)| Leak {
@@ -540,4 +589,110 @@ async fn check_after_stop(
             detail,
         })
         .collect()
+}
+
+/// What the rival supervisor did.
+#[derive(Debug, Default)]
+struct RivalResult {
+    reclaims: u64,
+    left_alone: u64,
+    sandboxes: u64,
+    errors: Vec<String>,
+}
+
+/// The second supervisor of [`Options::rival`]: on the same root (opened anew, as another
+/// instance would), owner `daemon:<32 hex digits from the seed>`, no subreaper change
+/// (this process already is one). Until `done`: `reclaim()` every 5–30 ms, each time
+/// checking that it killed, removed and failed on nothing (every cgroup under the root is
+/// this run's supervisor's or its own, all recorded); every tenth round it starts a
+/// sandbox of its own (`rival-<k>`, a SIGTERM-ignoring `sleep`) and stops the one before,
+/// so both instances' cgroups are under the root at once. At the end its sandboxes are
+/// stopped; the run's final walk checks that nothing of them is left.
+async fn run_rival(ctx: Arc<Ctx>, done: StopFlag) -> RivalResult {
+    let mut res = RivalResult::default();
+    let root = match Root::open_or_create(ctx.root.path()) {
+        Ok(r) => r,
+        Err(e) => {
+            res.errors.push(format!("rival: open the root: {e}"));
+            return res;
+        }
+    };
+    let mut cfg = Config::new(root);
+    let mut rng = Rng::new(ctx.seed, u64::MAX);
+    cfg.owner = format!("daemon:{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+    cfg.subreaper = false;
+    let rival = match Supervisor::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            res.errors.push(format!("rival: Supervisor::new: {e}"));
+            return res;
+        }
+    };
+    let mut current: Option<SandboxId> = None;
+    let mut round = 0u64;
+    while !done.is_raised() {
+        round += 1;
+        match rival.reclaim().await {
+            Ok(r) => {
+                res.reclaims += 1;
+                res.left_alone += r.live_owners as u64;
+                if !r.reclaimed.is_empty()
+                    || !r.reclaimed_dead_owner.is_empty()
+                    || !r.failed.is_empty()
+                    || r.processes_killed > 0
+                {
+                    res.errors.push(format!(
+                        "rival: a reclaim touched cgroups it does not own: {r:?}"
+                    ));
+                }
+            }
+            Err(e) => res.errors.push(format!("rival: reclaim: {e}")),
+        }
+        if round % 10 == 0 {
+            let id = SandboxId::new(format!("rival-{round}")).expect("valid id");
+            let mut spec = paddock_supervisor::SandboxSpec::new(
+                id.clone(),
+                "/bin/sh",
+                ["-c", "trap '' TERM; exec sleep 300"],
+            );
+            spec.env.insert("TORTURE_TAG".into(), ctx.tag(&id));
+            spec.stop.grace_period_ms = 20;
+            match rival.start(spec).await {
+                Ok(_) => res.sandboxes += 1,
+                Err(e) => res.errors.push(format!("rival: start {id}: {e}")),
+            }
+            if let Some(old) = current.replace(id) {
+                rival_stop(&rival, &old, &ctx.tag(&old), &mut res).await;
+            }
+        }
+        tokio::time::sleep(ms(rng.range(5, 30))).await;
+    }
+    if let Some(old) = current {
+        rival_stop(&rival, &old, &ctx.tag(&old), &mut res).await;
+    }
+    res
+}
+
+/// Stops a sandbox of the rival and checks it went like any other.
+async fn rival_stop(rival: &Supervisor, id: &SandboxId, tag: &str, res: &mut RivalResult) {
+    match tokio::time::timeout(Duration::from_secs(10), rival.stop(id, None)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => res.errors.push(format!("rival: stop {id}: {e}")),
+        Err(_) => res
+            .errors
+            .push(format!("rival: stop {id} did not return within 10 s")),
+    }
+    let _ = rival.forget(id);
+    let root = rival.root().path().to_path_buf();
+    let (sandbox, tag) = (id.to_string(), tag.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        check::after_stop(&root, &sandbox, &tag, std::path::Path::new("/nonexistent"))
+    })
+    .await
+    .unwrap_or_default();
+    for (kind, detail) in found {
+        res.errors.push(format!(
+            "rival: {kind} of {id} left after its stop: {detail}"
+        ));
+    }
 }

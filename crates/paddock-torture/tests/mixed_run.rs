@@ -83,6 +83,7 @@ async fn short_mixed_run_finds_no_leaks() {
         // Short: a hang (see docs/torture.md, known bugs) must not stall CI.
         lifecycle_timeout: Duration::from_secs(15) * time_scale(),
         time_scale: time_scale(),
+        rival: true,
     };
     let t0 = Instant::now();
     let summary = paddock_torture::run(opts, StopFlag::default())
@@ -156,6 +157,7 @@ async fn each_case_alone() {
             verbose: false,
             lifecycle_timeout: Duration::from_secs(15) * time_scale(),
             time_scale: time_scale(),
+            rival: true,
         };
         let c0 = Instant::now();
         let summary = paddock_torture::run(opts, StopFlag::default())

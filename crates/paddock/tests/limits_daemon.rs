@@ -698,3 +698,88 @@ fn an_answer_the_client_does_not_read_is_dropped_after_the_idle_timeout() {
         "{m}"
     );
 }
+
+/// A bounded connection flood on loopback during sandbox lifecycles (the torture runner is
+/// library-level, without a daemon, so this daemon-level case of its list lives here):
+/// 300 idle TCP connections (the TCP cap under `ulimit -n 256` is 160, so 140 wait in the
+/// backlog) and 40 idle unix connections stay open, none sending a byte, while 12
+/// lifecycles of a leaky payload (a SIGTERM-ignoring escapee double-forked out of the main
+/// tree) are created, checked and stopped through the unix socket, half by a graceful
+/// stop, half by a kill. Every request is answered within 10 s, `/healthz` within 2 s
+/// between them, every stop reports `stopped`, and nothing is left: no cgroup, no process
+/// in the test's subtree.
+#[test]
+fn lifecycles_go_on_under_a_connection_flood() {
+    let Some(w) = world("limits_lifecycles_go_on_under_a_connection_flood") else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let tok = token_file(&w);
+    let d = daemon_with_ulimit(
+        &w,
+        "-n 256",
+        &[
+            "--listen",
+            &addr,
+            "--token-file",
+            &tok,
+            "--header-timeout",
+            "60s",
+        ],
+    );
+    let tcp_flood = connect_many(&addr, 300);
+    let unix_flood: Vec<UnixStream> = (0..40)
+        .map(|i| UnixStream::connect(&w.socket).unwrap_or_else(|e| panic!("unix #{i}: {e}")))
+        .collect();
+    wait_for(
+        Duration::from_secs(10),
+        "160 TCP connections accepted",
+        || {
+            let m = metrics(&w);
+            (metric(&m, r#"paddock_connections{listener="tcp"}"#) == Some(160.0)).then_some(())
+        },
+    );
+    let within = Duration::from_secs(10);
+    let ask = |method: &str, path: &str, body: Option<&[u8]>| {
+        try_http_unix_within(&w.socket, method, path, body, &[], within)
+            .unwrap_or_else(|e| panic!("{method} {path} under the flood: {e}"))
+    };
+    for i in 0..12 {
+        let id = format!("flood-{i}");
+        let body = serde_json::to_vec(&serde_json::json!({
+            "id": id, "command": "/bin/sh", "args": ["-c", LEAKY],
+            "stop": { "grace_period_ms": 100, "kill_timeout_ms": 5000 }
+        }))
+        .unwrap();
+        let r = ask("POST", "/v1/sandboxes", Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let t0 = Instant::now();
+        let h = try_http_unix_within(&w.socket, "GET", "/healthz", None, &[], within)
+            .expect("/healthz under the flood");
+        assert_eq!(h.status, 200);
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "/healthz took {:?} under the flood",
+            t0.elapsed()
+        );
+        let r = ask("GET", &format!("/v1/sandboxes/{id}"), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let op = if i % 2 == 0 { "stop" } else { "kill" };
+        let r = ask("POST", &format!("/v1/sandboxes/{id}/{op}"), None);
+        assert_eq!(r.status, 200, "{op} {id}: {}", r.text());
+        let r = ask("GET", &format!("/v1/sandboxes/{id}"), None);
+        assert_eq!(r.json()["state"], "stopped", "{}", r.text());
+    }
+    // The flood was still held all along: nothing of it was answered or dropped by the
+    // daemon before its header timeout.
+    let m = metrics(&w);
+    assert_eq!(
+        metric(&m, r#"paddock_connections{listener="tcp"}"#),
+        Some(160.0),
+        "{m}"
+    );
+    drop(tcp_flood);
+    drop(unix_flood);
+    w.assert_no_leaks();
+    drop(d);
+}
