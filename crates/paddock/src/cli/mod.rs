@@ -1,0 +1,458 @@
+//! The client commands: they talk to the daemon over its unix socket.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use http_body_util::BodyExt;
+use hyper::Method;
+use paddock_supervisor::{SandboxInfo, SandboxStats, StdioSpec, StdioTarget, StopReport};
+use serde_json::Value;
+
+use crate::client::{Client, DaemonError, enc};
+
+mod render;
+pub use render::*;
+
+/// Output options shared by the client commands.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// Print machine-readable JSON.
+    pub json: bool,
+}
+
+fn lc_query(lifecycle: &Option<String>) -> String {
+    query(&[("lifecycle", lifecycle.as_deref())])
+}
+
+/// `?k=v&…` of the pairs that have a value (URL-encoded); empty when none has.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", safe_json(v, true)?);
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `paddock ps`.
+pub async fn ps(c: &Client, out: Out) -> Result<u8> {
+    let list: Vec<SandboxInfo> =
+        serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
+    if out.json {
+        print_json(&list)?;
+        return Ok(0);
+    }
+    print!("{}", render_ps(&list, now_ms()));
+    Ok(0)
+}
+
+/// `paddock inspect` (always JSON).
+pub async fn inspect(c: &Client, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let v = c
+        .json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}{}", enc(id), lc_query(lifecycle)),
+            None,
+        )
+        .await?;
+    print_json(&v)?;
+    Ok(0)
+}
+
+/// How long a stop or kill of `id` may take to be answered: the client's deadline plus
+/// what the daemon may spend before it answers — the grace period (`grace`, else the
+/// sandbox's own) and the kill timeout, read from the sandbox. `None` when the client has
+/// no deadline.
+async fn stop_deadline(
+    c: &Client,
+    id: &str,
+    lifecycle: &Option<String>,
+    grace: Option<Duration>,
+) -> Result<Option<Duration>> {
+    let Some(base) = c.timeout() else {
+        return Ok(None);
+    };
+    let path = format!("/v1/sandboxes/{}{}", enc(id), lc_query(lifecycle));
+    let info = match c.json(Method::GET, &path, None).await {
+        Ok(v) => v,
+        // The stop itself answers this at once (an error, or a finished stop's report).
+        Err(e) if e.downcast_ref::<DaemonError>().is_some() => return Ok(Some(base)),
+        Err(e) => return Err(e),
+    };
+    let ms = |k: &str| Duration::from_millis(info["spec"]["stop"][k].as_u64().unwrap_or(0));
+    let grace = grace.unwrap_or_else(|| ms("grace_period_ms"));
+    Ok(Some(
+        base.saturating_add(grace)
+            .saturating_add(ms("kill_timeout_ms")),
+    ))
+}
+
+/// `paddock stop` and `paddock kill`.
+pub async fn stop(
+    c: &Client,
+    out: Out,
+    id: &str,
+    timeout: Option<&str>,
+    kill: bool,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    let qs = query(&[("timeout", timeout), ("lifecycle", lifecycle.as_deref())]);
+    let path = format!(
+        "/v1/sandboxes/{}/{}{qs}",
+        enc(id),
+        if kill { "kill" } else { "stop" }
+    );
+    let grace = match (kill, timeout) {
+        (true, _) => Some(Duration::ZERO),
+        // A bad value is the daemon's 400 to give.
+        (false, Some(t)) => paddock_supervisor::parse_duration(t).ok(),
+        (false, None) => None,
+    };
+    let deadline = stop_deadline(c, id, lifecycle, grace).await?;
+    let v = c.json_within(deadline, Method::POST, &path, None).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        let r: StopReport = serde_json::from_value(v)?;
+        print!("{}", render_report(id, &r));
+    }
+    Ok(0)
+}
+
+/// `paddock wait`: waits for the lifecycle to end; exits with its main process's shell exit
+/// code (0 when it had none), 1 when it failed or is quarantined, 124 when `timeout` passed.
+pub async fn wait(
+    c: &Client,
+    out: Out,
+    id: &str,
+    timeout: Option<&str>,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    // Checked here, for a clear error before anything is sent. Without --timeout the wait
+    // has no deadline: waiting is what was asked for.
+    let deadline = match timeout {
+        Some(t) => c.timeout_plus(
+            paddock_supervisor::parse_duration(t).with_context(|| format!("--timeout {t:?}"))?,
+        ),
+        None => None,
+    };
+    let qs = query(&[("lifecycle", lifecycle.as_deref()), ("timeout", timeout)]);
+    let v = c
+        .json_within(
+            deadline,
+            Method::GET,
+            &format!("/v1/sandboxes/{}/wait{qs}", enc(id)),
+            None,
+        )
+        .await?;
+    let info: SandboxInfo = serde_json::from_value(v.clone())?;
+    if out.json {
+        print_json(&v)?;
+    }
+    use paddock_supervisor::State as S;
+    let id = term_safe(id);
+    let code = match info.state {
+        S::Stopped => info
+            .main_exit
+            .map_or(0, |m| m.shell_code().clamp(0, 255) as u8),
+        S::Failed | S::Quarantined => 1,
+        S::Creating | S::Running | S::Stopping => {
+            if !out.json {
+                eprintln!(
+                    "paddock: {id} is still {} after {}",
+                    info.state,
+                    timeout.unwrap_or("the wait")
+                );
+            }
+            return Ok(124);
+        }
+    };
+    if !out.json {
+        match (&info.main_exit, info.state) {
+            (_, S::Failed) => eprintln!(
+                "paddock: {id} failed: {}",
+                term_safe(info.error.as_deref().unwrap_or("unknown error"))
+            ),
+            (_, S::Quarantined) => eprintln!(
+                "paddock: {id} is quarantined: {} process(es) could not be killed",
+                info.stuck.len()
+            ),
+            (Some(m), _) => match (m.code, m.signal) {
+                (Some(c), _) => println!("{id}: exited with code {c}"),
+                (None, Some(sig)) => println!("{id}: killed by signal {sig}"),
+                _ => println!("{id}: stopped"),
+            },
+            (None, _) => println!("{id}: stopped"),
+        }
+    }
+    Ok(code)
+}
+
+/// `paddock pause` and `paddock resume`.
+pub async fn pause(
+    c: &Client,
+    out: Out,
+    id: &str,
+    pause: bool,
+    lifecycle: &Option<String>,
+) -> Result<u8> {
+    let path = format!(
+        "/v1/sandboxes/{}/{}{}",
+        enc(id),
+        if pause { "pause" } else { "resume" },
+        lc_query(lifecycle)
+    );
+    let v = c.json(Method::POST, &path, None).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        println!(
+            "{}: {}",
+            term_safe(id),
+            if pause { "paused" } else { "resumed" }
+        );
+    }
+    Ok(0)
+}
+
+/// `paddock rm`.
+pub async fn rm(c: &Client, out: Out, id: &str, force: bool) -> Result<u8> {
+    if force {
+        let deadline = stop_deadline(c, id, &None, Some(Duration::ZERO)).await?;
+        match c
+            .json_within(
+                deadline,
+                Method::POST,
+                &format!("/v1/sandboxes/{}/kill", enc(id)),
+                None,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.downcast_ref::<DaemonError>()
+                    .is_some_and(|d| d.status == hyper::StatusCode::CONFLICT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    c.call(Method::DELETE, &format!("/v1/sandboxes/{}", enc(id)), None)
+        .await?;
+    if out.json {
+        print_json(&serde_json::json!({ "deleted": id }))?;
+    } else {
+        println!("{}", term_safe(id));
+    }
+    Ok(0)
+}
+
+/// `paddock stats`.
+pub async fn stats(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let v = c
+        .json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/stats{}", enc(id), lc_query(lifecycle)),
+            None,
+        )
+        .await?;
+    if out.json {
+        print_json(&v)?;
+        return Ok(0);
+    }
+    let s: SandboxStats = serde_json::from_value(v)?;
+    println!("processes:      {}", s.processes);
+    println!(
+        "pids.current:   {}",
+        s.pids_current
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "cpu:            {}",
+        s.cpu_usage_usec
+            .map(|u| format!("{:.3}s", u as f64 / 1e6))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!("memory.current: {}", opt_bytes(s.memory_current));
+    println!("memory.peak:    {}", opt_bytes(s.memory_peak));
+    Ok(0)
+}
+
+/// `paddock logs`; with `--json` one object `{"id", "lifecycle", "log"}` (the lifecycle
+/// asked for, or the current one, pinned before the log is read).
+pub async fn logs(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+    let lifecycle = match (out.json, lifecycle) {
+        (true, None) => {
+            let info = c
+                .json(Method::GET, &format!("/v1/sandboxes/{}", enc(id)), None)
+                .await?;
+            info["lifecycle"].as_str().map(str::to_owned)
+        }
+        _ => lifecycle.clone(),
+    };
+    let b = c
+        .call(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/logs{}", enc(id), lc_query(&lifecycle)),
+            None,
+        )
+        .await?;
+    if out.json {
+        print_json(&serde_json::json!({
+            "id": id,
+            "lifecycle": lifecycle,
+            "log": String::from_utf8_lossy(&b),
+        }))?;
+    } else {
+        std::io::stdout().write_all(&b)?;
+    }
+    Ok(0)
+}
+
+/// `paddock events`: follows the event stream until the daemon ends it (or `--count`).
+pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>) -> Result<u8> {
+    let path = match id {
+        Some(id) => format!("/v1/events?id={}", enc(id)),
+        None => "/v1/events".into(),
+    };
+    let resp = c.send(Method::GET, &path, None).await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let b = resp.into_body().collect().await?.to_bytes();
+        let msg = serde_json::from_slice::<Value>(&b)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        anyhow::bail!(DaemonError {
+            status,
+            message: msg
+        });
+    }
+    let mut body = resp.into_body();
+    // Bytes, not text: a frame may end inside a character.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0;
+    let stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(data);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block);
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect::<Vec<_>>()
+                .join("\n");
+            if data.is_empty() {
+                continue;
+            }
+            let mut o = stdout.lock();
+            o.write_all(render_event(&data, out.json).as_bytes())?;
+            o.flush()?;
+            seen += 1;
+            if count.is_some_and(|n| seen >= n) {
+                return Ok(0);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `paddock top`: live CPU, memory and processes per sandbox.
+pub async fn top(c: &Client, out: Out, once: bool, interval: Duration) -> Result<u8> {
+    let mut prev: HashMap<String, (u64, Instant)> = HashMap::new();
+    loop {
+        let list: Vec<SandboxInfo> =
+            serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
+        let mut rows: Vec<TopRow> = Vec::new();
+        for i in list.iter().filter(|i| !i.state.is_terminal()) {
+            let path = format!(
+                "/v1/sandboxes/{}/stats?lifecycle={}",
+                enc(i.id.as_str()),
+                i.lifecycle
+            );
+            let Ok(v) = c.json(Method::GET, &path, None).await else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_value::<SandboxStats>(v) else {
+                continue;
+            };
+            let key = format!("{}@{}", i.id, i.lifecycle);
+            let now = Instant::now();
+            let cpu_pct = match (s.cpu_usage_usec, prev.get(&key)) {
+                (Some(u), Some((pu, pt))) => {
+                    let dt = now.duration_since(*pt).as_secs_f64();
+                    (dt > 0.0).then(|| (u.saturating_sub(*pu)) as f64 / 1e6 / dt * 100.0)
+                }
+                _ => None,
+            };
+            if let Some(u) = s.cpu_usage_usec {
+                prev.insert(key, (u, now));
+            }
+            rows.push((i.clone(), s, cpu_pct));
+        }
+        if out.json {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(i, s, cpu)| {
+                    serde_json::json!({"id": i.id, "lifecycle": i.lifecycle, "state": i.state, "paused": i.paused, "cpu_percent": cpu, "stats": s})
+                })
+                .collect();
+            println!("{}", safe_json(&v, false)?);
+        } else {
+            let mut o = std::io::stdout().lock();
+            if !once {
+                // The one escape sequence paddock writes itself: home and clear.
+                write!(o, "\x1b[H\x1b[2J")?;
+            }
+            o.write_all(render_top(&rows).as_bytes())?;
+            o.flush()?;
+        }
+        if once {
+            return Ok(0);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// `paddock run -d`: creates the sandbox through the daemon; output goes to its log.
+pub async fn run_detached(
+    c: &Client,
+    out: Out,
+    mut spec: paddock_supervisor::SandboxSpec,
+) -> Result<u8> {
+    spec.stdio = StdioSpec {
+        stdin: StdioTarget::Null,
+        stdout: StdioTarget::Log,
+        stderr: StdioTarget::Log,
+    };
+    let body = serde_json::to_vec(&spec).context("encode spec")?;
+    let v = c.json(Method::POST, "/v1/sandboxes", Some(body)).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        println!("{}", term_safe(v["id"].as_str().unwrap_or_default()));
+    }
+    Ok(0)
+}
