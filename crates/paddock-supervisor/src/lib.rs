@@ -64,6 +64,10 @@ pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, pe
 pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
 pub use lifecycle::START_FAILED_TARGET;
 pub use logs::LogLimits;
+/// The health of the process-global child reaper that every spawn goes through (for a
+/// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
+/// good once one of its threads has died, and then no sandbox can start.
+pub use paddock_proc::{ReaperHealth, reaper_health};
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
 pub use spec::{
