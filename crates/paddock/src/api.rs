@@ -93,7 +93,7 @@ impl From<SupError> for ApiError {
             SupError::InvalidState { .. } => StatusCode::CONFLICT,
             SupError::Spawn { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             SupError::Journal { .. } | SupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SupError::Cgroup(paddock_cgroup::Error::ControllerUnavailable { .. }) => {
+            SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
                 StatusCode::BAD_REQUEST
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::{Owner, Root};
 use paddock_supervisor::{
-    Adopted, Config, Event, HookError, HookErrorKind, Hooks, LifecycleId, Persisting, Record,
-    SandboxId, Supervisor, parse_cgroup_name,
+    Adopted, Config, Event, HookError, HookErrorKind, Hooks, LifecycleId, Owner, Persisting,
+    Record, Root, SandboxId, Supervisor, parse_cgroup_name,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -414,7 +413,7 @@ fn read_token(path: &Path) -> Result<Vec<u8>> {
     // open file, so what is checked is what is read.
     let mut f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)
         .with_context(|| format!("open token file {}", path.display()))?;
     let meta = f
