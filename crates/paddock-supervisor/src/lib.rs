@@ -64,6 +64,20 @@ pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, pe
 pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
 pub use lifecycle::START_FAILED_TARGET;
 pub use logs::LogLimits;
+/// The cgroup layer's types a program on the supervisor needs around it: the managed root
+/// ([`Root`]: open, create, delegate), the owner tags ([`Owner`]), names, and the kill and
+/// removal options of a cgroup of its own (a guardian's clean-up). Its errors are
+/// [`CgroupError`] (also [`Error::Cgroup`]).
+pub use paddock_cgroup::{
+    CgroupName, Error as CgroupError, KillOptions, Owner, RemoveOptions, Root,
+};
+/// The process layer's types a program on the supervisor needs for processes of its own
+/// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
+pub use paddock_proc::{Command, Process, SpawnError, Stage, Stdio, reap_orphans_of};
+/// The health of the process-global child reaper that every spawn goes through (for a
+/// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
+/// good once one of its threads has died, and then no sandbox can start.
+pub use paddock_proc::{ReaperHealth, reaper_health};
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
 pub use spec::{

@@ -93,7 +93,7 @@ impl From<SupError> for ApiError {
             SupError::InvalidState { .. } => StatusCode::CONFLICT,
             SupError::Spawn { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             SupError::Journal { .. } | SupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SupError::Cgroup(paddock_cgroup::Error::ControllerUnavailable { .. }) => {
+            SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
                 StatusCode::BAD_REQUEST
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -764,14 +764,64 @@ async fn healthz(_q: NoParams) -> axum::Json<Value> {
 }
 
 async fn readyz(State(st): State<Shared>, _q: NoParams) -> Response {
-    if st.ready.load(Ordering::Relaxed) {
-        axum::Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError {
+    match readiness(
+        st.ready.load(Ordering::Relaxed),
+        &paddock_supervisor::reaper_health(),
+    ) {
+        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(message) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "recovering: the first reconciliation has not finished".into(),
+            message,
         }
-        .into_response()
+        .into_response(),
+    }
+}
+
+/// Whether the daemon is ready, given whether its first reconciliation has finished and the
+/// child reaper's health; `Err` holds the reason (a reaper that cannot start or has died
+/// comes first: no sandbox can start then).
+fn readiness(reconciled: bool, reaper: &paddock_supervisor::ReaperHealth) -> Result<(), String> {
+    use paddock_supervisor::ReaperHealth;
+    match reaper {
+        ReaperHealth::Dead { .. } => Err(format!(
+            "the child reaper is {reaper}: no sandbox can start; restart the daemon"
+        )),
+        h if !h.is_healthy() => Err(format!(
+            "the child reaper's {reaper}: no sandbox can start until it starts (the next create tries again)"
+        )),
+        _ if !reconciled => Err("recovering: the first reconciliation has not finished".into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod readyz_tests {
+    use super::readiness;
+    use paddock_supervisor::ReaperHealth;
+
+    /// Ready only with a healthy reaper and the first reconciliation done; a dead or
+    /// failed reaper is reported (before recovery) with its reason.
+    #[test]
+    fn readiness_reports_the_reaper_and_recovery() {
+        assert_eq!(readiness(true, &ReaperHealth::Running), Ok(()));
+        assert_eq!(readiness(true, &ReaperHealth::NotStarted), Ok(()));
+        let e = readiness(false, &ReaperHealth::Running).unwrap_err();
+        assert!(e.contains("recovering"), "{e}");
+        let dead = ReaperHealth::Dead {
+            thread: "paddock-reaper",
+            reason: "boom".into(),
+        };
+        for reconciled in [true, false] {
+            let e = readiness(reconciled, &dead).unwrap_err();
+            assert!(e.contains("paddock-reaper") && e.contains("boom"), "{e}");
+            assert!(e.contains("restart the daemon"), "{e}");
+        }
+        let failed = ReaperHealth::StartFailed {
+            op: "eventfd",
+            errno: 24,
+        };
+        let e = readiness(true, &failed).unwrap_err();
+        assert!(e.contains("eventfd") && e.contains("EMFILE"), "{e}");
     }
 }
 

@@ -17,7 +17,7 @@
 //! tag). If the run and the guardian die together (both SIGKILLed, say), the cgroup is left
 //! with the run's owner tag, `pid:<pid>:<start time>:<pid namespace>`; the next
 //! `paddock run` on that root, or a daemon's next reconciliation, sees that the owner is
-//! gone and removes it (see `paddock_cgroup::owner`).
+//! gone and removes it (see the cgroup layer's `owner` module).
 //!
 //! Protocol (one line each, over the guardian's stdin and stdout): the guardian says
 //! `ready` once armed; the run says `watch <cgroup name>` and the guardian answers `ok`;
@@ -31,8 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::{CgroupName, KillOptions, RemoveOptions, Root};
-use paddock_proc::{Command, Process, Stdio};
+use paddock_supervisor::{CgroupName, Command, KillOptions, Process, RemoveOptions, Root, Stdio};
 use paddock_supervisor::{HookError, HookErrorKind, Hooks, Persisting, Record};
 use rustix::event::{PollFd, PollFlags};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::{Owner, Root};
 use paddock_supervisor::{
-    Config, Network, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor, parse_duration,
-    parse_size,
+    Config, Network, Owner, Root, SandboxId, SandboxSpec, StdioSpec, StopPolicy, Supervisor,
+    parse_duration, parse_size,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -126,7 +125,7 @@ pub async fn run(a: RunArgs, json: bool, log_format: &str) -> Result<u8> {
     guardian.release().await;
     // The sandbox's stop reaped its own orphans; reap anything else handed to this
     // subreaper (processes that left the sandbox's cgroup), so none is handed on to init.
-    let rep = paddock_proc::reap_orphans_of(|_| true, FINAL_REAP_TIMEOUT).await;
+    let rep = paddock_supervisor::reap_orphans_of(|_| true, FINAL_REAP_TIMEOUT).await;
     tracing::debug!(
         sweeps = rep.sweeps,
         reaped = rep.reaped,
@@ -259,9 +258,9 @@ pub fn failure_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(paddock_supervisor::Error::Spawn { cause, .. }) =
             cause.downcast_ref::<paddock_supervisor::Error>()
-            && cause.stage() == Some(paddock_proc::Stage::Exec)
+            && cause.stage() == Some(paddock_supervisor::Stage::Exec)
         {
-            return if cause.errno() == Some(libc::ENOENT) {
+            return if cause.errno() == Some(rustix::io::Errno::NOENT.raw_os_error()) {
                 127
             } else {
                 126

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use paddock_cgroup::{Owner, Root};
 use paddock_supervisor::{
-    Adopted, Config, Event, HookError, HookErrorKind, Hooks, LifecycleId, Persisting, Record,
-    SandboxId, Supervisor, parse_cgroup_name,
+    Adopted, Config, Event, Hooks, LifecycleId, Owner, Persisting, Record, Root, SandboxId,
+    Supervisor, parse_cgroup_name,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -220,6 +219,7 @@ pub fn connection_caps(tcp: Option<u64>, unix: u64, nofile: u64) -> (u64, u64) {
 }
 
 /// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
+#[cfg(feature = "test-hooks")]
 pub const TEST_PAUSE_ENV: &str = "PADDOCK_TEST_PAUSE_AT";
 
 /// A point inside a create at which the daemon blocks that create forever, so the crash
@@ -228,6 +228,7 @@ pub const TEST_PAUSE_ENV: &str = "PADDOCK_TEST_PAUSE_AT";
 /// would hang). When a create reaches the point, the daemon logs
 /// `test hook: create paused` (WARN, with `sandbox`, `lifecycle` and `point`) and waits on
 /// a future that never completes.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseAt {
     /// The `creating` record is committed; no cgroup exists yet.
@@ -240,6 +241,7 @@ pub enum PauseAt {
     Spawned,
 }
 
+#[cfg(feature = "test-hooks")]
 impl PauseAt {
     /// Reads [`TEST_PAUSE_ENV`]: `None` when unset, an error naming the accepted values when
     /// it holds anything else.
@@ -266,6 +268,7 @@ impl PauseAt {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 fn paused_forever(rec: &Record, at: PauseAt) -> Persisting {
     tracing::warn!(sandbox = %rec.spec.id, lifecycle = %rec.lifecycle, point = at.as_str(), "test hook: create paused ({TEST_PAUSE_ENV}); it never continues");
     Box::pin(std::future::pending())
@@ -277,33 +280,34 @@ pub struct DaemonHooks {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     /// The crash test's hook ([`PauseAt`]), and the managed root's path (for `after_mkdir`).
+    #[cfg(feature = "test-hooks")]
     pause_at: Option<(PauseAt, PathBuf)>,
 }
 
 impl Hooks for DaemonHooks {
     fn before_create(&self, rec: &Record) -> Persisting {
         let put = self.store.put(rec);
-        match &self.pause_at {
-            Some((at @ (PauseAt::Recorded | PauseAt::CgroupMade), root)) => {
-                let (at, rec) = (*at, rec.clone());
-                let cg = root.join(&rec.cgroup);
-                Box::pin(async move {
-                    put.await?;
-                    if at == PauseAt::CgroupMade {
-                        fs::create_dir(&cg).map_err(|e| {
-                            HookError::new(
-                                HookErrorKind::Other,
-                                format!("mkdir {}: {e}", cg.display()),
-                            )
-                        })?;
-                    }
-                    paused_forever(&rec, at).await
-                })
-            }
-            _ => put,
+        #[cfg(feature = "test-hooks")]
+        if let Some((at @ (PauseAt::Recorded | PauseAt::CgroupMade), root)) = &self.pause_at {
+            let (at, rec) = (*at, rec.clone());
+            let cg = root.join(&rec.cgroup);
+            return Box::pin(async move {
+                put.await?;
+                if at == PauseAt::CgroupMade {
+                    fs::create_dir(&cg).map_err(|e| {
+                        paddock_supervisor::HookError::new(
+                            paddock_supervisor::HookErrorKind::Other,
+                            format!("mkdir {}: {e}", cg.display()),
+                        )
+                    })?;
+                }
+                paused_forever(&rec, at).await
+            });
         }
+        put
     }
     fn on_change(&self, rec: &Record) -> Persisting {
+        #[cfg(feature = "test-hooks")]
         if let Some((PauseAt::Spawned, _)) = &self.pause_at
             && rec.state == paddock_supervisor::State::Running
             && rec.main_pid.is_some()
@@ -414,7 +418,7 @@ fn read_token(path: &Path) -> Result<Vec<u8>> {
     // open file, so what is checked is what is read.
     let mut f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)
         .with_context(|| format!("open token file {}", path.display()))?;
     let meta = f
@@ -720,6 +724,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     );
     let _lock = lock_state_dir(&a.state_dir)?;
     let token = a.token_file.as_deref().map(read_token).transpose()?;
+    #[cfg(feature = "test-hooks")]
     let pause_at = PauseAt::from_env()?;
     let root = if a.delegated {
         let own = Root::own_cgroup().context("find the daemon's own cgroup (--delegated)")?;
@@ -750,6 +755,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         metrics.daemon.store.clone(),
     )?);
     let log_dir = a.state_dir.join("logs");
+    #[cfg(feature = "test-hooks")]
     let root_path = root.path().to_owned();
     let mut cfg = Config::new(root);
     cfg.owner = owner.to_string();
@@ -766,6 +772,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     cfg.hooks = Arc::new(DaemonHooks {
         store: store.clone(),
         metrics: metrics.clone(),
+        #[cfg(feature = "test-hooks")]
         pause_at: pause_at.map(|at| {
             tracing::warn!(
                 point = at.as_str(),

@@ -16,23 +16,22 @@
 //! fresh one started — every sandbox it described died with that boot. In the same boot, a
 //! database that cannot be opened is an error: its sandboxes may be alive.
 //!
-//! **Group commit.** Writes are queued. A caller that awaits its write while no commit is
-//! in progress commits the queue itself, at once (a few page-cache writes; no hand-off to
-//! another thread and back); writes queued while a commit is in progress, or that nobody
-//! awaits, are committed by a writer thread, everything queued in one transaction. So
-//! 1,000 concurrent starts share commits, a write nobody waits for stays off the caller's
-//! path, and a caller waits only for the commit that holds its own record. The writes of
-//! one caller are committed in the order it made them.
+//! **Group commit.** Writes go through a channel to one writer thread, which commits
+//! whatever is queued (up to [`MAX_BATCH`] writes) in one transaction, then answers each
+//! write's future. So 1,000 concurrent starts share commits, no commit runs on a caller's
+//! (tokio worker's) thread, and a caller waits only for the commit that holds its own
+//! record. The writes of one caller are committed in the order it made them.
+//!
+//! **Reads** (the reconciliation's scan) open a read transaction of their own: redb's
+//! reads are MVCC, so a scan of 10,000 records never holds up the writer, and it sees
+//! every write whose future has resolved.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use paddock_supervisor::{
@@ -51,11 +50,13 @@ const MAX_BATCH: usize = 1024;
 /// The sandbox records of one state directory.
 ///
 /// After an I/O error (a full or failing disk) redb refuses further use of the open
-/// database (`PreviousIo`); the store then reopens it once the next write comes, so the
-/// daemon recovers by itself when space returns.
+/// database ([`redb::Error::PreviousIo`]); the store then reopens it when it is next used,
+/// so the daemon recovers by itself when space returns.
 pub struct Store {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread's queue; `None` once the store is dropped.
+    queue: Option<Sender<Op>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -66,12 +67,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What the writer thread and the readers share.
 struct Shared {
-    db: Mutex<Option<OpenDb>>,
+    /// The open database; `None` after an I/O error left it unusable (or a reopen failed),
+    /// until the next use reopens it. The lock is held only to take a reference (or to
+    /// reopen), never across a transaction.
+    db: Mutex<Option<Arc<OpenDb>>>,
     path: PathBuf,
-    queue: Mutex<Queue>,
-    wake: Condvar,
     counters: Arc<StoreCounters>,
+    /// The name of the thread that made the last commit (the tests check that it is the
+    /// writer thread's).
+    #[cfg(test)]
+    last_committer: Mutex<Option<String>>,
 }
 
 /// What the store counts (the daemon exports them as metrics).
@@ -81,15 +88,6 @@ pub struct StoreCounters {
     pub commits: AtomicU64,
     /// Writes that failed (each is also logged).
     pub write_failures: AtomicU64,
-}
-
-#[derive(Default)]
-struct Queue {
-    ops: VecDeque<Op>,
-    closed: bool,
-    /// A commit is in progress (in a caller or in the writer thread); whoever makes it
-    /// looks at the queue again when it is done.
-    busy: bool,
 }
 
 /// The open database and a second handle on its file, to fsync it.
@@ -212,49 +210,6 @@ fn open_for_this_boot(path: &Path, boot: Option<&str>) -> anyhow::Result<OpenDb>
     Ok(open)
 }
 
-/// The future of one queued write. Its first poll commits the queue in the caller's thread
-/// if no commit is in progress (a few page-cache writes; no hand-off to the writer thread
-/// and back); otherwise whoever is committing passes what is queued to the writer thread
-/// when done. Dropped before its first poll (nobody waits for the write), it hands the
-/// queue to the writer thread, off the caller's path.
-struct Pending {
-    shared: Arc<Shared>,
-    rx: oneshot::Receiver<Result<(), String>>,
-    tried: bool,
-}
-
-impl Future for Pending {
-    type Output = Result<(), HookError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if !self.tried {
-            self.tried = true;
-            self.shared.commit_if_idle();
-        }
-        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(done) => done.map_err(|e| HookError::new(HookErrorKind::Write, e)),
-            Err(_) => Err(HookError::new(
-                HookErrorKind::Closed,
-                "the state database writer stopped",
-            )),
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.tried {
-            self.shared.wake.notify_one();
-        }
-    }
-}
-
-/// The next batch of queued writes, in order.
-fn take_batch(q: &mut Queue) -> Vec<Op> {
-    let n = q.ops.len().min(MAX_BATCH);
-    q.ops.drain(..n).collect()
-}
-
 /// One queued write.
 struct Op {
     key: String,
@@ -283,20 +238,22 @@ impl Store {
     ) -> anyhow::Result<Store> {
         let db = open_for_this_boot(path, boot)?;
         let shared = Arc::new(Shared {
-            db: Mutex::new(Some(db)),
+            db: Mutex::new(Some(Arc::new(db))),
             path: path.to_owned(),
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
             counters,
+            #[cfg(test)]
+            last_committer: Mutex::new(None),
         });
+        let (queue, rx) = std::sync::mpsc::channel();
         let s = shared.clone();
         let writer = std::thread::Builder::new()
             .name("paddock-store".into())
-            .spawn(move || s.run())
+            .spawn(move || s.run(&rx))
             .map_err(|e| anyhow::anyhow!("start the state database writer thread: {e}"))?;
         Ok(Store {
             shared,
-            writer: Mutex::new(Some(writer)),
+            queue: Some(queue),
+            writer: Some(writer),
         })
     }
 
@@ -309,7 +266,7 @@ impl Store {
     /// next daemon reclaims the cgroup by its owner tag (which is set before anything runs
     /// in it). Losing a later state only makes the next daemon finish a stop that was
     /// already finished, which it does (the cgroup is gone). Dropping the future does not
-    /// cancel the write.
+    /// cancel the write. The commit runs on the writer thread, never in the future's `poll`.
     pub fn put(&self, rec: &Record) -> Persisting {
         let key = cgroup_name(rec.spec.id.as_str(), rec.lifecycle);
         let value = match serde_json::to_vec(rec) {
@@ -342,6 +299,7 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// Hands one write to the writer thread; the future resolves with its commit's outcome.
     fn enqueue(
         &self,
         key: String,
@@ -350,26 +308,31 @@ impl Store {
         what: String,
     ) -> Persisting {
         let (done, rx) = oneshot::channel();
-        {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.closed {
-                return Box::pin(std::future::ready(Err(HookError::new(
-                    HookErrorKind::Closed,
-                    format!("{what}: the state database is closed"),
-                ))));
-            }
-            q.ops.push_back(Op {
-                key,
-                value,
-                fsync,
-                what,
-                done,
-            });
+        let op = Op {
+            key,
+            value,
+            fsync,
+            what,
+            done,
+        };
+        let sent = match &self.queue {
+            Some(q) => q.send(op).map_err(|e| e.0.what),
+            None => Err(op.what),
+        };
+        if let Err(what) = sent {
+            return Box::pin(std::future::ready(Err(HookError::new(
+                HookErrorKind::Closed,
+                format!("{what}: the state database is closed (its writer thread stopped)"),
+            ))));
         }
-        Box::pin(Pending {
-            shared: self.shared.clone(),
-            rx,
-            tried: false,
+        Box::pin(async move {
+            match rx.await {
+                Ok(done) => done.map_err(|e| HookError::new(HookErrorKind::Write, e)),
+                Err(_) => Err(HookError::new(
+                    HookErrorKind::Closed,
+                    "the state database writer stopped before committing this write",
+                )),
+            }
         })
     }
 
@@ -383,110 +346,100 @@ impl Store {
     /// The records whose key (`<id>@<lifecycle>`) `want` accepts; the others are not
     /// decoded (a periodic reconciliation wants only the few its supervisor does not know,
     /// out of possibly 10,000). Rows that cannot be decoded are returned as errors with
-    /// their key. Sees every write whose future has resolved.
+    /// their key. Sees every write whose future has resolved. The scan runs in a read
+    /// transaction of its own (a snapshot), so writes commit while it runs; it blocks, so
+    /// call it off the async workers.
     pub fn records_where(
         &self,
         want: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Vec<Result<Record, (String, String)>>> {
-        let rows = self.shared.with_db(|open| {
-            let db = &open.db;
-            let read = || -> Result<_, Box<dyn std::error::Error>> {
-                let tx = db.begin_read()?;
-                let t = tx.open_table(SANDBOXES)?;
-                let mut out = Vec::new();
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    if !want(k.value()) {
-                        continue;
-                    }
-                    out.push(
-                        serde_json::from_slice(v.value())
-                            .map_err(|e| (k.value().to_owned(), e.to_string())),
-                    );
+        let what = || format!("read the state database {}", self.shared.path.display());
+        let open = self
+            .shared
+            .current()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
+        // redb's own error type, matched by variant (`PreviousIo`) in `check`.
+        #[allow(clippy::result_large_err)]
+        let read = || -> Result<_, redb::Error> {
+            let tx = open.db.begin_read()?;
+            let t = tx.open_table(SANDBOXES)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                if !want(k.value()) {
+                    continue;
                 }
-                Ok(out)
-            };
-            read().map_err(|e| e.to_string())
-        });
-        rows.map_err(|e| anyhow::anyhow!("read the state database: {e}"))
+                out.push(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| (k.value().to_owned(), e.to_string())),
+                );
+            }
+            Ok(out)
+        };
+        let r = read();
+        self.shared.check(&open, &r);
+        r.map_err(|e| anyhow::anyhow!("{}: {e}", what()))
     }
 }
 
 impl Drop for Store {
     /// Commits what is queued, then stops the writer thread.
     fn drop(&mut self) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed = true;
-        self.shared.wake.notify_one();
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // Closing the channel ends the writer's loop once it has drained the queue.
+        drop(self.queue.take());
+        if let Some(h) = self.writer.take() {
             let _ = h.join();
         }
     }
 }
 
 impl Shared {
-    /// Runs `f` on the open database, reopening it first when a previous I/O error left
-    /// it unusable (or a reopen failed before).
-    fn with_db<T>(&self, f: impl FnOnce(&OpenDb) -> Result<T, String>) -> Result<T, String> {
+    /// The open database, reopened first when a previous I/O error left it unusable (or a
+    /// reopen failed before). The lock is released before the caller uses it.
+    fn current(&self) -> Result<Arc<OpenDb>, String> {
         let mut g = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            let db = open_db(&self.path).map_err(|e| format!("re{e}"))?;
-            tracing::warn!(path = %self.path.display(), "reopened the state database after an I/O error");
-            *g = Some(db);
+        if let Some(open) = &*g {
+            return Ok(open.clone());
         }
-        let r = f(g.as_ref().expect("just opened"));
-        if let Err(e) = &r
-            && e.contains("Previous I/O error")
-        {
-            // Drop it now (releasing its file lock); the next call reopens.
-            *g = None;
-        }
-        r
+        let open = Arc::new(open_db(&self.path).map_err(|e| format!("re{e}"))?);
+        tracing::warn!(path = %self.path.display(), "reopened the state database after an I/O error");
+        *g = Some(open.clone());
+        Ok(open)
     }
 
-    /// Commits what is queued, here and now, unless a commit is in progress; passes what
-    /// was queued meanwhile to the writer thread.
-    fn commit_if_idle(&self) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if q.busy || q.ops.is_empty() {
-            return;
-        }
-        q.busy = true;
-        let batch = take_batch(&mut q);
-        drop(q);
-        self.commit_and_answer(batch);
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.busy = false;
-        if !q.ops.is_empty() {
-            self.wake.notify_one();
+    /// After an operation on `open` ended in `r`: when redb refuses the database for a
+    /// previous I/O error, drops it (once its last user lets go, its file lock goes too),
+    /// so that the next use reopens it.
+    fn check<T>(&self, open: &Arc<OpenDb>, r: &Result<T, redb::Error>) {
+        if let Err(redb::Error::PreviousIo) = r {
+            let mut g = self.db.lock().unwrap_or_else(|p| p.into_inner());
+            if g.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, open)) {
+                *g = None;
+            }
         }
     }
 
-    /// The writer thread: commits what was queued while another commit was in progress
-    /// or by a write nobody waits for, until the store is dropped and the queue empty.
-    fn run(&self) {
-        loop {
-            let batch = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                while (q.ops.is_empty() || q.busy) && !q.closed {
-                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+    /// The writer thread: commits everything queued, one transaction per batch of what has
+    /// accumulated meanwhile, until the store is dropped and the queue empty.
+    fn run(&self, queue: &Receiver<Op>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
-                if q.ops.is_empty() {
-                    return;
-                }
-                q.busy = true;
-                take_batch(&mut q)
-            };
+            }
             self.commit_and_answer(batch);
-            self.queue.lock().unwrap_or_else(|p| p.into_inner()).busy = false;
         }
     }
 
     /// Commits `batch` in one transaction and answers each write's future.
     fn commit_and_answer(&self, batch: Vec<Op>) {
+        #[cfg(test)]
+        {
+            *self.last_committer.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+        }
         let fsync = batch.iter().any(|op| op.fsync);
         let r = self.commit(&batch, fsync);
         if r.is_ok() {
@@ -512,28 +465,34 @@ impl Shared {
 
     /// One transaction with every write of `batch`, in order, then an fsync if asked.
     fn commit(&self, batch: &[Op], fsync: bool) -> Result<(), String> {
-        self.with_db(|open| {
-            // `Immediate`: the commit writes its header, so it survives a crash of the
-            // daemon (the backend leaves the fsync out; `None` would keep it in memory).
-            let tx = open.db.begin_write().map_err(|e| e.to_string())?;
+        let open = self.current()?;
+        // redb's own error type, matched by variant (`PreviousIo`) in `check`.
+        #[allow(clippy::result_large_err)]
+        let write = || -> Result<(), redb::Error> {
+            // `Immediate` durability (the default): the commit writes its header, so it
+            // survives a crash of the daemon (the backend leaves the fsync out).
+            let tx = open.db.begin_write()?;
             {
-                let mut t = tx.open_table(SANDBOXES).map_err(|e| e.to_string())?;
+                let mut t = tx.open_table(SANDBOXES)?;
                 for op in batch.iter().filter(|op| !op.key.is_empty()) {
                     match &op.value {
                         Some(v) => t.insert(op.key.as_str(), v.as_slice()).map(drop),
                         None => t.remove(op.key.as_str()).map(drop),
-                    }
-                    .map_err(|e| e.to_string())?;
+                    }?;
                 }
             }
-            tx.commit().map_err(|e| e.to_string())?;
-            if fsync {
-                open.file
-                    .sync_all()
-                    .map_err(|e| format!("fsync {}: {e}", self.path.display()))?;
-            }
+            tx.commit()?;
             Ok(())
-        })
+        };
+        let r = write();
+        self.check(&open, &r);
+        r.map_err(|e| e.to_string())?;
+        if fsync {
+            open.file
+                .sync_all()
+                .map_err(|e| format!("fsync {}: {e}", self.path.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -611,17 +570,14 @@ mod tests {
     async fn writes_after_close_fail_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let store = Store::open(&path, Arc::default()).unwrap();
+        let mut store = Store::open(&path, Arc::default()).unwrap();
         let rec = record("ok", State::Running);
         store.put(&rec).await.unwrap();
-        // Dropping the store closes it: later writes fail with a clear error.
-        let shared = store.shared.clone();
-        drop(store);
-        let closed = Store {
-            shared,
-            writer: Mutex::new(None),
-        };
-        let e = closed.put(&rec).await.unwrap_err();
+        // What dropping the store does first: close the writer's queue.
+        drop(store.queue.take());
+        store.writer.take().unwrap().join().unwrap();
+        let e = store.put(&rec).await.unwrap_err();
+        assert_eq!(e.kind(), HookErrorKind::Closed, "{e}");
         assert!(e.to_string().contains("closed"), "{e}");
     }
 
@@ -673,35 +629,63 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "boot-c");
     }
 
-    /// A write nobody awaits (its future dropped unpolled) is committed by the writer
-    /// thread; one whose future is awaited while nothing else commits is committed by the
-    /// caller, before the future first returns.
+    /// A write nobody awaits (its future dropped unpolled) is committed; so is one whose
+    /// future is awaited; and both are committed by the writer thread, never in the
+    /// future's `poll` on the caller's (tokio worker's) thread.
     #[tokio::test]
-    async fn unawaited_writes_are_committed_by_the_writer_thread() {
+    async fn writes_are_committed_by_the_writer_thread_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let counters = Arc::new(StoreCounters::default());
         let store = Store::open_in_boot(&path, None, counters.clone()).unwrap();
-        let rec = record("dropped", State::Running);
-        drop(store.put(&rec));
-        // Wait for the writer thread to have committed it and be idle again, with a
-        // deadline.
-        let idle = || !store.shared.queue.lock().unwrap().busy;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while counters.commits.load(Relaxed) == 0 || !idle() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the dropped write was not committed within 10 s"
-            );
-            std::thread::yield_now();
-        }
+        drop(store.put(&record("dropped", State::Running)));
+        // A flush is queued after it, so it resolves once the dropped write is committed.
+        store.flush().await.unwrap();
         assert_eq!(store.all().unwrap().len(), 1);
-        // Awaited: the first poll commits it (the future is ready at once).
-        let mut fut = store.put(&record("awaited", State::Running));
-        let waker = std::task::Waker::noop();
-        let polled = fut.as_mut().poll(&mut Context::from_waker(waker));
-        assert!(matches!(polled, Poll::Ready(Ok(()))), "{polled:?}");
+        let committer = || store.shared.last_committer.lock().unwrap().clone();
+        assert_eq!(committer().as_deref(), Some("paddock-store"));
+        *store.shared.last_committer.lock().unwrap() = None;
+        store.put(&record("awaited", State::Running)).await.unwrap();
         assert_eq!(store.all().unwrap().len(), 2);
+        assert_eq!(committer().as_deref(), Some("paddock-store"));
+        assert_eq!(counters.write_failures.load(Relaxed), 0);
+    }
+
+    /// A scan of the records (the reconciliation's) holds no lock the writer needs: a
+    /// write made and awaited in the middle of a scan commits, and the scan sees the
+    /// snapshot it started with.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_commit_while_a_scan_is_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open_in_boot(&dir.path().join("s.redb"), None, Arc::default()).unwrap(),
+        );
+        for id in ["a", "b", "c"] {
+            store.put(&record(id, State::Running)).await.unwrap();
+        }
+        let (s, rt) = (store.clone(), tokio::runtime::Handle::current());
+        let rows = tokio::task::spawn_blocking(move || {
+            let wrote = std::sync::atomic::AtomicBool::new(false);
+            s.records_where(|_| {
+                if !wrote.swap(true, Relaxed) {
+                    let put = s.put(&record("d", State::Running));
+                    let r = rt.block_on(tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        put,
+                    ));
+                    assert!(
+                        matches!(r, Ok(Ok(()))),
+                        "a write during a scan did not commit within 10 s: {r:?}"
+                    );
+                }
+                true
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(rows.len(), 3, "the scan saw a write made after it began");
+        assert_eq!(store.all().unwrap().len(), 4);
     }
 
     /// `records_where` decodes and returns only the rows whose key the predicate accepts
