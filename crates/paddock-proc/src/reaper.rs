@@ -41,6 +41,10 @@
 //! is removed and its waiters get `ExitStatus::Unknown`.
 //!
 //! [`Process::signal`]: crate::Process::signal
+//!
+//! Why one file of over 600 lines: the sweep, `reap_orphans_of` and the child table share
+//! one lock and one invariant (a child is reaped only under it, by the reaper or a sweep);
+//! start-up and health are already in `reaper/start.rs`.
 
 mod start;
 

@@ -1,6 +1,9 @@
 //! The run: options, the workers that take lifecycles one after another, one lifecycle
 //! from start to the checks after its stop, the final walk, and the clean-up (also the
 //! emergency one after a second Ctrl-C).
+//!
+//! Why one file of over 600 lines: the steps of one lifecycle (start with its fault, wait,
+//! stop with its fault, check) read top to bottom; the checks themselves are in `check.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

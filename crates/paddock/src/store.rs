@@ -25,6 +25,9 @@
 //! **Reads** (the reconciliation's scan) open a read transaction of their own: redb's
 //! reads are MVCC, so a scan of 10,000 records never holds up the writer, and it sees
 //! every write whose future has resolved.
+//!
+//! Over 600 lines with its unit tests (about 500 without): the writer thread, the boot-id
+//! handling and the reads share one database handle and its reopen rule.
 
 use std::fs::{File, OpenOptions};
 use std::io;
