@@ -33,10 +33,20 @@ impl HostResources {
     /// Thaws and removes every freezer cgroup and deletes every network namespace still
     /// tracked.
     pub fn cleanup(&self) {
-        for f in std::mem::take(&mut *self.freezers.lock().unwrap()) {
+        for f in std::mem::take(
+            &mut *self
+                .freezers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
             V1Freezer(f).release();
         }
-        for n in std::mem::take(&mut *self.netns.lock().unwrap()) {
+        for n in std::mem::take(
+            &mut *self
+                .netns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
             netns_delete(&n);
         }
     }
@@ -45,28 +55,40 @@ impl HostResources {
     pub(crate) fn create_freezer(&self, run: &str, n: u64) -> std::io::Result<V1Freezer> {
         let p = Path::new(V1_FREEZER).join(format!("paddock-torture-{run}-{n}"));
         std::fs::create_dir(&p)?;
-        self.freezers.lock().unwrap().push(p.clone());
+        self.freezers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(p.clone());
         Ok(V1Freezer(p))
     }
 
     /// Stops tracking `f` and releases it (thaw, survivors moved out, directory removed),
     /// on a blocking thread.
     pub(crate) async fn release_freezer(&self, f: V1Freezer) {
-        self.freezers.lock().unwrap().retain(|p| p != &f.0);
+        self.freezers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| p != &f.0);
         let _ = tokio::task::spawn_blocking(move || f.release()).await;
     }
 
     /// Creates the network namespace `name` (`ip netns add`) and tracks it.
     pub(crate) fn add_netns(&self, name: &str) -> Result<(), String> {
         netns_add(name)?;
-        self.netns.lock().unwrap().push(name.to_owned());
+        self.netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.to_owned());
         Ok(())
     }
 
     /// Deletes the network namespace `name` and stops tracking it.
     pub(crate) fn delete_netns(&self, name: &str) {
         netns_delete(name);
-        self.netns.lock().unwrap().retain(|x| x != name);
+        self.netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|x| x != name);
     }
 }
 

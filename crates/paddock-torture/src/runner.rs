@@ -131,7 +131,11 @@ static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
 /// everything under the root (and the root itself if the run made it), removes the
 /// scratch directory.
 pub fn emergency_cleanup() {
-    let Some(a) = ACTIVE.lock().unwrap().take() else {
+    let Some(a) = ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    else {
         return;
     };
     a.host.cleanup();
@@ -247,7 +251,9 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         }
     }
     let host = Arc::new(HostResources::default());
-    *ACTIVE.lock().unwrap() = Some(Active {
+    *ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Active {
         root: root.path().to_path_buf(),
         made_root,
         host: host.clone(),
@@ -316,7 +322,10 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
             errors: vec![format!("the rival supervisor's task panicked: {e}")],
             ..RivalResult::default()
         });
-        let mut o = ctx.out.lock().unwrap();
+        let mut o = ctx
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         o.rival_reclaims = res.reclaims;
         o.rival_left_alone = res.left_alone;
         o.rival_sandboxes = res.sandboxes;
@@ -343,7 +352,12 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mut summary = std::mem::take(&mut *ctx.out.lock().unwrap());
+    let mut summary = std::mem::take(
+        &mut *ctx
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     for d in left_dirs {
         summary.leaks.push(Leak {
             lifecycle: None,
@@ -390,7 +404,10 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
             .push(format!("could not remove {}: {e}", root.path().display()));
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    ACTIVE.lock().unwrap().take();
+    ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     Ok(summary)
 }
 
@@ -479,7 +496,10 @@ async fn run_lifecycle(ctx: &Arc<Ctx>, n: u64) {
             l.detail
         );
     }
-    ctx.out.lock().unwrap().record(case, fault, out);
+    ctx.out
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .record(case, fault, out);
 }
 
 /// Lifecycle `n` of `case` with `fault` from start to the checks after its stop: makes

@@ -441,7 +441,11 @@ impl Shared {
     fn commit_and_answer(&self, batch: Vec<Op>) {
         #[cfg(test)]
         {
-            *self.last_committer.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+            *self
+                .last_committer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                std::thread::current().name().map(str::to_owned);
         }
         let fsync = batch.iter().any(|op| op.fsync);
         let r = self.commit(&batch, fsync);
