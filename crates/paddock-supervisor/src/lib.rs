@@ -24,6 +24,8 @@
 
 mod events;
 pub mod logs;
+#[cfg(feature = "openapi")]
+pub mod schema;
 mod spec;
 mod state;
 mod stdio;
@@ -34,8 +36,9 @@ pub use events::{
     StuckProcess,
 };
 pub use spec::{
-    Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_LEN, MAX_PIDS_LIMIT, Network, OnMainExit,
-    SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopPolicy, parse_duration, parse_size,
+    Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_CHARS_NON_ASCII, MAX_ID_LEN,
+    MAX_PIDS_LIMIT, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
+    StopPolicy, parse_duration, parse_size,
 };
 pub use state::{
     CGROUP_SEPARATOR, InvalidTransition, LifecycleId, State, Transition, cgroup_name,

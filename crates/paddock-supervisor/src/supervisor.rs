@@ -230,6 +230,7 @@ impl std::fmt::Debug for Config {
 
 /// A snapshot of one lifecycle of a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxInfo {
     /// The ID.
     pub id: SandboxId,
@@ -244,6 +245,7 @@ pub struct SandboxInfo {
     /// The main process's PID.
     pub pid: Option<i32>,
     /// The cgroup's path.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cgroup_path: PathBuf,
     /// How the main process ended, once it has.
     pub main_exit: Option<MainExit>,
@@ -261,6 +263,7 @@ pub struct SandboxInfo {
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxStats {
     /// Total CPU time, µs.
     pub cpu_usage_usec: Option<u64>,
