@@ -42,7 +42,7 @@ pub use counters::{CounterSnapshot, Counters};
 pub use error::{Error, Result};
 pub use events::{BACKSTOP, EventsWatch, ExitWatch, MAX_TRACKED_EXITS};
 pub use kill::{KillMethod, KillOptions, KillReport, Killed};
-pub use name::{CgroupName, MAX_NAME_LEN};
+pub use name::{CgroupName, INTERFACE_PREFIXES, MAX_NAME_LEN};
 pub use owner::{Liveness, Owner};
 pub use procinfo::ProcInfo;
 pub use remove::{RMDIR_FALLBACK_MESSAGE, RemoveOptions, RemoveReport};

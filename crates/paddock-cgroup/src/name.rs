@@ -8,8 +8,9 @@ use crate::{Error, Result};
 pub const MAX_NAME_LEN: usize = 255;
 
 /// Prefixes of cgroup interface files. A directory may not be named like one (the kernel
-/// refuses some of them, and the others would be confusing to read).
-const INTERFACE_PREFIXES: &[&str] = &[
+/// refuses some of them, and the others would be confusing to read): [`CgroupName::new`]
+/// refuses every name that starts with one of these.
+pub const INTERFACE_PREFIXES: &[&str] = &[
     "cgroup.",
     "cpu.",
     "cpuset.",

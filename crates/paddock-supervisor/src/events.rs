@@ -9,6 +9,7 @@ use crate::spec::SandboxId;
 
 /// A process that would not die, as `/proc` described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StuckProcess {
     /// PID.
     pub pid: i32,
@@ -34,6 +35,7 @@ impl From<&paddock_cgroup::ProcInfo> for StuckProcess {
 /// A process a stop had to kill because it outlived the grace period (or was there when a
 /// `kill` began), as `/proc` named it just before the kill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KilledProcess {
     /// PID.
     pub pid: i32,
@@ -47,6 +49,7 @@ pub const MAX_KILLED_LISTED: usize = 64;
 
 /// How the main process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MainExit {
     /// Exit code, if it exited.
     pub code: Option<i32>,
@@ -96,6 +99,7 @@ impl From<paddock_proc::ExitStatus> for MainExit {
 /// Why a stop ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StopReason {
     /// `stop` was called.
     Requested,
@@ -111,6 +115,7 @@ pub enum StopReason {
 
 /// What a stop did, phase by phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopReport {
     /// Why it ran.
     pub reason: StopReason,
@@ -159,6 +164,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 /// What happened to a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     /// The main process was spawned.
     Started {
@@ -215,6 +221,7 @@ pub enum EventKind {
 
 /// One event, for one lifecycle of one sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// The sandbox.
     pub id: SandboxId,

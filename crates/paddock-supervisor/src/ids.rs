@@ -40,7 +40,9 @@ impl LifecycleId {
 
     /// Parses 16 hex digits.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 16 {
+        // Exactly the form `Display` writes: `from_str_radix` alone would also take a sign
+        // and upper-case digits.
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         u64::from_str_radix(s, 16).ok().map(LifecycleId)
@@ -96,5 +98,24 @@ mod tests {
         assert_eq!(parse_cgroup_name(&name), Some(("web@1", l)));
         assert_eq!(parse_cgroup_name("other"), None);
         assert_eq!(parse_cgroup_name("x@123"), None);
+    }
+
+    /// Only the form `Display` writes: 16 lower-case hex digits, no sign.
+    #[test]
+    fn lifecycle_ids_parse_strictly() {
+        assert!(LifecycleId::parse("0123456789abcdef").is_some());
+        for bad in [
+            "0123456789ABCDEF",
+            "0123456789abcdeF",
+            "+123456789abcdef",
+            "-123456789abcdef",
+            " 123456789abcdef",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "g123456789abcdef",
+            "",
+        ] {
+            assert_eq!(LifecycleId::parse(bad), None, "{bad:?}");
+        }
     }
 }

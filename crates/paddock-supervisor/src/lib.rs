@@ -47,6 +47,8 @@ pub mod logs;
 mod recovery;
 mod registry;
 mod retention;
+#[cfg(feature = "openapi")]
+pub mod schema;
 mod spawn;
 mod spec;
 mod start;
@@ -81,8 +83,9 @@ pub use paddock_proc::{ReaperHealth, reaper_health};
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
 pub use spec::{
-    Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_LEN, MAX_PIDS_LIMIT, Network, OnMainExit,
-    SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopPolicy, parse_duration, parse_size,
+    Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_CHARS_NON_ASCII, MAX_ID_LEN,
+    MAX_PIDS_LIMIT, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
+    StopPolicy, parse_duration, parse_size,
 };
 pub use state::{InvalidTransition, LifecycleState, State, Transition, transition};
 pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};

@@ -12,6 +12,12 @@ use crate::Error;
 /// Longest sandbox ID, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest sandbox ID that is not all ASCII, in characters: a quarter of [`MAX_ID_LEN`],
+/// so that it fits in [`MAX_ID_LEN`] bytes whatever its characters. (An ID is either all
+/// ASCII and at most [`MAX_ID_LEN`] long, or at most this many characters: a rule a JSON
+/// schema can state exactly, since `maxLength` counts characters, not bytes.)
+pub const MAX_ID_CHARS_NON_ASCII: usize = MAX_ID_LEN / 4;
+
 /// Longest duration accepted anywhere a duration is given: a spec's `grace_period_ms` and
 /// `kill_timeout_ms`, [`parse_duration`] (and with it the API's `?timeout=`): 365 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(86_400 * 365);
@@ -25,7 +31,8 @@ pub const MAX_CGROUP_COUNT_LIMIT: u64 = i32::MAX as u64;
 pub const MAX_PIDS_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// A validated sandbox ID: a cgroup-safe name (no `/`, no NUL, no control characters, not
-/// `.`/`..`, not named like a cgroup interface file) of 1 to 128 bytes.
+/// `.`/`..`, not named like a cgroup interface file) of 1 to 128 bytes: up to 128 ASCII
+/// characters, or up to [`MAX_ID_CHARS_NON_ASCII`] characters when one is not ASCII.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(into = "String")]
 pub struct SandboxId(String);
@@ -50,6 +57,12 @@ impl SandboxId {
             return Err(Error::InvalidSpec(format!(
                 "sandbox ID is {} bytes long; at most {MAX_ID_LEN} are allowed",
                 id.len()
+            )));
+        }
+        if !id.is_ascii() && id.chars().count() > MAX_ID_CHARS_NON_ASCII {
+            return Err(Error::InvalidSpec(format!(
+                "sandbox ID has {} characters, not all ASCII; at most {MAX_ID_CHARS_NON_ASCII} are allowed then (at most {MAX_ID_LEN} when all are ASCII)",
+                id.chars().count()
             )));
         }
         paddock_cgroup::CgroupName::new(id.clone())
@@ -109,12 +122,22 @@ pub enum StdioTarget {
 /// The three standard streams.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "The standard streams of the main process. Through the daemon, a spec without `stdio` gets stdin `null` and stdout and stderr `log`; a field left out of a given `stdio` is `null`. `inherit` and `pipe` (library only) are refused"
+    )
+)]
 pub struct StdioSpec {
     /// fd 0.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::stdin_target))]
     pub stdin: StdioTarget,
     /// fd 1.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::output_target))]
     pub stdout: StdioTarget,
     /// fd 2.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::output_target))]
     pub stderr: StdioTarget,
 }
 
@@ -132,20 +155,34 @@ impl StdioSpec {
 /// Resource limits. `None` leaves the kernel default (unlimited).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "Resource limits; null or absent leaves the kernel default (unlimited). Each needs its controller (memory, cpu, pids) on the node: a limit whose controller is missing is a 422"
+    )
+)]
 pub struct Limits {
     /// `memory.max` in bytes.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_max))]
     pub memory_max: Option<u64>,
     /// `memory.high` in bytes.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_high))]
     pub memory_high: Option<u64>,
     /// `cpu.max` as a number of CPUs (1.5 = one and a half CPUs).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpus))]
     pub cpus: Option<f64>,
     /// `cpu.weight`, 1..=10000.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpu_weight))]
     pub cpu_weight: Option<u64>,
     /// `pids.max`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::pids_max))]
     pub pids_max: Option<u64>,
     /// `cgroup.max.descendants`: child cgroups the payload may create.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_descendants))]
     pub max_descendants: Option<u64>,
     /// `cgroup.max.depth`: how deep the payload may nest cgroups.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_depth))]
     pub max_depth: Option<u64>,
 }
 
@@ -182,6 +219,7 @@ pub enum Network {
 /// What happens when the main process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnMainExit {
     /// Stop the rest of the tree exactly as a stop request would (default).
     #[default]
@@ -193,13 +231,17 @@ pub enum OnMainExit {
 /// How a sandbox is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopPolicy {
     /// The signal sent to every process first (default SIGTERM = 15).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::stop_signal))]
     pub signal: i32,
     /// How long to wait for the tree to exit on its own, milliseconds (default 10 000).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::grace_period_ms))]
     pub grace_period_ms: u64,
     /// How long the kill may take before the sandbox is quarantined, milliseconds
     /// (default 5 000).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kill_timeout_ms))]
     pub kill_timeout_ms: u64,
 }
 
@@ -228,22 +270,31 @@ impl StopPolicy {
 /// Everything needed to start a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(example = crate::schema::spec_example)
+)]
 pub struct SandboxSpec {
     /// The sandbox ID.
     pub id: SandboxId,
     /// The program (a path, or a name looked up in `PATH`).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::command))]
     pub command: String,
     /// Arguments after `argv[0]`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::args))]
     pub args: Vec<String>,
     /// Environment variables, added to the supervisor's unless `clear_env`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env))]
     pub env: BTreeMap<String, String>,
     /// Start from an empty environment.
     #[serde(default)]
     pub clear_env: bool,
     /// Working directory.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cwd))]
     pub cwd: Option<PathBuf>,
     /// Standard streams.
     #[serde(default)]
@@ -330,7 +381,8 @@ impl SandboxSpec {
         // The same bounds as the cgroup layer (and the kernel), so a spec that validates
         // never fails at start for its CPU quota.
         if let Some(c) = l.cpus
-            && paddock_cgroup::CpuMax::from_cpus(c).is_err()
+            && (!(paddock_cgroup::CpuMax::MIN_CPUS..=paddock_cgroup::CpuMax::MAX_CPUS).contains(&c)
+                || paddock_cgroup::CpuMax::from_cpus(c).is_err())
         {
             return bad(format!(
                 "cpus = {c}: must be a number of CPUs from {} to {}",
@@ -364,6 +416,28 @@ impl SandboxSpec {
             return bad(format!(
                 "limits.pids_max = {p}: the kernel accepts at most {MAX_PIDS_LIMIT}"
             ));
+        }
+        if let Some(cwd) = &self.cwd {
+            let b = cwd.as_os_str().as_encoded_bytes();
+            if b.is_empty() || b.contains(&0) {
+                return bad(format!(
+                    "cwd {cwd:?}: must be a path, not empty and without NUL bytes"
+                ));
+            }
+        }
+        for (name, t) in [
+            ("stdio.stdin", &self.stdio.stdin),
+            ("stdio.stdout", &self.stdio.stdout),
+            ("stdio.stderr", &self.stdio.stderr),
+        ] {
+            if let StdioTarget::File(p) = t {
+                let b = p.as_os_str().as_encoded_bytes();
+                if b.is_empty() || b.contains(&0) {
+                    return bad(format!(
+                        "{name}: file {p:?}: must be a path, not empty and without NUL bytes"
+                    ));
+                }
+            }
         }
         if let Network::Named(n) = &self.network
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
@@ -455,6 +529,66 @@ mod tests {
         assert!(SandboxId::new("a".repeat(128)).is_ok());
         let j: Result<SandboxId, _> = serde_json::from_str("\"../x\"");
         assert!(j.is_err());
+    }
+
+    /// An ID is at most 128 bytes, and at most 32 characters when one is not ASCII.
+    #[test]
+    fn non_ascii_ids_are_at_most_32_characters() {
+        assert!(SandboxId::new("é".repeat(32)).is_ok());
+        assert!(SandboxId::new("😍".repeat(32)).is_ok());
+        assert!(SandboxId::new(format!("é{}", "a".repeat(31))).is_ok());
+        for bad in [
+            "é".repeat(33),
+            format!("é{}", "a".repeat(32)),
+            format!("{}é", "a".repeat(40)),
+        ] {
+            let e = SandboxId::new(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains("at most 32"), "{bad}: {e}");
+        }
+        assert!(SandboxId::new("a".repeat(128)).is_ok());
+        assert!(SandboxId::new("a".repeat(129)).is_err());
+    }
+
+    /// Paths and the CPU quota: what the OpenAPI document says is refused is refused here,
+    /// before anything is opened or written.
+    #[test]
+    fn paths_and_cpus_are_checked() {
+        let ok = SandboxSpec::new(
+            SandboxId::new("c").unwrap(),
+            "/bin/true",
+            Vec::<String>::new(),
+        );
+        let mut s = ok.clone();
+        s.cwd = Some("".into());
+        assert!(s.validate().unwrap_err().to_string().contains("cwd"));
+        s.cwd = Some("/a\0b".into());
+        assert!(s.validate().unwrap_err().to_string().contains("cwd"));
+        s.cwd = Some("/".into());
+        s.validate().unwrap();
+        for (name, set) in [
+            (
+                "stdio.stdin",
+                (|s, t| s.stdio.stdin = t) as fn(&mut SandboxSpec, StdioTarget),
+            ),
+            ("stdio.stdout", |s, t| s.stdio.stdout = t),
+            ("stdio.stderr", |s, t| s.stdio.stderr = t),
+        ] {
+            for bad in ["", "/a\0b"] {
+                let mut s = ok.clone();
+                set(&mut s, StdioTarget::File(bad.into()));
+                let e = s.validate().unwrap_err().to_string();
+                assert!(e.contains(name), "{bad:?}: {e}");
+            }
+        }
+        let mut s = ok.clone();
+        let min = paddock_cgroup::CpuMax::MIN_CPUS;
+        s.limits.cpus = Some(min);
+        s.validate().unwrap();
+        // Just below the minimum: the kernel's rounding would take it, the bound does not.
+        s.limits.cpus = Some(f64::from_bits(min.to_bits() - 1));
+        assert!(s.validate().unwrap_err().to_string().contains("cpus"));
+        s.limits.cpus = Some(paddock_cgroup::CpuMax::MAX_CPUS);
+        s.validate().unwrap();
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::events::{StopReason, StopReport};
 /// supervisor's own state, with the data each state carries, is [`LifecycleState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum State {
     /// The cgroup is being created and the main process spawned.
     Creating,

@@ -34,6 +34,7 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A snapshot of one lifecycle of a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxInfo {
     /// The ID.
     pub id: SandboxId,
@@ -48,6 +49,7 @@ pub struct SandboxInfo {
     /// The main process's PID.
     pub pid: Option<i32>,
     /// The cgroup's path.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cgroup_path: PathBuf,
     /// How the main process ended, once it has.
     pub main_exit: Option<MainExit>,
@@ -65,6 +67,7 @@ pub struct SandboxInfo {
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxStats {
     /// Total CPU time, µs.
     pub cpu_usage_usec: Option<u64>,

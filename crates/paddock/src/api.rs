@@ -1,9 +1,15 @@
-//! The HTTP/JSON API of the daemon (axum).
+//! The HTTP/JSON API of the daemon (axum), and its OpenAPI documentation: every route is
+//! registered through utoipa-axum's [`OpenApiRouter`] from a handler annotated with
+//! `#[utoipa::path]`, so a route cannot exist without its entry in the document
+//! ([`crate::openapi`]).
 //!
 //! Every error is `{"error": "<message>"}` with a status that says whose fault it was:
-//! 400 bad input (nothing changed), 401 missing/wrong token (TCP only), 404 unknown
-//! sandbox, 409 duplicate ID or wrong state, 422 the program could not be started,
-//! 429 an admission limit, 500/503 the daemon's own failures.
+//! 400 bad input — the request breaks the OpenAPI document; the message names the field;
+//! nothing changed —, 401 missing/wrong token (TCP only), 404 unknown sandbox, 409
+//! duplicate ID or wrong state, 422 a create the document allows but this node cannot carry
+//! out (a program that cannot be started, a stdio file it will not open, a named network
+//! namespace that does not exist, a limit whose controller is missing), 429 an admission
+//! limit, 500/503 the daemon's own failures.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -19,17 +25,20 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::Stream;
 use paddock_supervisor::{
-    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, StdioTarget, Supervisor,
-    cgroup_name, parse_duration,
+    Error as SupError, LifecycleId, MAX_DURATION, SandboxId, SandboxInfo, SandboxSpec,
+    SandboxStats, State as SbState, StdioTarget, StopReport, Supervisor, cgroup_name,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, watch};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics::Metrics;
+use crate::openapi::CreateRequest;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -59,6 +68,28 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong: the field, file or limit, and what the caller can do.
+    pub error: String,
+}
+
+/// The body of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(pattern = "^(ok|ready)$")]
+    pub status: &'static str,
+}
+
+/// The data of a `lagged` event: this stream fell behind and missed events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Lagged {
+    /// How many events were missed.
+    pub missed: u64,
+}
+
 /// An API error: a status and a message, sent as `{"error": "..."}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -80,7 +111,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -139,23 +176,30 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
 type Shared = Arc<AppState>;
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The router: `/v1/...`, `/metrics`, `/healthz`, `/readyz`.
+/// Every route with its documentation: `/v1/...`, `/metrics`, `/healthz`, `/readyz`.
+/// Routes are only ever added here, through `routes!` of `#[utoipa::path]` handlers.
+pub fn api_router() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(stop))
+        .routes(routes!(kill))
+        .routes(routes!(wait))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(stats))
+        .routes(routes!(logs))
+        .routes(routes!(events))
+        .routes(routes!(openapi))
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The router: [`api_router`]'s routes, JSON 404 and 405 answers for everything else.
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/v1/sandboxes", get(list).post(create))
-        .route("/v1/sandboxes/{id}", get(get_one).delete(delete))
-        .route("/v1/sandboxes/{id}/stop", post(stop))
-        .route("/v1/sandboxes/{id}/kill", post(kill))
-        .route("/v1/sandboxes/{id}/wait", get(wait))
-        .route("/v1/sandboxes/{id}/pause", post(pause))
-        .route("/v1/sandboxes/{id}/resume", post(resume))
-        .route("/v1/sandboxes/{id}/stats", get(stats))
-        .route("/v1/sandboxes/{id}/logs", get(logs))
-        .route("/v1/events", get(events))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (routes, _) = api_router().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -222,8 +266,14 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
+/// The `id` of a path or query: a 400 naming the parameter when it is not a valid ID.
 fn parse_id(id: &str) -> ApiResult<SandboxId> {
-    SandboxId::new(id).map_err(|e| ApiError::bad(e.to_string()))
+    SandboxId::new(id).map_err(|e| {
+        ApiError::bad(match e {
+            SupError::InvalidSpec(why) => format!("id: {why}"),
+            e => format!("id: {e}"),
+        })
+    })
 }
 
 fn parse_lc(lc: Option<&str>) -> ApiResult<Option<LifecycleId>> {
@@ -335,6 +385,29 @@ pub fn strict_json(body: &[u8]) -> serde_json::Result<Value> {
     Ok(v)
 }
 
+/// Turns every number written with a fraction or an exponent whose value is a whole number
+/// that fits an `i64` or a `u64` (`5.0`, `1e3`) into that integer, as JSON Schema counts
+/// them integers (`serde` would refuse them where an integer is expected).
+fn integral_floats_to_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+            {
+                // `as` saturates; a round trip tells a value that fits.
+                if f >= 0.0 && f < u64::MAX as f64 && (f as u64) as f64 == f {
+                    *n = (f as u64).into();
+                } else if f < 0.0 && f >= i64::MIN as f64 && (f as i64) as f64 == f {
+                    *n = (f as i64).into();
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(m) => m.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
+}
+
 /// Parses a create body: a `SandboxSpec` plus an optional `"start": true`. Duplicate keys
 /// (in any object) are refused.
 pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
@@ -359,6 +432,7 @@ pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
         }
     }
     let stdio_given = obj.contains_key("stdio");
+    integral_floats_to_integers(&mut v);
     let mut spec: SandboxSpec = serde_json::from_value(v)
         .map_err(|e| ApiError::bad(format!("invalid sandbox spec: {e}")))?;
     if !stdio_given {
@@ -394,6 +468,28 @@ impl Drop for Inflight<'_> {
     }
 }
 
+/// Create and start a sandbox.
+///
+/// The body is a SandboxSpec (unknown fields and duplicate keys are refused) plus an
+/// optional `"start": true`: the daemon starts everything it creates (`false` is a 400).
+/// Without `stdio`, stdout and stderr go to the sandbox's log file (GET .../logs). A
+/// `file` target is opened by the daemon, as root, before anything is created. Bodies
+/// above 65536 bytes are refused.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes",
+    operation_id = "create_sandbox",
+    request_body(content = CreateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Started: the sandbox as it is now", body = SandboxInfo),
+        (status = 400, description = "The body breaks this document: malformed JSON, an unknown field, a duplicate key, an invalid or out-of-range value, an oversized body, or a query parameter (none is taken); the message names the field; nothing changed", body = ErrorBody),
+        (status = 409, description = "A sandbox with this ID is creating or running; nothing started", body = ErrorBody),
+        (status = 422, description = "Valid, but this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, or a limit needs a controller the node lacks; the message names the field; nothing left behind", body = ErrorBody),
+        (status = 429, description = "An admission limit (max-sandboxes or max-starting) was reached; the message names it", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+        (status = 503, description = "The durable store refused the record, or opening a stdio file did not finish in time (a hung file system); nothing created", body = ErrorBody),
+    ),
+)]
 async fn create(State(st): State<Shared>, _q: NoParams, body: Body) -> ApiResult<Response> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::bad(format!(
@@ -442,11 +538,37 @@ async fn create(State(st): State<Shared>, _q: NoParams, body: Body) -> ApiResult
         *n += 1;
         Inflight(&st.inflight)
     };
-    let started = st.sup.start(spec).await?;
+    // The spec passed `validate` in `parse_create`: what `start` refuses now is what this
+    // node cannot do (a stdio file, a network namespace, a controller), not a bad request.
+    let started = st.sup.start(spec).await.map_err(|e| match e {
+        SupError::InvalidSpec(why) => ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: why,
+        },
+        e @ SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
+            ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: e.to_string(),
+            }
+        }
+        e => e.into(),
+    })?;
     tracing::info!(sandbox = %started.info.id, lifecycle = %started.info.lifecycle, pid = ?started.info.pid, "sandbox created through the API");
     Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
 }
 
+/// List every known lifecycle.
+///
+/// The current ones, and older ones still stopping or quarantined.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes",
+    operation_id = "list_sandboxes",
+    responses(
+        (status = 200, description = "The sandboxes", body = Vec<SandboxInfo>),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+    ),
+)]
 async fn list(State(st): State<Shared>, _q: NoParams) -> axum::Json<Vec<SandboxInfo>> {
     axum::Json(st.sup.list())
 }
@@ -467,6 +589,18 @@ fn find(st: &AppState, id: &str, q: &LcQuery) -> ApiResult<SandboxInfo> {
     })
 }
 
+/// Get a sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}",
+    operation_id = "get_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+    ),
+)]
 async fn get_one(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -490,18 +624,172 @@ impl TimeoutQuery {
     fn timeout(&self) -> ApiResult<Option<Duration>> {
         self.timeout
             .as_deref()
-            .map(|t| {
-                parse_duration(t).map_err(|e| {
-                    ApiError::bad(match e {
-                        SupError::InvalidSpec(why) => format!("timeout: {why}"),
-                        e => format!("timeout: {e}"),
-                    })
-                })
-            })
+            .map(|t| parse_api_duration(t).map_err(|why| ApiError::bad(format!("timeout: {why}"))))
             .transpose()
     }
 }
 
+/// The units of an API duration, each with its length in seconds.
+const DURATION_UNITS: [(&str, f64); 5] = [
+    ("ms", 0.001),
+    ("s", 1.0),
+    ("m", 60.0),
+    ("min", 60.0),
+    ("h", 3600.0),
+];
+
+/// The largest number [`parse_api_duration`] takes with `unit`: [`MAX_DURATION`] in it.
+fn duration_bound(unit: &str) -> u64 {
+    let s = MAX_DURATION.as_secs();
+    match unit {
+        "ms" => s * 1000,
+        "m" | "min" => s / 60,
+        "h" => s / 3600,
+        _ => s,
+    }
+}
+
+/// Parses a `?timeout=` value: a decimal number (`10`, `1.5`, `.5`, `5.`; digits and at
+/// most one point, no sign, no exponent, no spaces), then an optional unit (`ms`, `s`,
+/// `m` or `min`, `h`; seconds without one), at most 365 days ([`MAX_DURATION`]). The
+/// bound is checked on the decimal text, so exactly the strings matching
+/// [`duration_pattern`] are accepted. The error says why, with examples.
+pub fn parse_api_duration(s: &str) -> Result<Duration, String> {
+    let err = |why: &str| format!("duration {s:?}: {why} (examples: 10s, 500ms, 2m, 1.5h)");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() || num.bytes().filter(|&b| b == b'.').count() > 1 || num == "." {
+        return Err(err("not a non-negative decimal number"));
+    }
+    let Some(&(_, secs_per_unit)) = DURATION_UNITS
+        .iter()
+        .find(|(u, _)| *u == unit || (unit.is_empty() && *u == "s"))
+    else {
+        return Err(err("unknown unit (ms, s, m, min, h)"));
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let int = int.trim_start_matches('0');
+    let bound = duration_bound(unit).to_string();
+    let within = match int.len().cmp(&bound.len()) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => {
+            int < bound.as_str() || (int == bound && frac.bytes().all(|b| b == b'0'))
+        }
+    };
+    if !within {
+        return Err(err("out of range (at most 365 days)"));
+    }
+    let v: f64 = num.parse().map_err(|_| err("not a number"))?;
+    Ok(Duration::from_secs_f64(
+        (v * secs_per_unit).min(MAX_DURATION.as_secs_f64()),
+    ))
+}
+
+/// A regular expression (ECMA-262) of the decimal numbers `[0-9]+(\.[0-9]*)?|\.[0-9]+`
+/// whose value is at most `n`.
+fn at_most_pattern(n: u64) -> String {
+    let digits: Vec<u8> = n.to_string().bytes().map(|b| b - b'0').collect();
+    let k = digits.len();
+    let frac = r"(?:\.[0-9]*)?";
+    // Positive integers without a leading zero below n: fewer digits, or k digits with a
+    // smaller digit after a common prefix.
+    let mut below = Vec::new();
+    if k >= 2 {
+        below.push(format!("[1-9][0-9]{{0,{}}}", k - 2));
+    }
+    for (i, &d) in digits.iter().enumerate() {
+        let lo = u8::from(i == 0);
+        if d > lo {
+            let prefix: String = digits[..i].iter().map(|x| char::from(b'0' + x)).collect();
+            let class = if d - 1 == lo {
+                lo.to_string()
+            } else {
+                format!("[{lo}-{}]", d - 1)
+            };
+            let rest = k - 1 - i;
+            let tail = if rest > 0 {
+                format!("[0-9]{{{rest}}}")
+            } else {
+                String::new()
+            };
+            below.push(format!("{prefix}{class}{tail}"));
+        }
+    }
+    let mut alts = vec![format!(r"0+{frac}"), r"\.[0-9]+".to_owned()];
+    if !below.is_empty() {
+        alts.push(format!("0*(?:{}){frac}", below.join("|")));
+    }
+    alts.push(format!(r"0*{n}(?:\.0*)?"));
+    alts.join("|")
+}
+
+/// The regular expression of exactly the strings [`parse_api_duration`] accepts.
+pub fn duration_pattern() -> String {
+    let mut by_unit: Vec<(u64, Vec<&str>)> = Vec::new();
+    for (u, _) in DURATION_UNITS {
+        let b = duration_bound(u);
+        match by_unit.iter_mut().find(|(x, _)| *x == b) {
+            Some((_, us)) => us.push(u),
+            None => by_unit.push((b, vec![u])),
+        }
+    }
+    let alts: Vec<String> = by_unit
+        .iter()
+        .map(|(b, units)| {
+            let units: Vec<&str> = units
+                .iter()
+                .map(|u| if *u == "s" { "s?" } else { u })
+                .collect();
+            format!("(?:{})(?:{})", at_most_pattern(*b), units.join("|"))
+        })
+        .collect();
+    format!("^(?:{})$", alts.join("|"))
+}
+
+/// A `?timeout=` duration, as the OpenAPI document describes it.
+pub struct ApiDuration;
+
+impl utoipa::PartialSchema for ApiDuration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A duration: a decimal number (digits, at most one `.`; no sign, exponent or space), then a unit — `ms`, `s`, `m` or `min`, `h` — or none for seconds; at most 365 days. Examples: `10s`, `500ms`, `2m`, `1.5h`, `0`",
+            ))
+            .pattern(Some(duration_pattern()))
+            .examples(["10s", "500ms"])
+            .into()
+    }
+}
+
+impl ToSchema for ApiDuration {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Duration")
+    }
+}
+
+/// Stop gracefully and answer with the stop's report.
+///
+/// The stop signal to every process, the grace period, the kill, the removal.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/stop",
+    operation_id = "stop_sandbox",
+    params(
+        ("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one"),
+        ("timeout" = Option<ApiDuration>, Query, description = "A grace period replacing the spec's"),
+    ),
+    responses(
+        (status = 200, description = "The stop's report (also for a sandbox that had already stopped)", body = StopReport),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still being created: not stoppable yet", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
 async fn stop(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -521,6 +809,20 @@ async fn stop(
     Ok(axum::Json(report).into_response())
 }
 
+/// Kill at once (no grace period) and answer with the stop's report.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/kill",
+    operation_id = "kill_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The stop's report (also for a sandbox that had already stopped)", body = StopReport),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still being created: not stoppable yet", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
 async fn kill(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -549,10 +851,26 @@ fn pin_lifecycle(st: &AppState, id: &SandboxId, lc: Option<LifecycleId>) -> ApiR
     }
 }
 
-/// Waits until the lifecycle has ended (stopped, failed or quarantined; its stop report and
-/// main exit are then in the answer) or `timeout` passed (the answer then shows it still
-/// live). The lifecycle is pinned when the request arrives: a start of the same ID meanwhile
-/// is not waited for instead.
+/// Wait until the lifecycle has ended, or the timeout passed.
+///
+/// An ended lifecycle (stopped, failed or quarantined) has its stop report and main exit in
+/// the answer; after the timeout the answer shows it still live. The lifecycle is pinned
+/// when the request arrives: a start of the same ID meanwhile is not waited for instead.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/wait",
+    operation_id = "wait_sandbox",
+    params(
+        ("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one"),
+        ("timeout" = Option<ApiDuration>, Query, description = "Answer after this long at the latest; default: when the lifecycle ends"),
+    ),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 503, description = "The daemon is shutting down; wait again once it is back", body = ErrorBody),
+    ),
+)]
 async fn wait(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -597,6 +915,20 @@ async fn wait(
         })
 }
 
+/// Freeze a running sandbox.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/pause",
+    operation_id = "pause_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox, paused", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
 async fn pause(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -605,6 +937,20 @@ async fn pause(
     set_paused(st, id, q, true).await
 }
 
+/// Thaw a paused sandbox.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/resume",
+    operation_id = "resume_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox, running", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
 async fn resume(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -630,6 +976,21 @@ async fn set_paused(
     Ok(axum::Json(info))
 }
 
+/// Forget a stopped or failed sandbox and delete its log.
+///
+/// With `lifecycle`, only that lifecycle: a stale handle never forgets a newer one (404).
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}",
+    operation_id = "delete_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still live: stop it first", body = ErrorBody),
+    ),
+)]
 async fn delete(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -646,6 +1007,20 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Resource usage of a live sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/stats",
+    operation_id = "sandbox_stats",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "Usage", body = SandboxStats),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not live: no cgroup to read", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
 async fn stats(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -654,9 +1029,39 @@ async fn stats(
     let Query(q) = q?;
     let id = parse_id(&id)?;
     let lc = parse_lc(q.lifecycle.as_deref())?;
-    Ok(axum::Json(st.sup.stats(&id, lc)?).into_response())
+    match st.sup.stats(&id, lc) {
+        Ok(s) => Ok(axum::Json(s).into_response()),
+        // A stop that removed the cgroup between the state check and the read: the sandbox
+        // is no longer live, as a read a moment later would have said.
+        Err(e @ SupError::Cgroup(_)) => match lc
+            .map_or_else(|| st.sup.get(&id), |lc| st.sup.get_lifecycle(&id, lc))
+            .map(|i| i.state)
+        {
+            Some(state) if state != SbState::Running => Err(SupError::InvalidState {
+                id,
+                state,
+                op: "read stats",
+            }
+            .into()),
+            _ => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
+/// The sandbox's stdout and stderr: the last 4 MiB of its log file.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/logs",
+    operation_id = "sandbox_logs",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The log's text (empty when nothing was written)", body = String, content_type = "text/plain"),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 500, description = "The log file could not be read; the message names it", body = ErrorBody),
+    ),
+)]
 async fn logs(
     State(st): State<Shared>,
     IdPath(id): IdPath,
@@ -693,6 +1098,20 @@ struct EventsQuery {
     id: Option<String>,
 }
 
+/// Lifecycle events, as server-sent events.
+///
+/// Each has `event:` the type and `data:` an Event (a `lagged` event's data says how many
+/// this stream missed). The stream ends when the daemon shuts down.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "events",
+    params(("id" = Option<SandboxId>, Query, description = "Only this sandbox's events")),
+    responses(
+        (status = 200, description = "The event stream", body = crate::openapi::EventStreamItem, content_type = "text/event-stream"),
+        (status = 400, description = "An invalid ID, or an unknown query parameter", body = ErrorBody),
+    ),
+)]
 async fn events(
     State(st): State<Shared>,
     q: Result<Query<EventsQuery>, QueryRejection>,
@@ -727,9 +1146,8 @@ async fn events(
                         return Some((Ok(sse), (rx, shutdown, filter)));
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let sse = SseEvent::default()
-                            .event("lagged")
-                            .data(json!({ "missed": n }).to_string());
+                        let data = serde_json::to_string(&Lagged { missed: n }).unwrap_or_default();
+                        let sse = SseEvent::default().event("lagged").data(data);
                         return Some((Ok(sse), (rx, shutdown, filter)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -740,6 +1158,16 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+    ),
+)]
 async fn openapi(_q: NoParams) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -748,6 +1176,16 @@ async fn openapi(_q: NoParams) -> Response {
         .into_response()
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "application/openmetrics-text"),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+    ),
+)]
 async fn metrics(State(st): State<Shared>, _q: NoParams) -> Response {
     (
         [(
@@ -759,16 +1197,37 @@ async fn metrics(State(st): State<Shared>, _q: NoParams) -> Response {
         .into_response()
 }
 
-async fn healthz(_q: NoParams) -> axum::Json<Value> {
-    axum::Json(json!({ "status": "ok" }))
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    responses(
+        (status = 200, description = "Alive: `{\"status\": \"ok\"}`", body = StatusBody),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+    ),
+)]
+async fn healthz(_q: NoParams) -> axum::Json<StatusBody> {
+    axum::Json(StatusBody { status: "ok" })
 }
 
+/// Readiness: the first reconciliation after start has finished.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`", body = StatusBody),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+        (status = 503, description = "Still recovering, or the child reaper cannot start or has died (the message says which)", body = ErrorBody),
+    ),
+)]
 async fn readyz(State(st): State<Shared>, _q: NoParams) -> Response {
     match readiness(
         st.ready.load(Ordering::Relaxed),
         &paddock_supervisor::reaper_health(),
     ) {
-        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => axum::Json(StatusBody { status: "ready" }).into_response(),
         Err(message) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message,
@@ -932,7 +1391,141 @@ mod tests {
         }
     }
 
+    #[test]
+    fn api_durations() {
+        for (s, want) in [
+            ("10s", Duration::from_secs(10)),
+            ("10", Duration::from_secs(10)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("2min", Duration::from_secs(120)),
+            ("1.5h", Duration::from_secs(5400)),
+            (".5", Duration::from_millis(500)),
+            ("5.", Duration::from_secs(5)),
+            ("0", Duration::ZERO),
+            ("007s", Duration::from_secs(7)),
+            ("8760h", MAX_DURATION),
+            ("8760.000h", MAX_DURATION),
+            ("525600m", MAX_DURATION),
+            ("31536000", MAX_DURATION),
+            ("31536000000ms", MAX_DURATION),
+        ] {
+            assert_eq!(parse_api_duration(s), Ok(want), "{s}");
+        }
+        for s in [
+            "",
+            ".",
+            "s",
+            "-1s",
+            "+1s",
+            " 1s",
+            "1s ",
+            "1e3",
+            "inf",
+            "NaN",
+            "1.2.3",
+            "1x",
+            "1 s",
+            "8761h",
+            "8760.0001h",
+            "31536001",
+            "31536000001ms",
+            "525601m",
+        ] {
+            let e = parse_api_duration(s).unwrap_err();
+            assert!(e.contains("duration") && e.contains("examples"), "{s}: {e}");
+        }
+        assert!(
+            parse_api_duration("8761h")
+                .unwrap_err()
+                .contains("365 days")
+        );
+    }
+
+    fn duration_validator() -> jsonschema::Validator {
+        jsonschema::draft202012::new(&serde_json::json!({
+            "type": "string", "pattern": duration_pattern()
+        }))
+        .unwrap()
+    }
+
+    /// The document's pattern for `?timeout=` matches exactly what the parser accepts, at
+    /// the bounds and around them.
+    #[test]
+    fn duration_pattern_is_the_parser() {
+        let v = duration_validator();
+        let mut cases: Vec<String> = Vec::new();
+        for unit in ["", "s", "ms", "m", "min", "h", "x", "sec", "hh"] {
+            let b = duration_bound(if unit.is_empty() { "s" } else { unit });
+            for n in [
+                "0".to_owned(),
+                "00".into(),
+                ".0".into(),
+                "0.".into(),
+                "1".into(),
+                (b - 1).to_string(),
+                format!("{}.999999999999999999", b - 1),
+                b.to_string(),
+                format!("0{b}"),
+                format!("{b}."),
+                format!("{b}.0000"),
+                format!("{b}.0001"),
+                format!("{b}.0000000000000000000001"),
+                (b + 1).to_string(),
+                (b * 10).to_string(),
+                format!("1{}", "0".repeat(40)),
+            ] {
+                cases.push(format!("{n}{unit}"));
+            }
+        }
+        for s in &cases {
+            let json = Value::String(s.clone());
+            assert_eq!(
+                v.is_valid(&json),
+                parse_api_duration(s).is_ok(),
+                "{s:?}: the pattern and the parser disagree"
+            );
+        }
+        // Both accept and refuse something.
+        assert!(cases.iter().any(|s| parse_api_duration(s).is_ok()));
+        assert!(cases.iter().any(|s| parse_api_duration(s).is_err()));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let mut v = serde_json::json!({
+            "a": 5.0, "b": [1e3, -2.0, 1.5], "c": {"d": 18446744073709551615.0, "e": 7}
+        });
+        integral_floats_to_integers(&mut v);
+        assert_eq!(v["a"], serde_json::json!(5));
+        assert!(v["a"].is_u64());
+        assert_eq!(v["b"], serde_json::json!([1000, -2, 1.5]));
+        // 2^64 does not fit a u64: it stays a float (and a u64 field refuses it).
+        assert!(v["c"]["d"].is_f64());
+        assert_eq!(v["c"]["e"], serde_json::json!(7));
+        let spec = parse_create(
+            br#"{"id":"f","command":"/bin/true","limits":{"pids_max":64.0},"stop":{"signal":9.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.limits.pids_max, Some(64));
+        assert_eq!(spec.stop.signal, 9);
+        let e = parse_create(br#"{"id":"f","command":"/bin/true","limits":{"pids_max":6.5}}"#)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
     proptest::proptest! {
+        /// Random strings: the pattern and the parser agree.
+        #[test]
+        fn duration_pattern_agrees_on_random_strings(s in "[0-9.]{0,14}(ms|s|m|min|h|x)?") {
+            let v = duration_validator();
+            proptest::prop_assert_eq!(
+                v.is_valid(&Value::String(s.clone())),
+                parse_api_duration(&s).is_ok(),
+                "{:?}", s
+            );
+        }
+
         /// Any bytes: a spec or a 400 with a message, never a panic or another status.
         #[test]
         fn create_decoding_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
