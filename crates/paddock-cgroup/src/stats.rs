@@ -238,7 +238,7 @@ impl CpuMax {
             });
         }
         let quota = (cpus * Self::DEFAULT_PERIOD_US as f64).round();
-        if quota < 1000.0 || cpus > Self::MAX_CPUS {
+        if cpus < Self::MIN_CPUS || quota < 1000.0 || cpus > Self::MAX_CPUS {
             return Err(Error::InvalidValue {
                 what: "cpu.max",
                 reason: format!(
