@@ -109,6 +109,7 @@
 
 mod command;
 mod foreign;
+pub mod jail;
 mod process;
 mod reaper;
 mod sys;

@@ -84,6 +84,12 @@ impl Namespaces {
     pub const UTS: Namespaces = Namespaces(libc::CLONE_NEWUTS as u64);
     /// A new IPC namespace (`CLONE_NEWIPC`).
     pub const IPC: Namespaces = Namespaces(libc::CLONE_NEWIPC as u64);
+    /// A new cgroup namespace (`CLONE_NEWCGROUP`): the child's cgroup becomes the root of
+    /// its view of the hierarchy.
+    pub const CGROUP: Namespaces = Namespaces(libc::CLONE_NEWCGROUP as u64);
+    /// A new user namespace (`CLONE_NEWUSER`), with the maps of
+    /// [`Jail::id_maps`](crate::jail::Jail::id_maps) written by the parent.
+    pub const USER: Namespaces = Namespaces(libc::CLONE_NEWUSER as u64);
 
     /// The raw `CLONE_NEW*` bits.
     pub fn bits(self) -> u64 {
@@ -227,6 +233,7 @@ pub struct Command {
     path: SpawnPath,
     keep_pidfd: bool,
     close_method: CloseMethod,
+    jail: Option<crate::jail::Jail>,
 }
 
 impl Command {
@@ -247,6 +254,7 @@ impl Command {
             path: SpawnPath::Auto,
             keep_pidfd: false,
             close_method: CloseMethod::Auto,
+            jail: None,
         }
     }
 
@@ -320,6 +328,18 @@ impl Command {
     pub fn unshare(&mut self, ns: Namespaces) -> &mut Self {
         self.ns_new = self.ns_new | ns;
         self
+    }
+
+    /// Set up `jail` in the child before `execve` (see [`crate::jail`]); replaces an
+    /// earlier jail.
+    pub fn jail(&mut self, jail: crate::jail::Jail) -> &mut Self {
+        self.jail = Some(jail);
+        self
+    }
+
+    /// The jail, if one was set.
+    pub fn get_jail(&self) -> Option<&crate::jail::Jail> {
+        self.jail.as_ref()
     }
 
     /// The program, as given to [`Command::new`].

@@ -18,6 +18,11 @@ use crate::sys::{self, ChildPlan, CloseMode, RawStage};
 impl Command {
     /// Builds everything the child needs (see [`Prepared`]); consumes the fd map.
     pub(super) fn prepare(&mut self) -> Result<Prepared, SpawnError> {
+        if let Some(jail) = &self.jail {
+            // Skeleton: the child side of jails is not wired yet.
+            let _landlock = crate::jail::landlock::prepare(jail)?;
+            return Err(SpawnError::Invalid("jails are not supported yet".into()));
+        }
         let cstr = |s: &OsStr, what: &str| {
             CString::new(s.as_bytes())
                 .map_err(|_| SpawnError::Invalid(format!("{what} contains a NUL byte")))
