@@ -1,0 +1,480 @@
+//! The per-sandbox endpoints: create, list, get, stop, kill, wait, pause, resume, delete, stats, logs.
+
+use super::*;
+
+pub(super) struct Inflight<'a>(&'a Mutex<usize>);
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() -= 1;
+    }
+}
+
+/// Create and start a sandbox.
+///
+/// The body is a SandboxSpec (unknown fields and duplicate keys are refused) plus an
+/// optional `"start": true`: the daemon starts everything it creates (`false` is a 400).
+/// Without `stdio`, stdout and stderr go to the sandbox's log file (GET .../logs). A
+/// `file` target is opened by the daemon, as root, before anything is created. Bodies
+/// above 65536 bytes are refused.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes",
+    operation_id = "create_sandbox",
+    request_body(content = CreateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Started: the sandbox as it is now", body = SandboxInfo),
+        (status = 400, description = "The body breaks this document: malformed JSON, an unknown field, a duplicate key, an invalid or out-of-range value, an oversized body, or a query parameter (none is taken); the message names the field; nothing changed", body = ErrorBody),
+        (status = 409, description = "A sandbox with this ID is creating or running; nothing started", body = ErrorBody),
+        (status = 422, description = "Valid, but this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, or a limit needs a controller the node lacks; the message names the field; nothing left behind", body = ErrorBody),
+        (status = 429, description = "An admission limit (max-sandboxes or max-starting) was reached; the message names it", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+        (status = 503, description = "The durable store refused the record, or opening a stdio file did not finish in time (a hung file system); nothing created", body = ErrorBody),
+    ),
+)]
+pub(super) async fn create(
+    State(st): State<Shared>,
+    _q: NoParams,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::bad(format!(
+            "request body is larger than {MAX_BODY} bytes (or could not be read)"
+        ))
+    })?;
+    let spec = parse_create(&bytes)?;
+    // A duplicate is a 409 whatever the admission limits say: it would start nothing. The
+    // supervisor checks again atomically (a start of the same ID racing this one).
+    if st.sup.get(&spec.id).is_some_and(|i| i.state.holds_id()) {
+        st.sup
+            .counters()
+            .starts_conflict
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(SupError::AlreadyExists(spec.id.clone()).into());
+    }
+    // Admission: concurrent starts first (cheap), then live sandboxes.
+    let _permit = match st.starting.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            st.metrics.admission_rejected("max_starting");
+            return Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "limit max-starting reached: {} sandbox start(s) already in progress; retry later",
+                    st.max_starting.unwrap_or(0)
+                ),
+            });
+        }
+    };
+    let _inflight = {
+        let mut n = st.inflight.lock().unwrap();
+        if let Some(max) = st.max_sandboxes {
+            let live = st.sup.live();
+            if live + *n >= max {
+                st.metrics.admission_rejected("max_sandboxes");
+                return Err(ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: format!(
+                        "limit max-sandboxes reached: {} live sandbox(es) of at most {max}; stop or delete one first",
+                        live + *n
+                    ),
+                });
+            }
+        }
+        *n += 1;
+        Inflight(&st.inflight)
+    };
+    // The spec passed `validate` in `parse_create`: what `start` refuses now is what this
+    // node cannot do (a stdio file, a network namespace, a controller), not a bad request.
+    let started = st.sup.start(spec).await.map_err(|e| match e {
+        SupError::InvalidSpec(why) => ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: why,
+        },
+        e @ SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
+            ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: e.to_string(),
+            }
+        }
+        e => e.into(),
+    })?;
+    tracing::info!(sandbox = %started.info.id, lifecycle = %started.info.lifecycle, pid = ?started.info.pid, "sandbox created through the API");
+    Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
+}
+
+/// List every known lifecycle.
+///
+/// The current ones, and older ones still stopping or quarantined.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes",
+    operation_id = "list_sandboxes",
+    responses(
+        (status = 200, description = "The sandboxes", body = Vec<SandboxInfo>),
+        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+    ),
+)]
+pub(super) async fn list(State(st): State<Shared>, _q: NoParams) -> axum::Json<Vec<SandboxInfo>> {
+    axum::Json(st.sup.list())
+}
+
+pub(super) fn find(st: &AppState, id: &str, q: &LcQuery) -> ApiResult<SandboxInfo> {
+    let id = parse_id(id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let info = match lc {
+        Some(lc) => st.sup.get_lifecycle(&id, lc),
+        None => st.sup.get(&id),
+    };
+    info.ok_or_else(|| {
+        SupError::NotFound {
+            id: id.to_string(),
+            lifecycle: lc,
+        }
+        .into()
+    })
+}
+
+/// Get a sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}",
+    operation_id = "get_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_one(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    Ok(axum::Json(find(&st, &id, &q)?))
+}
+
+/// Stop gracefully and answer with the stop's report.
+///
+/// The stop signal to every process, the grace period, the kill, the removal.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/stop",
+    operation_id = "stop_sandbox",
+    params(
+        ("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one"),
+        ("timeout" = Option<ApiDuration>, Query, description = "A grace period replacing the spec's"),
+    ),
+    responses(
+        (status = 200, description = "The stop's report (also for a sandbox that had already stopped)", body = StopReport),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still being created: not stoppable yet", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn stop(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<TimeoutQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let grace = q.timeout()?;
+    // Pinned now: the stop logged is the stop done, even if the ID restarts meanwhile.
+    let target = pin_lifecycle(&st, &id, lc)?;
+    tracing::info!(sandbox = %id, lifecycle = %target, grace = ?grace, "stop requested through the API");
+    let report = match grace {
+        Some(g) => st.sup.stop_with_grace(&id, Some(target), g).await?,
+        None => st.sup.stop(&id, Some(target)).await?,
+    };
+    Ok(axum::Json(report).into_response())
+}
+
+/// Kill at once (no grace period) and answer with the stop's report.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/kill",
+    operation_id = "kill_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The stop's report (also for a sandbox that had already stopped)", body = StopReport),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still being created: not stoppable yet", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn kill(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let target = pin_lifecycle(&st, &id, lc)?;
+    tracing::info!(sandbox = %id, lifecycle = %target, "kill requested through the API");
+    Ok(axum::Json(st.sup.kill(&id, Some(target)).await?).into_response())
+}
+
+/// The lifecycle a request acts on: the one it names, else the ID's current one now (so
+/// what is logged and done is that lifecycle, even if the ID is restarted meanwhile); an
+/// unknown ID is a 404.
+pub(super) fn pin_lifecycle(
+    st: &AppState,
+    id: &SandboxId,
+    lc: Option<LifecycleId>,
+) -> ApiResult<LifecycleId> {
+    match lc {
+        Some(lc) => Ok(lc),
+        None => st.sup.get(id).map(|i| i.lifecycle).ok_or_else(|| {
+            ApiError::from(SupError::NotFound {
+                id: id.to_string(),
+                lifecycle: None,
+            })
+        }),
+    }
+}
+
+/// Wait until the lifecycle has ended, or the timeout passed.
+///
+/// An ended lifecycle (stopped, failed or quarantined) has its stop report and main exit in
+/// the answer; after the timeout the answer shows it still live. The lifecycle is pinned
+/// when the request arrives: a start of the same ID meanwhile is not waited for instead.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/wait",
+    operation_id = "wait_sandbox",
+    params(
+        ("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one"),
+        ("timeout" = Option<ApiDuration>, Query, description = "Answer after this long at the latest; default: when the lifecycle ends"),
+    ),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 503, description = "The daemon is shutting down; wait again once it is back", body = ErrorBody),
+    ),
+)]
+pub(super) async fn wait(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<TimeoutQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let timeout = q.timeout()?;
+    let info = find(
+        &st,
+        &id,
+        &LcQuery {
+            lifecycle: q.lifecycle,
+        },
+    )?;
+    let (id, lc) = (info.id, info.lifecycle);
+    let mut shutdown = st.shutdown.clone();
+    tokio::select! {
+        r = st.sup.wait_stopped(&id, Some(lc)) => { r?; }
+        () = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        } => {}
+        // In-flight requests hold the daemon's graceful shutdown: do not hold it forever.
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("the daemon is shutting down; wait for {id} again once it is back"),
+            });
+        }
+    }
+    st.sup
+        .get_lifecycle(&id, lc)
+        .map(axum::Json)
+        .ok_or_else(|| {
+            SupError::NotFound {
+                id: id.to_string(),
+                lifecycle: Some(lc),
+            }
+            .into()
+        })
+}
+
+/// Freeze a running sandbox.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/pause",
+    operation_id = "pause_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox, paused", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn pause(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    set_paused(st, id, q, true).await
+}
+
+/// Thaw a paused sandbox.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/resume",
+    operation_id = "resume_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The sandbox, running", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn resume(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    set_paused(st, id, q, false).await
+}
+
+pub(super) async fn set_paused(
+    st: Shared,
+    id: String,
+    q: Result<Query<LcQuery>, QueryRejection>,
+    pause: bool,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    let info = if pause {
+        st.sup.pause(&id, lc).await?
+    } else {
+        st.sup.resume(&id, lc).await?
+    };
+    Ok(axum::Json(info))
+}
+
+/// Forget a stopped or failed sandbox and delete its log.
+///
+/// With `lifecycle`, only that lifecycle: a stale handle never forgets a newer one (404).
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}",
+    operation_id = "delete_sandbox",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Still live: stop it first", body = ErrorBody),
+    ),
+)]
+pub(super) async fn delete(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    // The lifecycle to forget is pinned here (the one named, or the current one now), so a
+    // restart of the ID between this read and the forget can never lose the new lifecycle.
+    let lc = pin_lifecycle(&st, &id, parse_lc(q.lifecycle.as_deref())?)?;
+    st.sup.forget_lifecycle(&id, Some(lc))?;
+    st.sup.delete_log(&id, lc);
+    tracing::info!(sandbox = %id, lifecycle = %lc, "sandbox deleted through the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Resource usage of a live sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/stats",
+    operation_id = "sandbox_stats",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "Usage", body = SandboxStats),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 409, description = "Not live: no cgroup to read", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn stats(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let lc = parse_lc(q.lifecycle.as_deref())?;
+    match st.sup.stats(&id, lc) {
+        Ok(s) => Ok(axum::Json(s).into_response()),
+        // A stop that removed the cgroup between the state check and the read: the sandbox
+        // is no longer live, as a read a moment later would have said.
+        Err(e @ SupError::Cgroup(_)) => match lc
+            .map_or_else(|| st.sup.get(&id), |lc| st.sup.get_lifecycle(&id, lc))
+            .map(|i| i.state)
+        {
+            Some(state) if state != SbState::Running => Err(SupError::InvalidState {
+                id,
+                state,
+                op: "read stats",
+            }
+            .into()),
+            _ => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sandbox's stdout and stderr: the last 4 MiB of its log file.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/logs",
+    operation_id = "sandbox_logs",
+    params(("id" = SandboxId, Path, description = "The sandbox ID"), ("lifecycle" = Option<LifecycleId>, Query, description = "A specific lifecycle of the ID; default its current one")),
+    responses(
+        (status = 200, description = "The log's text (empty when nothing was written)", body = String, content_type = "text/plain"),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8) or lifecycle, or an unknown query parameter; the message names it", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or lifecycle)", body = ErrorBody),
+        (status = 500, description = "The log file could not be read; the message names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn logs(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<LcQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let info = find(&st, &id, &q)?;
+    // The tail across the rotated files and the active one, on a blocking thread.
+    let sup = st.sup.clone();
+    let (id, lc) = (info.id.clone(), info.lifecycle);
+    let data = tokio::task::spawn_blocking(move || sup.read_log(&id, lc, MAX_LOG))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            let path = st.log_dir.join(format!(
+                "{}.log",
+                cgroup_name(info.id.as_str(), info.lifecycle)
+            ));
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("read log file {}: {e}", path.display()),
+            });
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
