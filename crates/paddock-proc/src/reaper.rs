@@ -488,6 +488,12 @@ pub async fn reap_orphans() {
         return;
     }
     let r = reaper();
+    if sweep_orphans_here(r) {
+        // Done without waiting: still count against the task's budget, so a caller that
+        // loops on this yields to its runtime now and then (a timeout around it fires).
+        tokio::task::consume_budget().await;
+        return;
+    }
     let generation = r.sweep_asked.fetch_add(1, Ordering::AcqRel) + 1;
     wake();
     loop {
@@ -498,6 +504,49 @@ pub async fn reap_orphans() {
             return;
         }
         swept.await;
+    }
+}
+
+/// The fast path of [`reap_orphans`]: sweeps on the calling thread, under the table lock
+/// as the reaper's own sweep does, reaping exited children that are not registered
+/// (orphans; a registered child's pidfd belongs to the reaper thread). Returns `true` when
+/// no exited child is left, `false` when the reaper must sweep: the first exited child is a
+/// registered one its pidfd has not reported yet, the process has no child although some
+/// are registered (lost children, see `forget_lost_children`), or `waitid` failed.
+///
+/// This spares the common stop two thread hand-offs (to the reaper, then to the delivery
+/// thread) and their wake-ups. Only non-blocking calls: a peek (`WNOWAIT`), then a
+/// `waitid(P_PID, WNOHANG)` of that pid under the lock. The caller is a normal thread with
+/// the process's fd table, so it can log and broadcast the orphan's exit itself.
+fn sweep_orphans_here(r: &'static Reaper) -> bool {
+    loop {
+        let pid = match sys::wait_any_exited_nohang_nowait() {
+            Ok(Some(pid)) => pid,
+            Ok(None) => return true,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                return lock(&r.table).children.is_empty();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        let t = lock(&r.table);
+        if t.children.contains_key(&pid) {
+            return false;
+        }
+        // Spawns clone and register under this lock, so an exited child that is not
+        // registered while it is held is an orphan.
+        let status = match sys::reap(pid) {
+            Ok(s) => s,
+            // Reaped by something else between the peek and the lock (see `sweep`).
+            Err(_) => {
+                drop(t);
+                continue;
+            }
+        };
+        drop(t);
+        r.orphans_reaped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pid, status = %status, "reaped orphan");
+        let _ = r.orphans.send(OrphanExit { pid, status });
     }
 }
 
@@ -574,16 +623,36 @@ pub async fn reap_orphans_of(belongs: impl Fn(i32) -> bool, timeout: Duration) -
     }
 }
 
-/// The children of every thread of this process (`/proc/self/task/<tid>/children`; an
-/// orphan is handed to one of the subreaper's threads).
+/// The children of this process that may be orphans: those of the thread-group leader,
+/// which is where the kernel hands orphans to a subreaper (`find_new_reaper` takes the
+/// first thread of the group that is not exiting, and the leader is the first), or, when
+/// the leader has exited (its `stat` shows it a zombie or dead, as after a
+/// `pthread_exit` of the main thread), those of every thread
+/// (`/proc/self/task/<tid>/children`). Reading one file instead of one per thread keeps
+/// this cheap in a process with many threads.
 fn own_children() -> Vec<i32> {
+    let leader = std::process::id();
+    let leader_alive = std::fs::read_to_string(format!("/proc/self/task/{leader}/stat"))
+        .ok()
+        .and_then(|st| {
+            // The state follows the parenthesised name, which may itself hold ") ".
+            let rest = &st[st.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+        })
+        .unwrap_or(false);
     let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+    let mut read = |tid: &str| {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
             out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    };
+    if leader_alive {
+        read(&leader.to_string());
+        return out;
+    }
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            read(&t.file_name().to_string_lossy());
         }
     }
     out
