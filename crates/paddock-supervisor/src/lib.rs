@@ -79,7 +79,7 @@ pub use paddock_cgroup::{
 };
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
-pub use paddock_proc::{Command, Process, SpawnError, Stage, Stdio, reap_orphans_of};
+pub use paddock_proc::{Command, Namespaces, Process, SpawnError, Stage, Stdio, reap_orphans_of};
 /// The health of the process-global child reaper that every spawn goes through (for a
 /// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
 /// good once one of its threads has died, and then no sandbox can start.

@@ -115,13 +115,21 @@ enum Cmd {
     ///   paddock ps --json
     #[command(verbatim_doc_comment)]
     Ps,
-    /// Show everything about a sandbox (JSON).
+    /// Show everything about a sandbox (JSON), or with --jail its jail.
     ///
     /// Examples:
     ///   paddock inspect web-1
     ///   paddock inspect web-1 --lifecycle 0123456789abcdef
+    ///   paddock inspect web-1 --jail
     #[command(verbatim_doc_comment)]
-    Inspect(Target),
+    Inspect {
+        #[command(flatten)]
+        target: Target,
+        /// Show the jail: who the program runs as (its dynamic uid), capabilities,
+        /// namespaces, filesystem, seccomp, Landlock (with --json: {"spec", "status"}).
+        #[arg(long)]
+        jail: bool,
+    },
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
     /// Examples:
@@ -359,7 +367,9 @@ fn main() -> ExitCode {
             Cmd::Run(args) => run::run(args, out.json, log_format).await,
             Cmd::Serve(args) => serve::serve(args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
-            Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
+            Cmd::Inspect { target, jail } => {
+                cli::inspect(&c, out, &target.id, &target.lifecycle, jail).await
+            }
             Cmd::Stop { target, timeout } => {
                 cli::stop(
                     &c,
