@@ -92,7 +92,7 @@ enum Cmd {
     ///   paddock run --netns isolated -- ip -o link
     ///   paddock run -d --name web-1 -- python3 -m http.server
     #[command(verbatim_doc_comment)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the daemon: HTTP/JSON API, durable state, crash recovery, metrics.
     ///
     /// ACCESS TO THE API IS ROOT ON THIS NODE. Whoever can use the socket (root, or the
@@ -107,7 +107,7 @@ enum Cmd {
     ///   paddock serve --listen 127.0.0.1:7070 --token-file /etc/paddock/token
     ///   paddock serve --stdio-dir /srv/paddock-out
     #[command(verbatim_doc_comment)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List sandboxes.
     ///
     /// Examples:
@@ -364,8 +364,8 @@ fn main() -> ExitCode {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(args, out.json, log_format).await,
-            Cmd::Serve(args) => serve::serve(args, cli.socket).await,
+            Cmd::Run(args) => run::run(*args, out.json, log_format).await,
+            Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect { target, jail } => {
                 cli::inspect(&c, out, &target.id, &target.lifecycle, jail).await
