@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use convert::namespaces;
 pub use convert::{DEFAULT_ROOT_CAPS, capabilities};
 pub(crate) use convert::{proc_jail, status};
-pub(crate) use resolve::{Resolved, check_dynamic_range, resolve};
+pub(crate) use resolve::{DYNAMIC_OFF, Resolved, check_dynamic_range, resolve};
 pub use resolve::{compile_seccomp, default_profile, parse_group, parse_passwd};
 pub use validate::valid_hostname;
 pub(crate) use validate::{mapped, non_root_caps};

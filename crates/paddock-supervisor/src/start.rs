@@ -96,6 +96,12 @@ impl Supervisor {
         };
         let jail = match &spec.jail {
             Some(j) => {
+                // Refused before the slower look-ups: nothing else can make it work.
+                if j.user.as_ref().is_some_and(|u| u.dynamic)
+                    && self.inner.cfg.dynamic_uids.is_none()
+                {
+                    return Err(Error::InvalidSpec(crate::jail::DYNAMIC_OFF.into()));
+                }
                 let owned = j.clone();
                 let r = crate::stdio::run_blocking(
                     &self.inner.stdio_slots,

@@ -241,9 +241,7 @@ impl crate::Supervisor {
         lc: LifecycleId,
     ) -> Result<u32, crate::Error> {
         let Some(uids) = &self.inner.uids else {
-            return Err(crate::Error::InvalidSpec(
-                "jail.user.dynamic: dynamic users are off here: the supervisor has no uid range (start the daemon with `paddock serve --uid-range FIRST-LAST`)".into(),
-            ));
+            return Err(crate::Error::InvalidSpec(crate::jail::DYNAMIC_OFF.into()));
         };
         let mut a = uids.lock();
         let uid = a.allocate((id.clone(), lc)).ok_or_else(|| {

@@ -184,11 +184,15 @@ async fn the_range_is_required_and_kept_for_dynamic_users() {
     let Some(env) = env_with("dynamic_uids_range", |c| c.hooks = hooks) else {
         return;
     };
-    let e = env.sup.start(dynamic("no-range")).await.unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidSpec(m) if m.starts_with("jail.user.dynamic: dynamic users are off here")),
-        "{e}"
-    );
+    let mut plain_seccomp = dynamic("no-range");
+    plain_seccomp.jail.as_mut().unwrap().seccomp = Default::default();
+    for spec in [dynamic("no-range"), plain_seccomp] {
+        let e = env.sup.start(spec).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidSpec(m) if m.starts_with("jail.user.dynamic: dynamic users are off here")),
+            "{e}"
+        );
+    }
     drop(env);
 
     let gate = Arc::new(Gate::default());

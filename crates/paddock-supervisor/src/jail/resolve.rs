@@ -287,6 +287,9 @@ pub(crate) fn resolve(spec: &JailSpec) -> Result<Resolved, String> {
     })
 }
 
+/// The refusal of a dynamic user by a supervisor without a uid range.
+pub(crate) const DYNAMIC_OFF: &str = "jail.user.dynamic: dynamic users are off here: the supervisor has no uid range (start the daemon with `paddock serve --uid-range FIRST-LAST`; a foreground `paddock run` has none: use `paddock run -d` with a daemon)";
+
 /// Checks a resolved jail against the supervisor's dynamic uid range: a dynamic user needs
 /// one, and no other jail may run as (or map onto) an id of it, which would let it signal
 /// or ptrace a dynamic-user sandbox.
@@ -298,7 +301,7 @@ pub(crate) fn check_dynamic_range(
     let dynamic = spec.user.as_ref().is_some_and(|u| u.dynamic);
     let Some(range) = range else {
         return if dynamic {
-            Err("jail.user.dynamic: dynamic users are off here: the supervisor has no uid range (start the daemon with `paddock serve --uid-range FIRST-LAST`; a foreground `paddock run` has none: use `paddock run -d` with a daemon)".into())
+            Err(DYNAMIC_OFF.into())
         } else {
             Ok(())
         };

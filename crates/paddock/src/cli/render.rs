@@ -440,6 +440,58 @@ mod tests {
         .unwrap()
     }
 
+    /// `inspect --jail`: the resolved user with its dynamic uid, the implied namespaces,
+    /// mounts, seccomp and Landlock, every line terminal-safe.
+    #[test]
+    fn jail_rendering() {
+        let mut i = info("j", "/bin/true", vec![], None);
+        assert_eq!(
+            render_jail(&i),
+            "j: no jail (runs as the supervisor does)\n"
+        );
+        i.spec.jail = Some(
+            serde_json::from_value(serde_json::json!({
+                "user": {"dynamic": true},
+                "namespaces": ["pid"],
+                "filesystem": {"rootfs": "/srv/r\u{1b}[2J", "readonly": true,
+                               "mounts": [{"type": "bind", "source": "/a", "target": "/b", "readonly": true},
+                                          {"type": "tmpfs", "target": "/tmp", "size": 1048576}],
+                               "devices": ["/dev/kvm"]},
+                "seccomp": "unconfined"
+            }))
+            .unwrap(),
+        );
+        let out = render_jail(&i);
+        assert!(out.contains("user         not resolved"), "{out}");
+        i.jail = Some(paddock_supervisor::JailStatus {
+            uid: 200_001,
+            gid: 200_001,
+            groups: vec![108],
+            dynamic_uid: Some(200_001),
+            capabilities: vec![],
+            landlock_mode: Default::default(),
+            landlock_abi: None,
+        });
+        let out = render_jail(&i);
+        for want in [
+            "j: jail\n",
+            "  user         uid 200001 gid 200001 (dynamic uid 200001 of the daemon's range)\n",
+            "  groups       108\n",
+            "  capabilities none\n",
+            "  namespaces   pid, mount\n",
+            "  root         /srv/r\\u{1b}[2J (read-only)\n",
+            "  mount        bind /a -> /b (ro)\n",
+            "  mount        tmpfs /tmp (1.0MiB)\n",
+            "  device       /dev/kvm\n",
+            "  seccomp      unconfined\n",
+            "  landlock     auto, no ABI reported\n",
+            "  no_new_privs true\n",
+        ] {
+            assert!(out.contains(want), "{want:?} in:\n{out}");
+        }
+        assert!(terminal_safe_lines(&out));
+    }
+
     #[test]
     fn multibyte_commands_are_cut_on_character_boundaries() {
         // The command line that made `paddock ps` panic: a multi-byte character across
