@@ -56,6 +56,12 @@ pub struct Config {
     /// sandbox, not only those with a limit). Limits in a spec enable their own controllers
     /// on first use.
     pub controllers: Vec<String>,
+    /// The host uids (and gids of the same numbers) handed to dynamic users
+    /// (`jail.user.dynamic`), one per lifecycle while any of its processes may live (see
+    /// [`crate::uids`]). `None` (the default): dynamic users are refused with a clear error.
+    /// Two supervisors must never share ids of their ranges (nor any other user own them);
+    /// `paddock serve` takes [`crate::UidRange::DEFAULT`] unless told otherwise.
+    pub dynamic_uids: Option<crate::UidRange>,
 }
 
 /// Which stopped and failed lifecycles the registry keeps (see
@@ -107,6 +113,7 @@ impl Config {
             quarantine_recheck: Duration::from_secs(1),
             hooks: Arc::new(NoHooks),
             controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
+            dynamic_uids: None,
         }
     }
 }

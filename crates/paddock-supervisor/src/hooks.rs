@@ -154,6 +154,11 @@ pub struct Record {
     pub stop_reason: Option<StopReason>,
     /// Milliseconds since the epoch when the lifecycle was created.
     pub created_at_ms: u64,
+    /// What its jail is (the uid it runs as, its dynamic uid), for a jailed sandbox. The
+    /// dynamic uid is in the record written before the cgroup is created, so a restarted
+    /// supervisor knows which uids its adopted sandboxes hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<crate::jail::JailStatus>,
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@
 //! place a state changes with its side effects), `registry`, `start`, `spawn` (spec → cgroup
 //! limits and command), `stop` (the stop phases and quarantine), `recovery` (adopt and
 //! reclaim), `supervisor` (the shared state, queries, pause and resume), `config`, `hooks`,
-//! `events`, `spec`, `logs`.
+//! `events`, `spec`, `logs`, `jail` (the jail spec, its validation, name resolution and
+//! conversion to the process layer's jail), `uids` (the dynamic users' allocator).
 //!
 //! ## Locks
 //!
@@ -42,6 +43,7 @@ mod config;
 mod events;
 mod hooks;
 mod ids;
+pub mod jail;
 mod lifecycle;
 pub mod logs;
 mod recovery;
@@ -56,6 +58,7 @@ mod state;
 mod stdio;
 mod stop;
 mod supervisor;
+pub mod uids;
 
 pub use config::{Config, DEFAULT_CONTROLLERS, Retention};
 pub use events::{
@@ -64,6 +67,7 @@ pub use events::{
 };
 pub use hooks::{HookError, HookErrorKind, Hooks, NoHooks, Persisting, Record, persisted};
 pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
+pub use jail::{JailSpec, JailStatus};
 pub use lifecycle::START_FAILED_TARGET;
 pub use logs::LogLimits;
 /// The cgroup layer's types a program on the supervisor needs around it: the managed root
@@ -75,7 +79,7 @@ pub use paddock_cgroup::{
 };
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
-pub use paddock_proc::{Command, Process, SpawnError, Stage, Stdio, reap_orphans_of};
+pub use paddock_proc::{Command, Namespaces, Process, SpawnError, Stage, Stdio, reap_orphans_of};
 /// The health of the process-global child reaper that every spawn goes through (for a
 /// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
 /// good once one of its threads has died, and then no sandbox can start.
@@ -90,6 +94,7 @@ pub use spec::{
 pub use state::{InvalidTransition, LifecycleState, State, Transition, transition};
 pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};
 pub use supervisor::{SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters};
+pub use uids::UidRange;
 
 /// Errors of the supervisor.
 #[derive(Debug, thiserror::Error)]

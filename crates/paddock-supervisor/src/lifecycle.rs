@@ -51,6 +51,9 @@ pub(crate) struct Sandbox {
     pub(crate) outcome: watch::Sender<Option<StopReport>>,
     /// Cuts a running grace period short (a kill arriving during a graceful stop).
     pub(crate) escalate: Notify,
+    /// What its jail is; its `dynamic_uid` is held for this lifecycle until its cgroup is
+    /// gone.
+    pub(crate) jail: Option<crate::jail::JailStatus>,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -117,6 +120,7 @@ impl Sandbox {
         cgroup_path: PathBuf,
         cgroup_name: CgroupName,
         initial: LifecycleState,
+        jail: Option<crate::jail::JailStatus>,
     ) -> Self {
         Sandbox {
             id: spec.id.clone(),
@@ -131,7 +135,13 @@ impl Sandbox {
             op: tokio::sync::Mutex::new(()),
             outcome: watch::channel(None).0,
             escalate: Notify::new(),
+            jail,
         }
+    }
+
+    /// The dynamic uid this lifecycle holds, if any.
+    pub(crate) fn dynamic_uid(&self) -> Option<u32> {
+        self.jail.as_ref().and_then(|j| j.dynamic_uid)
     }
 
     /// The span every operation on this lifecycle runs in (see [`sandbox_span`]).
@@ -172,6 +182,7 @@ impl Sandbox {
             main_start_time: self.main.get().and_then(|m| m.start_time),
             stop_reason: state.stop_reason(),
             created_at_ms: self.created_at_ms,
+            jail: self.jail.clone(),
         }
     }
 
@@ -322,6 +333,8 @@ impl Supervisor {
                         report: report.clone(),
                     },
                 );
+                // Its cgroup is gone, and every process of it with it.
+                self.release_dynamic_uid(sb);
                 // The registry's bookkeeping (retention, pruning) is done before the
                 // outcome is out, so a caller that saw the outcome sees its effects too.
                 self.finished(sb);
@@ -342,6 +355,13 @@ impl Supervisor {
                 self.inner.registry.remember_report(sb, report);
                 c.stops_failed.fetch_add(1, Relaxed);
                 tracing::error!(%error, "sandbox stop failed");
+                if let Some(uid) = sb.dynamic_uid() {
+                    // Its cgroup may still hold processes running as it.
+                    tracing::warn!(
+                        uid,
+                        "the failed stop's dynamic uid stays held until the supervisor restarts"
+                    );
+                }
                 self.emit(
                     sb,
                     EventKind::Failed {
@@ -362,6 +382,8 @@ impl Supervisor {
                     },
                 );
                 tracing::warn!(target: START_FAILED_TARGET, %error, "sandbox start failed");
+                // Its spawn never returned a process, and its cgroup was removed.
+                self.release_dynamic_uid(sb);
                 self.unregister(sb);
                 // Nothing ran: a log file made for it has nothing worth keeping.
                 self.delete_log(&sb.id, sb.lifecycle);

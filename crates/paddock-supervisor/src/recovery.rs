@@ -78,7 +78,30 @@ impl Supervisor {
         self.adopt_in_span(rec).instrument(span).await
     }
 
+    /// Adopts `rec`, holding its dynamic uid (if any) for it first: an adopted lifecycle
+    /// keeps it until its cgroup is gone, one found gone frees it, and one that could not
+    /// be adopted (its cgroup may still hold processes running as it) keeps it held until
+    /// a later adoption succeeds or the supervisor restarts.
     async fn adopt_in_span(&self, rec: Record) -> Result<Adopted, Error> {
+        let dynamic = rec.jail.as_ref().and_then(|j| j.dynamic_uid);
+        let (id, lc) = (rec.spec.id.clone(), rec.lifecycle);
+        if let Some(uid) = dynamic {
+            self.reserve_dynamic_uid(uid, &id, lc);
+        }
+        let res = self.adopt_recorded(rec).await;
+        if let Some(uid) = dynamic {
+            match &res {
+                Ok(Adopted::Gone { .. }) => self.release_dynamic_uid_of(uid, &id, lc),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(uid, error = %e, "the dynamic uid of a sandbox that could not be adopted stays held")
+                }
+            }
+        }
+        res
+    }
+
+    async fn adopt_recorded(&self, rec: Record) -> Result<Adopted, Error> {
         let id = rec.spec.id.clone();
         let lc = rec.lifecycle;
         if let Ok(sb) = self.find(&id, Some(lc)) {
@@ -149,6 +172,7 @@ impl Supervisor {
             cg.path().to_owned(),
             name,
             LifecycleState::Recorded { state: rec.state },
+            rec.jail.clone(),
         ));
         drop(cg);
         let main = main.map(|m| MainProcess::adopted(m, rec.main_start_time));

@@ -46,7 +46,14 @@ pub(crate) fn limits(l: &Limits) -> Result<Vec<Limit>, paddock_cgroup::Error> {
 /// environment (the spec's, then `PADDOCK_SANDBOX_ID` and `PADDOCK_LIFECYCLE_ID`), working
 /// directory, and a new network namespace for [`Network::Isolated`]. Its standard streams
 /// and a named network namespace are attached by [`spawn`].
-pub(crate) fn command(spec: &SandboxSpec, lifecycle: LifecycleId) -> Command {
+///
+/// With a jail, `jail` is what was resolved for it (names, the seccomp filter, the dynamic
+/// uid): the process layer's jail and its namespaces are attached ([`crate::jail::proc_jail`]).
+pub(crate) fn command(
+    spec: &SandboxSpec,
+    lifecycle: LifecycleId,
+    jail: Option<&crate::jail::Resolved>,
+) -> Command {
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args);
     if spec.clear_env {
@@ -63,6 +70,11 @@ pub(crate) fn command(spec: &SandboxSpec, lifecycle: LifecycleId) -> Command {
     if spec.network == Network::Isolated {
         cmd.unshare(Namespaces::NET);
     }
+    if let (Some(j), Some(r)) = (&spec.jail, jail) {
+        let (jail, ns) = crate::jail::proc_jail(j, r);
+        cmd.unshare(ns);
+        cmd.jail(jail);
+    }
     cmd
 }
 
@@ -74,6 +86,8 @@ pub(crate) struct Prepared {
     pub(crate) files: StdioFiles,
     /// The named network namespace.
     pub(crate) netns: Option<OwnedFd>,
+    /// What the jail's names and seccomp profile resolved to.
+    pub(crate) jail: Option<crate::jail::Resolved>,
 }
 
 /// `nsfs`'s `f_type`.
@@ -120,7 +134,7 @@ pub(crate) fn spawn(
     for lim in limits(&spec.limits)? {
         cg.set_limit(lim)?;
     }
-    let mut cmd = command(spec, lifecycle);
+    let mut cmd = command(spec, lifecycle, prepared.jail.as_ref());
     attach_stdio(&mut cmd, spec, lifecycle, logs, &mut prepared.files)?;
     if let Network::Named(n) = &spec.network {
         let fd = match prepared.netns.take() {
@@ -265,7 +279,7 @@ mod tests {
     #[test]
     fn command_is_the_specs_command_line_and_environment() {
         let lc = LifecycleId::parse("00000000000000ff").unwrap();
-        let cmd = command(&spec(), lc);
+        let cmd = command(&spec(), lc, None);
         assert_eq!(cmd.get_program(), OsStr::new("/bin/sh"));
         assert_eq!(
             cmd.get_args().collect::<Vec<_>>(),
@@ -290,13 +304,49 @@ mod tests {
         s.clear_env = true;
         s.cwd = Some("/tmp".into());
         s.network = Network::Isolated;
-        let cmd = command(&s, lc);
+        let cmd = command(&s, lc, None);
         assert!(cmd.get_env_clear());
         assert_eq!(cmd.get_cwd(), Some(Path::new("/tmp")));
         assert_eq!(cmd.get_unshare(), Namespaces::NET);
 
         // A named namespace is joined, not made (the join needs its fd: `spawn`).
         s.network = Network::Named("blue".into());
-        assert_eq!(command(&s, lc).get_unshare(), Namespaces::NONE);
+        assert_eq!(command(&s, lc, None).get_unshare(), Namespaces::NONE);
+    }
+
+    /// A jail is attached with its namespaces, on top of the network's; without one,
+    /// nothing is.
+    #[test]
+    fn command_carries_the_jail_and_its_namespaces() {
+        let lc = LifecycleId::parse("0000000000000001").unwrap();
+        let mut s = spec();
+        assert!(command(&s, lc, None).get_jail().is_none());
+        s.network = Network::Isolated;
+        s.jail = Some(
+            serde_json::from_value(serde_json::json!({
+                "user": {"dynamic": true}, "namespaces": ["pid", "user"], "hostname": "h"
+            }))
+            .unwrap(),
+        );
+        s.validate().unwrap();
+        let mut r = crate::jail::Resolved::default();
+        r.set_dynamic(200_001);
+        let cmd = command(&s, lc, Some(&r));
+        assert_eq!(
+            cmd.get_unshare(),
+            Namespaces::NET
+                | Namespaces::PID
+                | Namespaces::MOUNT
+                | Namespaces::UTS
+                | Namespaces::USER
+        );
+        let j = cmd.get_jail().expect("the jail is attached");
+        assert_eq!(
+            j.user.as_ref().map(|u| (u.uid, u.gid)),
+            Some((200_001, 200_001))
+        );
+        assert!(j.init && j.no_new_privs);
+        // A spec with a jail but nothing resolved (cannot happen in a start) gets none.
+        assert!(command(&s, lc, None).get_jail().is_none());
     }
 }

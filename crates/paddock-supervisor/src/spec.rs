@@ -317,6 +317,11 @@ pub struct SandboxSpec {
     /// Free-form labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The jail: its own user, privileges, rlimits, namespaces, filesystem, seccomp filter
+    /// and Landlock rules (see `docs/jail.md`). Absent: the payload runs as the supervisor
+    /// does (root, the host's filesystem and namespaces but the network's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<crate::jail::JailSpec>,
 }
 
 impl SandboxSpec {
@@ -339,6 +344,7 @@ impl SandboxSpec {
             stop: StopPolicy::default(),
             on_main_exit: OnMainExit::Stop,
             labels: BTreeMap::new(),
+            jail: None,
         }
     }
 
@@ -446,6 +452,9 @@ impl SandboxSpec {
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
         {
             return bad(format!("network namespace name {n:?} is not a plain name"));
+        }
+        if let Some(j) = &self.jail {
+            j.validate().map_err(Error::InvalidSpec)?;
         }
         Ok(())
     }

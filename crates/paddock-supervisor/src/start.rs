@@ -28,8 +28,11 @@ impl Supervisor {
     ///
     /// What the spec names outside the supervisor is checked first, before anything is
     /// recorded or created: [`crate::StdioTarget::File`] targets are opened (on a blocking
-    /// thread, regular files only; see [`crate::Config::stdio_dir`]) and a named network
-    /// namespace must exist. A target or namespace that is not acceptable is
+    /// thread, regular files only; see [`crate::Config::stdio_dir`]), a named network
+    /// namespace must exist, and a jail's names, rootfs, bind sources and devices are
+    /// looked up and its seccomp profile compiled (on a blocking thread); then a dynamic
+    /// user gets its uid ([`crate::Config::dynamic_uids`]; every one held is
+    /// [`Error::Unavailable`]). A target or namespace that is not acceptable is
     /// [`Error::InvalidSpec`] naming the field; an open that hangs is
     /// [`Error::Unavailable`] after [`crate::STDIO_OPEN_TIMEOUT`].
     pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
@@ -40,10 +43,22 @@ impl Supervisor {
             self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
             return Err(Error::AlreadyExists(spec.id.clone()));
         }
-        let prepared = self.prepare(&spec).await?;
+        let mut prepared = self.prepare(&spec).await?;
         let lifecycle = LifecycleId::fresh();
         let name = CgroupName::new(cgroup_name(spec.id.as_str(), lifecycle))?;
         let cgroup_path = self.inner.cfg.root.child_path(&name);
+        // A dynamic user's uid is taken now, the last refusal before anything is recorded:
+        // it is in the record written before the cgroup is created, and it is released
+        // when this lifecycle's cgroup is gone (or right below, if the ID is held).
+        let jail = match (&spec.jail, prepared.jail.as_mut()) {
+            (Some(j), Some(r)) => {
+                if j.user.as_ref().is_some_and(|u| u.dynamic) {
+                    r.set_dynamic(self.allocate_dynamic_uid(&spec.id, lifecycle)?);
+                }
+                Some(crate::jail::status(j, r))
+            }
+            _ => None,
+        };
         let sb = Arc::new(Sandbox::new(
             spec,
             lifecycle,
@@ -51,12 +66,14 @@ impl Supervisor {
             cgroup_path,
             name,
             LifecycleState::Creating,
+            jail,
         ));
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.
         let op = sb.op.try_lock().expect("a new lifecycle's op lock is free");
         match self.inner.registry.insert(&sb, Admission::Start) {
             Err(IdHeld) => {
+                self.release_dynamic_uid(&sb);
                 self.inner.counters.starts_conflict.fetch_add(1, Relaxed);
                 return Err(Error::AlreadyExists(sb.id.clone()));
             }
@@ -77,7 +94,30 @@ impl Supervisor {
             Network::Named(n) => Some(open_netns(n)?),
             Network::Host | Network::Isolated => None,
         };
-        Ok(Prepared { files, netns })
+        let jail = match &spec.jail {
+            Some(j) => {
+                // Refused before the slower look-ups: nothing else can make it work.
+                if j.user.as_ref().is_some_and(|u| u.dynamic)
+                    && self.inner.cfg.dynamic_uids.is_none()
+                {
+                    return Err(Error::InvalidSpec(crate::jail::DYNAMIC_OFF.into()));
+                }
+                let owned = j.clone();
+                let r = crate::stdio::run_blocking(
+                    &self.inner.stdio_slots,
+                    crate::STDIO_OPEN_TIMEOUT,
+                    "the jail's rootfs, users, groups and devices",
+                    move || crate::jail::resolve(&owned),
+                )
+                .await?
+                .map_err(Error::InvalidSpec)?;
+                crate::jail::check_dynamic_range(j, &r, self.inner.cfg.dynamic_uids)
+                    .map_err(Error::InvalidSpec)?;
+                Some(r)
+            }
+            None => None,
+        };
+        Ok(Prepared { files, netns, jail })
     }
 
     /// The rest of a start, once its lifecycle is registered (in its span).

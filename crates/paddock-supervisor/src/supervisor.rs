@@ -63,6 +63,10 @@ pub struct SandboxInfo {
     pub created_at_ms: u64,
     /// The spec.
     pub spec: SandboxSpec,
+    /// What its jail is (uid, gid, dynamic uid, capabilities, Landlock), for a jailed
+    /// sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<crate::jail::JailStatus>,
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
@@ -161,6 +165,8 @@ pub(crate) struct Inner {
     pub(crate) live: AtomicUsize,
     /// Wakes the retention task (a lifecycle was retained, or the supervisor is dropped).
     pub(crate) retention_wake: Arc<tokio::sync::Notify>,
+    /// The dynamic users' uids, when `cfg.dynamic_uids` is set.
+    pub(crate) uids: Option<parking_lot::Mutex<crate::uids::UidAllocator>>,
 }
 
 impl Drop for Inner {
@@ -228,8 +234,12 @@ impl Supervisor {
         let pids_enabled = enabled.iter().any(|c| c == "pids");
         let memory_enabled = enabled.iter().any(|c| c == "memory");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let uids = cfg
+            .dynamic_uids
+            .map(|r| parking_lot::Mutex::new(crate::uids::UidAllocator::new(r)));
         let sup = Supervisor {
             inner: Arc::new(Inner {
+                uids,
                 cfg,
                 logs,
                 stdio_dir,
@@ -532,6 +542,7 @@ impl Supervisor {
             error,
             created_at_ms: sb.created_at_ms,
             spec: sb.spec.clone(),
+            jail: sb.jail.clone(),
         }
     }
 }

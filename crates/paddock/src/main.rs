@@ -92,7 +92,7 @@ enum Cmd {
     ///   paddock run --netns isolated -- ip -o link
     ///   paddock run -d --name web-1 -- python3 -m http.server
     #[command(verbatim_doc_comment)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the daemon: HTTP/JSON API, durable state, crash recovery, metrics.
     ///
     /// ACCESS TO THE API IS ROOT ON THIS NODE. Whoever can use the socket (root, or the
@@ -107,7 +107,7 @@ enum Cmd {
     ///   paddock serve --listen 127.0.0.1:7070 --token-file /etc/paddock/token
     ///   paddock serve --stdio-dir /srv/paddock-out
     #[command(verbatim_doc_comment)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List sandboxes.
     ///
     /// Examples:
@@ -115,13 +115,21 @@ enum Cmd {
     ///   paddock ps --json
     #[command(verbatim_doc_comment)]
     Ps,
-    /// Show everything about a sandbox (JSON).
+    /// Show everything about a sandbox (JSON), or with --jail its jail.
     ///
     /// Examples:
     ///   paddock inspect web-1
     ///   paddock inspect web-1 --lifecycle 0123456789abcdef
+    ///   paddock inspect web-1 --jail
     #[command(verbatim_doc_comment)]
-    Inspect(Target),
+    Inspect {
+        #[command(flatten)]
+        target: Target,
+        /// Show the jail: who the program runs as (its dynamic uid), capabilities,
+        /// namespaces, filesystem, seccomp, Landlock (with --json: {"spec", "status"}).
+        #[arg(long)]
+        jail: bool,
+    },
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
     /// Examples:
@@ -356,10 +364,12 @@ fn main() -> ExitCode {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(args, out.json, log_format).await,
-            Cmd::Serve(args) => serve::serve(args, cli.socket).await,
+            Cmd::Run(args) => run::run(*args, out.json, log_format).await,
+            Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
-            Cmd::Inspect(t) => cli::inspect(&c, &t.id, &t.lifecycle).await,
+            Cmd::Inspect { target, jail } => {
+                cli::inspect(&c, out, &target.id, &target.lifecycle, jail).await
+            }
             Cmd::Stop { target, timeout } => {
                 cli::stop(
                     &c,

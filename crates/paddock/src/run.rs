@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// goes to `paddock logs ID`.
     #[arg(long, short = 'd')]
     pub detach: bool,
+    /// The jail (any of these flags makes one; see docs/jail.md).
+    #[command(flatten)]
+    pub jail: crate::cli::jail::JailArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -94,6 +97,7 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
         grace_period_ms: grace.as_millis() as u64,
         ..StopPolicy::default()
     };
+    spec.jail = a.jail.to_spec()?;
     spec.validate()?;
     Ok(spec)
 }

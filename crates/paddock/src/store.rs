@@ -525,6 +525,7 @@ mod tests {
             main_start_time: None,
             stop_reason: None,
             created_at_ms: 0,
+            jail: None,
         }
     }
 

@@ -445,6 +445,7 @@ fn creating_record(id: &str, main_pid: Option<i32>) -> paddock_supervisor::Recor
         main_start_time: None,
         stop_reason: None,
         created_at_ms: 0,
+        jail: None,
     }
 }
 

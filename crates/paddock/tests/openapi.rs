@@ -420,6 +420,31 @@ fn full_spec() -> SandboxSpec {
         max_depth: Some(3),
     };
     spec.network = Network::Named("blue".into());
+    spec.jail = Some(
+        serde_json::from_value(json!({
+            "user": {"uid": 1000, "gid": "kvm", "groups": [10, "video"]},
+            "privileges": {"no_new_privs": true, "cap_add": [], "cap_drop": ["ALL"]},
+            "rlimits": {"nofile": {"soft": 1024, "hard": 4096}, "stack": {"soft": "unlimited"}},
+            "namespaces": ["pid", "mount", "ipc", "uts", "cgroup"],
+            "hostname": "box-1",
+            "filesystem": {
+                "rootfs": "/srv/jail/x", "readonly": true,
+                "mounts": [
+                    {"type": "bind", "source": "/data", "target": "/data", "readonly": true},
+                    {"type": "tmpfs", "target": "/tmp", "size": 67108864, "mode": 1023},
+                    {"type": "proc", "target": "/proc"},
+                    {"type": "sysfs", "target": "/sys"},
+                    {"type": "mqueue", "target": "/dev/mqueue"}
+                ],
+                "minimal_dev": true, "devices": ["/dev/kvm"], "masked_paths": ["/proc/kcore"],
+                "cgroupfs": "hidden"
+            },
+            "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
+            "landlock": {"mode": "auto", "tcp_bind": [8080], "tcp_connect": null},
+            "init": true
+        }))
+        .unwrap(),
+    );
     spec
 }
 
@@ -446,6 +471,15 @@ fn info(stopped: bool) -> SandboxInfo {
         error: Some("e".into()),
         created_at_ms: 1,
         spec: full_spec(),
+        jail: Some(paddock_supervisor::JailStatus {
+            uid: 200_001,
+            gid: 200_001,
+            groups: vec![10],
+            dynamic_uid: Some(200_001),
+            capabilities: vec!["CAP_KILL".into()],
+            landlock_mode: Default::default(),
+            landlock_abi: Some(4),
+        }),
     }
 }
 

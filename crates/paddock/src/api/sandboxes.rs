@@ -25,10 +25,10 @@ impl Drop for Inflight<'_> {
         (status = 201, description = "Started: the sandbox as it is now", body = SandboxInfo),
         (status = 400, description = "The body breaks this document: malformed JSON, an unknown field, a duplicate key, an invalid or out-of-range value, an oversized body, or a query parameter (none is taken); the message names the field; nothing changed", body = ErrorBody),
         (status = 409, description = "A sandbox with this ID is creating or running; nothing started", body = ErrorBody),
-        (status = 422, description = "Valid, but this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, or a limit needs a controller the node lacks; the message names the field; nothing left behind", body = ErrorBody),
+        (status = 422, description = "Valid, but this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, a limit needs a controller the node lacks, or the jail names what the node lacks (a user or group, the rootfs, a bind source, a device), asks for a dynamic user without --uid-range, or for an id of that range; the message names the field; nothing left behind", body = ErrorBody),
         (status = 429, description = "An admission limit (max-sandboxes or max-starting) was reached; the message names it", body = ErrorBody),
         (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
-        (status = 503, description = "The durable store refused the record, or opening a stdio file did not finish in time (a hung file system); nothing created", body = ErrorBody),
+        (status = 503, description = "The durable store refused the record, opening a stdio file or the jail's files did not finish in time (a hung file system), or every uid of the dynamic range is held; nothing created", body = ErrorBody),
     ),
 )]
 pub(super) async fn create(

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::client::{Client, DaemonError, enc};
 
+pub mod jail;
 mod render;
 pub use render::*;
 
@@ -63,8 +64,15 @@ pub async fn ps(c: &Client, out: Out) -> Result<u8> {
     Ok(0)
 }
 
-/// `paddock inspect` (always JSON).
-pub async fn inspect(c: &Client, id: &str, lifecycle: &Option<String>) -> Result<u8> {
+/// `paddock inspect` (JSON); with `jail`, the jail's rendering ([`render_jail`]), or with
+/// `--json` its spec and status.
+pub async fn inspect(
+    c: &Client,
+    out: Out,
+    id: &str,
+    lifecycle: &Option<String>,
+    jail: bool,
+) -> Result<u8> {
     let v = c
         .json(
             Method::GET,
@@ -72,7 +80,17 @@ pub async fn inspect(c: &Client, id: &str, lifecycle: &Option<String>) -> Result
             None,
         )
         .await?;
-    print_json(&v)?;
+    if !jail {
+        print_json(&v)?;
+        return Ok(0);
+    }
+    if out.json {
+        print_json(&serde_json::json!({ "spec": v["spec"]["jail"], "status": v["jail"] }))?;
+        return Ok(0);
+    }
+    let info: SandboxInfo =
+        serde_json::from_value(v).context("decode the daemon's answer (a SandboxInfo)")?;
+    print!("{}", render_jail(&info));
     Ok(0)
 }
 

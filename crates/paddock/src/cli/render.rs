@@ -114,6 +114,140 @@ pub fn safe_json(v: &impl serde::Serialize, pretty: bool) -> Result<String> {
     Ok(String::from_utf8(buf).expect("serde_json writes UTF-8"))
 }
 
+/// The jail of a sandbox for `paddock inspect --jail`: who the program runs as (and its
+/// dynamic uid), its capabilities, namespaces, filesystem, seccomp and Landlock (the mode
+/// asked for, and the ABI enforced once the process layer reports it), one item per line,
+/// terminal-safe.
+pub fn render_jail(i: &SandboxInfo) -> String {
+    use paddock_supervisor::jail::{MountSpec, SeccompBuiltin, SeccompSpec};
+    let Some(spec) = &i.spec.jail else {
+        return format!(
+            "{}: no jail (runs as the supervisor does)\n",
+            term_safe(i.id.as_str())
+        );
+    };
+    let mut out = format!("{}: jail\n", term_safe(i.id.as_str()));
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "  {k:<13}{}", term_safe(&v));
+    };
+    match &i.jail {
+        Some(st) => {
+            let dynamic = match st.dynamic_uid {
+                Some(d) => format!(" (dynamic uid {d} of the daemon's range)"),
+                None => String::new(),
+            };
+            line("user", format!("uid {} gid {}{dynamic}", st.uid, st.gid));
+            if !st.groups.is_empty() {
+                let g: Vec<String> = st.groups.iter().map(u32::to_string).collect();
+                line("groups", g.join(", "));
+            }
+            line(
+                "capabilities",
+                if st.capabilities.is_empty() {
+                    "none".into()
+                } else {
+                    st.capabilities.join(", ")
+                },
+            );
+        }
+        None => line("user", "not resolved (the sandbox never started)".into()),
+    }
+    let ns = paddock_supervisor::jail::namespaces(spec);
+    let names: Vec<&str> = [
+        (paddock_supervisor::Namespaces::PID, "pid"),
+        (paddock_supervisor::Namespaces::MOUNT, "mount"),
+        (paddock_supervisor::Namespaces::IPC, "ipc"),
+        (paddock_supervisor::Namespaces::UTS, "uts"),
+        (paddock_supervisor::Namespaces::CGROUP, "cgroup"),
+        (paddock_supervisor::Namespaces::USER, "user"),
+    ]
+    .iter()
+    .filter(|(b, _)| ns.contains(*b))
+    .map(|(_, n)| *n)
+    .collect();
+    line(
+        "namespaces",
+        if names.is_empty() {
+            "none new".into()
+        } else {
+            names.join(", ")
+        },
+    );
+    if let Some(h) = &spec.hostname {
+        line("hostname", h.clone());
+    }
+    if let Some(fs) = &spec.filesystem {
+        let root = match &fs.rootfs {
+            Some(r) => r.display().to_string(),
+            None => "the host's tree".into(),
+        };
+        line(
+            "root",
+            format!("{root}{}", if fs.readonly { " (read-only)" } else { "" }),
+        );
+        for m in &fs.mounts {
+            let v = match m {
+                MountSpec::Bind {
+                    source,
+                    target,
+                    readonly,
+                    ..
+                } => format!(
+                    "bind {} -> {}{}",
+                    source.display(),
+                    target.display(),
+                    if *readonly { " (ro)" } else { "" }
+                ),
+                MountSpec::Tmpfs { target, size, .. } => format!(
+                    "tmpfs {}{}",
+                    target.display(),
+                    size.map(|s| format!(" ({})", human_bytes(s)))
+                        .unwrap_or_default()
+                ),
+                MountSpec::Proc { target } => format!("proc {}", target.display()),
+                MountSpec::Sysfs { target } => format!("sysfs {}", target.display()),
+                MountSpec::Mqueue { target } => format!("mqueue {}", target.display()),
+            };
+            line("mount", v);
+        }
+        for d in &fs.devices {
+            line("device", d.display().to_string());
+        }
+    }
+    line(
+        "seccomp",
+        match &spec.seccomp {
+            SeccompSpec::Builtin(SeccompBuiltin::Default) => "default".into(),
+            SeccompSpec::Builtin(SeccompBuiltin::Unconfined) => "unconfined".into(),
+            SeccompSpec::Oci(o) => format!(
+                "OCI profile ({} rules)",
+                o.get("syscalls")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+        },
+    );
+    let abi = match i.jail.as_ref().and_then(|s| s.landlock_abi) {
+        Some(a) => format!("ABI {a} enforced"),
+        None => "no ABI reported".into(),
+    };
+    line(
+        "landlock",
+        format!(
+            "{}, {abi}",
+            serde_json::to_value(spec.landlock.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+    );
+    line(
+        "no_new_privs",
+        spec.privileges.no_new_privs.unwrap_or(true).to_string(),
+    );
+    out
+}
+
 pub(crate) fn age(ms: u64, now: u64) -> String {
     let s = now.saturating_sub(ms) / 1000;
     match s {
@@ -291,6 +425,7 @@ mod tests {
             error,
             created_at_ms: 0,
             spec: SandboxSpec::new(id, command, args),
+            jail: None,
         }
     }
 
@@ -303,6 +438,58 @@ mod tests {
             "stuck": [], "error": null
         }))
         .unwrap()
+    }
+
+    /// `inspect --jail`: the resolved user with its dynamic uid, the implied namespaces,
+    /// mounts, seccomp and Landlock, every line terminal-safe.
+    #[test]
+    fn jail_rendering() {
+        let mut i = info("j", "/bin/true", vec![], None);
+        assert_eq!(
+            render_jail(&i),
+            "j: no jail (runs as the supervisor does)\n"
+        );
+        i.spec.jail = Some(
+            serde_json::from_value(serde_json::json!({
+                "user": {"dynamic": true},
+                "namespaces": ["pid"],
+                "filesystem": {"rootfs": "/srv/r\u{1b}[2J", "readonly": true,
+                               "mounts": [{"type": "bind", "source": "/a", "target": "/b", "readonly": true},
+                                          {"type": "tmpfs", "target": "/tmp", "size": 1048576}],
+                               "devices": ["/dev/kvm"]},
+                "seccomp": "unconfined"
+            }))
+            .unwrap(),
+        );
+        let out = render_jail(&i);
+        assert!(out.contains("user         not resolved"), "{out}");
+        i.jail = Some(paddock_supervisor::JailStatus {
+            uid: 200_001,
+            gid: 200_001,
+            groups: vec![108],
+            dynamic_uid: Some(200_001),
+            capabilities: vec![],
+            landlock_mode: Default::default(),
+            landlock_abi: None,
+        });
+        let out = render_jail(&i);
+        for want in [
+            "j: jail\n",
+            "  user         uid 200001 gid 200001 (dynamic uid 200001 of the daemon's range)\n",
+            "  groups       108\n",
+            "  capabilities none\n",
+            "  namespaces   pid, mount\n",
+            "  root         /srv/r\\u{1b}[2J (read-only)\n",
+            "  mount        bind /a -> /b (ro)\n",
+            "  mount        tmpfs /tmp (1.0MiB)\n",
+            "  device       /dev/kvm\n",
+            "  seccomp      unconfined\n",
+            "  landlock     auto, no ABI reported\n",
+            "  no_new_privs true\n",
+        ] {
+            assert!(out.contains(want), "{want:?} in:\n{out}");
+        }
+        assert!(terminal_safe_lines(&out));
     }
 
     #[test]

@@ -116,9 +116,26 @@ pub struct ServeArgs {
     /// deleted as by `paddock rm`.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub retain_stopped_count: usize,
+    /// Host uids (and the gids of the same numbers) for dynamic users (`--dynamic-user`,
+    /// `jail.user.dynamic`): FIRST-LAST, or `none` to refuse dynamic users. Each sandbox
+    /// gets one to itself while any of its processes may live. No other user, and no other
+    /// daemon, may own ids of it; it must not hold 0 or 65534.
+    #[arg(long, value_name = "FIRST-LAST|none", default_value = "200000-265535", value_parser = parse_uid_range)]
+    pub uid_range: UidRangeArg,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
+}
+
+/// `--uid-range`: a range, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct UidRangeArg(pub Option<paddock_supervisor::UidRange>);
+
+fn parse_uid_range(s: &str) -> Result<UidRangeArg, String> {
+    if s == "none" {
+        return Ok(UidRangeArg(None));
+    }
+    s.parse().map(|r| UidRangeArg(Some(r)))
 }
 
 /// Default of `--max-connections` and `--max-unix-connections`.
@@ -424,6 +441,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         max_size: (a.log_max_size != 0).then_some(a.log_max_size),
         max_files: a.log_max_files,
     };
+    cfg.dynamic_uids = a.uid_range.0;
     cfg.retain_stopped = paddock_supervisor::Retention {
         max_age: Some(a.retain_stopped_age),
         max_count: Some(a.retain_stopped_count),
