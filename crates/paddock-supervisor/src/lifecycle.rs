@@ -106,8 +106,11 @@ impl MainProcess {
 /// The span of one lifecycle: lines logged inside it (also by the cgroup layer, which knows
 /// neither) carry the sandbox's ID and lifecycle ID, so the lines themselves never repeat
 /// them. Every public operation on a lifecycle enters it once; internal functions never do.
+/// It is a root span (no parent): a task a lifecycle's operation spawns in its own span
+/// (the exit watch, a stop) would otherwise nest a second copy inside the first, and its
+/// lines would carry `sandbox{…}:sandbox{…}:`.
 pub(crate) fn sandbox_span(id: &str, lc: LifecycleId) -> tracing::Span {
-    tracing::info_span!("sandbox", sandbox = %id, lifecycle = %lc)
+    tracing::info_span!(parent: None, "sandbox", sandbox = %id, lifecycle = %lc)
 }
 
 impl Sandbox {

@@ -160,6 +160,15 @@ fn lifecycle_over_the_unix_socket() {
     let doc = w.hyper("GET", "/v1/openapi.json", None).json();
     assert_eq!(doc["openapi"], "3.1.0");
     w.assert_no_leaks();
+    // Every line logged for a lifecycle names it once: no span nested in a copy of itself.
+    let log = d.log_text();
+    assert!(log.contains("sandbox{sandbox=web-1"), "{log}");
+    for line in log.lines() {
+        assert!(
+            line.matches("sandbox{").count() <= 1,
+            "a line repeats its sandbox span: {line}"
+        );
+    }
     drop(d);
 }
 
