@@ -485,7 +485,7 @@ fn info(stopped: bool) -> SandboxInfo {
 
 fn events() -> Vec<Event> {
     let kinds = vec![
-        EventKind::Started { pid: 1 },
+        EventKind::Started { pid: 1, jail: None },
         EventKind::Adopted {
             pid: Some(1),
             state: State::Stopping,
