@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use common::{PATHS, leaf, read_to_string};
 use paddock_proc::jail::{
-    CapSet, IdMap, IdMaps, Jail, Landlock, LandlockMode, Rlimit, SeccompFilter, User, landlock,
+    CapSet, CgroupFs, Filesystem, IdMap, IdMaps, Jail, Landlock, LandlockMode, Mount, Rlimit,
+    SeccompFilter, User, landlock,
 };
 use paddock_proc::{CloseMethod, Command, ExitStatus, Namespaces, SpawnPath, Stage, Stdio};
 
@@ -243,6 +244,36 @@ fn child_side_does_not_allocate() {
         out.1.split_whitespace().collect::<Vec<_>>(),
         ["0", "300700", "1"]
     );
+    // A filesystem on the host tree (nothing created on the host: every target exists).
+    let mut with_fs = jail(true);
+    with_fs.filesystem = Some(Filesystem {
+        readonly: true,
+        mounts: vec![
+            Mount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(1 << 20),
+                mode: 0o1777,
+            },
+            Mount::Proc {
+                target: "/proc".into(),
+            },
+        ],
+        minimal_dev: true,
+        masked_paths: vec!["/proc/timer_list".into(), "/sys/firmware".into()],
+        cgroupfs: CgroupFs::Hidden,
+        ..Filesystem::default()
+    });
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "echo $$; ls /dev/shm && echo x >/tmp/x && cat /tmp/x"])
+        .unshare(Namespaces::UTS | Namespaces::MOUNT | Namespaces::PID)
+        .jail(with_fs)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{out}");
+    assert_eq!(out, "1\nx\n");
+
     let mut bad = jail(true);
     bad.rlimits.push(Rlimit {
         resource: libc::RLIMIT_NOFILE,

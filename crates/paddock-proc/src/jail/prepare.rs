@@ -136,7 +136,7 @@ impl PreparedJail {
         }
 
         let fs = match &jail.filesystem {
-            Some(f) => Some(PreparedFs::new(f, jail, ns_new)?),
+            Some(f) => Some(PreparedFs::new(f)?),
             None => None,
         };
 

@@ -25,7 +25,7 @@ pub(crate) use jail::{
     CAP_IDX_AMBIENT, CAP_IDX_AMBIENT_CLEAR, CAP_IDX_BOUNDING, CAP_IDX_CAPSET, CAP_IDX_KEEPCAPS,
     LANDLOCK_IDX_RESTRICT, RawJail, RawLandlockRule, RawRlimit,
 };
-pub(crate) use mount::RawFs;
+pub(crate) use mount::{Create, MountOp, OpKind, RawFs};
 pub(crate) use parent::*;
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7). Defined here because the `libc` crate's constant does
