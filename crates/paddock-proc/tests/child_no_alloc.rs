@@ -274,6 +274,26 @@ fn child_side_does_not_allocate() {
     assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{out}");
     assert_eq!(out, "1\nx\n");
 
+    // An init: the child forks the program and stays as pid 1 (neither allocates).
+    let mut with_init = jail(true);
+    with_init.init = true;
+    with_init.filesystem = Some(Filesystem {
+        mounts: vec![Mount::Proc {
+            target: "/proc".into(),
+        }],
+        ..Filesystem::default()
+    });
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "echo $$; exit 4"])
+        .unshare(Namespaces::UTS | Namespaces::MOUNT | Namespaces::PID)
+        .jail(with_init)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(4), "{out}");
+    assert_eq!(out, "2\n");
+
     let mut bad = jail(true);
     bad.rlimits.push(Rlimit {
         resource: libc::RLIMIT_NOFILE,

@@ -71,9 +71,6 @@ impl PreparedJail {
         need(jail.id_maps.is_some(), Namespaces::USER, "id_maps", "user")?;
         need(jail.hostname.is_some(), Namespaces::UTS, "hostname", "uts")?;
         need(jail.init, Namespaces::PID, "init", "pid")?;
-        if jail.init {
-            return Err(SpawnError::Invalid("jail init is not supported yet".into()));
-        }
         if ns_new.contains(Namespaces::USER) && jail.id_maps.is_none() {
             return Err(SpawnError::Invalid(
                 "a new user namespace needs the jail's id_maps (written by the parent)".into(),

@@ -10,7 +10,8 @@
 //!
 //! Order, in two hooks:
 //! * [`before_fds`] (after `setns` and the loopback): wait for the user namespace's maps;
-//!   the hostname; the filesystem ([`super::mount`]); the init fork.
+//!   the hostname; the filesystem ([`super::mount`]); the init fork ([`start_init`]: the
+//!   clone child stays as pid 1 of the new PID namespace, the program goes on in its child).
 //! * [`before_exec`] (after the fd map, the fd closing and `chdir`): rlimits; the
 //!   capability bounding set; `PR_SET_KEEPCAPS`; `setgroups`/`setresgid`/`setresuid`;
 //!   `capset`; the ambient set; `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then
@@ -85,7 +86,6 @@ pub(crate) struct RawJail {
     /// The filesystem plan, or null.
     pub fs: *const super::mount::RawFs,
     /// Fork an init (pid 1 of the new PID namespace) that runs the program as its child.
-    #[allow(dead_code)]
     pub init: bool,
     pub rlimits: *const RawRlimit,
     pub rlimits_len: usize,
@@ -151,6 +151,131 @@ pub(super) unsafe fn before_fds(j: &RawJail, err_fd: RawFd) {
     if !j.fs.is_null() {
         // SAFETY: `fs` points to the parent's plan, valid as `RawFs` documents.
         unsafe { super::mount::run(&*j.fs, err_fd) };
+    }
+
+    if j.init {
+        start_init(err_fd);
+    }
+}
+
+/// The signals the init passes on to the program.
+const FORWARDED: [c_int; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+/// Fork the program off this process (pid 1 of the new PID namespace), which becomes the
+/// init: returns in the program's process; never returns in the init.
+///
+/// With a raw `clone(SIGCHLD)` (not glibc's `fork`, which runs atfork handlers and takes
+/// locks; not `clone3`, which a seccomp profile may deny — though none is installed yet).
+/// Every signal is blocked in the init before the fork (so a signal cannot slip in before
+/// the init waits for it: pid 1 ignores unhandled signals, but not blocked ones, which
+/// stay pending for `sigwaitinfo`); the program unblocks them.
+fn start_init(err_fd: RawFd) {
+    // SAFETY: `sigset_t` is plain data; all-zero bytes are valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigfillset on a valid set on this stack.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: sigprocmask with a valid set and a null old-set pointer.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) } != 0 {
+        fail(err_fd, RawStage::Init, 0);
+    }
+    // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like fork():
+    // the child continues on a private copy of this stack and address space. No CLONE_*TID
+    // flag is set, so the tid pointers are unused.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            std::ptr::null_mut::<c_int>(),
+            std::ptr::null_mut::<c_int>(),
+            0usize,
+        )
+    };
+    if pid < 0 {
+        fail(err_fd, RawStage::Init, 1);
+    }
+    if pid == 0 {
+        // The program: every signal unblocked again.
+        // SAFETY: `sigset_t` is plain data; all-zero bytes are valid (an empty set).
+        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigemptyset on a valid set on this stack.
+        unsafe { libc::sigemptyset(&mut empty) };
+        // SAFETY: sigprocmask with a valid set and a null old-set pointer.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0 {
+            fail(err_fd, RawStage::Init, 2);
+        }
+        return;
+    }
+    init_loop(pid as libc::pid_t, &all)
+}
+
+/// The init: holds no fd, forwards [`FORWARDED`] signals to the program, reaps every
+/// child, and exits with the program's status once it is reaped (`128 + signal` when a
+/// signal killed it); the kernel then kills what is left of the namespace.
+fn init_loop(program: libc::pid_t, all: &libc::sigset_t) -> ! {
+    // Nothing of the spawn's (the error pipe, stdio, the Landlock ruleset) stays open in
+    // the init: the program has its own copies.
+    // SAFETY: close_range over this process's own fd table, with integer arguments.
+    if unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) } != 0 {
+        for fd in 0..1024 {
+            // SAFETY: close of an fd number of this process's own table.
+            unsafe { libc::close(fd) };
+        }
+    }
+    loop {
+        // SAFETY: `siginfo_t` is plain data; all-zero bytes are valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: rt_sigtimedwait with the full set, a valid siginfo out pointer on this
+        // stack, no timeout, and the kernel's sigset size (8 bytes).
+        let sig = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                all as *const libc::sigset_t,
+                &mut info as *mut libc::siginfo_t,
+                std::ptr::null::<libc::timespec>(),
+                8usize,
+            )
+        } as c_int;
+        if sig == libc::SIGCHLD {
+            loop {
+                let mut status: c_int = 0;
+                // SAFETY: wait4 for any child with a valid status out pointer and no
+                // rusage.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_wait4,
+                        -1 as libc::pid_t,
+                        &mut status as *mut c_int,
+                        libc::WNOHANG,
+                        std::ptr::null_mut::<libc::rusage>(),
+                    )
+                } as libc::pid_t;
+                if r <= 0 {
+                    break;
+                }
+                if r == program {
+                    let code = if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        128 + libc::WTERMSIG(status)
+                    };
+                    // SAFETY: _exit ends the init (and with it the namespace).
+                    unsafe { libc::_exit(code) };
+                }
+            }
+        } else if FORWARDED.contains(&sig) {
+            // SAFETY: kill(2) of the program with integer arguments (a raw system call).
+            unsafe { libc::syscall(libc::SYS_kill, program, sig) };
+        }
     }
 }
 
