@@ -40,9 +40,10 @@ pub struct Jail {
     /// file capabilities).
     pub no_new_privs: bool,
     /// The capabilities the program keeps: the bounding set is cut down to them, and the
-    /// permitted, effective, inheritable and ambient sets are exactly them (the ambient set
-    /// is cleared first, then each kept capability raised, so they survive `execve` for a
-    /// non-root uid too). `None` leaves them as the credential change leaves them.
+    /// permitted, effective and inheritable sets are exactly them. The ambient set is
+    /// cleared; for a non-root uid each kept capability is then raised in it, so they
+    /// survive `execve` (uid 0 gets them through the bounding set). `None` leaves them as
+    /// the credential change leaves them.
     pub capabilities: Option<CapSet>,
     /// Resource limits set with `prlimit`, in order.
     pub rlimits: Vec<Rlimit>,

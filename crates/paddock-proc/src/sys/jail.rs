@@ -14,7 +14,7 @@
 //!   clone child stays as pid 1 of the new PID namespace, the program goes on in its child).
 //! * [`before_exec`] (after the fd map, the fd closing and `chdir`): rlimits; the
 //!   capability bounding set; `PR_SET_KEEPCAPS`; `setgroups`/`setresgid`/`setresuid`;
-//!   `capset`; the ambient set; `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then
+//!   `capset`; the ambient set (cleared, then the kept set raised for a non-root uid); `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then
 //!   `landlock_restrict_self`); the seccomp filter, last.
 
 use std::ffi::{c_char, c_int};
@@ -103,6 +103,8 @@ pub(crate) struct RawJail {
     pub cap_last: u32,
     /// `PR_SET_KEEPCAPS` before the uid change.
     pub keep_caps: bool,
+    /// Raise `cap_set` in the ambient set (a non-root uid: else `execve` drops them).
+    pub ambient: bool,
     pub no_new_privs: bool,
     /// The Landlock ruleset (numbered above every fd-map target), or -1.
     pub landlock_fd: RawFd,
@@ -364,7 +366,7 @@ pub(super) unsafe fn before_exec(j: &RawJail, err_fd: RawFd) {
             fail(err_fd, RawStage::Capabilities, CAP_IDX_AMBIENT_CLEAR);
         }
         for cap in 0..=j.cap_last.min(63) {
-            if j.cap_set & (1u64 << cap) != 0 {
+            if j.ambient && j.cap_set & (1u64 << cap) != 0 {
                 // SAFETY: prctl with integer arguments.
                 let r = unsafe {
                     libc::prctl(

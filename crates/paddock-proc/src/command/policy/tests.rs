@@ -384,3 +384,31 @@ fn close_mode_from_probes() {
         (CloseMode::Fcntl, Some(libc::ENOSYS))
     );
 }
+
+#[test]
+fn jails_that_change_credentials_make_a_user_namespace_or_run_an_init_clone_like_fork() {
+    use crate::jail::{Jail, User};
+    let plain = Jail::default();
+    assert!(!needs_fork_like(None, Namespaces::NONE, false));
+    assert!(needs_fork_like(None, Namespaces::NONE, true));
+    assert!(!needs_fork_like(
+        Some(&plain),
+        Namespaces::PID | Namespaces::MOUNT,
+        false
+    ));
+    let user = Jail {
+        user: Some(User {
+            uid: 1,
+            gid: 1,
+            groups: vec![],
+        }),
+        ..Jail::default()
+    };
+    assert!(needs_fork_like(Some(&user), Namespaces::NONE, false));
+    let init = Jail {
+        init: true,
+        ..Jail::default()
+    };
+    assert!(needs_fork_like(Some(&init), Namespaces::PID, false));
+    assert!(needs_fork_like(Some(&plain), Namespaces::USER, false));
+}
