@@ -300,7 +300,9 @@ pub enum CgroupFs {
 
 /// One mount of a jail. Targets are absolute paths in the program's view (under the
 /// rootfs when there is one); missing targets are created (a directory, or an empty file
-/// for a bind of a file).
+/// for a bind of a file) under a rootfs or below a tmpfs of the jail. Without a rootfs the
+/// mounts go onto the host's tree, where nothing is created: a missing target there is
+/// [`SpawnError::Invalid`](crate::SpawnError::Invalid) before the clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
     /// A bind mount of a host path.

@@ -351,6 +351,23 @@ impl PreparedJail {
                 .map(|f| f.describe(idx))
                 .unwrap_or_default(),
             RawStage::UserNsSync => "(the parent did not write the id maps)".into(),
+            RawStage::Init => match idx {
+                0 => "block signals".into(),
+                1 => "fork the program".into(),
+                2 => "unblock the program's signals".into(),
+                3 => "make the init non-dumpable".into(),
+                4 => "clear the init's groups".into(),
+                5 | 6 => {
+                    let u = j.user.as_ref().map_or((0, 0), |u| (u.uid, u.gid));
+                    if idx == 5 {
+                        format!("the init's setresgid({})", u.1)
+                    } else {
+                        format!("the init's setresuid({})", u.0)
+                    }
+                }
+                7 => "drop the init's capabilities".into(),
+                _ => "the init's no_new_privs".into(),
+            },
             _ => String::new(),
         }
     }
