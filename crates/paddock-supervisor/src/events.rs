@@ -170,6 +170,10 @@ pub enum EventKind {
     Started {
         /// Its PID.
         pid: i32,
+        /// The jail it runs in (its uid, capabilities, and the Landlock ABI enforced, or
+        /// none); absent for a sandbox without a jail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jail: Option<crate::jail::JailStatus>,
     },
     /// A lifecycle recorded by a previous supervisor process was adopted.
     Adopted {

@@ -5,7 +5,11 @@
 //! Three steps, each of its own kind:
 //! 1. [`JailSpec::validate`] — pure: every value that is wrong whatever the node is refused
 //!    with a message naming the field (`jail.filesystem.mounts[2].target: must be an
-//!    absolute path`), before anything is opened, recorded or created (the API's 400).
+//!    absolute path`), before anything is opened, recorded or created. A field whose own
+//!    value is wrong ([`JailSpec::validate_fields`]) breaks a rule its JSON schema states
+//!    (submodule `schema`, feature `openapi`): the API's 400. Fields that are each valid but
+//!    do not fit together ([`JailSpec::check_consistency`]) are the API's 422
+//!    ([`crate::Error::Inconsistent`]).
 //! 2. `resolve` (submodule `resolve`) — what needs the node, still before anything is
 //!    created: user and group names, the rootfs, bind sources and devices, the seccomp
 //!    profile compiled to BPF. A failure is [`crate::Error::InvalidSpec`] naming the field
@@ -20,6 +24,8 @@
 
 mod convert;
 mod resolve;
+#[cfg(feature = "openapi")]
+pub mod schema;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -59,13 +65,16 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_HOSTNAME_LEN: usize = 64;
 /// Largest tmpfs `size`: 1 TiB (a tmpfs is charged to the sandbox's memory as it fills).
 pub const MAX_TMPFS_SIZE: u64 = 1 << 40;
+/// Largest tmpfs `mode`: `0o7777`.
+pub const MAX_TMPFS_MODE: u32 = 0o7777;
+/// Largest uid or gid (4294967295, `(uid_t) -1`, means "no id" to the kernel).
+pub const MAX_ID: u32 = u32::MAX - 1;
 
 /// A user or group by number, or by name (resolved in the parent: in the rootfs's
 /// `/etc/passwd` and `/etc/group` when the jail has a rootfs, as Docker does, else in the
 /// host's). A name made only of digits is that number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, expecting = "a uid/gid number or a user/group name")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IdOrName {
     /// A number.
     Id(u32),
@@ -124,16 +133,17 @@ pub struct PrivilegesSpec {
     /// Capabilities kept in addition to the default set (`CAP_NET_ADMIN` or `net_admin`).
     /// Only for uid 0: the ambient set is cleared, so a non-root program keeps none across
     /// `execve`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::cap_add))]
     pub cap_add: Vec<String>,
     /// Capabilities dropped from the default set; `ALL` drops every one (then `cap_add`
     /// is the whole set).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::cap_drop))]
     pub cap_drop: Vec<String>,
 }
 
 /// An rlimit value: a number, or `"unlimited"` (`RLIM_INFINITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, expecting = "a number or \"unlimited\"")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LimitValue {
     /// A number.
     Value(u64),
@@ -188,6 +198,7 @@ impl RlimitRange {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamedRlimit {
     /// `nofile`, `NOFILE` or `RLIMIT_NOFILE`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::rlimit_name))]
     pub name: String,
     /// The soft limit.
     pub soft: LimitValue,
@@ -203,7 +214,6 @@ pub struct NamedRlimit {
     untagged,
     expecting = "an object {name: {soft, hard}} or a list [{name, soft, hard}] of rlimits"
 )]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RlimitsSpec {
     /// By name.
     Map(BTreeMap<String, RlimitRange>),
@@ -271,23 +281,27 @@ pub enum NamespaceKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IdMapSpec {
     /// First id inside the namespace.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::id_map_inside))]
     pub inside: u32,
     /// First id outside (on the host); never 0, never in the dynamic uid range.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::id_map_outside))]
     pub outside: u32,
     /// How many (at least 1).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::id_map_count))]
     pub count: u32,
 }
 
-/// The id maps of a new user namespace, onto an unprivileged host range.
+/// The id maps of a new user namespace, onto an unprivileged host range. Both maps are
+/// required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserNsSpec {
-    /// `uid_map` lines (non-overlapping, inside and outside).
-    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    /// `uid_map` lines (1 to 64; non-overlapping, inside and outside).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
     pub uid_map: Vec<IdMapSpec>,
-    /// `gid_map` lines (non-overlapping, inside and outside).
-    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    /// `gid_map` lines (1 to 64; non-overlapping, inside and outside).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
     pub gid_map: Vec<IdMapSpec>,
 }
 
@@ -300,10 +314,10 @@ pub enum MountSpec {
     /// A bind mount of a host path.
     Bind {
         /// Host path (absolute).
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::source_path))]
         source: PathBuf,
         /// Path in the jail (absolute, not `/`).
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::target_path))]
         target: PathBuf,
         /// Read-only (default false).
         #[serde(default)]
@@ -321,32 +335,34 @@ pub enum MountSpec {
     /// A new tmpfs.
     Tmpfs {
         /// Path in the jail.
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::target_path))]
         target: PathBuf,
         /// Size in bytes, at most 1 TiB (default: the kernel's, half of RAM; what it
         /// holds is charged to the sandbox's memory).
         #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::tmpfs_size))]
         size: Option<u64>,
         /// Mode of its root (default 0755; at most 07777).
         #[serde(default = "tmpfs_mode")]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::tmpfs_mode))]
         mode: u32,
     },
     /// A new proc (the jail's processes with a pid namespace).
     Proc {
         /// Path in the jail, usually `/proc`.
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::target_path))]
         target: PathBuf,
     },
     /// A read-only sysfs.
     Sysfs {
         /// Path in the jail, usually `/sys`.
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::target_path))]
         target: PathBuf,
     },
     /// A new mqueue (with an ipc namespace).
     Mqueue {
         /// Path in the jail, usually `/dev/mqueue`.
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::target_path))]
         target: PathBuf,
     },
 }
@@ -393,7 +409,7 @@ pub enum CgroupFsSpec {
 pub struct FilesystemSpec {
     /// A directory that becomes `/` (`pivot_root`); it must exist when the sandbox starts.
     /// Without one: the host's tree, with the mounts on top (as bubblewrap does).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::rootfs))]
     pub rootfs: Option<PathBuf>,
     /// Remount the root read-only once the mounts are made.
     pub readonly: bool,
@@ -404,11 +420,11 @@ pub struct FilesystemSpec {
     /// default true with a rootfs.
     pub minimal_dev: Option<bool>,
     /// Host character devices exposed at the same path (`/dev/kvm`, `/dev/net/tun`).
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, max_items = 32))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::devices))]
     pub devices: Vec<PathBuf>,
     /// Paths hidden from the program; default runc's list (`/proc/kcore`, `/proc/keys`,
     /// `/proc/sysrq-trigger`, …), `[]` masks nothing.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, max_items = 64))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::masked_paths))]
     pub masked_paths: Option<Vec<PathBuf>>,
     /// The cgroup file system: `hidden` (default), `readonly` or `unchanged`.
     pub cgroupfs: Option<CgroupFsSpec>,
@@ -421,12 +437,10 @@ pub struct FilesystemSpec {
     untagged,
     expecting = "\"default\", \"unconfined\" or an OCI linux.seccomp object"
 )]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SeccompSpec {
     /// `"default"` or `"unconfined"`.
     Builtin(SeccompBuiltin),
     /// An OCI `linux.seccomp` object (`defaultAction`, `architectures`, `syscalls`).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     Oci(serde_json::Map<String, serde_json::Value>),
 }
 
@@ -470,10 +484,10 @@ pub struct LandlockSpec {
     /// `auto` (default), `off`, `required`.
     pub mode: LandlockModeSpec,
     /// TCP ports the program may bind; absent: not restricted.
-    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::tcp_bind))]
     pub tcp_bind: Option<Vec<u16>>,
     /// TCP ports the program may connect to; absent: not restricted.
-    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::tcp_connect))]
     pub tcp_connect: Option<Vec<u16>>,
 }
 
@@ -490,6 +504,7 @@ pub struct JailSpec {
     pub rlimits: RlimitsSpec,
     /// Namespaces to unshare beyond the network's; `filesystem` implies `mount`,
     /// `hostname` implies `uts`, `user_ns` implies `user`, `pid` implies `mount`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::namespaces))]
     pub namespaces: Vec<NamespaceKind>,
     /// The maps of the user namespace.
     pub user_ns: Option<UserNsSpec>,

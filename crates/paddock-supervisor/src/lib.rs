@@ -102,6 +102,13 @@ pub enum Error {
     /// The spec is invalid; nothing was changed.
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    /// Each field of the spec is valid on its own, but they do not fit together (a
+    /// capability both added and dropped, a uid the jail's user namespace does not map, a
+    /// mount that needs a namespace not asked for; see [`JailSpec::check_consistency`]). The
+    /// message names the field; nothing was changed. (The API's 422, where
+    /// [`Error::InvalidSpec`] from validation is a 400: a value its document refuses.)
+    #[error("inconsistent sandbox spec: {0}")]
+    Inconsistent(String),
     /// A sandbox with this ID is already creating or running; nothing was started.
     #[error(
         "sandbox {0} already exists (it is creating or running); stop it first or pick another ID"

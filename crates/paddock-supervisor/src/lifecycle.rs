@@ -305,7 +305,8 @@ impl Supervisor {
                 S::Creating => {
                     let pid = sb.main_pid().unwrap_or(0);
                     c.starts_ok.fetch_add(1, Relaxed);
-                    self.emit(sb, EventKind::Started { pid });
+                    let jail = sb.jail.clone();
+                    self.emit(sb, EventKind::Started { pid, jail });
                     tracing::info!(pid, "sandbox started");
                 }
                 S::Running { .. } if *paused => self.emit(sb, EventKind::Paused),

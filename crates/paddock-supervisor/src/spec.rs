@@ -350,7 +350,12 @@ impl SandboxSpec {
 
     /// Checks everything that can be checked without touching the system. A spec that
     /// passes can still fail to start (a missing program, a missing controller), but one
-    /// that fails never changes anything.
+    /// that fails never changes anything. A field whose own value is wrong — what the
+    /// OpenAPI document's schema of it refuses — is [`Error::InvalidSpec`]; fields that are
+    /// each valid but do not fit together (in the jail: see
+    /// [`crate::JailSpec::check_consistency`]) are [`Error::Inconsistent`]. Every field is
+    /// checked on its own before any two are checked together, so a spec with both kinds of
+    /// fault is [`Error::InvalidSpec`].
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::InvalidSpec(m));
         if self.command.is_empty() {
@@ -454,7 +459,8 @@ impl SandboxSpec {
             return bad(format!("network namespace name {n:?} is not a plain name"));
         }
         if let Some(j) = &self.jail {
-            j.validate().map_err(Error::InvalidSpec)?;
+            j.validate_fields().map_err(Error::InvalidSpec)?;
+            j.check_consistency().map_err(Error::Inconsistent)?;
         }
         Ok(())
     }

@@ -149,6 +149,34 @@ pub fn case_unavailable(c: Case) -> Option<String> {
         .map(|t| format!("`{t}` is not installed"))
 }
 
+/// Why `case` cannot run jailed, if it cannot: `wrapper-netns` runs `unshare -m` and
+/// `mount`, which a jail's default seccomp profile denies (as it should).
+pub fn unavailable_jailed(c: Case) -> Option<String> {
+    (c == Case::WrapperNetns).then(|| {
+        "jailed: it runs `unshare -m` and `mount`, which the default seccomp profile denies".into()
+    })
+}
+
+/// The jail of a lifecycle of `case` in a jailed run: pid (with an init and a fresh
+/// `/proc`), mount, ipc and uts namespaces, the default seccomp profile, uid 0 with a
+/// jailed root's capabilities, the host's tree (the payload scripts and scratch files are
+/// on it) with the cgroup file system hidden — but for `nested-cgroups`, whose payload
+/// makes cgroups of its own and so sees it unchanged.
+pub fn jail_for(case: Case) -> paddock_supervisor::JailSpec {
+    let cgroupfs = if case == Case::NestedCgroups {
+        "unchanged"
+    } else {
+        "hidden"
+    };
+    serde_json::from_value(serde_json::json!({
+        "namespaces": ["pid", "mount", "ipc", "uts"],
+        "hostname": "torture",
+        "seccomp": "default",
+        "filesystem": {"cgroupfs": cgroupfs},
+    }))
+    .expect("a valid jail")
+}
+
 /// The spec lifecycle `n` of `case` starts with: the payload's command, its environment
 /// (see [`crate::payloads`]), the log file, a grace period and the case's limits. `ns` is
 /// the network namespace of a `wrapper-netns` lifecycle.
@@ -297,6 +325,9 @@ pub(crate) fn spec(
     }
     if case == Case::InstantExit && rng.chance(30) {
         spec.on_main_exit = OnMainExit::KeepRunning;
+    }
+    if ctx.jailed {
+        spec.jail = Some(jail_for(case));
     }
     spec
 }

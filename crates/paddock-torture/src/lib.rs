@@ -26,7 +26,7 @@ pub mod payloads;
 mod report;
 mod runner;
 
-pub use case::{Case, case_unavailable};
+pub use case::{Case, case_unavailable, jail_for, unavailable_jailed};
 pub use check::check_id_containment;
 pub use faults::Fault;
 pub use host::{HostResources, V1_FREEZER, unkillable_unavailable};

@@ -45,6 +45,10 @@ struct Cli {
     /// lifecycles (with an owner of its own; it must never touch this run's cgroups).
     #[arg(long)]
     no_rival: bool,
+    /// Run every lifecycle jailed: pid, mount, ipc and uts namespaces with an init, the
+    /// default seccomp profile, a jailed root's capabilities, the cgroup file system hidden.
+    #[arg(long)]
+    jailed: bool,
     /// Log filter for paddock's own tracing output (for example `warn`); default off.
     #[arg(long, env = "RUST_LOG", default_value = "off")]
     log: String,
@@ -92,6 +96,7 @@ fn main() {
         lifecycle_timeout: Duration::from_secs(90) * cli.time_scale,
         time_scale: cli.time_scale,
         rival: !cli.no_rival,
+        jailed: cli.jailed,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

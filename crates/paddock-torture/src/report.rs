@@ -32,6 +32,8 @@ pub struct Summary {
     pub seed: u64,
     /// Concurrency used.
     pub concurrency: usize,
+    /// Whether every lifecycle ran jailed ([`crate::Options::jailed`]).
+    pub jailed: bool,
     /// Wall time, seconds.
     pub elapsed_s: f64,
     /// Lifecycles run to the end and checked.
@@ -113,9 +115,10 @@ impl Summary {
                 .join(" ")
         };
         s += &format!(
-            "paddock-torture: seed {} concurrency {} elapsed {:.1}s{}\n",
+            "paddock-torture: seed {} concurrency {}{} elapsed {:.1}s{}\n",
             self.seed,
             self.concurrency,
+            if self.jailed { " jailed" } else { "" },
             self.elapsed_s,
             if self.interrupted {
                 " (interrupted)"

@@ -52,6 +52,11 @@ pub struct Options {
     /// of its own now and then: it must never touch a cgroup of this run's supervisor
     /// (anything its reclaims kill, remove or fail on is an error).
     pub rival: bool,
+    /// Run every lifecycle jailed (see [`crate::case::jail_for`]): pid, mount, ipc and uts
+    /// namespaces, a minimal init as pid 1, the default seccomp profile, the capabilities
+    /// of a jailed root, the cgroup file system hidden. Cases a jail rules out are skipped
+    /// with the reason.
+    pub jailed: bool,
 }
 
 impl Default for Options {
@@ -68,6 +73,7 @@ impl Default for Options {
             lifecycle_timeout: Duration::from_secs(90),
             time_scale: 1,
             rival: true,
+            jailed: false,
         }
     }
 }
@@ -177,6 +183,8 @@ pub(crate) struct Ctx {
     /// tests of one binary, two runners) never take each other's processes, freezer
     /// cgroups or network namespaces for their own.
     pub(crate) run: String,
+    /// See [`Options::jailed`].
+    pub(crate) jailed: bool,
 }
 
 impl Ctx {
@@ -241,11 +249,14 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         seed: opts.seed,
         concurrency: opts.concurrency,
         pids_controller: pids,
+        jailed: opts.jailed,
         ..Summary::default()
     };
     let mut cases = Vec::new();
     for c in &opts.cases {
-        match case_unavailable(*c) {
+        let why = case_unavailable(*c)
+            .or_else(|| opts.jailed.then(|| case::unavailable_jailed(*c)).flatten());
+        match why {
             Some(why) => summary.skipped.push(format!("{}: {why}", c.name())),
             None => cases.push(*c),
         }
@@ -276,6 +287,7 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         cancelled_pause: AtomicU64::new(0),
         pids,
         run: format!("{}.{}", std::process::id(), RUNS.fetch_add(1, Relaxed)),
+        jailed: opts.jailed,
     });
     let rival_done = StopFlag::default();
     let rival = if opts.rival && !ctx.cases.is_empty() {

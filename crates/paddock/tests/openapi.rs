@@ -271,6 +271,188 @@ fn patterns_state_what_the_server_enforces() {
     assert!(loose.is_valid(&json!("..")) && SandboxId::new("..").is_err());
 }
 
+/// Strings that probe the jail's path, device, name, capability and rlimit patterns.
+fn jail_probe_strings() -> Vec<String> {
+    let mut v = probe_strings();
+    for s in [
+        "/",
+        "/a",
+        "/.",
+        "/..",
+        "/./",
+        "//",
+        "/a/..",
+        "/a/../b",
+        "/..a",
+        "/a..",
+        "/.../",
+        "/./.",
+        "//.//",
+        "/.a",
+        "/a/.",
+        "/dev/kvm",
+        "/dev",
+        "/dev/",
+        "//dev/kvm",
+        "/dev/.",
+        "/dev/./x",
+        "/dev//x",
+        "/dev/..",
+        "/dev/../x",
+        "/dev/...",
+        "/devx",
+        "/dev/kvm/..",
+        "/a\0",
+        "/a\n",
+        "/a\n/..",
+        "/\n..",
+        "/..\n",
+        "/\n",
+        "/a/\n/..",
+        "\n/a",
+        "/é",
+        "/.é",
+        "/\u{2028}..",
+        "CAP_SYS_ADMIN",
+        "cap_sys_admin",
+        "Cap_Chown",
+        "SYS_ADMIN",
+        "ALL",
+        "all",
+        "All",
+        "CAP_ALL",
+        "cap_",
+        "CAP_FLY",
+        "\u{17f}ys_admin",
+        "\u{212a}ill",
+        "kill\n",
+        "CAP_KILL ",
+        "nofile",
+        "NOFILE",
+        "RLIMIT_NOFILE",
+        "rlimit_nofile",
+        "RLIMIT_",
+        "nofile\n",
+        "nofiles",
+        "as",
+        "AS",
+        "4294967295",
+        "04294967295",
+        "00004294967295",
+        "4294967294",
+        "99999999999",
+        "a:b",
+        "a/b",
+        "root",
+        "_x-1$",
+        "a\u{85}",
+        "box-1",
+        "box-1.example",
+        "-x",
+        "x-",
+        "a..b",
+        "a.b.",
+        ".a",
+    ] {
+        v.push(s.to_string());
+    }
+    for n in [
+        63, 64, 65, 255, 256, 257, 1023, 1024, 1025, 4095, 4096, 4097,
+    ] {
+        v.push("0".repeat(n));
+        v.push(format!("/{}", "a".repeat(n - 1)));
+        v.push(format!("/{}", "é".repeat(n - 1)));
+        v.push(format!("/dev/{}", "a".repeat(n.saturating_sub(5))));
+        v.push(format!("/{}é", "a".repeat(n - 2)));
+    }
+    v
+}
+
+/// The jail's patterns accept exactly what `JailSpec::validate_fields` accepts: the
+/// hostname, user and group names, paths (rootfs, mount sources and targets, devices,
+/// masked paths), capability and rlimit names.
+#[test]
+fn jail_patterns_state_what_the_server_enforces() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let fs = &schemas["FilesystemSpec"]["properties"];
+    let bind = &schemas["MountSpec"]["oneOf"][0]["properties"];
+    let validators = [
+        (
+            "hostname",
+            validator_for(&doc, &schemas["JailSpec"]["properties"]["hostname"]),
+        ),
+        ("name", component(&doc, "IdOrName")),
+        ("rootfs", validator_for(&doc, &fs["rootfs"])),
+        ("source", validator_for(&doc, &bind["source"])),
+        ("target", validator_for(&doc, &bind["target"])),
+        ("device", validator_for(&doc, &fs["devices"]["items"])),
+        ("masked", validator_for(&doc, &fs["masked_paths"]["items"])),
+        (
+            "cap",
+            validator_for(
+                &doc,
+                &schemas["PrivilegesSpec"]["properties"]["cap_drop"]["items"],
+            ),
+        ),
+        (
+            "rlimit",
+            validator_for(&doc, &schemas["NamedRlimit"]["properties"]["name"]),
+        ),
+    ];
+    let jail_of = |what: &str, s: &str| -> Value {
+        match what {
+            "hostname" => json!({"hostname": s}),
+            "name" => json!({"user": {"groups": [s]}}),
+            "rootfs" => json!({"filesystem": {"rootfs": s}}),
+            "source" => {
+                json!({"filesystem": {"mounts": [{"type": "bind", "source": s, "target": "/t"}]}})
+            }
+            "target" => {
+                json!({"filesystem": {"mounts": [{"type": "bind", "source": "/s", "target": s}]}})
+            }
+            "device" => json!({"filesystem": {"devices": [s]}}),
+            "masked" => json!({"filesystem": {"masked_paths": [s]}}),
+            "cap" => json!({"privileges": {"cap_drop": [s]}}),
+            "rlimit" => json!({"rlimits": [{"name": s, "soft": 1}]}),
+            _ => unreachable!(),
+        }
+    };
+    let mut disagree = Vec::new();
+    let mut accepted = BTreeSet::new();
+    let mut refused = BTreeSet::new();
+    for s in jail_probe_strings() {
+        for (what, v) in &validators {
+            let j: paddock_supervisor::JailSpec =
+                serde_json::from_value(jail_of(what, &s)).unwrap();
+            let server = j.validate_fields().is_ok();
+            let doc_says = v.is_valid(&json!(s));
+            if doc_says != server {
+                disagree.push(format!(
+                    "{what} {s:?}: document {doc_says}, server {server}"
+                ));
+            }
+            if server {
+                accepted.insert(*what);
+            } else {
+                refused.insert(*what);
+            }
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{} disagreements, e.g.:\n{}",
+        disagree.len(),
+        disagree[..disagree.len().min(20)].join("\n")
+    );
+    // The probe reaches both answers of every rule.
+    assert_eq!(
+        (accepted.len(), refused.len()),
+        (9, 9),
+        "{accepted:?} {refused:?}"
+    );
+}
+
 /// Number ranges: each bound of the document is the server's, the value one past it is
 /// refused by both.
 #[test]
@@ -485,7 +667,7 @@ fn info(stopped: bool) -> SandboxInfo {
 
 fn events() -> Vec<Event> {
     let kinds = vec![
-        EventKind::Started { pid: 1 },
+        EventKind::Started { pid: 1, jail: None },
         EventKind::Adopted {
             pid: Some(1),
             state: State::Stopping,

@@ -1,4 +1,7 @@
 //! The jail spec's decoding, validation, resolution and conversion, without root.
+//!
+//! Over 600 lines: one table of refused jails per kind of rule keeps every field's refusal
+//! (and its 400 or 422 kind) in one place.
 
 use std::path::PathBuf;
 
@@ -93,187 +96,421 @@ fn unknown_fields_and_bad_shapes_are_refused() {
     assert!(e.contains("rlimits"), "{e}");
 }
 
-/// Each bad value is refused with a message naming its field.
+/// Which step refuses a bad jail: `F`, a field on its own (`validate_fields`, the
+/// schema's rules: the API's 400); `C`, fields that do not fit together
+/// (`check_consistency`: the API's 422).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    F,
+    C,
+}
+use Kind::{C, F};
+
+/// Each bad value is refused with a message naming its field, by the step of its kind: a
+/// field's own value by `validate_fields` (and `check_consistency` is never reached), fields
+/// that do not fit together by `check_consistency` only (each field passes on its own).
+/// Through the whole spec the first is `Error::InvalidSpec` and the second
+/// `Error::Inconsistent`.
 #[test]
-fn validation_names_the_field() {
+fn validation_names_the_field_and_its_kind() {
     let many = |n: usize, v: serde_json::Value| vec![v; n];
-    let cases: Vec<(serde_json::Value, &str)> = vec![
+    let map = |inside: u32, outside: u32, count: u32| json!({"inside": inside, "outside": outside, "count": count});
+    let cases: Vec<(serde_json::Value, &str, Kind)> = vec![
         (
             json!({"filesystem": {"mounts": [{"type": "proc", "target": "/proc"}, {"type": "proc", "target": "/p"}, {"type": "tmpfs", "target": "tmp"}]}}),
             "jail.filesystem.mounts[2].target: tmp must be an absolute path",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "tmpfs", "target": "/"}]}}),
             "jail.filesystem.mounts[0].target: / must not be `/`",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "bind", "source": "/a/../etc", "target": "/x"}]}}),
             "jail.filesystem.mounts[0].source: /a/../etc must not contain `..`",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "tmpfs", "target": "/t", "size": 0}]}}),
             "jail.filesystem.mounts[0].size",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "tmpfs", "target": "/t", "size": (1u64 << 40) + 1}]}}),
             "jail.filesystem.mounts[0].size",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "tmpfs", "target": "/t", "mode": 0o10000}]}}),
             "jail.filesystem.mounts[0].mode",
+            F,
         ),
         (
             json!({"filesystem": {"mounts": [{"type": "mqueue", "target": "/dev/mqueue"}]}}),
             "jail.filesystem.mounts[0]: an mqueue mount needs an ipc namespace",
+            C,
         ),
         (
             json!({"filesystem": {"mounts": many(65, json!({"type": "proc", "target": "/proc"}))}}),
             "jail.filesystem.mounts: 65 mounts; at most 64",
+            F,
         ),
         (
             json!({"filesystem": {"rootfs": "relative"}}),
             "jail.filesystem.rootfs",
+            F,
         ),
         (
             json!({"filesystem": {"rootfs": "/"}}),
             "jail.filesystem.rootfs: / must not be `/`",
+            F,
         ),
         (
             json!({"filesystem": {"devices": ["/etc/passwd"]}}),
             "jail.filesystem.devices[0]: /etc/passwd is not under /dev",
+            F,
         ),
         (
             json!({"filesystem": {"devices": many(33, json!("/dev/null"))}}),
             "jail.filesystem.devices: 33 devices",
+            F,
         ),
         (
             json!({"filesystem": {"masked_paths": ["proc/kcore"]}}),
             "jail.filesystem.masked_paths[0]",
+            F,
         ),
         (
             json!({"user": {"groups": many(65, json!(1))}}),
             "jail.user.groups: 65 groups; at most 64",
+            F,
         ),
-        (json!({"user": {"groups": ["a:b"]}}), "jail.user.groups[0]"),
-        (json!({"user": {"uid": ""}}), "jail.user.uid"),
+        (
+            json!({"user": {"groups": ["a:b"]}}),
+            "jail.user.groups[0]",
+            F,
+        ),
+        (json!({"user": {"uid": ""}}), "jail.user.uid", F),
         (
             json!({"user": {"uid": 4294967295u32}}),
             "jail.user.uid: 4294967295",
+            F,
         ),
         (
             json!({"user": {"dynamic": true, "uid": 5}}),
             "jail.user.uid: not with dynamic",
+            C,
         ),
         (
             json!({"privileges": {"cap_add": ["CAP_FLY"]}}),
             "jail.privileges.cap_add[0]: unknown capability",
+            F,
         ),
         (
             json!({"privileges": {"cap_drop": ["NET_ADMIN", "sys_nothing"]}}),
             "jail.privileges.cap_drop[1]",
+            F,
         ),
         (
             json!({"privileges": {"cap_add": ["NET_ADMIN"], "cap_drop": ["net_admin"]}}),
             "jail.privileges.cap_drop[0]: net_admin is also in cap_add",
+            C,
         ),
         (
             json!({"user": {"uid": 1000}, "privileges": {"cap_add": ["NET_ADMIN"]}}),
             "jail.privileges.cap_add: the program runs as uid 1000",
+            C,
         ),
         (
             json!({"user": {"dynamic": true}, "privileges": {"cap_add": ["NET_ADMIN"]}}),
             "jail.privileges.cap_add: a dynamic user",
+            C,
         ),
         (
             json!({"rlimits": {"nofiles": {"soft": 1}}}),
             "jail.rlimits.nofiles: unknown rlimit",
+            F,
         ),
         (
             json!({"rlimits": {"nofile": {"soft": 10, "hard": 5}}}),
             "jail.rlimits.nofile: rlimit nofile: soft limit 10 above hard limit 5",
+            C,
         ),
         (
             json!({"rlimits": [{"name": "nofile", "soft": 1}, {"name": "NOFILE", "soft": 2}]}),
             "jail.rlimits[1]: nofile is given twice",
+            C,
         ),
         (
             json!({"namespaces": ["pid", "pid"]}),
             "jail.namespaces: a namespace is listed twice",
+            F,
         ),
         (
             json!({"namespaces": ["user"]}),
             "jail.namespaces: user needs jail.user_ns",
+            C,
         ),
-        (json!({"hostname": "-bad"}), "jail.hostname"),
-        (json!({"hostname": "a".repeat(65)}), "jail.hostname"),
-        (json!({"hostname": "a b"}), "jail.hostname"),
-        (json!({"init": true}), "jail.init: needs a pid namespace"),
+        (json!({"hostname": "-bad"}), "jail.hostname", F),
+        (json!({"hostname": "a".repeat(65)}), "jail.hostname", F),
+        (json!({"hostname": "a b"}), "jail.hostname", F),
+        (json!({"init": true}), "jail.init: needs a pid namespace", C),
         (
             json!({"landlock": {"tcp_bind": (0..65).collect::<Vec<u16>>()}}),
             "jail.landlock.tcp_bind: 65 ports",
+            F,
         ),
         (
             json!({"seccomp": {"syscalls": []}}),
             "jail.seccomp.defaultAction",
+            F,
         ),
         (
             json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"action": "SCMP_ACT_ERRNO"}]}}),
             "jail.seccomp.syscalls[0].names",
+            F,
         ),
         (
             json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": many(513, json!({"names": ["x"], "action": "SCMP_ACT_ERRNO"}))}}),
             "jail.seccomp.syscalls: 513 rules",
+            F,
         ),
         (
             json!({"user_ns": {"uid_map": [], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns.uid_map: at least one line",
+            F,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 0, "count": 1}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns.uid_map[0].outside: maps onto host id 0",
+            F,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 1000, "count": 10}, {"inside": 5, "outside": 5000, "count": 1}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns.uid_map[1]: inside ids overlap jail.user_ns.uid_map[0]",
+            C,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 1000, "count": 10}, {"inside": 50, "outside": 1009, "count": 1}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns.uid_map[1]: outside ids overlap",
+            C,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 1000, "count": 0}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns.uid_map[0].count",
+            F,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 4294967295u32, "count": 2}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
+            "jail.user_ns.uid_map[0].outside: 4294967295 is not a valid id",
+            F,
+        ),
+        (
+            json!({"user_ns": {"uid_map": [map(0, 1, 1)], "gid_map": [map(4294967295, 1000, 1)]}}),
+            "jail.user_ns.gid_map[0].inside: 4294967295 is not a valid id",
+            F,
+        ),
+        (
+            json!({"user_ns": {"uid_map": [map(0, 4294967290, 10)], "gid_map": [map(0, 1000, 1)]}}),
             "jail.user_ns.uid_map[0]: the range passes",
+            C,
+        ),
+        (
+            json!({"user_ns": {"uid_map": [map(0, 1000, 1)], "gid_map": [map(0, 1000, 1), map(4294967290, 2000, 6)]}}),
+            "jail.user_ns.gid_map[1]: the range passes",
+            C,
+        ),
+        (
+            json!({"user_ns": {"uid_map": many(65, map(0, 1000, 1)), "gid_map": [map(0, 1000, 1)]}}),
+            "jail.user_ns.uid_map: 65 lines",
+            F,
+        ),
+        (
+            json!({"user_ns": {"uid_map": [map(0, 1000, 1)], "gid_map": [map(0, 1000, 1)]}, "user": {"groups": [5]}}),
+            "jail.user.groups[0]: 5 is not mapped",
+            C,
+        ),
+        (
+            json!({"user": {"groups": [4294967295u32]}}),
+            "jail.user.groups[0]: 4294967295 is not a valid id",
+            F,
+        ),
+        (
+            json!({"user": {"gid": "004294967295"}}),
+            "jail.user.gid: 4294967295 is not a valid id",
+            F,
+        ),
+        (
+            json!({"user": {"uid": "a".repeat(257)}}),
+            "jail.user.uid",
+            F,
+        ),
+        (json!({"user": {"uid": "é".repeat(65)}}), "jail.user.uid", F),
+        (
+            json!({"user": {"uid": "0".repeat(257)}}),
+            "jail.user.uid",
+            F,
+        ),
+        (
+            json!({"user": {"dynamic": true, "gid": "kvm"}}),
+            "jail.user.gid: not with dynamic",
+            C,
+        ),
+        (
+            json!({"privileges": {"cap_add": many(43, json!("ALL"))}}),
+            "jail.privileges.cap_add: 43 entries",
+            F,
+        ),
+        (
+            json!({"rlimits": many(17, json!({"name": "nofile", "soft": 1}))}),
+            "jail.rlimits: 17 entries",
+            F,
+        ),
+        (
+            json!({"rlimits": [{"name": "nofile", "soft": 10, "hard": 5}]}),
+            "jail.rlimits[0]: rlimit nofile: soft limit 10 above hard limit 5",
+            C,
+        ),
+        (
+            json!({"rlimits": [{"name": "NOFILES", "soft": 10, "hard": 5}]}),
+            "jail.rlimits[0]: unknown rlimit",
+            F,
+        ),
+        (
+            json!({"filesystem": {"devices": ["/dev"]}}),
+            "jail.filesystem.devices[0]: /dev is not under /dev",
+            F,
+        ),
+        (
+            json!({"filesystem": {"devices": ["//dev/kvm"]}}),
+            "jail.filesystem.devices[0]: //dev/kvm is not under /dev",
+            F,
+        ),
+        (
+            json!({"filesystem": {"devices": ["/dev/./"]}}),
+            "jail.filesystem.devices[0]",
+            F,
+        ),
+        (
+            json!({"filesystem": {"masked_paths": ["/a\u{0}b"]}}),
+            "jail.filesystem.masked_paths[0]",
+            F,
+        ),
+        (
+            json!({"filesystem": {"rootfs": format!("/{}", "a".repeat(4096))}}),
+            "jail.filesystem.rootfs",
+            F,
+        ),
+        (
+            json!({"filesystem": {"rootfs": format!("/{}", "é".repeat(1024))}}),
+            "jail.filesystem.rootfs",
+            F,
+        ),
+        (
+            json!({"filesystem": {"rootfs": "/./."}}),
+            "jail.filesystem.rootfs: /./. must not be `/`",
+            F,
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [1], "action": "SCMP_ACT_ERRNO"}]}}),
+            "jail.seccomp.syscalls[0].names",
+            F,
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": []}]}}),
+            "jail.seccomp.syscalls[0].action",
+            F,
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": "none"}}),
+            "jail.seccomp.syscalls: must be a list",
+            F,
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": many(5, json!({"names": many(820, json!("x")), "action": "SCMP_ACT_ERRNO"}))}}),
+            "jail.seccomp.syscalls: 4100 system call names in all",
+            C,
         ),
         (
             json!({"user": {"uid": 7}, "user_ns": {"uid_map": [{"inside": 0, "outside": 1000, "count": 1}], "gid_map": [{"inside": 0, "outside": 1000, "count": 8}]}}),
             "jail.user.uid: 7 is not mapped",
+            C,
         ),
         (
             json!({"user_ns": {"uid_map": [{"inside": 1, "outside": 1000, "count": 1}], "gid_map": [{"inside": 1, "outside": 1000, "count": 1}]}}),
             "jail.user_ns: the program runs as uid and gid 0",
+            C,
         ),
         (
             json!({"user": {"dynamic": true}, "user_ns": {"uid_map": [{"inside": 0, "outside": 1000, "count": 1}], "gid_map": [{"inside": 0, "outside": 1000, "count": 1}]}}),
             "jail.user_ns: not with user.dynamic",
+            C,
         ),
     ];
-    for (v, want) in cases {
+    let mut kinds = std::collections::BTreeSet::new();
+    for (v, want, kind) in cases {
         let j: JailSpec = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
         let e = j.validate().expect_err(&v.to_string());
         assert!(e.starts_with(want), "{v}:\n  got  {e}\n  want {want}…");
+        let fields = j.validate_fields();
+        match kind {
+            F => assert_eq!(fields, Err(e.clone()), "{v}: a field's own value"),
+            C => {
+                assert_eq!(fields, Ok(()), "{v}: every field is valid on its own");
+                assert_eq!(j.check_consistency(), Err(e.clone()), "{v}");
+            }
+        }
+        let mut s =
+            crate::SandboxSpec::new(crate::SandboxId::new("j").unwrap(), "/bin/true", [""; 0]);
+        s.jail = Some(j);
+        match (kind, s.validate()) {
+            (F, Err(crate::Error::InvalidSpec(m))) | (C, Err(crate::Error::Inconsistent(m))) => {
+                assert_eq!(m, e, "{v}")
+            }
+            (_, other) => panic!("{v}: {kind:?} gave {other:?}"),
+        }
+        kinds.insert(format!("{kind:?}"));
     }
-    // Through the whole spec, the error is the invalid-spec 400's.
-    let mut s = crate::SandboxSpec::new(crate::SandboxId::new("j").unwrap(), "/bin/true", [""; 0]);
-    s.jail = Some(jail(json!({"hostname": "-x"})));
-    let e = s.validate().unwrap_err();
-    assert!(
-        matches!(&e, crate::Error::InvalidSpec(m) if m.starts_with("jail.hostname")),
-        "{e}"
-    );
+    assert_eq!(kinds.len(), 2, "both kinds are tried");
+    // A spec with a fault of each kind is refused for its field first.
+    let j = jail(json!({"hostname": "-x", "init": true}));
+    assert!(j.validate().unwrap_err().starts_with("jail.hostname"));
+    // Id maps are required whole: both maps, each with a line.
+    for bad in [
+        json!({"user_ns": {}}),
+        json!({"user_ns": {"uid_map": [{"inside": 0, "outside": 1, "count": 1}]}}),
+    ] {
+        let e = serde_json::from_value::<JailSpec>(bad.clone()).unwrap_err();
+        assert!(e.to_string().contains("missing field"), "{bad}: {e}");
+    }
+}
+
+/// The largest values each field's schema allows pass `validate_fields`.
+#[test]
+fn the_bounds_of_the_schema_pass() {
+    let j = jail(json!({
+        "user": {"uid": 4294967294u32, "gid": "4294967294", "groups": ["é".repeat(64), "a".repeat(256), "0".repeat(256)]},
+        "privileges": {"cap_add": ["all", "cap_chown", "Net_Admin"], "cap_drop": ["CAP_SYS_ADMIN"]},
+        "rlimits": {"RLIMIT_NOFILE": {"soft": 18446744073709551615u64}, "Core": {"soft": "infinity"}},
+        "user_ns": {"uid_map": [{"inside": 4294967294u32, "outside": 4294967294u32, "count": 1}], "gid_map": [{"inside": 0, "outside": 1, "count": 4294967295u32}]},
+        "filesystem": {
+            "rootfs": format!("/{}", "a".repeat(4095)),
+            "mounts": [
+                {"type": "tmpfs", "target": "/.a", "size": 1u64 << 40, "mode": 0o7777},
+                {"type": "bind", "source": "/", "target": format!("/{}", "é".repeat(1023))},
+            ],
+            "devices": ["/dev/./kvm", "/dev//net/tun"],
+            "masked_paths": ["/...", "//x/."]
+        },
+        "seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": many_names(), "action": "SCMP_ACT_ERRNO"}]},
+        "landlock": {"tcp_bind": [0, 65535]}
+    }));
+    j.validate_fields().unwrap();
+}
+
+fn many_names() -> Vec<String> {
+    vec!["x".into(); 4096]
 }
 
 /// The conversion with nothing asked: root with the minimal set, no new namespace.

@@ -59,6 +59,7 @@ impl From<SupError> for ApiError {
     fn from(e: SupError) -> Self {
         let status = match &e {
             SupError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+            SupError::Inconsistent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SupError::AlreadyExists(_) => StatusCode::CONFLICT,
             SupError::NotFound { .. } => StatusCode::NOT_FOUND,
             SupError::InvalidState { .. } => StatusCode::CONFLICT,

@@ -161,7 +161,8 @@ pub(super) fn integral_floats_to_integers(v: &mut Value) {
 }
 
 /// Parses a create body: a `SandboxSpec` plus an optional `"start": true`. Duplicate keys
-/// (in any object) are refused.
+/// (in any object) are refused. What breaks the OpenAPI document is a 400 naming the field;
+/// a spec whose fields match it but do not fit together is a 422 naming the field.
 pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
     let mut v: Value =
         strict_json(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
@@ -209,6 +210,8 @@ pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
             _ => {}
         }
     }
-    spec.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+    // A field the document refuses is a 400 (`InvalidSpec`); fields that each match it
+    // but do not fit together are a 422 (`Inconsistent`). Either way nothing is created.
+    spec.validate().map_err(ApiError::from)?;
     Ok(spec)
 }

@@ -273,3 +273,68 @@ proptest::proptest! {
         }
     }
 }
+
+/// A jail with a value its schema refuses is a 400 naming the field; one whose fields each
+/// match the document but do not fit together is a 422 naming the field. The document
+/// agrees: the first body breaks the create's schema, the second matches it.
+#[test]
+fn jail_field_errors_are_400_and_inconsistencies_422() {
+    let doc: Value = serde_json::from_str(&crate::openapi::document_string()).unwrap();
+    let mut root = serde_json::json!({ "components": doc["components"].clone() });
+    root["$ref"] = "#/components/schemas/CreateRequest".into();
+    let schema = jsonschema::draft202012::new(&root).unwrap();
+    let body = |jail: Value| serde_json::json!({"id": "j", "command": "/bin/true", "jail": jail});
+    let map = |count: u32| serde_json::json!([{"inside": 0, "outside": 1000, "count": count}]);
+    let cases = [
+        (
+            body(serde_json::json!({"user_ns": {"uid_map": map(0), "gid_map": map(1)}})),
+            StatusCode::BAD_REQUEST,
+            "jail.user_ns.uid_map[0].count: must be at least 1",
+        ),
+        (
+            body(serde_json::json!({"filesystem": {"devices": ["/etc/passwd"]}})),
+            StatusCode::BAD_REQUEST,
+            "jail.filesystem.devices[0]",
+        ),
+        (
+            body(serde_json::json!({"privileges": {"cap_add": ["CAP_FLY"]}})),
+            StatusCode::BAD_REQUEST,
+            "jail.privileges.cap_add[0]: unknown capability",
+        ),
+        (
+            body(
+                serde_json::json!({"privileges": {"cap_add": ["NET_ADMIN"], "cap_drop": ["net_admin"]}}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "jail.privileges.cap_drop[0]: net_admin is also in cap_add",
+        ),
+        (
+            body(
+                serde_json::json!({"user_ns": {"uid_map": map(10), "gid_map": [
+                    {"inside": 0, "outside": 1000, "count": 10},
+                    {"inside": 5, "outside": 5000, "count": 1}
+                ]}}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "jail.user_ns.gid_map[1]: inside ids overlap jail.user_ns.gid_map[0]",
+        ),
+        (
+            body(serde_json::json!({"init": true})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "jail.init: needs a pid namespace",
+        ),
+    ];
+    for (b, status, field) in cases {
+        let e = parse_create(b.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.status, status, "{b}: {}", e.message);
+        assert!(e.message.contains(field), "{b}: {}", e.message);
+        assert_eq!(
+            schema.is_valid(&b),
+            status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{b}: the document says what is a 400"
+        );
+    }
+    // A supervisor's inconsistency is a 422 wherever it comes from.
+    let e = ApiError::from(SupError::Inconsistent("jail.init: x".into()));
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
