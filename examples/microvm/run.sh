@@ -128,7 +128,9 @@ api)
     [[ ${out##*$'\n'} == 201 ]] || die "create: HTTP ${out##*$'\n'}: ${out%$'\n'*}"
     jq '{id, state, pid, jail}' <<<"${out%$'\n'*}"
     start=$SECONDS
-    until api "http://paddock/v1/sandboxes/$id/logs" | grep -aq "$marker"; do
+    # (The log is read whole before grep: with pipefail, grep -q closing the pipe early
+    # would fail the pipeline on curl's SIGPIPE.)
+    until log=$(api "http://paddock/v1/sandboxes/$id/logs") && [[ $log == *"$marker"* ]]; do
         if ((SECONDS - start > ${BOOT_TIMEOUT:-120})); then
             api "http://paddock/v1/sandboxes/$id/logs" >&2 || true
             api -X POST "http://paddock/v1/sandboxes/$id/kill" >/dev/null || true
@@ -138,7 +140,7 @@ api)
         sleep 0.5
     done
     echo "booted after ~$((SECONDS - start)) s; the sandbox log:" >&2
-    api "http://paddock/v1/sandboxes/$id/logs" | tr -d '\r'
+    tr -d '\r' <<<"$log"
     echo "POST /v1/sandboxes/$id/stop" >&2
     api -X POST "http://paddock/v1/sandboxes/$id/stop?timeout=10s" |
         jq '{reason, signalled, killed_after_grace, stuck, total_ms}'
