@@ -343,3 +343,47 @@ fn landlock_with_a_read_only_rootfs_allows_its_tmpfs_through_the_child_rules() {
     );
     assert_no_host_mounts(&[root.path()]);
 }
+
+/// Without a rootfs the mounts go onto the host's tree: a missing target is refused before
+/// the clone (nothing is made in a host directory), while one below a tmpfs of the jail's
+/// own is made there; an existing target works.
+#[test]
+fn without_a_rootfs_nothing_is_created_on_the_host() {
+    let test = "without_a_rootfs_nothing_is_created_on_the_host";
+    if !ready(test, false) {
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    let missing = host.path().join("missing");
+    let tmpfs = |t: &Path| Mount::Tmpfs {
+        target: t.to_owned(),
+        size: None,
+        mode: 0o755,
+    };
+    let fsys = Filesystem {
+        mounts: vec![tmpfs(&missing)],
+        ..Filesystem::default()
+    };
+    let e = run(fsys, Namespaces::NONE, "true").unwrap_err();
+    assert!(matches!(e, SpawnError::Invalid(_)), "{e}");
+    assert!(
+        e.to_string().contains("does not exist") && e.to_string().contains("rootfs"),
+        "{e}"
+    );
+    assert!(!missing.exists(), "a host directory was made");
+
+    // A tmpfs on an existing host directory, and a target inside it made in the tmpfs.
+    let fsys = Filesystem {
+        mounts: vec![tmpfs(host.path()), tmpfs(&missing)],
+        ..Filesystem::default()
+    };
+    let script = format!("grep -c ' {} ' /proc/self/mountinfo", missing.display());
+    let (st, out, err) = run(fsys, Namespaces::NONE, &script).unwrap();
+    assert_eq!(st, ExitStatus::Exited(0), "{out}{err}");
+    assert_eq!(out.trim(), "1");
+    assert!(
+        !missing.exists(),
+        "the target was made in the jail's tmpfs only"
+    );
+    assert_no_host_mounts(&[host.path()]);
+}

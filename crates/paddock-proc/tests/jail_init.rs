@@ -143,3 +143,45 @@ fn orphans_are_reaped_by_the_init_and_cgroup_kill_stops_the_tree() {
         Duration::from_secs(10)
     ));
 }
+
+/// The init keeps nothing it does not need: it is named `paddock-init`, runs as the jail's
+/// uid and gid (not the caller's root), with no capabilities, `no_new_privs` and not
+/// dumpable (its memory is a copy of the spawning process's), so the program cannot read
+/// it through `/proc/1/mem` even as the same uid.
+#[test]
+fn the_init_drops_its_privileges() {
+    if !ready("the_init_drops_its_privileges") {
+        return;
+    }
+    for strict in [false, true] {
+        let mut p = cmd(
+            strict,
+            "cat /proc/1/comm; grep -E '^(Uid|Gid|CapEff|CapPrm|NoNewPrivs):' /proc/1/status; \
+             head -c 1 /proc/1/mem >/dev/null 2>&1 && echo MEM-READ; echo end",
+        )
+        .spawn()
+        .unwrap();
+        let mut r = reader(p.take_stdout().unwrap());
+        let mut out = String::new();
+        loop {
+            let l = line(&mut r);
+            if l.is_empty() || l == "end\n" {
+                break;
+            }
+            out.push_str(&l);
+        }
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{out}");
+        assert!(out.starts_with("paddock-init\n"), "{out}");
+        let uid = if strict { "300800" } else { "0" };
+        assert!(
+            out.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+            "{out}"
+        );
+        assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+        assert!(out.contains("CapPrm:\t0000000000000000"), "{out}");
+        assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+        if strict {
+            assert!(!out.contains("MEM-READ"), "{out}");
+        }
+    }
+}

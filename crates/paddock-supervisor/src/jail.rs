@@ -306,7 +306,8 @@ pub struct UserNsSpec {
 }
 
 /// One mount of a jail (targets are paths in the program's view: under the rootfs when
-/// there is one). Missing targets are created.
+/// there is one). Missing targets are created under a rootfs; without one (the host's
+/// tree) they must exist — paddock creates nothing on the host — else the start is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -2,10 +2,8 @@
 //! jail the node cannot carry out is a 422 that creates nothing; dynamic uids survive a
 //! crash as their records say (adopted sandboxes keep theirs, a start cut off by the crash
 //! gives its back), and a uid is handed out again only once its holder is gone.
-//!
-//! Until the process layer's jail is merged, a jailed spawn fails with a 422 ("jails are
-//! not supported yet") after its uid was allocated: these tests accept that answer (or a
-//! 201, once jails spawn) where they only need the allocation to have succeeded.
+//! A dynamic start runs its payload as the dynamic uid, under an init in its own PID
+//! namespace.
 
 mod common;
 
@@ -25,7 +23,8 @@ fn dynamic_spec(id: &str) -> Value {
     json!({
         "id": id, "command": "/bin/sh", "args": ["-c", "exec sleep 300"],
         "stop": { "grace_period_ms": 1000, "kill_timeout_ms": 5000 },
-        "jail": { "user": {"dynamic": true}, "seccomp": "unconfined", "landlock": {"mode": "off"} }
+        "jail": { "user": {"dynamic": true}, "namespaces": ["pid"], "seccomp": "unconfined",
+                  "landlock": {"mode": "off"} }
     })
 }
 
@@ -37,30 +36,57 @@ fn post(w: &World, v: &Value) -> Resp {
     )
 }
 
-/// A dynamic start that got its uid: 201 (then it is killed and removed) or, before the
-/// process layer's jail is merged, its 422 refusal of the spawn.
+/// A dynamic start that got its uid: a 201 whose payload runs as the dynamic uid under an
+/// init (pid 1 of its own PID namespace, the payload pid 2); then it is killed and removed.
 fn assert_uid_allocated(w: &World, r: &Resp, id: &str) {
-    match r.status {
-        201 => {
-            assert_eq!(r.json()["jail"]["dynamic_uid"], json!(UID), "{}", r.text());
-            assert_eq!(
-                w.http("POST", &format!("/v1/sandboxes/{id}/kill"), None)
-                    .status,
-                200
-            );
-            assert_eq!(
-                w.http("DELETE", &format!("/v1/sandboxes/{id}"), None)
-                    .status,
-                204
-            );
-        }
-        422 => assert!(
-            r.error().contains("spawn") && !r.error().contains("dynamic"),
-            "{}",
-            r.text()
-        ),
-        s => panic!("{id}: {s}: {}", r.text()),
-    }
+    assert_eq!(r.status, 201, "{id}: {}", r.text());
+    assert_eq!(r.json()["jail"]["dynamic_uid"], json!(UID), "{}", r.text());
+    let init = w.http("GET", &format!("/v1/sandboxes/{id}"), None).json()["pid"]
+        .as_i64()
+        .unwrap();
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(
+        ns(&init.to_string()),
+        ns("self"),
+        "{id}: no PID namespace of its own"
+    );
+    let status = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |s: &str, k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert!(field(&status(&init.to_string()), "NSpid:").ends_with(" 1"));
+    // The payload (exec'd before the 201: the spawn waits for its exec) is the init's child.
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let payload = children
+        .split_whitespace()
+        .next()
+        .expect("the init's child");
+    let st = status(payload);
+    assert_eq!(
+        field(&st, "Uid:"),
+        format!("{UID} {UID} {UID} {UID}"),
+        "{st}"
+    );
+    assert_eq!(
+        field(&st, "Gid:"),
+        format!("{UID} {UID} {UID} {UID}"),
+        "{st}"
+    );
+    assert!(field(&st, "NSpid:").ends_with(" 2"), "{st}");
+    assert_eq!(field(&st, "NoNewPrivs:"), "1", "{st}");
+    assert_eq!(
+        w.http("POST", &format!("/v1/sandboxes/{id}/kill"), None)
+            .status,
+        200
+    );
+    assert_eq!(
+        w.http("DELETE", &format!("/v1/sandboxes/{id}"), None)
+            .status,
+        204
+    );
 }
 
 #[test]

@@ -37,8 +37,15 @@ impl Command {
         let (close_mode, fd_limit) = policy::close_mode(self.close_method);
         let has_cgroup = cgroup.is_some();
         let mut kind = policy::first_attempt(self.path, policy::detected());
-        let fork_like =
-            policy::needs_fork_like(self.jail.as_ref(), self.ns_new, self.force_fork_like);
+        let fork_like = policy::needs_fork_like(
+            self.jail.as_ref(),
+            self.ns_new,
+            self.force_fork_like,
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+        );
         let mut probing_eperm = false;
 
         let (pid, pidfd, slot) = loop {

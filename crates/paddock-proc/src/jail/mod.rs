@@ -40,9 +40,10 @@ pub struct Jail {
     /// file capabilities).
     pub no_new_privs: bool,
     /// The capabilities the program keeps: the bounding set is cut down to them, and the
-    /// permitted, effective, inheritable and ambient sets are exactly them (the ambient set
-    /// is cleared first, then each kept capability raised, so they survive `execve` for a
-    /// non-root uid too). `None` leaves them as the credential change leaves them.
+    /// permitted, effective and inheritable sets are exactly them. The ambient set is
+    /// cleared; for a non-root uid each kept capability is then raised in it, so they
+    /// survive `execve` (uid 0 gets them through the bounding set). `None` leaves them as
+    /// the credential change leaves them.
     pub capabilities: Option<CapSet>,
     /// Resource limits set with `prlimit`, in order.
     pub rlimits: Vec<Rlimit>,
@@ -299,7 +300,9 @@ pub enum CgroupFs {
 
 /// One mount of a jail. Targets are absolute paths in the program's view (under the
 /// rootfs when there is one); missing targets are created (a directory, or an empty file
-/// for a bind of a file).
+/// for a bind of a file) under a rootfs or below a tmpfs of the jail. Without a rootfs the
+/// mounts go onto the host's tree, where nothing is created: a missing target there is
+/// [`SpawnError::Invalid`](crate::SpawnError::Invalid) before the clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
     /// A bind mount of a host path.

@@ -52,6 +52,29 @@ impl Plan {
     }
 }
 
+/// Without a rootfs the mounts go onto the host's tree, where a missing target would be
+/// made in a host directory that the jail does not own (and that outlives it): every target
+/// must exist already, unless it is below a tmpfs mounted earlier in `plan` (such as the
+/// minimal `/dev`), which belongs to the jail. The error names the mount and what to do.
+fn nothing_created_on_the_host(plan: &[Plan]) -> Result<(), SpawnError> {
+    let mut tmpfs: Vec<PathBuf> = Vec::new();
+    for p in plan.iter().filter(|p| p.kind == OpKind::MountIn) {
+        let target = Path::new("/").join(std::ffi::OsStr::from_bytes(&p.target));
+        let in_tmpfs = tmpfs.iter().any(|t| target.starts_with(t) && &target != t);
+        if p.create != Create::No && !in_tmpfs && std::fs::symlink_metadata(&target).is_err() {
+            return Err(SpawnError::Invalid(format!(
+                "{}: the target {} does not exist; without a rootfs the mounts go onto the host's tree, where paddock creates nothing: create it first, or give the jail a rootfs",
+                p.what,
+                target.display()
+            )));
+        }
+        if p.fstype == Some("tmpfs") {
+            tmpfs.push(target);
+        }
+    }
+    Ok(())
+}
+
 /// `target` (absolute, in the program's view) relative to the new root, normalised; `.`
 /// for the root itself. `..` is refused.
 fn relative(target: &Path) -> Result<Vec<u8>, SpawnError> {
@@ -424,6 +447,9 @@ impl PreparedFs {
             }
         }
 
+        if fs.rootfs.is_none() {
+            nothing_created_on_the_host(&plan)?;
+        }
         if let Some(r) = &fs.rootfs {
             plan.push(Plan::new(
                 OpKind::Pivot,

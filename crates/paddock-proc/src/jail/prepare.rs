@@ -71,11 +71,6 @@ impl PreparedJail {
         need(jail.id_maps.is_some(), Namespaces::USER, "id_maps", "user")?;
         need(jail.hostname.is_some(), Namespaces::UTS, "hostname", "uts")?;
         need(jail.init, Namespaces::PID, "init", "pid")?;
-        if ns_new.contains(Namespaces::USER) && jail.id_maps.is_none() {
-            return Err(SpawnError::Invalid(
-                "a new user namespace needs the jail's id_maps (written by the parent)".into(),
-            ));
-        }
 
         let hostname = jail.hostname.as_ref().map(|h| h.as_bytes().to_vec());
         if let Some(h) = &hostname {
@@ -137,7 +132,8 @@ impl PreparedJail {
             None => None,
         };
 
-        let sync = if ns_new.contains(Namespaces::USER) {
+        // Maps to write (they need the user namespace, checked above): the child waits.
+        let sync = if jail.id_maps.is_some() {
             Some(
                 rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
                     .map_err(|e| crate::command::os_error("pipe", e))?,
@@ -175,6 +171,14 @@ impl PreparedJail {
             cap_set: caps.map_or(0, |c| c.0),
             cap_last: cap_last(),
             keep_caps: caps.is_some_and(|c| c.0 != 0) && set_ids,
+            // uid 0 (the caller's, or the one set) gets its capabilities through the
+            // bounding set; anyone else only through the ambient set.
+            ambient: caps.is_some_and(|c| c.0 != 0)
+                && if set_ids {
+                    uid != 0
+                } else {
+                    !rustix::process::getuid().is_root()
+                },
             no_new_privs: jail.no_new_privs,
             landlock_fd: landlock.as_ref().map_or(-1, |l| l.fd.as_raw_fd()),
             landlock_rules: landlock_rules.as_ptr(),
@@ -347,6 +351,23 @@ impl PreparedJail {
                 .map(|f| f.describe(idx))
                 .unwrap_or_default(),
             RawStage::UserNsSync => "(the parent did not write the id maps)".into(),
+            RawStage::Init => match idx {
+                0 => "block signals".into(),
+                1 => "fork the program".into(),
+                2 => "unblock the program's signals".into(),
+                3 => "make the init non-dumpable".into(),
+                4 => "clear the init's groups".into(),
+                5 | 6 => {
+                    let u = j.user.as_ref().map_or((0, 0), |u| (u.uid, u.gid));
+                    if idx == 5 {
+                        format!("the init's setresgid({})", u.1)
+                    } else {
+                        format!("the init's setresuid({})", u.0)
+                    }
+                }
+                7 => "drop the init's capabilities".into(),
+                _ => "the init's no_new_privs".into(),
+            },
             _ => String::new(),
         }
     }

@@ -14,8 +14,10 @@
 //!   clone child stays as pid 1 of the new PID namespace, the program goes on in its child).
 //! * [`before_exec`] (after the fd map, the fd closing and `chdir`): rlimits; the
 //!   capability bounding set; `PR_SET_KEEPCAPS`; `setgroups`/`setresgid`/`setresuid`;
-//!   `capset`; the ambient set; `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then
-//!   `landlock_restrict_self`); the seccomp filter, last.
+//!   `capset`; the ambient set (cleared, then the kept set raised for a non-root uid);
+//!   `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then `landlock_restrict_self`); the
+//!   seccomp filter, last. Without `no_new_privs`, Landlock and seccomp come first instead,
+//!   while the child is still privileged (see [`restrict`]).
 
 use std::ffi::{c_char, c_int};
 use std::os::fd::RawFd;
@@ -103,6 +105,8 @@ pub(crate) struct RawJail {
     pub cap_last: u32,
     /// `PR_SET_KEEPCAPS` before the uid change.
     pub keep_caps: bool,
+    /// Raise `cap_set` in the ambient set (a non-root uid: else `execve` drops them).
+    pub ambient: bool,
     pub no_new_privs: bool,
     /// The Landlock ruleset (numbered above every fd-map target), or -1.
     pub landlock_fd: RawFd,
@@ -154,7 +158,7 @@ pub(super) unsafe fn before_fds(j: &RawJail, err_fd: RawFd) {
     }
 
     if j.init {
-        start_init(err_fd);
+        start_init(j, err_fd);
     }
 }
 
@@ -178,7 +182,7 @@ const FORWARDED: [c_int; 8] = [
 /// Every signal is blocked in the init before the fork (so a signal cannot slip in before
 /// the init waits for it: pid 1 ignores unhandled signals, but not blocked ones, which
 /// stay pending for `sigwaitinfo`); the program unblocks them.
-fn start_init(err_fd: RawFd) {
+fn start_init(j: &RawJail, err_fd: RawFd) {
     // SAFETY: `sigset_t` is plain data; all-zero bytes are valid.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: sigfillset on a valid set on this stack.
@@ -215,7 +219,64 @@ fn start_init(err_fd: RawFd) {
         }
         return;
     }
+    drop_init_privileges(j, err_fd);
     init_loop(pid as libc::pid_t, &all)
+}
+
+/// `PR_SET_NAME`'s argument: what `ps` shows for the init (it would show the name of the
+/// parent's thread that spawned it otherwise).
+const INIT_NAME: &[u8; 13] = b"paddock-init\0";
+
+/// The init gives up what it does not need before it waits: named `paddock-init`; not
+/// dumpable (its memory is a copy of the spawning process's, which nothing in the jail may
+/// read through `ptrace` or `/proc/1/mem`); the jail's uid and gid (so nothing in the
+/// sandbox runs as the caller); no capabilities; `no_new_privs`. A failure is reported as
+/// [`RawStage::Init`] (index 3 and up) and ends the init, and with it the namespace.
+fn drop_init_privileges(j: &RawJail, err_fd: RawFd) {
+    // SAFETY: prctl(PR_SET_NAME) with a pointer to a NUL-terminated static string.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_NAME,
+            INIT_NAME.as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        fail(err_fd, RawStage::Init, 3);
+    }
+    if j.set_ids {
+        if j.set_groups {
+            // SAFETY: raw setgroups with an empty list (a null pointer is not read).
+            let r = unsafe {
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>())
+            };
+            if r != 0 {
+                fail(err_fd, RawStage::Init, 4);
+            }
+        }
+        // SAFETY: raw setresgid with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresgid, j.gid, j.gid, j.gid) } != 0 {
+            fail(err_fd, RawStage::Init, 5);
+        }
+        // SAFETY: raw setresuid with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresuid, j.uid, j.uid, j.uid) } != 0 {
+            fail(err_fd, RawStage::Init, 6);
+        }
+    }
+    // `struct __user_cap_header_struct { version, pid }` and two empty data structs.
+    let header: [u32; 2] = [CAPABILITY_VERSION_3, 0];
+    let data = [0u32; 6];
+    // SAFETY: raw capset of this thread with a valid header and data on this stack.
+    if unsafe { libc::syscall(libc::SYS_capset, header.as_ptr(), data.as_ptr()) } != 0 {
+        fail(err_fd, RawStage::Init, 7);
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        fail(err_fd, RawStage::Init, 8);
+    }
 }
 
 /// The init: holds no fd, forwards [`FORWARDED`] signals to the program, reaps every
@@ -280,7 +341,8 @@ fn init_loop(program: libc::pid_t, all: &libc::sigset_t) -> ! {
 }
 
 /// Steps after `chdir`, just before `execve`: rlimits, capabilities and credentials,
-/// no_new_privs, Landlock, seccomp.
+/// no_new_privs, then Landlock and seccomp ([`restrict`]; before the capabilities and
+/// credentials instead when there is no `no_new_privs`).
 ///
 /// # Safety
 /// As [`before_fds`].
@@ -308,6 +370,11 @@ pub(super) unsafe fn before_exec(j: &RawJail, err_fd: RawFd) {
         if rc != 0 {
             fail(err_fd, RawStage::Rlimit, i as u32);
         }
+    }
+
+    if !j.no_new_privs {
+        // SAFETY: as below.
+        unsafe { restrict(j, rules, err_fd) };
     }
 
     if j.set_caps {
@@ -364,7 +431,7 @@ pub(super) unsafe fn before_exec(j: &RawJail, err_fd: RawFd) {
             fail(err_fd, RawStage::Capabilities, CAP_IDX_AMBIENT_CLEAR);
         }
         for cap in 0..=j.cap_last.min(63) {
-            if j.cap_set & (1u64 << cap) != 0 {
+            if j.ambient && j.cap_set & (1u64 << cap) != 0 {
                 // SAFETY: prctl with integer arguments.
                 let r = unsafe {
                     libc::prctl(
@@ -387,6 +454,22 @@ pub(super) unsafe fn before_exec(j: &RawJail, err_fd: RawFd) {
         fail(err_fd, RawStage::NoNewPrivs, 0);
     }
 
+    if j.no_new_privs {
+        // SAFETY: (both) the caller's contract: in the child, `j` valid as documented.
+        unsafe { restrict(j, rules, err_fd) };
+    }
+}
+
+/// Landlock (the child rules, then `landlock_restrict_self`) and the seccomp filter. Both
+/// need `no_new_privs` or `CAP_SYS_ADMIN`: with `no_new_privs` they come last, right before
+/// `execve`; without it, while the child is still privileged — before the capabilities and
+/// credentials change, as runc installs seccomp early when `noNewPrivileges` is off (the
+/// filter must then allow what the remaining steps call: `prctl`, `capset`, `setresuid`,
+/// `setresgid`, `setgroups`, `execve`; the default profile does).
+///
+/// # Safety
+/// As [`before_fds`]; `rules` are `j`'s Landlock child rules.
+unsafe fn restrict(j: &RawJail, rules: &[RawLandlockRule], err_fd: RawFd) {
     if j.landlock_fd >= 0 {
         for (i, rule) in rules.iter().enumerate() {
             // SAFETY: open(2) of a NUL-terminated path the parent prepared.

@@ -384,3 +384,55 @@ fn close_mode_from_probes() {
         (CloseMode::Fcntl, Some(libc::ENOSYS))
     );
 }
+
+#[test]
+fn jails_that_change_credentials_make_a_user_namespace_or_run_an_init_clone_like_fork() {
+    use crate::jail::{Jail, User};
+    let plain = Jail::default();
+    assert!(!needs_fork_like(None, Namespaces::NONE, false, (0, 0)));
+    assert!(needs_fork_like(None, Namespaces::NONE, true, (0, 0)));
+    assert!(!needs_fork_like(
+        Some(&plain),
+        Namespaces::PID | Namespaces::MOUNT,
+        false,
+        (0, 0)
+    ));
+    let user = Jail {
+        user: Some(User {
+            uid: 1,
+            gid: 1,
+            groups: vec![],
+        }),
+        ..Jail::default()
+    };
+    assert!(needs_fork_like(
+        Some(&user),
+        Namespaces::NONE,
+        false,
+        (0, 0)
+    ));
+    // The caller's own uid and gid (a root jail that only drops capabilities): no change.
+    assert!(!needs_fork_like(
+        Some(&user),
+        Namespaces::NONE,
+        false,
+        (1, 1)
+    ));
+    assert!(needs_fork_like(
+        Some(&user),
+        Namespaces::NONE,
+        false,
+        (1, 0)
+    ));
+    let init = Jail {
+        init: true,
+        ..Jail::default()
+    };
+    assert!(needs_fork_like(Some(&init), Namespaces::PID, false, (0, 0)));
+    assert!(needs_fork_like(
+        Some(&plain),
+        Namespaces::USER,
+        false,
+        (0, 0)
+    ));
+}
