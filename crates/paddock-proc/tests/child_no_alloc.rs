@@ -17,6 +17,10 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use common::{PATHS, leaf, read_to_string};
+use paddock_proc::jail::{
+    CapSet, CgroupFs, Filesystem, IdMap, IdMaps, Jail, Landlock, LandlockMode, Mount, Rlimit,
+    SeccompFilter, User, landlock,
+};
 use paddock_proc::{CloseMethod, Command, ExitStatus, Namespaces, SpawnPath, Stage, Stdio};
 
 /// The test process's pid; 0 until the test starts (allocations before are not checked).
@@ -115,6 +119,31 @@ fn busy(path: SpawnPath, method: CloseMethod, program: &str, cwd: &str) -> Comma
     c
 }
 
+/// A jail with most parts (no filesystem); `user`: a credential change (fork-like).
+fn jail(user: bool) -> Jail {
+    Jail {
+        user: user.then(|| User {
+            uid: 300_600,
+            gid: 300_600,
+            groups: vec![300_601],
+        }),
+        no_new_privs: true,
+        capabilities: Some(CapSet::from_names(&["CAP_KILL"]).unwrap()),
+        rlimits: vec![Rlimit::from_name("nofile", 64, 128).unwrap()],
+        hostname: Some("jailed".into()),
+        landlock: Landlock {
+            mode: if landlock::kernel_abi().is_some() {
+                LandlockMode::Required
+            } else {
+                LandlockMode::Off
+            },
+            ..Landlock::default()
+        },
+        seccomp: Some(SeccompFilter::default_profile()),
+        ..Jail::default()
+    }
+}
+
 #[test]
 fn child_side_does_not_allocate() {
     let Some(root) = paddock_testutil::test_root("child_side_does_not_allocate") else {
@@ -161,6 +190,128 @@ fn child_side_does_not_allocate() {
             }
         }
     }
+    // Jailed: credentials, capabilities, rlimits, hostname, no_new_privs, Landlock (when
+    // the kernel has it), seccomp, on every path; vfork-like (no credential change) and
+    // fork-like; then a user namespace with its maps, and a failing jail stage.
+    for path in PATHS {
+        for user in [false, true] {
+            let what = format!("jailed {path:?} user {user}");
+            let mut p = Command::new("/bin/sh")
+                .args(["-c", "hostname; ulimit -n"])
+                .spawn_path(path)
+                .unshare(Namespaces::UTS)
+                .jail(jail(user))
+                .stdout(Stdio::Pipe)
+                .spawn_in(cg.as_fd())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let out = read_to_string(p.take_stdout().unwrap());
+            let status = p.wait_blocking();
+            assert_eq!(status, ExitStatus::Exited(0), "{what}: {out}");
+            assert_eq!(out, "jailed\n64\n", "{what}");
+        }
+    }
+    let mut userns = jail(false);
+    userns.user = Some(User {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+    });
+    userns.id_maps = Some(IdMaps {
+        uid: vec![IdMap {
+            inside: 0,
+            outside: 300_700,
+            count: 1,
+        }],
+        gid: vec![IdMap {
+            inside: 0,
+            outside: 300_700,
+            count: 1,
+        }],
+    });
+    let out = Command::new("/bin/cat")
+        .arg("/proc/self/uid_map")
+        .unshare(Namespaces::USER | Namespaces::UTS)
+        .jail(userns)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .map(|mut p| {
+            let out = read_to_string(p.take_stdout().unwrap());
+            (p.wait_blocking(), out)
+        })
+        .unwrap();
+    assert_eq!(out.0, ExitStatus::Exited(0), "{}", out.1);
+    assert_eq!(
+        out.1.split_whitespace().collect::<Vec<_>>(),
+        ["0", "300700", "1"]
+    );
+    // A filesystem on the host tree (nothing created on the host: every target exists).
+    let mut with_fs = jail(true);
+    with_fs.filesystem = Some(Filesystem {
+        readonly: true,
+        mounts: vec![
+            Mount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(1 << 20),
+                mode: 0o1777,
+            },
+            Mount::Proc {
+                target: "/proc".into(),
+            },
+        ],
+        minimal_dev: true,
+        masked_paths: vec!["/proc/timer_list".into(), "/sys/firmware".into()],
+        cgroupfs: CgroupFs::Hidden,
+        ..Filesystem::default()
+    });
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "echo $$; ls /dev/shm && echo x >/tmp/x && cat /tmp/x"])
+        .unshare(Namespaces::UTS | Namespaces::MOUNT | Namespaces::PID)
+        .jail(with_fs)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(0), "{out}");
+    assert_eq!(out, "1\nx\n");
+
+    // An init: the child forks the program and stays as pid 1 (neither allocates).
+    let mut with_init = jail(true);
+    with_init.init = true;
+    with_init.filesystem = Some(Filesystem {
+        mounts: vec![Mount::Proc {
+            target: "/proc".into(),
+        }],
+        ..Filesystem::default()
+    });
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "echo $$; exit 4"])
+        .unshare(Namespaces::UTS | Namespaces::MOUNT | Namespaces::PID)
+        .jail(with_init)
+        .stdout(Stdio::Pipe)
+        .spawn_in(cg.as_fd())
+        .unwrap();
+    let out = read_to_string(p.take_stdout().unwrap());
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(4), "{out}");
+    assert_eq!(out, "2\n");
+
+    let mut bad = jail(true);
+    bad.rlimits.push(Rlimit {
+        resource: libc::RLIMIT_NOFILE,
+        soft: 2,
+        hard: 1,
+    });
+    let e = Command::new("/bin/true")
+        .unshare(Namespaces::UTS)
+        .jail(bad)
+        .spawn_in(cg.as_fd())
+        .map(|p| p.wait_blocking())
+        .unwrap_err();
+    assert_eq!(
+        (e.stage(), e.errno()),
+        (Some(Stage::Rlimit), Some(libc::EINVAL)),
+        "{e}"
+    );
+
     // And the plainest spawn, into the caller's cgroup, on the default path.
     let status = Command::new("/bin/true").status().unwrap();
     assert_eq!(status, ExitStatus::Exited(0));

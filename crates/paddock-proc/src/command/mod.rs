@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub(crate) use policy::choose_close_mode;
 #[doc(hidden)]
 pub use policy::{SpawnCapabilities, spawn_capabilities};
+pub(crate) use prepare::os as os_error;
 
 use crate::sys::RawStage;
 use crate::{ExitStatus, SpawnError};
@@ -165,6 +166,27 @@ pub enum Stage {
     Exec,
     /// Bringing up the loopback device of a new network namespace.
     Loopback,
+    /// Waiting for the parent to write the new user namespace's uid and gid maps (`ECHILD`:
+    /// the parent gave up).
+    UserNsSync,
+    /// `sethostname` in the new UTS namespace.
+    Hostname,
+    /// One of the jail's filesystem steps (the context names the mount or step).
+    Filesystem,
+    /// Forking the jail's init (pid 1 of the new PID namespace) from the program.
+    Init,
+    /// `prlimit` of one of the jail's rlimits.
+    Rlimit,
+    /// The capability sets: bounding set, `PR_SET_KEEPCAPS`, `capset`, the ambient set.
+    Capabilities,
+    /// `setgroups`, `setresgid` or `setresuid`.
+    Credentials,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs,
+    /// Adding a Landlock rule for a mount the jail made, or `landlock_restrict_self`.
+    Landlock,
+    /// Installing the seccomp filter.
+    Seccomp,
 }
 
 impl fmt::Display for Stage {
@@ -180,6 +202,16 @@ impl fmt::Display for Stage {
             Stage::Chdir => "chdir",
             Stage::Exec => "exec",
             Stage::Loopback => "bring up loopback",
+            Stage::UserNsSync => "wait for the user namespace maps",
+            Stage::Hostname => "sethostname",
+            Stage::Filesystem => "filesystem",
+            Stage::Init => "start init",
+            Stage::Rlimit => "set rlimit",
+            Stage::Capabilities => "set capabilities",
+            Stage::Credentials => "change credentials",
+            Stage::NoNewPrivs => "set no_new_privs",
+            Stage::Landlock => "landlock",
+            Stage::Seccomp => "install seccomp filter",
         })
     }
 }
@@ -197,6 +229,16 @@ impl From<RawStage> for Stage {
             RawStage::Chdir => Stage::Chdir,
             RawStage::Exec => Stage::Exec,
             RawStage::Loopback => Stage::Loopback,
+            RawStage::UserNsSync => Stage::UserNsSync,
+            RawStage::Hostname => Stage::Hostname,
+            RawStage::Filesystem => Stage::Filesystem,
+            RawStage::Init => Stage::Init,
+            RawStage::Rlimit => Stage::Rlimit,
+            RawStage::Capabilities => Stage::Capabilities,
+            RawStage::Credentials => Stage::Credentials,
+            RawStage::NoNewPrivs => Stage::NoNewPrivs,
+            RawStage::Landlock => Stage::Landlock,
+            RawStage::Seccomp => Stage::Seccomp,
         }
     }
 }
@@ -234,6 +276,7 @@ pub struct Command {
     keep_pidfd: bool,
     close_method: CloseMethod,
     jail: Option<crate::jail::Jail>,
+    force_fork_like: bool,
 }
 
 impl Command {
@@ -255,6 +298,7 @@ impl Command {
             keep_pidfd: false,
             close_method: CloseMethod::Auto,
             jail: None,
+            force_fork_like: false,
         }
     }
 
@@ -425,6 +469,15 @@ impl Command {
     #[doc(hidden)]
     pub fn close_method(&mut self, m: CloseMethod) -> &mut Self {
         self.close_method = m;
+        self
+    }
+
+    /// Clone like `fork` (never `CLONE_VM | CLONE_VFORK`) when `on`, as jails that change
+    /// credentials, make a user namespace or run an init always do; for tests and
+    /// measurements.
+    #[doc(hidden)]
+    pub fn force_fork_like(&mut self, on: bool) -> &mut Self {
+        self.force_fork_like = on;
         self
     }
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::io::Errno;
 
+use super::Namespaces;
 use super::{CloseMethod, SpawnPath};
+use crate::jail::Jail;
 use crate::sys::{self, CloneKind, CloseMode};
 
 /// What is known about one kernel feature.
@@ -177,6 +179,15 @@ pub(crate) fn needs_procs_write(kind: CloneKind, has_cgroup: bool) -> bool {
                 ..
             }
         )
+}
+
+/// Whether a spawn must clone like `fork` rather than `vfork` (`CLONE_VM | CLONE_VFORK`):
+/// when asked (`forced`), or when its jail changes credentials (a setuid'd task must not
+/// share the memory of the root daemon), makes a user namespace (the parent writes the maps
+/// while the child waits, and a vfork parent is suspended), or runs an init (which forks).
+/// Other jails, and plain spawns, keep the cheaper vfork-like clone.
+pub(crate) fn needs_fork_like(jail: Option<&Jail>, ns_new: Namespaces, forced: bool) -> bool {
+    forced || jail.is_some_and(|j| j.user.is_some() || j.init || ns_new.contains(Namespaces::USER))
 }
 
 /// Whether the child must reset every signal handler itself (no `CLONE_CLEAR_SIGHAND`).

@@ -13,16 +13,16 @@ use rustix::pipe::PipeFlags;
 
 use super::{Command, Namespaces, Stdio};
 use crate::SpawnError;
+use crate::jail::prepare::PreparedJail;
 use crate::sys::{self, ChildPlan, CloseMode, RawStage};
 
 impl Command {
     /// Builds everything the child needs (see [`Prepared`]); consumes the fd map.
     pub(super) fn prepare(&mut self) -> Result<Prepared, SpawnError> {
-        if let Some(jail) = &self.jail {
-            // Skeleton: the child side of jails is not wired yet.
-            let _landlock = crate::jail::landlock::prepare(jail)?;
-            return Err(SpawnError::Invalid("jails are not supported yet".into()));
-        }
+        let mut jail = match &self.jail {
+            Some(j) => Some(PreparedJail::new(j, self.ns_new)?),
+            None => None,
+        };
         let cstr = |s: &OsStr, what: &str| {
             CString::new(s.as_bytes())
                 .map_err(|_| SpawnError::Invalid(format!("{what} contains a NUL byte")))
@@ -116,10 +116,15 @@ impl Command {
                 .map_err(|e| os("fcntl(F_DUPFD_CLOEXEC)", e))?;
         }
 
-        // The ranges of fds >= 3 the child must not pass on: everything but the targets
-        // and the error pipe (which the child needs until `execve`, and which closes
-        // itself then).
-        let err_fd = err_write.as_raw_fd() as u32;
+        // The ranges of fds >= 3 the child must not pass on: everything but the targets,
+        // the error pipe and the jail's fds the child still uses after the fd map (all of
+        // which the child needs until `execve`, and which close themselves then).
+        let mut kept_high = vec![err_write.as_raw_fd() as u32];
+        if let Some(j) = &mut jail {
+            kept_high.extend(j.relocate_fds(above)?.into_iter().map(|fd| fd as u32));
+        }
+        kept_high.sort_unstable();
+        kept_high.dedup();
         let mut gaps = Vec::new();
         let mut start: u32 = 3;
         for &t in targets.iter().filter(|&&t| t >= 3) {
@@ -129,11 +134,14 @@ impl Command {
             }
             start = start.max(t + 1);
         }
-        // err_fd >= above > every target, so err_fd >= start.
-        if err_fd > start {
-            gaps.push((start, err_fd - 1));
+        // Each kept fd >= above > every target, so each is >= start.
+        for &k in &kept_high {
+            if k > start {
+                gaps.push((start, k - 1));
+            }
+            start = k + 1;
         }
-        gaps.push((err_fd + 1, u32::MAX));
+        gaps.push((start, u32::MAX));
 
         let argv_p = ptr_array(&argv_c);
         let envp_p = ptr_array(&env_c);
@@ -155,6 +163,7 @@ impl Command {
             err_read,
             err_write,
             procs: None,
+            jail,
         })
     }
 }
@@ -178,6 +187,7 @@ pub(super) struct Prepared {
     pub(super) err_read: OwnedFd,
     pub(super) err_write: OwnedFd,
     pub(super) procs: Option<OwnedFd>,
+    pub(super) jail: Option<PreparedJail>,
 }
 
 impl Prepared {
@@ -214,6 +224,7 @@ impl Prepared {
                 reset_all_handlers: reset_all,
                 close_mode,
                 fd_limit,
+                jail: self.jail.as_ref().map_or(std::ptr::null(), |j| j.raw()),
             },
             _ns: ns,
         }
@@ -240,7 +251,7 @@ fn ptr_array(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-pub(super) fn os(op: &'static str, e: Errno) -> SpawnError {
+pub(crate) fn os(op: &'static str, e: Errno) -> SpawnError {
     SpawnError::Os {
         op,
         source: io::Error::from_raw_os_error(e.raw_os_error()),

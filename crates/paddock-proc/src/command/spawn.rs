@@ -9,6 +9,7 @@ use rustix::fs::{Mode, OFlags};
 use super::policy::{self, Next};
 use super::prepare::{Prepared, os, read_all, read_child_error};
 use super::{Command, Output, Stage, Stdio};
+use crate::jail::prepare::PreparedJail;
 use crate::sys::{self, RawStage};
 use crate::{ExitStatus, Process, SpawnError, reaper};
 
@@ -36,6 +37,8 @@ impl Command {
         let (close_mode, fd_limit) = policy::close_mode(self.close_method);
         let has_cgroup = cgroup.is_some();
         let mut kind = policy::first_attempt(self.path, policy::detected());
+        let fork_like =
+            policy::needs_fork_like(self.jail.as_ref(), self.ns_new, self.force_fork_like);
         let mut probing_eperm = false;
 
         let (pid, pidfd, slot) = loop {
@@ -63,7 +66,7 @@ impl Command {
             // SAFETY: `plan` points into `prep` and `plan`'s own namespace array, both of
             // which live, unchanged, until after this call; every signal is blocked in this
             // thread until `restore_signals`.
-            let r = unsafe { sys::clone_child(kind, self.ns_new.bits(), cgroup, &plan) };
+            let r = unsafe { sys::clone_child(kind, fork_like, self.ns_new.bits(), cgroup, &plan) };
             sys::restore_signals(mask);
             match r {
                 Ok(c) => {
@@ -132,6 +135,7 @@ impl Command {
             program_path,
             _keep,
             procs,
+            mut jail,
             ..
         } = prep;
         drop((err_write, _keep, procs));
@@ -144,11 +148,24 @@ impl Command {
             pidfd,
         };
 
+        // A user namespace's maps, written while the child waits for them.
+        if let Some(Err(e)) = jail.as_mut().map(|j| j.after_clone(pid)) {
+            let _ = process.kill();
+            process.wait_blocking();
+            // A child that failed before waiting reported its own stage: that is the error.
+            return match read_child_error(err_read) {
+                Ok(Some((stage, errno, idx))) if stage != RawStage::UserNsSync => {
+                    Err(self.child_error(stage, errno, idx, &program_path, pid, jail.as_ref()))
+                }
+                _ => Err(e),
+            };
+        }
+
         match read_child_error(err_read) {
             Ok(None) => Ok(process),
             Ok(Some((stage, errno, idx))) => {
                 process.wait_blocking();
-                Err(self.child_error(stage, errno, idx, &program_path, pid))
+                Err(self.child_error(stage, errno, idx, &program_path, pid, jail.as_ref()))
             }
             Err(e) => {
                 // Cannot tell whether exec happened; make sure nothing is left.
@@ -197,7 +214,9 @@ impl Command {
         idx: u32,
         program: &Path,
         pid: i32,
+        jail: Option<&PreparedJail>,
     ) -> SpawnError {
+        let raw = stage;
         let stage = Stage::from(stage);
         if stage == Stage::Cgroup && errno == libc::EBUSY {
             return SpawnError::CgroupNotLeaf;
@@ -212,7 +231,7 @@ impl Command {
             Stage::Setns => format!("namespace #{idx}"),
             Stage::FdMap => format!("map entry #{idx}"),
             Stage::Cgroup => "(write cgroup.procs)".into(),
-            _ => String::new(),
+            _ => jail.map(|j| j.describe(raw, idx)).unwrap_or_default(),
         };
         SpawnError::Child {
             stage,

@@ -16,6 +16,8 @@
 //! * `landlock` — preparing a Landlock ruleset in the parent ([`Landlock`]).
 
 pub mod landlock;
+mod mounts;
+pub(crate) mod prepare;
 pub mod seccomp;
 
 use std::ffi::OsString;
@@ -37,9 +39,10 @@ pub struct Jail {
     /// `prctl(PR_SET_NO_NEW_PRIVS)`: execve never grants privileges again (setuid bits,
     /// file capabilities).
     pub no_new_privs: bool,
-    /// The capabilities the program keeps (permitted, effective, inheritable and bounding
-    /// sets; the ambient set is always cleared when this is `Some`). `None` leaves them as
-    /// the credential change leaves them.
+    /// The capabilities the program keeps: the bounding set is cut down to them, and the
+    /// permitted, effective, inheritable and ambient sets are exactly them (the ambient set
+    /// is cleared first, then each kept capability raised, so they survive `execve` for a
+    /// non-root uid too). `None` leaves them as the credential change leaves them.
     pub capabilities: Option<CapSet>,
     /// Resource limits set with `prlimit`, in order.
     pub rlimits: Vec<Rlimit>,

@@ -32,6 +32,16 @@ pub(crate) enum RawStage {
     Chdir = 8,
     Exec = 9,
     Loopback = 10,
+    UserNsSync = 11,
+    Hostname = 12,
+    Filesystem = 13,
+    Init = 14,
+    Rlimit = 15,
+    Capabilities = 16,
+    Credentials = 17,
+    NoNewPrivs = 18,
+    Landlock = 19,
+    Seccomp = 20,
 }
 
 impl RawStage {
@@ -47,6 +57,16 @@ impl RawStage {
             8 => Self::Chdir,
             9 => Self::Exec,
             10 => Self::Loopback,
+            11 => Self::UserNsSync,
+            12 => Self::Hostname,
+            13 => Self::Filesystem,
+            14 => Self::Init,
+            15 => Self::Rlimit,
+            16 => Self::Capabilities,
+            17 => Self::Credentials,
+            18 => Self::NoNewPrivs,
+            19 => Self::Landlock,
+            20 => Self::Seccomp,
             _ => return None,
         })
     }
@@ -93,6 +113,9 @@ pub(crate) struct ChildPlan {
     /// With [`CloseMode::Fcntl`]: one above the highest fd number that can be open (read
     /// in the parent); fds from here on are not looked at.
     pub fd_limit: u32,
+    /// The jail's steps, or null for none (then the child does exactly what it did before
+    /// jails existed: two null checks more).
+    pub jail: *const super::jail::RawJail,
 }
 
 /// How the child keeps the fds in its `gaps` from reaching the program.
@@ -111,15 +134,19 @@ pub(crate) enum CloseMode {
 /// In a vfork child this is the errno of the suspended parent thread (the child runs with
 /// that thread's TLS); the parent does not read errno across the clone (the raw `clone3`
 /// returns `-errno` in a register), so the child may overwrite it.
-fn last_errno() -> c_int {
+pub(super) fn last_errno() -> c_int {
     // SAFETY: __errno_location returns a valid, aligned pointer to the calling thread's
     // errno; reading it is async-signal-safe.
     unsafe { *libc::__errno_location() }
 }
 
 /// Report `(stage, errno, idx)` on the error pipe and exit with status 127.
-fn fail(err_fd: RawFd, stage: RawStage, idx: u32) -> ! {
-    let e = last_errno();
+pub(super) fn fail(err_fd: RawFd, stage: RawStage, idx: u32) -> ! {
+    fail_errno(err_fd, stage, idx, last_errno())
+}
+
+/// [`fail`] with an explicit errno.
+pub(super) fn fail_errno(err_fd: RawFd, stage: RawStage, idx: u32, e: c_int) -> ! {
     let mut buf = [0u8; 12];
     buf[0..4].copy_from_slice(&(stage as u32).to_ne_bytes());
     buf[4..8].copy_from_slice(&e.to_ne_bytes());
@@ -264,6 +291,13 @@ pub(super) unsafe fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
+    // 5b. The jail's steps before the fd map (user namespace maps, hostname, filesystem,
+    //     the init fork).
+    if !plan.jail.is_null() {
+        // SAFETY: a non-null `jail` points to the parent's `RawJail`, valid as documented.
+        unsafe { super::jail::before_fds(&*plan.jail, err_fd) };
+    }
+
     // 6. fd map: first duplicate every source above the highest target (so a later dup2
     //    cannot clobber a source another mapping still needs), then dup2 each duplicate
     //    onto its target (dup2 clears close-on-exec on the target).
@@ -320,6 +354,13 @@ pub(super) unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: `cwd` is a NUL-terminated string the parent prepared (checked non-null).
     if !plan.cwd.is_null() && unsafe { libc::chdir(plan.cwd) } != 0 {
         fail(err_fd, RawStage::Chdir, 0);
+    }
+
+    // 8b. The jail's steps after chdir: rlimits, credentials, capabilities, no_new_privs,
+    //     Landlock, seccomp.
+    if !plan.jail.is_null() {
+        // SAFETY: as in 5b.
+        unsafe { super::jail::before_exec(&*plan.jail, err_fd) };
     }
 
     // 9. Exec.

@@ -55,7 +55,7 @@ pub(crate) struct Cloned {
     pub pidfd: Option<OwnedFd>,
 }
 
-/// Create the child. In the child this never returns: it runs [`child_main`] and either
+/// Create the child (never sharing this address space when `fork_like`). In the child this never returns: it runs [`child_main`] and either
 /// execs or `_exit(127)`s after reporting the failing stage on `plan.err_fd`.
 ///
 /// # Safety
@@ -68,6 +68,7 @@ pub(crate) struct Cloned {
 ///   change the parent's state behind its back.
 pub(crate) unsafe fn clone_child(
     kind: CloneKind,
+    fork_like: bool,
     ns_flags: u64,
     cgroup: Option<BorrowedFd<'_>>,
     plan: &ChildPlan,
@@ -96,7 +97,13 @@ pub(crate) unsafe fn clone_child(
                 }
             }
             // SAFETY: the caller's contract (valid plan, signals blocked) is ours.
-            let ret = match unsafe { clone3_vfork(&mut args, size, plan) } {
+            let first = if fork_like {
+                Err(Errno::NOSYS)
+            } else {
+                // SAFETY: as above.
+                unsafe { clone3_vfork(&mut args, size, plan) }
+            };
+            let ret = match first {
                 Ok(pid) => pid,
                 // Not tried here, or the kernel refused the vfork flags (or, as for
                 // `clone3_fork` too, another flag): clone like `fork`.

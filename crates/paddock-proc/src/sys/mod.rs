@@ -8,15 +8,24 @@
 //!   calls only, each with its own `// SAFETY:` comment.
 //! * `clone` — creating the child: `clone3` like `posix_spawn` on an `mmap`ed stack with a
 //!   guard page, `clone3` like `fork`, legacy `clone`; the assembly trampolines.
+//! * `jail` — the jail's steps in the child (credentials, capabilities, rlimits, hostname,
+//!   the user namespace's sync, Landlock, seccomp); `mount` — its filesystem.
 //! * `parent` — the parent side: signal masks, pidfds, `waitid`, the reaper's private fd
 //!   table, probes.
 
 mod child;
 mod clone;
+mod jail;
+mod mount;
 mod parent;
 
 pub(crate) use child::{ChildPlan, CloseMode, RawStage};
 pub(crate) use clone::{CloneKind, clone_child};
+pub(crate) use jail::{
+    CAP_IDX_AMBIENT, CAP_IDX_AMBIENT_CLEAR, CAP_IDX_BOUNDING, CAP_IDX_CAPSET, CAP_IDX_KEEPCAPS,
+    LANDLOCK_IDX_RESTRICT, RawJail, RawLandlockRule, RawRlimit,
+};
+pub(crate) use mount::{Create, MountOp, OpKind, RawFs};
 pub(crate) use parent::*;
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7). Defined here because the `libc` crate's constant does

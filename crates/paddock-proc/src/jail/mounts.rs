@@ -1,0 +1,540 @@
+//! The parent side of a jail's filesystem: the flat list of mount operations the child runs
+//! (`sys::mount`), planned from a [`Filesystem`] in the order its documentation gives, with
+//! every string prepared here and a description of each operation for error messages.
+
+use std::ffi::{CString, c_char, c_ulong};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::{CgroupFs, Filesystem, Mount};
+use crate::SpawnError;
+use crate::sys::{Create, MountOp, OpKind, RawFs};
+
+/// The host nodes the minimal `/dev` binds.
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// A planned filesystem, owning everything [`RawFs`] points to.
+pub(crate) struct PreparedFs {
+    raw: Box<RawFs>,
+    _ops: Vec<MountOp>,
+    _strings: Vec<CString>,
+    _arrays: Vec<Vec<*const c_char>>,
+    /// What each operation does, for error messages (`bind /srv/data on /data`).
+    what: Vec<String>,
+}
+
+/// One operation before its strings are pinned.
+struct Plan {
+    kind: OpKind,
+    source: Option<Vec<u8>>,
+    target: Vec<u8>,
+    fstype: Option<&'static str>,
+    flags: c_ulong,
+    data: Option<String>,
+    create: Create,
+    skip_missing: bool,
+    what: String,
+}
+
+impl Plan {
+    fn new(kind: OpKind, target: &[u8], what: String) -> Plan {
+        Plan {
+            kind,
+            source: None,
+            target: target.to_vec(),
+            fstype: None,
+            flags: 0,
+            data: None,
+            create: Create::No,
+            skip_missing: false,
+            what,
+        }
+    }
+}
+
+/// `target` (absolute, in the program's view) relative to the new root, normalised; `.`
+/// for the root itself. `..` is refused.
+fn relative(target: &Path) -> Result<Vec<u8>, SpawnError> {
+    if !target.is_absolute() {
+        return Err(SpawnError::Invalid(format!(
+            "mount target {} is not absolute",
+            target.display()
+        )));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.as_bytes()),
+            Component::ParentDir => {
+                return Err(SpawnError::Invalid(format!(
+                    "mount target {} contains ..",
+                    target.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(if parts.is_empty() {
+        b".".to_vec()
+    } else {
+        parts.join(&b'/')
+    })
+}
+
+/// `MS_*` flags of the mount holding `path` that a bind remount must keep (a user namespace
+/// locks them), from `statvfs`.
+fn locked_flags(path: &Path) -> c_ulong {
+    let Ok(st) = rustix::fs::statvfs(path) else {
+        return 0;
+    };
+    let f = st.f_flag;
+    let mut flags = 0;
+    for (st_flag, ms) in [
+        (rustix::fs::StatVfsMountFlags::NOSUID, libc::MS_NOSUID),
+        (rustix::fs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
+        (rustix::fs::StatVfsMountFlags::NOEXEC, libc::MS_NOEXEC),
+        (rustix::fs::StatVfsMountFlags::RDONLY, libc::MS_RDONLY),
+    ] {
+        if f.contains(st_flag) {
+            flags |= ms;
+        }
+    }
+    flags
+}
+
+/// The host's cgroup2 mount points (from `/proc/self/mountinfo`).
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(unescape))?
+        })
+        .collect()
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+/// Where the host's cgroup2 mount points appear in the new tree (absolute, in the
+/// program's view).
+fn visible_cgroup_mounts(fs: &Filesystem) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for m in cgroup2_mounts() {
+        match &fs.rootfs {
+            None => out.push(m.clone()),
+            Some(r) => {
+                if let Ok(rest) = m.strip_prefix(r) {
+                    out.push(Path::new("/").join(rest));
+                }
+            }
+        }
+        for mount in &fs.mounts {
+            if let Mount::Bind { source, target, .. } = mount {
+                if let Ok(rest) = m.strip_prefix(source) {
+                    out.push(target.join(rest));
+                } else if source.starts_with(&m) {
+                    out.push(target.clone());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl PreparedFs {
+    /// Plan `fs`.
+    pub(crate) fn new(fs: &Filesystem) -> Result<PreparedFs, SpawnError> {
+        let mut plan: Vec<Plan> = Vec::new();
+        let mut p = Plan::new(OpKind::Host, b"/", "make the mount tree private".into());
+        p.flags = libc::MS_REC | libc::MS_PRIVATE;
+        plan.push(p);
+
+        let root_host: PathBuf = match &fs.rootfs {
+            Some(r) => {
+                if !r.is_absolute() {
+                    return Err(SpawnError::Invalid(format!(
+                        "rootfs {} is not absolute",
+                        r.display()
+                    )));
+                }
+                let rb = r.as_os_str().as_bytes();
+                let mut p = Plan::new(
+                    OpKind::Host,
+                    rb,
+                    format!("bind the rootfs {} onto itself", r.display()),
+                );
+                p.source = Some(rb.to_vec());
+                p.flags = libc::MS_BIND | libc::MS_REC;
+                plan.push(p);
+                r.clone()
+            }
+            None => PathBuf::from("/"),
+        };
+        plan.push(Plan::new(
+            OpKind::OpenRoot,
+            root_host.as_os_str().as_bytes(),
+            format!("open the new root {}", root_host.display()),
+        ));
+
+        for m in &fs.mounts {
+            match m {
+                Mount::Bind {
+                    source,
+                    target,
+                    readonly,
+                    nosuid,
+                    nodev,
+                    noexec,
+                } => {
+                    let meta = std::fs::metadata(source).map_err(|e| {
+                        SpawnError::Invalid(format!("bind source {}: {e}", source.display()))
+                    })?;
+                    let rel = relative(target)?;
+                    let what = format!("bind {} on {}", source.display(), target.display());
+                    let mut p = Plan::new(OpKind::MountIn, &rel, what.clone());
+                    p.source = Some(source.as_os_str().as_bytes().to_vec());
+                    p.flags = libc::MS_BIND | libc::MS_REC;
+                    p.create = if meta.is_dir() {
+                        Create::Dir
+                    } else {
+                        Create::File
+                    };
+                    plan.push(p);
+                    let mut extra = 0;
+                    if *readonly {
+                        extra |= libc::MS_RDONLY;
+                    }
+                    if *nosuid {
+                        extra |= libc::MS_NOSUID;
+                    }
+                    if *nodev {
+                        extra |= libc::MS_NODEV;
+                    }
+                    if *noexec {
+                        extra |= libc::MS_NOEXEC;
+                    }
+                    if extra != 0 {
+                        let mut p = Plan::new(
+                            OpKind::RemountIn,
+                            &rel,
+                            format!("remount the {what} with its flags"),
+                        );
+                        p.flags = libc::MS_REMOUNT | libc::MS_BIND | extra | locked_flags(source);
+                        plan.push(p);
+                    }
+                }
+                Mount::Tmpfs { target, size, mode } => {
+                    let mut p = Plan::new(
+                        OpKind::MountIn,
+                        &relative(target)?,
+                        format!("tmpfs on {}", target.display()),
+                    );
+                    p.source = Some(b"tmpfs".to_vec());
+                    p.fstype = Some("tmpfs");
+                    p.flags = libc::MS_NOSUID | libc::MS_NODEV;
+                    p.data = Some(match size {
+                        Some(s) => format!("mode={mode:o},size={s}"),
+                        None => format!("mode={mode:o}"),
+                    });
+                    p.create = Create::Dir;
+                    plan.push(p);
+                }
+                Mount::Proc { target } => {
+                    let mut p = Plan::new(
+                        OpKind::MountIn,
+                        &relative(target)?,
+                        format!("proc on {}", target.display()),
+                    );
+                    p.source = Some(b"proc".to_vec());
+                    p.fstype = Some("proc");
+                    p.flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    p.create = Create::Dir;
+                    plan.push(p);
+                }
+                Mount::Sysfs { target } => {
+                    let mut p = Plan::new(
+                        OpKind::MountIn,
+                        &relative(target)?,
+                        format!("sysfs on {}", target.display()),
+                    );
+                    p.source = Some(b"sysfs".to_vec());
+                    p.fstype = Some("sysfs");
+                    p.flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    p.create = Create::Dir;
+                    plan.push(p);
+                }
+                Mount::Mqueue { target } => {
+                    let mut p = Plan::new(
+                        OpKind::MountIn,
+                        &relative(target)?,
+                        format!("mqueue on {}", target.display()),
+                    );
+                    p.source = Some(b"mqueue".to_vec());
+                    p.fstype = Some("mqueue");
+                    p.flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    p.create = Create::Dir;
+                    plan.push(p);
+                }
+            }
+        }
+
+        if fs.minimal_dev {
+            let mut p = Plan::new(
+                OpKind::MountIn,
+                b"dev",
+                "tmpfs on /dev (minimal /dev)".into(),
+            );
+            p.source = Some(b"tmpfs".to_vec());
+            p.fstype = Some("tmpfs");
+            p.flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+            p.data = Some("mode=755,size=65536".into());
+            p.create = Create::Dir;
+            plan.push(p);
+            for n in DEV_NODES {
+                let mut p = Plan::new(
+                    OpKind::MountIn,
+                    format!("dev/{n}").as_bytes(),
+                    format!("bind /dev/{n} (minimal /dev)"),
+                );
+                p.source = Some(format!("/dev/{n}").into_bytes());
+                p.flags = libc::MS_BIND;
+                p.create = Create::File;
+                plan.push(p);
+            }
+            let mut p = Plan::new(
+                OpKind::MountIn,
+                b"dev/pts",
+                "devpts on /dev/pts (minimal /dev)".into(),
+            );
+            p.source = Some(b"devpts".to_vec());
+            p.fstype = Some("devpts");
+            p.flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+            p.data = Some("newinstance,ptmxmode=0666,mode=0620".into());
+            p.create = Create::Dir;
+            plan.push(p);
+            let mut p = Plan::new(
+                OpKind::MountIn,
+                b"dev/shm",
+                "tmpfs on /dev/shm (minimal /dev)".into(),
+            );
+            p.source = Some(b"tmpfs".to_vec());
+            p.fstype = Some("tmpfs");
+            p.flags = libc::MS_NOSUID | libc::MS_NODEV;
+            p.data = Some("mode=1777".into());
+            p.create = Create::Dir;
+            plan.push(p);
+            for (name, to) in [
+                ("ptmx", "pts/ptmx"),
+                ("fd", "/proc/self/fd"),
+                ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"),
+                ("stderr", "/proc/self/fd/2"),
+            ] {
+                let mut p = Plan::new(
+                    OpKind::SymlinkIn,
+                    format!("dev/{name}").as_bytes(),
+                    format!("symlink /dev/{name} -> {to} (minimal /dev)"),
+                );
+                p.source = Some(to.as_bytes().to_vec());
+                plan.push(p);
+            }
+        }
+
+        for d in &fs.devices {
+            let meta = std::fs::metadata(d)
+                .map_err(|e| SpawnError::Invalid(format!("device {}: {e}", d.display())))?;
+            let mut p = Plan::new(
+                OpKind::MountIn,
+                &relative(d)?,
+                format!("bind the device {}", d.display()),
+            );
+            p.source = Some(d.as_os_str().as_bytes().to_vec());
+            p.flags = libc::MS_BIND;
+            p.create = if meta.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            };
+            plan.push(p);
+        }
+
+        for m in &fs.masked_paths {
+            plan.push(Plan::new(
+                OpKind::MaskIn,
+                &relative(m)?,
+                format!("mask {}", m.display()),
+            ));
+        }
+
+        match fs.cgroupfs {
+            CgroupFs::Unchanged => {}
+            CgroupFs::ReadOnly => {
+                for m in visible_cgroup_mounts(fs) {
+                    let mut p = Plan::new(
+                        OpKind::RemountIn,
+                        &relative(&m)?,
+                        format!("remount the cgroup filesystem at {} read-only", m.display()),
+                    );
+                    p.flags = libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC;
+                    p.skip_missing = true;
+                    plan.push(p);
+                }
+            }
+            CgroupFs::Hidden => {
+                for m in visible_cgroup_mounts(fs) {
+                    let mut p = Plan::new(
+                        OpKind::MountIn,
+                        &relative(&m)?,
+                        format!("hide the cgroup filesystem at {}", m.display()),
+                    );
+                    p.source = Some(b"tmpfs".to_vec());
+                    p.fstype = Some("tmpfs");
+                    p.flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    p.data = Some("size=0,mode=555".into());
+                    p.skip_missing = true;
+                    plan.push(p);
+                }
+            }
+        }
+
+        if let Some(r) = &fs.rootfs {
+            plan.push(Plan::new(
+                OpKind::Pivot,
+                b".",
+                format!("pivot_root into {}", r.display()),
+            ));
+        }
+        if fs.readonly {
+            let mut p = Plan::new(OpKind::Host, b"/", "remount / read-only".into());
+            p.flags = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | (locked_flags(&root_host) & !libc::MS_RDONLY);
+            plan.push(p);
+        }
+
+        Self::pin(plan)
+    }
+
+    /// Turn the plan into C strings and raw operations.
+    fn pin(plan: Vec<Plan>) -> Result<PreparedFs, SpawnError> {
+        let mut strings: Vec<CString> = Vec::new();
+        let mut arrays: Vec<Vec<*const c_char>> = Vec::new();
+        let mut ops = Vec::with_capacity(plan.len());
+        let mut what = Vec::with_capacity(plan.len());
+        let cs = |b: &[u8], strings: &mut Vec<CString>| -> Result<*const c_char, SpawnError> {
+            let c = CString::new(b).map_err(|_| {
+                SpawnError::Invalid(format!(
+                    "{:?} contains a NUL byte",
+                    String::from_utf8_lossy(b)
+                ))
+            })?;
+            let p = c.as_ptr();
+            strings.push(c);
+            Ok(p)
+        };
+        for p in plan {
+            let source = match &p.source {
+                Some(s) => cs(s, &mut strings)?,
+                None => std::ptr::null(),
+            };
+            let target = cs(&p.target, &mut strings)?;
+            let fstype = match p.fstype {
+                Some(s) => cs(s.as_bytes(), &mut strings)?,
+                None => std::ptr::null(),
+            };
+            let data = match &p.data {
+                Some(s) => cs(s.as_bytes(), &mut strings)?,
+                None => std::ptr::null(),
+            };
+            let (mut prefixes, mut names) = (Vec::new(), Vec::new());
+            if matches!(
+                p.kind,
+                OpKind::MountIn | OpKind::SymlinkIn | OpKind::RemountIn | OpKind::MaskIn
+            ) && p.target != b"."
+            {
+                let mut acc: Vec<u8> = Vec::new();
+                for part in p.target.split(|&b| b == b'/') {
+                    if !acc.is_empty() {
+                        acc.push(b'/');
+                    }
+                    acc.extend_from_slice(part);
+                    prefixes.push(cs(&acc, &mut strings)?);
+                    names.push(cs(part, &mut strings)?);
+                }
+            }
+            let n = prefixes.len();
+            ops.push(MountOp {
+                kind: p.kind,
+                source,
+                target,
+                fstype,
+                flags: p.flags,
+                data,
+                create: p.create,
+                skip_missing: p.skip_missing,
+                prefixes: prefixes.as_ptr(),
+                names: names.as_ptr(),
+                n,
+            });
+            arrays.push(prefixes);
+            arrays.push(names);
+            what.push(p.what);
+        }
+        let fixed = [&b"/dev/null"[..], b"tmpfs", b"size=0,mode=555"];
+        let dev_null = cs(fixed[0], &mut strings)?;
+        let tmpfs = cs(fixed[1], &mut strings)?;
+        let mask_data = cs(fixed[2], &mut strings)?;
+        let raw = Box::new(RawFs {
+            ops: ops.as_ptr(),
+            ops_len: ops.len(),
+            dev_null,
+            tmpfs,
+            mask_data,
+        });
+        Ok(PreparedFs {
+            raw,
+            _ops: ops,
+            _strings: strings,
+            _arrays: arrays,
+            what,
+        })
+    }
+
+    /// The raw view for the child.
+    pub(crate) fn raw(&self) -> *const RawFs {
+        &*self.raw
+    }
+
+    /// The operation with index `idx`, for an error message.
+    pub(crate) fn describe(&self, idx: u32) -> String {
+        self.what.get(idx as usize).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,443 @@
+//! The child side of a jail: what [`child_main`](super::child::child_main) runs for a
+//! [`RawJail`] between the clone and `execve`.
+//!
+//! Same rules as `child.rs`: async-signal-safe raw calls only (no allocation, no locks, no
+//! formatting, no panics), every argument prepared by the parent
+//! (`jail::prepare::PreparedJail`). Credentials are changed with the raw `setgroups`,
+//! `setresgid` and `setresuid` system calls: glibc's wrappers broadcast the change to every
+//! thread of the process with signals (`nptl` "setxid"), which is wrong in a child that
+//! shares the parent's memory and not async-signal-safe.
+//!
+//! Order, in two hooks:
+//! * [`before_fds`] (after `setns` and the loopback): wait for the user namespace's maps;
+//!   the hostname; the filesystem ([`super::mount`]); the init fork ([`start_init`]: the
+//!   clone child stays as pid 1 of the new PID namespace, the program goes on in its child).
+//! * [`before_exec`] (after the fd map, the fd closing and `chdir`): rlimits; the
+//!   capability bounding set; `PR_SET_KEEPCAPS`; `setgroups`/`setresgid`/`setresuid`;
+//!   `capset`; the ambient set; `PR_SET_NO_NEW_PRIVS`; Landlock (the child rules, then
+//!   `landlock_restrict_self`); the seccomp filter, last.
+
+use std::ffi::{c_char, c_int};
+use std::os::fd::RawFd;
+
+use super::child::{RawStage, fail, fail_errno, last_errno};
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two 32-bit words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// `prctl` options the `libc` crate does not define on every target.
+const PR_CAPBSET_DROP: c_int = 24;
+const PR_SET_KEEPCAPS: c_int = 8;
+const PR_CAP_AMBIENT: c_int = 47;
+const PR_CAP_AMBIENT_RAISE: libc::c_ulong = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
+/// `SECCOMP_SET_MODE_FILTER`.
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+/// `LANDLOCK_RULE_PATH_BENEATH`.
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_ulong = 1;
+
+/// Index offsets of [`RawStage::Capabilities`] reports: which call failed.
+pub(crate) const CAP_IDX_KEEPCAPS: u32 = 0;
+pub(crate) const CAP_IDX_CAPSET: u32 = 1;
+pub(crate) const CAP_IDX_AMBIENT_CLEAR: u32 = 2;
+/// `+ n`: dropping capability `n` from the bounding set.
+pub(crate) const CAP_IDX_BOUNDING: u32 = 100;
+/// `+ n`: raising capability `n` in the ambient set.
+pub(crate) const CAP_IDX_AMBIENT: u32 = 200;
+/// Index of [`RawStage::Landlock`] for `landlock_restrict_self` (else the child rule's).
+pub(crate) const LANDLOCK_IDX_RESTRICT: u32 = u32::MAX;
+
+/// One `prlimit` of the child.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRlimit {
+    pub resource: u32,
+    /// `struct rlimit64 { rlim_cur, rlim_max }`.
+    pub limits: [u64; 2],
+}
+
+/// One Landlock rule the child adds after its mounts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawLandlockRule {
+    /// NUL-terminated path in the program's view.
+    pub path: *const c_char,
+    /// `LANDLOCK_ACCESS_FS_*` bits.
+    pub access: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed, as the kernel declares it).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Everything a jailed child does beyond a plain spawn, as raw pointers and integers into
+/// the parent's `PreparedJail` (valid in the child as [`super::ChildPlan`]'s are).
+#[derive(Debug)]
+pub(crate) struct RawJail {
+    /// User namespace: the read end of the sync pipe (the child waits for one byte once the
+    /// parent has written the maps) and the parent's write end (closed first, so a parent
+    /// that gives up means EOF); both -1 without a user namespace.
+    pub sync_read: RawFd,
+    pub sync_write: RawFd,
+    /// `sethostname` argument, or null.
+    pub hostname: *const u8,
+    pub hostname_len: usize,
+    /// The filesystem plan, or null.
+    pub fs: *const super::mount::RawFs,
+    /// Fork an init (pid 1 of the new PID namespace) that runs the program as its child.
+    pub init: bool,
+    pub rlimits: *const RawRlimit,
+    pub rlimits_len: usize,
+    /// Change the credentials (`setresgid`, `setresuid`, and `setgroups` when `set_groups`).
+    pub set_ids: bool,
+    pub set_groups: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: *const libc::gid_t,
+    pub groups_len: usize,
+    /// Set the capabilities to `cap_set` (bounding, permitted, effective, inheritable,
+    /// ambient); `cap_last` is the kernel's highest capability number.
+    pub set_caps: bool,
+    pub cap_set: u64,
+    pub cap_last: u32,
+    /// `PR_SET_KEEPCAPS` before the uid change.
+    pub keep_caps: bool,
+    pub no_new_privs: bool,
+    /// The Landlock ruleset (numbered above every fd-map target), or -1.
+    pub landlock_fd: RawFd,
+    pub landlock_rules: *const RawLandlockRule,
+    pub landlock_rules_len: usize,
+    /// The seccomp program, or null.
+    pub seccomp: *const libc::sock_fprog,
+}
+
+/// Steps before the fd map: the user namespace's maps, the hostname, the filesystem.
+///
+/// # Safety
+/// As [`child_main`](super::child::child_main): in the freshly cloned child, with every
+/// pointer of `j` valid as [`RawJail`] documents.
+pub(super) unsafe fn before_fds(j: &RawJail, err_fd: RawFd) {
+    if j.sync_read >= 0 {
+        // SAFETY: closes this child's copy of the parent's end of the sync pipe (the
+        // parent keeps its own), an fd number of this child's own table.
+        unsafe { libc::close(j.sync_write) };
+        let mut b = 0u8;
+        loop {
+            // SAFETY: read(2) of one byte into a valid byte on this stack.
+            let r = unsafe { libc::read(j.sync_read, (&mut b as *mut u8).cast(), 1) };
+            if r == 1 {
+                break;
+            }
+            if r == 0 {
+                // The parent closed the pipe without the byte: it could not write the maps.
+                fail_errno(err_fd, RawStage::UserNsSync, 0, libc::ECHILD);
+            }
+            if last_errno() != libc::EINTR {
+                fail(err_fd, RawStage::UserNsSync, 0);
+            }
+        }
+        // SAFETY: closes the read end, which nothing else in this child uses.
+        unsafe { libc::close(j.sync_read) };
+    }
+
+    if !j.hostname.is_null() {
+        // SAFETY: sethostname with a pointer to `hostname_len` bytes the parent prepared.
+        if unsafe { libc::syscall(libc::SYS_sethostname, j.hostname, j.hostname_len) } != 0 {
+            fail(err_fd, RawStage::Hostname, 0);
+        }
+    }
+
+    if !j.fs.is_null() {
+        // SAFETY: `fs` points to the parent's plan, valid as `RawFs` documents.
+        unsafe { super::mount::run(&*j.fs, err_fd) };
+    }
+
+    if j.init {
+        start_init(err_fd);
+    }
+}
+
+/// The signals the init passes on to the program.
+const FORWARDED: [c_int; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+/// Fork the program off this process (pid 1 of the new PID namespace), which becomes the
+/// init: returns in the program's process; never returns in the init.
+///
+/// With a raw `clone(SIGCHLD)` (not glibc's `fork`, which runs atfork handlers and takes
+/// locks; not `clone3`, which a seccomp profile may deny — though none is installed yet).
+/// Every signal is blocked in the init before the fork (so a signal cannot slip in before
+/// the init waits for it: pid 1 ignores unhandled signals, but not blocked ones, which
+/// stay pending for `sigwaitinfo`); the program unblocks them.
+fn start_init(err_fd: RawFd) {
+    // SAFETY: `sigset_t` is plain data; all-zero bytes are valid.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigfillset on a valid set on this stack.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: sigprocmask with a valid set and a null old-set pointer.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) } != 0 {
+        fail(err_fd, RawStage::Init, 0);
+    }
+    // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like fork():
+    // the child continues on a private copy of this stack and address space. No CLONE_*TID
+    // flag is set, so the tid pointers are unused.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            std::ptr::null_mut::<c_int>(),
+            std::ptr::null_mut::<c_int>(),
+            0usize,
+        )
+    };
+    if pid < 0 {
+        fail(err_fd, RawStage::Init, 1);
+    }
+    if pid == 0 {
+        // The program: every signal unblocked again.
+        // SAFETY: `sigset_t` is plain data; all-zero bytes are valid (an empty set).
+        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigemptyset on a valid set on this stack.
+        unsafe { libc::sigemptyset(&mut empty) };
+        // SAFETY: sigprocmask with a valid set and a null old-set pointer.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0 {
+            fail(err_fd, RawStage::Init, 2);
+        }
+        return;
+    }
+    init_loop(pid as libc::pid_t, &all)
+}
+
+/// The init: holds no fd, forwards [`FORWARDED`] signals to the program, reaps every
+/// child, and exits with the program's status once it is reaped (`128 + signal` when a
+/// signal killed it); the kernel then kills what is left of the namespace.
+fn init_loop(program: libc::pid_t, all: &libc::sigset_t) -> ! {
+    // Nothing of the spawn's (the error pipe, stdio, the Landlock ruleset) stays open in
+    // the init: the program has its own copies.
+    // SAFETY: close_range over this process's own fd table, with integer arguments.
+    if unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) } != 0 {
+        for fd in 0..1024 {
+            // SAFETY: close of an fd number of this process's own table.
+            unsafe { libc::close(fd) };
+        }
+    }
+    loop {
+        // SAFETY: `siginfo_t` is plain data; all-zero bytes are valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: rt_sigtimedwait with the full set, a valid siginfo out pointer on this
+        // stack, no timeout, and the kernel's sigset size (8 bytes).
+        let sig = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                all as *const libc::sigset_t,
+                &mut info as *mut libc::siginfo_t,
+                std::ptr::null::<libc::timespec>(),
+                8usize,
+            )
+        } as c_int;
+        if sig == libc::SIGCHLD {
+            loop {
+                let mut status: c_int = 0;
+                // SAFETY: wait4 for any child with a valid status out pointer and no
+                // rusage.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_wait4,
+                        -1 as libc::pid_t,
+                        &mut status as *mut c_int,
+                        libc::WNOHANG,
+                        std::ptr::null_mut::<libc::rusage>(),
+                    )
+                } as libc::pid_t;
+                if r <= 0 {
+                    break;
+                }
+                if r == program {
+                    let code = if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        128 + libc::WTERMSIG(status)
+                    };
+                    // SAFETY: _exit ends the init (and with it the namespace).
+                    unsafe { libc::_exit(code) };
+                }
+            }
+        } else if FORWARDED.contains(&sig) {
+            // SAFETY: kill(2) of the program with integer arguments (a raw system call).
+            unsafe { libc::syscall(libc::SYS_kill, program, sig) };
+        }
+    }
+}
+
+/// Steps after `chdir`, just before `execve`: rlimits, capabilities and credentials,
+/// no_new_privs, Landlock, seccomp.
+///
+/// # Safety
+/// As [`before_fds`].
+pub(super) unsafe fn before_exec(j: &RawJail, err_fd: RawFd) {
+    // SAFETY: (this and the next two slices) the parent built each pointer from a live Vec
+    // of the given length (dangling and aligned when empty), unchanged until the exec.
+    let rlimits = unsafe { std::slice::from_raw_parts(j.rlimits, j.rlimits_len) };
+    // SAFETY: see above.
+    let groups = unsafe { std::slice::from_raw_parts(j.groups, j.groups_len) };
+    // SAFETY: see above.
+    let rules = unsafe { std::slice::from_raw_parts(j.landlock_rules, j.landlock_rules_len) };
+
+    for (i, r) in rlimits.iter().enumerate() {
+        // SAFETY: prlimit64 on this process (pid 0) with a valid `struct rlimit64` (two
+        // u64) on the parent's prepared array and a null old-limit pointer.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                r.resource,
+                r.limits.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+            )
+        };
+        if rc != 0 {
+            fail(err_fd, RawStage::Rlimit, i as u32);
+        }
+    }
+
+    if j.set_caps {
+        // The bounding set first, while still privileged (CAP_SETPCAP).
+        for cap in 0..=j.cap_last.min(63) {
+            if j.cap_set & (1u64 << cap) == 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe { libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+                if r != 0 {
+                    fail(err_fd, RawStage::Capabilities, CAP_IDX_BOUNDING + cap);
+                }
+            }
+        }
+        // SAFETY: prctl with integer arguments.
+        if j.keep_caps && unsafe { libc::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+            fail(err_fd, RawStage::Capabilities, CAP_IDX_KEEPCAPS);
+        }
+    }
+
+    if j.set_ids {
+        if j.set_groups {
+            // SAFETY: raw setgroups with a pointer to `groups_len` gids the parent prepared
+            // (dangling but unread when empty); a raw system call on this thread only.
+            let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+            if r != 0 {
+                fail(err_fd, RawStage::Credentials, 0);
+            }
+        }
+        // SAFETY: raw setresgid with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresgid, j.gid, j.gid, j.gid) } != 0 {
+            fail(err_fd, RawStage::Credentials, 1);
+        }
+        // SAFETY: raw setresuid with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresuid, j.uid, j.uid, j.uid) } != 0 {
+            fail(err_fd, RawStage::Credentials, 2);
+        }
+    }
+
+    if j.set_caps {
+        let lo = j.cap_set as u32;
+        let hi = (j.cap_set >> 32) as u32;
+        // `struct __user_cap_header_struct { version, pid }`.
+        let header: [u32; 2] = [CAPABILITY_VERSION_3, 0];
+        // Two `struct __user_cap_data_struct { effective, permitted, inheritable }`.
+        let data: [u32; 6] = [lo, lo, lo, hi, hi, hi];
+        // SAFETY: raw capset of this thread (pid 0) with a valid header and the two data
+        // structs version 3 wants, both on this stack.
+        if unsafe { libc::syscall(libc::SYS_capset, header.as_ptr(), data.as_ptr()) } != 0 {
+            fail(err_fd, RawStage::Capabilities, CAP_IDX_CAPSET);
+        }
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+        if r != 0 {
+            fail(err_fd, RawStage::Capabilities, CAP_IDX_AMBIENT_CLEAR);
+        }
+        for cap in 0..=j.cap_last.min(63) {
+            if j.cap_set & (1u64 << cap) != 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe {
+                    libc::prctl(
+                        PR_CAP_AMBIENT,
+                        PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if r != 0 {
+                    fail(err_fd, RawStage::Capabilities, CAP_IDX_AMBIENT + cap);
+                }
+            }
+        }
+    }
+
+    // SAFETY: prctl with integer arguments.
+    if j.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        fail(err_fd, RawStage::NoNewPrivs, 0);
+    }
+
+    if j.landlock_fd >= 0 {
+        for (i, rule) in rules.iter().enumerate() {
+            // SAFETY: open(2) of a NUL-terminated path the parent prepared.
+            let fd = unsafe {
+                libc::open(
+                    rule.path,
+                    libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+                )
+            };
+            if fd < 0 {
+                fail(err_fd, RawStage::Landlock, i as u32);
+            }
+            let attr = PathBeneathAttr {
+                allowed_access: rule.access,
+                parent_fd: fd,
+            };
+            // SAFETY: landlock_add_rule with a valid packed attribute on this stack.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    j.landlock_fd,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    &attr as *const PathBeneathAttr,
+                    0,
+                )
+            };
+            if r != 0 {
+                fail(err_fd, RawStage::Landlock, i as u32);
+            }
+            // SAFETY: closes the fd opened above.
+            unsafe { libc::close(fd) };
+        }
+        // SAFETY: landlock_restrict_self with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, j.landlock_fd, 0) } != 0 {
+            fail(err_fd, RawStage::Landlock, LANDLOCK_IDX_RESTRICT);
+        }
+    }
+
+    if !j.seccomp.is_null() {
+        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) with the parent's `sock_fprog`, whose
+        // instructions live in the parent's prepared Vec.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_ulong,
+                j.seccomp,
+            )
+        };
+        if r != 0 {
+            fail(err_fd, RawStage::Seccomp, 0);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The jail's init against the real kernel: pid 1 of the new PID namespace with the program
+//! as pid 2; signals forwarded; orphans reaped; the program's status passed on (its code, or
+//! 128 + the signal); with the default seccomp profile and a credential change; stopped
+//! with its whole tree by `cgroup.kill`. Needs root (skipped with a reason otherwise).
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use common::leaf;
+use paddock_proc::jail::{Filesystem, Jail, Mount, SeccompFilter, User};
+use paddock_proc::{Command, ExitStatus, Namespaces, Stdio};
+
+fn ready(test: &str) -> bool {
+    match paddock_testutil::root_tests_unavailable() {
+        Some(reason) => {
+            paddock_testutil::skip(test, &reason);
+            false
+        }
+        None => true,
+    }
+}
+
+/// An init jail on the host tree with its own /proc; with `strict`, a credential change and
+/// the default seccomp profile too.
+fn jail(strict: bool) -> Jail {
+    Jail {
+        init: true,
+        user: strict.then(|| User {
+            uid: 300_800,
+            gid: 300_800,
+            groups: vec![],
+        }),
+        no_new_privs: strict,
+        seccomp: strict.then(SeccompFilter::default_profile),
+        filesystem: Some(Filesystem {
+            mounts: vec![Mount::Proc {
+                target: "/proc".into(),
+            }],
+            ..Filesystem::default()
+        }),
+        ..Jail::default()
+    }
+}
+
+fn cmd(strict: bool, script: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", script])
+        .unshare(Namespaces::PID | Namespaces::MOUNT)
+        .jail(jail(strict))
+        .stdout(Stdio::Pipe);
+    c
+}
+
+fn line(r: &mut BufReader<fs::File>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+fn reader(fd: OwnedFd) -> BufReader<fs::File> {
+    BufReader::new(fs::File::from(fd))
+}
+
+#[test]
+fn the_program_is_pid_2_under_the_init_and_its_status_is_passed_on() {
+    if !ready("the_program_is_pid_2_under_the_init_and_its_status_is_passed_on") {
+        return;
+    }
+    for strict in [false, true] {
+        let mut p = cmd(
+            strict,
+            "echo $$; grep PPid /proc/$$/status; sh -c 'echo forked'; exit 5",
+        )
+        .spawn()
+        .unwrap();
+        let mut r = reader(p.take_stdout().unwrap());
+        assert_eq!(line(&mut r), "2\n", "strict {strict}");
+        assert_eq!(line(&mut r), "PPid:\t1\n");
+        assert_eq!(line(&mut r), "forked\n");
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(5), "strict {strict}");
+    }
+    // Killed by a signal: 128 + the signal.
+    let p = cmd(false, "kill -9 $$").spawn().unwrap();
+    assert_eq!(p.wait_blocking(), ExitStatus::Exited(128 + libc::SIGKILL));
+    assert!(common::zombie_children().is_empty());
+}
+
+#[test]
+fn sigterm_to_the_spawned_pid_reaches_the_program() {
+    if !ready("sigterm_to_the_spawned_pid_reaches_the_program") {
+        return;
+    }
+    for strict in [false, true] {
+        // The background sleep is an orphan once the program exits; the kernel ends it with
+        // the namespace when the init exits.
+        let mut p = cmd(
+            strict,
+            "trap 'echo got-term; exit 3' TERM; sleep 1000 & echo ready; wait $!",
+        )
+        .spawn()
+        .unwrap();
+        let mut r = reader(p.take_stdout().unwrap());
+        assert_eq!(line(&mut r), "ready\n");
+        p.signal(libc::SIGTERM).unwrap();
+        assert_eq!(line(&mut r), "got-term\n", "strict {strict}");
+        assert_eq!(p.wait_blocking(), ExitStatus::Exited(3), "strict {strict}");
+    }
+}
+
+#[test]
+fn orphans_are_reaped_by_the_init_and_cgroup_kill_stops_the_tree() {
+    let Some(root) = paddock_testutil::test_root("orphans_are_reaped_by_the_init") else {
+        return;
+    };
+    let (leafp, cg) = leaf(root.path(), "leaf");
+    // The subshell exits at once, so its `true` is reparented to the init, which must
+    // reap it: its /proc entry (kept while it is a zombie) goes away. Bounded busy wait.
+    let script = "o=$( (/bin/true & echo $!) ); i=0; \
+                  while [ -e /proc/$o ] && [ $i -lt 200000 ]; do i=$((i+1)); done; \
+                  [ -e /proc/$o ] && echo zombie $o || echo reaped; \
+                  sleep 1000 & echo ready; wait";
+    let mut p = cmd(true, script).spawn_in(cg.as_fd()).unwrap();
+    let mut r = reader(p.take_stdout().unwrap());
+    assert_eq!(line(&mut r), "reaped\n");
+    assert_eq!(line(&mut r), "ready\n");
+    let procs = fs::read_to_string(leafp.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 3, "init, sh, sleep: {procs}");
+    assert!(procs.lines().any(|l| l == p.pid().to_string()));
+    fs::write(leafp.join("cgroup.kill"), "1").unwrap();
+    assert_eq!(
+        p.wait_blocking(),
+        ExitStatus::Signaled {
+            signal: libc::SIGKILL,
+            core_dumped: false
+        }
+    );
+    assert!(paddock_testutil::wait_unpopulated(
+        &leafp,
+        Duration::from_secs(10)
+    ));
+}
