@@ -154,6 +154,24 @@ pub fn cpu_usage_us(cg: &Path) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Waits (up to 2 s, polling every 100 µs) until `cg` holds no process.
+fn wait_empty(cg: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let ev = std::fs::read_to_string(cg.join("cgroup.events"))?;
+        if ev.lines().any(|l| l.trim() == "populated 0") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "processes still in {} 2 s after the jail exited",
+                cg.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// CPU time over timed operations (user + system of every process involved, read from
 /// cgroups' `cpu.stat` outside the timed interval).
 #[derive(Debug, Default, Clone, Copy)]
@@ -288,9 +306,14 @@ impl JailProc {
         // Through paddock-proc's reaper, which reaps every child of this process.
         let st = p.wait().await;
         let dt = t0.elapsed();
+        // Untimed: the jail's own init (bwrap's pid 1) can still be exiting when the
+        // jail's main process has; wait until the cgroup is empty, so no run overlaps the
+        // next, its CPU time counts, and the leak check sees only real leftovers.
+        let settled = tokio::task::block_in_place(|| wait_empty(&self.cgroup));
         if let (Some(a), Some(b)) = (cpu0, cpu_usage_us(&self.cgroup)) {
             self.cpu.add(b.saturating_sub(a));
         }
+        settled?;
         if !st.success() {
             return Err(io::Error::other(format!(
                 "{}: {st}: {}",
