@@ -4,7 +4,8 @@
 //! the trait. The implementations: `paddock` in [`crate::paddock_library`], `floor`,
 //! `rmdir-retry-200ms` and `signal-wrapper` in [`crate::raw_client`] (run by the helper in
 //! [`crate::raw`]), `paddock-api` in [`crate::paddock_api`], `paddock-cli` in
-//! [`crate::paddock_cli`], `runc` and `crun` in [`crate::runtime`].
+//! [`crate::paddock_cli`], `runc` and `crun` in [`crate::runtime`], `bwrap` and `hakoniwa`
+//! in [`crate::jail`].
 
 use std::future::Future;
 use std::io;
@@ -55,6 +56,26 @@ pub trait Implementation: Send {
     /// Create, spawn `/bin/true`, wait for its exit, remove.
     fn lifecycle(&mut self) -> Fut<'_, Duration> {
         unsupported(self.name(), "lifecycle")
+    }
+    /// `jailed-lifecycle`: once per run, untimed, run [`crate::jail::CHECK_SCRIPT`] in the
+    /// same jail as [`Implementation::jailed_lifecycle`] and check with
+    /// [`crate::jail::verify`] that it really ran jailed; a one-line summary of what was
+    /// seen. An error drops the implementation from the scenario, with the reason.
+    fn jail_check(&mut self) -> Fut<'_, String> {
+        unsupported(self.name(), "jailed-lifecycle")
+    }
+    /// `jailed-lifecycle`: create, spawn `/bin/true` as a non-root user in new pid, mount,
+    /// ipc and uts namespaces with the bench's rootfs as `/` (and the implementation's
+    /// default seccomp), wait for its exit, remove. (`floor` does its plain lifecycle: the
+    /// reference of the target.)
+    fn jailed_lifecycle(&mut self) -> Fut<'_, Duration> {
+        unsupported(self.name(), "jailed-lifecycle")
+    }
+    /// Mean CPU time (user + system) of every process an operation involved, µs, where
+    /// the implementation measures it (the process implementations, from their cgroups'
+    /// `cpu.stat`).
+    fn cpu_per_op_us(&self) -> Option<f64> {
+        None
     }
     /// Untimed: start the leak payload and wait until the escapee runs. Timed: from the
     /// stop request (no grace) to the cgroup being gone.

@@ -1,7 +1,8 @@
 //! `paddock-bench`: paddock against the raw-syscall floor, a removal that retries `rmdir`
 //! every 200 ms (`rmdir-retry-200ms`), a stop that signals only the wrapper process
-//! (`signal-wrapper`), and runc/crun — every implementation interleaved with the others in
-//! the same run, so each claim is a ratio measured under the same conditions.
+//! (`signal-wrapper`), runc/crun, and, jailed, bubblewrap and hakoniwa — every
+//! implementation interleaved with the others in the same run, so each claim is a ratio
+//! measured under the same conditions.
 //!
 //! See `docs/benchmarks.md` for how to run it and the current results, and
 //! `docs/background.md` for why these two references.
@@ -9,6 +10,7 @@
 mod chart;
 mod cleanup;
 mod implementation;
+mod jail;
 mod paddock_api;
 mod paddock_cli;
 mod paddock_library;
@@ -45,6 +47,7 @@ pub const HELPER_ARG: &str = "__raw-helper";
 /// The scenarios, in the order they run.
 pub const SCENARIOS: &[&str] = &[
     "lifecycle",
+    "jailed-lifecycle",
     "leaked-teardown",
     "wrapper-stop",
     "burst",
@@ -64,6 +67,8 @@ pub const IMPLS: &[&str] = &[
     "signal-wrapper",
     "runc",
     "crun",
+    "bwrap",
+    "hakoniwa",
 ];
 
 /// Earlier names of implementations, accepted by `--impl`: (alias, implementation).
@@ -86,11 +91,11 @@ fn canonical(
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "paddock-bench",
-    about = "Benchmark paddock against the raw-syscall floor, an rmdir-retry removal, a stop that signals only the wrapper, and runc/crun (as root)"
+    about = "Benchmark paddock against the raw-syscall floor, an rmdir-retry removal, a stop that signals only the wrapper, runc/crun, bubblewrap and hakoniwa (as root)"
 )]
 pub struct Cli {
-    /// Scenario to run (repeatable; default all): lifecycle, leaked-teardown,
-    /// wrapper-stop (also accepted as incident-stop), burst, scale.
+    /// Scenario to run (repeatable; default all): lifecycle, jailed-lifecycle,
+    /// leaked-teardown, wrapper-stop (also accepted as incident-stop), burst, scale.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Measured iterations per implementation and scenario (and per level of `scale`).
@@ -107,7 +112,7 @@ pub struct Cli {
     pub out: Option<PathBuf>,
     /// Implementation to run (repeatable; default all): floor, paddock, paddock-api,
     /// paddock-cli, rmdir-retry-200ms (also accepted as seed-algorithm), signal-wrapper,
-    /// runc, crun.
+    /// runc, crun, bwrap, hakoniwa.
     #[arg(long = "impl", value_name = "NAME")]
     pub impls: Vec<String>,
     /// Grace period of `wrapper-stop`, milliseconds.

@@ -5,9 +5,15 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use paddock_supervisor::{Config, SandboxId, SandboxSpec, StopReport, Supervisor};
+use std::sync::Arc;
+
+use paddock_supervisor::jail::{FilesystemSpec, JailSpec, NamespaceKind, UserSpec};
+use paddock_supervisor::{
+    Config, SandboxId, SandboxSpec, StdioSpec, StdioTarget, StopReport, Supervisor, UidRange,
+};
 
 use crate::implementation::{BurstResult, Fut, Implementation, self_rss_kib, wait_ready_blocking};
+use crate::jail::{CHECK_SCRIPT, JailEnv, verify};
 use crate::{LEAK_SCRIPT, WRAPPER_SCRIPT};
 
 fn sup_err(e: paddock_supervisor::Error) -> io::Error {
@@ -29,7 +35,15 @@ pub struct Paddock {
     sup: Supervisor,
     seq: u64,
     background: Vec<SandboxId>,
+    jail: Result<Arc<JailEnv>, String>,
 }
+
+/// The dynamic uids of the library's jailed sandboxes: a range of its own, apart from the
+/// daemon's default (`UidRange::DEFAULT`, 200000-265535, which `paddock-api` uses).
+pub const BENCH_UIDS: UidRange = UidRange {
+    first: 270_000,
+    last: 270_999,
+};
 
 impl Paddock {
     /// Starts `spec`, waits until its payload is in place (`ready_sleeps` as for
@@ -67,11 +81,68 @@ impl Paddock {
     pub fn new(root: &Path) -> io::Result<Paddock> {
         let root = paddock_cgroup::Root::open_or_create(root)
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let sup = Supervisor::new(Config::new(root)).map_err(sup_err)?;
+        let mut cfg = Config::new(root);
+        cfg.dynamic_uids = Some(BENCH_UIDS);
+        let sup = Supervisor::new(cfg).map_err(sup_err)?;
         Ok(Paddock {
             sup,
             seq: 0,
             background: Vec::new(),
+            jail: Err("no rootfs was made".into()),
+        })
+    }
+
+    /// The rootfs of `jailed-lifecycle` (or why there is none).
+    pub fn set_jail(&mut self, env: Result<Arc<JailEnv>, String>) {
+        self.jail = env;
+    }
+
+    /// `cmd` as a dynamic user, in new pid, mount, ipc and uts namespaces, with the rootfs
+    /// as `/` and the default seccomp filter (the rest of the jail as paddock's defaults
+    /// have it: init as pid 1, minimal /dev, masked paths, cgroupfs hidden, Landlock auto).
+    fn jailed_spec(&self, id: SandboxId, cmd: &str, args: &[&str]) -> io::Result<SandboxSpec> {
+        let env = self
+            .jail
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))?;
+        let mut spec = SandboxSpec::new(id, cmd, args.iter().copied());
+        spec.jail = Some(JailSpec {
+            user: Some(UserSpec {
+                dynamic: true,
+                ..Default::default()
+            }),
+            namespaces: vec![
+                NamespaceKind::Pid,
+                NamespaceKind::Mount,
+                NamespaceKind::Ipc,
+                NamespaceKind::Uts,
+            ],
+            filesystem: Some(FilesystemSpec {
+                rootfs: Some(env.rootfs.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        Ok(spec)
+    }
+
+    /// One lifecycle of `spec`: start, the stop the main process's exit triggers, forget;
+    /// timed whole.
+    fn run_to_end(&self, spec: SandboxSpec) -> Fut<'static, Duration> {
+        let sup = self.sup.clone();
+        Box::pin(async move {
+            let id = spec.id.clone();
+            let t0 = Instant::now();
+            let st = sup.start(spec).await.map_err(sup_err)?;
+            // The stop that the main process's exit triggers; its outcome is kept, so this
+            // sees it also when it finished before the call.
+            let report = sup
+                .wait_stopped(&id, Some(st.info.lifecycle))
+                .await
+                .map_err(sup_err)?;
+            check_report(&report)?;
+            sup.forget(&id).map_err(sup_err)?;
+            Ok(t0.elapsed())
         })
     }
 
@@ -98,21 +169,45 @@ impl Implementation for Paddock {
 
     fn lifecycle(&mut self) -> Fut<'_, Duration> {
         let id = self.next_id("l");
+        self.run_to_end(SandboxSpec::new(id, "/bin/true", Vec::<String>::new()))
+    }
+
+    fn jail_check(&mut self) -> Fut<'_, String> {
+        let id = self.next_id("c");
+        let spec = self.jailed_spec(id, "/bin/sh", &["-c", CHECK_SCRIPT]);
+        let env = self.jail.clone();
         let sup = self.sup.clone();
         Box::pin(async move {
-            let spec = SandboxSpec::new(id.clone(), "/bin/true", Vec::<String>::new());
-            let t0 = Instant::now();
+            let env = env.map_err(io::Error::other)?;
+            let mut spec = spec?;
+            let out = env.dir.join("paddock.check");
+            spec.stdio = StdioSpec {
+                stdout: StdioTarget::File(out.clone()),
+                ..Default::default()
+            };
+            let id = spec.id.clone();
             let st = sup.start(spec).await.map_err(sup_err)?;
-            // The stop that the main process's exit triggers; its outcome is kept, so this
-            // sees it also when it finished before the call.
+            let dynamic = st.info.jail.as_ref().and_then(|j| j.dynamic_uid);
             let report = sup
                 .wait_stopped(&id, Some(st.info.lifecycle))
                 .await
                 .map_err(sup_err)?;
             check_report(&report)?;
             sup.forget(&id).map_err(sup_err)?;
-            Ok(t0.elapsed())
+            let uid = dynamic.ok_or_else(|| io::Error::other("no dynamic uid was reported"))?;
+            let text = std::fs::read_to_string(&out)?;
+            verify(&text, &env, uid..=uid)
+                .map(|s| format!("{s} (dynamic)"))
+                .map_err(io::Error::other)
         })
+    }
+
+    fn jailed_lifecycle(&mut self) -> Fut<'_, Duration> {
+        let id = self.next_id("j");
+        match self.jailed_spec(id, "/bin/true", &[]) {
+            Ok(spec) => self.run_to_end(spec),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 
     fn leaked_teardown(&mut self) -> Fut<'_, Duration> {

@@ -130,6 +130,12 @@ impl Implementation for Raw {
         let f = self.call(format!("lifecycle {}", self.name));
         Box::pin(async move { parse_ns(&f.await?) })
     }
+    fn jail_check(&mut self) -> Fut<'_, String> {
+        Box::pin(async { Ok("none: the plain lifecycle, the reference".to_string()) })
+    }
+    fn jailed_lifecycle(&mut self) -> Fut<'_, Duration> {
+        self.lifecycle()
+    }
     fn leaked_teardown(&mut self) -> Fut<'_, Duration> {
         let f = self.call(format!("leaked {}", self.name));
         Box::pin(async move { parse_ns(&f.await?) })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::Cli;
 use crate::cleanup::BenchRoot;
 use crate::implementation::{BurstResult, Fut, Implementation};
+use crate::jail::{JailEnv, JailProc};
 use crate::paddock_library::Paddock;
 use crate::raw_client::{RAW_IMPLS, Raw, RawClient, raw_base};
 use crate::report::{Machine, Row, markdown};
@@ -21,6 +22,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy)]
 enum Op {
     Lifecycle,
+    JailedLifecycle,
     Leaked,
     WrapperStop(Duration),
 }
@@ -28,6 +30,7 @@ enum Op {
 fn do_op(imp: &mut dyn Implementation, op: Op) -> Fut<'_, Duration> {
     match op {
         Op::Lifecycle => imp.lifecycle(),
+        Op::JailedLifecycle => imp.jailed_lifecycle(),
         Op::Leaked => imp.leaked_teardown(),
         Op::WrapperStop(g) => imp.wrapper_stop(g),
     }
@@ -249,19 +252,37 @@ async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
             }
         }
     }
+    // The rootfs of `jailed-lifecycle`, made only when that scenario runs.
+    let jail_env: Result<Arc<JailEnv>, String> =
+        if cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == "jailed-lifecycle") {
+            tokio::task::block_in_place(|| JailEnv::create(bench))
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("the jailed-lifecycle scenario was not selected".into())
+        };
     if cli.wants("paddock") {
-        impls.push(Box::new(Paddock::new(&bench.path.join("paddock"))?));
+        let mut p = Paddock::new(&bench.path.join("paddock"))?;
+        p.set_jail(jail_env.clone());
+        impls.push(Box::new(p));
     }
     if cli.wants("paddock-api") {
         impls.push(Box::new(crate::paddock_api::PaddockApi::start(bench).await));
     }
     if cli.wants("paddock-cli") {
-        impls.push(Box::new(crate::paddock_cli::PaddockCli::new(bench)));
+        let mut p = crate::paddock_cli::PaddockCli::new(bench);
+        p.set_jail(jail_env.clone());
+        impls.push(Box::new(p));
     }
     for bin in ["runc", "crun"] {
         if cli.wants(bin) {
             let rt = tokio::task::block_in_place(|| Runtime::new(bin, bench.clone()));
             impls.push(Box::new(rt));
+        }
+    }
+    for name in ["bwrap", "hakoniwa"] {
+        if cli.wants(name) {
+            impls.push(Box::new(JailProc::new(name, bench, &jail_env)));
         }
     }
     Ok(impls)
@@ -324,6 +345,7 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
                 }
                 r
             }
+            "jailed-lifecycle" => jailed(cli, &m, &bench, &mut active).await,
             "burst" => burst(cli, &m, &bench, &mut active).await,
             "scale" => scale(cli, &m, &bench, &mut active).await?,
             _ => unreachable!(),
@@ -334,6 +356,70 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
     }
     drop(impls);
     Ok(rows)
+}
+
+/// `jailed-lifecycle`: each implementation's jail check (once, untimed; a failure drops it
+/// with a row saying why), then the jailed lifecycles interleaved, `floor` doing its plain
+/// lifecycle as the reference. Rows carry what the check saw (`jail`), the CPU time per
+/// operation where measured, and each p50 against bwrap's.
+async fn jailed(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut Vec<&mut Imp>) -> Vec<Row> {
+    let sc = "jailed-lifecycle";
+    let mut checks = Vec::new();
+    let mut failed = Vec::new();
+    let mut keep = Vec::new();
+    for imp in active.drain(..) {
+        let r = match tokio::time::timeout(OP_TIMEOUT, imp.jail_check()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::other(format!(
+                "the jail check did not finish within {OP_TIMEOUT:?}"
+            ))),
+        };
+        match r {
+            Ok(seen) => {
+                progress("jail check", &[("impl", &imp.name()), ("saw", &seen)]);
+                checks.push(seen);
+                keep.push(imp);
+            }
+            Err(e) => {
+                progress("jail check failed", &[("impl", &imp.name()), ("error", &e)]);
+                failed.push(Row::unavailable(
+                    m,
+                    sc,
+                    imp.name(),
+                    None,
+                    &format!("jail check failed: {e}"),
+                ));
+            }
+        }
+    }
+    *active = keep;
+    let limits = vec![(cli.iterations, cli.warmup()); active.len()];
+    let s = interleave(active, Op::JailedLifecycle, &limits).await;
+    paddock_proc::reap_orphans().await;
+    let mut rows = finish_rows(m, bench, sc, None, active, s);
+    for ((row, imp), seen) in rows.iter_mut().zip(active.iter()).zip(checks) {
+        row.extra.insert("jail".into(), seen.into());
+        if let Some(cpu) = imp.cpu_per_op_us() {
+            row.extra.insert("cpu_us_per_op".into(), cpu.round().into());
+        }
+    }
+    if let Some(bw) = rows
+        .iter()
+        .find(|r| r.imp == "bwrap")
+        .and_then(|r| r.p50_us)
+    {
+        for row in rows
+            .iter_mut()
+            .filter(|r| r.imp != "bwrap" && r.imp != "floor")
+        {
+            if let Some(p) = row.p50_us {
+                let ratio = (p / bw * 100.0).round() / 100.0;
+                row.extra.insert("p50_over_bwrap".into(), ratio.into());
+            }
+        }
+    }
+    rows.extend(failed);
+    rows
 }
 
 async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp]) -> Vec<Row> {
