@@ -249,12 +249,32 @@ pub fn document() -> OpenApi {
     doc
 }
 
+/// Marks every variant of the internally tagged enum schema `name` as closed
+/// (`additionalProperties: false`): the type denies unknown fields
+/// (`#[serde(deny_unknown_fields)]`), which utoipa states for structs but not for the
+/// variants of a tagged enum — so a body the document allowed was refused with a 400.
+fn closed_variants(doc: &mut serde_json::Value, name: &str) {
+    let variants = doc
+        .pointer_mut(&format!("/components/schemas/{name}/oneOf"))
+        .and_then(serde_json::Value::as_array_mut)
+        .unwrap_or_else(|| panic!("schema {name} is a oneOf"));
+    for v in variants {
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "additionalProperties".into(),
+                serde_json::Value::Bool(false),
+            );
+        }
+    }
+}
+
 /// The document as pretty JSON with a trailing newline (the committed file's format), its
 /// keys sorted.
 pub fn document_string() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        let v = serde_json::to_value(document()).expect("the document serialises");
+        let mut v = serde_json::to_value(document()).expect("the document serialises");
+        closed_variants(&mut v, "MountSpec");
         let mut s = serde_json::to_string_pretty(&v).expect("a JSON value serialises");
         s.push('\n');
         s
