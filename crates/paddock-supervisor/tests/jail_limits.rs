@@ -36,9 +36,9 @@ async fn vm_jail_under_memory_and_pids_limits() {
     .unwrap();
     let script = format!(
         "ls /sys/fs/cgroup/ > {s}/seen 2>&1; \
+         ( head -c 200000000 /dev/zero | tail > /dev/null ); echo $? > {hog}; \
          ( while :; do ( sleep 30 & ) 2>/dev/null; done ) & \
          sleep 0.5; echo storm > {ready}; \
-         ( head -c 200000000 /dev/zero | tail > /dev/null; echo $? > {hog} ) ; \
          wait",
         s = env.scratch.0.display(),
         ready = ready.display(),
@@ -57,11 +57,8 @@ async fn vm_jail_under_memory_and_pids_limits() {
         .unwrap(),
     );
     let s = env.sup.start(spec).await.unwrap().info;
-    wait_file(&ready, Duration::from_secs(60)).await;
-    let st = env.sup.stats(&s.id, None).unwrap();
-    assert!(st.pids_current.unwrap() <= 32, "{st:?}");
-    // The hog ran past memory.max: the kernel's OOM killer ended it (exit status 137 of
-    // `tail` in the pipeline, or the pipeline's), counted in memory.events.
+    // The hog runs first (a fork storm at pids.max would leave it no process to run in):
+    // past memory.max the kernel's OOM killer ends it, counted in memory.events.
     let code = wait_file(&hog, Duration::from_secs(120)).await;
     let st = env.sup.stats(&s.id, None).unwrap();
     assert!(
@@ -69,6 +66,9 @@ async fn vm_jail_under_memory_and_pids_limits() {
         "no OOM kill at memory.max (hog exited {code:?}): {st:?}"
     );
     assert!(st.memory_peak.unwrap_or(0) <= 48 << 20, "{st:?}");
+    wait_file(&ready, Duration::from_secs(60)).await;
+    let st = env.sup.stats(&s.id, None).unwrap();
+    assert!(st.pids_current.unwrap() <= 32, "{st:?}");
     // The cgroup file system is hidden from the jail: an empty directory at most.
     let seen = std::fs::read_to_string(env.scratch.path("seen")).unwrap_or_default();
     assert!(
