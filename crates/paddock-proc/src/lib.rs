@@ -109,6 +109,7 @@
 
 mod command;
 mod foreign;
+mod helper;
 pub mod jail;
 mod process;
 mod reaper;
@@ -122,6 +123,7 @@ pub use command::{
     Command, Namespaces, Output, SpawnPath, Stage, Stdio, netns_fd, run_to_completion,
 };
 pub use foreign::ForeignProcess;
+pub use helper::fork_helper;
 pub use process::{Delivery, Process};
 pub use reaper::{
     ORPHAN_CHANNEL_CAPACITY, ORPHAN_SWEEP, OrphanExit, OrphanReap, ReaperHealth, children_reaped,

@@ -62,7 +62,16 @@ pub struct Config {
     /// Two supervisors must never share ids of their ranges (nor any other user own them);
     /// `paddock serve` takes [`crate::UidRange::DEFAULT`] unless told otherwise.
     pub dynamic_uids: Option<crate::UidRange>,
+    /// Capacity of the event channel ([`Supervisor::events`](crate::Supervisor::events)):
+    /// a subscriber that falls further behind loses the oldest events and is told so
+    /// (`RecvError::Lagged`). Default [`DEFAULT_EVENT_CAPACITY`]; a program that supervises
+    /// one sandbox and never subscribes (`paddock run`) sets it small, since every slot is
+    /// allocated, and touched, when the supervisor is made. At least 1.
+    pub event_capacity: usize,
 }
+
+/// The default [`Config::event_capacity`].
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 
 /// Which stopped and failed lifecycles the registry keeps (see
 /// [`Config::retain_stopped`]). Only an ID's current lifecycle is kept once finished: an
@@ -114,6 +123,7 @@ impl Config {
             hooks: Arc::new(NoHooks),
             controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
             dynamic_uids: None,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 }

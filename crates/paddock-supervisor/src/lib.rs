@@ -60,7 +60,7 @@ mod stop;
 mod supervisor;
 pub mod uids;
 
-pub use config::{Config, DEFAULT_CONTROLLERS, Retention};
+pub use config::{Config, DEFAULT_CONTROLLERS, DEFAULT_EVENT_CAPACITY, Retention};
 pub use events::{
     Event, EventKind, KilledProcess, MAX_KILLED_LISTED, MainExit, StopReason, StopReport,
     StuckProcess,
@@ -79,7 +79,9 @@ pub use paddock_cgroup::{
 };
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
-pub use paddock_proc::{Command, Namespaces, Process, SpawnError, Stage, Stdio, reap_orphans_of};
+pub use paddock_proc::{
+    Command, Namespaces, Process, SpawnError, Stage, Stdio, fork_helper, reap_orphans_of,
+};
 /// The health of the process-global child reaper that every spawn goes through (for a
 /// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
 /// good once one of its threads has died, and then no sandbox can start.

@@ -25,10 +25,6 @@ use crate::registry::Registry;
 use crate::spec::{SandboxId, SandboxSpec};
 use crate::state::{State, Transition};
 
-/// Capacity of the event channel; a subscriber that falls further behind loses the oldest
-/// events (and is told so by `broadcast::error::RecvError::Lagged`).
-const EVENT_CAPACITY: usize = 4096;
-
 /// How long pause and resume wait for the freezer.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -233,7 +229,7 @@ impl Supervisor {
         let enabled = cfg.root.enabled_controllers()?;
         let pids_enabled = enabled.iter().any(|c| c == "pids");
         let memory_enabled = enabled.iter().any(|c| c == "memory");
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (events, _) = broadcast::channel(cfg.event_capacity.max(1));
         let uids = cfg
             .dynamic_uids
             .map(|r| parking_lot::Mutex::new(crate::uids::UidAllocator::new(r)));

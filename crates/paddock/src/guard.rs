@@ -1,16 +1,18 @@
 //! The guardian of a foreground `paddock run`: a sandbox never outlives its run.
 //!
-//! Before it creates anything, `paddock run` re-executes its own binary
-//! (`/proc/self/exe __guard`) as a small helper process, the guardian, outside the sandbox
-//! (in paddock's own cgroup) and in a session of its own, so neither Ctrl-C nor a signal to
-//! paddock's process group reaches it (it also ignores SIGINT, SIGTERM, SIGHUP and
-//! SIGQUIT). Before the sandbox's cgroup is made, the run tells the guardian its name and
-//! waits for the acknowledgement. The guardian holds a pidfd of the run and the read end
-//! of a pipe only the run writes to; when either says the run is gone (it died for any
-//! reason, SIGKILL included, at any moment) before the run said `done`, the guardian
-//! kills everything in that cgroup (`cgroup.kill`, waiting for `populated 0` on
-//! `cgroup.events`), removes it, logs a WARN and exits. After a normal end the run says
-//! `done`, the guardian exits at once, and the run reaps it before exiting itself.
+//! Before it starts any thread or creates anything, `paddock run` forks a copy of itself
+//! ([`paddock_supervisor::fork_helper`]: no `execve`, so none of the binary's start-up is
+//! paid twice) as a small helper process, the guardian, outside the sandbox (in paddock's
+//! own cgroup) and in a session of its own, so neither Ctrl-C nor a signal to paddock's
+//! process group reaches it (it also ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT), with
+//! stdin and stdout on `/dev/null` and the run's stderr for its log. Before the sandbox's
+//! cgroup is made, the run tells the guardian its name and waits for the acknowledgement.
+//! The guardian holds a pidfd of the run and the read end of a pipe only the run writes
+//! to; when either says the run is gone (it died for any reason, SIGKILL included, at any
+//! moment) before the run said `done`, the guardian kills everything in that cgroup
+//! (`cgroup.kill`, waiting for `populated 0` on `cgroup.events`), removes it, logs a WARN
+//! and exits. After a normal end the run says `done`, the guardian exits at once, and the
+//! run reaps it before exiting itself.
 //!
 //! The guardian only touches the cgroup it was told about, and only when its owner tag is
 //! the run's (an untagged one only when it is empty: the run died between `mkdir` and the
@@ -19,26 +21,24 @@
 //! `paddock run` on that root, or a daemon's next reconciliation, sees that the owner is
 //! gone and removes it (see the cgroup layer's `owner` module).
 //!
-//! Protocol (one line each, over the guardian's stdin and stdout): the guardian says
-//! `ready` once armed; the run says `watch <cgroup name>` and the guardian answers `ok`;
-//! the run says `done` when the sandbox is gone.
+//! Protocol (one line each, over two pipes): the guardian says `ready` once armed; the run
+//! says `watch <cgroup name>` and the guardian answers `ok`; the run says `done` when the
+//! sandbox is gone.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use paddock_supervisor::{CgroupName, Command, KillOptions, Process, RemoveOptions, Root, Stdio};
+use paddock_supervisor::{CgroupName, KillOptions, Process, RemoveOptions, Root};
 use paddock_supervisor::{HookError, HookErrorKind, Hooks, Persisting, Record};
 use rustix::event::{PollFd, PollFlags};
+use rustix::pipe::{PipeFlags, pipe_with};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
-
-/// The hidden subcommand that runs the guardian.
-pub const SUBCOMMAND: &str = "__guard";
 
 /// How long the run waits for the guardian to arm itself or to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,18 +46,21 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of the guardian's kill (a process in uninterruptible sleep can hold it up).
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Arguments of the hidden `paddock __guard` (started by `paddock run` only).
-#[derive(Debug, clap::Args)]
-pub struct GuardArgs {
-    /// The managed root (absolute path).
-    #[arg(long)]
-    pub root: PathBuf,
+/// What the guardian is given at its start.
+struct GuardArgs {
+    /// The managed root (the run's handle: its fd is valid in the fork too).
+    root: Root,
     /// The run's owner tag.
-    #[arg(long)]
-    pub owner: String,
+    owner: String,
     /// The run's PID (the guardian's parent).
-    #[arg(long)]
-    pub run_pid: i32,
+    run_pid: i32,
+}
+
+/// A guardian forked but not yet known to be armed (see [`Pending::armed`]).
+pub struct Pending {
+    process: Process,
+    tx: OwnedFd,
+    rx: OwnedFd,
 }
 
 /// The run's handle on its guardian.
@@ -67,28 +70,41 @@ pub struct Guardian {
     released: Arc<AtomicBool>,
 }
 
-impl Guardian {
-    /// Starts the guardian and waits until it is armed. `log_format` is passed on.
-    pub async fn spawn(root: &Path, owner: &str, log_format: &str) -> Result<Arc<Guardian>> {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.args(["--log-format", log_format, SUBCOMMAND, "--root"])
-            .arg(root)
-            .args(["--owner", owner, "--run-pid"])
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::PipeToChild)
-            .stdout(Stdio::PipeFromChild)
-            .setsid(true);
-        let mut process = cmd
-            .spawn()
-            .context("start the guardian (/proc/self/exe __guard)")?;
-        let tx = process.take_stdin().context("the guardian's stdin pipe")?;
-        let rx = process
-            .take_stdout()
-            .context("the guardian's stdout pipe")?;
-        let tx = pipe::Sender::from_owned_fd(tx).context("the guardian's stdin pipe")?;
-        let rx = pipe::Receiver::from_owned_fd(rx).context("the guardian's stdout pipe")?;
+/// Forks the guardian. Must be called while this process has one thread (before the
+/// async runtime starts); then [`Pending::armed`] waits, in the runtime, until it is
+/// armed.
+pub fn fork(root: &Root, owner: &str) -> Result<Pending> {
+    let (to_guard_rx, to_guard_tx) =
+        pipe_with(PipeFlags::CLOEXEC).context("make the pipe to the guardian")?;
+    let (from_guard_rx, from_guard_tx) =
+        pipe_with(PipeFlags::CLOEXEC).context("make the pipe from the guardian")?;
+    let args = GuardArgs {
+        root: root.clone(),
+        owner: owner.to_owned(),
+        run_pid: std::process::id() as i32,
+    };
+    // The run's ends: taken (and so closed) in the guardian, which must not hold the write
+    // end of its own input (it would never see the run's end of it).
+    let ours = RefCell::new(Some((to_guard_tx, from_guard_rx)));
+    let process = paddock_supervisor::fork_helper(|| {
+        drop(ours.borrow_mut().take());
+        main(args, to_guard_rx, from_guard_tx)
+    })
+    .context("start the guardian (a fork of paddock run)")?;
+    let (tx, rx) = ours
+        .into_inner()
+        .context("the run's ends of the guardian's pipes")?;
+    Ok(Pending { process, tx, rx })
+}
+
+impl Pending {
+    /// Waits until the guardian is armed (it says `ready`); on any other outcome kills and
+    /// reaps it and fails: no sandbox is started without a guardian.
+    pub async fn armed(self) -> Result<Arc<Guardian>> {
+        let tx = pipe::Sender::from_owned_fd(self.tx).context("the guardian's input pipe")?;
+        let rx = pipe::Receiver::from_owned_fd(self.rx).context("the guardian's output pipe")?;
         let g = Guardian {
-            process: Arc::new(process),
+            process: Arc::new(self.process),
             io: tokio::sync::Mutex::new((tx, BufReader::new(rx))),
             released: Arc::new(AtomicBool::new(false)),
         };
@@ -120,7 +136,9 @@ impl Guardian {
         });
         Ok(g)
     }
+}
 
+impl Guardian {
     /// The guardian's PID.
     pub fn pid(&self) -> i32 {
         self.process.pid()
@@ -188,10 +206,10 @@ impl Hooks for GuardHooks {
     }
 }
 
-/// `paddock __guard`: the guardian's main. Returns the process's exit code.
-pub fn main(a: GuardArgs) -> u8 {
+/// The guardian's main, in the forked copy: returns the process's exit code.
+fn main(a: GuardArgs, input: OwnedFd, output: OwnedFd) -> i32 {
     let _ = rustix::thread::set_name(c"paddock-guard");
-    match guard(a) {
+    match guard(a, input, output) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "paddock run's guardian failed");
@@ -200,8 +218,19 @@ pub fn main(a: GuardArgs) -> u8 {
     }
 }
 
-fn guard(a: GuardArgs) -> Result<()> {
-    let run_pid = rustix::process::Pid::from_raw(a.run_pid).context("--run-pid")?;
+fn guard(a: GuardArgs, input: OwnedFd, output: OwnedFd) -> Result<()> {
+    // Out of the run's session and process group (Ctrl-C, job control), and off the run's
+    // stdin and stdout (a pipe into or out of the run must close when the run ends).
+    rustix::process::setsid().context("setsid")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("open /dev/null")?;
+    rustix::stdio::dup2_stdin(&null).context("dup2 /dev/null onto stdin")?;
+    rustix::stdio::dup2_stdout(&null).context("dup2 /dev/null onto stdout")?;
+    drop(null);
+    let run_pid = rustix::process::Pid::from_raw(a.run_pid).context("the run's pid")?;
     // The run waits for `ready` before it creates anything: if it is gone already (we were
     // handed to another parent), there is nothing to guard.
     if rustix::process::getppid() != Some(run_pid) {
@@ -231,22 +260,20 @@ fn guard(a: GuardArgs) -> Result<()> {
         .map(signal)
         .collect::<std::io::Result<Vec<_>>>()
     })?;
-    let root = Root::open_or_create(&a.root)
-        .with_context(|| format!("open the managed root {}", a.root.display()))?;
-    let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-    say("ready")?;
+    let mut output = std::fs::File::from(output);
+    say(&mut output, "ready")?;
     let mut watched: Option<CgroupName> = None;
     let mut buf = Vec::new();
     loop {
-        let (input, run_gone) = wait_readable(&stdin, &pidfd)?;
+        let (readable, run_gone) = wait_readable(&input, &pidfd)?;
         if run_gone {
             break;
         }
-        if !input {
+        if !readable {
             continue;
         }
         let mut chunk = [0u8; 512];
-        let n = match rustix::io::read(&stdin, &mut chunk) {
+        let n = match rustix::io::read(&input, &mut chunk) {
             Ok(n) => n,
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
             Err(e) => return Err(e).context("read from the run"),
@@ -263,7 +290,7 @@ fn guard(a: GuardArgs) -> Result<()> {
                 return Ok(());
             } else if let Some(name) = line.strip_prefix("watch ") {
                 watched = Some(CgroupName::new(name.to_owned())?);
-                say("ok")?;
+                say(&mut output, "ok")?;
             } else {
                 bail!("unexpected request from the run: {line:?}");
             }
@@ -272,14 +299,12 @@ fn guard(a: GuardArgs) -> Result<()> {
     let Some(name) = watched else {
         return Ok(());
     };
-    rt.block_on(clean_up(&root, &name, &a.owner, a.run_pid));
+    rt.block_on(clean_up(&a.root, &name, &a.owner, a.run_pid));
     Ok(())
 }
 
-fn say(line: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
+fn say(out: &mut std::fs::File, line: &str) -> Result<()> {
+    out.write_all(format!("{line}\n").as_bytes())
         .context("answer the run")
 }
 

@@ -77,8 +77,8 @@ enum Cmd {
     ///   125  paddock itself failed (the cgroup, a limit the host cannot set, --cwd,
     ///        --netns, an invalid option value); the cause is printed once, on stderr
     ///
-    /// The sandbox never outlives paddock: a guardian process (`paddock __guard`, in its
-    /// own session, outside the sandbox) kills the sandbox and removes its cgroup within
+    /// The sandbox never outlives paddock: a guardian process (a fork of paddock named
+    /// `paddock-guard`, in its own session, outside the sandbox) kills the sandbox and removes its cgroup within
     /// milliseconds if paddock dies for any reason, SIGKILL included, at any moment. If
     /// paddock and its guardian are killed together (both SIGKILLed, or their whole cgroup
     /// killed), the sandbox is left with paddock's PID and start time as its owner; the
@@ -251,9 +251,6 @@ enum Cmd {
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
-    /// The guardian of a `paddock run` (started by it; not for direct use).
-    #[command(name = guard::SUBCOMMAND, hide = true)]
-    Guard(guard::GuardArgs),
 }
 
 /// A sandbox to act on.
@@ -308,13 +305,6 @@ fn main() -> ExitCode {
         _ => "warn".to_owned(),
     };
     logging::init(cli.log_format, &default_level);
-    let log_format = match cli.log_format {
-        logging::Format::Text => "text",
-        logging::Format::Json => "json",
-    };
-    if let Cmd::Guard(args) = cli.command {
-        return ExitCode::from(guard::main(args));
-    }
     match &cli.command {
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -331,18 +321,34 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let out = cli::Out { json: cli.json };
+    // `paddock run` forks its guardian, which needs a process of one thread: before the
+    // runtime starts.
+    let (command, prepared) = match cli.command {
+        Cmd::Run(args) if !args.detach => match run::prepare(*args) {
+            Ok(p) => (None, Some(p)),
+            Err(e) => return report_error(e, out),
+        },
+        c => (Some(c), None),
+    };
+    // `paddock run` drives one sandbox: one thread does it (no workers to start, wake and
+    // join); the other commands keep two workers.
+    let rt = if prepared.is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    }
+    .enable_all()
+    .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paddock: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let out = cli::Out { json: cli.json };
     let request_timeout = match paddock_supervisor::parse_duration(&cli.request_timeout) {
         Ok(d) if d.is_zero() => None,
         Ok(d) => Some(d),
@@ -359,12 +365,16 @@ fn main() -> ExitCode {
     };
     let c = client::Client::new(&cli.socket, request_timeout);
     let res = rt.block_on(async move {
-        match cli.command {
-            Cmd::Run(args) if args.detach => {
+        let command = match (command, prepared) {
+            (_, Some(p)) => return run::run(p, out.json).await,
+            (Some(c), None) => c,
+            (None, None) => unreachable!("a command or a prepared run"),
+        };
+        match command {
+            Cmd::Run(args) => {
                 let spec = run::spec_from_args(&args)?;
                 cli::run_detached(&c, out, spec).await
             }
-            Cmd::Run(args) => run::run(*args, out.json, log_format).await,
             Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect { target, jail } => {
@@ -396,30 +406,34 @@ fn main() -> ExitCode {
                     paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
                 cli::top(&c, out, once, iv).await
             }
-            Cmd::Completions { .. } | Cmd::Openapi | Cmd::Guard(_) => {
+            Cmd::Completions { .. } | Cmd::Openapi => {
                 unreachable!("handled above")
             }
         }
     });
     match res {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            // Messages may quote what a client sent (IDs, commands): terminal-safe.
-            if let Some(d) = e.downcast_ref::<client::DaemonError>() {
-                if out.json {
-                    let v = serde_json::json!({ "error": d.message, "status": d.status.as_u16() });
-                    println!("{}", cli::safe_json(&v, false).unwrap_or_default());
-                }
-                eprintln!("paddock: {}", cli::term_safe(&d.message));
-                return ExitCode::from(1);
-            }
-            let msg = format!("{e:#}");
-            if out.json {
-                let v = serde_json::json!({ "error": msg });
-                println!("{}", cli::safe_json(&v, false).unwrap_or_default());
-            }
-            eprintln!("paddock: {}", cli::term_safe(&msg));
-            ExitCode::from(run::failure_code(&e))
-        }
+        Err(e) => report_error(e, out),
     }
+}
+
+/// Prints a failed command's error (stderr, and stdout as JSON with `--json`) and returns
+/// its exit code.
+fn report_error(e: anyhow::Error, out: cli::Out) -> ExitCode {
+    // Messages may quote what a client sent (IDs, commands): terminal-safe.
+    if let Some(d) = e.downcast_ref::<client::DaemonError>() {
+        if out.json {
+            let v = serde_json::json!({ "error": d.message, "status": d.status.as_u16() });
+            println!("{}", cli::safe_json(&v, false).unwrap_or_default());
+        }
+        eprintln!("paddock: {}", cli::term_safe(&d.message));
+        return ExitCode::from(1);
+    }
+    let msg = format!("{e:#}");
+    if out.json {
+        let v = serde_json::json!({ "error": msg });
+        println!("{}", cli::safe_json(&v, false).unwrap_or_default());
+    }
+    eprintln!("paddock: {}", cli::term_safe(&msg));
+    ExitCode::from(run::failure_code(&e))
 }

@@ -102,13 +102,21 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
-/// Runs the sandbox to completion; returns the exit code for paddock (the main process's
-/// exit code, 128+N when signal N killed it, 125 when its status is unknown). With `json`,
-/// prints the summary as one JSON object on stdout. A guardian ([`crate::guard`]) kills
-/// and removes the sandbox if this process dies before it has; `log_format` is passed on
-/// to it. When this returns, every process of the sandbox is gone and reaped, and this
-/// process has no child left.
-pub async fn run(a: RunArgs, json: bool, log_format: &str) -> Result<u8> {
+/// What `paddock run` sets up before it starts any thread: the spec, the managed root, the
+/// owner tag and the guardian (forked, so this must run while the process has one
+/// thread: before the async runtime).
+pub struct Prepared {
+    args: RunArgs,
+    spec: SandboxSpec,
+    root: Root,
+    owner: String,
+    guardian: guard::Pending,
+}
+
+/// Validates the arguments, opens the managed root (enabling the controllers the limits
+/// need), and forks the guardian ([`crate::guard`]). Call it before the async runtime
+/// starts.
+pub fn prepare(a: RunArgs) -> Result<Prepared> {
     let spec = spec_from_args(&a)?;
     let root = match &a.cgroup_root {
         Some(p) => Root::open_or_create(p),
@@ -123,8 +131,31 @@ pub async fn run(a: RunArgs, json: bool, log_format: &str) -> Result<u8> {
     let owner = Owner::this_process()
         .context("read this process's start time and PID namespace from /proc/self")?
         .to_string();
-    // Armed before anything is created, so no moment of the sandbox's life is unguarded.
-    let guardian = guard::Guardian::spawn(root.path(), &owner, log_format).await?;
+    // Forked before anything is created, so no moment of the sandbox's life is unguarded.
+    let guardian = guard::fork(&root, &owner)?;
+    Ok(Prepared {
+        args: a,
+        spec,
+        root,
+        owner,
+        guardian,
+    })
+}
+
+/// Runs the sandbox to completion; returns the exit code for paddock (the main process's
+/// exit code, 128+N when signal N killed it, 125 when its status is unknown). With `json`,
+/// prints the summary as one JSON object on stdout. The guardian kills and removes the
+/// sandbox if this process dies before it has. When this returns, every process of the
+/// sandbox is gone and reaped, and this process has no child left.
+pub async fn run(p: Prepared, json: bool) -> Result<u8> {
+    let Prepared {
+        args: a,
+        spec,
+        root,
+        owner,
+        guardian,
+    } = p;
+    let guardian = guardian.armed().await?;
     let res = run_guarded(a, spec, root, owner, guardian.clone(), json).await;
     guardian.release().await;
     // The sandbox's stop reaped its own orphans; reap anything else handed to this
@@ -156,6 +187,9 @@ async fn run_guarded(
     let mut cfg = Config::new(root);
     cfg.owner = owner;
     cfg.hooks = Arc::new(guard::GuardHooks(guardian));
+    // One sandbox, and nothing subscribes to the events: a few slots, not 4,096 touched
+    // at start.
+    cfg.event_capacity = 16;
     let sup = Supervisor::new(cfg)?;
     // Sandboxes of paddock runs that were killed together with their guardians: gone
     // owners' cgroups are removed (each with a WARN naming it), concurrently with the start.

@@ -8,6 +8,8 @@
 //!   calls only, each with its own `// SAFETY:` comment.
 //! * `clone` — creating the child: `clone3` like `posix_spawn` on an `mmap`ed stack with a
 //!   guard page, `clone3` like `fork`, legacy `clone`; the assembly trampolines.
+//! * `fork` — a plain fork with a pidfd, for a helper that is a copy of a single-threaded
+//!   process ([`fork_helper`](crate::fork_helper)).
 //! * `jail` — the jail's steps in the child (credentials, capabilities, rlimits, hostname,
 //!   the user namespace's sync, Landlock, seccomp); `mount` — its filesystem.
 //! * `parent` — the parent side: signal masks, pidfds, `waitid`, the reaper's private fd
@@ -15,12 +17,14 @@
 
 mod child;
 mod clone;
+mod fork;
 mod jail;
 mod mount;
 mod parent;
 
 pub(crate) use child::{ChildPlan, CloseMode, RawStage};
-pub(crate) use clone::{CloneKind, clone_child};
+pub(crate) use clone::{ChildStack, CloneKind, clone_child};
+pub(crate) use fork::{Forked, exit_now, fork_with_pidfd};
 pub(crate) use jail::{
     CAP_IDX_AMBIENT, CAP_IDX_AMBIENT_CLEAR, CAP_IDX_BOUNDING, CAP_IDX_CAPSET, CAP_IDX_KEEPCAPS,
     LANDLOCK_IDX_RESTRICT, RawJail, RawLandlockRule, RawRlimit,
