@@ -185,3 +185,41 @@ fn the_init_drops_its_privileges() {
         }
     }
 }
+
+#[test]
+fn a_program_that_fails_after_the_init_started_is_reported_with_its_stage() {
+    if !ready("a_program_that_fails_after_the_init_started_is_reported_with_its_stage") {
+        return;
+    }
+    // The init's child runs the spawn's last steps (on a stack of its own, sharing the
+    // init's memory until it execs): their failures come back through the error pipe like
+    // any other child's, and the init exits with it.
+    for strict in [false, true] {
+        let e = Command::new("/nonexistent/program")
+            .unshare(Namespaces::PID | Namespaces::MOUNT)
+            .jail(jail(strict))
+            .spawn()
+            .expect_err("no such program");
+        assert_eq!(
+            e.stage(),
+            Some(paddock_proc::Stage::Exec),
+            "strict {strict}: {e}"
+        );
+        assert_eq!(e.errno(), Some(libc::ENOENT), "strict {strict}: {e}");
+
+        let e = Command::new("/bin/true")
+            .cwd("/nonexistent/dir")
+            .unshare(Namespaces::PID | Namespaces::MOUNT)
+            .jail(jail(strict))
+            .spawn()
+            .expect_err("no such working directory");
+        assert_eq!(
+            e.stage(),
+            Some(paddock_proc::Stage::Chdir),
+            "strict {strict}: {e}"
+        );
+        assert_eq!(e.errno(), Some(libc::ENOENT), "strict {strict}: {e}");
+    }
+    // The failed children were reaped: nothing of them is left.
+    assert!(common::zombie_children().is_empty());
+}

@@ -30,6 +30,9 @@ pub(crate) struct PreparedJail {
     fs: Option<PreparedFs>,
     /// User namespace: (the child's read end, the parent's write end).
     sync: Option<(OwnedFd, OwnedFd)>,
+    /// The stack of the init's program child (`RawJail::init_stack`): the init is a
+    /// fork-like copy, which has its own copy of this mapping.
+    _init_stack: Option<sys::ChildStack>,
     /// Write `deny` to `/proc/PID/setgroups` before the gid map.
     setgroups_deny: bool,
 }
@@ -150,6 +153,10 @@ impl PreparedJail {
             None => (false, 0, 0),
         };
         let caps = jail.capabilities;
+        // Without a stack the init forks the program (a copy of the whole address space).
+        let init_stack = jail.init.then(sys::ChildStack::map).and_then(Result::ok);
+        let (init_stack_lowest, init_stack_size) =
+            init_stack.as_ref().map_or((0, 0), sys::ChildStack::usable);
         let raw = Box::new(RawJail {
             sync_read: sync.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
             sync_write: sync.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
@@ -187,6 +194,8 @@ impl PreparedJail {
                 .as_ref()
                 .map_or(std::ptr::null(), |(_, p)| &**p as *const libc::sock_fprog),
             init: jail.init,
+            init_stack: init_stack_lowest,
+            init_stack_size,
         });
         Ok(PreparedJail {
             raw,
@@ -200,6 +209,7 @@ impl PreparedJail {
             fs,
             sync,
             setgroups_deny,
+            _init_stack: init_stack,
         })
     }
 

@@ -175,16 +175,9 @@ pub(super) fn fail_errno(err_fd: RawFd, stage: RawStage, idx: u32, e: c_int) -> 
 pub(super) unsafe fn child_main(plan: &ChildPlan) -> ! {
     let err_fd = plan.err_fd;
 
-    // SAFETY: (this and the next three slices) the parent built each pointer from a live
-    // Vec of the given length (a dangling, aligned pointer when empty) and does not touch those Vecs
-    // until the child has exec'd or exited (vfork) — or the child has its own copy of them
-    // (fork-like). `scratch` is written only here.
-    let fd_map = unsafe { std::slice::from_raw_parts(plan.fd_map, plan.fd_map_len) };
-    // SAFETY: see above.
-    let scratch = unsafe { std::slice::from_raw_parts_mut(plan.scratch, plan.fd_map_len) };
-    // SAFETY: see above.
-    let gaps = unsafe { std::slice::from_raw_parts(plan.gaps, plan.gaps_len) };
-    // SAFETY: see above.
+    // SAFETY: the parent built the pointer from a live Vec of the given length (a dangling,
+    // aligned pointer when empty) and does not touch it until the child has exec'd or
+    // exited (vfork) — or the child has its own copy of it (fork-like).
     let ns_fds = unsafe { std::slice::from_raw_parts(plan.ns_fds, plan.ns_fds_len) };
 
     // 1. Signal dispositions, then the mask (the parent blocked everything around the
@@ -291,12 +284,42 @@ pub(super) unsafe fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
-    // 5b. The jail's steps before the fd map (user namespace maps, hostname, filesystem,
-    //     the init fork).
+    // 5b. The jail's steps before the fd map (user namespace maps, hostname, filesystem),
+    //     then the init: in the init this never returns; the program goes on below
+    //     (or, on the init's vfork-like clone, in `child_rest` on a stack of its own).
     if !plan.jail.is_null() {
         // SAFETY: a non-null `jail` points to the parent's `RawJail`, valid as documented.
-        unsafe { super::jail::before_fds(&*plan.jail, err_fd) };
+        let jail = unsafe { &*plan.jail };
+        // SAFETY: as above; we are the freshly cloned child.
+        unsafe { super::jail::before_fds(jail, err_fd) };
+        if jail.init {
+            // SAFETY: as above; the plan is valid in this process (see `start_init`).
+            unsafe { super::jail::start_init(plan, jail, err_fd) };
+        }
     }
+
+    // SAFETY: the caller's contract, passed on.
+    unsafe { child_rest(plan) }
+}
+
+/// Steps 6 to 9 of [`child_main`]: the fd map, closing the other fds, the working
+/// directory, the jail's last steps, and `execve`. Never returns.
+///
+/// # Safety
+/// As [`child_main`], in the process that becomes the program (the clone's child, or
+/// the init's child).
+pub(super) unsafe fn child_rest(plan: &ChildPlan) -> ! {
+    let err_fd = plan.err_fd;
+    // SAFETY: (this and the next two slices) the parent built each pointer from a live Vec
+    // of the given length (a dangling, aligned pointer when empty) and does not touch those
+    // Vecs until the child has exec'd or exited (vfork) — or the child has its own copy of
+    // them (fork-like; the init's vfork-like child shares the init's copy while the init
+    // waits). `scratch` is written only here.
+    let fd_map = unsafe { std::slice::from_raw_parts(plan.fd_map, plan.fd_map_len) };
+    // SAFETY: see above.
+    let scratch = unsafe { std::slice::from_raw_parts_mut(plan.scratch, plan.fd_map_len) };
+    // SAFETY: see above.
+    let gaps = unsafe { std::slice::from_raw_parts(plan.gaps, plan.gaps_len) };
 
     // 6. fd map: first duplicate every source above the highest target (so a later dup2
     //    cannot clobber a source another mapping still needs), then dup2 each duplicate

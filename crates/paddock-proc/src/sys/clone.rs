@@ -18,23 +18,23 @@ const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
 const CLONE_ARGS_SIZE_VER2: usize = 88;
 /// `CLONE_ARGS_SIZE_VER0`: without `set_tid` and `cgroup`, for kernels that reject the
 /// larger struct with `E2BIG`.
-const CLONE_ARGS_SIZE_VER0: usize = 64;
+pub(super) const CLONE_ARGS_SIZE_VER0: usize = 64;
 
 /// `struct clone_args` from `<linux/sched.h>`.
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(super) struct CloneArgs {
+    pub(super) flags: u64,
+    pub(super) pidfd: u64,
+    pub(super) child_tid: u64,
+    pub(super) parent_tid: u64,
+    pub(super) exit_signal: u64,
+    pub(super) stack: u64,
+    pub(super) stack_size: u64,
+    pub(super) tls: u64,
+    pub(super) set_tid: u64,
+    pub(super) set_tid_size: u64,
+    pub(super) cgroup: u64,
 }
 
 /// How to create the child.
@@ -202,7 +202,7 @@ static VFORK_REFUSED: AtomicBool = AtomicBool::new(false);
 /// [`CHILD_STACK_SIZE`]. The guard page is the lowest one (the stack grows down) and is
 /// `PROT_NONE`, so an overflow kills the child with `SIGSEGV` instead of writing into
 /// whatever memory of the parent lies below. Unmapped on drop (see `CACHED_STACK`).
-struct ChildStack {
+pub(crate) struct ChildStack {
     base: *mut std::ffi::c_void,
     len: usize,
     guard: usize,
@@ -219,7 +219,8 @@ thread_local! {
 }
 
 impl ChildStack {
-    fn map() -> Result<ChildStack, Errno> {
+    /// Maps a stack: a guard page and [`CHILD_STACK_SIZE`] usable bytes.
+    pub(crate) fn map() -> Result<ChildStack, Errno> {
         use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
         let guard = rustix::param::page_size();
         let len = guard + CHILD_STACK_SIZE.next_multiple_of(guard);
@@ -241,7 +242,7 @@ impl ChildStack {
     }
 
     /// The lowest usable address (just above the guard page) and the usable size.
-    fn usable(&self) -> (u64, u64) {
+    pub(crate) fn usable(&self) -> (u64, u64) {
         (
             self.base as u64 + self.guard as u64,
             (self.len - self.guard) as u64,
@@ -308,6 +309,53 @@ unsafe fn clone3_vfork(
         return Err(Errno::from_raw_os_error(-ret as c_int));
     }
     Ok(ret as libc::pid_t)
+}
+
+/// The init's clone of the program (see [`start_init`](super::jail::start_init)):
+/// `clone3(CLONE_VM | CLONE_VFORK)` with `SIGCHLD`, the child on the stack
+/// `[lowest, lowest + size)`, running [`program_entry`]. Returns the child's pid once it has
+/// exec'd or exited, or the errno (`ENOSYS` where there is no trampoline).
+///
+/// # Safety
+/// In a process of its own address space (the init): the stack must be mapped, writable,
+/// 16-byte aligned at its top and used by nothing else; `plan` must be valid as
+/// [`ChildPlan`] documents; every signal must be blocked.
+pub(super) unsafe fn clone_program(
+    lowest: u64,
+    size: u64,
+    plan: &ChildPlan,
+) -> Result<libc::pid_t, c_int> {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return Err(libc::ENOSYS);
+    }
+    let mut args = CloneArgs {
+        flags: CLONE_VM | CLONE_VFORK,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: lowest,
+        stack_size: size,
+        ..Default::default()
+    };
+    // SAFETY: a valid clone_args of its VER0 size with a stack (the caller's contract);
+    // the child runs `program_entry` on it, never returns into this function, and this
+    // process is suspended until it has exec'd or exited (CLONE_VFORK).
+    let ret = unsafe { clone3_on_stack(&mut args, CLONE_ARGS_SIZE_VER0, program_entry, plan) };
+    if ret < 0 {
+        return Err(-ret as c_int);
+    }
+    Ok(ret as libc::pid_t)
+}
+
+/// The entry point of the init's program child on its own stack (see [`clone_program`]):
+/// signals unblocked, then the rest of the spawn.
+///
+/// # Safety
+/// Only as the child of [`clone_program`], with the `plan` the init passed.
+unsafe extern "C" fn program_entry(plan: *const ChildPlan) -> ! {
+    // SAFETY: the init passed a valid plan and is suspended until we exec or exit.
+    let plan = unsafe { &*plan };
+    super::jail::unblock_in_program(plan.err_fd);
+    // SAFETY: as above; we are the program's process.
+    unsafe { super::child::child_rest(plan) }
 }
 
 /// The child's entry point on its own stack (see [`clone3_vfork`]).

@@ -89,6 +89,10 @@ pub(crate) struct RawJail {
     pub fs: *const super::mount::RawFs,
     /// Fork an init (pid 1 of the new PID namespace) that runs the program as its child.
     pub init: bool,
+    /// The lowest usable address and the size of the stack the init's program child runs
+    /// on (see [`start_init`]); 0 when there is none (the init then forks the program).
+    pub init_stack: u64,
+    pub init_stack_size: u64,
     pub rlimits: *const RawRlimit,
     pub rlimits_len: usize,
     /// Change the credentials (`setresgid`, `setresuid`, and `setgroups` when `set_groups`).
@@ -156,10 +160,6 @@ pub(super) unsafe fn before_fds(j: &RawJail, err_fd: RawFd) {
         // SAFETY: `fs` points to the parent's plan, valid as `RawFs` documents.
         unsafe { super::mount::run(&*j.fs, err_fd) };
     }
-
-    if j.init {
-        start_init(j, err_fd);
-    }
 }
 
 /// The signals the init passes on to the program.
@@ -174,15 +174,29 @@ const FORWARDED: [c_int; 8] = [
     libc::SIGCONT,
 ];
 
-/// Fork the program off this process (pid 1 of the new PID namespace), which becomes the
-/// init: returns in the program's process; never returns in the init.
+/// Start the program as a child of this process (pid 1 of the new PID namespace), which
+/// becomes the init: never returns in the init. The program goes on with the rest of the
+/// spawn ([`child_rest`](super::child::child_rest)): on the vfork-like path in its own
+/// call on the stack the parent prepared (`init_stack`), on the fork path by returning
+/// from this function.
 ///
-/// With a raw `clone(SIGCHLD)` (not glibc's `fork`, which runs atfork handlers and takes
-/// locks; not `clone3`, which a seccomp profile may deny — though none is installed yet).
-/// Every signal is blocked in the init before the fork (so a signal cannot slip in before
+/// The vfork-like path (`clone3(CLONE_VM | CLONE_VFORK)` on that stack) copies nothing:
+/// this process is itself a fork-like copy of the spawning process (an init always is),
+/// and a second copy of that whole address space for a program that throws it away at
+/// `execve` cost about half a millisecond per start. The init is suspended until the
+/// program has exec'd or exited. Without a stack, or where the kernel or the architecture
+/// refuses it, a raw `clone(SIGCHLD)` (not glibc's `fork`, which runs atfork handlers and
+/// takes locks) forks the program as before. No seccomp filter is installed yet, so
+/// `clone3` cannot have been denied by one.
+///
+/// Every signal is blocked in the init before the clone (so a signal cannot slip in before
 /// the init waits for it: pid 1 ignores unhandled signals, but not blocked ones, which
 /// stay pending for `sigwaitinfo`); the program unblocks them.
-fn start_init(j: &RawJail, err_fd: RawFd) {
+///
+/// # Safety
+/// As [`child_main`](super::child::child_main), in the freshly cloned child (a fork-like
+/// one: the init's address space is its own), with `plan` and `j` valid.
+pub(super) unsafe fn start_init(plan: &super::ChildPlan, j: &RawJail, err_fd: RawFd) {
     // SAFETY: `sigset_t` is plain data; all-zero bytes are valid.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: sigfillset on a valid set on this stack.
@@ -190,6 +204,21 @@ fn start_init(j: &RawJail, err_fd: RawFd) {
     // SAFETY: sigprocmask with a valid set and a null old-set pointer.
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) } != 0 {
         fail(err_fd, RawStage::Init, 0);
+    }
+    if j.init_stack != 0 {
+        // SAFETY: the stack was mapped by the parent before the clone that made this
+        // process, so this process has its own copy of it, used by nothing else; the
+        // child runs `program_entry(plan)` on it and never returns; `plan` is valid in
+        // this address space, which the child shares while this process is suspended.
+        match unsafe { super::clone::clone_program(j.init_stack, j.init_stack_size, plan) } {
+            Ok(pid) => {
+                drop_init_privileges(j, err_fd);
+                init_loop(pid, &all)
+            }
+            // Not possible here: fork as below.
+            Err(e) if e == libc::ENOSYS || e == libc::EINVAL || e == libc::E2BIG => {}
+            Err(_) => fail(err_fd, RawStage::Init, 1),
+        }
     }
     // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like fork():
     // the child continues on a private copy of this stack and address space. No CLONE_*TID
@@ -208,19 +237,23 @@ fn start_init(j: &RawJail, err_fd: RawFd) {
         fail(err_fd, RawStage::Init, 1);
     }
     if pid == 0 {
-        // The program: every signal unblocked again.
-        // SAFETY: `sigset_t` is plain data; all-zero bytes are valid (an empty set).
-        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sigemptyset on a valid set on this stack.
-        unsafe { libc::sigemptyset(&mut empty) };
-        // SAFETY: sigprocmask with a valid set and a null old-set pointer.
-        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0 {
-            fail(err_fd, RawStage::Init, 2);
-        }
+        unblock_in_program(err_fd);
         return;
     }
     drop_init_privileges(j, err_fd);
     init_loop(pid as libc::pid_t, &all)
+}
+
+/// In the init's child (the program): every signal unblocked again.
+pub(super) fn unblock_in_program(err_fd: RawFd) {
+    // SAFETY: `sigset_t` is plain data; all-zero bytes are valid (an empty set).
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset on a valid set on this stack.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: sigprocmask with a valid set and a null old-set pointer.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0 {
+        fail(err_fd, RawStage::Init, 2);
+    }
 }
 
 /// `PR_SET_NAME`'s argument: what `ps` shows for the init (it would show the name of the

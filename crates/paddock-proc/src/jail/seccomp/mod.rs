@@ -147,16 +147,20 @@ impl SeccompFilter {
 
     /// paddock's default profile: the deny-list of the module documentation, `EPERM` for
     /// the denied calls (`ENOSYS` for `clone3`), everything else allowed, foreign ABIs
-    /// killed. 360 instructions on x86_64; no warnings.
+    /// killed. 360 instructions on x86_64; no warnings. Compiled once per process (it
+    /// took about 0.4 ms, at every jailed start); later calls copy the program.
     ///
     /// # Panics
     ///
     /// On an architecture other than x86_64 and aarch64 (paddock supports only those).
     pub fn default_profile() -> SeccompFilter {
-        let insns = compile::compile(&default::profile())
-            .unwrap_or_else(|e| panic!("paddock's default seccomp profile: {e}"));
+        static COMPILED: std::sync::OnceLock<Vec<libc::sock_filter>> = std::sync::OnceLock::new();
+        let insns = COMPILED.get_or_init(|| {
+            compile::compile(&default::profile())
+                .unwrap_or_else(|e| panic!("paddock's default seccomp profile: {e}"))
+        });
         SeccompFilter {
-            insns,
+            insns: insns.clone(),
             warnings: Vec::new(),
         }
     }
