@@ -522,6 +522,18 @@ impl Supervisor {
                 })
                 .await;
         }
+        // Drained: as after any stop, the main process's exit is on the sandbox and its
+        // zombies are reaped before the outcome is out (the stuck processes exited only
+        // now: the main one, held in state D, among them).
+        if let Some(main) = sb.main.get()
+            && sb.main_exit.get().is_none()
+            && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
+        {
+            let _ = sb.main_exit.set(exit);
+        }
+        if self.inner.cfg.subreaper {
+            self.reap_sandbox_orphans(&sb, true).await;
+        }
         let opts = RemoveOptions {
             timeout: self.inner.cfg.remove_timeout,
             sandbox: Some(sb.id.to_string()),

@@ -710,6 +710,17 @@ async fn unkillable_process_quarantines_then_drains() {
     }
     assert!(!done.stuck.is_empty());
     assert!(!alive(pid));
+    // Drained like any stop: the main process's exit is known and its zombie reaped by
+    // the time the outcome is out (torture once found it still a zombie child then).
+    let info = env.sup.get(&s.id).unwrap();
+    assert!(
+        info.main_exit.is_some(),
+        "no main exit after the drain: {info:?}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the main process {pid} is still a zombie after the drain"
+    );
     assert_eq!(
         env.sup
             .counters()
