@@ -1,4 +1,7 @@
 //! The scenarios and the interleaving driver.
+//!
+//! Over 600 lines: one driver per scenario, each a short loop over the implementations,
+//! kept together so the interleaving rules (warm-up, rotation, leak counting) are read once.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};

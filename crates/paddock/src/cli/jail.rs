@@ -1,6 +1,9 @@
 //! The jail flags of `paddock run` (Docker's and bubblewrap's habits) and the
 //! [`JailSpec`] they build. Any jail flag makes a jail; none leaves the spec without one.
 //! Parsing is pure and unit-tested; only `--seccomp FILE` reads a file.
+//!
+//! Over 600 lines with its tests (about 400 without): one test per flag next to its
+//! parser.
 
 use std::path::{Path, PathBuf};
 
