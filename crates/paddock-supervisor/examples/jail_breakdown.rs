@@ -5,7 +5,9 @@
 //! benchmark of record.
 //!
 //! `cargo run --release -p paddock-supervisor --example jail_breakdown [N]` (as root, with
-//! a static busybox at /bin/busybox: `apt-get install busybox-static`).
+//! a static busybox at /bin/busybox: `apt-get install busybox-static`);
+//! `JAIL_BREAKDOWN_ONLY=TEXT` runs only the variants whose name contains TEXT (ratios are
+//! then to the first of them).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -148,7 +150,12 @@ async fn main() {
         last: 271_999,
     });
     let sup = Supervisor::new(cfg).expect("supervisor");
-    let vs = variants(&fsroot);
+    // `JAIL_BREAKDOWN_ONLY=text`: only the variants whose name contains it (for a profile).
+    let only = std::env::var("JAIL_BREAKDOWN_ONLY").unwrap_or_default();
+    let vs: Vec<Variant> = variants(&fsroot)
+        .into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); vs.len()];
     let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); vs.len()];
     let mut seq = 0u64;
@@ -181,7 +188,11 @@ async fn main() {
         v.sort();
         (v[v.len() / 2], v[v.len() * 9 / 10])
     };
-    let (base, _) = med(&mut times[0].clone());
+    let Some(first) = times.first() else {
+        eprintln!("no variant matches JAIL_BREAKDOWN_ONLY={only:?}");
+        std::process::exit(2);
+    };
+    let (base, _) = med(&mut first.clone());
     println!(
         "{n} lifecycles per variant, interleaved; median (p90), ratio to no jail; median of the start alone"
     );
