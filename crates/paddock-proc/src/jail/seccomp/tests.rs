@@ -20,6 +20,12 @@ fn errno(e: i32) -> u32 {
 
 /// Runs `prog` on a `seccomp_data` and returns what it returns.
 fn run(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+    run_counted(prog, arch, nr, args).0
+}
+
+/// [`run`], and how many instructions it executed.
+fn run_counted(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> (u32, usize) {
+    let mut steps = 0;
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&(nr as i32).to_ne_bytes());
     data[4..8].copy_from_slice(&arch.to_ne_bytes());
@@ -30,6 +36,7 @@ fn run(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
     let mut pc = 0usize;
     loop {
         let i = prog[pc];
+        steps += 1;
         let jump = |cond: bool| if cond { i.jt as usize } else { i.jf as usize };
         pc += 1;
         match i.code {
@@ -42,7 +49,7 @@ fn run(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
             0x15 => pc += jump(acc == i.k),
             0x25 => pc += jump(acc > i.k),
             0x35 => pc += jump(acc >= i.k),
-            0x06 => return i.k,
+            0x06 => return (i.k, steps),
             c => panic!("unexpected opcode {c:#x} at {}", pc - 1),
         }
     }
@@ -328,4 +335,50 @@ fn oversized_profiles_are_refused() {
     let e = SeccompFilter::from_oci_json(huge.as_bytes()).unwrap_err();
     assert!(matches!(e, SeccompError::TooLarge(_)), "{e}");
     assert!(e.to_string().contains("4096"), "{e}");
+}
+
+#[test]
+fn the_binary_search_of_named_numbers_changes_no_answer_and_shortens_the_rest() {
+    let oci = br#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+        {"names":["read","write","close","exit_group"],"action":"SCMP_ACT_ALLOW"},
+        {"names":["openat"],"action":"SCMP_ACT_ALLOW","args":[{"index":2,"value":0,"op":"SCMP_CMP_EQ"}]},
+        {"names":["kill"],"action":"SCMP_ACT_LOG"}]}"#;
+    let (oci, _) = super::oci::parse(oci).unwrap();
+    let args_set = [
+        [0u64; 6],
+        [1, 2, 3, 4, 5, 6],
+        [u64::MAX; 6],
+        [0x7e02_0000, 0x10, 0, 0x5401, 0, 0],
+        [libc::AF_NETLINK as u64, 0, 0, 0, 0, 0],
+    ];
+    for profile in [super::default::profile(), oci] {
+        let fast = compile::compile_with(&profile, true).unwrap();
+        let linear = compile::compile_with(&profile, false).unwrap();
+        for nr in 0..1024i64 {
+            for args in args_set {
+                assert_eq!(
+                    run(&fast, NATIVE, nr, args),
+                    run(&linear, NATIVE, nr, args),
+                    "nr {nr}, args {args:?}"
+                );
+            }
+        }
+        for arch in [NATIVE, AUDIT_ARCH_I386] {
+            assert_eq!(run(&fast, arch, 1, [0; 6]), run(&linear, arch, 1, [0; 6]));
+        }
+    }
+    // A number the default profile does not name is answered within the search's depth,
+    // where the linear chain ran through every segment.
+    let profile = super::default::profile();
+    let fast = compile::compile_with(&profile, true).unwrap();
+    let linear = compile::compile_with(&profile, false).unwrap();
+    let getpid = nr("getpid");
+    let (a, fast_steps) = run_counted(&fast, NATIVE, getpid, [0; 6]);
+    let (b, linear_steps) = run_counted(&linear, NATIVE, getpid, [0; 6]);
+    assert_eq!((a, b), (ALLOW, ALLOW));
+    assert!(fast_steps <= 30, "getpid took {fast_steps} instructions");
+    assert!(
+        linear_steps > 5 * fast_steps,
+        "linear {linear_steps}, with the search {fast_steps}"
+    );
 }
