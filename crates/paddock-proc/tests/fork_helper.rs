@@ -11,7 +11,8 @@ use paddock_proc::{ExitStatus, SpawnError, fork_helper};
 
 fn main() {
     // Before any thread: the copy runs the closure, with what it captured.
-    let (mut r, w) = std::io::pipe().expect("pipe");
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    let (mut r, w) = (std::fs::File::from(r), std::fs::File::from(w));
     let message = String::from("from the copy");
     let w = std::cell::RefCell::new(Some(w));
     let p = fork_helper(|| {
