@@ -96,6 +96,45 @@ fn runs_with_the_given_uid_gid_groups_and_no_new_privs() {
 }
 
 #[test]
+fn exclusive_ids_change_credentials_and_leave_the_spawner_dumpable() {
+    if !root("exclusive_ids_change_credentials_and_leave_the_spawner_dumpable") {
+        return;
+    }
+    use rustix::process::{DumpableBehavior, dumpable_behavior};
+    // The kernel clears the dumpable flag of the memory a child that changes its uid still
+    // shares (the spawner's, on the vfork-like clone exclusive ids keep): restored after.
+    assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::Dumpable);
+    let threads: Vec<_> = (0..8u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let uid = 300_910 + i;
+                let jail = Jail {
+                    user: user(uid, uid, &[]),
+                    no_new_privs: true,
+                    capabilities: Some(CapSet::EMPTY),
+                    exclusive_ids: true,
+                    ..Jail::default()
+                };
+                let (st, out, err) = run(jail, Namespaces::NONE, "cat /proc/self/status");
+                assert_eq!(st, ExitStatus::Exited(0), "{err}");
+                let m = status_map(&out);
+                assert_eq!(m["Uid"], format!("{uid}\t{uid}\t{uid}\t{uid}"));
+                assert_eq!(m["Gid"], format!("{uid}\t{uid}\t{uid}\t{uid}"));
+                assert_eq!(m["CapEff"], caps_hex(0));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a spawning thread panicked");
+    }
+    assert_eq!(
+        dumpable_behavior().unwrap(),
+        DumpableBehavior::Dumpable,
+        "the spawner was left non-dumpable"
+    );
+}
+
+#[test]
 fn kept_capabilities_survive_the_uid_change_and_exec() {
     if !root("kept_capabilities_survive_the_uid_change_and_exec") {
         return;

@@ -7,6 +7,7 @@
 //! * `policy` — which clone to try and what to do when the kernel refuses one: pure
 //!   functions of the cached detection results and the errno, tested without root.
 
+mod dumpable;
 mod policy;
 mod prepare;
 mod spawn;

@@ -183,9 +183,11 @@ pub(crate) fn needs_procs_write(kind: CloneKind, has_cgroup: bool) -> bool {
 
 /// Whether a spawn must clone like `fork` rather than `vfork` (`CLONE_VM | CLONE_VFORK`):
 /// when asked (`forced`), or when its jail changes the uid or gid away from the caller's
-/// (`caller`: its effective uid and gid) — a task of another user must not share the memory
-/// of the daemon, and a vfork parent stays suspended while a process of that user could stop
-/// the child —, makes a user namespace (the parent writes the maps while the child waits,
+/// (`caller`: its effective uid and gid) to ids other processes may hold — a task of
+/// another user must not share the memory of the daemon, and a vfork parent stays suspended
+/// while a process of that user could stop the child; ids that are the jail's alone
+/// ([`Jail::exclusive_ids`]: a dynamic user) leave no such process —, makes a user
+/// namespace (the parent writes the maps while the child waits,
 /// and a vfork parent is suspended), or runs an init (which forks, and outlives the clone).
 /// Other jails (a root jail dropping capabilities, say), and plain spawns, keep the cheaper
 /// vfork-like clone.
@@ -197,10 +199,16 @@ pub(crate) fn needs_fork_like(
 ) -> bool {
     forced
         || jail.is_some_and(|j| {
-            j.user.as_ref().is_some_and(|u| (u.uid, u.gid) != caller)
+            changes_ids(j, caller) && !j.exclusive_ids
                 || j.init
                 || ns_new.contains(Namespaces::USER)
         })
+}
+
+/// Whether the jail changes the uid or gid away from the caller's (`caller`: its effective
+/// uid and gid).
+pub(crate) fn changes_ids(jail: &Jail, caller: (u32, u32)) -> bool {
+    jail.user.as_ref().is_some_and(|u| (u.uid, u.gid) != caller)
 }
 
 /// Whether the child must reset every signal handler itself (no `CLONE_CLEAR_SIGHAND`).

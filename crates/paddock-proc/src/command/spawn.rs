@@ -47,6 +47,19 @@ impl Command {
             ),
         );
         let mut probing_eperm = false;
+        // A vfork-like child that changes credentials makes the kernel clear the spawner's
+        // `dumpable` flag (see `dumpable`): restored once no such child shares the memory.
+        let _dumpable = (!fork_like
+            && self.jail.as_ref().is_some_and(|j| {
+                policy::changes_ids(
+                    j,
+                    (
+                        rustix::process::geteuid().as_raw(),
+                        rustix::process::getegid().as_raw(),
+                    ),
+                )
+            }))
+        .then(super::dumpable::Guard::enter);
 
         let (pid, pidfd, slot) = loop {
             let needs_procs = policy::needs_procs_write(kind, has_cgroup);

@@ -62,6 +62,14 @@ pub struct Jail {
     /// forwards signals to the program, reaps every process, and exits with the program's
     /// status. Requires [`Namespaces::PID`](crate::Namespaces::PID).
     pub init: bool,
+    /// No other process runs, or will run while this child lives, with the uid or gid of
+    /// [`user`](Self::user) (a dynamic user's, unique to the sandbox). A credential change
+    /// then keeps the vfork-like clone, which copies none of the spawner's page tables:
+    /// nothing could signal, stop or trace the child while it still shares the spawner's
+    /// memory (the kernel makes that memory non-dumpable at the uid change; the spawner's
+    /// own setting is restored once no such child shares it any more). Otherwise a change
+    /// of uid or gid clones like `fork`.
+    pub exclusive_ids: bool,
 }
 
 /// A uid, a gid and supplementary groups, as numbers.

@@ -205,6 +205,7 @@ pub(super) unsafe fn start_init(plan: &super::ChildPlan, j: &RawJail, err_fd: Ra
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) } != 0 {
         fail(err_fd, RawStage::Init, 0);
     }
+    name_init(err_fd);
     if j.init_stack != 0 {
         // SAFETY: the stack was mapped by the parent before the clone that made this
         // process, so this process has its own copy of it, used by nothing else; the
@@ -256,16 +257,10 @@ pub(super) fn unblock_in_program(err_fd: RawFd) {
     }
 }
 
-/// `PR_SET_NAME`'s argument: what `ps` shows for the init (it would show the name of the
-/// parent's thread that spawned it otherwise).
-const INIT_NAME: &[u8; 13] = b"paddock-init\0";
-
-/// The init gives up what it does not need before it waits: named `paddock-init`; not
-/// dumpable (its memory is a copy of the spawning process's, which nothing in the jail may
-/// read through `ptrace` or `/proc/1/mem`); the jail's uid and gid (so nothing in the
-/// sandbox runs as the caller); no capabilities; `no_new_privs`. A failure is reported as
-/// [`RawStage::Init`] (index 3 and up) and ends the init, and with it the namespace.
-fn drop_init_privileges(j: &RawJail, err_fd: RawFd) {
+/// The init's name and its memory made non-dumpable, before the program is started (so
+/// neither is ever seen otherwise from inside the namespace; the program's `execve`
+/// resets both for itself).
+fn name_init(err_fd: RawFd) {
     // SAFETY: prctl(PR_SET_NAME) with a pointer to a NUL-terminated static string.
     unsafe {
         libc::prctl(
@@ -280,6 +275,21 @@ fn drop_init_privileges(j: &RawJail, err_fd: RawFd) {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         fail(err_fd, RawStage::Init, 3);
     }
+}
+
+/// `PR_SET_NAME`'s argument: what `ps` shows for the init (it would show the name of the
+/// parent's thread that spawned it otherwise).
+const INIT_NAME: &[u8; 13] = b"paddock-init\0";
+
+/// The init gives up what it does not need before it waits (named `paddock-init` and not
+/// dumpable already, [`name_init`]: its memory is a copy of the spawning process's, which
+/// nothing in the jail may read through `ptrace` or `/proc/1/mem`): the jail's uid and gid
+/// (so nothing in the sandbox runs as the caller); no capabilities; `no_new_privs`. Until
+/// then the program, already running, sees a root pid 1 it can neither signal nor trace (it
+/// has neither the init's uid nor its capabilities, and the init is not dumpable). A failure
+/// is reported as [`RawStage::Init`] (index 4 and up) and ends the init, and with it the
+/// namespace.
+fn drop_init_privileges(j: &RawJail, err_fd: RawFd) {
     if j.set_ids {
         if j.set_groups {
             // SAFETY: raw setgroups with an empty list (a null pointer is not read).

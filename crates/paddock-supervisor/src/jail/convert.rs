@@ -132,6 +132,9 @@ pub(crate) fn proc_jail(spec: &JailSpec, r: &Resolved) -> (Jail, Namespaces) {
         landlock,
         seccomp: r.seccomp.clone(),
         init: spec.init.unwrap_or(ns.contains(Namespaces::PID)),
+        // A dynamic uid (and its gid) is this sandbox's alone while any of its processes
+        // lives (`crate::uids`): the spawn may keep the vfork-like clone.
+        exclusive_ids: r.dynamic_uid.is_some(),
     };
     (jail, ns)
 }

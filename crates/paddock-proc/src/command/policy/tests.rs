@@ -386,7 +386,8 @@ fn close_mode_from_probes() {
 }
 
 #[test]
-fn jails_that_change_credentials_make_a_user_namespace_or_run_an_init_clone_like_fork() {
+fn jails_that_change_credentials_to_shared_ids_make_a_user_namespace_or_run_an_init_clone_like_fork()
+ {
     use crate::jail::{Jail, User};
     let plain = Jail::default();
     assert!(!needs_fork_like(None, Namespaces::NONE, false, (0, 0)));
@@ -423,6 +424,35 @@ fn jails_that_change_credentials_make_a_user_namespace_or_run_an_init_clone_like
         Namespaces::NONE,
         false,
         (1, 0)
+    ));
+    // Ids no other process holds (a dynamic user): the vfork-like clone stays.
+    let exclusive = Jail {
+        exclusive_ids: true,
+        ..user.clone()
+    };
+    assert!(!needs_fork_like(
+        Some(&exclusive),
+        Namespaces::PID | Namespaces::MOUNT,
+        false,
+        (0, 0)
+    ));
+    assert!(changes_ids(&exclusive, (0, 0)) && !changes_ids(&exclusive, (1, 1)));
+    // ... but not with an init or a user namespace.
+    let exclusive_init = Jail {
+        init: true,
+        ..exclusive.clone()
+    };
+    assert!(needs_fork_like(
+        Some(&exclusive_init),
+        Namespaces::PID,
+        false,
+        (0, 0)
+    ));
+    assert!(needs_fork_like(
+        Some(&exclusive),
+        Namespaces::USER,
+        false,
+        (0, 0)
     ));
     let init = Jail {
         init: true,
