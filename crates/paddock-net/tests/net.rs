@@ -1,0 +1,491 @@
+//! Real-kernel tests of paddock-net, as root. Traffic only ever flows between network
+//! namespaces these tests create (the host's and the sandboxes'), on addresses of
+//! 198.18.0.0/15 (RFC 2544, reserved for benchmarking), never to anything outside.
+//!
+//! Every test owns a unique tag and pin directory; its `Cleanup` guard reclaims
+//! everything with that tag and removes the directory when the test ends, passed or not,
+//! and then checks that nothing of it is left.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use paddock_net::{Key, LeasePool, NetnsDir, Network, SandboxSpec, Tag, TapSpec, link, netns};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unavailable(test: &str) -> bool {
+    if let Some(reason) = paddock_testutil::root_tests_unavailable() {
+        paddock_testutil::skip(test, &reason);
+        return true;
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        paddock_testutil::skip(test, "/dev/net/tun is missing (tun module not loaded)");
+        return true;
+    }
+    false
+}
+
+/// A unique tag, pin directory and pool for one test; cleans up on drop.
+struct Cleanup {
+    tag: Tag,
+    pin_dir: PathBuf,
+    /// Untagged links the test made itself, deleted by name.
+    own_links: Vec<String>,
+}
+
+impl Cleanup {
+    fn new(test: &str) -> Self {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = format!("t{}-{n}", std::process::id());
+        Self {
+            tag: Tag::new(format!("paddock-test-{id}")).unwrap(),
+            pin_dir: PathBuf::from(format!("/run/paddock-test-netns/{test}-{id}")),
+            own_links: Vec::new(),
+        }
+    }
+
+    fn pool(&self, third_octet: u8) -> LeasePool {
+        LeasePool::new(format!("198.18.{third_octet}.0/24").parse().unwrap(), 30).unwrap()
+    }
+
+    async fn network(&self) -> Network {
+        Network::new(&self.pin_dir, self.tag.clone()).await.unwrap()
+    }
+
+    /// Host links whose alias carries this test's tag.
+    async fn tagged_links(&self) -> Vec<String> {
+        let h = link::connect("host", None).await.unwrap();
+        let prefix = format!("{}+", self.tag);
+        link::dump(&h)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| link::alias_of(m).is_some_and(|a| a.starts_with(&prefix)))
+            .filter_map(|m| link::name_of(m).map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let tag = self.tag.clone();
+        let pin_dir = self.pin_dir.clone();
+        let own = std::mem::take(&mut self.own_links);
+        // A thread with a runtime of its own: the test's runtime may be gone or be the
+        // one dropping us.
+        let r = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let net = Network::new(&pin_dir, tag).await.unwrap();
+                let left = net.reclaim(&HashSet::new()).await;
+                let h = link::connect("host", None).await.unwrap();
+                for name in own {
+                    if let Ok(Some(m)) = link::get(&h, &name).await {
+                        let _ = link::delete(&h, m.header.index, &name).await;
+                    }
+                }
+                // The pin directory is the test's own: whatever else is pinned there
+                // (namespaces of a foreign name the test made) goes too.
+                let dir = NetnsDir::new(&pin_dir);
+                for name in dir.list().unwrap_or_default() {
+                    let _ = dir.delete(&name);
+                }
+                let _ = std::fs::remove_dir(&pin_dir);
+                // The parent too once the last test is done with it (ENOTEMPTY before).
+                if let Some(parent) = pin_dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+                left
+            })
+        })
+        .join();
+        if !std::thread::panicking() {
+            let report = r.expect("cleanup thread").expect("cleanup reclaim");
+            assert!(
+                report.links.is_empty() && report.namespaces.is_empty(),
+                "the test left objects behind: {report:?}"
+            );
+            assert!(
+                !self.pin_dir.exists(),
+                "{} left behind",
+                self.pin_dir.display()
+            );
+        }
+    }
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+/// Runs `f` on a thread inside the namespace pinned at `path`.
+fn in_ns<R: Send + 'static>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> std::thread::JoinHandle<R> {
+    let fd = std::fs::File::open(path).unwrap();
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
+}
+
+fn exchange(stream: &mut TcpStream, send: &[u8], expect: &[u8]) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(send).unwrap();
+    let mut buf = vec![0u8; expect.len()];
+    stream.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, expect);
+}
+
+/// Host → sandbox and sandbox → host over TCP, through the veth pair and the default
+/// route; then teardown (twice) leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_sandbox_talk_tcp_and_teardown_is_idempotent() {
+    let test = "host_and_sandbox_talk_tcp_and_teardown_is_idempotent";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let net = c.network().await;
+    let mut pool = c.pool(10);
+    let k = key("tcp@1");
+    let lease = pool.allocate(k.as_str()).unwrap();
+    let sn = net
+        .create(
+            &k,
+            &SandboxSpec {
+                lease: lease.clone(),
+                taps: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sn.host_ifname, net.owner(&k).host_ifname());
+    assert_eq!(c.tagged_links().await, vec![sn.host_ifname.clone()]);
+
+    // Host → sandbox: a listener inside, bound to the sandbox's address.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sandbox_ip = lease.sandbox;
+    let server = in_ns(&sn.netns, move || {
+        let l = TcpListener::bind((sandbox_ip, 0)).unwrap();
+        tx.send(l.local_addr().unwrap().port()).unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        s.write_all(b"pong").unwrap();
+        peer
+    });
+    let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from((sandbox_ip, port)),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    exchange(&mut s, b"ping", b"pong");
+    let peer = server.join().unwrap();
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(lease.host),
+        "the host reaches the sandbox from the host side's address"
+    );
+
+    // Sandbox → host, to the host side's address (through eth0).
+    let l = TcpListener::bind((lease.host, 0)).unwrap();
+    let hp = l.local_addr().unwrap().port();
+    let host_ip = lease.host;
+    let client = in_ns(&sn.netns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((host_ip, hp)), Duration::from_secs(10))
+                .unwrap();
+        exchange(&mut s, b"helo", b"back");
+        s.local_addr().unwrap().ip()
+    });
+    let (mut a, _) = l.accept().unwrap();
+    let mut buf = [0u8; 4];
+    a.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"helo");
+    a.write_all(b"back").unwrap();
+    assert_eq!(client.join().unwrap(), std::net::IpAddr::V4(sandbox_ip));
+
+    // Teardown twice; nothing of the sandbox is left.
+    net.teardown(&k).await.unwrap();
+    net.teardown(&k).await.unwrap();
+    assert!(c.tagged_links().await.is_empty());
+    assert!(!sn.netns.exists());
+    let h = link::connect("host", None).await.unwrap();
+    assert!(link::get(&h, &sn.host_ifname).await.unwrap().is_none());
+    pool.release(k.as_str());
+}
+
+/// A tap inside the sandbox with the given owner, group, multi-queue and vnet header,
+/// persistent and up; not visible in the host namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_exists_inside_with_its_owner() {
+    let test = "tap_exists_inside_with_its_owner";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let net = c.network().await;
+    let mut pool = c.pool(11);
+    let k = key("tap@1");
+    let tap = TapSpec {
+        name: "tap0".into(),
+        uid: Some(4242),
+        gid: Some(4343),
+        multi_queue: true,
+        vnet_hdr: true,
+    };
+    let plain = TapSpec::new("tap1");
+    let spec = SandboxSpec {
+        lease: pool.allocate(k.as_str()).unwrap(),
+        taps: vec![tap, plain],
+    };
+    let sn = net.create(&k, &spec).await.unwrap();
+    assert_eq!(sn.taps, vec!["tap0".to_owned(), "tap1".to_owned()]);
+
+    let ns = NetnsDir::new(&c.pin_dir).open(&sn.owner).unwrap();
+    let inside = link::connect("sandbox", Some(ns)).await.unwrap();
+    let m = link::get(&inside, "tap0")
+        .await
+        .unwrap()
+        .expect("tap0 inside the sandbox");
+    let info = paddock_net::tap::info(&m).expect("tap0 is a tun/tap device");
+    assert_eq!(
+        info,
+        paddock_net::tap::TapInfo {
+            uid: Some(4242),
+            gid: Some(4343),
+            is_tap: true,
+            multi_queue: true,
+            vnet_hdr: true,
+            persist: true,
+        }
+    );
+    assert!(
+        m.header
+            .flags
+            .contains(netlink_packet_route::link::LinkFlags::Up)
+    );
+    let m1 = link::get(&inside, "tap1")
+        .await
+        .unwrap()
+        .expect("tap1 inside");
+    let i1 = paddock_net::tap::info(&m1).unwrap();
+    assert_eq!(
+        (i1.uid, i1.gid, i1.multi_queue, i1.is_tap),
+        (None, None, false, true)
+    );
+
+    let host = link::connect("host", None).await.unwrap();
+    assert!(
+        link::get(&host, "tap0").await.unwrap().is_none() || {
+            // A tap0 of the host's own is not ours; ours must not be it.
+            let hm = link::get(&host, "tap0").await.unwrap().unwrap();
+            paddock_net::tap::info(&hm).is_none_or(|i| i.uid != Some(4242))
+        }
+    );
+    drop(inside);
+    net.teardown(&k).await.unwrap();
+}
+
+/// A bad tap name is refused before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_leaves_nothing() {
+    let test = "a_failed_create_leaves_nothing";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let net = c.network().await;
+    let mut pool = c.pool(12);
+    let k = key("fail@1");
+    let lease = pool.allocate(k.as_str()).unwrap();
+    // Invalid name: refused up front.
+    let e = net
+        .create(
+            &k,
+            &SandboxSpec {
+                lease: lease.clone(),
+                taps: vec![TapSpec::new("eth0")],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tap name"), "{e}");
+    // A failure half-way rolls back everything made before it: the second tap has the
+    // first one's name with other flags, which TUNSETIFF refuses (EINVAL) after the
+    // namespace, the veth pair and the first tap exist.
+    let dup = vec![
+        TapSpec::new("tapx"),
+        TapSpec {
+            multi_queue: true,
+            ..TapSpec::new("tapx")
+        },
+    ];
+    let e = net
+        .create(&k, &SandboxSpec { lease, taps: dup })
+        .await
+        .unwrap_err();
+    assert!(e.errno().is_some(), "{e}");
+    assert!(e.to_string().contains("tapx"), "{e}");
+    assert!(c.tagged_links().await.is_empty(), "rolled back");
+    assert!(
+        NetnsDir::new(&c.pin_dir).list().unwrap().is_empty(),
+        "rolled back"
+    );
+}
+
+/// Reclaim removes what carries the tag and is not live — links with a tagged alias,
+/// pinned namespaces, an orphan pin file — and leaves the live sandbox, an untagged veth,
+/// a link and a namespace of another tag, and a foreign pin file alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_removes_only_tagged_leftovers() {
+    let test = "reclaim_removes_only_tagged_leftovers";
+    if unavailable(test) {
+        return;
+    }
+    let mut c = Cleanup::new(test);
+    let net = c.network().await;
+    let mut pool = c.pool(13);
+    let (live, dead) = (key("live@1"), key("dead@1"));
+    let live_net = net
+        .create(
+            &live,
+            &SandboxSpec {
+                lease: pool.allocate(live.as_str()).unwrap(),
+                taps: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let dead_net = net
+        .create(
+            &dead,
+            &SandboxSpec {
+                lease: pool.allocate(dead.as_str()).unwrap(),
+                taps: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+    let host = link::connect("host", None).await.unwrap();
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:x}{n}", std::process::id() % 0xfffff);
+    // An untagged veth the test made itself.
+    let (ua, ub) = (format!("pu{id}a"), format!("pu{id}b"));
+    c.own_links.extend([ua.clone(), ub.clone()]);
+    link::add_veth(&host, &ua, &ub).await.unwrap();
+    // A veth with another instance's tag, and one with this tag left by a "crash" after
+    // its namespace was gone (a tagged host link only).
+    let (oa, ob) = (format!("po{id}a"), format!("po{id}b"));
+    c.own_links.extend([oa.clone(), ob.clone()]);
+    link::add_veth(&host, &oa, &ob).await.unwrap();
+    let oi = link::index(&host, &oa).await.unwrap();
+    link::set_alias(&host, oi, &oa, &format!("other-instance+{}", dead.as_str()))
+        .await
+        .unwrap();
+    let (ta, tb) = (format!("pt{id}a"), format!("pt{id}b"));
+    c.own_links.extend([ta.clone(), tb.clone()]);
+    link::add_veth(&host, &ta, &tb).await.unwrap();
+    let ti = link::index(&host, &ta).await.unwrap();
+    link::set_alias(&host, ti, &ta, &format!("{}+orphan@1", c.tag))
+        .await
+        .unwrap();
+    // Pinned namespaces of another tag, a foreign name, and an orphan pin file of ours.
+    let dir = NetnsDir::new(&c.pin_dir);
+    let other = format!("other-instance+{}", dead.as_str());
+    drop(dir.create(&other).await.unwrap());
+    drop(dir.create("foreign").await.unwrap());
+    let orphan = format!("{}+orphanfile@1", c.tag);
+    std::fs::write(c.pin_dir.join(&orphan), b"").unwrap();
+
+    let report = net.reclaim(&HashSet::from([live.clone()])).await.unwrap();
+    let mut links = report.links.clone();
+    links.sort();
+    let mut want = vec![dead_net.host_ifname.clone(), ta.clone()];
+    want.sort();
+    assert_eq!(links, want, "{report:?}");
+    let mut nss = report.namespaces.clone();
+    nss.sort();
+    let mut want_ns = vec![dead_net.owner.clone(), orphan.clone()];
+    want_ns.sort();
+    assert_eq!(nss, want_ns, "{report:?}");
+
+    // What must stay, stayed.
+    // (`tb` went with `ta`: deleting one end of a veth pair deletes both.)
+    assert!(link::get(&host, &tb).await.unwrap().is_none());
+    for name in [&ua, &ub, &oa, &ob, &live_net.host_ifname] {
+        assert!(
+            link::get(&host, name).await.unwrap().is_some(),
+            "{name} was removed"
+        );
+    }
+    let mut left = dir.list().unwrap();
+    left.sort();
+    let mut want_left = vec![live_net.owner.clone(), other.clone(), "foreign".to_owned()];
+    want_left.sort();
+    assert_eq!(left, want_left);
+    dir.open(&live_net.owner).unwrap();
+
+    // A second reclaim finds nothing; then clean up what is not ours to reclaim.
+    let again = net.reclaim(&HashSet::from([live.clone()])).await.unwrap();
+    assert_eq!(again, Default::default());
+    assert!(dir.delete(&other).unwrap());
+    assert!(dir.delete("foreign").unwrap());
+    assert!(!dir.delete("foreign").unwrap());
+    net.teardown(&live).await.unwrap();
+}
+
+/// Namespaces: create, open by name, refuse a duplicate, delete twice; the namespace is
+/// a different one from the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_namespace_lifecycle() {
+    let test = "pinned_namespace_lifecycle";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let dir = NetnsDir::new(&c.pin_dir);
+    let name = format!("{}+ns@1", c.tag);
+    let fd = dir.create(&name).await.unwrap();
+    let e = dir.create(&name).await.unwrap_err();
+    assert_eq!(e.errno(), Some(17), "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
+    let st = rustix::fs::fstat(&fd).unwrap();
+    let host = rustix::fs::fstat(netns::open_host().unwrap()).unwrap();
+    assert_ne!(st.st_ino, host.st_ino, "a new namespace");
+    let again = rustix::fs::fstat(dir.open(&name).unwrap()).unwrap();
+    assert_eq!(again.st_ino, st.st_ino, "opened by name");
+    // Inside: only lo, and it is down.
+    let inside = link::connect("ns", Some(fd)).await.unwrap();
+    let links: Vec<String> = link::dump(&inside)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| link::name_of(m).map(str::to_owned))
+        .collect();
+    assert_eq!(links, vec!["lo".to_owned()]);
+    drop(inside);
+    assert!(dir.delete(&name).unwrap());
+    assert!(!dir.delete(&name).unwrap());
+    let e = dir.open(&name).unwrap_err();
+    assert_eq!(e.errno(), Some(2), "{e}");
+    let _ = Ipv4Addr::LOCALHOST;
+}
