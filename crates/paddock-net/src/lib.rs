@@ -8,6 +8,8 @@
 //!   inside, addresses from a [`Lease`] of a [`LeasePool`], a default route via the host
 //!   side, `lo` up;
 //! - optional tap devices inside ([`TapSpec`]) with an owner uid/gid, multi-queue;
+//! - optional nftables rules ([`Rules`]: egress NAT, published ports, isolation) in a
+//!   table the instance owns ([`nft`]);
 //!
 //! and tears it down ([`Network::teardown`], idempotent) or reclaims what a crash left
 //! ([`Network::reclaim`]: everything with this instance's tag whose key is not live;
@@ -32,6 +34,9 @@
 //!   `sys.rs`), because the kernel refuses tun/tap creation over rtnetlink; the `tun` /
 //!   `tun-tap` crates wrap the same ioctls around an fd they keep open, with no
 //!   `TUNSETOWNER`/`TUNSETGROUP`/persist control, and bring async stacks we do not need.
+//! - **nftables through `nft -j -f -`** and `serde_json`: see [`nft`] for why not
+//!   netlink or the `nftables` crate. Needs the `nft` binary (Debian: `nftables`) only
+//!   when rules are asked for; without it, teardown and reclaim have no rules to remove.
 //! - `unsafe`: only in `sys.rs` (`unshare(CLONE_NEWNET)`, the tun ioctls), each block
 //!   with its `SAFETY` comment.
 //!
@@ -43,7 +48,10 @@
 //! tagged link.
 //!
 //! # Not done here
-//! - IPv6: not configured (only IPv4 leases; `eth0` gets the kernel's link-local address).
+//! - IPv6: not configured (only IPv4 leases and an `ip` nftables table; `eth0` gets the
+//!   kernel's link-local address).
+//! - `teardown` runs `nft` (a few ms) even for a sandbox that had no rules; the caller,
+//!   which records what it made, could skip it.
 //! - The pin directory's mount propagation is not made shared (as `ip netns add` does):
 //!   a mount namespace copied while a namespace is pinned keeps a reference to it until
 //!   that mount namespace ends.
@@ -52,6 +60,7 @@ pub mod error;
 pub mod link;
 pub mod netns;
 mod network;
+pub mod nft;
 pub mod owner;
 pub mod pool;
 mod sys;
@@ -60,6 +69,7 @@ pub mod tap;
 pub use error::{Error, Result};
 pub use netns::{DEFAULT_PIN_DIR, NetnsDir};
 pub use network::{Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec};
+pub use nft::{Nft, Protocol, Publish, Rules};
 pub use owner::{Key, Owner, Tag};
 pub use pool::{Lease, LeasePool, PoolError};
 pub use tap::TapSpec;

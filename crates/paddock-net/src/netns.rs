@@ -224,3 +224,14 @@ pub fn open_host() -> Result<OwnedFd> {
     )
     .map_err(|e| Error::os("open host network namespace", "/proc/self/ns/net", e.into()))
 }
+
+/// Sets `net.ipv4.ip_forward` in the namespace `ns` (a per-namespace sysctl; written from
+/// a thread inside it). Egress NAT and published ports need it on in the host namespace;
+/// nothing in this crate calls this on its own.
+pub async fn set_ipv4_forwarding(ns: OwnedFd, on: bool) -> Result<()> {
+    on_thread("net.ipv4.ip_forward", Some(ns), move || {
+        fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
+            .map_err(|e| Error::os("write", "/proc/sys/net/ipv4/ip_forward", e))
+    })
+    .await
+}

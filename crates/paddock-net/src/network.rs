@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::link;
 use crate::netns::{self, NetnsDir};
+use crate::nft::{Nft, Rules};
 use crate::owner::{Key, Owner, Tag};
 use crate::pool::Lease;
 use crate::tap::{self, TapSpec};
@@ -25,6 +26,9 @@ pub struct SandboxSpec {
     /// Tap devices to create inside.
     #[serde(default)]
     pub taps: Vec<TapSpec>,
+    /// NAT, published ports and isolation (nftables; none by default).
+    #[serde(default)]
+    pub rules: Rules,
 }
 
 /// A sandbox's network as created.
@@ -49,36 +53,55 @@ pub struct ReclaimReport {
     pub links: Vec<String>,
     /// Pinned namespaces removed (names).
     pub namespaces: Vec<String>,
+    /// Owners whose nftables rules were removed.
+    pub rules: Vec<String>,
 }
 
 /// One instance's sandbox networks. Everything it creates carries its tag (see
 /// [`crate::owner`]); it never changes or removes an object without it.
 ///
-/// The handle holds a netlink connection in the host namespace (the process's, read
-/// from `/proc/self/ns/net`), driven by a task on the tokio runtime it was made on.
+/// The handle holds a netlink connection in the host namespace, driven by a task on the
+/// tokio runtime it was made on, and runs `nft` there.
 #[derive(Debug)]
 pub struct Network {
     dir: NetnsDir,
     tag: Tag,
     host_ns: OwnedFd,
     host: Handle,
+    nft: Nft,
 }
 
 impl Network {
     /// An instance tagged `tag` pinning its namespaces in `pin_dir`
     /// ([`crate::DEFAULT_PIN_DIR`] by default). Must be called inside a tokio runtime.
+    ///
+    /// The host namespace is the process's (`/proc/self/ns/net`).
     pub async fn new(pin_dir: impl Into<PathBuf>, tag: Tag) -> Result<Self> {
-        let host_ns = netns::open_host()?;
-        let dup = host_ns
-            .try_clone()
-            .map_err(|e| Error::os("duplicate fd of", "the host network namespace", e))?;
-        let host = link::connect("the host network namespace", Some(dup)).await?;
+        Self::new_in(pin_dir, tag, netns::open_host()?).await
+    }
+
+    /// As [`Network::new`], with `host_ns` playing the host: the veth pairs' host sides
+    /// and the nftables table live there (tests use a "router" namespace of their own).
+    pub async fn new_in(pin_dir: impl Into<PathBuf>, tag: Tag, host_ns: OwnedFd) -> Result<Self> {
+        let dup = || {
+            host_ns
+                .try_clone()
+                .map_err(|e| Error::os("duplicate fd of", "the host network namespace", e))
+        };
+        let host = link::connect("the host network namespace", Some(dup()?)).await?;
+        let nft = Nft::new(&tag, dup()?);
         Ok(Self {
             dir: NetnsDir::new(pin_dir),
             tag,
             host_ns,
             host,
+            nft,
         })
+    }
+
+    /// The instance's nftables table.
+    pub fn nft(&self) -> &Nft {
+        &self.nft
     }
 
     /// The instance's tag.
@@ -99,7 +122,7 @@ impl Network {
     /// Creates `key`'s network: a namespace pinned as `<tag>+<key>`, a veth pair whose
     /// host side (`pdk<hash>`, alias `<tag>+<key>`) has `lease.host` and is up, and whose
     /// peer is `eth0` inside with `lease.sandbox` and a default route via `lease.host`;
-    /// `lo` up inside; the taps of `spec` inside, up.
+    /// `lo` up inside; the taps of `spec` inside, up; then its nftables rules, if any.
     ///
     /// The veth pair is made inside the new namespace, tagged there, and only then moved
     /// out, so at no moment does an untagged link exist in the host namespace. On any
@@ -159,6 +182,9 @@ impl Network {
             link::up(&inside, idx, &t.name).await?;
             taps.push(t.name.clone());
         }
+        if !spec.rules.is_empty() {
+            self.nft.apply(owner, &host_if, lease, &spec.rules).await?;
+        }
         Ok(SandboxNet {
             owner: name.clone(),
             netns: self.dir.path_of(&name),
@@ -168,8 +194,9 @@ impl Network {
         })
     }
 
-    /// Removes `key`'s network: the host-side link (only if its alias is this owner), then
-    /// the pinned namespace (with `eth0` and the taps in it). Idempotent: missing objects
+    /// Removes `key`'s network: its nftables rules (those with its owner as comment), the
+    /// host-side link (only if its alias is this owner), then the pinned namespace (with
+    /// `eth0` and the taps in it). Idempotent: missing objects
     /// are fine. A link of that name with another owner is left alone and reported as
     /// [`Error::NotOwned`] after the namespace is removed.
     pub async fn teardown(&self, key: &Key) -> Result<()> {
@@ -177,6 +204,7 @@ impl Network {
         let name = owner.to_string();
         let host_if = owner.host_ifname();
         let mut not_owned = None;
+        self.nft.remove(&owner).await?;
         if let Some(m) = link::get(&self.host, &host_if).await? {
             match link::alias_of(&m) {
                 Some(a) if a == name => {
@@ -198,11 +226,20 @@ impl Network {
         }
     }
 
-    /// Removes every host link and pinned namespace that carries this instance's tag and
-    /// whose key is not in `live`. Objects without the tag (another tag, no alias, a name
+    /// Removes every nftables rule, host link and pinned namespace that carries this
+    /// instance's tag and whose key is not in `live`. Objects without the tag (another tag, no alias, a name
     /// that is not `<tag>+<key>`) are never touched.
     pub async fn reclaim(&self, live: &HashSet<Key>) -> Result<ReclaimReport> {
-        let mut report = ReclaimReport::default();
+        let mut report = ReclaimReport {
+            rules: self
+                .nft
+                .reclaim(&self.tag, |o| live.contains(&o.key))
+                .await?,
+            ..ReclaimReport::default()
+        };
+        for owner in &report.rules {
+            tracing::warn!(owner = %owner, "reclaimed stale sandbox nftables rules");
+        }
         let stale =
             |s: &str| Owner::parse(s).filter(|o| o.tag == self.tag && !live.contains(&o.key));
         for m in link::dump(&self.host).await? {

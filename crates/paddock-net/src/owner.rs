@@ -22,8 +22,9 @@ pub const LINK_PREFIX: &str = "pdk";
 
 /// The longest tag accepted.
 pub const MAX_TAG: usize = 64;
-/// The longest key accepted.
-pub const MAX_KEY: usize = 128;
+/// The longest key accepted (so that an owner, at most 128 bytes, fits an nftables
+/// comment).
+pub const MAX_KEY: usize = 63;
 
 fn check(what: &'static str, value: &str, max: usize, extra: &[u8]) -> Result<(), Error> {
     let bad = |reason: &'static str| Error::Invalid {
@@ -52,7 +53,7 @@ fn check(what: &'static str, value: &str, max: usize, extra: &[u8]) -> Result<()
 }
 
 /// The instance tag: who created an object (for paddock, the daemon's or run's owner
-/// string). At most [`MAX_TAG`] bytes of `[A-Za-z0-9._:-]`.
+/// string, `daemon:<32 hex>` or `pid:<pid>:<start time>:<pid ns>`). At most [`MAX_TAG`] bytes of `[A-Za-z0-9._:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(String);
 
@@ -77,7 +78,8 @@ impl fmt::Display for Tag {
 }
 
 /// The sandbox key: which sandbox of the instance an object belongs to (for paddock, the
-/// cgroup name `<id>@<lifecycle>`). At most [`MAX_KEY`] bytes of `[A-Za-z0-9._:@-]`.
+/// lifecycle ID, 16 hex digits, unique per start; sandbox IDs may hold any character and
+/// are too long). At most [`MAX_KEY`] bytes of `[A-Za-z0-9._:@-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(String);
 
@@ -141,7 +143,7 @@ impl fmt::Display for Owner {
 }
 
 /// 32-bit FNV-1a (a fixed, documented hash, unlike std's `DefaultHasher`).
-fn fnv1a(bytes: &[u8]) -> u32 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for &b in bytes {
         h ^= u32::from(b);

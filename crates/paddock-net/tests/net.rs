@@ -9,147 +9,13 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use paddock_net::{Key, LeasePool, NetnsDir, Network, SandboxSpec, Tag, TapSpec, link, netns};
+mod common;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn unavailable(test: &str) -> bool {
-    if let Some(reason) = paddock_testutil::root_tests_unavailable() {
-        paddock_testutil::skip(test, &reason);
-        return true;
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        paddock_testutil::skip(test, "/dev/net/tun is missing (tun module not loaded)");
-        return true;
-    }
-    false
-}
-
-/// A unique tag, pin directory and pool for one test; cleans up on drop.
-struct Cleanup {
-    tag: Tag,
-    pin_dir: PathBuf,
-    /// Untagged links the test made itself, deleted by name.
-    own_links: Vec<String>,
-}
-
-impl Cleanup {
-    fn new(test: &str) -> Self {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let id = format!("t{}-{n}", std::process::id());
-        Self {
-            tag: Tag::new(format!("paddock-test-{id}")).unwrap(),
-            pin_dir: PathBuf::from(format!("/run/paddock-test-netns/{test}-{id}")),
-            own_links: Vec::new(),
-        }
-    }
-
-    fn pool(&self, third_octet: u8) -> LeasePool {
-        LeasePool::new(format!("198.18.{third_octet}.0/24").parse().unwrap(), 30).unwrap()
-    }
-
-    async fn network(&self) -> Network {
-        Network::new(&self.pin_dir, self.tag.clone()).await.unwrap()
-    }
-
-    /// Host links whose alias carries this test's tag.
-    async fn tagged_links(&self) -> Vec<String> {
-        let h = link::connect("host", None).await.unwrap();
-        let prefix = format!("{}+", self.tag);
-        link::dump(&h)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|m| link::alias_of(m).is_some_and(|a| a.starts_with(&prefix)))
-            .filter_map(|m| link::name_of(m).map(str::to_owned))
-            .collect()
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let tag = self.tag.clone();
-        let pin_dir = self.pin_dir.clone();
-        let own = std::mem::take(&mut self.own_links);
-        // A thread with a runtime of its own: the test's runtime may be gone or be the
-        // one dropping us.
-        let r = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let net = Network::new(&pin_dir, tag).await.unwrap();
-                let left = net.reclaim(&HashSet::new()).await;
-                let h = link::connect("host", None).await.unwrap();
-                for name in own {
-                    if let Ok(Some(m)) = link::get(&h, &name).await {
-                        let _ = link::delete(&h, m.header.index, &name).await;
-                    }
-                }
-                // The pin directory is the test's own: whatever else is pinned there
-                // (namespaces of a foreign name the test made) goes too.
-                let dir = NetnsDir::new(&pin_dir);
-                for name in dir.list().unwrap_or_default() {
-                    let _ = dir.delete(&name);
-                }
-                let _ = std::fs::remove_dir(&pin_dir);
-                // The parent too once the last test is done with it (ENOTEMPTY before).
-                if let Some(parent) = pin_dir.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
-                left
-            })
-        })
-        .join();
-        if !std::thread::panicking() {
-            let report = r.expect("cleanup thread").expect("cleanup reclaim");
-            assert!(
-                report.links.is_empty() && report.namespaces.is_empty(),
-                "the test left objects behind: {report:?}"
-            );
-            assert!(
-                !self.pin_dir.exists(),
-                "{} left behind",
-                self.pin_dir.display()
-            );
-        }
-    }
-}
-
-fn key(s: &str) -> Key {
-    Key::new(s).unwrap()
-}
-
-/// Runs `f` on a thread inside the namespace pinned at `path`.
-fn in_ns<R: Send + 'static>(
-    path: &std::path::Path,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> std::thread::JoinHandle<R> {
-    let fd = std::fs::File::open(path).unwrap();
-    std::thread::spawn(move || {
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&fd),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-        f()
-    })
-}
-
-fn exchange(stream: &mut TcpStream, send: &[u8], expect: &[u8]) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(send).unwrap();
-    let mut buf = vec![0u8; expect.len()];
-    stream.read_exact(&mut buf).unwrap();
-    assert_eq!(buf, expect);
-}
+use common::{Cleanup, SEQ, exchange, in_ns, key, unavailable};
+use paddock_net::{NetnsDir, SandboxSpec, TapSpec, link, netns};
 
 /// Host → sandbox and sandbox → host over TCP, through the veth pair and the default
 /// route; then teardown (twice) leaves nothing.
@@ -170,6 +36,7 @@ async fn host_and_sandbox_talk_tcp_and_teardown_is_idempotent() {
             &SandboxSpec {
                 lease: lease.clone(),
                 taps: vec![],
+                rules: Default::default(),
             },
         )
         .await
@@ -255,6 +122,7 @@ async fn tap_exists_inside_with_its_owner() {
     let spec = SandboxSpec {
         lease: pool.allocate(k.as_str()).unwrap(),
         taps: vec![tap, plain],
+        rules: Default::default(),
     };
     let sn = net.create(&k, &spec).await.unwrap();
     assert_eq!(sn.taps, vec!["tap0".to_owned(), "tap1".to_owned()]);
@@ -323,6 +191,7 @@ async fn a_failed_create_leaves_nothing() {
             &SandboxSpec {
                 lease: lease.clone(),
                 taps: vec![TapSpec::new("eth0")],
+                rules: Default::default(),
             },
         )
         .await
@@ -339,7 +208,14 @@ async fn a_failed_create_leaves_nothing() {
         },
     ];
     let e = net
-        .create(&k, &SandboxSpec { lease, taps: dup })
+        .create(
+            &k,
+            &SandboxSpec {
+                lease,
+                taps: dup,
+                rules: Default::default(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(e.errno().is_some(), "{e}");
@@ -370,6 +246,7 @@ async fn reclaim_removes_only_tagged_leftovers() {
             &SandboxSpec {
                 lease: pool.allocate(live.as_str()).unwrap(),
                 taps: vec![],
+                rules: Default::default(),
             },
         )
         .await
@@ -380,6 +257,7 @@ async fn reclaim_removes_only_tagged_leftovers() {
             &SandboxSpec {
                 lease: pool.allocate(dead.as_str()).unwrap(),
                 taps: vec![],
+                rules: Default::default(),
             },
         )
         .await
