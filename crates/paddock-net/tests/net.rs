@@ -367,3 +367,42 @@ async fn pinned_namespace_lifecycle() {
     assert_eq!(e.errno(), Some(2), "{e}");
     let _ = Ipv4Addr::LOCALHOST;
 }
+
+/// Timing of create + teardown of one sandbox network (no taps, no rules), 30 rounds;
+/// prints p50 and max. Run on demand:
+/// `cargo test -p paddock-net --test net -- --ignored --nocapture create_teardown_timing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn create_teardown_timing() {
+    let test = "create_teardown_timing";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let net = c.network().await;
+    let mut pool = c.pool(40);
+    let mut times = Vec::new();
+    for i in 0..30 {
+        let k = key(&format!("timing{i}"));
+        let lease = pool.allocate(k.as_str()).unwrap();
+        let t = std::time::Instant::now();
+        net.create(
+            &k,
+            &SandboxSpec {
+                lease,
+                taps: vec![],
+                rules: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let created = t.elapsed();
+        net.teardown(&k).await.unwrap();
+        times.push((created, t.elapsed()));
+        pool.release(k.as_str());
+    }
+    times.sort();
+    let (c50, t50) = times[times.len() / 2];
+    let max = times.iter().map(|t| t.1).max().unwrap();
+    println!("create p50 {c50:?}; create+teardown p50 {t50:?}, max {max:?}");
+}
