@@ -1,0 +1,266 @@
+//! [`Network`]: one instance's sandbox networks — create, tear down, reclaim.
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use rtnetlink::Handle;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::link;
+use crate::netns::{self, NetnsDir};
+use crate::nft::{Nft, Rules};
+use crate::owner::{Key, Owner, Tag};
+use crate::pool::Lease;
+use crate::tap::{self, TapSpec};
+
+/// The name of the sandbox side of the veth pair, inside the sandbox's namespace.
+pub const SANDBOX_IFNAME: &str = "eth0";
+
+/// What one sandbox's network is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Its addresses (from a [`crate::LeasePool`]).
+    pub lease: Lease,
+    /// Tap devices to create inside.
+    #[serde(default)]
+    pub taps: Vec<TapSpec>,
+    /// NAT, published ports and isolation (nftables; none by default).
+    #[serde(default)]
+    pub rules: Rules,
+}
+
+/// A sandbox's network as created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxNet {
+    /// The owner string `<tag>+<key>` (the namespace's name, the links' alias).
+    pub owner: String,
+    /// The namespace's pin file: give it to the spawner (`setns`, or `--netns`).
+    pub netns: PathBuf,
+    /// The host side of the veth pair.
+    pub host_ifname: String,
+    /// The addresses.
+    pub lease: Lease,
+    /// The taps made inside.
+    pub taps: Vec<String>,
+}
+
+/// What [`Network::reclaim`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// Host links removed (names).
+    pub links: Vec<String>,
+    /// Pinned namespaces removed (names).
+    pub namespaces: Vec<String>,
+    /// Owners whose nftables rules were removed.
+    pub rules: Vec<String>,
+}
+
+/// One instance's sandbox networks. Everything it creates carries its tag (see
+/// [`crate::owner`]); it never changes or removes an object without it.
+///
+/// The handle holds a netlink connection in the host namespace, driven by a task on the
+/// tokio runtime it was made on, and runs `nft` there.
+#[derive(Debug)]
+pub struct Network {
+    dir: NetnsDir,
+    tag: Tag,
+    host_ns: OwnedFd,
+    host: Handle,
+    nft: Nft,
+}
+
+impl Network {
+    /// An instance tagged `tag` pinning its namespaces in `pin_dir`
+    /// ([`crate::DEFAULT_PIN_DIR`] by default). Must be called inside a tokio runtime.
+    ///
+    /// The host namespace is the process's (`/proc/self/ns/net`).
+    pub async fn new(pin_dir: impl Into<PathBuf>, tag: Tag) -> Result<Self> {
+        Self::new_in(pin_dir, tag, netns::open_host()?).await
+    }
+
+    /// As [`Network::new`], with `host_ns` playing the host: the veth pairs' host sides
+    /// and the nftables table live there (tests use a "router" namespace of their own).
+    pub async fn new_in(pin_dir: impl Into<PathBuf>, tag: Tag, host_ns: OwnedFd) -> Result<Self> {
+        let dup = || {
+            host_ns
+                .try_clone()
+                .map_err(|e| Error::os("duplicate fd of", "the host network namespace", e))
+        };
+        let host = link::connect("the host network namespace", Some(dup()?)).await?;
+        let nft = Nft::new(&tag, dup()?);
+        Ok(Self {
+            dir: NetnsDir::new(pin_dir),
+            tag,
+            host_ns,
+            host,
+            nft,
+        })
+    }
+
+    /// The instance's nftables table.
+    pub fn nft(&self) -> &Nft {
+        &self.nft
+    }
+
+    /// The instance's tag.
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// The pin directory.
+    pub fn netns_dir(&self) -> &NetnsDir {
+        &self.dir
+    }
+
+    /// The owner of `key`'s objects.
+    pub fn owner(&self, key: &Key) -> Owner {
+        Owner::new(self.tag.clone(), key.clone())
+    }
+
+    /// Creates `key`'s network: a namespace pinned as `<tag>+<key>`, a veth pair whose
+    /// host side (`pdk<hash>`, alias `<tag>+<key>`) has `lease.host` and is up, and whose
+    /// peer is `eth0` inside with `lease.sandbox` and a default route via `lease.host`;
+    /// `lo` up inside; the taps of `spec` inside, up; then its nftables rules, if any.
+    ///
+    /// The veth pair is made inside the new namespace, tagged there, and only then moved
+    /// out, so at no moment does an untagged link exist in the host namespace. On any
+    /// failure, everything made so far is torn down before the error is returned.
+    pub async fn create(&self, key: &Key, spec: &SandboxSpec) -> Result<SandboxNet> {
+        for t in &spec.taps {
+            t.validate()?;
+        }
+        let owner = self.owner(key);
+        match self.create_inner(&owner, spec).await {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                if let Err(t) = self.teardown(key).await {
+                    tracing::warn!(owner = %owner, error = %t, "teardown after a failed network creation failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_inner(&self, owner: &Owner, spec: &SandboxSpec) -> Result<SandboxNet> {
+        let name = owner.to_string();
+        let host_if = owner.host_ifname();
+        let lease = &spec.lease;
+        let prefix = lease.subnet.prefix_len();
+        let ns = self.dir.create(&name).await?;
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| Error::os("duplicate fd of namespace", name.clone(), e))
+        };
+        let inside = link::connect(&name, Some(dup(&ns)?)).await?;
+
+        // Both ends inside, tagged, then the host end moved out.
+        link::add_veth(&inside, &host_if, SANDBOX_IFNAME).await?;
+        let host_idx = link::index(&inside, &host_if).await?;
+        link::set_alias(&inside, host_idx, &host_if, &name).await?;
+        let eth0 = link::index(&inside, SANDBOX_IFNAME).await?;
+        link::set_alias(&inside, eth0, SANDBOX_IFNAME, &name).await?;
+        link::move_to(&inside, host_idx, &host_if, &self.host_ns).await?;
+
+        // Host side.
+        let host_idx = link::index(&self.host, &host_if).await?;
+        link::add_address(&self.host, host_idx, &host_if, lease.host, prefix).await?;
+        link::up(&self.host, host_idx, &host_if).await?;
+
+        // Inside.
+        let lo = link::index(&inside, "lo").await?;
+        link::up(&inside, lo, "lo").await?;
+        link::add_address(&inside, eth0, SANDBOX_IFNAME, lease.sandbox, prefix).await?;
+        link::up(&inside, eth0, SANDBOX_IFNAME).await?;
+        link::add_default_route(&inside, eth0, SANDBOX_IFNAME, lease.host).await?;
+
+        let mut taps = Vec::new();
+        for t in &spec.taps {
+            tap::create(dup(&ns)?, t).await?;
+            let idx = link::index(&inside, &t.name).await?;
+            link::up(&inside, idx, &t.name).await?;
+            taps.push(t.name.clone());
+        }
+        if !spec.rules.is_empty() {
+            self.nft.apply(owner, &host_if, lease, &spec.rules).await?;
+        }
+        Ok(SandboxNet {
+            owner: name.clone(),
+            netns: self.dir.path_of(&name),
+            host_ifname: host_if,
+            lease: lease.clone(),
+            taps,
+        })
+    }
+
+    /// Removes `key`'s network: its nftables rules (those with its owner as comment), the
+    /// host-side link (only if its alias is this owner), then the pinned namespace (with
+    /// `eth0` and the taps in it). Idempotent: missing objects
+    /// are fine. A link of that name with another owner is left alone and reported as
+    /// [`Error::NotOwned`] after the namespace is removed.
+    pub async fn teardown(&self, key: &Key) -> Result<()> {
+        let owner = self.owner(key);
+        let name = owner.to_string();
+        let host_if = owner.host_ifname();
+        let mut not_owned = None;
+        self.nft.remove(&owner).await?;
+        if let Some(m) = link::get(&self.host, &host_if).await? {
+            match link::alias_of(&m) {
+                Some(a) if a == name => {
+                    link::delete(&self.host, m.header.index, &host_if).await?;
+                }
+                found => {
+                    not_owned = Some(Error::NotOwned {
+                        object: format!("link {host_if}"),
+                        owner: name.clone(),
+                        found: found.map(str::to_owned),
+                    });
+                }
+            }
+        }
+        self.dir.delete(&name)?;
+        match not_owned {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every nftables rule, host link and pinned namespace that carries this
+    /// instance's tag and whose key is not in `live`. Objects without the tag (another tag, no alias, a name
+    /// that is not `<tag>+<key>`) are never touched.
+    pub async fn reclaim(&self, live: &HashSet<Key>) -> Result<ReclaimReport> {
+        let mut report = ReclaimReport {
+            rules: self
+                .nft
+                .reclaim(&self.tag, |o| live.contains(&o.key))
+                .await?,
+            ..ReclaimReport::default()
+        };
+        for owner in &report.rules {
+            tracing::warn!(owner = %owner, "reclaimed stale sandbox nftables rules");
+        }
+        let stale =
+            |s: &str| Owner::parse(s).filter(|o| o.tag == self.tag && !live.contains(&o.key));
+        for m in link::dump(&self.host).await? {
+            let (Some(alias), Some(ifname)) = (link::alias_of(&m), link::name_of(&m)) else {
+                continue;
+            };
+            if stale(alias).is_some() && link::delete(&self.host, m.header.index, ifname).await? {
+                tracing::warn!(
+                    link = ifname,
+                    owner = alias,
+                    "reclaimed a stale sandbox link"
+                );
+                report.links.push(ifname.to_owned());
+            }
+        }
+        for name in self.dir.list()? {
+            if stale(&name).is_some() && self.dir.delete(&name)? {
+                tracing::warn!(netns = %name, "reclaimed a stale sandbox network namespace");
+                report.namespaces.push(name);
+            }
+        }
+        Ok(report)
+    }
+}
