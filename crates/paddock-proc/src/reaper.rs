@@ -633,32 +633,51 @@ pub async fn reap_orphans_of(belongs: impl Fn(i32) -> bool, timeout: Duration) -
 /// `pthread_exit` of the main thread), those of every thread
 /// (`/proc/self/task/<tid>/children`). Reading one file instead of one per thread keeps
 /// this cheap in a process with many threads.
+///
+/// The leader's `children` is read first: when it lists any, the leader has not exited
+/// (an exiting thread hands its children to a live one before it becomes a zombie), so its
+/// `stat` need not be read. Each file is read with one buffer (`read_proc`), not
+/// `read_to_string`'s `statx` and growing reads: a stop that killed processes calls this
+/// at least once before its outcome is out.
 fn own_children() -> Vec<i32> {
     let leader = std::process::id();
-    let leader_alive = std::fs::read_to_string(format!("/proc/self/task/{leader}/stat"))
-        .ok()
+    let mut out = Vec::new();
+    let read = |tid: &str, out: &mut Vec<i32>| {
+        if let Some(s) = read_proc(&format!("/proc/self/task/{tid}/children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    };
+    read(&leader.to_string(), &mut out);
+    if !out.is_empty() {
+        return out;
+    }
+    let leader_alive = read_proc(&format!("/proc/self/task/{leader}/stat"))
         .and_then(|st| {
             // The state follows the parenthesised name, which may itself hold ") ".
             let rest = &st[st.rfind(')')? + 1..];
             rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
         })
         .unwrap_or(false);
-    let mut out = Vec::new();
-    let mut read = |tid: &str| {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    };
     if leader_alive {
-        read(&leader.to_string());
         return out;
     }
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
-            read(&t.file_name().to_string_lossy());
+            read(&t.file_name().to_string_lossy(), &mut out);
         }
     }
     out
+}
+
+/// The text of a small `/proc` file, read into one buffer (no `statx`: `/proc` files
+/// report size 0, which makes `read_to_string` start with a 32-byte read and grow).
+/// `None` if it cannot be opened or read, or is not UTF-8.
+fn read_proc(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(1024);
+    f.read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// Asks the reaper to sweep for exited orphans now, without waiting for it (see
