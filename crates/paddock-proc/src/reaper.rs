@@ -669,14 +669,26 @@ fn own_children() -> Vec<i32> {
     out
 }
 
-/// The text of a small `/proc` file, read into one buffer (no `statx`: `/proc` files
-/// report size 0, which makes `read_to_string` start with a 32-byte read and grow).
-/// `None` if it cannot be opened or read, or is not UTF-8.
+/// The text of a small `/proc` file: `open` and `read`s into one buffer, nothing else
+/// (`std::fs::read_to_string` adds an `fstat` and, as `/proc` files report size 0, starts
+/// with a 32-byte read and grows). `None` if it cannot be opened or read, or is not UTF-8.
 fn read_proc(path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut buf = Vec::with_capacity(1024);
-    f.read_to_end(&mut buf).ok()?;
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match rustix::io::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
     String::from_utf8(buf).ok()
 }
 
