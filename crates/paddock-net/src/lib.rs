@@ -52,6 +52,10 @@
 //!   kernel's link-local address).
 //! - `teardown` runs `nft` (a few ms) even for a sandbox that had no rules; the caller,
 //!   which records what it made, could skip it.
+//! - `nft` is run with `std::process::Command` and waited for without a deadline. Before
+//!   the supervisor drives this crate, run it through the supervisor's spawner instead (a
+//!   subreaper's orphan sweep may reap a child that `std` then fails to wait for) and bound
+//!   its time.
 //! - The pin directory's mount propagation is not made shared (as `ip netns add` does):
 //!   a mount namespace copied while a namespace is pinned keeps a reference to it until
 //!   that mount namespace ends.

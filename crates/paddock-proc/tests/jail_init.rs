@@ -199,29 +199,25 @@ fn a_program_that_fails_after_the_init_started_is_reported_with_its_stage() {
     // init's memory until it execs): their failures come back through the error pipe like
     // any other child's, and the init exits with it.
     for strict in [false, true] {
-        let e = Command::new("/nonexistent/program")
-            .unshare(Namespaces::PID | Namespaces::MOUNT)
-            .jail(jail(strict))
-            .spawn()
-            .expect_err("no such program");
-        assert_eq!(
-            e.stage(),
-            Some(paddock_proc::Stage::Exec),
-            "strict {strict}: {e}"
-        );
-        assert_eq!(e.errno(), Some(libc::ENOENT), "strict {strict}: {e}");
-
-        let e = Command::new("/bin/true")
-            .cwd("/nonexistent/dir")
-            .unshare(Namespaces::PID | Namespaces::MOUNT)
-            .jail(jail(strict))
-            .spawn()
-            .expect_err("no such working directory");
-        assert_eq!(
-            e.stage(),
-            Some(paddock_proc::Stage::Chdir),
-            "strict {strict}: {e}"
-        );
-        assert_eq!(e.errno(), Some(libc::ENOENT), "strict {strict}: {e}");
+        for (program, cwd, stage) in [
+            ("/nonexistent/program", None, paddock_proc::Stage::Exec),
+            (
+                "/bin/true",
+                Some("/nonexistent/dir"),
+                paddock_proc::Stage::Chdir,
+            ),
+        ] {
+            let mut c = Command::new(program);
+            if let Some(dir) = cwd {
+                c.cwd(dir);
+            }
+            let e = c
+                .unshare(Namespaces::PID | Namespaces::MOUNT)
+                .jail(jail(strict))
+                .spawn()
+                .expect_err("the program cannot start");
+            assert_eq!(e.stage(), Some(stage), "strict {strict}: {e}");
+            assert_eq!(e.errno(), Some(libc::ENOENT), "strict {strict}: {e}");
+        }
     }
 }

@@ -249,6 +249,22 @@ impl Supervisor {
         }
     }
 
+    /// Once the sandbox's cgroup is empty, before any stop's outcome is out: the main
+    /// process's exit is on the sandbox (the monitor records it too, whichever comes first;
+    /// bounded, for a main process that left the cgroup) and the sandbox's zombies are
+    /// reaped ([`Self::reap_sandbox_orphans`]).
+    async fn settle_after_empty(&self, sb: &Sandbox, had_processes: bool) {
+        if let Some(main) = sb.main.get()
+            && sb.main_exit.get().is_none()
+            && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
+        {
+            let _ = sb.main_exit.set(exit);
+        }
+        if self.inner.cfg.subreaper {
+            self.reap_sandbox_orphans(sb, had_processes).await;
+        }
+    }
+
     /// The stop sequence, ending in `Stopped`, `Quarantined` or `StopFailed`.
     async fn run_stop(
         &self,
@@ -300,18 +316,7 @@ impl Supervisor {
             .await
         {
             Ok(had_processes) => {
-                // The cgroup is empty, so the main process has exited: have its exit on
-                // the sandbox before the outcome is out (the monitor records it too,
-                // whichever comes first). Bounded, for a main process that left the cgroup.
-                if let Some(main) = sb.main.get()
-                    && sb.main_exit.get().is_none()
-                    && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
-                {
-                    let _ = sb.main_exit.set(exit);
-                }
-                if self.inner.cfg.subreaper {
-                    self.reap_sandbox_orphans(&sb, had_processes).await;
-                }
+                self.settle_after_empty(&sb, had_processes).await;
                 report.total_ms = ms(t0.elapsed());
                 self.finish(&sb, Transition::Removed { report });
             }
@@ -528,18 +533,9 @@ impl Supervisor {
                 })
                 .await;
         }
-        // Drained: as after any stop, the main process's exit is on the sandbox and its
-        // zombies are reaped before the outcome is out (the stuck processes exited only
-        // now: the main one, held in state D, among them).
-        if let Some(main) = sb.main.get()
-            && sb.main_exit.get().is_none()
-            && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
-        {
-            let _ = sb.main_exit.set(exit);
-        }
-        if self.inner.cfg.subreaper {
-            self.reap_sandbox_orphans(&sb, true).await;
-        }
+        // Drained: settled as after any stop (the stuck processes exited only now: the main
+        // one, held in state D, among them).
+        self.settle_after_empty(&sb, true).await;
         let opts = RemoveOptions {
             timeout: self.inner.cfg.remove_timeout,
             sandbox: Some(sb.id.to_string()),

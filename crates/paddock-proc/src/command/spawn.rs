@@ -37,28 +37,24 @@ impl Command {
         let (close_mode, fd_limit) = policy::close_mode(self.close_method);
         let has_cgroup = cgroup.is_some();
         let mut kind = policy::first_attempt(self.path, policy::detected());
+        let caller = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         let fork_like = policy::needs_fork_like(
             self.jail.as_ref(),
             self.ns_new,
             self.force_fork_like,
-            (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            ),
+            caller,
         );
         let mut probing_eperm = false;
         // A vfork-like child that changes credentials makes the kernel clear the spawner's
         // `dumpable` flag (see `dumpable`): restored once no such child shares the memory.
         let _dumpable = (!fork_like
-            && self.jail.as_ref().is_some_and(|j| {
-                policy::changes_ids(
-                    j,
-                    (
-                        rustix::process::geteuid().as_raw(),
-                        rustix::process::getegid().as_raw(),
-                    ),
-                )
-            }))
+            && self
+                .jail
+                .as_ref()
+                .is_some_and(|j| policy::changes_ids(j, caller)))
         .then(super::dumpable::Guard::enter);
 
         let (pid, pidfd, slot) = loop {
