@@ -227,6 +227,41 @@ fn a_read_only_root_refuses_writes_but_its_tmpfs_does_not() {
     assert_no_host_mounts(&[root.path()]);
 }
 
+/// A target is created where its path leads at the time of its own mount: the first file
+/// bind creates `/a` and `/a/f1` in the rootfs; the tmpfs then mounted on `/a` covers them,
+/// so the second bind's `/a/f2` must be created in that tmpfs (not in the rootfs's `a`
+/// that the first bind's directory pointed to).
+#[test]
+fn a_mount_over_a_parent_sends_later_targets_into_it() {
+    let test = "a_mount_over_a_parent_sends_later_targets_into_it";
+    if !ready(test, true) {
+        return;
+    }
+    let root = rootfs();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("file");
+    fs::write(&file, "bound\n").unwrap();
+    let fsys = Filesystem {
+        rootfs: Some(root.path().to_owned()),
+        mounts: vec![
+            bind(&file, "/a/f1", true),
+            Mount::Tmpfs {
+                target: "/a".into(),
+                size: None,
+                mode: 0o755,
+            },
+            bind(&file, "/a/f2", true),
+        ],
+        ..Filesystem::default()
+    };
+    let (st, out, err) = run(fsys, Namespaces::NONE, "ls /a; cat /a/f2").unwrap();
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "f2\nbound\n", "{err}");
+    assert!(root.path().join("a/f1").is_file());
+    assert!(!root.path().join("a/f2").exists());
+    assert_no_host_mounts(&[root.path(), src.path()]);
+}
+
 #[test]
 fn a_symlink_in_the_rootfs_cannot_send_a_mount_to_the_host() {
     let test = "a_symlink_in_the_rootfs_cannot_send_a_mount_to_the_host";

@@ -188,19 +188,21 @@ pub(crate) fn needs_procs_write(kind: CloneKind, has_cgroup: bool) -> bool {
 /// while a process of that user could stop the child; ids that are the jail's alone
 /// ([`Jail::exclusive_ids`]: a dynamic user) leave no such process —, makes a user
 /// namespace (the parent writes the maps while the child waits,
-/// and a vfork parent is suspended), or runs an init (which forks, and outlives the clone).
-/// Other jails (a root jail dropping capabilities, say), and plain spawns, keep the cheaper
-/// vfork-like clone.
+/// and a vfork parent is suspended), or runs an init without the init image (`init_image`:
+/// an init that does not exec the image runs on in the memory it was cloned with, so that
+/// must be a copy). Other jails (a root jail dropping capabilities, say, or an init that
+/// execs the image), and plain spawns, keep the cheaper vfork-like clone.
 pub(crate) fn needs_fork_like(
     jail: Option<&Jail>,
     ns_new: Namespaces,
     forced: bool,
     caller: (u32, u32),
+    init_image: bool,
 ) -> bool {
     forced
         || jail.is_some_and(|j| {
             changes_ids(j, caller) && !j.exclusive_ids
-                || j.init
+                || j.init && !init_image
                 || ns_new.contains(Namespaces::USER)
         })
 }

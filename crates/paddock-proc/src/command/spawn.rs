@@ -46,6 +46,9 @@ impl Command {
             self.ns_new,
             self.force_fork_like,
             caller,
+            prep.jail
+                .as_ref()
+                .is_some_and(PreparedJail::uses_init_image),
         );
         let mut probing_eperm = false;
         // A vfork-like child that changes credentials makes the kernel clear the spawner's
@@ -233,6 +236,10 @@ impl Command {
         jail: Option<&PreparedJail>,
     ) -> SpawnError {
         let raw = stage;
+        if raw == RawStage::Init && idx == 9 {
+            // The init could not exec the image: later inits fork instead.
+            crate::jail::init_image::refused(errno);
+        }
         let stage = Stage::from(stage);
         if stage == Stage::Cgroup && errno == libc::EBUSY {
             return SpawnError::CgroupNotLeaf;

@@ -15,6 +15,7 @@
 //! * `seccomp` — compiling a profile to BPF in the parent ([`SeccompFilter`]).
 //! * `landlock` — preparing a Landlock ruleset in the parent ([`Landlock`]).
 
+pub(crate) mod init_image;
 pub mod landlock;
 mod mounts;
 pub(crate) mod prepare;
@@ -23,6 +24,7 @@ pub mod seccomp;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use init_image::{init_image_in_use, set_init_image};
 pub use landlock::{Landlock, LandlockMode};
 pub use seccomp::SeccompFilter;
 

@@ -125,19 +125,56 @@ fn locked_flags(path: &Path) -> c_ulong {
     flags
 }
 
-/// The host's cgroup2 mount points (from `/proc/self/mountinfo`).
+/// The host's cgroup2 mount points (from `/proc/self/mountinfo`), read again only when the
+/// mount table has changed since the last read.
+///
+/// The kernel generates mountinfo for every read (tens of microseconds per jailed start
+/// with a filesystem, most of what planning it costs); an open mountinfo file reports any
+/// change of its mount namespace's table as `POLLPRI` (proc(5)), so the list is cached
+/// with such an fd, opened before the read it validates, and polled without waiting at
+/// each call. Without the fd (`/proc` not mounted), every call reads again.
 fn cgroup2_mounts() -> Vec<PathBuf> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::sync::Mutex;
+    static CACHE: Mutex<Option<(std::os::fd::OwnedFd, Vec<PathBuf>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((fd, mounts)) = cache.as_ref() {
+        let mut fds = [PollFd::new(fd, PollFlags::PRI)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if matches!(poll(&mut fds, Some(&zero)), Ok(0)) {
+            return mounts.clone();
+        }
+    }
+    // Opened before the read, so a change after the read (or during it) is seen next time.
+    let watch = rustix::fs::open(
+        "/proc/self/mountinfo",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    #[cfg(test)]
+    MOUNTINFO_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        *cache = None;
         return Vec::new();
     };
-    info.lines()
+    let mounts: Vec<PathBuf> = info
+        .lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             (post.split_whitespace().next()? == "cgroup2")
                 .then(|| pre.split_whitespace().nth(4).map(unescape))?
         })
-        .collect()
+        .collect();
+    *cache = watch.ok().map(|fd| (fd, mounts.clone()));
+    mounts
 }
+
+/// How often [`cgroup2_mounts`] read mountinfo (for its test).
+#[cfg(test)]
+static MOUNTINFO_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Undo mountinfo's octal escapes (`\040` for a space).
 fn unescape(s: &str) -> PathBuf {
@@ -562,5 +599,52 @@ impl PreparedFs {
     /// The operation with index `idx`, for an error message.
     pub(crate) fn describe(&self, idx: u32) -> String {
         self.what.get(idx as usize).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// The cached cgroup2 mount list is read again after the mount table changed, and only
+    /// then (root: mounts a tmpfs on a temporary directory, removed at the end).
+    #[test]
+    fn cgroup2_mounts_are_read_again_only_after_a_mount_change() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "skipped cgroup2_mounts_are_read_again_only_after_a_mount_change: needs root (mounts a tmpfs)"
+            );
+            return;
+        }
+        let first = cgroup2_mounts();
+        let reads = MOUNTINFO_READS.load(Relaxed);
+        assert_eq!(cgroup2_mounts(), first);
+        assert_eq!(
+            MOUNTINFO_READS.load(Relaxed),
+            reads,
+            "no change, no second read"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            dir.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        assert_eq!(cgroup2_mounts(), first);
+        assert!(
+            MOUNTINFO_READS.load(Relaxed) > reads,
+            "the mount table changed: read again"
+        );
     }
 }

@@ -3,12 +3,14 @@
 //! the user namespace's sync pipe) and the raw [`RawJail`] pointing into it; writing the
 //! user namespace's maps after the clone; describing a child's failure.
 
+use std::ffi::{CString, c_char};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::pipe::PipeFlags;
 
+use super::init_image;
 use super::landlock::{self, PreparedLandlock};
 use super::mounts::PreparedFs;
 use super::{IdMap, Jail, User};
@@ -35,6 +37,12 @@ pub(crate) struct PreparedJail {
     _init_stack: Option<sys::ChildStack>,
     /// Write `deny` to `/proc/PID/setgroups` before the gid map.
     setgroups_deny: bool,
+    /// The init image's argv, environment and number buffers (`RawJail::init_argv`), when
+    /// the init execs the image (`uses_init_image`).
+    _init_strings: Vec<CString>,
+    _init_argv: Vec<*const c_char>,
+    _init_envp: Vec<*const c_char>,
+    _init_numbers: Vec<u8>,
 }
 
 impl std::fmt::Debug for PreparedJail {
@@ -152,11 +160,50 @@ impl PreparedJail {
             Some(User { uid, gid, .. }) => (true, *uid, *gid),
             None => (false, 0, 0),
         };
+        // Without privilege over the gids a user namespace denies setgroups: the groups can
+        // only be left as they are then.
+        let set_groups =
+            set_ids && !(ns_new.contains(Namespaces::USER) && setgroups_deny && groups.is_empty());
         let caps = jail.capabilities;
         // Without a stack the init forks the program (a copy of the whole address space).
         let init_stack = jail.init.then(sys::ChildStack::map).and_then(Result::ok);
         let (init_stack_lowest, init_stack_size) =
             init_stack.as_ref().map_or((0, 0), sys::ChildStack::usable);
+        // The init execs the image (see `init_image`) when there is one.
+        let init_image = if jail.init { init_image::fd() } else { None };
+        let init_flags = u32::from(set_ids) | if set_groups { 2 } else { 0 };
+        let init_strings: Vec<CString> = if init_image.is_some() {
+            [
+                "paddock-init".to_string(),
+                init_flags.to_string(),
+                uid.to_string(),
+                gid.to_string(),
+            ]
+            .into_iter()
+            .map(|s| CString::new(s).expect("no NUL in a number"))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let mut init_numbers = vec![0u8; 2 * sys::INIT_NUMBER_LEN];
+        let numbers = init_numbers.as_mut_ptr();
+        let init_argv: Vec<*const c_char> = if init_image.is_some() {
+            vec![
+                init_strings[0].as_ptr(),
+                numbers.cast_const().cast(),
+                numbers
+                    .wrapping_add(sys::INIT_NUMBER_LEN)
+                    .cast_const()
+                    .cast(),
+                init_strings[1].as_ptr(),
+                init_strings[2].as_ptr(),
+                init_strings[3].as_ptr(),
+                std::ptr::null(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let init_envp: Vec<*const c_char> = vec![std::ptr::null()];
         let raw = Box::new(RawJail {
             sync_read: sync.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
             sync_write: sync.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
@@ -166,10 +213,7 @@ impl PreparedJail {
             rlimits: rlimits.as_ptr(),
             rlimits_len: rlimits.len(),
             set_ids,
-            // Without privilege over the gids a user namespace denies setgroups: the
-            // groups can only be left as they are then.
-            set_groups: set_ids
-                && !(ns_new.contains(Namespaces::USER) && setgroups_deny && groups.is_empty()),
+            set_groups,
             uid,
             gid,
             groups: groups.as_ptr(),
@@ -196,6 +240,10 @@ impl PreparedJail {
             init: jail.init,
             init_stack: init_stack_lowest,
             init_stack_size,
+            init_image: init_image.unwrap_or(-1),
+            init_argv: init_argv.as_ptr(),
+            init_envp: init_envp.as_ptr(),
+            init_numbers: numbers,
         });
         Ok(PreparedJail {
             raw,
@@ -210,7 +258,16 @@ impl PreparedJail {
             sync,
             setgroups_deny,
             _init_stack: init_stack,
+            _init_strings: init_strings,
+            _init_argv: init_argv,
+            _init_envp: init_envp,
+            _init_numbers: init_numbers,
         })
+    }
+
+    /// Whether the init execs the init image (so it need not be a fork-like copy).
+    pub(crate) fn uses_init_image(&self) -> bool {
+        self.raw.init_image >= 0
     }
 
     /// The raw view for the child.
@@ -363,7 +420,7 @@ impl PreparedJail {
             RawStage::UserNsSync => "(the parent did not write the id maps)".into(),
             RawStage::Init => match idx {
                 0 => "block signals".into(),
-                1 => "fork the program".into(),
+                1 => "start the program".into(),
                 2 => "unblock the program's signals".into(),
                 3 => "make the init non-dumpable".into(),
                 4 => "clear the init's groups".into(),
@@ -376,7 +433,9 @@ impl PreparedJail {
                     }
                 }
                 7 => "drop the init's capabilities".into(),
-                _ => "the init's no_new_privs".into(),
+                8 => "the init's no_new_privs".into(),
+                9 => "execveat of the paddock-init image (a memfd)".into(),
+                _ => "keep the error pipe open across the init's exec".into(),
             },
             _ => String::new(),
         }

@@ -93,6 +93,19 @@ pub(crate) struct RawJail {
     /// on (see [`start_init`]); 0 when there is none (the init then forks the program).
     pub init_stack: u64,
     pub init_stack_size: u64,
+    /// The init image's memfd (`jail::init_image`), or -1: with it, the init execs
+    /// `paddock-init` once the program has started ([`start_init`]) instead of running
+    /// [`init_loop`] itself, so it may share the spawner's memory until then.
+    pub init_image: RawFd,
+    /// The image's argv (see `init/paddock-init.c`), NULL-terminated; `init_argv[1]` and
+    /// `init_argv[2]` point to `init_numbers` and `init_numbers + INIT_NUMBER_LEN`, which
+    /// the init fills with the program's pid and the error pipe's fd number.
+    pub init_argv: *const *const c_char,
+    /// An empty environment (a NULL-terminated array).
+    pub init_envp: *const *const c_char,
+    /// Two buffers of [`INIT_NUMBER_LEN`] bytes, written only by the init (in its own copy
+    /// of the memory, or while the spawner is suspended).
+    pub init_numbers: *mut u8,
     pub rlimits: *const RawRlimit,
     pub rlimits_len: usize,
     /// Change the credentials (`setresgid`, `setresuid`, and `setgroups` when `set_groups`).
@@ -180,22 +193,28 @@ const FORWARDED: [c_int; 8] = [
 /// call on the stack the parent prepared (`init_stack`), on the fork path by returning
 /// from this function.
 ///
-/// The vfork-like path (`clone3(CLONE_VM | CLONE_VFORK)` on that stack) copies nothing:
-/// this process is itself a fork-like copy of the spawning process (an init always is),
-/// and a second copy of that whole address space for a program that throws it away at
-/// `execve` cost about half a millisecond per start. The init is suspended until the
-/// program has exec'd or exited. Without a stack, or where the kernel or the architecture
-/// refuses it, a raw `clone(SIGCHLD)` (not glibc's `fork`, which runs atfork handlers and
-/// takes locks) forks the program as before. No seccomp filter is installed yet, so
-/// `clone3` cannot have been denied by one.
+/// The vfork-like path (`clone3(CLONE_VM | CLONE_VFORK)` on that stack) copies nothing;
+/// the init is suspended until the program has exec'd or exited. Without a stack, or where
+/// the kernel or the architecture refuses it, a raw `clone(SIGCHLD)` (not glibc's `fork`,
+/// which runs atfork handlers and takes locks) forks the program. No seccomp filter is
+/// installed yet, so `clone3` cannot have been denied by one.
+///
+/// Then, with the init image (`init_image >= 0`), the init execs it ([`exec_image`]): the
+/// image drops the init's privileges and runs the init's loop in memory of its own, so
+/// this process may be a vfork-like child sharing the spawner's memory (it changes nothing
+/// shared before its `execve`: not the memory's `dumpable` flag, not its credentials).
+/// Without the image this process must be a fork-like copy (the spawner's policy makes it
+/// one): it names itself, becomes non-dumpable, drops its privileges
+/// ([`drop_init_privileges`]) and runs [`init_loop`].
 ///
 /// Every signal is blocked in the init before the clone (so a signal cannot slip in before
 /// the init waits for it: pid 1 ignores unhandled signals, but not blocked ones, which
-/// stay pending for `sigwaitinfo`); the program unblocks them.
+/// stay pending for `sigwaitinfo`, across the image's `execve` too); the program unblocks
+/// them.
 ///
 /// # Safety
-/// As [`child_main`](super::child::child_main), in the freshly cloned child (a fork-like
-/// one: the init's address space is its own), with `plan` and `j` valid.
+/// As [`child_main`](super::child::child_main), in the freshly cloned child, with `plan`
+/// and `j` valid; fork-like unless `j.init_image >= 0`.
 pub(super) unsafe fn start_init(plan: &super::ChildPlan, j: &RawJail, err_fd: RawFd) {
     // SAFETY: `sigset_t` is plain data; all-zero bytes are valid.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -205,44 +224,121 @@ pub(super) unsafe fn start_init(plan: &super::ChildPlan, j: &RawJail, err_fd: Ra
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) } != 0 {
         fail(err_fd, RawStage::Init, 0);
     }
-    name_init(err_fd);
+    if j.init_image < 0 {
+        name_init(err_fd);
+    }
+    let mut program = None;
     if j.init_stack != 0 {
         // SAFETY: the stack was mapped by the parent before the clone that made this
-        // process, so this process has its own copy of it, used by nothing else; the
-        // child runs `program_entry(plan)` on it and never returns; `plan` is valid in
-        // this address space, which the child shares while this process is suspended.
+        // process and is used by nothing else (this process has its own copy of it, or
+        // shares it with the suspended spawner); the child runs `program_entry(plan)` on
+        // it and never returns; `plan` is valid in this address space, which the child
+        // shares while this process is suspended.
         match unsafe { super::clone::clone_program(j.init_stack, j.init_stack_size, plan) } {
-            Ok(pid) => {
-                drop_init_privileges(j, err_fd);
-                init_loop(pid, &all)
-            }
+            Ok(pid) => program = Some(pid),
             // Not possible here: fork as below.
             Err(e) if e == libc::ENOSYS || e == libc::EINVAL || e == libc::E2BIG => {}
             Err(_) => fail(err_fd, RawStage::Init, 1),
         }
     }
-    // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like fork():
-    // the child continues on a private copy of this stack and address space. No CLONE_*TID
-    // flag is set, so the tid pointers are unused.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            std::ptr::null_mut::<c_int>(),
-            std::ptr::null_mut::<c_int>(),
-            0usize,
-        )
+    let program = match program {
+        Some(pid) => pid,
+        None => {
+            // SAFETY: legacy clone(2) without CLONE_VM and with a null stack behaves like
+            // fork(): the child continues on a private copy of this stack and address
+            // space. No CLONE_*TID flag is set, so the tid pointers are unused.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD as libc::c_ulong,
+                    0usize,
+                    std::ptr::null_mut::<c_int>(),
+                    std::ptr::null_mut::<c_int>(),
+                    0usize,
+                )
+            };
+            if pid < 0 {
+                fail(err_fd, RawStage::Init, 1);
+            }
+            if pid == 0 {
+                unblock_in_program(err_fd);
+                return;
+            }
+            pid as libc::pid_t
+        }
     };
-    if pid < 0 {
-        fail(err_fd, RawStage::Init, 1);
-    }
-    if pid == 0 {
-        unblock_in_program(err_fd);
-        return;
+    if j.init_image >= 0 {
+        // SAFETY: as this function's contract, with the program started.
+        unsafe { exec_image(j, program, err_fd) }
     }
     drop_init_privileges(j, err_fd);
-    init_loop(pid as libc::pid_t, &all)
+    init_loop(program, &all)
+}
+
+/// Bytes of each of the init image's two number arguments (`RawJail::init_numbers`).
+pub(crate) const INIT_NUMBER_LEN: usize = 16;
+
+/// `v` (>= 0) in decimal, NUL-terminated, into the `INIT_NUMBER_LEN` bytes at `buf`.
+///
+/// # Safety
+/// `buf` must be valid for `INIT_NUMBER_LEN` bytes of writes.
+unsafe fn write_decimal(buf: *mut u8, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = v.max(0) as u64;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == INIT_NUMBER_LEN - 1 {
+            break;
+        }
+    }
+    let mut at = 0;
+    while len > 0 {
+        len -= 1;
+        // SAFETY: `at` < INIT_NUMBER_LEN - 1, within the caller's buffer.
+        unsafe { *buf.add(at) = digits[len] };
+        at += 1;
+    }
+    // SAFETY: `at` <= INIT_NUMBER_LEN - 1.
+    unsafe { *buf.add(at) = 0 };
+}
+
+/// The init becomes `paddock-init` (`init/paddock-init.c`): its argv gets the program's pid
+/// and the error pipe's number, the error pipe stays open across the `execve` (the image
+/// reports its privilege drop on it, then closes it, which ends the spawner's wait), and
+/// `execveat(image, "", AT_EMPTY_PATH)`. A failure is [`RawStage::Init`] index 10 (the
+/// pipe) or 9 (the exec; the spawner then stops using the image); the init then exits,
+/// which ends the namespace and the program with it.
+///
+/// # Safety
+/// As [`start_init`]; `j.init_image >= 0`, with `init_argv`, `init_envp` and
+/// `init_numbers` valid as [`RawJail`] documents.
+unsafe fn exec_image(j: &RawJail, program: libc::pid_t, err_fd: RawFd) -> ! {
+    // SAFETY: the parent's two buffers of INIT_NUMBER_LEN bytes each.
+    unsafe {
+        write_decimal(j.init_numbers, program as i64);
+        write_decimal(j.init_numbers.add(INIT_NUMBER_LEN), err_fd as i64);
+    }
+    // SAFETY: fcntl(F_SETFD) on an fd of this process's own table (not shared with the
+    // spawner: no CLONE_FILES), with an integer argument.
+    if unsafe { libc::fcntl(err_fd, libc::F_SETFD, 0) } != 0 {
+        fail(err_fd, RawStage::Init, 10);
+    }
+    // SAFETY: execveat of the sealed memfd with an empty NUL-terminated path, and argv and
+    // envp NULL-terminated arrays of NUL-terminated strings the parent prepared.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            j.init_image,
+            c"".as_ptr(),
+            j.init_argv,
+            j.init_envp,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    fail(err_fd, RawStage::Init, 9)
 }
 
 /// In the init's child (the program): every signal unblocked again.

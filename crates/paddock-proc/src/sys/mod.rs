@@ -27,7 +27,7 @@ pub(crate) use clone::{ChildStack, CloneKind, clone_child};
 pub(crate) use fork::{Forked, exit_now, fork_with_pidfd};
 pub(crate) use jail::{
     CAP_IDX_AMBIENT, CAP_IDX_AMBIENT_CLEAR, CAP_IDX_BOUNDING, CAP_IDX_CAPSET, CAP_IDX_KEEPCAPS,
-    LANDLOCK_IDX_RESTRICT, RawJail, RawLandlockRule, RawRlimit,
+    INIT_NUMBER_LEN, LANDLOCK_IDX_RESTRICT, RawJail, RawLandlockRule, RawRlimit,
 };
 pub(crate) use mount::{Create, MountOp, OpKind, RawFs};
 pub(crate) use parent::*;

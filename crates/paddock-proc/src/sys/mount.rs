@@ -4,8 +4,9 @@
 //! Targets inside the new tree are opened with `openat2(RESOLVE_IN_ROOT |
 //! RESOLVE_NO_MAGICLINKS)` relative to the root being built, so a symlink in the rootfs (to
 //! `/etc`, say) resolves inside the rootfs and can never make a mount land on the host; the
-//! mount is then made onto `/proc/self/fd/N` of that fd. Missing targets are created one
-//! component at a time below a directory so opened.
+//! mount is then made onto `/proc/self/fd/N` of that fd. A missing target is created in its
+//! parent directory so opened (kept open for the next target in the same directory: the
+//! minimal `/dev`'s nodes), or, when parents are missing too, one component at a time.
 
 use std::ffi::{c_char, c_int, c_ulong};
 use std::os::fd::RawFd;
@@ -182,6 +183,158 @@ fn create_missing(root: RawFd, op: &MountOp, last: bool, err_fd: RawFd, idx: u32
     }
 }
 
+/// Whether the NUL-terminated strings `a` and `b` are equal.
+fn same(a: *const c_char, b: *const c_char) -> bool {
+    let mut i = 0;
+    loop {
+        // SAFETY: both are NUL-terminated strings the parent prepared; reading stops at
+        // the first difference or at the NUL of both.
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return false;
+        }
+        if x == 0 {
+            return true;
+        }
+        i += 1;
+    }
+}
+
+/// Whether the relative path `target` lies strictly below the relative path `dir`
+/// (`dir/...`), both NUL-terminated.
+fn strictly_below(target: *const c_char, dir: *const c_char) -> bool {
+    let mut i = 0;
+    loop {
+        // SAFETY: both are NUL-terminated strings the parent prepared; reading stops at
+        // the end of `dir` or at the first difference (a NUL of `target` is one).
+        let (t, d) = unsafe { (*target.add(i), *dir.add(i)) };
+        if d == 0 {
+            return t == b'/' as c_char;
+        }
+        if t != d {
+            return false;
+        }
+        i += 1;
+    }
+}
+
+/// `openat2(dir, name, O_PATH | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: one
+/// component just created in `dir`, never through a symlink.
+fn open_created(dir: RawFd, name: *const c_char) -> RawFd {
+    // SAFETY: `open_how` is plain data; all-zero bytes are valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a NUL-terminated name the parent prepared and a valid
+    // `open_how` on this stack of the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            name,
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        ) as RawFd
+    }
+}
+
+/// The last directory a missing target was created in, kept open for the next target in
+/// the same directory (the minimal `/dev`'s nodes): `fd` (or -1) is valid for the relative
+/// path `path` until a mount lands on that directory or above it.
+struct ParentCache {
+    fd: RawFd,
+    path: *const c_char,
+}
+
+impl ParentCache {
+    fn clear(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: closes the directory fd this cache opened.
+            unsafe { libc::close(self.fd) };
+        }
+        self.fd = -1;
+        self.path = std::ptr::null();
+    }
+
+    /// After a mount onto `target` (relative to the root): the cached directory stays
+    /// what its path names only if the mount is strictly below it.
+    fn mounted(&mut self, target: *const c_char) {
+        if self.fd >= 0 && !strictly_below(target, self.path) {
+            self.clear();
+        }
+    }
+}
+
+/// Create `op`'s missing target (and its missing parents) and open it (`O_PATH`). The
+/// parent directory is opened in the root (or taken from `cache`), the target created in
+/// it (a file with `O_EXCL | O_NOFOLLOW`, a directory with `mkdirat`) and opened from it
+/// without following any symlink; only when the parent itself is missing are the
+/// components created one at a time ([`create_missing`]). Errors report `idx`.
+fn create_target(
+    root: RawFd,
+    op: &MountOp,
+    cache: &mut ParentCache,
+    err_fd: RawFd,
+    idx: u32,
+) -> RawFd {
+    // SAFETY: (both) the parent's arrays of `n` NUL-terminated strings.
+    let prefixes = unsafe { std::slice::from_raw_parts(op.prefixes, op.n) };
+    // SAFETY: see above.
+    let names = unsafe { std::slice::from_raw_parts(op.names, op.n) };
+    let Some(&name) = names.last() else {
+        // The root itself, which exists: report the open's ENOENT.
+        return -1;
+    };
+    let dir = if op.n == 1 {
+        root
+    } else {
+        let parent = prefixes[op.n - 2];
+        if cache.fd < 0 || !same(cache.path, parent) {
+            cache.clear();
+            let mut d = open_in_root(root, parent, libc::O_DIRECTORY);
+            if d < 0 && last_errno() == libc::ENOENT {
+                create_missing(root, op, false, err_fd, idx);
+                d = open_in_root(root, parent, libc::O_DIRECTORY);
+            }
+            if d < 0 {
+                fail(err_fd, RawStage::Filesystem, idx);
+            }
+            cache.fd = d;
+            cache.path = parent;
+        }
+        cache.fd
+    };
+    if op.create == Create::File {
+        // SAFETY: openat of a single component in a directory fd, creating an empty file
+        // that did not exist; never following a symlink there.
+        let f = unsafe {
+            libc::openat(
+                dir,
+                name,
+                libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_RDONLY
+                    | libc::O_CLOEXEC
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK,
+                0o644,
+            )
+        };
+        if f >= 0 {
+            return f;
+        }
+        if last_errno() != libc::EEXIST {
+            fail(err_fd, RawStage::Filesystem, idx);
+        }
+    } else {
+        // SAFETY: mkdirat of a single component in a directory fd.
+        if unsafe { libc::mkdirat(dir, name, 0o755) } != 0 && last_errno() != libc::EEXIST {
+            fail(err_fd, RawStage::Filesystem, idx);
+        }
+    }
+    open_created(dir, name)
+}
+
 /// Run the filesystem plan. Any failure reports [`RawStage::Filesystem`] with the index of
 /// the operation.
 ///
@@ -192,10 +345,15 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
     let ops = unsafe { std::slice::from_raw_parts(fs.ops, fs.ops_len) };
     let mut root: RawFd = libc::AT_FDCWD;
     let mut buf = [0u8; 32];
+    let mut cache = ParentCache {
+        fd: -1,
+        path: std::ptr::null(),
+    };
     for (i, op) in ops.iter().enumerate() {
         let idx = i as u32;
         match op.kind {
             OpKind::Host => {
+                cache.clear();
                 // SAFETY: mount(2) with NUL-terminated strings (or null) the parent prepared.
                 let r = unsafe {
                     libc::mount(op.source, op.target, op.fstype, op.flags, op.data.cast())
@@ -205,6 +363,7 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
                 }
             }
             OpKind::OpenRoot => {
+                cache.clear();
                 // SAFETY: open(2) of a NUL-terminated host path.
                 root = unsafe {
                     libc::open(
@@ -217,10 +376,10 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
                 }
             }
             OpKind::MountIn | OpKind::RemountIn | OpKind::MaskIn => {
-                if op.create != Create::No {
-                    create_missing(root, op, true, err_fd, idx);
+                let mut fd = open_in_root(root, op.target, 0);
+                if fd < 0 && op.create != Create::No && last_errno() == libc::ENOENT {
+                    fd = create_target(root, op, &mut cache, err_fd, idx);
                 }
-                let fd = open_in_root(root, op.target, 0);
                 if fd < 0 {
                     if (op.skip_missing || op.kind == OpKind::MaskIn)
                         && last_errno() == libc::ENOENT
@@ -263,6 +422,7 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
                     unsafe { *libc::__errno_location() = e };
                     fail(err_fd, RawStage::Filesystem, idx);
                 }
+                cache.mounted(op.target);
             }
             OpKind::SymlinkIn => {
                 create_missing(root, op, false, err_fd, idx);
@@ -293,6 +453,7 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
                 }
             }
             OpKind::Pivot => {
+                cache.clear();
                 // SAFETY: fchdir to the root's O_PATH directory fd.
                 if unsafe { libc::fchdir(root) } != 0 {
                     fail(err_fd, RawStage::Filesystem, idx);
@@ -313,6 +474,7 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
             }
         }
     }
+    cache.clear();
     if root >= 0 {
         // SAFETY: closes the root fd this function opened.
         unsafe { libc::close(root) };

@@ -390,13 +390,20 @@ fn jails_that_change_credentials_to_shared_ids_make_a_user_namespace_or_run_an_i
  {
     use crate::jail::{Jail, User};
     let plain = Jail::default();
-    assert!(!needs_fork_like(None, Namespaces::NONE, false, (0, 0)));
-    assert!(needs_fork_like(None, Namespaces::NONE, true, (0, 0)));
+    assert!(!needs_fork_like(
+        None,
+        Namespaces::NONE,
+        false,
+        (0, 0),
+        false
+    ));
+    assert!(needs_fork_like(None, Namespaces::NONE, true, (0, 0), false));
     assert!(!needs_fork_like(
         Some(&plain),
         Namespaces::PID | Namespaces::MOUNT,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
     let user = Jail {
         user: Some(User {
@@ -410,20 +417,23 @@ fn jails_that_change_credentials_to_shared_ids_make_a_user_namespace_or_run_an_i
         Some(&user),
         Namespaces::NONE,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
     // The caller's own uid and gid (a root jail that only drops capabilities): no change.
     assert!(!needs_fork_like(
         Some(&user),
         Namespaces::NONE,
         false,
-        (1, 1)
+        (1, 1),
+        false
     ));
     assert!(needs_fork_like(
         Some(&user),
         Namespaces::NONE,
         false,
-        (1, 0)
+        (1, 0),
+        false
     ));
     // Ids no other process holds (a dynamic user): the vfork-like clone stays.
     let exclusive = Jail {
@@ -434,7 +444,8 @@ fn jails_that_change_credentials_to_shared_ids_make_a_user_namespace_or_run_an_i
         Some(&exclusive),
         Namespaces::PID | Namespaces::MOUNT,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
     assert!(changes_ids(&exclusive, (0, 0)) && !changes_ids(&exclusive, (1, 1)));
     // ... but not with an init or a user namespace.
@@ -446,23 +457,59 @@ fn jails_that_change_credentials_to_shared_ids_make_a_user_namespace_or_run_an_i
         Some(&exclusive_init),
         Namespaces::PID,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
     assert!(needs_fork_like(
         Some(&exclusive),
         Namespaces::USER,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
     let init = Jail {
         init: true,
         ..Jail::default()
     };
-    assert!(needs_fork_like(Some(&init), Namespaces::PID, false, (0, 0)));
+    assert!(needs_fork_like(
+        Some(&init),
+        Namespaces::PID,
+        false,
+        (0, 0),
+        false
+    ));
+    // An init that execs the init image shares the spawner's memory only until then: it
+    // keeps the vfork-like clone, also for a dynamic user, not for shared ids.
+    assert!(!needs_fork_like(
+        Some(&init),
+        Namespaces::PID,
+        false,
+        (0, 0),
+        true
+    ));
+    assert!(!needs_fork_like(
+        Some(&exclusive_init),
+        Namespaces::PID,
+        false,
+        (0, 0),
+        true
+    ));
+    let shared_init = Jail {
+        init: true,
+        ..user.clone()
+    };
+    assert!(needs_fork_like(
+        Some(&shared_init),
+        Namespaces::PID,
+        false,
+        (0, 0),
+        true
+    ));
     assert!(needs_fork_like(
         Some(&plain),
         Namespaces::USER,
         false,
-        (0, 0)
+        (0, 0),
+        false
     ));
 }
