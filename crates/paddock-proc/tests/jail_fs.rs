@@ -132,6 +132,8 @@ fn a_busybox_rootfs_gets_its_mounts_and_a_minimal_dev() {
         grep -c ' /mq .* - mqueue ' /proc/self/mountinfo; \
         ls /dev; \
         echo hi >/dev/null && echo null-ok; \
+        stat -c '%a %t,%T' /dev/null; \
+        grep -c ' /dev/null ' /proc/self/mountinfo; \
         readlink /dev/ptmx; \
         ls /dev/sda 2>/dev/null || echo no-sda";
     let (st, out, err) = run(fsys, Namespaces::PID | Namespaces::IPC, script).unwrap();
@@ -145,7 +147,7 @@ fn a_busybox_rootfs_gets_its_mounts_and_a_minimal_dev() {
         dev.sort();
     }
     let expected = format!(
-        "read-only data\nro-denied\nrw-ok\nz\npid 1\n/proc/1\nsys-ro\n1\n{}\nnull-ok\npts/ptmx\nno-sda\n",
+        "read-only data\nro-denied\nrw-ok\nz\npid 1\n/proc/1\nsys-ro\n1\n{}\nnull-ok\n666 1,3\n0\npts/ptmx\nno-sda\n",
         dev.join("\n")
     );
     assert_eq!(out, expected, "{err}");

@@ -33,6 +33,8 @@ struct Plan {
     data: Option<String>,
     create: Create,
     skip_missing: bool,
+    /// [`OpKind::NodeIn`]: mode (`S_IFCHR` and permissions), device number, uid, gid.
+    node: (u32, u64, u32, u32),
     what: String,
 }
 
@@ -47,9 +49,29 @@ impl Plan {
             data: None,
             create: Create::No,
             skip_missing: false,
+            node: (0, 0, 0, 0),
             what,
         }
     }
+}
+
+/// The bind of the host's device `host` onto `target` (relative) in the new tree, made as a
+/// device node of its own ([`OpKind::NodeIn`], no mount) when `mknod` is allowed and `host`
+/// is a character device, else as a bind onto an empty file.
+fn device(target: &[u8], host: &Path, what: String, mknod: bool) -> Plan {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut p = Plan::new(OpKind::MountIn, target, what);
+    p.source = Some(host.as_os_str().as_bytes().to_vec());
+    p.flags = libc::MS_BIND;
+    p.create = Create::File;
+    match std::fs::metadata(host) {
+        Ok(m) if mknod && m.file_type().is_char_device() => {
+            p.kind = OpKind::NodeIn;
+            p.node = (m.mode(), m.rdev(), m.uid(), m.gid());
+        }
+        _ => {}
+    }
+    p
 }
 
 /// Without a rootfs the mounts go onto the host's tree, where a missing target would be
@@ -58,7 +80,10 @@ impl Plan {
 /// minimal `/dev`), which belongs to the jail. The error names the mount and what to do.
 fn nothing_created_on_the_host(plan: &[Plan]) -> Result<(), SpawnError> {
     let mut tmpfs: Vec<PathBuf> = Vec::new();
-    for p in plan.iter().filter(|p| p.kind == OpKind::MountIn) {
+    for p in plan
+        .iter()
+        .filter(|p| matches!(p.kind, OpKind::MountIn | OpKind::NodeIn))
+    {
         let target = Path::new("/").join(std::ffi::OsStr::from_bytes(&p.target));
         let in_tmpfs = tmpfs.iter().any(|t| target.starts_with(t) && &target != t);
         if p.create != Create::No && !in_tmpfs && std::fs::symlink_metadata(&target).is_err() {
@@ -225,7 +250,9 @@ fn visible_cgroup_mounts(fs: &Filesystem) -> Vec<PathBuf> {
 
 impl PreparedFs {
     /// Plan `fs`.
-    pub(crate) fn new(fs: &Filesystem) -> Result<PreparedFs, SpawnError> {
+    /// Plan `fs`; with `mknod` (no user namespace), the minimal `/dev`'s nodes and the
+    /// character devices put in it are made with `mknod` rather than bind-mounted.
+    pub(crate) fn new(fs: &Filesystem, mknod: bool) -> Result<PreparedFs, SpawnError> {
         let mut plan: Vec<Plan> = Vec::new();
         let mut p = Plan::new(OpKind::Host, b"/", "make the mount tree private".into());
         p.flags = libc::MS_REC | libc::MS_PRIVATE;
@@ -373,15 +400,12 @@ impl PreparedFs {
             p.create = Create::Dir;
             plan.push(p);
             for n in DEV_NODES {
-                let mut p = Plan::new(
-                    OpKind::MountIn,
+                plan.push(device(
                     format!("dev/{n}").as_bytes(),
-                    format!("bind /dev/{n} (minimal /dev)"),
-                );
-                p.source = Some(format!("/dev/{n}").into_bytes());
-                p.flags = libc::MS_BIND;
-                p.create = Create::File;
-                plan.push(p);
+                    &Path::new("/dev").join(n),
+                    format!("the device /dev/{n} (minimal /dev)"),
+                    mknod,
+                ));
             }
             let mut p = Plan::new(
                 OpKind::MountIn,
@@ -425,18 +449,19 @@ impl PreparedFs {
         for d in &fs.devices {
             let meta = std::fs::metadata(d)
                 .map_err(|e| SpawnError::Invalid(format!("device {}: {e}", d.display())))?;
-            let mut p = Plan::new(
-                OpKind::MountIn,
-                &relative(d)?,
-                format!("bind the device {}", d.display()),
+            let target = relative(d)?;
+            // A node of its own only inside the minimal /dev's tmpfs (never in a directory
+            // of the rootfs, where it would outlive the jail).
+            let in_tmpfs = fs.minimal_dev && target.starts_with(b"dev/");
+            let mut p = device(
+                &target,
+                d,
+                format!("the device {}", d.display()),
+                mknod && in_tmpfs,
             );
-            p.source = Some(d.as_os_str().as_bytes().to_vec());
-            p.flags = libc::MS_BIND;
-            p.create = if meta.is_dir() {
-                Create::Dir
-            } else {
-                Create::File
-            };
+            if meta.is_dir() {
+                p.create = Create::Dir;
+            }
             plan.push(p);
         }
 
@@ -540,7 +565,11 @@ impl PreparedFs {
             let (mut prefixes, mut names) = (Vec::new(), Vec::new());
             if matches!(
                 p.kind,
-                OpKind::MountIn | OpKind::SymlinkIn | OpKind::RemountIn | OpKind::MaskIn
+                OpKind::MountIn
+                    | OpKind::SymlinkIn
+                    | OpKind::RemountIn
+                    | OpKind::MaskIn
+                    | OpKind::NodeIn
             ) && p.target != b"."
             {
                 let mut acc: Vec<u8> = Vec::new();
@@ -566,6 +595,10 @@ impl PreparedFs {
                 prefixes: prefixes.as_ptr(),
                 names: names.as_ptr(),
                 n,
+                node_mode: p.node.0,
+                node_rdev: p.node.1,
+                node_uid: p.node.2,
+                node_gid: p.node.3,
             });
             arrays.push(prefixes);
             arrays.push(names);
@@ -606,6 +639,41 @@ impl PreparedFs {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering::Relaxed;
+
+    /// The minimal `/dev`'s nodes are nodes of their own (`mknod`, no mount) unless a user
+    /// namespace forbids `mknod`; then they are binds of the host's.
+    #[test]
+    fn minimal_dev_nodes_are_made_with_mknod_outside_a_user_namespace() {
+        let fs = Filesystem {
+            rootfs: Some("/".into()),
+            minimal_dev: true,
+            ..Filesystem::default()
+        };
+        let kinds = |mknod: bool| -> Vec<(String, OpKind)> {
+            let p = PreparedFs::new(&fs, mknod).unwrap();
+            p.what
+                .iter()
+                .zip(&p._ops)
+                .filter(|(w, _)| w.starts_with("the device /dev/"))
+                .map(|(w, op)| (w.clone(), op.kind))
+                .collect()
+        };
+        let nodes = kinds(true);
+        assert_eq!(nodes.len(), DEV_NODES.len(), "{nodes:?}");
+        for (what, kind) in &nodes {
+            let host = what.split_whitespace().nth(2).unwrap();
+            let char_dev = std::os::unix::fs::FileTypeExt::is_char_device(
+                &std::fs::metadata(host).unwrap().file_type(),
+            );
+            let want = if char_dev {
+                OpKind::NodeIn
+            } else {
+                OpKind::MountIn
+            };
+            assert_eq!(*kind, want, "{what}");
+        }
+        assert!(kinds(false).iter().all(|(_, k)| *k == OpKind::MountIn));
+    }
 
     /// The cached cgroup2 mount list is read again after the mount table changed, and only
     /// then (root: mounts a tmpfs on a temporary directory, removed at the end).

@@ -139,7 +139,7 @@ impl PreparedJail {
         }
 
         let fs = match &jail.filesystem {
-            Some(f) => Some(PreparedFs::new(f)?),
+            Some(f) => Some(PreparedFs::new(f, !ns_new.contains(Namespaces::USER))?),
             None => None,
         };
 

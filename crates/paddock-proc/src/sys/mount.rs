@@ -31,6 +31,12 @@ pub(crate) enum OpKind {
     /// Open the target in the root, skipped when missing: a directory gets an empty
     /// read-only tmpfs, anything else `/dev/null` bound over it.
     MaskIn,
+    /// A character device node like the host's `source` at the target, which lies in a
+    /// tmpfs of the jail (the minimal `/dev`): `mknodat` in its parent directory with the
+    /// host node's number, mode and owner (`node_*`), no mount. Where `mknod` is refused
+    /// (`EPERM`: no `CAP_MKNOD`, a user namespace), or the target exists, it is done as a
+    /// [`OpKind::MountIn`] bind of `source` onto an empty file instead.
+    NodeIn,
     /// `pivot_root` into the root (`fchdir`, `pivot_root(".", ".")`, `umount2(".",
     /// MNT_DETACH)`, `chdir("/")`).
     Pivot,
@@ -66,6 +72,11 @@ pub(crate) struct MountOp {
     pub prefixes: *const *const c_char,
     pub names: *const *const c_char,
     pub n: usize,
+    /// [`OpKind::NodeIn`]: `S_IFCHR` and the permission bits, the device number, the owner.
+    pub node_mode: u32,
+    pub node_rdev: u64,
+    pub node_uid: u32,
+    pub node_gid: u32,
 }
 
 /// The filesystem plan of a jailed child.
@@ -265,11 +276,46 @@ impl ParentCache {
     }
 }
 
-/// Create `op`'s missing target (and its missing parents) and open it (`O_PATH`). The
-/// parent directory is opened in the root (or taken from `cache`), the target created in
-/// it (a file with `O_EXCL | O_NOFOLLOW`, a directory with `mkdirat`) and opened from it
-/// without following any symlink; only when the parent itself is missing are the
-/// components created one at a time ([`create_missing`]). Errors report `idx`.
+/// The directory `op`'s target is to be made in, with its last component's name: the root
+/// for a single component, else the parent opened in the root (`O_DIRECTORY`; created with
+/// its missing parents one component at a time when missing) or the same directory still
+/// open in `cache`. The fd belongs to the root or to `cache`: the caller does not close it.
+/// `None` for the root itself. Errors report `idx`.
+fn parent_dir(
+    root: RawFd,
+    op: &MountOp,
+    cache: &mut ParentCache,
+    err_fd: RawFd,
+    idx: u32,
+) -> Option<(RawFd, *const c_char)> {
+    // SAFETY: (both) the parent's arrays of `n` NUL-terminated strings.
+    let prefixes = unsafe { std::slice::from_raw_parts(op.prefixes, op.n) };
+    // SAFETY: see above.
+    let names = unsafe { std::slice::from_raw_parts(op.names, op.n) };
+    let &name = names.last()?;
+    if op.n == 1 {
+        return Some((root, name));
+    }
+    let parent = prefixes[op.n - 2];
+    if cache.fd < 0 || !same(cache.path, parent) {
+        cache.clear();
+        let mut d = open_in_root(root, parent, libc::O_DIRECTORY);
+        if d < 0 && last_errno() == libc::ENOENT {
+            create_missing(root, op, false, err_fd, idx);
+            d = open_in_root(root, parent, libc::O_DIRECTORY);
+        }
+        if d < 0 {
+            fail(err_fd, RawStage::Filesystem, idx);
+        }
+        cache.fd = d;
+        cache.path = parent;
+    }
+    Some((cache.fd, name))
+}
+
+/// Create `op`'s missing target (and its missing parents) and open it (`O_PATH`): in its
+/// parent directory ([`parent_dir`]) a file with `O_EXCL | O_NOFOLLOW` or a directory with
+/// `mkdirat`, then opened from there without following any symlink. Errors report `idx`.
 fn create_target(
     root: RawFd,
     op: &MountOp,
@@ -277,32 +323,9 @@ fn create_target(
     err_fd: RawFd,
     idx: u32,
 ) -> RawFd {
-    // SAFETY: (both) the parent's arrays of `n` NUL-terminated strings.
-    let prefixes = unsafe { std::slice::from_raw_parts(op.prefixes, op.n) };
-    // SAFETY: see above.
-    let names = unsafe { std::slice::from_raw_parts(op.names, op.n) };
-    let Some(&name) = names.last() else {
+    let Some((dir, name)) = parent_dir(root, op, cache, err_fd, idx) else {
         // The root itself, which exists: report the open's ENOENT.
         return -1;
-    };
-    let dir = if op.n == 1 {
-        root
-    } else {
-        let parent = prefixes[op.n - 2];
-        if cache.fd < 0 || !same(cache.path, parent) {
-            cache.clear();
-            let mut d = open_in_root(root, parent, libc::O_DIRECTORY);
-            if d < 0 && last_errno() == libc::ENOENT {
-                create_missing(root, op, false, err_fd, idx);
-                d = open_in_root(root, parent, libc::O_DIRECTORY);
-            }
-            if d < 0 {
-                fail(err_fd, RawStage::Filesystem, idx);
-            }
-            cache.fd = d;
-            cache.path = parent;
-        }
-        cache.fd
     };
     if op.create == Create::File {
         // SAFETY: openat of a single component in a directory fd, creating an empty file
@@ -333,6 +356,101 @@ fn create_target(
         }
     }
     open_created(dir, name)
+}
+
+/// [`OpKind::NodeIn`] by `mknodat`: true when the node was made (owner and mode set);
+/// false when `mknod` is refused (`EPERM`) or the target exists, for the bind instead.
+fn make_node(root: RawFd, op: &MountOp, cache: &mut ParentCache, err_fd: RawFd, idx: u32) -> bool {
+    let Some((dir, name)) = parent_dir(root, op, cache, err_fd, idx) else {
+        return false;
+    };
+    // SAFETY: mknodat of a single component in a directory fd, with integer arguments.
+    if unsafe { libc::mknodat(dir, name, op.node_mode, op.node_rdev) } != 0 {
+        let e = last_errno();
+        if e == libc::EPERM || e == libc::EEXIST {
+            return false;
+        }
+        fail(err_fd, RawStage::Filesystem, idx);
+    }
+    if op.node_uid != 0 || op.node_gid != 0 {
+        // SAFETY: fchownat of the node just made, not following a symlink.
+        let r = unsafe {
+            libc::fchownat(
+                dir,
+                name,
+                op.node_uid,
+                op.node_gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            fail(err_fd, RawStage::Filesystem, idx);
+        }
+    }
+    // The mode again without the umask's bits.
+    // SAFETY: fchmodat of the node just made (a device node, not a symlink).
+    if unsafe { libc::fchmodat(dir, name, op.node_mode & 0o7777, 0) } != 0 {
+        fail(err_fd, RawStage::Filesystem, idx);
+    }
+    true
+}
+
+/// [`OpKind::MountIn`], [`OpKind::RemountIn`] and [`OpKind::MaskIn`] (and the bind of a
+/// refused [`OpKind::NodeIn`]): open the target in the root (creating it when missing and
+/// `op.create` says so), then mount onto it. A missing target is skipped for a mask or
+/// with `skip_missing`.
+fn mount_in(
+    fs: &RawFs,
+    root: RawFd,
+    op: &MountOp,
+    cache: &mut ParentCache,
+    buf: &mut [u8; 32],
+    err_fd: RawFd,
+    idx: u32,
+) {
+    let mut fd = open_in_root(root, op.target, 0);
+    if fd < 0 && op.create != Create::No && last_errno() == libc::ENOENT {
+        fd = create_target(root, op, cache, err_fd, idx);
+    }
+    if fd < 0 {
+        if (op.skip_missing || op.kind == OpKind::MaskIn) && last_errno() == libc::ENOENT {
+            return;
+        }
+        fail(err_fd, RawStage::Filesystem, idx);
+    }
+    let (mut source, mut fstype, mut flags, mut data) = (op.source, op.fstype, op.flags, op.data);
+    if op.kind == OpKind::MaskIn {
+        // SAFETY: `struct stat` is plain data; all-zero bytes are valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat of the fd just opened into a valid struct on this stack.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            fail(err_fd, RawStage::Filesystem, idx);
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            source = fs.tmpfs;
+            fstype = fs.tmpfs;
+            flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            data = fs.mask_data;
+        } else {
+            source = fs.dev_null;
+            fstype = std::ptr::null();
+            flags = libc::MS_BIND;
+            data = std::ptr::null();
+        }
+    }
+    let path = fd_path(buf, fd);
+    // SAFETY: mount(2) onto this child's own fd (through /proc/self/fd) with NUL-terminated
+    // strings (or null) the parent prepared.
+    let r = unsafe { libc::mount(source, path, fstype, flags, data.cast()) };
+    let e = last_errno();
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(fd) };
+    if r != 0 {
+        // SAFETY: restores the errno of the failed mount for the report.
+        unsafe { *libc::__errno_location() = e };
+        fail(err_fd, RawStage::Filesystem, idx);
+    }
+    cache.mounted(op.target);
 }
 
 /// Run the filesystem plan. Any failure reports [`RawStage::Filesystem`] with the index of
@@ -376,79 +494,21 @@ pub(super) unsafe fn run(fs: &RawFs, err_fd: RawFd) {
                 }
             }
             OpKind::MountIn | OpKind::RemountIn | OpKind::MaskIn => {
-                let mut fd = open_in_root(root, op.target, 0);
-                if fd < 0 && op.create != Create::No && last_errno() == libc::ENOENT {
-                    fd = create_target(root, op, &mut cache, err_fd, idx);
+                mount_in(fs, root, op, &mut cache, &mut buf, err_fd, idx);
+            }
+            OpKind::NodeIn => {
+                if !make_node(root, op, &mut cache, err_fd, idx) {
+                    mount_in(fs, root, op, &mut cache, &mut buf, err_fd, idx);
                 }
-                if fd < 0 {
-                    if (op.skip_missing || op.kind == OpKind::MaskIn)
-                        && last_errno() == libc::ENOENT
-                    {
-                        continue;
-                    }
-                    fail(err_fd, RawStage::Filesystem, idx);
-                }
-                let (mut source, mut fstype, mut flags, mut data) =
-                    (op.source, op.fstype, op.flags, op.data);
-                if op.kind == OpKind::MaskIn {
-                    // SAFETY: `struct stat` is plain data; all-zero bytes are valid.
-                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                    // SAFETY: fstat of the fd just opened into a valid struct on this stack.
-                    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-                        fail(err_fd, RawStage::Filesystem, idx);
-                    }
-                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                        source = fs.tmpfs;
-                        fstype = fs.tmpfs;
-                        flags =
-                            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                        data = fs.mask_data;
-                    } else {
-                        source = fs.dev_null;
-                        fstype = std::ptr::null();
-                        flags = libc::MS_BIND;
-                        data = std::ptr::null();
-                    }
-                }
-                let path = fd_path(&mut buf, fd);
-                // SAFETY: mount(2) onto this child's own fd (through /proc/self/fd) with
-                // NUL-terminated strings (or null) the parent prepared.
-                let r = unsafe { libc::mount(source, path, fstype, flags, data.cast()) };
-                let e = last_errno();
-                // SAFETY: closes the fd opened above.
-                unsafe { libc::close(fd) };
-                if r != 0 {
-                    // SAFETY: restores the errno of the failed mount for the report.
-                    unsafe { *libc::__errno_location() = e };
-                    fail(err_fd, RawStage::Filesystem, idx);
-                }
-                cache.mounted(op.target);
             }
             OpKind::SymlinkIn => {
-                create_missing(root, op, false, err_fd, idx);
-                // SAFETY: (both) the parent's arrays of `n` NUL-terminated strings.
-                let prefixes = unsafe { std::slice::from_raw_parts(op.prefixes, op.n) };
-                // SAFETY: see above.
-                let names = unsafe { std::slice::from_raw_parts(op.names, op.n) };
-                let Some(&name) = names.last() else {
+                let Some((dir, name)) = parent_dir(root, op, &mut cache, err_fd, idx) else {
                     continue;
                 };
-                let dir = if op.n == 1 {
-                    root
-                } else {
-                    open_in_root(root, prefixes[op.n - 2], libc::O_DIRECTORY)
-                };
-                if dir < 0 {
-                    fail(err_fd, RawStage::Filesystem, idx);
-                }
                 // SAFETY: symlinkat with NUL-terminated strings, in a directory fd.
-                let r = unsafe { libc::symlinkat(op.source, dir, name) };
-                let e = last_errno();
-                if dir != root {
-                    // SAFETY: closes the directory fd opened above.
-                    unsafe { libc::close(dir) };
-                }
-                if r != 0 && e != libc::EEXIST {
+                if unsafe { libc::symlinkat(op.source, dir, name) } != 0
+                    && last_errno() != libc::EEXIST
+                {
                     fail(err_fd, RawStage::Filesystem, idx);
                 }
             }
