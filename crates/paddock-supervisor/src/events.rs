@@ -111,6 +111,9 @@ pub enum StopReason {
     Shutdown,
     /// Reconciliation found a stop that had not finished.
     Recovered,
+    /// The sandbox's deadline passed (`deadline_ms` in its spec, or as extended): a
+    /// graceful stop by its own stop policy.
+    Deadline,
 }
 
 /// What a stop did, phase by phase.
@@ -221,6 +224,17 @@ pub enum EventKind {
     Paused,
     /// Thawed.
     Resumed,
+    /// The deadline was set or moved; the sandbox is stopped (reason `deadline`) when it
+    /// passes.
+    DeadlineSet {
+        /// The deadline, in milliseconds since the Unix epoch.
+        deadline_at_ms: u64,
+    },
+    /// The deadline passed: the stop (reason `deadline`) begins.
+    Deadline {
+        /// The deadline that passed, in milliseconds since the Unix epoch.
+        deadline_at_ms: u64,
+    },
 }
 
 /// One event, for one lifecycle of one sandbox.

@@ -159,6 +159,10 @@ pub struct Record {
     /// supervisor knows which uids its adopted sandboxes hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailStatus>,
+    /// The deadline, in milliseconds since the Unix epoch (from the spec's `deadline_ms`,
+    /// or as extended since): a restarted supervisor stops the sandbox when it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_ms: Option<u64>,
 }
 
 #[cfg(test)]

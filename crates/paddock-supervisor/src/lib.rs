@@ -40,6 +40,7 @@
 //! a hook call, and when two are taken the registry's comes before a lifecycle's state.
 
 mod config;
+mod deadline;
 mod events;
 mod hooks;
 mod ids;

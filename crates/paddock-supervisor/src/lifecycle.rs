@@ -54,6 +54,13 @@ pub(crate) struct Sandbox {
     /// What its jail is; its `dynamic_uid` is held for this lifecycle until its cgroup is
     /// gone.
     pub(crate) jail: Option<crate::jail::JailStatus>,
+    /// The deadline (ms since the epoch), if any. Changed only by `apply`, under the state
+    /// lock, with a [`Transition::DeadlineSet`].
+    deadline_at_ms: Mutex<Option<u64>>,
+    /// Wakes the deadline's timer when the deadline moved.
+    pub(crate) deadline_moved: Notify,
+    /// Whether the deadline's timer was started (`Supervisor::arm_deadline`).
+    pub(crate) deadline_armed: std::sync::atomic::AtomicBool,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -139,7 +146,21 @@ impl Sandbox {
             outcome: watch::channel(None).0,
             escalate: Notify::new(),
             jail,
+            deadline_at_ms: Mutex::new(None),
+            deadline_moved: Notify::new(),
+            deadline_armed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The lifecycle with its initial deadline (ms since the epoch), before it is shared.
+    pub(crate) fn with_deadline(self, at_ms: Option<u64>) -> Self {
+        *self.deadline_at_ms.lock() = at_ms;
+        self
+    }
+
+    /// The deadline (ms since the epoch), if any.
+    pub(crate) fn deadline_at_ms(&self) -> Option<u64> {
+        *self.deadline_at_ms.lock()
     }
 
     /// The dynamic uid this lifecycle holds, if any.
@@ -186,6 +207,7 @@ impl Sandbox {
             stop_reason: state.stop_reason(),
             created_at_ms: self.created_at_ms,
             jail: self.jail.clone(),
+            deadline_at_ms: self.deadline_at_ms(),
         }
     }
 
@@ -193,7 +215,14 @@ impl Sandbox {
     /// entered.
     fn apply(&self, t: Transition) -> Result<(LifecycleState, LifecycleState), InvalidTransition> {
         let mut state = self.state.lock();
+        let at = match &t {
+            Transition::DeadlineSet { at_ms } => Some(*at_ms),
+            _ => None,
+        };
         let next = transition(&state, t)?;
+        if at.is_some() {
+            *self.deadline_at_ms.lock() = at;
+        }
         let left = std::mem::replace(&mut *state, next.clone());
         Ok((left, next))
     }
@@ -234,12 +263,13 @@ impl Supervisor {
         sb: &Arc<Sandbox>,
         t: Transition,
     ) -> Result<Entered, InvalidTransition> {
+        let deadline = deadline_of(&t);
         let (left, now) = sb.apply(t)?;
         let hooks = &self.inner.cfg.hooks;
         let recorded = hooks
             .wants_records()
             .then(|| hooks.on_change(&sb.record_in(&now)));
-        self.effects(sb, &left, &now);
+        self.effects(sb, &left, &now, deadline);
         Ok(Entered { left, recorded })
     }
 
@@ -260,19 +290,38 @@ impl Supervisor {
             return self.enter(sb, t);
         }
         let next = sb.with_state(|s| transition(s, t.clone()))?;
-        let written = hooks.on_change(&sb.record_in(&next)).await;
+        let deadline = deadline_of(&t);
+        let mut rec = sb.record_in(&next);
+        if deadline.is_some() {
+            rec.deadline_at_ms = deadline;
+        }
+        let written = hooks.on_change(&rec).await;
         let (left, now) = sb.apply(t)?;
-        self.effects(sb, &left, &now);
+        self.effects(sb, &left, &now, deadline);
         Ok(Entered {
             left,
             recorded: Some(Box::pin(std::future::ready(written))),
         })
     }
 
-    /// The side effects of entering `now` from `left` (after the record).
-    fn effects(&self, sb: &Arc<Sandbox>, left: &LifecycleState, now: &LifecycleState) {
+    /// The side effects of entering `now` from `left` (after the record); `deadline` is
+    /// the new deadline of a [`Transition::DeadlineSet`].
+    fn effects(
+        &self,
+        sb: &Arc<Sandbox>,
+        left: &LifecycleState,
+        now: &LifecycleState,
+        deadline: Option<u64>,
+    ) {
         use LifecycleState as S;
         use std::sync::atomic::Ordering::Relaxed;
+        if let Some(deadline_at_ms) = deadline {
+            // Running → Running: only the deadline moved.
+            sb.deadline_moved.notify_one();
+            self.emit(sb, EventKind::DeadlineSet { deadline_at_ms });
+            tracing::info!(deadline_at_ms, "deadline set");
+            return;
+        }
         let c = &self.inner.counters;
         self.count_live(left, now);
         if let S::Recorded { state: recorded } = left {
@@ -413,5 +462,13 @@ impl Supervisor {
         };
         self.inner.cfg.hooks.on_event(&ev);
         let _ = self.inner.events.send(ev);
+    }
+}
+
+/// The new deadline a transition sets, if it is a [`Transition::DeadlineSet`].
+fn deadline_of(t: &Transition) -> Option<u64> {
+    match t {
+        Transition::DeadlineSet { at_ms } => Some(*at_ms),
+        _ => None,
     }
 }

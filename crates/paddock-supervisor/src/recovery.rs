@@ -165,15 +165,23 @@ impl Supervisor {
             (_, None) => None,
         };
         let paused = cg.events()?.frozen;
-        let sb = Arc::new(Sandbox::new(
-            rec.spec.clone(),
-            lc,
-            rec.created_at_ms,
-            cg.path().to_owned(),
-            name,
-            LifecycleState::Recorded { state: rec.state },
-            rec.jail.clone(),
-        ));
+        let sb = Arc::new(
+            Sandbox::new(
+                rec.spec.clone(),
+                lc,
+                rec.created_at_ms,
+                cg.path().to_owned(),
+                name,
+                LifecycleState::Recorded { state: rec.state },
+                rec.jail.clone(),
+            )
+            // A record from before deadlines were recorded: from the spec.
+            .with_deadline(rec.deadline_at_ms.or_else(|| {
+                rec.spec
+                    .deadline_ms
+                    .map(|d| rec.created_at_ms.saturating_add(d))
+            })),
+        );
         drop(cg);
         let main = main.map(|m| MainProcess::adopted(m, rec.main_start_time));
         if let Some(m) = &main {
@@ -206,6 +214,7 @@ impl Supervisor {
         if let Some(m) = main {
             self.spawn_monitor(sb.clone(), m);
         }
+        self.arm_deadline(&sb);
         Ok(Adopted::Running(self.info(&sb)))
     }
 

@@ -322,6 +322,13 @@ pub struct SandboxSpec {
     /// does (root, the host's filesystem and namespaces but the network's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailSpec>,
+    /// A time to live: the sandbox is stopped gracefully, by its own stop policy and with
+    /// reason `deadline`, this many milliseconds after it was created (1 to 365 days'
+    /// worth). The deadline is kept as an absolute time in the sandbox's record, so it holds
+    /// across a restart of the supervisor; [`crate::Supervisor::extend_deadline`] moves it
+    /// (and gives a deadline to a sandbox started without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 impl SandboxSpec {
@@ -345,6 +352,7 @@ impl SandboxSpec {
             on_main_exit: OnMainExit::Stop,
             labels: BTreeMap::new(),
             jail: None,
+            deadline_ms: None,
         }
     }
 
@@ -390,6 +398,13 @@ impl SandboxSpec {
                     "stop.{name} = {v}: at most {max_ms} (365 days, the bound of every duration)"
                 ));
             }
+        }
+        if let Some(d) = self.deadline_ms
+            && !(1..=max_ms).contains(&d)
+        {
+            return bad(format!(
+                "deadline_ms = {d}: must be from 1 to {max_ms} (365 days, the bound of every duration)"
+            ));
         }
         let l = &self.limits;
         // The same bounds as the cgroup layer (and the kernel), so a spec that validates

@@ -59,15 +59,20 @@ impl Supervisor {
             }
             _ => None,
         };
-        let sb = Arc::new(Sandbox::new(
-            spec,
-            lifecycle,
-            now_ms(),
-            cgroup_path,
-            name,
-            LifecycleState::Creating,
-            jail,
-        ));
+        let created_at_ms = now_ms();
+        let deadline = spec.deadline_ms.map(|d| created_at_ms.saturating_add(d));
+        let sb = Arc::new(
+            Sandbox::new(
+                spec,
+                lifecycle,
+                created_at_ms,
+                cgroup_path,
+                name,
+                LifecycleState::Creating,
+                jail,
+            )
+            .with_deadline(deadline),
+        );
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.
         let op = sb.op.try_lock().expect("a new lifecycle's op lock is free");
@@ -167,6 +172,7 @@ impl Supervisor {
         };
         drop(op);
         self.spawn_monitor(sb.clone(), main);
+        self.arm_deadline(sb);
         if let Some(recorded) = recorded
             && let Err(reason) = recorded.await
         {

@@ -5,8 +5,8 @@
 //!                  Started                 StopBegun                Removed
 //!   Creating ─────────────▶ Running ─────────────────▶ Stopping ────────────▶ Stopped
 //!      │                    ▲ │ ▲                      ▲  │  │                  ▲
-//!      │ StartFailed        │ └─┘ Paused, Resumed      │  │  │ KillStuck        │ Drained
-//!      ▼                    │                          │  │  ▼                  │
+//!      │ StartFailed        │ └─┘ Paused, Resumed,     │  │  │ KillStuck        │ Drained
+//!      ▼                    │     DeadlineSet          │  │  ▼                  │
 //!   StartFailed     Adopted │                  Adopted │  │ Quarantined ────────┘
 //!                           │                          │  │  │
 //!                       Recorded ──────────────────────┘  │  │ StopFailed
@@ -230,6 +230,12 @@ pub enum Transition {
     Paused,
     /// The cgroup thawed: `Running` → `Running { paused: false }`.
     Resumed,
+    /// The deadline was set or moved (`Supervisor::extend_deadline`): `Running` →
+    /// `Running`, recorded like any other transition.
+    DeadlineSet {
+        /// The new deadline, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
     /// A stop began (requested, or the main process exited): `Running` → `Stopping`.
     StopBegun {
         /// Why.
@@ -267,6 +273,7 @@ impl Transition {
             Transition::StartFailed { .. } => "StartFailed",
             Transition::Paused => "Paused",
             Transition::Resumed => "Resumed",
+            Transition::DeadlineSet { .. } => "DeadlineSet",
             Transition::StopBegun { .. } => "StopBegun",
             Transition::Removed { .. } => "Removed",
             Transition::KillStuck { .. } => "KillStuck",
@@ -308,6 +315,7 @@ pub fn transition(
         (S::Creating, T::StartFailed { error }) => S::StartFailed { error },
         (S::Running { .. }, T::Paused) => S::Running { paused: true },
         (S::Running { .. }, T::Resumed) => S::Running { paused: false },
+        (S::Running { paused }, T::DeadlineSet { .. }) => S::Running { paused: *paused },
         (S::Running { .. }, T::StopBegun { reason }) => S::Stopping { reason },
         (S::Stopping { .. }, T::Removed { report }) => S::Stopped { report },
         (S::Stopping { .. }, T::KillStuck { report }) => S::Quarantined { report },
@@ -393,6 +401,7 @@ mod tests {
             T::StartFailed { error: "e".into() },
             T::Paused,
             T::Resumed,
+            T::DeadlineSet { at_ms: 1 },
             T::StopBegun {
                 reason: StopReason::Killed,
             },
@@ -438,13 +447,14 @@ mod tests {
     }
 
     /// The arrows of the diagram (module docs and ARCHITECTURE.md), by name.
-    const ARROWS: [(&str, &str, &str); 12] = [
+    const ARROWS: [(&str, &str, &str); 13] = [
         ("Recorded", "Adopted", "Running"),
         ("Recorded", "Adopted", "Stopping"),
         ("Creating", "Started", "Running"),
         ("Creating", "StartFailed", "StartFailed"),
         ("Running", "Paused", "Running"),
         ("Running", "Resumed", "Running"),
+        ("Running", "DeadlineSet", "Running"),
         ("Running", "StopBegun", "Stopping"),
         ("Stopping", "Removed", "Stopped"),
         ("Stopping", "KillStuck", "Quarantined"),

@@ -63,6 +63,10 @@ pub struct SandboxInfo {
     /// sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailStatus>,
+    /// The deadline (milliseconds since the Unix epoch), if it has one: it is stopped
+    /// (reason `deadline`) when it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_ms: Option<u64>,
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
@@ -539,6 +543,7 @@ impl Supervisor {
             created_at_ms: sb.created_at_ms,
             spec: sb.spec.clone(),
             jail: sb.jail.clone(),
+            deadline_at_ms: sb.deadline_at_ms(),
         }
     }
 }

@@ -358,7 +358,8 @@ fn pids_max_events(path: &Path) -> u64 {
 }
 
 /// Lets the payload's tree be built before the stop — or not, where the stop is meant to
-/// race the building: no wait for `instant-exit` or `StopVsMainExit`, 0–40 ms for
+/// race the building: no wait for `instant-exit`, `StopVsMainExit` or `DeadlineVsStop`
+/// (whose deadline of a few ms stops it at any point of the building), 0–40 ms for
 /// `building`, a fork storm is stopped 5–150 ms into it (under `pids.max` half the time
 /// only once a fork was refused); the others until their ready file is written (a payload
 /// still running that never got ready is an error).
@@ -373,7 +374,7 @@ pub(crate) async fn wait_before_stop(
 ) {
     let ready = ctx.scratch_file(id, "ready");
     match (case, fault) {
-        (_, Fault::StopVsMainExit) | (Case::InstantExit, _) => {}
+        (_, Fault::StopVsMainExit | Fault::DeadlineVsStop) | (Case::InstantExit, _) => {}
         (Case::Building, _) => tokio::time::sleep(ms(rng.range(0, 40))).await,
         // Ready once all daemons are made (variants 0, 2), or at once (1, 3: the stop
         // comes mid-storm); then 0–100 ms more.

@@ -34,11 +34,15 @@ pub enum Fault {
     CancelStop,
     /// `pause` dropped after a short timeout, then the sandbox stopped.
     CancelPause,
+    /// A deadline of 1–5 ms, racing a stop issued 0–5 ms after the start and an
+    /// `extend_deadline`: one outcome (reason `deadline`, `requested` or `main_exited`);
+    /// the extension succeeds or is refused as not running.
+    DeadlineVsStop,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Plain,
         Fault::RacingStops,
         Fault::StopVsMainExit,
@@ -47,6 +51,7 @@ impl Fault {
         Fault::CancelStart,
         Fault::CancelStop,
         Fault::CancelPause,
+        Fault::DeadlineVsStop,
     ];
 
     /// Draws the fault of a lifecycle of `case`: any, except that `unkillable` only gets
@@ -78,6 +83,10 @@ pub(crate) async fn start_with_fault(
     out: &mut Outcome,
 ) -> Option<SandboxInfo> {
     let sup = &ctx.sup;
+    let mut spec = spec;
+    if fault == Fault::DeadlineVsStop {
+        spec.deadline_ms = Some(rng.range(1, 6));
+    }
     if fault != Fault::CancelStart {
         return match sup.start(spec).await {
             Ok(s) => Some(s.info),
@@ -87,7 +96,6 @@ pub(crate) async fn start_with_fault(
             }
         };
     }
-    let mut spec = spec;
     if rng.chance(30) {
         // A start that fails after the cgroup exists (its clean-up has await points).
         spec.cwd = Some("/nonexistent-paddock-torture".into());
@@ -232,6 +240,36 @@ pub(crate) async fn stop_with_fault(
                 Err(e) => {
                     out.errors
                         .push(format!("{id}: stop after a cancelled stop: {e}"));
+                    None
+                }
+            }
+        }
+        Fault::DeadlineVsStop => {
+            tokio::time::sleep(Duration::from_micros(rng.range(0, 5_000))).await;
+            let (x, r) = tokio::join!(
+                sup.extend_deadline(id, ms(rng.range(1, 5))),
+                sup.stop(id, Some(lc))
+            );
+            if let Err(e) = x
+                && !matches!(e, SupError::InvalidState { .. } | SupError::NotFound { .. })
+            {
+                out.errors
+                    .push(format!("{id}: extend_deadline racing a stop: {e}"));
+            }
+            match r {
+                Ok(r) => {
+                    use paddock_supervisor::StopReason as R;
+                    if !matches!(r.reason, R::Deadline | R::Requested | R::MainExited) {
+                        out.errors.push(format!(
+                            "{id}: a stop racing a deadline ended with reason {:?}",
+                            r.reason
+                        ));
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    out.errors
+                        .push(format!("{id}: stop racing a deadline: {e}"));
                     None
                 }
             }

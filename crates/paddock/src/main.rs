@@ -173,6 +173,23 @@ enum Cmd {
     ///   paddock pause web-1 --json
     #[command(verbatim_doc_comment)]
     Pause(Target),
+    /// Move a running sandbox's deadline (its time to live) later.
+    ///
+    /// The new deadline is --extend after the current one (or after now, for a sandbox
+    /// started without --timeout). When it passes, the sandbox is stopped gracefully by its
+    /// own stop policy, with reason `deadline`. Prints the new deadline.
+    ///
+    /// Examples:
+    ///   paddock deadline web-1 --extend 10m
+    ///   paddock deadline web-1 --extend 1h --json
+    #[command(verbatim_doc_comment)]
+    Deadline {
+        /// Sandbox ID.
+        id: String,
+        /// How much later, e.g. 30s, 10m, 2h.
+        #[arg(long, value_name = "DURATION")]
+        extend: String,
+    },
     /// Thaw a paused sandbox.
     ///
     /// Examples:
@@ -397,6 +414,7 @@ fn main() -> ExitCode {
             }
             Cmd::Pause(t) => cli::pause(&c, out, &t.id, true, &t.lifecycle).await,
             Cmd::Resume(t) => cli::pause(&c, out, &t.id, false, &t.lifecycle).await,
+            Cmd::Deadline { id, extend } => cli::extend_deadline(&c, out, &id, &extend).await,
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
             Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,

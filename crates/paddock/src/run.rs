@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// Grace period between the stop signal and the kill, e.g. 10s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub stop_timeout: String,
+    /// A time to live, e.g. 30s, 2h: the sandbox is stopped gracefully (by --stop-timeout,
+    /// reason `deadline`) this long after it started. With -d it holds across a daemon
+    /// restart and `paddock deadline ID --extend D` moves it.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// Environment variable for the command (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
@@ -97,6 +102,12 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
         grace_period_ms: grace.as_millis() as u64,
         ..StopPolicy::default()
     };
+    spec.deadline_ms = a
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration(t).map(|d| (d.as_millis() as u64).max(1)))
+        .transpose()
+        .context("--timeout")?;
     spec.jail = a.jail.to_spec()?;
     spec.validate()?;
     Ok(spec)

@@ -602,6 +602,7 @@ fn full_spec() -> SandboxSpec {
         max_depth: Some(3),
     };
     spec.network = Network::Named("blue".into());
+    spec.deadline_ms = Some(60_000);
     spec.jail = Some(
         serde_json::from_value(json!({
             "user": {"uid": 1000, "gid": "kvm", "groups": [10, "video"]},
@@ -662,6 +663,7 @@ fn info(stopped: bool) -> SandboxInfo {
             landlock_mode: Default::default(),
             landlock_abi: Some(4),
         }),
+        deadline_at_ms: Some(2),
     }
 }
 
@@ -683,6 +685,9 @@ fn events() -> Vec<Event> {
         EventKind::Stopping {
             reason: StopReason::Recovered,
         },
+        EventKind::Stopping {
+            reason: StopReason::Deadline,
+        },
         EventKind::LeakedProcessesKilled { count: 2 },
         EventKind::Stopped {
             report: stop_report(),
@@ -693,6 +698,8 @@ fn events() -> Vec<Event> {
         EventKind::Failed { error: "e".into() },
         EventKind::Paused,
         EventKind::Resumed,
+        EventKind::DeadlineSet { deadline_at_ms: 3 },
+        EventKind::Deadline { deadline_at_ms: 3 },
     ];
     kinds
         .into_iter()

@@ -21,6 +21,29 @@ impl TimeoutQuery {
     }
 }
 
+/// The query of `POST /v1/sandboxes/{id}/deadline`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExtendQuery {
+    pub(super) extend: Option<String>,
+}
+
+impl ExtendQuery {
+    /// The required `extend` duration (at least 1 ms).
+    pub(super) fn extend(&self) -> ApiResult<Duration> {
+        let Some(t) = self.extend.as_deref() else {
+            return Err(ApiError::bad(
+                "extend: missing (how much later the deadline is to be, such as 5m)",
+            ));
+        };
+        let d = parse_api_duration(t).map_err(|why| ApiError::bad(format!("extend: {why}")))?;
+        if d < Duration::from_millis(1) {
+            return Err(ApiError::bad(format!("extend: {t:?} is less than 1ms")));
+        }
+        Ok(d)
+    }
+}
+
 /// The units of an API duration, each with its length in seconds.
 pub(super) const DURATION_UNITS: [(&str, f64); 5] = [
     ("ms", 0.001),

@@ -102,6 +102,7 @@ pub fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(kill))
         .routes(routes!(wait))
         .routes(routes!(pause))
+        .routes(routes!(extend_deadline))
         .routes(routes!(resume))
         .routes(routes!(stats))
         .routes(routes!(logs))

@@ -303,6 +303,48 @@ pub(super) async fn wait(
         })
 }
 
+/// Move a running sandbox's deadline later.
+///
+/// The new deadline is `extend` after the current one (or after now, for a sandbox without
+/// a deadline or whose deadline has just passed without its stop having begun). It is
+/// recorded before it takes effect and holds across a restart of the daemon. When it
+/// passes, the sandbox is stopped gracefully by its own stop policy, reason `deadline`.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/deadline",
+    operation_id = "extend_sandbox_deadline",
+    params(
+        ("id" = SandboxId, Path, description = "The sandbox ID"),
+        ("extend" = ApiDuration, Query, description = "How much later the deadline is to be (at least 1ms; the deadline at most 365 days away)"),
+    ),
+    responses(
+        (status = 200, description = "The sandbox, with its new deadline (`deadline_at_ms`)", body = SandboxInfo),
+        (status = 400, description = "An invalid ID (also one whose percent-decoding is not UTF-8), a missing or invalid `extend` (or one that would put the deadline more than 365 days away), or an unknown query parameter; the message names it; nothing changed", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "Not running (creating, stopping, stopped, quarantined or failed); nothing changed", body = ErrorBody),
+        (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
+        (status = 503, description = "The durable store refused the record: the deadline moved in this daemon but a restarted one would not know it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn extend_deadline(
+    State(st): State<Shared>,
+    IdPath(id): IdPath,
+    q: Result<Query<ExtendQuery>, QueryRejection>,
+) -> ApiResult<axum::Json<SandboxInfo>> {
+    let Query(q) = q?;
+    let id = parse_id(&id)?;
+    let by = q.extend()?;
+    let at = st.sup.extend_deadline(&id, by).await?;
+    tracing::info!(sandbox = %id, deadline_at_ms = at, "deadline moved through the API");
+    st.sup.get(&id).map(axum::Json).ok_or_else(|| {
+        SupError::NotFound {
+            id: id.to_string(),
+            lifecycle: None,
+        }
+        .into()
+    })
+}
+
 /// Freeze a running sandbox.
 #[utoipa::path(
     post,

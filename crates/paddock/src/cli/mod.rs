@@ -250,6 +250,31 @@ pub async fn pause(
     Ok(0)
 }
 
+/// `paddock deadline ID --extend D`.
+pub async fn extend_deadline(c: &Client, out: Out, id: &str, extend: &str) -> Result<u8> {
+    let path = format!("/v1/sandboxes/{}/deadline?extend={}", enc(id), enc(extend));
+    let v = c.json(Method::POST, &path, None).await?;
+    if out.json {
+        print_json(&v)?;
+    } else {
+        let at = v
+            .get("deadline_at_ms")
+            .and_then(|d| d.as_u64())
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = at.saturating_sub(now);
+        println!(
+            "{}: deadline in {:.1} s (at {} ms since the epoch)",
+            term_safe(id),
+            left as f64 / 1000.0,
+            at
+        );
+    }
+    Ok(0)
+}
+
 /// `paddock rm`.
 pub async fn rm(c: &Client, out: Out, id: &str, force: bool) -> Result<u8> {
     if force {
