@@ -230,6 +230,17 @@ pub enum EventKind {
         /// The deadline, in milliseconds since the Unix epoch.
         deadline_at_ms: u64,
     },
+    /// The lifecycle stopped because its main process exited, and the restart policy
+    /// starts the ID again, as a new lifecycle, at `at_ms`.
+    Restarting {
+        /// The restart's number for the ID (1 for the first).
+        attempt: u32,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// The restart that was pending after this lifecycle was cancelled (a stop or kill of
+    /// the ID).
+    RestartCancelled,
     /// The deadline passed: the stop (reason `deadline`) begins.
     Deadline {
         /// The deadline that passed, in milliseconds since the Unix epoch.

@@ -163,6 +163,20 @@ pub struct Record {
     /// or as extended since): a restarted supervisor stops the sandbox when it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<u64>,
+    /// How many restarts of the ID this lifecycle is (0: not a restart).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Restarts since the restart backoff was last reset (see [`crate::RestartPolicy`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_since_reset: u32,
+    /// The restart decided when this lifecycle stopped, for a supervisor restarted before
+    /// it is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_pending: Option<crate::PendingRestart>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

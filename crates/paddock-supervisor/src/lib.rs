@@ -49,6 +49,7 @@ mod lifecycle;
 pub mod logs;
 mod recovery;
 mod registry;
+mod restart;
 mod retention;
 #[cfg(feature = "openapi")]
 pub mod schema;
@@ -89,10 +90,11 @@ pub use paddock_proc::{
 pub use paddock_proc::{ReaperHealth, reaper_health};
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
+pub use restart::{BACKOFF_RESET_AFTER, PendingRestart};
 pub use spec::{
     Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_CHARS_NON_ASCII, MAX_ID_LEN,
-    MAX_PIDS_LIMIT, Network, OnMainExit, SandboxId, SandboxSpec, StdioSpec, StdioTarget,
-    StopPolicy, parse_duration, parse_size,
+    MAX_PIDS_LIMIT, Network, OnMainExit, RestartMode, RestartPolicy, SandboxId, SandboxSpec,
+    StdioSpec, StdioTarget, StopPolicy, parse_duration, parse_size,
 };
 pub use state::{InvalidTransition, LifecycleState, State, Transition, transition};
 pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};

@@ -61,6 +61,14 @@ pub(crate) struct Sandbox {
     pub(crate) deadline_moved: Notify,
     /// Whether the deadline's timer was started (`Supervisor::arm_deadline`).
     pub(crate) deadline_armed: std::sync::atomic::AtomicBool,
+    /// How many restarts of the ID this lifecycle is, and how many since the backoff was
+    /// last reset (`restart`).
+    pub(crate) restart_count: u32,
+    pub(crate) restart_since_reset: u32,
+    /// The restart decided when this lifecycle's stop ended (`Supervisor::decide_restart`).
+    pub(crate) restart_pending: Mutex<Option<crate::PendingRestart>>,
+    /// Set by an explicit stop, kill, deadline or shutdown: no restart follows.
+    pub(crate) restarts_cancelled: std::sync::atomic::AtomicBool,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -149,12 +157,24 @@ impl Sandbox {
             deadline_at_ms: Mutex::new(None),
             deadline_moved: Notify::new(),
             deadline_armed: std::sync::atomic::AtomicBool::new(false),
+            restart_count: 0,
+            restart_since_reset: 0,
+            restart_pending: Mutex::new(None),
+            restarts_cancelled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The lifecycle with its initial deadline (ms since the epoch), before it is shared.
     pub(crate) fn with_deadline(self, at_ms: Option<u64>) -> Self {
         *self.deadline_at_ms.lock() = at_ms;
+        self
+    }
+
+    /// The lifecycle as restart number `count` of its ID (`since_reset` since the backoff
+    /// was last reset), before it is shared.
+    pub(crate) fn with_restarts(mut self, count: u32, since_reset: u32) -> Self {
+        self.restart_count = count;
+        self.restart_since_reset = since_reset;
         self
     }
 
@@ -208,6 +228,9 @@ impl Sandbox {
             created_at_ms: self.created_at_ms,
             jail: self.jail.clone(),
             deadline_at_ms: self.deadline_at_ms(),
+            restart_count: self.restart_count,
+            restart_since_reset: self.restart_since_reset,
+            restart_pending: *self.restart_pending.lock(),
         }
     }
 
@@ -215,13 +238,12 @@ impl Sandbox {
     /// entered.
     fn apply(&self, t: Transition) -> Result<(LifecycleState, LifecycleState), InvalidTransition> {
         let mut state = self.state.lock();
-        let at = match &t {
-            Transition::DeadlineSet { at_ms } => Some(*at_ms),
-            _ => None,
-        };
+        let change = only_data(&t);
         let next = transition(&state, t)?;
-        if at.is_some() {
-            *self.deadline_at_ms.lock() = at;
+        match change {
+            Some(DataChange::Deadline(at)) => *self.deadline_at_ms.lock() = Some(at),
+            Some(DataChange::RestartSettled { .. }) => *self.restart_pending.lock() = None,
+            None => {}
         }
         let left = std::mem::replace(&mut *state, next.clone());
         Ok((left, next))
@@ -263,13 +285,13 @@ impl Supervisor {
         sb: &Arc<Sandbox>,
         t: Transition,
     ) -> Result<Entered, InvalidTransition> {
-        let deadline = deadline_of(&t);
+        let only = only_data(&t);
         let (left, now) = sb.apply(t)?;
         let hooks = &self.inner.cfg.hooks;
         let recorded = hooks
             .wants_records()
             .then(|| hooks.on_change(&sb.record_in(&now)));
-        self.effects(sb, &left, &now, deadline);
+        self.effects(sb, &left, &now, only);
         Ok(Entered { left, recorded })
     }
 
@@ -290,37 +312,52 @@ impl Supervisor {
             return self.enter(sb, t);
         }
         let next = sb.with_state(|s| transition(s, t.clone()))?;
-        let deadline = deadline_of(&t);
+        let only = only_data(&t);
         let mut rec = sb.record_in(&next);
-        if deadline.is_some() {
-            rec.deadline_at_ms = deadline;
+        match only {
+            Some(DataChange::Deadline(at)) => rec.deadline_at_ms = Some(at),
+            Some(DataChange::RestartSettled { .. }) => rec.restart_pending = None,
+            None => {}
         }
         let written = hooks.on_change(&rec).await;
         let (left, now) = sb.apply(t)?;
-        self.effects(sb, &left, &now, deadline);
+        self.effects(sb, &left, &now, only);
         Ok(Entered {
             left,
             recorded: Some(Box::pin(std::future::ready(written))),
         })
     }
 
-    /// The side effects of entering `now` from `left` (after the record); `deadline` is
-    /// the new deadline of a [`Transition::DeadlineSet`].
+    /// The side effects of entering `now` from `left` (after the record); `only` is the
+    /// data a transition that keeps the state changed ([`Transition::DeadlineSet`],
+    /// [`Transition::RestartSettled`]).
     fn effects(
         &self,
         sb: &Arc<Sandbox>,
         left: &LifecycleState,
         now: &LifecycleState,
-        deadline: Option<u64>,
+        only: Option<DataChange>,
     ) {
         use LifecycleState as S;
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(deadline_at_ms) = deadline {
-            // Running → Running: only the deadline moved.
-            sb.deadline_moved.notify_one();
-            self.emit(sb, EventKind::DeadlineSet { deadline_at_ms });
-            tracing::info!(deadline_at_ms, "deadline set");
-            return;
+        match only {
+            Some(DataChange::Deadline(deadline_at_ms)) => {
+                // Running → Running: only the deadline moved.
+                sb.deadline_moved.notify_one();
+                self.emit(sb, EventKind::DeadlineSet { deadline_at_ms });
+                tracing::info!(deadline_at_ms, "deadline set");
+                return;
+            }
+            Some(DataChange::RestartSettled { made }) => {
+                // Stopped → Stopped: only the pending restart is gone (made: the new
+                // lifecycle's events follow).
+                if !made {
+                    self.emit(sb, EventKind::RestartCancelled);
+                    tracing::info!("pending restart cancelled");
+                }
+                return;
+            }
+            None => {}
         }
         let c = &self.inner.counters;
         self.count_live(left, now);
@@ -388,6 +425,9 @@ impl Supervisor {
                 );
                 // Its cgroup is gone, and every process of it with it.
                 self.release_dynamic_uid(sb);
+                if matches!(left, S::Stopping { .. }) {
+                    self.after_stopped(sb);
+                }
                 // The registry's bookkeeping (retention, pruning) is done before the
                 // outcome is out, so a caller that saw the outcome sees its effects too.
                 self.finished(sb);
@@ -465,10 +505,20 @@ impl Supervisor {
     }
 }
 
-/// The new deadline a transition sets, if it is a [`Transition::DeadlineSet`].
-fn deadline_of(t: &Transition) -> Option<u64> {
+/// What a transition that keeps the state changes instead.
+#[derive(Clone, Copy)]
+enum DataChange {
+    /// [`Transition::DeadlineSet`]: the new deadline.
+    Deadline(u64),
+    /// [`Transition::RestartSettled`].
+    RestartSettled { made: bool },
+}
+
+/// The data a transition that keeps the state changes, if it is one.
+fn only_data(t: &Transition) -> Option<DataChange> {
     match t {
-        Transition::DeadlineSet { at_ms } => Some(*at_ms),
+        Transition::DeadlineSet { at_ms } => Some(DataChange::Deadline(*at_ms)),
+        Transition::RestartSettled { made } => Some(DataChange::RestartSettled { made: *made }),
         _ => None,
     }
 }

@@ -123,6 +123,7 @@ impl Supervisor {
         let cg = match self.inner.cfg.root.open(&name) {
             Ok(c) => c,
             Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
+                self.resume_pending_restart(&rec);
                 return Ok(Adopted::Gone { id, lifecycle: lc });
             }
             Err(e) => return Err(e.into()),
@@ -154,6 +155,7 @@ impl Supervisor {
                     ..Default::default()
                 };
                 cg.remove(&opts).await?;
+                self.resume_pending_restart(&rec);
                 return Ok(Adopted::Gone { id, lifecycle: lc });
             }
             (_, Some(pid)) => {
@@ -180,7 +182,8 @@ impl Supervisor {
                 rec.spec
                     .deadline_ms
                     .map(|d| rec.created_at_ms.saturating_add(d))
-            })),
+            }))
+            .with_restarts(rec.restart_count, rec.restart_since_reset),
         );
         drop(cg);
         let main = main.map(|m| MainProcess::adopted(m, rec.main_start_time));

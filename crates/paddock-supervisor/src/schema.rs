@@ -333,6 +333,42 @@ pub fn kill_timeout_ms() -> Object {
     )
 }
 
+/// `deadline_ms`.
+pub fn deadline_ms() -> Object {
+    opt_u64(
+        1,
+        max_ms(),
+        "A time to live: stopped gracefully (reason deadline) this many milliseconds after it was created (at most 365 days)",
+    )
+}
+
+/// `restart.max_restarts`.
+pub fn max_restarts() -> Object {
+    opt_u64(
+        0,
+        u64::from(u32::MAX),
+        "At most this many restarts (absent: no limit)",
+    )
+}
+
+/// `restart.initial_backoff_ms`.
+pub fn initial_backoff_ms() -> Object {
+    u64_in(
+        1,
+        max_ms(),
+        "The first backoff before a restart, milliseconds (default 100; at most 365 days)",
+    )
+}
+
+/// `restart.max_backoff_ms`.
+pub fn max_backoff_ms() -> Object {
+    u64_in(
+        1,
+        max_ms(),
+        "The longest backoff before a restart, milliseconds (default 30000; at least initial_backoff_ms; at most 365 days)",
+    )
+}
+
 /// The example spec.
 pub fn spec_example() -> serde_json::Value {
     serde_json::json!({ "id": "job-1", "command": "echo", "args": ["hello"] })

@@ -328,7 +328,88 @@ pub struct SandboxSpec {
     /// across a restart of the supervisor; [`crate::Supervisor::extend_deadline`] moves it
     /// (and gives a deadline to a sandbox started without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::deadline_ms))]
     pub deadline_ms: Option<u64>,
+    /// Whether the sandbox is started again, as a new lifecycle under the same ID, when its
+    /// main process exits (see [`RestartPolicy`]). Default: never.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_never")]
+    pub restart: RestartPolicy,
+}
+
+/// When a sandbox is restarted (systemd's `Restart=`, Docker's `--restart`, Nomad's
+/// `restart` block): each restart is a new lifecycle under the same ID, started after a
+/// backoff that doubles from `initial_backoff_ms` up to `max_backoff_ms` (back to the
+/// initial one after a lifecycle that ran 10 s or more), at most `max_restarts` times.
+/// Only a lifecycle that ended because its main process exited (and was stopped cleanly:
+/// not quarantined) is restarted; a stop or kill request, a deadline or a shutdown ends the
+/// restarts, also one waiting for its backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RestartPolicy {
+    /// `never` (default), `on_failure` (the main process exited with a non-zero code or was
+    /// killed by a signal) or `always`.
+    pub mode: RestartMode,
+    /// At most this many restarts of the ID (Docker's `on-failure:N`); absent: no limit.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_restarts))]
+    pub max_restarts: Option<u32>,
+    /// The first backoff, milliseconds (default 100).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::initial_backoff_ms))]
+    pub initial_backoff_ms: u64,
+    /// The longest backoff, milliseconds (default 30 000); at least `initial_backoff_ms`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_backoff_ms))]
+    pub max_backoff_ms: u64,
+}
+
+/// [`RestartPolicy::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RestartMode {
+    /// Never restart (default).
+    #[default]
+    Never,
+    /// When the main process exited with a non-zero code or was killed by a signal.
+    OnFailure,
+    /// Whenever the main process exited.
+    Always,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            mode: RestartMode::Never,
+            max_restarts: None,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 30_000,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Whether it never restarts.
+    pub fn is_never(&self) -> bool {
+        self.mode == RestartMode::Never
+    }
+
+    /// Whether a main process that ended as `exit` asks for a restart (the count and the
+    /// reason of the stop are checked by the supervisor).
+    pub fn wants(&self, exit: Option<&crate::MainExit>) -> bool {
+        match self.mode {
+            RestartMode::Never => false,
+            RestartMode::Always => true,
+            RestartMode::OnFailure => exit.is_none_or(|e| e.code != Some(0)),
+        }
+    }
+
+    /// The backoff before restart number `attempt` (1 for the first): `initial_backoff_ms`
+    /// doubled for each earlier attempt since the last reset, at most `max_backoff_ms`.
+    pub fn backoff_ms(&self, attempt_since_reset: u32) -> u64 {
+        let shift = attempt_since_reset.saturating_sub(1).min(40);
+        self.initial_backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ms)
+    }
 }
 
 impl SandboxSpec {
@@ -353,6 +434,7 @@ impl SandboxSpec {
             labels: BTreeMap::new(),
             jail: None,
             deadline_ms: None,
+            restart: RestartPolicy::default(),
         }
     }
 
@@ -405,6 +487,17 @@ impl SandboxSpec {
             return bad(format!(
                 "deadline_ms = {d}: must be from 1 to {max_ms} (365 days, the bound of every duration)"
             ));
+        }
+        let r = &self.restart;
+        for (name, v, lo) in [
+            ("initial_backoff_ms", r.initial_backoff_ms, 1),
+            ("max_backoff_ms", r.max_backoff_ms, 1),
+        ] {
+            if !(lo..=max_ms).contains(&v) {
+                return bad(format!(
+                    "restart.{name} = {v}: must be from {lo} to {max_ms} (365 days)"
+                ));
+            }
         }
         let l = &self.limits;
         // The same bounds as the cgroup layer (and the kernel), so a spec that validates
@@ -475,6 +568,29 @@ impl SandboxSpec {
         }
         if let Some(j) = &self.jail {
             j.validate_fields().map_err(Error::InvalidSpec)?;
+        }
+        if !r.is_never() {
+            if r.initial_backoff_ms > r.max_backoff_ms {
+                return Err(Error::Inconsistent(format!(
+                    "restart.initial_backoff_ms = {} is above restart.max_backoff_ms = {}",
+                    r.initial_backoff_ms, r.max_backoff_ms
+                )));
+            }
+            if self.on_main_exit != OnMainExit::Stop {
+                return Err(Error::Inconsistent(
+                    "restart needs on_main_exit = stop: a sandbox that keeps running after its main process exits is never restarted".into(),
+                ));
+            }
+            if [&self.stdio.stdin, &self.stdio.stdout, &self.stdio.stderr]
+                .iter()
+                .any(|t| matches!(t, StdioTarget::Pipe))
+            {
+                return Err(Error::Inconsistent(
+                    "restart with a pipe in stdio: a restarted lifecycle's pipes would have no reader; use log, a file or null".into(),
+                ));
+            }
+        }
+        if let Some(j) = &self.jail {
             j.check_consistency().map_err(Error::Inconsistent)?;
         }
         Ok(())

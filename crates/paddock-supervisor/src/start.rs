@@ -36,6 +36,17 @@ impl Supervisor {
     /// [`Error::InvalidSpec`] naming the field; an open that hangs is
     /// [`Error::Unavailable`] after [`crate::STDIO_OPEN_TIMEOUT`].
     pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
+        self.start_counted(spec, 0, 0).await
+    }
+
+    /// [`Supervisor::start`] of a lifecycle that is restart number `restarts` of its ID
+    /// (`since_reset` since the restart backoff was last reset; both 0 for a first start).
+    pub(crate) async fn start_counted(
+        &self,
+        spec: SandboxSpec,
+        restarts: u32,
+        since_reset: u32,
+    ) -> Result<Started, Error> {
         spec.validate()?;
         // Cheap early refusal of a duplicate (checked again atomically below), so a
         // duplicate does not create its stdio files first.
@@ -71,7 +82,8 @@ impl Supervisor {
                 LifecycleState::Creating,
                 jail,
             )
-            .with_deadline(deadline),
+            .with_deadline(deadline)
+            .with_restarts(restarts, since_reset),
         );
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.

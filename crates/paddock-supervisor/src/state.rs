@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!                  Started                 StopBegun                Removed
-//!   Creating ─────────────▶ Running ─────────────────▶ Stopping ────────────▶ Stopped
+//!   Creating ─────────────▶ Running ─────────────────▶ Stopping ────────────▶ Stopped ⟲ RestartSettled
 //!      │                    ▲ │ ▲                      ▲  │  │                  ▲
 //!      │ StartFailed        │ └─┘ Paused, Resumed,     │  │  │ KillStuck        │ Drained
 //!      ▼                    │     DeadlineSet          │  │  ▼                  │
@@ -236,6 +236,13 @@ pub enum Transition {
         /// The new deadline, in milliseconds since the Unix epoch.
         at_ms: u64,
     },
+    /// The restart pending after this lifecycle was made (`made`: the new lifecycle is
+    /// starting) or cancelled (a stop or kill request of the ID during its backoff):
+    /// `Stopped` → `Stopped`, recorded, so a restarted supervisor does not make it (again).
+    RestartSettled {
+        /// Whether it was made (else cancelled).
+        made: bool,
+    },
     /// A stop began (requested, or the main process exited): `Running` → `Stopping`.
     StopBegun {
         /// Why.
@@ -274,6 +281,7 @@ impl Transition {
             Transition::Paused => "Paused",
             Transition::Resumed => "Resumed",
             Transition::DeadlineSet { .. } => "DeadlineSet",
+            Transition::RestartSettled { .. } => "RestartSettled",
             Transition::StopBegun { .. } => "StopBegun",
             Transition::Removed { .. } => "Removed",
             Transition::KillStuck { .. } => "KillStuck",
@@ -316,6 +324,9 @@ pub fn transition(
         (S::Running { .. }, T::Paused) => S::Running { paused: true },
         (S::Running { .. }, T::Resumed) => S::Running { paused: false },
         (S::Running { paused }, T::DeadlineSet { .. }) => S::Running { paused: *paused },
+        (S::Stopped { report }, T::RestartSettled { .. }) => S::Stopped {
+            report: report.clone(),
+        },
         (S::Running { .. }, T::StopBegun { reason }) => S::Stopping { reason },
         (S::Stopping { .. }, T::Removed { report }) => S::Stopped { report },
         (S::Stopping { .. }, T::KillStuck { report }) => S::Quarantined { report },
@@ -402,6 +413,7 @@ mod tests {
             T::Paused,
             T::Resumed,
             T::DeadlineSet { at_ms: 1 },
+            T::RestartSettled { made: false },
             T::StopBegun {
                 reason: StopReason::Killed,
             },
@@ -437,9 +449,15 @@ mod tests {
         );
         let quarantined = S::Quarantined { report: r.clone() };
         assert_eq!(to(&quarantined, T::Drained), Ok(State::Stopped));
+        // Terminal: nothing moves out; a stopped lifecycle only loses its pending restart.
         for s in states().into_iter().filter(|s| s.state().is_terminal()) {
             for t in transitions() {
-                assert!(transition(&s, t.clone()).is_err(), "{s:?} {t:?}");
+                match (&s, &t) {
+                    (S::Stopped { .. }, T::RestartSettled { .. }) => {
+                        assert_eq!(transition(&s, t.clone()), Ok(s.clone()))
+                    }
+                    _ => assert!(transition(&s, t.clone()).is_err(), "{s:?} {t:?}"),
+                }
             }
         }
         assert!(transition(&running, T::Started).is_err());
@@ -447,7 +465,7 @@ mod tests {
     }
 
     /// The arrows of the diagram (module docs and ARCHITECTURE.md), by name.
-    const ARROWS: [(&str, &str, &str); 13] = [
+    const ARROWS: [(&str, &str, &str); 14] = [
         ("Recorded", "Adopted", "Running"),
         ("Recorded", "Adopted", "Stopping"),
         ("Creating", "Started", "Running"),
@@ -457,6 +475,7 @@ mod tests {
         ("Running", "DeadlineSet", "Running"),
         ("Running", "StopBegun", "Stopping"),
         ("Stopping", "Removed", "Stopped"),
+        ("Stopped", "RestartSettled", "Stopped"),
         ("Stopping", "KillStuck", "Quarantined"),
         ("Stopping", "StopFailed", "StopFailed"),
         ("Quarantined", "Drained", "Stopped"),

@@ -107,6 +107,8 @@ impl Supervisor {
         grace: Option<Duration>,
         reason: StopReason,
     ) -> Result<StopReport, Error> {
+        // An explicit stop, kill or shutdown ends the ID's restarts (a pending one too).
+        self.cancel_restart(id).await;
         let sb = match self.find(id, lifecycle) {
             Ok(sb) => sb,
             Err(e) => return self.recent_report(id, lifecycle).ok_or(e),
@@ -350,6 +352,10 @@ impl Supervisor {
     /// Enters a state that ends a stop; only the stop's own task moves a lifecycle out of
     /// `Stopping` or `Quarantined`, so the transition always applies.
     fn finish(&self, sb: &Arc<Sandbox>, t: Transition) {
+        if let Transition::Removed { report } = &t {
+            // Before the `stopped` record is written: it carries the decision.
+            self.decide_restart(sb, report.reason);
+        }
         if let Err(e) = self.enter(sb, t) {
             tracing::error!(error = %e, "stop: the lifecycle left its state under the stop");
         }

@@ -67,6 +67,12 @@ pub struct SandboxInfo {
     /// (reason `deadline`) when it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<u64>,
+    /// How many restarts of the ID this lifecycle is (0: not a restart).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The restart that follows this (stopped) lifecycle, while it waits for its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_pending: Option<crate::PendingRestart>,
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
@@ -119,6 +125,8 @@ pub struct Started {
 pub struct SupervisorCounters {
     /// Starts that succeeded.
     pub starts_ok: AtomicU64,
+    /// Restarts attempted by a restart policy (each also counts as a start).
+    pub restarts: AtomicU64,
     /// Starts that failed (nothing was left behind).
     pub starts_failed: AtomicU64,
     /// Starts refused because the ID was live.
@@ -167,6 +175,10 @@ pub(crate) struct Inner {
     pub(crate) retention_wake: Arc<tokio::sync::Notify>,
     /// The dynamic users' uids, when `cfg.dynamic_uids` is set.
     pub(crate) uids: Option<parking_lot::Mutex<crate::uids::UidAllocator>>,
+    /// Pending restarts by ID, each with what cancels it (see `restart`).
+    pub(crate) restarts: parking_lot::Mutex<
+        std::collections::HashMap<SandboxId, Arc<crate::restart::RestartHandle>>,
+    >,
 }
 
 impl Drop for Inner {
@@ -251,6 +263,7 @@ impl Supervisor {
                 counters: Default::default(),
                 live: AtomicUsize::new(0),
                 retention_wake: Arc::new(tokio::sync::Notify::new()),
+                restarts: Default::default(),
             }),
         };
         sup.start_retention();
@@ -314,6 +327,8 @@ impl Supervisor {
         lifecycle: Option<LifecycleId>,
     ) -> Result<(), Error> {
         let lc = self.inner.registry.forget(id, lifecycle)?;
+        // A forgotten sandbox is not restarted either (its record goes with it).
+        self.cancel_restart_timer(id);
         // Hooks may do slow I/O (a durable store): never under the registry lock.
         self.inner.cfg.hooks.on_forget(id, lc);
         Ok(())
@@ -544,6 +559,8 @@ impl Supervisor {
             spec: sb.spec.clone(),
             jail: sb.jail.clone(),
             deadline_at_ms: sb.deadline_at_ms(),
+            restart_count: sb.restart_count,
+            restart_pending: *sb.restart_pending.lock(),
         }
     }
 }

@@ -174,7 +174,8 @@ async fn an_adopted_sandbox_keeps_its_deadline() {
             .expect("the supervisor keeps records");
         let at = now_ms() + in_ms;
         record.deadline_at_ms = Some(at);
-        let t0 = Instant::now();
+        let mut events = sup2.events();
+        let adopted_at = now_ms();
         let Adopted::Running(info) = sup2.adopt(record).await.unwrap() else {
             panic!("not adopted as running")
         };
@@ -182,9 +183,20 @@ async fn an_adopted_sandbox_keeps_its_deadline() {
         let r = sup2.wait_stopped(&s.id, Some(s.lifecycle)).await.unwrap();
         assert_eq!(r.reason, StopReason::Deadline, "{name}: {r:?}");
         assert!(now_ms() >= at, "{name}: stopped before its deadline");
-        if in_ms == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // The stop began at the deadline (at once for one that had passed).
+        let mut began = None;
+        while let Ok(e) = events.try_recv() {
+            if let EventKind::Deadline { .. } = e.kind {
+                began = Some(e.at_ms);
+            }
         }
+        let began = began.expect("a deadline event");
+        assert!(began >= at, "{name}: began {began}, deadline {at}");
+        assert!(
+            began < adopted_at.max(at) + 1_000,
+            "{name}: began {} ms after its time",
+            began - adopted_at.max(at)
+        );
     }
     env.assert_no_leaks();
 }

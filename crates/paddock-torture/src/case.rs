@@ -374,7 +374,8 @@ pub(crate) async fn wait_before_stop(
 ) {
     let ready = ctx.scratch_file(id, "ready");
     match (case, fault) {
-        (_, Fault::StopVsMainExit | Fault::DeadlineVsStop) | (Case::InstantExit, _) => {}
+        (_, Fault::StopVsMainExit | Fault::DeadlineVsStop | Fault::RestartLoop)
+        | (Case::InstantExit, _) => {}
         (Case::Building, _) => tokio::time::sleep(ms(rng.range(0, 40))).await,
         // Ready once all daemons are made (variants 0, 2), or at once (1, 3: the stop
         // comes mid-storm); then 0–100 ms more.

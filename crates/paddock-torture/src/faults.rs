@@ -38,11 +38,15 @@ pub enum Fault {
     /// `extend_deadline`: one outcome (reason `deadline`, `requested` or `main_exited`);
     /// the extension succeeds or is refused as not running.
     DeadlineVsStop,
+    /// Restart `always` with a 1–4 ms backoff and 0–5 (or unlimited) restarts: the
+    /// payload runs as a loop of lifecycles; a stop of the ID 0–30 ms in ends it, also
+    /// during a backoff or a restart's start; nothing of any lifecycle is left.
+    RestartLoop,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Plain,
         Fault::RacingStops,
         Fault::StopVsMainExit,
@@ -52,6 +56,7 @@ impl Fault {
         Fault::CancelStop,
         Fault::CancelPause,
         Fault::DeadlineVsStop,
+        Fault::RestartLoop,
     ];
 
     /// Draws the fault of a lifecycle of `case`: any, except that `unkillable` only gets
@@ -86,6 +91,18 @@ pub(crate) async fn start_with_fault(
     let mut spec = spec;
     if fault == Fault::DeadlineVsStop {
         spec.deadline_ms = Some(rng.range(1, 6));
+    }
+    let restartable = spec.on_main_exit == paddock_supervisor::OnMainExit::Stop
+        && ![&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr]
+            .iter()
+            .any(|t| matches!(t, paddock_supervisor::StdioTarget::Pipe));
+    if fault == Fault::RestartLoop && restartable {
+        spec.restart = paddock_supervisor::RestartPolicy {
+            mode: paddock_supervisor::RestartMode::Always,
+            max_restarts: rng.chance(50).then(|| rng.range(0, 6) as u32),
+            initial_backoff_ms: 1,
+            max_backoff_ms: 4,
+        };
     }
     if fault != Fault::CancelStart {
         return match sup.start(spec).await {
@@ -270,6 +287,30 @@ pub(crate) async fn stop_with_fault(
                 Err(e) => {
                     out.errors
                         .push(format!("{id}: stop racing a deadline: {e}"));
+                    None
+                }
+            }
+        }
+        Fault::RestartLoop => {
+            tokio::time::sleep(ms(rng.range(0, 30))).await;
+            // The ID, not `lc`: the current lifecycle may be a restart of it.
+            match sup.stop(id, None).await {
+                Ok(r) => {
+                    // No lifecycle of the ID may come after the stop.
+                    tokio::task::yield_now().await;
+                    if let Some(i) = sup.get(id)
+                        && !i.state.is_terminal()
+                    {
+                        out.errors.push(format!(
+                            "{id}: a lifecycle ({}, {}) is {} after the stop of the ID",
+                            i.lifecycle, i.restart_count, i.state
+                        ));
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    out.errors
+                        .push(format!("{id}: stop of a restart loop: {e}"));
                     None
                 }
             }

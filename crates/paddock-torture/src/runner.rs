@@ -569,7 +569,14 @@ async fn start_stop_check(
     if let Some(frozen) = frozen {
         case::expect_quarantine_then_drain(ctx, id, &info, report.as_ref(), frozen, &mut out).await;
     }
-    match ctx.sup.get_lifecycle(id, lc).map(|i| i.state) {
+    // A restart loop's first lifecycle may have left the registry for its restarts: its
+    // current lifecycle is the one that must have stopped.
+    let last = if fault == Fault::RestartLoop {
+        ctx.sup.get(id)
+    } else {
+        ctx.sup.get_lifecycle(id, lc)
+    };
+    match last.map(|i| i.state) {
         Some(State::Stopped) => {}
         other => out
             .errors

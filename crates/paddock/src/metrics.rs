@@ -321,6 +321,12 @@ impl Collector for ScrapeCollector {
         )?;
         counter(
             &mut enc,
+            "paddock_sandbox_restarts",
+            "Restarts a restart policy attempted (each also counts as a start)",
+            c.restarts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "paddock_quarantines_drained",
             "Quarantined sandboxes whose processes finally exited",
             c.quarantines_drained.load(Relaxed),

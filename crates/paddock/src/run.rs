@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// restart and `paddock deadline ID --extend D` moves it.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Restart policy, Docker's syntax (with -d): never (default), on-failure[:N] (when the
+    /// main process fails; at most N restarts), always. Each restart is a new lifecycle of
+    /// the same ID, after a backoff doubling from 100 ms to 30 s; a stop ends them.
+    #[arg(long, value_name = "never|on-failure[:N]|always")]
+    pub restart: Option<String>,
     /// Environment variable for the command (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
@@ -108,9 +113,37 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
         .map(|t| parse_duration(t).map(|d| (d.as_millis() as u64).max(1)))
         .transpose()
         .context("--timeout")?;
+    if let Some(r) = &a.restart {
+        spec.restart = parse_restart(r)?;
+        if !spec.restart.is_never() && !a.detach {
+            bail!("--restart {r}: needs -d (a foreground run ends when its main process does)");
+        }
+    }
     spec.jail = a.jail.to_spec()?;
     spec.validate()?;
     Ok(spec)
+}
+
+/// `--restart`: `never`, `always`, `on-failure` or `on-failure:N`.
+fn parse_restart(s: &str) -> Result<paddock_supervisor::RestartPolicy> {
+    use paddock_supervisor::{RestartMode, RestartPolicy};
+    let (mode, max) = match s.split_once(':') {
+        Some(("on-failure", n)) => (
+            RestartMode::OnFailure,
+            Some(n.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!("--restart {s:?}: the count after on-failure: must be a number")
+            })?),
+        ),
+        None if s == "on-failure" => (RestartMode::OnFailure, None),
+        None if s == "always" => (RestartMode::Always, None),
+        None if s == "never" || s == "no" => (RestartMode::Never, None),
+        _ => bail!("--restart {s:?}: expected never, on-failure[:N] or always"),
+    };
+    Ok(RestartPolicy {
+        mode,
+        max_restarts: max,
+        ..RestartPolicy::default()
+    })
 }
 
 /// What `paddock run` sets up before it starts any thread: the spec, the managed root, the

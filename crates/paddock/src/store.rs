@@ -530,6 +530,9 @@ mod tests {
             created_at_ms: 0,
             jail: None,
             deadline_at_ms: None,
+            restart_count: 0,
+            restart_since_reset: 0,
+            restart_pending: None,
         }
     }
 

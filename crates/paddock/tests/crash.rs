@@ -447,6 +447,9 @@ fn creating_record(id: &str, main_pid: Option<i32>) -> paddock_supervisor::Recor
         created_at_ms: 0,
         jail: None,
         deadline_at_ms: None,
+        restart_count: 0,
+        restart_since_reset: 0,
+        restart_pending: None,
     }
 }
 

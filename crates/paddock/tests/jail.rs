@@ -278,6 +278,9 @@ fn adopted_sandboxes_keep_their_dynamic_uid_until_they_are_gone() {
             ..Default::default()
         }),
         deadline_at_ms: None,
+        restart_count: 0,
+        restart_since_reset: 0,
+        restart_pending: None,
     };
     put_records(&w, &[&rec]);
 

@@ -603,6 +603,12 @@ fn full_spec() -> SandboxSpec {
     };
     spec.network = Network::Named("blue".into());
     spec.deadline_ms = Some(60_000);
+    spec.restart = paddock_supervisor::RestartPolicy {
+        mode: paddock_supervisor::RestartMode::OnFailure,
+        max_restarts: Some(3),
+        initial_backoff_ms: 200,
+        max_backoff_ms: 10_000,
+    };
     spec.jail = Some(
         serde_json::from_value(json!({
             "user": {"uid": 1000, "gid": "kvm", "groups": [10, "video"]},
@@ -664,6 +670,12 @@ fn info(stopped: bool) -> SandboxInfo {
             landlock_abi: Some(4),
         }),
         deadline_at_ms: Some(2),
+        restart_count: 1,
+        restart_pending: Some(paddock_supervisor::PendingRestart {
+            attempt: 2,
+            since_reset: 2,
+            at_ms: 3,
+        }),
     }
 }
 

@@ -430,6 +430,8 @@ mod tests {
             spec: SandboxSpec::new(id, command, args),
             jail: None,
             deadline_at_ms: None,
+            restart_count: 0,
+            restart_pending: None,
         }
     }
 
