@@ -54,6 +54,9 @@ pub(crate) struct Sandbox {
     /// What its jail is; its `dynamic_uid` is held for this lifecycle until its cgroup is
     /// gone.
     pub(crate) jail: Option<crate::jail::JailStatus>,
+    /// The limits in force: the spec's, as changed by updates since
+    /// ([`Supervisor::update_limits`]); the record's and the info's spec carry these.
+    pub(crate) limits: Mutex<crate::spec::Limits>,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -125,6 +128,7 @@ impl Sandbox {
         initial: LifecycleState,
         jail: Option<crate::jail::JailStatus>,
     ) -> Self {
+        let spec_limits = spec.limits.clone();
         Sandbox {
             id: spec.id.clone(),
             lifecycle,
@@ -139,6 +143,7 @@ impl Sandbox {
             outcome: watch::channel(None).0,
             escalate: Notify::new(),
             jail,
+            limits: Mutex::new(spec_limits),
         }
     }
 
@@ -167,6 +172,13 @@ impl Sandbox {
         self.main.get().map(|m| m.pid)
     }
 
+    /// The spec with the limits in force.
+    pub(crate) fn spec_now(&self) -> SandboxSpec {
+        let mut spec = self.spec.clone();
+        spec.limits = self.limits.lock().clone();
+        spec
+    }
+
     /// The durable record of the lifecycle as it is now.
     pub(crate) fn record(&self) -> Record {
         let state = self.state.lock().clone();
@@ -176,7 +188,7 @@ impl Sandbox {
     /// The durable record of the lifecycle in `state`.
     fn record_in(&self, state: &LifecycleState) -> Record {
         Record {
-            spec: self.spec.clone(),
+            spec: self.spec_now(),
             lifecycle: self.lifecycle,
             state: state.state(),
             paused: state.paused(),
