@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use paddock_supervisor::{
-    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, State, StopReport,
+    Error as SupError, LifecycleId, LimitsUpdate, SandboxId, SandboxInfo, SandboxSpec, State,
+    StopReport,
 };
 use serde::Serialize;
 
@@ -34,11 +35,14 @@ pub enum Fault {
     CancelStop,
     /// `pause` dropped after a short timeout, then the sandbox stopped.
     CancelPause,
+    /// Limits updates (`cgroup.max.descendants`, which needs no controller) racing a stop:
+    /// each update applies or is refused as not running, never anything else.
+    UpdateVsStop,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Plain,
         Fault::RacingStops,
         Fault::StopVsMainExit,
@@ -47,6 +51,7 @@ impl Fault {
         Fault::CancelStart,
         Fault::CancelStop,
         Fault::CancelPause,
+        Fault::UpdateVsStop,
     ];
 
     /// Draws the fault of a lifecycle of `case`: any, except that `unkillable` only gets
@@ -232,6 +237,39 @@ pub(crate) async fn stop_with_fault(
                 Err(e) => {
                     out.errors
                         .push(format!("{id}: stop after a cancelled stop: {e}"));
+                    None
+                }
+            }
+        }
+        Fault::UpdateVsStop => {
+            let sup2 = sup.clone();
+            let id2 = id.clone();
+            let n = rng.range(5, 40);
+            let updates = tokio::spawn(async move {
+                let mut errors = Vec::new();
+                for i in 0..n {
+                    let u = LimitsUpdate {
+                        max_descendants: Some(Some(1_000 + i)),
+                        ..LimitsUpdate::default()
+                    };
+                    match sup2.update_limits(&id2, &u).await {
+                        Ok(_) | Err(SupError::InvalidState { .. } | SupError::NotFound { .. }) => {}
+                        Err(e) => errors.push(format!("{id2}: update racing a stop: {e}")),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                errors
+            });
+            tokio::time::sleep(Duration::from_micros(rng.range(0, 2_000))).await;
+            let r = sup.stop(id, Some(lc)).await;
+            match updates.await {
+                Ok(errors) => out.errors.extend(errors),
+                Err(e) => out.errors.push(format!("{id}: update task: {e}")),
+            }
+            match r {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    out.errors.push(format!("{id}: stop racing updates: {e}"));
                     None
                 }
             }
