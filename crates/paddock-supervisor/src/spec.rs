@@ -1,6 +1,6 @@
 //! What a sandbox is asked to be: [`SandboxSpec`] and its parts.
 //!
-//! Over 600 lines with its unit tests (about 520 without): every part's validation sits next
+//! Over 600 lines with its unit tests (about 550 without): every part's validation sits next
 //! to its type, so a field and the check that bounds it are read together.
 
 use std::collections::BTreeMap;

@@ -170,6 +170,7 @@ fn run_names_a_missing_controller() {
     let Some(w) = world("run_names_a_missing_controller") else {
         return;
     };
+    w.t.enable_all_controllers();
     let root = w.cgroot.display().to_string();
     for (flag, ctrl) in [
         ("--io-weight=50", "io"),
@@ -184,8 +185,10 @@ fn run_names_a_missing_controller() {
             },
             Duration::from_secs(30),
         );
+        // What the managed root (`<test cgroup>/sandboxes`) can get: what its parent
+        // enables for its children.
         let offered =
-            std::fs::read_to_string(w.t.path().join("cgroup.controllers")).unwrap_or_default();
+            std::fs::read_to_string(w.t.path().join("cgroup.subtree_control")).unwrap_or_default();
         if offered.split_whitespace().any(|c| c == ctrl) {
             assert!(o.status.success(), "{flag}: {o:?}");
         } else {
