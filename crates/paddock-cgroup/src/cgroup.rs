@@ -10,6 +10,7 @@ use rustix::process::{Pid, PidfdFlags};
 use crate::counters::Counters;
 use crate::dir::Dir;
 use crate::events::EventsWatch;
+use crate::limit::{Limit, LimitKind};
 use crate::name::CgroupName;
 use crate::stats::{CpuMax, CpuStat, Events, IoStat, Max, MemoryEvents, parse_u64};
 use crate::{Error, Result};
@@ -27,103 +28,6 @@ pub struct Cgroup {
     pub(crate) name: CgroupName,
     pub(crate) dir: Dir,
     pub(crate) counters: Arc<Counters>,
-}
-
-/// A resource limit, as written to its interface file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// `memory.max`, bytes: the hard limit; above it the OOM killer runs.
-    MemoryMax(Max),
-    /// `memory.high`, bytes: the throttling limit.
-    MemoryHigh(Max),
-    /// `cpu.max`: quota per period.
-    CpuMax(CpuMax),
-    /// `cpu.weight`, 1..=10000 (default 100).
-    CpuWeight(u64),
-    /// `pids.max`: processes and threads in the subtree.
-    PidsMax(Max),
-    /// `cgroup.max.descendants`: child cgroups the payload may create below.
-    MaxDescendants(Max),
-    /// `cgroup.max.depth`: how deep the payload may nest cgroups below.
-    MaxDepth(Max),
-}
-
-/// Which limit to read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitKind {
-    /// `memory.max`
-    MemoryMax,
-    /// `memory.high`
-    MemoryHigh,
-    /// `cpu.max`
-    CpuMax,
-    /// `cpu.weight`
-    CpuWeight,
-    /// `pids.max`
-    PidsMax,
-    /// `cgroup.max.descendants`
-    MaxDescendants,
-    /// `cgroup.max.depth`
-    MaxDepth,
-}
-
-impl LimitKind {
-    /// The interface file and the controller that provides it (`None` for core files).
-    pub fn file(self) -> (&'static str, Option<&'static str>) {
-        match self {
-            LimitKind::MemoryMax => ("memory.max", Some("memory")),
-            LimitKind::MemoryHigh => ("memory.high", Some("memory")),
-            LimitKind::CpuMax => ("cpu.max", Some("cpu")),
-            LimitKind::CpuWeight => ("cpu.weight", Some("cpu")),
-            LimitKind::PidsMax => ("pids.max", Some("pids")),
-            LimitKind::MaxDescendants => ("cgroup.max.descendants", None),
-            LimitKind::MaxDepth => ("cgroup.max.depth", None),
-        }
-    }
-}
-
-impl Limit {
-    /// Which limit this is.
-    pub fn kind(&self) -> LimitKind {
-        match self {
-            Limit::MemoryMax(_) => LimitKind::MemoryMax,
-            Limit::MemoryHigh(_) => LimitKind::MemoryHigh,
-            Limit::CpuMax(_) => LimitKind::CpuMax,
-            Limit::CpuWeight(_) => LimitKind::CpuWeight,
-            Limit::PidsMax(_) => LimitKind::PidsMax,
-            Limit::MaxDescendants(_) => LimitKind::MaxDescendants,
-            Limit::MaxDepth(_) => LimitKind::MaxDepth,
-        }
-    }
-
-    fn value(&self) -> Result<String> {
-        Ok(match *self {
-            Limit::MemoryMax(m) | Limit::MemoryHigh(m) | Limit::PidsMax(m) => m.to_file_string(),
-            Limit::MaxDescendants(m) | Limit::MaxDepth(m) => m.to_file_string(),
-            Limit::CpuMax(c) => {
-                if !(1000..=1_000_000).contains(&c.period_us)
-                    || c.quota_us.is_some_and(|q| q < 1000)
-                {
-                    return Err(Error::InvalidValue {
-                        what: "cpu.max",
-                        reason: format!(
-                            "period must be 1000..=1000000 µs and quota at least 1000 µs, got {c:?}"
-                        ),
-                    });
-                }
-                c.to_file_string()
-            }
-            Limit::CpuWeight(w) => {
-                if !(1..=10_000).contains(&w) {
-                    return Err(Error::InvalidValue {
-                        what: "cpu.weight",
-                        reason: format!("{w} is not in 1..=10000"),
-                    });
-                }
-                w.to_string()
-            }
-        })
-    }
 }
 
 /// Resource usage of a cgroup subtree. A field is `None` when its controller is not enabled
@@ -282,10 +186,38 @@ impl Cgroup {
     pub fn set_limit(&self, limit: Limit) -> Result<()> {
         let value = limit.value()?;
         let (file, ctrl) = limit.kind().file();
-        match (self.dir.write(file, &value), ctrl) {
+        self.write_controller_file(file, ctrl, &value)
+    }
+
+    /// Writes `value` to `file` of `ctrl` (`None`: a core file). A missing file of a
+    /// controller that is not enabled here is [`Error::ControllerUnavailable`] naming it; a
+    /// missing file of an enabled controller is [`Error::InvalidValue`] saying the kernel
+    /// does not offer that file (`memory.swap.max` without swap accounting, a hugetlb page
+    /// size the kernel lacks).
+    pub(crate) fn write_controller_file(
+        &self,
+        file: &str,
+        ctrl: Option<&'static str>,
+        value: &str,
+    ) -> Result<()> {
+        match (self.dir.write(file, value), ctrl) {
             // The controller's files exist only where it is enabled. (A core file is always
             // there: its ENOENT means the cgroup is gone, and is returned as it is.)
-            (Err(e), Some(ctrl)) if e.errno() == Some(Errno::NOENT) => Err(self.unavailable(ctrl)),
+            (Err(e), Some(ctrl)) if e.errno() == Some(Errno::NOENT) => {
+                if self.has_controller(ctrl).unwrap_or(false) {
+                    Err(Error::InvalidValue {
+                        what: ctrl,
+                        reason: format!(
+                            "{} does not exist although the {ctrl} controller is enabled: this \
+                             kernel does not offer it (for memory.swap.max: no swap accounting, \
+                             `swapaccount=0`); run without this limit",
+                            self.dir.path.join(file).display()
+                        ),
+                    })
+                } else {
+                    Err(self.unavailable(ctrl))
+                }
+            }
             (other, _) => other,
         }
     }
@@ -306,6 +238,13 @@ impl Cgroup {
                 Limit::MaxDescendants(Max::parse("cgroup.max.descendants", &text)?)
             }
             LimitKind::MaxDepth => Limit::MaxDepth(Max::parse("cgroup.max.depth", &text)?),
+            LimitKind::MemoryLow => Limit::MemoryLow(Max::parse("memory.low", &text)?),
+            LimitKind::MemoryMin => Limit::MemoryMin(Max::parse("memory.min", &text)?),
+            LimitKind::MemorySwapMax => Limit::MemorySwapMax(Max::parse("memory.swap.max", &text)?),
+            LimitKind::MemoryOomGroup => {
+                Limit::MemoryOomGroup(parse_u64("memory.oom.group", &text)? != 0)
+            }
+            LimitKind::IoWeight => Limit::IoWeight(crate::resources::parse_io_weight(&text)?),
         }))
     }
 
@@ -321,7 +260,7 @@ impl Cgroup {
     /// The error for a limit whose controller is not enabled for this cgroup, saying what
     /// to do: enable it in the parent's `cgroup.subtree_control` if the parent has it, else
     /// have it delegated down to the parent first; or run without that limit.
-    fn unavailable(&self, controller: &str) -> Error {
+    pub(crate) fn unavailable(&self, controller: &str) -> Error {
         let parent = &self.parent.path;
         let parent_has = self
             .parent

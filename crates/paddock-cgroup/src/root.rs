@@ -246,6 +246,21 @@ impl Root {
         &self.counters
     }
 
+    /// The root's `<resource>.pressure`: the pressure of all its sandboxes together;
+    /// `Ok(None)` where the kernel has no PSI.
+    pub fn pressure(
+        &self,
+        resource: crate::resources::PsiResource,
+    ) -> Result<Option<crate::resources::Pressure>> {
+        let file = resource.file();
+        match self.dir.read_opt(file) {
+            Ok(Some(t)) => crate::resources::Pressure::parse(file, &t).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) if e.errno() == Some(rustix::io::Errno::OPNOTSUPP) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Controllers the root can hand to its children (its `cgroup.controllers`).
     pub fn controllers(&self) -> Result<Vec<String>> {
         Ok(self

@@ -114,6 +114,11 @@ pub enum StopReason {
     /// The sandbox's deadline passed (`deadline_ms` in its spec, or as extended): a
     /// graceful stop by its own stop policy.
     Deadline,
+    /// The OOM killer ended the sandbox: a group OOM kill (`memory.oom.group`) took every
+    /// process, or the main process was OOM-killed (`memory.events` counted a kill and the
+    /// main process died of SIGKILL). The counts are in the report (`oom_kills`,
+    /// `oom_group_kills`) and in the `oom` event.
+    Oom,
 }
 
 /// What a stop did, phase by phase.
@@ -154,6 +159,11 @@ pub struct StopReport {
     /// read just before removal); `None` where the memory controller is not enabled for it.
     #[serde(default)]
     pub oom_kills: Option<u64>,
+    /// Group OOM kills in the sandbox's cgroup (`memory.events` `oom_group_kill`, kernel
+    /// 5.17+: `memory.oom.group` took the whole sandbox); `None` where the memory controller
+    /// is not enabled for it or the kernel does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_group_kills: Option<u64>,
     /// Processes that survived the kill deadline; non-empty means quarantined.
     pub stuck: Vec<StuckProcess>,
     /// An error that ended the stop (state `failed`).
@@ -219,6 +229,18 @@ pub enum EventKind {
     Failed {
         /// The cause.
         error: String,
+    },
+    /// The OOM killer ended the sandbox (the stop that follows has reason `oom`).
+    Oom {
+        /// Processes the OOM killer killed in the sandbox (`memory.events` `oom_kill`).
+        oom_kills: u64,
+        /// Group OOM kills (`oom_group_kill`): each took every process of the sandbox.
+        oom_group_kills: u64,
+    },
+    /// Limits of the running sandbox were changed (`PATCH /v1/sandboxes/{id}`).
+    LimitsUpdated {
+        /// The limits now in force (all of them, after the change).
+        limits: Box<crate::spec::Limits>,
     },
     /// Frozen.
     Paused,

@@ -47,8 +47,10 @@ mod ids;
 pub mod jail;
 mod lifecycle;
 pub mod logs;
+mod pressure;
 mod recovery;
 mod registry;
+pub mod resources;
 mod restart;
 mod retention;
 #[cfg(feature = "openapi")]
@@ -61,6 +63,7 @@ mod stdio;
 mod stop;
 mod supervisor;
 pub mod uids;
+mod update;
 
 pub use config::{Config, DEFAULT_CONTROLLERS, DEFAULT_EVENT_CAPACITY, Retention};
 pub use events::{
@@ -88,8 +91,10 @@ pub use paddock_proc::{
 /// readiness check): [`ReaperHealth::is_healthy`] is false while its start-up fails and for
 /// good once one of its threads has died, and then no sandbox can start.
 pub use paddock_proc::{ReaperHealth, reaper_health};
+pub use pressure::{PsiLine, PsiStats, SandboxPressure};
 pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
+pub use resources::IoDeviceLimit;
 pub use restart::{BACKOFF_RESET_AFTER, PendingRestart};
 pub use spec::{
     Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_CHARS_NON_ASCII, MAX_ID_LEN,
@@ -100,6 +105,7 @@ pub use state::{InvalidTransition, LifecycleState, State, Transition, transition
 pub use stdio::{MAX_STDIO_OPENS, STDIO_OPEN_TIMEOUT};
 pub use supervisor::{SandboxInfo, SandboxStats, Started, Supervisor, SupervisorCounters};
 pub use uids::UidRange;
+pub use update::LimitsUpdate;
 
 /// Errors of the supervisor.
 #[derive(Debug, thiserror::Error)]

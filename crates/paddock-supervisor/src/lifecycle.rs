@@ -69,6 +69,9 @@ pub(crate) struct Sandbox {
     pub(crate) restart_pending: Mutex<Option<crate::PendingRestart>>,
     /// Set by an explicit stop, kill, deadline or shutdown: no restart follows.
     pub(crate) restarts_cancelled: std::sync::atomic::AtomicBool,
+    /// The limits in force: the spec's, as changed by updates since
+    /// ([`Supervisor::update_limits`]); the record's and the info's spec carry these.
+    pub(crate) limits: Mutex<crate::spec::Limits>,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -140,6 +143,7 @@ impl Sandbox {
         initial: LifecycleState,
         jail: Option<crate::jail::JailStatus>,
     ) -> Self {
+        let spec_limits = spec.limits.clone();
         Sandbox {
             id: spec.id.clone(),
             lifecycle,
@@ -161,6 +165,7 @@ impl Sandbox {
             restart_since_reset: 0,
             restart_pending: Mutex::new(None),
             restarts_cancelled: std::sync::atomic::AtomicBool::new(false),
+            limits: Mutex::new(spec_limits),
         }
     }
 
@@ -208,6 +213,13 @@ impl Sandbox {
         self.main.get().map(|m| m.pid)
     }
 
+    /// The spec with the limits in force.
+    pub(crate) fn spec_now(&self) -> SandboxSpec {
+        let mut spec = self.spec.clone();
+        spec.limits = self.limits.lock().clone();
+        spec
+    }
+
     /// The durable record of the lifecycle as it is now.
     pub(crate) fn record(&self) -> Record {
         let state = self.state.lock().clone();
@@ -217,7 +229,7 @@ impl Sandbox {
     /// The durable record of the lifecycle in `state`.
     fn record_in(&self, state: &LifecycleState) -> Record {
         Record {
-            spec: self.spec.clone(),
+            spec: self.spec_now(),
             lifecycle: self.lifecycle,
             state: state.state(),
             paused: state.paused(),

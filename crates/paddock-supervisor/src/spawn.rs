@@ -88,6 +88,8 @@ pub(crate) struct Prepared {
     pub(crate) netns: Option<OwnedFd>,
     /// What the jail's names and seccomp profile resolved to.
     pub(crate) jail: Option<crate::jail::Resolved>,
+    /// The `io_max` devices, resolved to their numbers.
+    pub(crate) io: Vec<paddock_cgroup::IoMax>,
 }
 
 /// `nsfs`'s `f_type`.
@@ -134,6 +136,7 @@ pub(crate) fn spawn(
     for lim in limits(&spec.limits)? {
         cg.set_limit(lim)?;
     }
+    crate::resources::apply(cg, &spec.limits, &prepared.io)?;
     let mut cmd = command(spec, lifecycle, prepared.jail.as_ref());
     attach_stdio(&mut cmd, spec, lifecycle, logs, &mut prepared.files)?;
     if let Network::Named(n) = &spec.network {
@@ -229,6 +232,7 @@ mod tests {
             pids_max: Some(64),
             max_descendants: Some(3),
             max_depth: Some(2),
+            ..Limits::default()
         };
         assert_eq!(
             limits(&all).unwrap(),

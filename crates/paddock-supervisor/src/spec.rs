@@ -1,6 +1,6 @@
 //! What a sandbox is asked to be: [`SandboxSpec`] and its parts.
 //!
-//! Over 600 lines with its unit tests (about 520 without): every part's validation sits next
+//! Over 600 lines with its unit tests (about 550 without): every part's validation sits next
 //! to its type, so a field and the check that bounds it are read together.
 
 use std::collections::BTreeMap;
@@ -156,13 +156,13 @@ impl StdioSpec {
 }
 
 /// Resource limits. `None` leaves the kernel default (unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(
     feature = "openapi",
     schema(
-        description = "Resource limits; null or absent leaves the kernel default (unlimited). Each needs its controller (memory, cpu, pids) on the node: a limit whose controller is missing is a 422"
+        description = "Resource limits; null or absent leaves the kernel default (unlimited). Each needs its controller (memory, cpu, pids, io, cpuset, hugetlb) on the node: a limit whose controller is missing is a 422. See docs/limits.md"
     )
 )]
 pub struct Limits {
@@ -187,6 +187,35 @@ pub struct Limits {
     /// `cgroup.max.depth`: how deep the payload may nest cgroups.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_depth))]
     pub max_depth: Option<u64>,
+    /// `memory.low` in bytes: best-effort protection from reclaim (0 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_low: Option<u64>,
+    /// `memory.min` in bytes: hard protection from reclaim (0 = none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_min: Option<u64>,
+    /// `memory.swap.max` in bytes (0 = no swap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_swap_max: Option<u64>,
+    /// `memory.oom.group`: absent or true, an OOM kill takes the whole sandbox down (where
+    /// the memory controller is available; true insists on it); false kills one process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_group: Option<bool>,
+    /// `io.weight`, 1..=10000 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u64>,
+    /// `io.max`: bandwidth and IOPS caps per block device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub io_max: Vec<crate::resources::IoDeviceLimit>,
+    /// `cpuset.cpus`: the CPUs the payload may run on, as a list (`0-3,6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// `cpuset.mems`: the memory nodes it may allocate from, as a list (`0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+    /// `hugetlb.<size>.max`: bytes of huge pages per page size, by the kernel's name of the
+    /// size (`2MB`, `1GB`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hugetlb_max: BTreeMap<String, u64>,
 }
 
 impl Limits {
@@ -202,6 +231,7 @@ impl Limits {
         if self.pids_max.is_some() {
             v.push("pids");
         }
+        crate::resources::more_controllers(self, &mut v);
         v
     }
 }
@@ -539,6 +569,7 @@ impl SandboxSpec {
                 "limits.pids_max = {p}: the kernel accepts at most {MAX_PIDS_LIMIT}"
             ));
         }
+        crate::resources::validate(l).map_err(Error::InvalidSpec)?;
         if let Some(cwd) = &self.cwd {
             let b = cwd.as_os_str().as_encoded_bytes();
             if b.is_empty() || b.contains(&0) {

@@ -134,7 +134,13 @@ impl Supervisor {
             }
             None => None,
         };
-        Ok(Prepared { files, netns, jail })
+        let io = crate::resources::resolve_io(&spec.limits)?;
+        Ok(Prepared {
+            files,
+            netns,
+            jail,
+            io,
+        })
     }
 
     /// The rest of a start, once its lifecycle is registered (in its span).
@@ -277,7 +283,18 @@ impl Supervisor {
                     reason,
                 })?;
         }
-        let needed = sb.spec.limits.controllers();
+        let mut needed = sb.spec.limits.controllers();
+        // `memory.oom.group` is on by default wherever the memory controller is available.
+        if sb.spec.limits.oom_group.is_none()
+            && !needed.contains(&"memory")
+            && !self.inner.memory_enabled.load(Relaxed)
+            && cfg
+                .root
+                .controllers()
+                .is_ok_and(|c| c.iter().any(|c| c == "memory"))
+        {
+            needed.push("memory");
+        }
         if !needed.is_empty() {
             // Idempotent; fails with a clear error naming a controller the hierarchy lacks.
             cfg.root.enable_controllers(&needed)?;
@@ -317,7 +334,8 @@ impl Supervisor {
     }
 
     /// Watches the main process: records its exit, and with [`OnMainExit::Stop`] begins
-    /// the stop of the rest of the tree.
+    /// the stop of the rest of the tree, with reason [`StopReason::Oom`] when the OOM
+    /// killer ended the sandbox (see `oom_after_main_exit`).
     pub(crate) fn spawn_monitor(&self, sb: Arc<Sandbox>, main: MainProcess) {
         let sup = self.clone();
         let span = sb.span();
@@ -327,14 +345,54 @@ impl Supervisor {
                 let _ = sb.main_exit.set(exit);
                 sup.emit(&sb, EventKind::MainExited { status: exit });
                 tracing::info!(code = ?exit.code, signal = ?exit.signal, "main process exited");
+                // Read (and announced) whatever the policy: with `keep_running` the
+                // sandbox stays, emptied by a group OOM kill, until it is stopped.
+                let oom = sup.oom_after_main_exit(&sb, exit);
                 if sb.spec.on_main_exit == OnMainExit::Stop {
-                    let _ = sup
-                        .begin_stop(&sb, StopReason::MainExited, sb.spec.stop, false)
-                        .await;
+                    let reason = if oom {
+                        StopReason::Oom
+                    } else {
+                        StopReason::MainExited
+                    };
+                    let _ = sup.begin_stop(&sb, reason, sb.spec.stop, false).await;
                 }
             }
             .instrument(span),
         );
+    }
+}
+
+impl Supervisor {
+    /// Whether the OOM killer ended the sandbox whose main process just exited: a group
+    /// OOM kill happened (`memory.events` `oom_group_kill`), or an OOM kill did and the
+    /// main process died of SIGKILL. Emits the `oom` event then. Reads nothing where the
+    /// memory controller is not enabled.
+    fn oom_after_main_exit(&self, sb: &Sandbox, exit: crate::events::MainExit) -> bool {
+        if !self.inner.memory_enabled.load(Relaxed) {
+            return false;
+        }
+        let Ok(cg) = self.open_cgroup(sb) else {
+            return false;
+        };
+        let Some(ev) = crate::stop::memory_events(&cg) else {
+            return false;
+        };
+        let oom = ev.oom_group_kill > 0 || (ev.oom_kill > 0 && exit.signal == Some(libc::SIGKILL));
+        if oom {
+            tracing::warn!(
+                oom_kills = ev.oom_kill,
+                oom_group_kills = ev.oom_group_kill,
+                "the OOM killer ended the sandbox"
+            );
+            self.emit(
+                sb,
+                EventKind::Oom {
+                    oom_kills: ev.oom_kill,
+                    oom_group_kills: ev.oom_group_kill,
+                },
+            );
+        }
+        oom
     }
 }
 

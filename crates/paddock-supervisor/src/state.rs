@@ -365,6 +365,7 @@ mod tests {
             cpu_usage_usec: None,
             memory_peak: None,
             oom_kills: None,
+            oom_group_kills: None,
             stuck: Vec::new(),
             error: None,
         }

@@ -290,6 +290,7 @@ impl Supervisor {
             cpu_usage_usec: None,
             memory_peak: None,
             oom_kills: None,
+            oom_group_kills: None,
             killed: Vec::new(),
             stuck: Vec::new(),
             error: None,
@@ -459,8 +460,9 @@ impl Supervisor {
             report.cpu_usage_usec = cpu;
             report.memory_peak = peak;
         }
-        if memory {
-            report.oom_kills = oom_kills(cg);
+        if memory && let Some(ev) = memory_events(cg) {
+            report.oom_kills = Some(ev.oom_kill);
+            report.oom_group_kills = Some(ev.oom_group_kill);
         }
         // 4. Removal, with the EBUSY backstop of the cgroup layer.
         let r0 = Instant::now();
@@ -557,9 +559,9 @@ impl Supervisor {
     }
 }
 
-/// The `oom_kill` count of a cgroup's `memory.events` (its whole subtree); `None` when the
-/// file is absent (no memory controller) or unreadable.
-fn oom_kills(cg: &Cgroup) -> Option<u64> {
+/// A cgroup's `memory.events` (its whole subtree); `None` when the file is absent (no
+/// memory controller) or unreadable. One open and one read.
+pub(crate) fn memory_events(cg: &Cgroup) -> Option<paddock_cgroup::MemoryEvents> {
     use rustix::fs::{Mode, OFlags, openat};
     let fd = openat(
         cg.dir_fd(),
@@ -571,7 +573,5 @@ fn oom_kills(cg: &Cgroup) -> Option<u64> {
     let mut buf = [0u8; 512];
     let n = rustix::io::read(&fd, &mut buf).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
-    paddock_cgroup::MemoryEvents::parse(text)
-        .ok()
-        .map(|e| e.oom_kill)
+    paddock_cgroup::MemoryEvents::parse(text).ok()
 }

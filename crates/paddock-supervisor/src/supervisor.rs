@@ -76,7 +76,7 @@ pub struct SandboxInfo {
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxStats {
     /// Total CPU time, µs.
@@ -105,6 +105,9 @@ pub struct SandboxStats {
     pub io_write_bytes: Option<u64>,
     /// Processes in the cgroup subtree (counted from `cgroup.procs`).
     pub processes: usize,
+    /// Pressure stall information (cpu, memory, io); absent from answers of older daemons.
+    #[serde(default)]
+    pub pressure: crate::pressure::SandboxPressure,
 }
 
 /// A started sandbox, with the parent ends of any [`crate::StdioTarget::Pipe`] streams.
@@ -413,6 +416,13 @@ impl Supervisor {
         Ok(self.info(&sb))
     }
 
+    /// The pressure of all sandboxes together (the managed root's pressure files).
+    pub fn pressure_all(&self) -> Result<crate::pressure::SandboxPressure, Error> {
+        Ok(crate::pressure::SandboxPressure::read_root(
+            &self.inner.cfg.root,
+        )?)
+    }
+
     /// Resource usage of a sandbox's cgroup. Works while paused.
     pub fn stats(
         &self,
@@ -443,6 +453,7 @@ impl Supervisor {
             io_read_bytes: s.io.map(|i| i.rbytes),
             io_write_bytes: s.io.map(|i| i.wbytes),
             processes: cg.procs_recursive()?.len(),
+            pressure: crate::pressure::SandboxPressure::read(&cg)?,
         })
     }
 
@@ -556,7 +567,7 @@ impl Supervisor {
             stop_report,
             error,
             created_at_ms: sb.created_at_ms,
-            spec: sb.spec.clone(),
+            spec: sb.spec_now(),
             jail: sb.jail.clone(),
             deadline_at_ms: sb.deadline_at_ms(),
             restart_count: sb.restart_count,

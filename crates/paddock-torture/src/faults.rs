@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use paddock_supervisor::{
-    Error as SupError, LifecycleId, SandboxId, SandboxInfo, SandboxSpec, State, StopReport,
+    Error as SupError, LifecycleId, LimitsUpdate, SandboxId, SandboxInfo, SandboxSpec, State,
+    StopReport,
 };
 use serde::Serialize;
 
@@ -42,11 +43,14 @@ pub enum Fault {
     /// payload runs as a loop of lifecycles; a stop of the ID 0–30 ms in ends it, also
     /// during a backoff or a restart's start; nothing of any lifecycle is left.
     RestartLoop,
+    /// Limits updates (`cgroup.max.descendants`, which needs no controller) racing a stop:
+    /// each update applies or is refused as not running, never anything else.
+    UpdateVsStop,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Plain,
         Fault::RacingStops,
         Fault::StopVsMainExit,
@@ -57,6 +61,7 @@ impl Fault {
         Fault::CancelPause,
         Fault::DeadlineVsStop,
         Fault::RestartLoop,
+        Fault::UpdateVsStop,
     ];
 
     /// Draws the fault of a lifecycle of `case`: any, except that `unkillable` only gets
@@ -311,6 +316,39 @@ pub(crate) async fn stop_with_fault(
                 Err(e) => {
                     out.errors
                         .push(format!("{id}: stop of a restart loop: {e}"));
+                    None
+                }
+            }
+        }
+        Fault::UpdateVsStop => {
+            let sup2 = sup.clone();
+            let id2 = id.clone();
+            let n = rng.range(5, 40);
+            let updates = tokio::spawn(async move {
+                let mut errors = Vec::new();
+                for i in 0..n {
+                    let u = LimitsUpdate {
+                        max_descendants: Some(Some(1_000 + i)),
+                        ..LimitsUpdate::default()
+                    };
+                    match sup2.update_limits(&id2, &u).await {
+                        Ok(_) | Err(SupError::InvalidState { .. } | SupError::NotFound { .. }) => {}
+                        Err(e) => errors.push(format!("{id2}: update racing a stop: {e}")),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                errors
+            });
+            tokio::time::sleep(Duration::from_micros(rng.range(0, 2_000))).await;
+            let r = sup.stop(id, Some(lc)).await;
+            match updates.await {
+                Ok(errors) => out.errors.extend(errors),
+                Err(e) => out.errors.push(format!("{id}: update task: {e}")),
+            }
+            match r {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    out.errors.push(format!("{id}: stop racing updates: {e}"));
                     None
                 }
             }

@@ -19,6 +19,7 @@ mod logging;
 mod metrics;
 mod openapi;
 mod run;
+mod sandbox_metrics;
 mod serve;
 mod store;
 
@@ -210,6 +211,18 @@ enum Cmd {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Change the limits of a running sandbox (PATCH /v1/sandboxes/ID).
+    ///
+    /// Each flag given changes that limit (`max` lifts --memory, --memory-high, --cpus and
+    /// --pids); the others stay. The change is recorded (a restarted daemon keeps it) and
+    /// announced as a `limits_updated` event. A --memory below what the sandbox uses makes
+    /// the kernel reclaim, then OOM-kill the whole sandbox (docs/limits.md).
+    ///
+    /// Examples:
+    ///   paddock update web-1 --memory 1G --cpus 2 --pids 512
+    ///   paddock update web-1 --memory max --device-write-bps /dev/vdb:10M
+    #[command(verbatim_doc_comment)]
+    Update(Box<cli::limits::UpdateArgs>),
     /// Resource usage of a sandbox.
     ///
     /// Examples:
@@ -417,6 +430,7 @@ fn main() -> ExitCode {
             Cmd::Deadline { id, extend } => cli::extend_deadline(&c, out, &id, &extend).await,
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
             Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
+            Cmd::Update(a) => cli::limits::update(&c, out, &a).await,
             Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,
             Cmd::Logs(t) => cli::logs(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Top { once, interval } => {

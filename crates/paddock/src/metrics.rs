@@ -4,7 +4,7 @@
 //! [`paddock_supervisor::Hooks::on_event`]; everything the supervisor and the cgroup layer
 //! already count is read at scrape time by a collector, so nothing is counted twice.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use paddock_supervisor::{Event, EventKind, State, Supervisor};
@@ -51,6 +51,7 @@ pub struct Metrics {
     /// The daemon's own counters.
     pub daemon: Arc<DaemonCounters>,
     sup: Arc<OnceLock<Supervisor>>,
+    per_sandbox: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,9 +80,11 @@ impl Metrics {
         );
         let daemon = Arc::new(DaemonCounters::default());
         let sup = Arc::new(OnceLock::new());
+        let per_sandbox = Arc::new(AtomicBool::new(false));
         registry.register_collector(Box::new(ScrapeCollector {
             sup: sup.clone(),
             daemon: daemon.clone(),
+            per_sandbox: per_sandbox.clone(),
         }));
         Metrics {
             registry,
@@ -89,7 +92,14 @@ impl Metrics {
             admission_rejected,
             daemon,
             sup,
+            per_sandbox,
         }
+    }
+
+    /// Exports the per-sandbox series too (`serve --metrics-per-sandbox`; see
+    /// [`crate::sandbox_metrics`]).
+    pub fn export_per_sandbox(&self, on: bool) {
+        self.per_sandbox.store(on, Relaxed);
     }
 
     /// Connects the scrape-time collector to the supervisor.
@@ -141,6 +151,7 @@ impl Default for Metrics {
 struct ScrapeCollector {
     sup: Arc<OnceLock<Supervisor>>,
     daemon: Arc<DaemonCounters>,
+    per_sandbox: Arc<AtomicBool>,
 }
 
 fn counter(
@@ -262,6 +273,10 @@ impl Collector for ScrapeCollector {
         let Some(sup) = self.sup.get() else {
             return Ok(());
         };
+        crate::sandbox_metrics::encode_total(&mut enc, sup)?;
+        if self.per_sandbox.load(Relaxed) {
+            crate::sandbox_metrics::encode_per_sandbox(&mut enc, sup)?;
+        }
         let list = sup.list();
         {
             let mut m = enc.encode_descriptor(

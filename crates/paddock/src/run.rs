@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// goes to `paddock logs ID`.
     #[arg(long, short = 'd')]
     pub detach: bool,
+    /// The resource flags beyond --memory, --cpus and --pids (see docs/limits.md).
+    #[command(flatten)]
+    pub limits: crate::cli::limits::LimitArgs,
     /// The jail (any of these flags makes one; see docs/jail.md).
     #[command(flatten)]
     pub jail: crate::cli::jail::JailArgs,
@@ -97,6 +100,7 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
     spec.limits.memory_high = a.memory_high.as_deref().map(parse_size).transpose()?;
     spec.limits.cpus = a.cpus;
     spec.limits.pids_max = a.pids;
+    a.limits.apply(&mut spec.limits)?;
     spec.network = match a.netns.as_str() {
         "host" => Network::Host,
         "isolated" => Network::Isolated,

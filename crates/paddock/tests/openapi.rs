@@ -563,6 +563,7 @@ fn stop_report() -> StopReport {
         cpu_usage_usec: Some(1234),
         memory_peak: Some(4096),
         oom_kills: Some(1),
+        oom_group_kills: None,
         killed: vec![KilledProcess {
             pid: 43,
             comm: Some("worker".into()),
@@ -600,6 +601,21 @@ fn full_spec() -> SandboxSpec {
         pids_max: Some(64),
         max_descendants: Some(10),
         max_depth: Some(3),
+        memory_low: Some(1 << 20),
+        memory_min: Some(1 << 19),
+        memory_swap_max: Some(0),
+        oom_group: Some(false),
+        io_weight: Some(200),
+        io_max: vec![paddock_supervisor::IoDeviceLimit {
+            device: "/dev/vdb".into(),
+            read_bps: Some(1 << 20),
+            write_bps: None,
+            read_iops: None,
+            write_iops: Some(100),
+        }],
+        cpuset_cpus: Some("0-1".into()),
+        cpuset_mems: Some("0".into()),
+        hugetlb_max: [("2MB".to_string(), 4 << 20)].into(),
     };
     spec.network = Network::Named("blue".into());
     spec.deadline_ms = Some(60_000);
@@ -816,6 +832,19 @@ fn samples_of_every_type_validate() {
                 io_read_bytes: Some(0),
                 io_write_bytes: None,
                 processes: 1,
+                pressure: paddock_supervisor::SandboxPressure {
+                    cpu: Some(paddock_supervisor::PsiStats {
+                        some: paddock_supervisor::PsiLine {
+                            avg10: 1.5,
+                            avg60: 0.0,
+                            avg300: 0.0,
+                            total_usec: 7,
+                        },
+                        full: None,
+                    }),
+                    memory: None,
+                    io: None,
+                },
             }),
         ),
         ("GET", "/healthz", 200, json!({ "status": "ok" })),

@@ -49,6 +49,7 @@ mod sandboxes;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod update;
 
 pub use auth::require_token;
 #[cfg(test)]
@@ -60,6 +61,7 @@ use input::*;
 use node::*;
 use sandboxes::*;
 use stream::*;
+use update::*;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -97,7 +99,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn api_router() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(list, create))
-        .routes(routes!(get_one, delete))
+        .routes(routes!(get_one, delete, update))
         .routes(routes!(stop))
         .routes(routes!(kill))
         .routes(routes!(wait))

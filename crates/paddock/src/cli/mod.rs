@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::client::{Client, DaemonError, enc};
 
 pub mod jail;
+pub mod limits;
 mod render;
 pub use render::*;
 
@@ -334,6 +335,7 @@ pub async fn stats(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -
     );
     println!("memory.current: {}", opt_bytes(s.memory_current));
     println!("memory.peak:    {}", opt_bytes(s.memory_peak));
+    print!("{}", render_pressure(&s.pressure));
     Ok(0)
 }
 

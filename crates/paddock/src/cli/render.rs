@@ -2,7 +2,7 @@
 //! character that could drive a terminal escaped, and JSON with those characters as `\u`
 //! escapes. Pure functions of their input (property-tested over arbitrary Unicode).
 //!
-//! Over 600 lines with its tests (about 400 without): the property tests sit next to the
+//! Over 600 lines with its tests (about 440 without): the property tests sit next to the
 //! escaping they check.
 
 use std::borrow::Cow;
@@ -369,16 +369,58 @@ pub fn render_event(data: &str, json: bool) -> String {
 /// refresh (percent of one CPU).
 pub type TopRow = (SandboxInfo, SandboxStats, Option<f64>);
 
-/// The table of `paddock top`: terminal-safe, one line per row after the header.
+/// The pressure lines of `paddock stats`: per resource, `some` and `full` as avg10 /
+/// avg60 percent and the total stall time.
+pub fn render_pressure(p: &paddock_supervisor::SandboxPressure) -> String {
+    let mut o = String::new();
+    for (res, stats) in p.by_resource() {
+        let Some(st) = stats else {
+            let _ = writeln!(o, "{:<15} n/a", format!("{res}.pressure:"));
+            continue;
+        };
+        let line = |l: &paddock_supervisor::PsiLine| {
+            format!(
+                "{:.2}%/{:.2}% (10s/60s), {:.3}s total",
+                l.avg10,
+                l.avg60,
+                l.total_usec as f64 / 1e6
+            )
+        };
+        let full = st.full.as_ref().map(line).unwrap_or_else(|| "n/a".into());
+        let _ = writeln!(
+            o,
+            "{:<15} some {}; full {}",
+            format!("{res}.pressure:"),
+            line(&st.some),
+            full
+        );
+    }
+    o
+}
+
+/// The PSI column of `paddock top`: `some` avg10 of cpu/memory/io, in percent.
+fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
+    p.by_resource()
+        .iter()
+        .map(|(_, s)| {
+            s.map(|s| format!("{:.0}", s.some.avg10))
+                .unwrap_or_else(|| "-".into())
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The table of `paddock top`: terminal-safe, one line per row after the header. `PSI`
+/// is the `some` avg10 pressure of cpu/memory/io in percent.
 pub fn render_top(rows: &[TopRow]) -> String {
     let mut o = format!(
-        "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}\n",
-        "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS"
+        "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}\n",
+        "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS", "PSI c/m/io"
     );
     for (i, s, cpu) in rows {
         let _ = writeln!(
             o,
-            "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6}",
+            "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}",
             term_safe(i.id.as_str()),
             if i.paused {
                 "paused".to_string()
@@ -391,7 +433,8 @@ pub fn render_top(rows: &[TopRow]) -> String {
             s.pids_current
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
-            s.processes
+            s.processes,
+            psi_cell(&s.pressure)
         );
     }
     o

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// no-internal-process rule allows nothing else).
     #[arg(long, conflicts_with = "cgroup_root")]
     pub delegated: bool,
+    /// Also export cpu, memory, pids, io and pressure gauges of each live sandbox,
+    /// labelled with its ID, at /metrics (only running sandboxes: series come and go with
+    /// them, so their number stays bounded by --max-sandboxes; see docs/api.md).
+    #[arg(long)]
+    pub metrics_per_sandbox: bool,
     /// Most live (not stopped/failed) sandboxes; more creates get 429.
     #[arg(long, value_name = "N")]
     pub max_sandboxes: Option<usize>,
@@ -426,6 +431,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let _root_lock = root.lock_exclusive()?;
     let owner = daemon_owner(&a.state_dir)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.export_per_sandbox(a.metrics_per_sandbox);
     let store = Arc::new(Store::open(
         &a.state_dir.join("paddock.redb"),
         metrics.daemon.store.clone(),
