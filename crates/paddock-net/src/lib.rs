@@ -37,6 +37,10 @@
 //! - **nftables through `nft -j -f -`** and `serde_json`: see [`nft`] for why not
 //!   netlink or the `nftables` crate. Needs the `nft` binary (Debian: `nftables`) only
 //!   when rules are asked for; without it, teardown and reclaim have no rules to remove.
+//!   Each run is spawned by `paddock-proc` (the process's one reaper reaps it, so a
+//!   subreaper's orphan sweep cannot steal its status) and bounded by a deadline
+//!   ([`Nft::with_deadline`]); [`Network::teardown_with`] skips `nft` for a sandbox the
+//!   caller knows had no rules.
 //! - `unsafe`: only in `sys.rs` (`unshare(CLONE_NEWNET)`, the tun ioctls), each block
 //!   with its `SAFETY` comment.
 //!
@@ -50,12 +54,6 @@
 //! # Not done here
 //! - IPv6: not configured (only IPv4 leases and an `ip` nftables table; `eth0` gets the
 //!   kernel's link-local address).
-//! - `teardown` runs `nft` (a few ms) even for a sandbox that had no rules; the caller,
-//!   which records what it made, could skip it.
-//! - `nft` is run with `std::process::Command` and waited for without a deadline. Before
-//!   the supervisor drives this crate, run it through the supervisor's spawner instead (a
-//!   subreaper's orphan sweep may reap a child that `std` then fails to wait for) and bound
-//!   its time.
 //! - The pin directory's mount propagation is not made shared (as `ip netns add` does):
 //!   a mount namespace copied while a namespace is pinned keeps a reference to it until
 //!   that mount namespace ends.
@@ -67,6 +65,7 @@ mod network;
 pub mod nft;
 pub mod owner;
 pub mod pool;
+mod runner;
 mod sys;
 pub mod tap;
 

@@ -99,6 +99,18 @@ impl Network {
         })
     }
 
+    /// Bounds each `nft` run by `deadline` (see [`Nft::with_deadline`]).
+    pub fn with_nft_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.nft = self.nft.with_deadline(deadline);
+        self
+    }
+
+    /// Runs the `nft` binary at `path` (see [`Nft::with_binary`]).
+    pub fn with_nft_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nft = self.nft.with_binary(path);
+        self
+    }
+
     /// The instance's nftables table.
     pub fn nft(&self) -> &Nft {
         &self.nft
@@ -135,7 +147,7 @@ impl Network {
         match self.create_inner(&owner, spec).await {
             Ok(net) => Ok(net),
             Err(e) => {
-                if let Err(t) = self.teardown(key).await {
+                if let Err(t) = self.teardown_with(key, !spec.rules.is_empty()).await {
                     tracing::warn!(owner = %owner, error = %t, "teardown after a failed network creation failed");
                 }
                 Err(e)
@@ -200,11 +212,19 @@ impl Network {
     /// are fine. A link of that name with another owner is left alone and reported as
     /// [`Error::NotOwned`] after the namespace is removed.
     pub async fn teardown(&self, key: &Key) -> Result<()> {
+        self.teardown_with(key, true).await
+    }
+
+    /// As [`Network::teardown`]; with `rules` false the caller knows no nftables rule was
+    /// ever made for `key` (its spec asked for none), and `nft` is not run at all.
+    pub async fn teardown_with(&self, key: &Key, rules: bool) -> Result<()> {
         let owner = self.owner(key);
         let name = owner.to_string();
         let host_if = owner.host_ifname();
         let mut not_owned = None;
-        self.nft.remove(&owner).await?;
+        if rules {
+            self.nft.remove(&owner).await?;
+        }
         if let Some(m) = link::get(&self.host, &host_if).await? {
             match link::alias_of(&m) {
                 Some(a) if a == name => {
