@@ -59,6 +59,7 @@
 //!   that mount namespace ends.
 
 pub mod error;
+pub mod leases;
 pub mod link;
 pub mod netns;
 mod network;
@@ -70,9 +71,10 @@ mod sys;
 pub mod tap;
 
 pub use error::{Error, Result};
+pub use leases::{DEFAULT_LEASE_FILE, Held, LeaseFile};
 pub use netns::{DEFAULT_PIN_DIR, NetnsDir};
 pub use network::{Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec};
-pub use nft::{Nft, Protocol, Publish, Rules};
+pub use nft::{DEFAULT_NFT_DEADLINE, Nft, Protocol, Publish, Rules};
 pub use owner::{Key, Owner, Tag};
 pub use pool::{Lease, LeasePool, PoolError};
 pub use tap::TapSpec;
