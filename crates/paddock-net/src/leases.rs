@@ -18,7 +18,6 @@
 //! All calls block on the lock (held for one read and one write of a small file): call
 //! them from a blocking thread.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -221,19 +220,20 @@ impl LeaseFile {
         })
     }
 
-    /// Releases every lease of `holder` whose key is not in `live`, and every lease of
-    /// another holder that `is_dead` says is provably dead; returns them.
+    /// Releases every lease of `holder` whose key `is_live` rejects (asked under the
+    /// lock, so a lease allocated after its key became live is never released), and
+    /// every lease of another holder that `is_dead` says is provably dead; returns them.
     pub fn reclaim(
         &self,
         holder: &Tag,
-        live: &HashSet<String>,
+        is_live: impl Fn(&str) -> bool,
         is_dead: impl Fn(&str) -> bool,
     ) -> Result<Vec<Held>> {
         self.locked(|c| {
             let mut gone = drop_dead(c, holder, &is_dead);
             let before = c.leases.len();
             c.leases.retain(|h| {
-                let stale = h.holder == holder.as_str() && !live.contains(&h.lease.key);
+                let stale = h.holder == holder.as_str() && !is_live(&h.lease.key);
                 if stale {
                     gone.push(h.clone());
                 }
@@ -283,6 +283,7 @@ fn lock_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn file(name: &str, pool: &str) -> (LeaseFile, PathBuf) {
         let dir =
@@ -322,7 +323,7 @@ mod tests {
         assert_eq!(f.release(&a, "k4").unwrap(), Some(l4));
         assert_eq!(f.release(&a, "k4").unwrap(), None);
         let live: HashSet<String> = ["k1".to_string()].into();
-        let gone = f.reclaim(&a, &live, alive).unwrap();
+        let gone = f.reclaim(&a, |k| live.contains(k), alive).unwrap();
         assert_eq!(gone.len(), 2);
         assert_eq!(f.list().unwrap().len(), 1);
         // Restore is idempotent and refuses someone else's subnet.

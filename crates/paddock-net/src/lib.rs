@@ -71,6 +71,7 @@ mod sys;
 pub mod tap;
 
 pub use error::{Error, Result};
+pub use ipnet::Ipv4Net;
 pub use leases::{DEFAULT_LEASE_FILE, Held, LeaseFile};
 pub use netns::{DEFAULT_PIN_DIR, NetnsDir};
 pub use network::{Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec};

@@ -116,6 +116,13 @@ impl Network {
         &self.nft
     }
 
+    /// A new fd of the namespace playing the host.
+    pub fn host_ns(&self) -> Result<OwnedFd> {
+        self.host_ns
+            .try_clone()
+            .map_err(|e| Error::os("duplicate fd of", "the host network namespace", e))
+    }
+
     /// The instance's tag.
     pub fn tag(&self) -> &Tag {
         &self.tag
@@ -250,18 +257,21 @@ impl Network {
     /// instance's tag and whose key is not in `live`. Objects without the tag (another tag, no alias, a name
     /// that is not `<tag>+<key>`) are never touched.
     pub async fn reclaim(&self, live: &HashSet<Key>) -> Result<ReclaimReport> {
+        self.reclaim_where(|k| live.contains(k)).await
+    }
+
+    /// As [`Network::reclaim`], asking `is_live` about each key when its object is
+    /// judged (so a caller can answer from its live state at that moment: a sandbox
+    /// whose key became live after the reclaim began is never reclaimed).
+    pub async fn reclaim_where(&self, is_live: impl Fn(&Key) -> bool) -> Result<ReclaimReport> {
         let mut report = ReclaimReport {
-            rules: self
-                .nft
-                .reclaim(&self.tag, |o| live.contains(&o.key))
-                .await?,
+            rules: self.nft.reclaim(&self.tag, |o| is_live(&o.key)).await?,
             ..ReclaimReport::default()
         };
         for owner in &report.rules {
             tracing::warn!(owner = %owner, "reclaimed stale sandbox nftables rules");
         }
-        let stale =
-            |s: &str| Owner::parse(s).filter(|o| o.tag == self.tag && !live.contains(&o.key));
+        let stale = |s: &str| Owner::parse(s).filter(|o| o.tag == self.tag && !is_live(&o.key));
         for m in link::dump(&self.host).await? {
             let (Some(alias), Some(ifname)) = (link::alias_of(&m), link::name_of(&m)) else {
                 continue;

@@ -159,6 +159,11 @@ pub struct Record {
     /// supervisor knows which uids its adopted sandboxes hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailStatus>,
+    /// Its `veth` network, as made or about to be made: in the record written before the
+    /// cgroup (and before any network object) is created, so a restarted supervisor knows
+    /// the lease and the names of every object of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netspec::NetStatus>,
 }
 
 #[cfg(test)]

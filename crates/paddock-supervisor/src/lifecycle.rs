@@ -54,6 +54,11 @@ pub(crate) struct Sandbox {
     /// What its jail is; its `dynamic_uid` is held for this lifecycle until its cgroup is
     /// gone.
     pub(crate) jail: Option<crate::jail::JailStatus>,
+    /// Its `veth` network (set when its lease is taken, or by an adoption from the
+    /// record).
+    pub(crate) net: OnceLock<crate::netspec::NetStatus>,
+    /// How far its network got (`net::NET_NONE`, `NET_LEASED`, `NET_MADE`).
+    pub(crate) net_made: std::sync::atomic::AtomicU8,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -139,6 +144,8 @@ impl Sandbox {
             outcome: watch::channel(None).0,
             escalate: Notify::new(),
             jail,
+            net: OnceLock::new(),
+            net_made: std::sync::atomic::AtomicU8::new(crate::net::NET_NONE),
         }
     }
 
@@ -186,6 +193,7 @@ impl Sandbox {
             stop_reason: state.stop_reason(),
             created_at_ms: self.created_at_ms,
             jail: self.jail.clone(),
+            network: self.net.get().cloned(),
         }
     }
 

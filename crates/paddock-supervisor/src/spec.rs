@@ -217,6 +217,9 @@ pub enum Network {
     Isolated,
     /// The named network namespace `/run/netns/<name>` (as made by `ip netns add`).
     Named(String),
+    /// A network of the sandbox's own that the supervisor makes and removes: see
+    /// [`crate::VethSpec`].
+    Veth(crate::VethSpec),
 }
 
 /// What happens when the main process exits.
@@ -457,6 +460,9 @@ impl SandboxSpec {
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
         {
             return bad(format!("network namespace name {n:?} is not a plain name"));
+        }
+        if let Network::Veth(v) = &self.network {
+            v.validate().map_err(Error::InvalidSpec)?;
         }
         if let Some(j) = &self.jail {
             j.validate_fields().map_err(Error::InvalidSpec)?;

@@ -63,6 +63,9 @@ pub struct SandboxInfo {
     /// sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailStatus>,
+    /// Its `veth` network: host link, addresses, taps, rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netspec::NetStatus>,
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
@@ -137,6 +140,17 @@ pub struct SupervisorCounters {
     pub reclaimed_dead_owner: AtomicU64,
     /// Finished lifecycles forgotten by [`Config::retain_stopped`].
     pub retention_pruned: AtomicU64,
+    /// Sandbox host links of this supervisor (or of dead `paddock run`s) without a live
+    /// lifecycle that reconciliation removed.
+    pub net_reclaimed_links: AtomicU64,
+    /// Pinned sandbox network namespaces reclaimed so.
+    pub net_reclaimed_namespaces: AtomicU64,
+    /// Owners whose stale nftables rules were reclaimed.
+    pub net_reclaimed_rules: AtomicU64,
+    /// Address leases reclaimed (of lifecycles not live, or of dead holders).
+    pub net_reclaimed_leases: AtomicU64,
+    /// Network teardowns that failed at a stop (their objects are left for reclaim).
+    pub net_teardowns_failed: AtomicU64,
 }
 
 /// What every clone of a [`Supervisor`] shares.
@@ -163,6 +177,8 @@ pub(crate) struct Inner {
     pub(crate) retention_wake: Arc<tokio::sync::Notify>,
     /// The dynamic users' uids, when `cfg.dynamic_uids` is set.
     pub(crate) uids: Option<parking_lot::Mutex<crate::uids::UidAllocator>>,
+    /// The `veth` networks' state.
+    pub(crate) net: crate::net::NetState,
 }
 
 impl Drop for Inner {
@@ -247,6 +263,7 @@ impl Supervisor {
                 counters: Default::default(),
                 live: AtomicUsize::new(0),
                 retention_wake: Arc::new(tokio::sync::Notify::new()),
+                net: Default::default(),
             }),
         };
         sup.start_retention();
@@ -539,6 +556,7 @@ impl Supervisor {
             created_at_ms: sb.created_at_ms,
             spec: sb.spec.clone(),
             jail: sb.jail.clone(),
+            network: sb.net.get().cloned(),
         }
     }
 }

@@ -529,6 +529,7 @@ mod tests {
             stop_reason: None,
             created_at_ms: 0,
             jail: None,
+            network: None,
         }
     }
 

@@ -446,6 +446,7 @@ fn creating_record(id: &str, main_pid: Option<i32>) -> paddock_supervisor::Recor
         stop_reason: None,
         created_at_ms: 0,
         jail: None,
+        network: None,
     }
 }
 

@@ -277,6 +277,7 @@ fn adopted_sandboxes_keep_their_dynamic_uid_until_they_are_gone() {
             dynamic_uid: Some(UID),
             ..Default::default()
         }),
+        network: None,
     };
     put_records(&w, &[&rec]);
 

@@ -662,6 +662,19 @@ fn info(stopped: bool) -> SandboxInfo {
             landlock_mode: Default::default(),
             landlock_abi: Some(4),
         }),
+        network: Some(paddock_supervisor::NetStatus {
+            owner: "daemon:0123456789abcdef0123456789abcdef+0000000000000001".into(),
+            netns: "/run/paddock/netns/daemon:0123456789abcdef0123456789abcdef+0000000000000001"
+                .into(),
+            host_ifname: "pdk01234567".into(),
+            sandbox_ifname: "eth0".into(),
+            subnet: "10.231.0.0/30".into(),
+            host_address: "10.231.0.1".into(),
+            sandbox_address: "10.231.0.2".into(),
+            taps: vec!["tap0".into()],
+            rules: vec!["nat".into(), "publish 8080->80/tcp".into()],
+            table: Some("ip paddock_01234567".into()),
+        }),
     }
 }
 

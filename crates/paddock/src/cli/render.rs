@@ -429,6 +429,7 @@ mod tests {
             created_at_ms: 0,
             spec: SandboxSpec::new(id, command, args),
             jail: None,
+            network: None,
         }
     }
 
