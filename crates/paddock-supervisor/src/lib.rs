@@ -81,6 +81,7 @@ pub use netspec::{MAX_PUBLISH, MAX_TAPS, NetStatus, Protocol, PublishSpec, TapSp
 pub use paddock_cgroup::{
     CgroupName, Error as CgroupError, KillOptions, Owner, RemoveOptions, Root,
 };
+pub use paddock_net::Ipv4Net;
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
 pub use paddock_proc::{

@@ -29,12 +29,14 @@ pub struct VethSpec {
     /// Ports of the host forwarded to the sandbox (DNAT of traffic to any of the host's
     /// own addresses but loopback; at most [`MAX_PUBLISH`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
     pub publish: Vec<PublishSpec>,
     /// No traffic between this sandbox and any other sandbox (rejected on the host).
     #[serde(default)]
     pub isolate: bool,
     /// Tap devices to create inside, for a VMM (at most [`MAX_TAPS`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub taps: Vec<TapSpec>,
 }
 
@@ -72,6 +74,14 @@ pub struct PublishSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TapSpec {
     /// The device name: 1-15 bytes, no `/`, whitespace or `:`, not `eth0` or `lo`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 15,
+            pattern = r"^(?!(?:eth0|lo|\.|\.\.)$)[!-.0-9;-~]{1,15}$"
+        )
+    )]
     pub name: String,
     /// The host uid allowed to attach. Default: the jail's dynamic uid, or the jail's
     /// uid when it has no user namespace; without a jail, only `CAP_NET_ADMIN`.
@@ -89,16 +99,21 @@ pub struct TapSpec {
 }
 
 impl VethSpec {
-    /// Checks every field; the message names the field (`network.veth.publish[1].host_port:
-    /// …`).
+    /// Checks every field, then that they fit together ([`VethSpec::check_consistency`]);
+    /// the message names the field (`network.veth.publish[1].host_port: …`).
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_fields()?;
+        self.check_consistency()
+    }
+
+    /// Checks each field on its own (what the API's schema states: a 400).
+    pub fn validate_fields(&self) -> Result<(), String> {
         if self.publish.len() > MAX_PUBLISH {
             return Err(format!(
                 "network.veth.publish: {} ports; at most {MAX_PUBLISH}",
                 self.publish.len()
             ));
         }
-        let mut seen = HashSet::new();
         for (i, p) in self.publish.iter().enumerate() {
             if p.host_port == 0 {
                 return Err(format!(
@@ -110,13 +125,6 @@ impl VethSpec {
                     "network.veth.publish[{i}].sandbox_port: 0 is not a port (1-65535)"
                 ));
             }
-            if !seen.insert((p.host_port, p.protocol)) {
-                return Err(format!(
-                    "network.veth.publish[{i}].host_port: {}/{} is published twice",
-                    p.host_port,
-                    p.protocol.as_str()
-                ));
-            }
         }
         if self.taps.len() > MAX_TAPS {
             return Err(format!(
@@ -124,7 +132,6 @@ impl VethSpec {
                 self.taps.len()
             ));
         }
-        let mut names = HashSet::new();
         for (i, t) in self.taps.iter().enumerate() {
             let b = t.name.as_bytes();
             let bad = b.is_empty()
@@ -141,6 +148,25 @@ impl VethSpec {
                     t.name
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that the fields fit together (the API's 422): no host port published
+    /// twice, no tap name given twice.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for (i, p) in self.publish.iter().enumerate() {
+            if !seen.insert((p.host_port, p.protocol)) {
+                return Err(format!(
+                    "network.veth.publish[{i}].host_port: {}/{} is published twice",
+                    p.host_port,
+                    p.protocol.as_str()
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.taps.iter().enumerate() {
             if !names.insert(&t.name) {
                 return Err(format!(
                     "network.veth.taps[{i}].name: {:?} is given twice",

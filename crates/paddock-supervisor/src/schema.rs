@@ -132,6 +132,11 @@ impl ToSchema for Network {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Network")
     }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        // The `veth` item is inlined: what it refers to must be components.
+        <crate::VethSpec as ToSchema>::schemas(schemas);
+    }
 }
 
 /// `command`: a path, or a name looked up in `PATH`; not empty, no NUL.

@@ -462,7 +462,8 @@ impl SandboxSpec {
             return bad(format!("network namespace name {n:?} is not a plain name"));
         }
         if let Network::Veth(v) = &self.network {
-            v.validate().map_err(Error::InvalidSpec)?;
+            v.validate_fields().map_err(Error::InvalidSpec)?;
+            v.check_consistency().map_err(Error::Inconsistent)?;
         }
         if let Some(j) = &self.jail {
             j.validate_fields().map_err(Error::InvalidSpec)?;

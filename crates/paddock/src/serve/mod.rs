@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// daemon, may own ids of it; it must not hold 0 or 65534.
     #[arg(long, value_name = "FIRST-LAST|none", default_value = "200000-265535", value_parser = parse_uid_range)]
     pub uid_range: UidRangeArg,
+    /// The `veth` networks' address pool.
+    #[command(flatten)]
+    pub net_pool: crate::cli::net::NetPoolArgs,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
@@ -377,6 +380,13 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
             if !r.reclaimed.is_empty() {
                 tracing::warn!(cgroups = ?r.reclaimed, processes_killed = r.processes_killed, "reconcile: reclaimed owned cgroups that had no record");
             }
+            if !(r.net_links.is_empty()
+                && r.net_namespaces.is_empty()
+                && r.net_rules.is_empty()
+                && r.net_leases.is_empty())
+            {
+                tracing::warn!(links = ?r.net_links, namespaces = ?r.net_namespaces, rules = ?r.net_rules, leases = ?r.net_leases, "reconcile: reclaimed sandbox network objects without a live sandbox");
+            }
         }
         Err(e) => tracing::error!(error = %e, "reconcile: reclaim failed"),
     }
@@ -442,6 +452,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         max_files: a.log_max_files,
     };
     cfg.dynamic_uids = a.uid_range.0;
+    a.net_pool.apply(&mut cfg.net);
     cfg.retain_stopped = paddock_supervisor::Retention {
         max_age: Some(a.retain_stopped_age),
         max_count: Some(a.retain_stopped_count),
