@@ -1,0 +1,367 @@
+//! `veth` networks end to end, as root on the real kernel: through the daemon's API (an
+//! exhausted pool is a 429 saying so; `inspect --network`; the metrics), across a
+//! SIGKILL of the daemon and its restart (the live sandbox stays connected, the dead
+//! one's network and lease are reclaimed), and in the foreground (`paddock run --net
+//! veth`), whose leases come from the same lease file as the daemon's. Pools and
+//! addresses are in 198.18.0.0/15 only; no rule is made in the host's ruleset.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, World, metric, world};
+use serde_json::{Value, json};
+
+/// A test's pin directory and lease file, and a guard that removes whatever a failed test
+/// left there (host links by their names, derived from the pins, then the pins).
+struct NetDirs {
+    pin_dir: PathBuf,
+    lease_file: PathBuf,
+}
+
+impl NetDirs {
+    fn new(test: &str) -> Self {
+        let pin_dir = PathBuf::from(format!(
+            "/run/paddock-test-netns/{test}-{}",
+            std::process::id()
+        ));
+        Self {
+            lease_file: pin_dir.with_extension("leases.json"),
+            pin_dir,
+        }
+    }
+
+    fn args<'a>(&'a self, pool: &'a str) -> Vec<String> {
+        vec![
+            "--net-pool".into(),
+            pool.into(),
+            "--net-lease-file".into(),
+            self.lease_file.display().to_string(),
+            "--net-pin-dir".into(),
+            self.pin_dir.display().to_string(),
+        ]
+    }
+
+    fn pins(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.pin_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn leases(&self) -> Vec<Value> {
+        match std::fs::read(&self.lease_file) {
+            Ok(b) if !b.is_empty() => serde_json::from_slice::<Value>(&b).unwrap()["leases"]
+                .as_array()
+                .unwrap()
+                .clone(),
+            _ => vec![],
+        }
+    }
+}
+
+/// The host link of the pinned owner `name` (paddock-net's rule: `pdk` and 8 hex digits
+/// of FNV-1a).
+fn host_link(name: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("pdk{h:08x}")
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+impl Drop for NetDirs {
+    fn drop(&mut self) {
+        for p in self.pins() {
+            let _ = Command::new("ip")
+                .args(["link", "delete", &host_link(&p)])
+                .stderr(Stdio::null())
+                .status();
+            let path = self.pin_dir.join(&p);
+            let _ = Command::new("umount").arg("-l").arg(&path).status();
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
+        let _ = std::fs::remove_dir("/run/paddock-test-netns");
+        let _ = std::fs::remove_file(&self.lease_file);
+        let mut lock = self.lease_file.clone().into_os_string();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
+    }
+}
+
+fn unavailable(test: &str) -> bool {
+    if !Path::new("/dev/net/tun").exists() {
+        paddock_testutil::skip(test, "/dev/net/tun is missing (tun module not loaded)");
+        return true;
+    }
+    false
+}
+
+fn veth_spec(id: &str, veth: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id, "command": "/bin/sh", "args": ["-c", "exec sleep 600"],
+        "network": {"veth": veth},
+        "stop": { "grace_period_ms": 1000, "kill_timeout_ms": 5000 }
+    }))
+    .unwrap()
+}
+
+/// Listens inside the namespace pinned at `ns` on `ip` (any port) and answers one
+/// connection; returns the port once bound.
+fn serve_in(ns: &str, ip: &str) -> (std::thread::JoinHandle<()>, u16) {
+    let f = std::fs::File::open(ns).unwrap();
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        tx.send(l.local_addr().unwrap().port()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(b"inside").unwrap();
+    });
+    (h, rx.recv_timeout(Duration::from_secs(10)).unwrap())
+}
+
+fn ping(ip: &str, port: u16) -> Vec<u8> {
+    let to = SocketAddr::new(ip.parse().unwrap(), port);
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+/// The pool has room for one sandbox: the second start is a 429 saying the pool is
+/// exhausted, and changes nothing; `inspect --network` and the metrics show the first.
+#[test]
+fn an_exhausted_pool_is_a_429_and_inspect_shows_the_network() {
+    let test = "net_api_pool";
+    let Some(w) = world(test) else { return };
+    if unavailable(test) {
+        return;
+    }
+    let n = NetDirs::new(test);
+    let args = n.args("198.18.70.0/30");
+    let d = w.daemon(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = w.http("POST", "/v1/sandboxes", Some(&veth_spec("one", json!({}))));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let info = r.json();
+    assert_eq!(info["network"]["subnet"], "198.18.70.0/30", "{info}");
+    let r = w.http("POST", "/v1/sandboxes", Some(&veth_spec("two", json!({}))));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        r.error().contains("pool") && r.error().contains("exhausted"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(n.pins().len(), 1);
+    assert_eq!(n.leases().len(), 1);
+
+    let shown = w.cli_ok(&["inspect", "one", "--network"]);
+    let host_if = info["network"]["host_ifname"].as_str().unwrap();
+    for want in [
+        host_if,
+        "198.18.70.1",
+        "198.18.70.2",
+        "eth0",
+        "taps      none",
+        "rules     none",
+    ] {
+        assert!(shown.contains(want), "{want:?} not in:\n{shown}");
+    }
+    let m = w.http("GET", "/metrics", None).text();
+    assert_eq!(metric(&m, "paddock_net_namespaces"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "paddock_net_leases"), Some(1.0), "{m}");
+
+    // A bad value is a 400 naming the field; nothing is made.
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&veth_spec("bad", json!({"taps": [{"name": "eth0"}]}))),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("taps[0].name"), "{}", r.error());
+
+    w.cli_ok(&["stop", "one"]);
+    assert!(n.pins().is_empty());
+    assert!(n.leases().is_empty());
+    assert!(!link_exists(host_if));
+    drop(d);
+    w.assert_no_leaks();
+}
+
+/// SIGKILL of the daemon, a sandbox that dies while it is down, then a restart: the live
+/// one is adopted with its network (still connected, lease kept), the dead one's network
+/// and lease are reclaimed and counted.
+#[test]
+fn a_killed_daemon_restarts_with_live_networks_and_reclaims_dead_ones() {
+    let test = "net_daemon_crash";
+    let Some(w) = world(test) else { return };
+    if unavailable(test) {
+        return;
+    }
+    let n = NetDirs::new(test);
+    let args = n.args("198.18.71.0/28");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut d = w.daemon(&args);
+    let live = w
+        .http("POST", "/v1/sandboxes", Some(&veth_spec("live", json!({}))))
+        .json();
+    let dead = w
+        .http("POST", "/v1/sandboxes", Some(&veth_spec("dead", json!({}))))
+        .json();
+    assert_eq!(n.pins().len(), 2);
+    d.sigkill();
+
+    // "dead" dies while no daemon runs, and its cgroup goes.
+    let cg = PathBuf::from(dead["cgroup_path"].as_str().unwrap());
+    std::fs::write(cg.join("cgroup.kill"), "1").unwrap();
+    common::wait_for(
+        Duration::from_secs(10),
+        "the dead sandbox's cgroup to go",
+        || std::fs::remove_dir(&cg).ok(),
+    );
+
+    let d2 = w.daemon(&args);
+    let live_net = &live["network"];
+    let dead_net = &dead["network"];
+    let dead_owner = dead_net["owner"].as_str().unwrap();
+    common::wait_for(
+        Duration::from_secs(10),
+        "the dead sandbox's network reclaimed",
+        || (!n.pins().iter().any(|p| p == dead_owner)).then_some(()),
+    );
+    assert_eq!(
+        n.pins(),
+        vec![live_net["owner"].as_str().unwrap().to_owned()]
+    );
+    assert!(!link_exists(dead_net["host_ifname"].as_str().unwrap()));
+    assert!(link_exists(live_net["host_ifname"].as_str().unwrap()));
+    let leases = n.leases();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0]["lease"]["subnet"], live_net["subnet"]);
+    // Still connected.
+    let (srv, port) = serve_in(
+        live_net["netns"].as_str().unwrap(),
+        live_net["sandbox_address"].as_str().unwrap(),
+    );
+    assert_eq!(
+        ping(live_net["sandbox_address"].as_str().unwrap(), port),
+        b"inside"
+    );
+    srv.join().unwrap();
+    let m = w.http("GET", "/metrics", None).text();
+    assert_eq!(
+        metric(&m, "paddock_net_reclaimed_total{kind=\"namespace\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "paddock_net_reclaimed_total{kind=\"lease\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "paddock_net_leases"), Some(1.0), "{m}");
+
+    w.cli_ok(&["stop", "live"]);
+    assert!(n.pins().is_empty());
+    assert!(n.leases().is_empty());
+    drop(d2);
+    w.assert_no_leaks();
+}
+
+fn run_fg(
+    w: &World,
+    n: &NetDirs,
+    pool: &str,
+    extra: &[&str],
+    script: &str,
+) -> std::process::Output {
+    let mut args = vec![
+        "run".to_owned(),
+        "--cgroup-root".into(),
+        w.cgroot.display().to_string(),
+    ];
+    args.extend(n.args(pool));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--".into(), "/bin/sh".into(), "-c".into(), script.into()]);
+    Command::new(BIN)
+        .args(&args)
+        .env_remove("PADDOCK_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `paddock run --net veth` in the foreground: the payload has `eth0` with the lease's
+/// address and a tap; afterwards nothing is left. Its lease comes from the same file as a
+/// daemon's: with the daemon holding the pool's only /30, the run is refused (125) and
+/// says the pool is exhausted.
+#[test]
+fn a_foreground_run_shares_the_daemons_pool() {
+    let test = "net_run";
+    let Some(w) = world(test) else { return };
+    if unavailable(test) {
+        return;
+    }
+    let n = NetDirs::new(test);
+    let pool = "198.18.72.0/30";
+    let out = run_fg(
+        &w,
+        &n,
+        pool,
+        &["--net", "veth", "--tap", "tap0:4242"],
+        "cat /proc/net/fib_trie | grep -c 198.18.72.2; ls /proc/sys/net/ipv4/conf",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.lines().next().is_some_and(|l| l.trim() != "0"),
+        "{stdout}"
+    );
+    for dev in ["eth0", "tap0", "lo"] {
+        assert!(stdout.lines().any(|l| l == dev), "{dev} not in:\n{stdout}");
+    }
+    assert!(n.pins().is_empty(), "{:?}", n.pins());
+    assert!(n.leases().is_empty());
+
+    let args = n.args(pool);
+    let d = w.daemon(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = w.http(
+        "POST",
+        "/v1/sandboxes",
+        Some(&veth_spec("holder", json!({}))),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let out = run_fg(&w, &n, pool, &["--net", "veth"], "exit 0");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exhausted"), "{err}");
+    assert_eq!(n.leases().len(), 1);
+    w.cli_ok(&["stop", "holder"]);
+    drop(d);
+    assert!(n.pins().is_empty());
+    w.assert_no_leaks();
+}
