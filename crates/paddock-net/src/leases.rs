@@ -46,6 +46,9 @@ pub struct Held {
     pub holder: String,
     /// The lease (its `key` is the sandbox's key within the holder).
     pub lease: Lease,
+    /// The host ports it publishes (`8080/tcp`): no two sandboxes publish the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -140,15 +143,17 @@ impl LeaseFile {
         Ok(r)
     }
 
-    /// Leases a free /30 of the pool to `key` of `holder`. First drops the leases of
-    /// every other holder that `is_dead` says is provably dead, returning them with the
-    /// new lease (their namespaces, links and rules are the caller's to reclaim). The pool
-    /// being full is [`Error::Pool`] with [`PoolError::Exhausted`]; a key that holds one
-    /// already gets it back.
+    /// Leases a free /30 of the pool to `key` of `holder`, which will publish the host
+    /// ports `published` (`8080/tcp`). First drops the leases of every other holder that
+    /// `is_dead` says is provably dead, returning them with the new lease (their
+    /// namespaces, links and rules are the caller's to reclaim). The pool being full is
+    /// [`Error::Pool`] with [`PoolError::Exhausted`]; a port another lease publishes is
+    /// [`Error::PortTaken`]; a key that holds one already gets it back.
     pub fn allocate(
         &self,
         holder: &Tag,
         key: &str,
+        published: &[String],
         is_dead: impl Fn(&str) -> bool,
     ) -> Result<(Lease, Vec<Held>)> {
         self.locked(|c| {
@@ -160,6 +165,14 @@ impl LeaseFile {
                 .find(|h| h.holder == holder.as_str() && h.lease.key == key)
             {
                 return Ok(((h.lease.clone(), dead), changed));
+            }
+            for h in &c.leases {
+                if let Some(p) = h.published.iter().find(|p| published.contains(p)) {
+                    return Err(Error::PortTaken {
+                        port: p.clone(),
+                        owner: format!("{}+{}", h.holder, h.lease.key),
+                    });
+                }
             }
             let mut pool = LeasePool::new(self.pool, LEASE_PREFIX)?;
             for h in &c.leases {
@@ -176,14 +189,16 @@ impl LeaseFile {
             c.leases.push(Held {
                 holder: holder.to_string(),
                 lease: lease.clone(),
+                published: published.to_vec(),
             });
             Ok(((lease, dead), true))
         })
     }
 
-    /// Records `lease` as held by `holder` again (an adopted sandbox whose lease the file
-    /// lost). Refused with [`PoolError::Conflict`] if its subnet is someone else's.
-    pub fn restore(&self, holder: &Tag, lease: &Lease) -> Result<()> {
+    /// Records `lease` (publishing `published`) as held by `holder` again (an adopted
+    /// sandbox whose lease the file lost). Refused with [`PoolError::Conflict`] if its
+    /// subnet is someone else's.
+    pub fn restore(&self, holder: &Tag, lease: &Lease, published: &[String]) -> Result<()> {
         self.locked(|c| {
             for h in &c.leases {
                 if h.lease.subnet == lease.subnet {
@@ -201,6 +216,7 @@ impl LeaseFile {
             c.leases.push(Held {
                 holder: holder.to_string(),
                 lease: lease.clone(),
+                published: published.to_vec(),
             });
             Ok(((), true))
         })
@@ -301,21 +317,21 @@ mod tests {
             Tag::new("pid:1:2:3").unwrap(),
         );
         let alive = |_: &str| false;
-        let (la, _) = f.allocate(&a, "k1", alive).unwrap();
-        let (lb, _) = f.allocate(&b, "k1", alive).unwrap();
+        let (la, _) = f.allocate(&a, "k1", &[], alive).unwrap();
+        let (lb, _) = f.allocate(&b, "k1", &[], alive).unwrap();
         assert_ne!(la.subnet, lb.subnet);
         // Same key again: the same lease.
-        assert_eq!(f.allocate(&a, "k1", alive).unwrap().0, la);
-        f.allocate(&a, "k2", alive).unwrap();
-        f.allocate(&a, "k3", alive).unwrap();
-        let e = f.allocate(&a, "k4", alive).unwrap_err();
+        assert_eq!(f.allocate(&a, "k1", &[], alive).unwrap().0, la);
+        f.allocate(&a, "k2", &[], alive).unwrap();
+        f.allocate(&a, "k3", &[], alive).unwrap();
+        let e = f.allocate(&a, "k4", &[], alive).unwrap_err();
         assert!(
             matches!(e, Error::Pool(PoolError::Exhausted { .. })),
             "{e:?}"
         );
         assert!(e.to_string().contains("exhausted"), "{e}");
         // b is dead: its lease goes, and is handed out again.
-        let (l4, dead) = f.allocate(&a, "k4", |h| h == b.as_str()).unwrap();
+        let (l4, dead) = f.allocate(&a, "k4", &[], |h| h == b.as_str()).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].lease, lb);
         assert_eq!(l4.subnet, lb.subnet);
@@ -327,10 +343,16 @@ mod tests {
         assert_eq!(gone.len(), 2);
         assert_eq!(f.list().unwrap().len(), 1);
         // Restore is idempotent and refuses someone else's subnet.
-        f.restore(&a, &la).unwrap();
+        f.restore(&a, &la, &[]).unwrap();
+        // A published port is one sandbox's.
+        let p = vec!["8080/tcp".to_string()];
+        f.allocate(&a, "web", &p, alive).unwrap();
+        let e = f.allocate(&b, "web2", &p, alive).unwrap_err();
+        assert!(matches!(e, Error::PortTaken { .. }), "{e:?}");
+        f.release(&a, "web").unwrap();
         let mut other = la.clone();
         other.key = "x".into();
-        assert!(f.restore(&b, &other).is_err());
+        assert!(f.restore(&b, &other, &[]).is_err());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -344,7 +366,7 @@ mod tests {
                     let tag = Tag::new(format!("pid:{t}:1:1")).unwrap();
                     (0..8)
                         .map(|k| {
-                            f.allocate(&tag, &k.to_string(), |_| false)
+                            f.allocate(&tag, &k.to_string(), &[], |_| false)
                                 .unwrap()
                                 .0
                                 .subnet

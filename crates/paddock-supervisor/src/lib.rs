@@ -176,6 +176,10 @@ pub enum Error {
     /// 429.)
     #[error("{0}")]
     PoolExhausted(String),
+    /// A host port the spec publishes is published by another live sandbox (of this or
+    /// any paddock process of the machine); nothing was started. (The API's 409.)
+    #[error("{0}")]
+    PortInUse(String),
     /// Making or removing a sandbox's network failed (the message names the object and
     /// the errno); a start that fails so leaves nothing behind.
     #[error("network of sandbox {id}: {cause}")]

@@ -84,7 +84,7 @@ pub struct NetGauges {
     pub namespaces: u64,
     /// Host-side links of live sandboxes.
     pub links: u64,
-    /// Leases held.
+    /// Leases held (or being taken) for live sandboxes.
     pub leases: u64,
 }
 
@@ -96,7 +96,6 @@ pub(crate) struct NetState {
     /// before the lease is taken until the lease is released.
     live: parking_lot::Mutex<HashSet<String>>,
     namespaces: AtomicU64,
-    leases: AtomicU64,
     forwarding_on: AtomicBool,
 }
 
@@ -132,6 +131,9 @@ impl Supervisor {
         match cause {
             paddock_net::Error::Pool(e @ PoolError::Exhausted { .. }) => {
                 Error::PoolExhausted(format!("network: {e}"))
+            }
+            e @ paddock_net::Error::PortTaken { .. } => {
+                Error::PortInUse(format!("network.veth.publish: {e}"))
             }
             cause => Error::Network {
                 id: sb.id.clone(),
@@ -178,7 +180,7 @@ impl Supervisor {
         NetGauges {
             namespaces,
             links: namespaces,
-            leases: n.leases.load(Relaxed),
+            leases: n.live.lock().len() as u64,
         }
     }
 
@@ -192,15 +194,17 @@ impl Supervisor {
         self.inner.net.live.lock().insert(key.clone());
         let k = key.clone();
         let t = tag.clone();
-        let res = tokio::task::spawn_blocking(move || file.allocate(&t, &k, holder_dead))
-            .await
-            .unwrap_or_else(|e| {
-                Err(paddock_net::Error::Invalid {
-                    what: "lease",
-                    value: e.to_string(),
-                    reason: "the lease thread panicked",
-                })
-            });
+        let published = v.published();
+        let res =
+            tokio::task::spawn_blocking(move || file.allocate(&t, &k, &published, holder_dead))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(paddock_net::Error::Invalid {
+                        what: "lease",
+                        value: e.to_string(),
+                        reason: "the lease thread panicked",
+                    })
+                });
         let (lease, dead) = match res {
             Ok(r) => r,
             Err(e) => {
@@ -208,7 +212,6 @@ impl Supervisor {
                 return Err(self.net_err(sb, e));
             }
         };
-        self.inner.net.leases.fetch_add(1, Relaxed);
         sb.net_made.store(NET_LEASED, Relaxed);
         let owner = paddock_net::Owner::new(tag, Key::new(key).map_err(|e| self.net_err(sb, e))?);
         let table = v
@@ -311,17 +314,18 @@ impl Supervisor {
             (Ok(net), Ok(k)) => net.teardown_with(&k, v.has_rules()).await,
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
+        if state == NET_MADE {
+            self.inner.net.namespaces.fetch_sub(1, Relaxed);
+        }
         if let Err(e) = torn {
             self.inner
                 .counters
                 .net_teardowns_failed
                 .fetch_add(1, Relaxed);
             tracing::error!(error = %e, "could not tear the sandbox's network down; it and its lease are left for reclaim");
+            sb.net_made.store(NET_NONE, Relaxed);
             self.inner.net.live.lock().remove(&key);
             return;
-        }
-        if state == NET_MADE {
-            self.inner.net.namespaces.fetch_sub(1, Relaxed);
         }
         sb.net_made.store(NET_NONE, Relaxed);
         let released = match (self.lease_file(), self.net_tag()) {
@@ -334,13 +338,8 @@ impl Supervisor {
             }
             (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
         };
-        match released {
-            Ok(_) => {
-                self.inner.net.leases.fetch_sub(1, Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not release the sandbox's address lease; reclaim will")
-            }
+        if let Err(e) = released {
+            tracing::error!(error = %e, "could not release the sandbox's address lease; reclaim will");
         }
         self.inner.net.live.lock().remove(&key);
     }
@@ -348,20 +347,21 @@ impl Supervisor {
     /// An adopted `veth` sandbox: its key is live, its lease held again (restored in the
     /// lease file if the file lost it).
     pub(crate) async fn net_adopted(&self, sb: &Sandbox) {
-        let (Some(_), Some(st)) = (veth(sb), sb.net.get()) else {
+        let (Some(v), Some(st)) = (veth(sb), sb.net.get()) else {
             return;
         };
+        let published = v.published();
         let key = sb.lifecycle.to_string();
         self.inner.net.live.lock().insert(key.clone());
         if let (Ok(file), Ok(tag), Some(lease)) =
             (self.lease_file(), self.net_tag(), st.lease(&key))
         {
-            let r = tokio::task::spawn_blocking(move || file.restore(&tag, &lease)).await;
+            let r =
+                tokio::task::spawn_blocking(move || file.restore(&tag, &lease, &published)).await;
             if let Ok(Err(e)) = r {
                 tracing::error!(error = %e, "could not hold the adopted sandbox's lease again");
             }
         }
-        self.inner.net.leases.fetch_add(1, Relaxed);
         self.inner.net.namespaces.fetch_add(1, Relaxed);
         sb.net_made.store(NET_MADE, Relaxed);
     }

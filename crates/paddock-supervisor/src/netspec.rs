@@ -177,6 +177,14 @@ impl VethSpec {
         Ok(())
     }
 
+    /// The published host ports as the lease file keeps them (`8080/tcp`).
+    pub(crate) fn published(&self) -> Vec<String> {
+        self.publish
+            .iter()
+            .map(|p| format!("{}/{}", p.host_port, p.protocol.as_str()))
+            .collect()
+    }
+
     /// Whether any nftables rule is asked for.
     pub fn has_rules(&self) -> bool {
         !self.rules().is_empty()

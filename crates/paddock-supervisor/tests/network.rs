@@ -194,6 +194,25 @@ async fn nat_publish_and_isolate_through_the_supervisor() {
     srv_b.join().unwrap();
     let _ = c_ip;
 
+    // A host port is one sandbox's: a second start publishing it is refused, unmade.
+    let err = start(
+        "e",
+        VethSpec {
+            publish: vec![PublishSpec {
+                host_port: 8080,
+                sandbox_port: 81,
+                protocol: Protocol::Tcp,
+            }],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::PortInUse(_)), "{err:?}");
+    assert!(err.to_string().contains("8080/tcp"), "{err}");
+    assert_eq!(g.pinned().len(), 4);
+    assert_eq!(g.leases().len(), 4);
+
     let table = a.network.as_ref().unwrap().table.clone().unwrap();
     for s in [&a, &b, &c, &d] {
         e.sup.stop(&s.id, Some(s.lifecycle)).await.unwrap();

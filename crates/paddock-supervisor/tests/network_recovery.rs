@@ -56,7 +56,7 @@ async fn a_restart_keeps_live_networks_and_reclaims_the_rest() {
     let half = paddock_net::Key::new("00000000000000ff").unwrap();
     let lease = paddock_net::LeaseFile::new(&g.lease_file, g.pool.parse().unwrap())
         .unwrap()
-        .allocate(&g.tag(), half.as_str(), |_| false)
+        .allocate(&g.tag(), half.as_str(), &[], |_| false)
         .unwrap()
         .0;
     let router = std::fs::File::open(g.router_path()).unwrap();
@@ -171,7 +171,9 @@ async fn a_dead_runs_lease_and_objects_are_reclaimed() {
     let dead_tag = paddock_net::Tag::new(parts.join(":")).unwrap();
     let file = paddock_net::LeaseFile::new(&g.lease_file, g.pool.parse().unwrap()).unwrap();
     let key = paddock_net::Key::new("0000000000000abc").unwrap();
-    let (lease, _) = file.allocate(&dead_tag, key.as_str(), |_| false).unwrap();
+    let (lease, _) = file
+        .allocate(&dead_tag, key.as_str(), &[], |_| false)
+        .unwrap();
     let router = std::fs::File::open(g.router_path()).unwrap();
     let theirs = paddock_net::Network::new_in(&g.pin_dir, dead_tag.clone(), router.into())
         .await
