@@ -74,7 +74,9 @@ pub use error::{Error, Result};
 pub use ipnet::Ipv4Net;
 pub use leases::{DEFAULT_LEASE_FILE, Held, LeaseFile};
 pub use netns::{DEFAULT_PIN_DIR, NetnsDir};
-pub use network::{Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec};
+pub use network::{
+    CREATE_STEPS, Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec, StepHook,
+};
 pub use nft::{DEFAULT_NFT_DEADLINE, Nft, Protocol, Publish, Rules};
 pub use owner::{Key, Owner, Tag};
 pub use pool::{Lease, LeasePool, PoolError};

@@ -57,18 +57,56 @@ pub struct ReclaimReport {
     pub rules: Vec<String>,
 }
 
+/// Called after each step of [`Network::create`] with the step's name (see
+/// [`CREATE_STEPS`]); the creation waits for the returned future. For crash tests, which
+/// stop a creation between two steps and kill the process there.
+pub type StepHook = std::sync::Arc<
+    dyn Fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The steps of [`Network::create`], in order, as named to a [`StepHook`]: the namespace
+/// pinned; the veth pair made and tagged inside; its host end moved to the host; the host
+/// end addressed and up; `eth0` and `lo` set up with the default route; the taps made;
+/// the nftables rules made (the last two only when asked for).
+pub const CREATE_STEPS: [&str; 7] = ["netns", "veth", "moved", "host", "inside", "taps", "rules"];
+
 /// One instance's sandbox networks. Everything it creates carries its tag (see
 /// [`crate::owner`]); it never changes or removes an object without it.
 ///
 /// The handle holds a netlink connection in the host namespace, driven by a task on the
 /// tokio runtime it was made on, and runs `nft` there.
-#[derive(Debug)]
 pub struct Network {
     dir: NetnsDir,
     tag: Tag,
     host_ns: OwnedFd,
     host: Handle,
     nft: Nft,
+    step: Option<StepHook>,
+}
+
+impl std::fmt::Debug for StepHookDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(StepHook)"
+        } else {
+            "None"
+        })
+    }
+}
+
+struct StepHookDebug<'a>(&'a Option<StepHook>);
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("dir", &self.dir)
+            .field("tag", &self.tag)
+            .field("nft", &self.nft)
+            .field("step", &StepHookDebug(&self.step))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Network {
@@ -96,7 +134,20 @@ impl Network {
             host_ns,
             host,
             nft,
+            step: None,
         })
+    }
+
+    /// Calls `hook` after each step of [`Network::create`] (crash tests).
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.step = Some(hook);
+        self
+    }
+
+    async fn step(&self, name: &'static str) {
+        if let Some(h) = &self.step {
+            h(name).await;
+        }
     }
 
     /// Bounds each `nft` run by `deadline` (see [`Nft::with_deadline`]).
@@ -168,6 +219,7 @@ impl Network {
         let lease = &spec.lease;
         let prefix = lease.subnet.prefix_len();
         let ns = self.dir.create(&name).await?;
+        self.step("netns").await;
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| Error::os("duplicate fd of namespace", name.clone(), e))
@@ -180,12 +232,15 @@ impl Network {
         link::set_alias(&inside, host_idx, &host_if, &name).await?;
         let eth0 = link::index(&inside, SANDBOX_IFNAME).await?;
         link::set_alias(&inside, eth0, SANDBOX_IFNAME, &name).await?;
+        self.step("veth").await;
         link::move_to(&inside, host_idx, &host_if, &self.host_ns).await?;
+        self.step("moved").await;
 
         // Host side.
         let host_idx = link::index(&self.host, &host_if).await?;
         link::add_address(&self.host, host_idx, &host_if, lease.host, prefix).await?;
         link::up(&self.host, host_idx, &host_if).await?;
+        self.step("host").await;
 
         // Inside.
         let lo = link::index(&inside, "lo").await?;
@@ -193,6 +248,7 @@ impl Network {
         link::add_address(&inside, eth0, SANDBOX_IFNAME, lease.sandbox, prefix).await?;
         link::up(&inside, eth0, SANDBOX_IFNAME).await?;
         link::add_default_route(&inside, eth0, SANDBOX_IFNAME, lease.host).await?;
+        self.step("inside").await;
 
         let mut taps = Vec::new();
         for t in &spec.taps {
@@ -201,8 +257,12 @@ impl Network {
             link::up(&inside, idx, &t.name).await?;
             taps.push(t.name.clone());
         }
+        if !spec.taps.is_empty() {
+            self.step("taps").await;
+        }
         if !spec.rules.is_empty() {
             self.nft.apply(owner, &host_if, lease, &spec.rules).await?;
+            self.step("rules").await;
         }
         Ok(SandboxNet {
             owner: name.clone(),

@@ -46,6 +46,13 @@ pub trait Hooks: Send + Sync + 'static {
     /// then already be empty). It runs on the stop's path, so it must return quickly.
     #[cfg(feature = "test-hooks")]
     fn before_kill(&self, _id: &SandboxId, _lc: LifecycleId) {}
+    /// Test-only (feature `test-hooks`): called after each step of a `veth` network's
+    /// creation (`paddock_net::CREATE_STEPS`); the creation waits for the returned future
+    /// (a crash test pauses one forever and kills the process there).
+    #[cfg(feature = "test-hooks")]
+    fn net_step(&self, _step: &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A record write handed to a store by a [`Hooks`] method: resolves once the store has

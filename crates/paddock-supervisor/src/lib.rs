@@ -81,6 +81,8 @@ pub use netspec::{MAX_PUBLISH, MAX_TAPS, NetStatus, Protocol, PublishSpec, TapSp
 pub use paddock_cgroup::{
     CgroupName, Error as CgroupError, KillOptions, Owner, RemoveOptions, Root,
 };
+/// The steps of a `veth` network's creation, in order (`Hooks::net_step`).
+pub use paddock_net::CREATE_STEPS as NET_CREATE_STEPS;
 pub use paddock_net::Ipv4Net;
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.

@@ -167,6 +167,11 @@ impl Supervisor {
                 let net = Network::new_in(&c.pin_dir, tag, host)
                     .await?
                     .with_nft_deadline(c.nft_deadline);
+                #[cfg(feature = "test-hooks")]
+                let net = {
+                    let hooks = self.inner.cfg.hooks.clone();
+                    net.with_step_hook(Arc::new(move |s| hooks.net_step(s)))
+                };
                 Ok(Arc::new(net))
             })
             .await

@@ -365,3 +365,99 @@ fn a_foreground_run_shares_the_daemons_pool() {
     assert!(n.pins().is_empty());
     w.assert_no_leaks();
 }
+
+/// A named namespace (`ip netns add`) that plays the host for the daemon, so the rules
+/// land in its ruleset, not the machine's; deleted on drop.
+struct Router(String);
+
+impl Router {
+    fn new(test: &str) -> Self {
+        let name = format!("paddock-t-{test}-{}", std::process::id());
+        let st = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(st.success());
+        Router(name)
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    /// `ip -n ROUTER -o link` lines of sandbox links, and the comments of nftables rules.
+    fn leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let links = Command::new("ip")
+            .args(["-n", &self.0, "-o", "link"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout)
+            .lines()
+            .filter(|l| l.contains(": pdk"))
+            .map(str::to_owned)
+            .collect();
+        let rules = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "list", "ruleset"])
+            .output()
+            .unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout)
+            .lines()
+            .filter(|l| l.contains("comment"))
+            .map(str::to_owned)
+            .collect();
+        (links, rules)
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+/// `kill -9` of the daemon between every step of a network's creation (namespace, veth,
+/// its move to the host, the host side, the inside, the taps, the rules), then a restart:
+/// nothing is left — no pinned namespace, no link, no rule, no lease.
+#[test]
+fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
+    let test = "net_kill_steps";
+    let Some(w) = world(test) else { return };
+    if unavailable(test) {
+        return;
+    }
+    let nft = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nft").is_file()));
+    if !nft {
+        paddock_testutil::skip(test, "nft is not installed (Debian package nftables)");
+        return;
+    }
+    let n = NetDirs::new(test);
+    let router = Router::new("kill");
+    let mut args = n.args("198.18.73.0/28");
+    args.extend(["--net-host-netns".into(), router.path()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let body = veth_spec(
+        "s",
+        json!({"nat": true, "isolate": true, "publish": [{"host_port": 8080, "sandbox_port": 80}],
+               "taps": [{"name": "tap0", "uid": 4242}]}),
+    );
+    for step in ["netns", "veth", "moved", "host", "inside", "taps", "rules"] {
+        let point = format!("net:{step}");
+        let mut d = w.spawn_daemon_env(&args, &[("PADDOCK_TEST_PAUSE_AT", point.as_str())]);
+        d.wait_ready();
+        let (socket, b) = (w.socket.clone(), body.clone());
+        let req = std::thread::spawn(move || {
+            common::try_http_unix(&socket, "POST", "/v1/sandboxes", Some(&b), &[])
+        });
+        d.wait_log("test hook: create paused", Duration::from_secs(20));
+        assert_eq!(n.pins().len(), 1, "{step}: the namespace is made");
+        d.sigkill();
+        assert!(req.join().unwrap().is_err(), "{step}: the create never answered");
+
+        let mut d2 = w.daemon(&args);
+        common::wait_for(Duration::from_secs(10), "the reclaim after the restart", || {
+            (n.pins().is_empty() && n.leases().is_empty()).then_some(())
+        });
+        let (links, rules) = router.leftovers();
+        assert!(links.is_empty(), "{step}: links left: {links:?}");
+        assert!(rules.is_empty(), "{step}: rules left: {rules:?}");
+        assert_eq!(w.http("GET", "/v1/sandboxes", None).json(), json!([]), "{step}");
+        d2.sigterm(Duration::from_secs(10));
+    }
+    w.assert_no_leaks();
+}
