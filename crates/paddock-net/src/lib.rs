@@ -46,10 +46,12 @@
 //!
 //! # Ownership
 //! See [`owner`]: the `<tag>+<key>` string is the namespace's file name and the host
-//! link's alias. The veth pair is created inside the sandbox's (already pinned and
-//! named) namespace, tagged there, and only then moved to the host, so a crash at any
-//! step leaves either an untagged link inside a tagged namespace (reclaimed with it) or a
-//! tagged link.
+//! link's alias. The veth pair is created by one request from inside the sandbox's
+//! (already pinned and named) namespace, its host end made directly in the host (moving a
+//! link between namespaces costs an RCU grace period, 20-40 ms), then both ends are
+//! tagged. A crash at any step leaves either a tagged host link, or an untagged one whose
+//! peer is `eth0` in a tagged namespace: reclaim deletes that `eth0` (and so the pair)
+//! before unpinning the namespace.
 //!
 //! # Not done here
 //! - IPv6: not configured (only IPv4 leases and an `ip` nftables table; `eth0` gets the

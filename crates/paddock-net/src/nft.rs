@@ -289,6 +289,20 @@ impl Nft {
         self.batch("add rules for", cmds).await
     }
 
+    /// Makes the rules of a new `owner` (one that has none: no listing first) in one
+    /// transaction, with the table and chains if missing.
+    pub async fn add(
+        &self,
+        owner: &Owner,
+        host_if: &str,
+        lease: &Lease,
+        rules: &Rules,
+    ) -> Result<()> {
+        let mut cmds = self.table_cmds();
+        cmds.extend(self.rule_cmds(&owner.to_string(), host_if, lease, rules));
+        self.batch("add rules for", cmds).await
+    }
+
     /// The `add rule` commands of `rules` for the sandbox behind `host_if` with `lease`,
     /// each with `comment` (pure).
     fn rule_cmds(&self, comment: &str, host_if: &str, lease: &Lease, rules: &Rules) -> Vec<Value> {

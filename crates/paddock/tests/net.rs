@@ -373,7 +373,10 @@ struct Router(String);
 impl Router {
     fn new(test: &str) -> Self {
         let name = format!("paddock-t-{test}-{}", std::process::id());
-        let st = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
         assert!(st.success());
         Router(name)
     }
@@ -406,12 +409,14 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
-/// `kill -9` of the daemon between every step of a network's creation (namespace, veth,
-/// its move to the host, the host side, the inside, the taps, the rules), then a restart:
+/// `kill -9` of the daemon between every step of a network's creation (namespace, veth
+/// pair, the host side, the inside, the taps, the rules), then a restart:
 /// nothing is left — no pinned namespace, no link, no rule, no lease.
 #[test]
 fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
@@ -436,7 +441,7 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
         json!({"nat": true, "isolate": true, "publish": [{"host_port": 8080, "sandbox_port": 80}],
                "taps": [{"name": "tap0", "uid": 4242}]}),
     );
-    for step in ["netns", "veth", "moved", "host", "inside", "taps", "rules"] {
+    for step in ["netns", "veth", "host", "inside", "taps", "rules"] {
         let point = format!("net:{step}");
         let mut d = w.spawn_daemon_env(&args, &[("PADDOCK_TEST_PAUSE_AT", point.as_str())]);
         d.wait_ready();
@@ -447,16 +452,25 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
         d.wait_log("test hook: create paused", Duration::from_secs(20));
         assert_eq!(n.pins().len(), 1, "{step}: the namespace is made");
         d.sigkill();
-        assert!(req.join().unwrap().is_err(), "{step}: the create never answered");
+        assert!(
+            req.join().unwrap().is_err(),
+            "{step}: the create never answered"
+        );
 
         let mut d2 = w.daemon(&args);
-        common::wait_for(Duration::from_secs(10), "the reclaim after the restart", || {
-            (n.pins().is_empty() && n.leases().is_empty()).then_some(())
-        });
+        common::wait_for(
+            Duration::from_secs(10),
+            "the reclaim after the restart",
+            || (n.pins().is_empty() && n.leases().is_empty()).then_some(()),
+        );
         let (links, rules) = router.leftovers();
         assert!(links.is_empty(), "{step}: links left: {links:?}");
         assert!(rules.is_empty(), "{step}: rules left: {rules:?}");
-        assert_eq!(w.http("GET", "/v1/sandboxes", None).json(), json!([]), "{step}");
+        assert_eq!(
+            w.http("GET", "/v1/sandboxes", None).json(),
+            json!([]),
+            "{step}"
+        );
         d2.sigterm(Duration::from_secs(10));
     }
     w.assert_no_leaks();
