@@ -307,6 +307,11 @@ impl Network {
                     Some(a) if a == name => {
                         link::delete(&self.host, m.header.index, &host_if).await?;
                     }
+                    // Untagged: a creation stopped before the host end's tag (a cancelled
+                    // or crashed start). If it is the peer of `eth0` in this owner's
+                    // namespace, deleting that `eth0` deletes it; else it is not ours.
+                    None if self.delete_inside_eth0(&name).await?
+                        && link::get(&self.host, &host_if).await?.is_none() => {}
                     found => {
                         not_owned = Some(Error::NotOwned {
                             object: format!("link {host_if}"),
@@ -325,6 +330,19 @@ impl Network {
         match not_owned {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Deletes `eth0` in the namespace pinned as `name` (which deletes its veth pair, both
+    /// ends); whether there was one.
+    async fn delete_inside_eth0(&self, name: &str) -> Result<bool> {
+        let Ok(fd) = self.dir.open(name) else {
+            return Ok(false);
+        };
+        let inside = link::connect(name, Some(fd)).await?;
+        match link::get(&inside, SANDBOX_IFNAME).await? {
+            Some(m) => link::delete(&inside, m.header.index, SANDBOX_IFNAME).await,
+            None => Ok(false),
         }
     }
 
@@ -366,11 +384,7 @@ impl Network {
             // A crash between the pair's creation and its host end's tag left an untagged
             // host end whose peer is `eth0` here: deleting `eth0` deletes the pair now
             // (unpinning alone would, only once the kernel frees the namespace).
-            if let Ok(fd) = self.dir.open(&name)
-                && let Ok(inside) = link::connect(&name, Some(fd)).await
-                && let Ok(Some(m)) = link::get(&inside, SANDBOX_IFNAME).await
-                && link::delete(&inside, m.header.index, SANDBOX_IFNAME).await?
-            {
+            if self.delete_inside_eth0(&name).await.unwrap_or(false) {
                 let host_if = owner.host_ifname();
                 tracing::warn!(link = %host_if, owner = %name, "reclaimed a stale sandbox link (untagged host end)");
                 report.links.push(host_if);

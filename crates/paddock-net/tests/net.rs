@@ -447,3 +447,47 @@ async fn reclaim_removes_an_untagged_host_end_through_its_peer() {
     assert_eq!(report.namespaces, vec![name]);
     assert!(link::get(&host, &host_if).await.unwrap().is_none());
 }
+
+/// A creation stopped before the host end's tag (a cancelled start): teardown deletes the
+/// untagged pair through its `eth0` and succeeds; an untagged link of that name that is
+/// not the peer (someone else's) is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_removes_an_untagged_host_end_through_its_peer() {
+    let test = "teardown_untagged_host_end";
+    if unavailable(test) {
+        return;
+    }
+    let mut c = Cleanup::new(test);
+    let net = c.network().await;
+    let k = key("cancelled@1");
+    let owner = net.owner(&k);
+    let name = owner.to_string();
+    let dir = NetnsDir::new(&c.pin_dir);
+    let inside = link::connect("sandbox", Some(dir.create(&name).await.unwrap()))
+        .await
+        .unwrap();
+    let host_if = owner.host_ifname();
+    link::add_veth_into(
+        &inside,
+        &host_if,
+        paddock_net::SANDBOX_IFNAME,
+        &netns::open_host().unwrap(),
+        &name,
+    )
+    .await
+    .unwrap();
+    net.teardown_with(&k, false).await.unwrap();
+    let host = link::connect("host", None).await.unwrap();
+    assert!(link::get(&host, &host_if).await.unwrap().is_none());
+    assert!(dir.list().unwrap().is_empty());
+
+    // A foreign untagged link with the name this owner's would have.
+    let k2 = key("other@1");
+    let o2 = net.owner(&k2);
+    let h2 = o2.host_ifname();
+    c.own_links.push(h2.clone());
+    link::add_veth(&host, &h2, &format!("{}p", &h2[..10])).await.unwrap();
+    let e = net.teardown_with(&k2, false).await.unwrap_err();
+    assert!(matches!(e, paddock_net::Error::NotOwned { .. }), "{e:?}");
+    assert!(link::get(&host, &h2).await.unwrap().is_some());
+}

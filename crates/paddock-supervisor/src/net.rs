@@ -197,6 +197,9 @@ impl Supervisor {
         let file = self.lease_file()?;
         let key = sb.lifecycle.to_string();
         self.inner.net.live.lock().insert(key.clone());
+        // From here a lease may exist even if this future is dropped (the allocation runs
+        // to its end on its thread): `net_release` releases it by key.
+        sb.net_made.store(NET_LEASED, Relaxed);
         let k = key.clone();
         let t = tag.clone();
         let published = v.published();
@@ -213,11 +216,11 @@ impl Supervisor {
         let (lease, dead) = match res {
             Ok(r) => r,
             Err(e) => {
+                sb.net_made.store(NET_NONE, Relaxed);
                 self.inner.net.live.lock().remove(&key);
                 return Err(self.net_err(sb, e));
             }
         };
-        sb.net_made.store(NET_LEASED, Relaxed);
         let owner = paddock_net::Owner::new(tag, Key::new(key).map_err(|e| self.net_err(sb, e))?);
         let table = v
             .has_rules()
