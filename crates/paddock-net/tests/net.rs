@@ -486,7 +486,9 @@ async fn teardown_removes_an_untagged_host_end_through_its_peer() {
     let o2 = net.owner(&k2);
     let h2 = o2.host_ifname();
     c.own_links.push(h2.clone());
-    link::add_veth(&host, &h2, &format!("{}p", &h2[..10])).await.unwrap();
+    link::add_veth(&host, &h2, &format!("{}p", &h2[..10]))
+        .await
+        .unwrap();
     let e = net.teardown_with(&k2, false).await.unwrap_err();
     assert!(matches!(e, paddock_net::Error::NotOwned { .. }), "{e:?}");
     assert!(link::get(&host, &h2).await.unwrap().is_some());

@@ -246,7 +246,13 @@ impl Supervisor {
         };
         let _ = sb.net.set(status);
         if !dead.is_empty() {
-            self.reclaim_dead_holders(dead);
+            // Rare (a paddock run was killed); done before the start goes on, so a
+            // short-lived process (another `paddock run`) does not exit half-way.
+            let mut report = ReclaimReport::default();
+            self.reclaim_holders(dead, &mut report).await;
+            for (what, e) in report.failed {
+                tracing::warn!(object = %what, error = %e, "could not reclaim the network of a dead paddock process");
+            }
         }
         Ok(())
     }
@@ -374,15 +380,6 @@ impl Supervisor {
         sb.net_made.store(NET_MADE, Relaxed);
     }
 
-    /// Reclaims the objects of provably dead holders' leases (in the background).
-    fn reclaim_dead_holders(&self, dead: Vec<Held>) {
-        let sup = self.clone();
-        tokio::spawn(async move {
-            let mut report = ReclaimReport::default();
-            sup.reclaim_holders(dead, &mut report).await;
-        });
-    }
-
     async fn reclaim_holders(&self, dead: Vec<Held>, report: &mut ReclaimReport) {
         let c = &self.inner.cfg.net;
         let mut tags: Vec<String> = dead.iter().map(|h| h.holder.clone()).collect();
@@ -412,11 +409,13 @@ impl Supervisor {
                     object: "the host network namespace".into(),
                     source: e,
                 })?;
-                Network::new_in(&c.pin_dir, tag, h)
+                let net = Network::new_in(&c.pin_dir, tag, h)
                     .await?
-                    .with_nft_deadline(c.nft_deadline)
-                    .reclaim(&HashSet::new())
-                    .await
+                    .with_nft_deadline(c.nft_deadline);
+                let r = net.reclaim(&HashSet::new()).await?;
+                // The dead process's own table: it will never be used again.
+                net.nft().delete_table().await?;
+                Ok::<_, paddock_net::Error>(r)
             }
             .await;
             match res {

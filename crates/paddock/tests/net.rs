@@ -475,3 +475,54 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
     }
     w.assert_no_leaks();
 }
+
+/// A `paddock run --net veth` killed with SIGKILL: its guardian removes the sandbox's
+/// cgroup, and its network and lease wait for the next paddock that uses the lease file;
+/// the next `paddock run --net veth` drops the dead run's lease and removes its link and
+/// namespace before it starts its own.
+#[test]
+fn a_killed_runs_network_is_reclaimed_by_the_next_run() {
+    let test = "net_run_killed";
+    let Some(w) = world(test) else { return };
+    if unavailable(test) {
+        return;
+    }
+    let n = NetDirs::new(test);
+    let pool = "198.18.74.0/30";
+    let mut args = vec![
+        "run".to_owned(),
+        "--cgroup-root".into(),
+        w.cgroot.display().to_string(),
+        "--net".into(),
+        "veth".into(),
+    ];
+    args.extend(n.args(pool));
+    args.extend(["--".into(), "sleep".into(), "600".into()]);
+    let mut first = Command::new(BIN)
+        .args(&args)
+        .env_remove("PADDOCK_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for(Duration::from_secs(20), "the first run's network", || {
+        (n.pins().len() == 1 && n.leases().len() == 1 && !w.cgroups().is_empty()).then_some(())
+    });
+    let pin = n.pins().remove(0);
+    let _ = first.kill();
+    let _ = first.wait();
+    // The guardian removes the cgroup; the network is left.
+    common::wait_for(Duration::from_secs(10), "the guardian's cleanup", || {
+        w.cgroups().is_empty().then_some(())
+    });
+    assert_eq!(n.pins(), vec![pin.clone()]);
+    assert!(link_exists(&host_link(&pin)));
+
+    let out = run_fg(&w, &n, pool, &["--net", "veth"], "exit 0");
+    assert!(out.status.success(), "{out:?}");
+    assert!(n.pins().is_empty(), "{:?}", n.pins());
+    assert!(n.leases().is_empty(), "{:?}", n.leases());
+    assert!(!link_exists(&host_link(&pin)));
+    w.assert_no_leaks();
+}
