@@ -260,8 +260,11 @@ impl LeaseFile {
         })
     }
 
-    /// Every lease in the file.
+    /// Every lease in the file (none, and nothing created, when there is no file).
     pub fn list(&self) -> Result<Vec<Held>> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
         self.locked(|c| Ok((c.leases.clone(), false)))
     }
 }

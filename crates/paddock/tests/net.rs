@@ -96,11 +96,12 @@ impl Drop for NetDirs {
             let _ = std::fs::remove_file(&path);
         }
         let _ = std::fs::remove_dir(&self.pin_dir);
-        let _ = std::fs::remove_dir("/run/paddock-test-netns");
         let _ = std::fs::remove_file(&self.lease_file);
         let mut lock = self.lease_file.clone().into_os_string();
         lock.push(".lock");
         let _ = std::fs::remove_file(lock);
+        // Last, once this test's files are gone (ENOTEMPTY while another test runs).
+        let _ = std::fs::remove_dir("/run/paddock-test-netns");
     }
 }
 

@@ -173,13 +173,14 @@ impl Drop for NetGuard {
                     let _ = dir.delete(&name);
                 }
                 let _ = std::fs::remove_dir(&pin_dir);
-                if let Some(parent) = pin_dir.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
                 let _ = std::fs::remove_file(&lease_file);
                 let mut lock = lease_file.into_os_string();
                 lock.push(".lock");
                 let _ = std::fs::remove_file(lock);
+                // Last, once this test's files are gone (ENOTEMPTY while another runs).
+                if let Some(parent) = pin_dir.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
                 left
             })
         })
