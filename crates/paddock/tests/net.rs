@@ -144,6 +144,22 @@ fn serve_in(ns: &str, ip: &str) -> (std::thread::JoinHandle<()>, u16) {
     (h, rx.recv_timeout(Duration::from_secs(10)).unwrap())
 }
 
+/// [`ping`] from a thread inside the namespace pinned at `ns`.
+fn ping_in(ns: &str, ip: &str, port: u16) -> Vec<u8> {
+    let f = std::fs::File::open(ns).unwrap();
+    let ip = ip.to_owned();
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        ping(&ip, port)
+    })
+    .join()
+    .unwrap()
+}
+
 fn ping(ip: &str, port: u16) -> Vec<u8> {
     let to = SocketAddr::new(ip.parse().unwrap(), port);
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
@@ -417,8 +433,9 @@ impl Drop for Router {
 }
 
 /// `kill -9` of the daemon between every step of a network's creation (namespace, veth
-/// pair, the host side, the inside, the taps, the rules), then a restart:
-/// nothing is left — no pinned namespace, no link, no rule, no lease.
+/// pair, the host side, the inside, the taps, the rules), then a restart: nothing of the
+/// killed create is left — no pinned namespace, no link, no rule, no lease — and a live
+/// sandbox made before stays adopted and connected through every crash.
 #[test]
 fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
     let test = "net_kill_steps";
@@ -442,6 +459,14 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
         json!({"nat": true, "isolate": true, "publish": [{"host_port": 8080, "sandbox_port": 80}],
                "taps": [{"name": "tap0", "uid": 4242}]}),
     );
+    // A live sandbox made before the crashes: every restart adopts it, connected.
+    let mut d0 = w.daemon(&args);
+    let r = w.http("POST", "/v1/sandboxes", Some(&veth_spec("live", json!({}))));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let live = r.json()["network"].clone();
+    let live_owner = live["owner"].as_str().unwrap().to_owned();
+    let live_ip = live["sandbox_address"].as_str().unwrap().to_owned();
+    d0.sigkill();
     for step in ["netns", "veth", "host", "inside", "taps", "rules"] {
         let point = format!("net:{step}");
         let mut d = w.spawn_daemon_env(&args, &[("PADDOCK_TEST_PAUSE_AT", point.as_str())]);
@@ -451,7 +476,7 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
             common::try_http_unix(&socket, "POST", "/v1/sandboxes", Some(&b), &[])
         });
         d.wait_log("test hook: create paused", Duration::from_secs(20));
-        assert_eq!(n.pins().len(), 1, "{step}: the namespace is made");
+        assert_eq!(n.pins().len(), 2, "{step}: the namespace is made");
         d.sigkill();
         assert!(
             req.join().unwrap().is_err(),
@@ -462,18 +487,33 @@ fn a_daemon_killed_at_each_step_of_a_network_leaves_nothing() {
         common::wait_for(
             Duration::from_secs(10),
             "the reclaim after the restart",
-            || (n.pins().is_empty() && n.leases().is_empty()).then_some(()),
+            || (n.pins() == [live_owner.clone()] && n.leases().len() == 1).then_some(()),
         );
         let (links, rules) = router.leftovers();
-        assert!(links.is_empty(), "{step}: links left: {links:?}");
-        assert!(rules.is_empty(), "{step}: rules left: {rules:?}");
         assert_eq!(
-            w.http("GET", "/v1/sandboxes", None).json(),
-            json!([]),
-            "{step}"
+            links.len(),
+            1,
+            "{step}: only the live sandbox's link: {links:?}"
         );
-        d2.sigterm(Duration::from_secs(10));
+        assert!(rules.is_empty(), "{step}: rules left: {rules:?}");
+        let list = w.http("GET", "/v1/sandboxes", None).json();
+        let ids: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["live"], "{step}");
+        // The live sandbox is still connected, from the namespace playing the host.
+        let (srv, port) = serve_in(live["netns"].as_str().unwrap(), &live_ip);
+        assert_eq!(ping_in(&router.path(), &live_ip, port), b"inside", "{step}");
+        srv.join().unwrap();
+        d2.sigkill();
     }
+    let d3 = w.daemon(&args);
+    w.cli_ok(&["stop", "live"]);
+    assert!(n.pins().is_empty() && n.leases().is_empty());
+    drop(d3);
     w.assert_no_leaks();
 }
 
