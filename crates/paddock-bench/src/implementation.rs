@@ -5,7 +5,7 @@
 //! `rmdir-retry-200ms` and `signal-wrapper` in [`crate::raw_client`] (run by the helper in
 //! [`crate::raw`]), `paddock-api` in [`crate::paddock_api`], `paddock-cli` in
 //! [`crate::paddock_cli`], `runc` and `crun` in [`crate::runtime`], `bwrap` and `hakoniwa`
-//! in [`crate::jail`].
+//! in [`crate::jail`], `ip-script` in [`crate::net`].
 
 use std::future::Future;
 use std::io;
@@ -86,6 +86,16 @@ pub trait Implementation: Send {
     /// request (grace `grace`) to the cgroup being gone.
     fn wrapper_stop(&mut self, _grace: Duration) -> Fut<'_, Duration> {
         unsupported(self.name(), "wrapper-stop")
+    }
+    /// `net-lifecycle`: create a sandbox with its own network and egress NAT, run
+    /// `/bin/true` in it, remove everything; timed whole (see [`crate::net`]).
+    fn net_lifecycle(&mut self) -> Fut<'_, Duration> {
+        unsupported(self.name(), "net-lifecycle")
+    }
+    /// The owner tag of the network objects it made (their nftables table is deleted at
+    /// the end of `net-lifecycle`).
+    fn net_owner(&self) -> Option<String> {
+        None
     }
     /// `n` sandboxes started concurrently, then all stopped concurrently.
     fn burst(&mut self, _n: usize) -> Fut<'_, BurstResult> {

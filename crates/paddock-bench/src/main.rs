@@ -11,6 +11,7 @@ mod chart;
 mod cleanup;
 mod implementation;
 mod jail;
+mod net;
 mod paddock_api;
 mod paddock_cli;
 mod paddock_library;
@@ -52,6 +53,7 @@ pub const SCENARIOS: &[&str] = &[
     "wrapper-stop",
     "burst",
     "scale",
+    "net-lifecycle",
 ];
 
 /// Earlier names of scenarios, accepted by `--scenario`: (alias, scenario).
@@ -69,6 +71,7 @@ pub const IMPLS: &[&str] = &[
     "crun",
     "bwrap",
     "hakoniwa",
+    "ip-script",
 ];
 
 /// Earlier names of implementations, accepted by `--impl`: (alias, implementation).
@@ -95,7 +98,8 @@ fn canonical(
 )]
 pub struct Cli {
     /// Scenario to run (repeatable; default all): lifecycle, jailed-lifecycle,
-    /// leaked-teardown, wrapper-stop (also accepted as incident-stop), burst, scale.
+    /// leaked-teardown, wrapper-stop (also accepted as incident-stop), burst, scale,
+    /// net-lifecycle.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Measured iterations per implementation and scenario (and per level of `scale`).
@@ -112,7 +116,7 @@ pub struct Cli {
     pub out: Option<PathBuf>,
     /// Implementation to run (repeatable; default all): floor, paddock, paddock-api,
     /// paddock-cli, rmdir-retry-200ms (also accepted as seed-algorithm), signal-wrapper,
-    /// runc, crun, bwrap, hakoniwa.
+    /// runc, crun, bwrap, hakoniwa, ip-script.
     #[arg(long = "impl", value_name = "NAME")]
     pub impls: Vec<String>,
     /// Grace period of `wrapper-stop`, milliseconds.

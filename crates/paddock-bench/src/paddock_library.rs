@@ -77,12 +77,18 @@ impl Paddock {
         })
     }
 
-    /// A supervisor over `<bench root>/paddock`.
-    pub fn new(root: &Path) -> io::Result<Paddock> {
+    /// A supervisor over `<bench root>/paddock`, its `veth` networks pinned in `net_dir`
+    /// (with their lease file) and leased from [`crate::net::PADDOCK_POOL`].
+    pub fn new(root: &Path, net_dir: &Path) -> io::Result<Paddock> {
         let root = paddock_cgroup::Root::open_or_create(root)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let mut cfg = Config::new(root);
         cfg.dynamic_uids = Some(BENCH_UIDS);
+        cfg.net.pool = crate::net::PADDOCK_POOL.parse().expect("a CIDR");
+        cfg.net.pin_dir = net_dir.to_owned();
+        cfg.net.lease_file = net_dir.join("leases.json");
+        // `/bin/true` sends nothing: the host's forwarding setting is left alone.
+        cfg.net.ipv4_forwarding = false;
         let sup = Supervisor::new(cfg).map_err(sup_err)?;
         Ok(Paddock {
             sup,
@@ -170,6 +176,20 @@ impl Implementation for Paddock {
     fn lifecycle(&mut self) -> Fut<'_, Duration> {
         let id = self.next_id("l");
         self.run_to_end(SandboxSpec::new(id, "/bin/true", Vec::<String>::new()))
+    }
+
+    fn net_lifecycle(&mut self) -> Fut<'_, Duration> {
+        let id = self.next_id("n");
+        let mut spec = SandboxSpec::new(id, "/bin/true", Vec::<String>::new());
+        spec.network = paddock_supervisor::Network::Veth(paddock_supervisor::VethSpec {
+            nat: true,
+            ..Default::default()
+        });
+        self.run_to_end(spec)
+    }
+
+    fn net_owner(&self) -> Option<String> {
+        Some(self.sup.owner().to_owned())
     }
 
     fn jail_check(&mut self) -> Fut<'_, String> {

@@ -113,7 +113,7 @@ impl Implementation for Raw {
     }
     fn supports(&self, scenario: &str) -> bool {
         match self.name {
-            "floor" => true,
+            "floor" => scenario != "net-lifecycle",
             "rmdir-retry-200ms" => scenario == "leaked-teardown",
             "signal-wrapper" => scenario == "wrapper-stop",
             _ => false,

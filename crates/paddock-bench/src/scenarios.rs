@@ -265,7 +265,7 @@ async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
             Err("the jailed-lifecycle scenario was not selected".into())
         };
     if cli.wants("paddock") {
-        let mut p = Paddock::new(&bench.path.join("paddock"))?;
+        let mut p = Paddock::new(&bench.path.join("paddock"), &crate::net::net_dir(bench))?;
         p.set_jail(jail_env.clone());
         impls.push(Box::new(p));
     }
@@ -282,6 +282,11 @@ async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
             let rt = tokio::task::block_in_place(|| Runtime::new(bin, bench.clone()));
             impls.push(Box::new(rt));
         }
+    }
+    if cli.wants("ip-script") {
+        impls.push(Box::new(tokio::task::block_in_place(
+            crate::net::IpScript::new,
+        )));
     }
     for name in ["bwrap", "hakoniwa"] {
         if cli.wants(name) {
@@ -351,6 +356,15 @@ async fn bench_all(cli: &Cli, bench: Arc<BenchRoot>, mut impls: Vec<Imp>) -> io:
             "jailed-lifecycle" => jailed(cli, &m, &bench, &mut active).await,
             "burst" => burst(cli, &m, &bench, &mut active).await,
             "scale" => scale(cli, &m, &bench, &mut active).await?,
+            "net-lifecycle" => {
+                let r = crate::net::scenario(cli.iterations, cli.warmup(), &m, &bench, &mut active)
+                    .await;
+                let owners: Vec<String> = active.iter().filter_map(|i| i.net_owner()).collect();
+                for owner in owners {
+                    crate::net::cleanup(&bench, &owner).await;
+                }
+                r
+            }
             _ => unreachable!(),
         };
         let mut all = new_rows;

@@ -97,6 +97,26 @@ fn every_scenario_runs_and_leaves_nothing() {
         );
     }
     check_jailed(&rows, &stdout, have_paddock);
+    // net-lifecycle: paddock's veth lifecycle, its plain one and netns-pin always; the
+    // ip-script where `ip` and `nft` are installed (else a row saying why).
+    for (imp, variant) in [
+        ("paddock", None),
+        ("paddock", Some("no-network")),
+        ("netns-pin", None),
+    ] {
+        assert!(
+            rows.iter().any(|r| r["scenario"] == "net-lifecycle"
+                && r["impl"] == imp
+                && r["variant"].as_str() == variant
+                && r["n"].as_u64() > Some(0)),
+            "no {imp} {variant:?} result for net-lifecycle:\n{stdout}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r["scenario"] == "net-lifecycle" && r["impl"] == "ip-script"),
+        "no ip-script row for net-lifecycle:\n{stdout}"
+    );
     for r in rows.iter().filter(|r| r["available"] == true) {
         assert_eq!(r["errors"], 0, "errors in {r}");
         assert_eq!(r["leaks"], 0, "leaks in {r}");

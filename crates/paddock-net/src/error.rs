@@ -43,6 +43,17 @@ pub enum Error {
     /// The lease pool has no free subnet, or another pool error.
     #[error(transparent)]
     Pool(#[from] crate::pool::PoolError),
+    /// A host port asked to be published is published by another sandbox (of any
+    /// paddock process sharing the lease file).
+    #[error(
+        "host port {port} is already published by sandbox {owner}; pick another port or stop that sandbox"
+    )]
+    PortTaken {
+        /// The port and protocol (`8080/tcp`).
+        port: String,
+        /// The owner (`<tag>+<key>`) publishing it.
+        owner: String,
+    },
     /// `nft` failed or is missing.
     #[error("nft {op} {object}: {detail}")]
     Nft {

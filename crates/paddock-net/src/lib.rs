@@ -37,43 +37,49 @@
 //! - **nftables through `nft -j -f -`** and `serde_json`: see [`nft`] for why not
 //!   netlink or the `nftables` crate. Needs the `nft` binary (Debian: `nftables`) only
 //!   when rules are asked for; without it, teardown and reclaim have no rules to remove.
+//!   Each run is spawned by `paddock-proc` (the process's one reaper reaps it, so a
+//!   subreaper's orphan sweep cannot steal its status) and bounded by a deadline
+//!   ([`Nft::with_deadline`]); [`Network::teardown_with`] skips `nft` for a sandbox the
+//!   caller knows had no rules.
 //! - `unsafe`: only in `sys.rs` (`unshare(CLONE_NEWNET)`, the tun ioctls), each block
 //!   with its `SAFETY` comment.
 //!
 //! # Ownership
 //! See [`owner`]: the `<tag>+<key>` string is the namespace's file name and the host
-//! link's alias. The veth pair is created inside the sandbox's (already pinned and
-//! named) namespace, tagged there, and only then moved to the host, so a crash at any
-//! step leaves either an untagged link inside a tagged namespace (reclaimed with it) or a
-//! tagged link.
+//! link's alias. The veth pair is created by one request from inside the sandbox's
+//! (already pinned and named) namespace, its host end made directly in the host (moving a
+//! link between namespaces costs an RCU grace period, 20-40 ms), then both ends are
+//! tagged. A crash at any step leaves either a tagged host link, or an untagged one whose
+//! peer is `eth0` in a tagged namespace: reclaim deletes that `eth0` (and so the pair)
+//! before unpinning the namespace.
 //!
 //! # Not done here
 //! - IPv6: not configured (only IPv4 leases and an `ip` nftables table; `eth0` gets the
 //!   kernel's link-local address).
-//! - `teardown` runs `nft` (a few ms) even for a sandbox that had no rules; the caller,
-//!   which records what it made, could skip it.
-//! - `nft` is run with `std::process::Command` and waited for without a deadline. Before
-//!   the supervisor drives this crate, run it through the supervisor's spawner instead (a
-//!   subreaper's orphan sweep may reap a child that `std` then fails to wait for) and bound
-//!   its time.
 //! - The pin directory's mount propagation is not made shared (as `ip netns add` does):
 //!   a mount namespace copied while a namespace is pinned keeps a reference to it until
 //!   that mount namespace ends.
 
 pub mod error;
+pub mod leases;
 pub mod link;
 pub mod netns;
 mod network;
 pub mod nft;
 pub mod owner;
 pub mod pool;
+mod runner;
 mod sys;
 pub mod tap;
 
 pub use error::{Error, Result};
+pub use ipnet::Ipv4Net;
+pub use leases::{DEFAULT_LEASE_FILE, Held, LeaseFile};
 pub use netns::{DEFAULT_PIN_DIR, NetnsDir};
-pub use network::{Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec};
-pub use nft::{Nft, Protocol, Publish, Rules};
+pub use network::{
+    CREATE_STEPS, Network, ReclaimReport, SANDBOX_IFNAME, SandboxNet, SandboxSpec, StepHook,
+};
+pub use nft::{DEFAULT_NFT_DEADLINE, Nft, Protocol, Publish, Rules};
 pub use owner::{Key, Owner, Tag};
 pub use pool::{Lease, LeasePool, PoolError};
 pub use tap::TapSpec;

@@ -90,6 +90,28 @@ pub async fn add_veth(h: &Handle, name: &str, peer: &str) -> Result<()> {
         .map_err(|e| Error::netlink("create veth pair", format!("{name}/{peer}"), e))
 }
 
+/// Creates the veth pair `name` — `peer` from the handle's namespace, with `name` made
+/// directly in the namespace `ns` (`IFLA_NET_NS_FD`: no move, so no `synchronize_net`
+/// of a namespace change) with the alias `alias` in the same request (the kernel applies
+/// it at creation where it can; check with [`alias_of`]), and `peer` made in the handle's
+/// namespace.
+pub async fn add_veth_into(
+    h: &Handle,
+    name: &str,
+    peer: &str,
+    ns: &OwnedFd,
+    alias: &str,
+) -> Result<()> {
+    let mut m = LinkVeth::new(name, peer).build();
+    m.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
+    h.link()
+        .add(m)
+        .execute()
+        .await
+        .map_err(|e| Error::netlink("create veth pair", format!("{name}/{peer}"), e))
+}
+
 /// Sets the alias of link `index` (`name` for errors).
 pub async fn set_alias(h: &Handle, index: u32, name: &str, alias: &str) -> Result<()> {
     h.link()

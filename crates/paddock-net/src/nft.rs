@@ -10,7 +10,9 @@
 //! or chain is ever read or written, so the host's own ruleset is left as it is.
 //!
 //! `nft` runs as a child made on a thread inside the host namespace given to
-//! [`Nft::new`] (a child inherits its creating thread's namespaces).
+//! [`Nft::new`] (a child inherits its creating thread's namespaces), spawned through
+//! `paddock-proc` (so a subreaper's orphan sweep never steals its status) and bounded by
+//! a deadline ([`Nft::with_deadline`]; killed and reaped past it).
 //!
 //! **Why `nft -j` with `serde_json`** rather than netlink (`rustables`, `nftnl`): the
 //! nftables netlink protocol is a bytecode VM that libnftables compiles rules into;
@@ -24,10 +26,9 @@
 //!
 //! IPv4 only (family `ip`).
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -36,6 +37,11 @@ use crate::error::{Error, Result};
 use crate::netns::on_thread;
 use crate::owner::{LINK_PREFIX, Owner, Tag};
 use crate::pool::Lease;
+use crate::runner::{self, RunError};
+
+/// How long one `nft` run may take (spawn, input, output and exit) before it is killed:
+/// a batch takes a few ms, so this only ends a hung `nft` (a lock, a stuck kernel).
+pub const DEFAULT_NFT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,6 +105,7 @@ pub struct Nft {
     table: String,
     host_ns: OwnedFd,
     binary: PathBuf,
+    deadline: Duration,
 }
 
 /// A rule of the table as listed.
@@ -119,7 +126,16 @@ impl Nft {
             table: table_name(tag),
             host_ns,
             binary: PathBuf::from("nft"),
+            deadline: DEFAULT_NFT_DEADLINE,
         }
+    }
+
+    /// Bounds each `nft` run by `deadline` (default [`DEFAULT_NFT_DEADLINE`]): past it,
+    /// `nft` is killed and reaped, and the operation fails with an error naming the
+    /// command and the deadline.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Uses the `nft` binary at `path`.
@@ -147,35 +163,25 @@ impl Nft {
             .map_err(|e| Error::os("duplicate fd of", "the host network namespace", e))?;
         let binary = self.binary.clone();
         let table = self.table.clone();
+        let deadline = self.deadline;
         on_thread(&table.clone(), Some(ns), move || {
             let nft_err = |detail: String| Error::Nft {
                 op,
                 object: format!("table {FAMILY} {table}"),
                 detail,
             };
-            let mut child = match Command::new(&binary)
-                .args(&args)
-                .stdin(if input.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-            {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(nft_err(format!("cannot run {}: {e}", binary.display()))),
+            let what = format!("{} {}", binary.display(), args.join(" "));
+            let out = match runner::run(
+                &binary,
+                &args,
+                input.as_deref().map(str::as_bytes),
+                deadline,
+                &what,
+            ) {
+                Ok(out) => out,
+                Err(RunError::NotFound) => return Ok(None),
+                Err(RunError::Failed(m) | RunError::TimedOut(m)) => return Err(nft_err(m)),
             };
-            if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
-                stdin
-                    .write_all(input.as_bytes())
-                    .map_err(|e| nft_err(format!("writing to nft's stdin: {e}")))?;
-            }
-            let out = child
-                .wait_with_output()
-                .map_err(|e| nft_err(format!("waiting for nft: {e}")))?;
             if !out.status.success() {
                 return Err(nft_err(format!(
                     "{} ({})",
@@ -280,6 +286,20 @@ impl Nft {
             }
         }
         cmds.extend(self.rule_cmds(&comment, host_if, lease, rules));
+        self.batch("add rules for", cmds).await
+    }
+
+    /// Makes the rules of a new `owner` (one that has none: no listing first) in one
+    /// transaction, with the table and chains if missing.
+    pub async fn add(
+        &self,
+        owner: &Owner,
+        host_if: &str,
+        lease: &Lease,
+        rules: &Rules,
+    ) -> Result<()> {
+        let mut cmds = self.table_cmds();
+        cmds.extend(self.rule_cmds(&owner.to_string(), host_if, lease, rules));
         self.batch("add rules for", cmds).await
     }
 

@@ -406,3 +406,90 @@ async fn create_teardown_timing() {
     let max = times.iter().map(|t| t.1).max().unwrap();
     println!("create p50 {c50:?}; create+teardown p50 {t50:?}, max {max:?}");
 }
+
+/// A crash between the veth pair's creation and its host end's tag leaves an untagged
+/// host end whose peer is `eth0` in the pinned, tagged namespace: reclaim deletes that
+/// `eth0` (and with it the pair) before it unpins the namespace, so the host end is gone
+/// when reclaim returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_removes_an_untagged_host_end_through_its_peer() {
+    let test = "reclaim_untagged_host_end";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    let net = c.network().await;
+    let owner = paddock_net::Owner::new(c.tag.clone(), key("crashed@1"));
+    let name = owner.to_string();
+    let dir = NetnsDir::new(&c.pin_dir);
+    let ns = dir.create(&name).await.unwrap();
+    let inside = link::connect("sandbox", Some(ns)).await.unwrap();
+    let host_if = owner.host_ifname();
+    // The kernel ignores an alias given at creation: the host end is untagged.
+    link::add_veth_into(
+        &inside,
+        &host_if,
+        paddock_net::SANDBOX_IFNAME,
+        &netns::open_host().unwrap(),
+        &name,
+    )
+    .await
+    .unwrap();
+    let host = link::connect("host", None).await.unwrap();
+    let m = link::get(&host, &host_if)
+        .await
+        .unwrap()
+        .expect("the host end");
+    assert_eq!(link::alias_of(&m), None);
+
+    let report = net.reclaim(&HashSet::new()).await.unwrap();
+    assert_eq!(report.links, vec![host_if.clone()]);
+    assert_eq!(report.namespaces, vec![name]);
+    assert!(link::get(&host, &host_if).await.unwrap().is_none());
+}
+
+/// A creation stopped before the host end's tag (a cancelled start): teardown deletes the
+/// untagged pair through its `eth0` and succeeds; an untagged link of that name that is
+/// not the peer (someone else's) is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_removes_an_untagged_host_end_through_its_peer() {
+    let test = "teardown_untagged_host_end";
+    if unavailable(test) {
+        return;
+    }
+    let mut c = Cleanup::new(test);
+    let net = c.network().await;
+    let k = key("cancelled@1");
+    let owner = net.owner(&k);
+    let name = owner.to_string();
+    let dir = NetnsDir::new(&c.pin_dir);
+    let inside = link::connect("sandbox", Some(dir.create(&name).await.unwrap()))
+        .await
+        .unwrap();
+    let host_if = owner.host_ifname();
+    link::add_veth_into(
+        &inside,
+        &host_if,
+        paddock_net::SANDBOX_IFNAME,
+        &netns::open_host().unwrap(),
+        &name,
+    )
+    .await
+    .unwrap();
+    net.teardown_with(&k, false).await.unwrap();
+    let host = link::connect("host", None).await.unwrap();
+    assert!(link::get(&host, &host_if).await.unwrap().is_none());
+    assert!(dir.list().unwrap().is_empty());
+
+    // A foreign untagged link with the name this owner's would have.
+    let k2 = key("other@1");
+    let o2 = net.owner(&k2);
+    let h2 = o2.host_ifname();
+    c.own_links.push(h2.clone());
+    link::add_veth(&host, &h2, &format!("{}p", &h2[..10]))
+        .await
+        .unwrap();
+    let e = net.teardown_with(&k2, false).await.unwrap_err();
+    assert!(matches!(e, paddock_net::Error::NotOwned { .. }), "{e:?}");
+    assert!(link::get(&host, &h2).await.unwrap().is_some());
+}

@@ -266,3 +266,58 @@ fn count_in(rules: &[paddock_net::nft::ListedRule], owner: &str) -> usize {
         .filter(|r| r.comment.as_deref() == Some(owner))
         .count()
 }
+
+/// A hung `nft` is killed at its deadline, and the error names the command and the
+/// deadline; the table is untouched (the fake binary never reads its input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_nft_is_killed_at_its_deadline() {
+    let test = "a_hung_nft_is_killed_at_its_deadline";
+    if unavailable(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    std::fs::create_dir_all(&c.pin_dir).unwrap();
+    let fake = c.pin_dir.join("nft-hangs");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let nft = paddock_net::Nft::new(&c.tag, netns::open_host().unwrap())
+        .with_binary(&fake)
+        .with_deadline(Duration::from_millis(250));
+    let t = std::time::Instant::now();
+    let e = nft.list().await.unwrap_err().to_string();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        e.contains("nft-hangs -j list table") && e.contains("250 ms") && e.contains("killed"),
+        "{e}"
+    );
+    let _ = std::fs::remove_file(&fake);
+}
+
+/// `nft` runs through paddock-proc's reaper: a subreaper's orphan sweeps running all the
+/// while never steal its exit status (with `std::process` they would, as `ECHILD`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_survives_orphan_sweeps_of_a_subreaper() {
+    let test = "nft_survives_orphan_sweeps_of_a_subreaper";
+    if unavailable(test) || nft_missing(test) {
+        return;
+    }
+    let c = Cleanup::new(test);
+    paddock_proc::set_child_subreaper().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                paddock_proc::reap_orphans().await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let nft = paddock_net::Nft::new(&c.tag, netns::open_host().unwrap());
+    for _ in 0..20 {
+        // The table does not exist: `nft` exits non-zero, which `list` reads as empty.
+        assert_eq!(nft.list().await.unwrap(), vec![]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sweeper.await.unwrap();
+}

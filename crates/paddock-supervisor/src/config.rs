@@ -68,6 +68,9 @@ pub struct Config {
     /// one sandbox and never subscribes (`paddock run`) sets it small, since every slot is
     /// allocated, and touched, when the supervisor is made. At least 1.
     pub event_capacity: usize,
+    /// The `veth` network mode: its address pool, lease file, pin directory (see
+    /// [`crate::NetConfig`]). Used only by sandboxes that ask for it.
+    pub net: crate::NetConfig,
 }
 
 /// The default [`Config::event_capacity`].
@@ -124,6 +127,7 @@ impl Config {
             controllers: DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
             dynamic_uids: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            net: crate::NetConfig::default(),
         }
     }
 }

@@ -46,6 +46,13 @@ pub trait Hooks: Send + Sync + 'static {
     /// then already be empty). It runs on the stop's path, so it must return quickly.
     #[cfg(feature = "test-hooks")]
     fn before_kill(&self, _id: &SandboxId, _lc: LifecycleId) {}
+    /// Test-only (feature `test-hooks`): called after each step of a `veth` network's
+    /// creation (`paddock_net::CREATE_STEPS`); the creation waits for the returned future
+    /// (a crash test pauses one forever and kills the process there).
+    #[cfg(feature = "test-hooks")]
+    fn net_step(&self, _step: &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A record write handed to a store by a [`Hooks`] method: resolves once the store has
@@ -159,6 +166,11 @@ pub struct Record {
     /// supervisor knows which uids its adopted sandboxes hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<crate::jail::JailStatus>,
+    /// Its `veth` network, as made or about to be made: in the record written before the
+    /// cgroup (and before any network object) is created, so a restarted supervisor knows
+    /// the lease and the names of every object of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netspec::NetStatus>,
     /// The deadline, in milliseconds since the Unix epoch (from the spec's `deadline_ms`,
     /// or as extended since): a restarted supervisor stops the sandbox when it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

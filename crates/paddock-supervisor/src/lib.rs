@@ -47,6 +47,8 @@ mod ids;
 pub mod jail;
 mod lifecycle;
 pub mod logs;
+mod net;
+mod netspec;
 mod pressure;
 mod recovery;
 mod registry;
@@ -75,6 +77,8 @@ pub use ids::{CGROUP_SEPARATOR, LifecycleId, cgroup_name, parse_cgroup_name};
 pub use jail::{JailSpec, JailStatus};
 pub use lifecycle::START_FAILED_TARGET;
 pub use logs::LogLimits;
+pub use net::{DEFAULT_NET_POOL, NetConfig, NetGauges};
+pub use netspec::{MAX_PUBLISH, MAX_TAPS, NetStatus, Protocol, PublishSpec, TapSpec, VethSpec};
 /// The cgroup layer's types a program on the supervisor needs around it: the managed root
 /// ([`Root`]: open, create, delegate), the owner tags ([`Owner`]), names, and the kill and
 /// removal options of a cgroup of its own (a guardian's clean-up). Its errors are
@@ -82,6 +86,9 @@ pub use logs::LogLimits;
 pub use paddock_cgroup::{
     CgroupName, Error as CgroupError, KillOptions, Owner, RemoveOptions, Root,
 };
+/// The steps of a `veth` network's creation, in order (`Hooks::net_step`).
+pub use paddock_net::CREATE_STEPS as NET_CREATE_STEPS;
+pub use paddock_net::Ipv4Net;
 /// The process layer's types a program on the supervisor needs for processes of its own
 /// (a guardian process, reaping orphans at exit) and to read a spawn error's stage.
 pub use paddock_proc::{
@@ -175,6 +182,24 @@ pub enum Error {
     /// or too many such waits are pending; nothing was started. Retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The network address pool has no free subnet; nothing was started. Retry once a
+    /// sandbox with a `veth` network has stopped, or configure a larger pool. (The API's
+    /// 429.)
+    #[error("{0}")]
+    PoolExhausted(String),
+    /// A host port the spec publishes is published by another live sandbox (of this or
+    /// any paddock process of the machine); nothing was started. (The API's 409.)
+    #[error("{0}")]
+    PortInUse(String),
+    /// Making or removing a sandbox's network failed (the message names the object and
+    /// the errno); a start that fails so leaves nothing behind.
+    #[error("network of sandbox {id}: {cause}")]
+    Network {
+        /// The sandbox.
+        id: SandboxId,
+        /// The network layer's error.
+        cause: paddock_net::Error,
+    },
     /// A pause or resume did not complete in time.
     #[error(
         "sandbox {id}: {op} did not complete within {timeout_ms} ms (a process in uninterruptible sleep?)"

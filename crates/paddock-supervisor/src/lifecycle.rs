@@ -72,6 +72,11 @@ pub(crate) struct Sandbox {
     /// The limits in force: the spec's, as changed by updates since
     /// ([`Supervisor::update_limits`]); the record's and the info's spec carry these.
     pub(crate) limits: Mutex<crate::spec::Limits>,
+    /// Its `veth` network (set when its lease is taken, or by an adoption from the
+    /// record).
+    pub(crate) net: OnceLock<crate::netspec::NetStatus>,
+    /// How far its network got (`net::NET_NONE`, `NET_LEASED`, `NET_MADE`).
+    pub(crate) net_made: std::sync::atomic::AtomicU8,
 }
 
 /// The main process: our child, or one adopted from a previous supervisor process.
@@ -166,6 +171,8 @@ impl Sandbox {
             restart_pending: Mutex::new(None),
             restarts_cancelled: std::sync::atomic::AtomicBool::new(false),
             limits: Mutex::new(spec_limits),
+            net: OnceLock::new(),
+            net_made: std::sync::atomic::AtomicU8::new(crate::net::NET_NONE),
         }
     }
 
@@ -243,6 +250,7 @@ impl Sandbox {
             restart_count: self.restart_count,
             restart_since_reset: self.restart_since_reset,
             restart_pending: *self.restart_pending.lock(),
+            network: self.net.get().cloned(),
         }
     }
 

@@ -60,8 +60,21 @@ pub struct ReclaimReport {
     /// How many cgroups belong to other live owners (another `paddock run`, say): left
     /// alone, as they should be.
     pub live_owners: usize,
-    /// Cgroups that could not be reclaimed, with the error.
+    /// Cgroups (and network objects) that could not be reclaimed, with the error.
     pub failed: Vec<(String, String)>,
+    /// Sandbox host links removed (their owner's lifecycle is not live, or their
+    /// `paddock run` is dead).
+    #[serde(default)]
+    pub net_links: Vec<String>,
+    /// Pinned sandbox network namespaces removed.
+    #[serde(default)]
+    pub net_namespaces: Vec<String>,
+    /// Owners whose nftables rules were removed.
+    #[serde(default)]
+    pub net_rules: Vec<String>,
+    /// Address leases released (`<holder>+<key>`).
+    #[serde(default)]
+    pub net_leases: Vec<String>,
 }
 
 impl Supervisor {
@@ -190,6 +203,11 @@ impl Supervisor {
         if let Some(m) = &main {
             let _ = sb.main.set(m.clone());
         }
+        // Its network stays as it is: its key is live again and its lease held.
+        if let Some(n) = &rec.network {
+            let _ = sb.net.set(n.clone());
+            self.net_adopted(&sb).await;
+        }
         let finish_stop = matches!(rec.state, State::Stopping | State::Quarantined)
             || (main.is_none() && rec.spec.on_main_exit == OnMainExit::Stop);
         // Registers the lifecycle (see `Admission::Adopt`).
@@ -228,6 +246,11 @@ impl Supervisor {
     /// with a WARN naming it and counted. Everything else is left alone and only reported:
     /// cgroups of live owners, of other daemons, with the legacy tag `paddock`, or without
     /// a tag. Nothing outside the root is ever looked at.
+    ///
+    /// Then the networks (see `docs/network.md`): every namespace pinned, host link,
+    /// nftables rule and address lease with this supervisor's tag whose lifecycle is not
+    /// live, and the leases and objects of provably dead `paddock run`s, are removed
+    /// (`net_*` in the report, counted in [`SupervisorCounters`](crate::SupervisorCounters)).
     pub async fn reclaim(&self) -> Result<ReclaimReport, Error> {
         let root = &self.inner.cfg.root;
         let (names, other) = root.list()?;
@@ -317,6 +340,7 @@ impl Supervisor {
                 Err(e) => report.failed.push((name.to_string(), e.to_string())),
             }
         }
+        self.net_reclaim(&mut report).await;
         Ok(report)
     }
 }

@@ -97,7 +97,7 @@ impl PartialSchema for Network {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .description(Some(
-                "`host` (the daemon's network namespace), `isolated` (a new one with only loopback, up), or `{\"named\": NAME}`: the namespace `/run/netns/NAME` made by `ip netns add` (a name that does not exist is a 422)",
+                "`host` (the daemon's network namespace), `isolated` (a new one with only loopback, up), or `{\"named\": NAME}`: the namespace `/run/netns/NAME` made by `ip netns add` (a name that does not exist is a 422), or `{\"veth\": {…}}`: a network of the sandbox's own (namespace, veth pair, a /30 of the daemon's pool, optional NAT, published ports, isolation and taps), removed with it; an exhausted pool is a 429",
             ))
             .item(
                 string()
@@ -118,6 +118,12 @@ impl PartialSchema for Network {
                     .required("named")
                     .additional_properties(Some(AdditionalProperties::FreeForm(false))),
             )
+            .item(
+                ObjectBuilder::new()
+                    .property("veth", <crate::VethSpec as PartialSchema>::schema())
+                    .required("veth")
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            )
             .into()
     }
 }
@@ -125,6 +131,11 @@ impl PartialSchema for Network {
 impl ToSchema for Network {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Network")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        // The `veth` item is inlined: what it refers to must be components.
+        <crate::VethSpec as ToSchema>::schemas(schemas);
     }
 }
 

@@ -139,12 +139,22 @@ pub(crate) fn spawn(
     crate::resources::apply(cg, &spec.limits, &prepared.io)?;
     let mut cmd = command(spec, lifecycle, prepared.jail.as_ref());
     attach_stdio(&mut cmd, spec, lifecycle, logs, &mut prepared.files)?;
-    if let Network::Named(n) = &spec.network {
-        let fd = match prepared.netns.take() {
-            Some(fd) => fd,
-            None => open_netns(n)?,
-        };
-        cmd.join_namespace(fd);
+    match &spec.network {
+        Network::Named(n) => {
+            let fd = match prepared.netns.take() {
+                Some(fd) => fd,
+                None => open_netns(n)?,
+            };
+            cmd.join_namespace(fd);
+        }
+        Network::Veth(_) => {
+            // Made by `net_create`, which always hands its namespace on.
+            let fd = prepared.netns.take().ok_or_else(|| {
+                Error::InvalidSpec("network: the sandbox's veth network was not made".into())
+            })?;
+            cmd.join_namespace(fd);
+        }
+        Network::Host | Network::Isolated => {}
     }
     cmd.spawn_in(cg.dir_fd()).map_err(|cause| Error::Spawn {
         command: spec.command.clone(),

@@ -247,6 +247,9 @@ pub enum Network {
     Isolated,
     /// The named network namespace `/run/netns/<name>` (as made by `ip netns add`).
     Named(String),
+    /// A network of the sandbox's own that the supervisor makes and removes: see
+    /// [`crate::VethSpec`].
+    Veth(crate::VethSpec),
 }
 
 /// What happens when the main process exits.
@@ -596,6 +599,10 @@ impl SandboxSpec {
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.contains('\0'))
         {
             return bad(format!("network namespace name {n:?} is not a plain name"));
+        }
+        if let Network::Veth(v) = &self.network {
+            v.validate_fields().map_err(Error::InvalidSpec)?;
+            v.check_consistency().map_err(Error::Inconsistent)?;
         }
         if let Some(j) = &self.jail {
             j.validate_fields().map_err(Error::InvalidSpec)?;

@@ -109,7 +109,7 @@ impl Supervisor {
                 .await?;
         let netns = match &spec.network {
             Network::Named(n) => Some(open_netns(n)?),
-            Network::Host | Network::Isolated => None,
+            Network::Host | Network::Isolated | Network::Veth(_) => None,
         };
         let jail = match &spec.jail {
             Some(j) => {
@@ -247,7 +247,10 @@ impl Supervisor {
             async move {
                 let cg = match sup.open_cgroup(&sb) {
                     Ok(cg) => cg,
-                    Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => return,
+                    Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
+                        sup.net_release(&sb).await;
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "could not open the cgroup of a cancelled start");
                         return;
@@ -260,20 +263,37 @@ impl Supervisor {
                 };
                 if let Err(e) = cg.remove(&opts).await {
                     tracing::error!(error = %e, "could not remove the cgroup of a cancelled start");
+                    return;
                 }
+                sup.net_release(&sb).await;
             }
             .instrument(span),
         );
     }
 
-    /// Records the lifecycle (`before_create`), creates its cgroup and spawns the main
-    /// process into it; on any failure after the cgroup exists, removes it again.
+    /// Takes a `veth` network's lease, records the lifecycle (`before_create`), makes its
+    /// network, creates its cgroup and spawns the main process into it; on any failure,
+    /// removes what was made (the cgroup, then the network and the lease).
     async fn create_and_spawn(
         &self,
         sb: &Arc<Sandbox>,
         prepared: Prepared,
     ) -> Result<Process, Error> {
+        let res = self.create_and_spawn_inner(sb, prepared).await;
+        if res.is_err() {
+            self.net_release(sb).await;
+        }
+        res
+    }
+
+    async fn create_and_spawn_inner(
+        &self,
+        sb: &Arc<Sandbox>,
+        mut prepared: Prepared,
+    ) -> Result<Process, Error> {
         let cfg = &self.inner.cfg;
+        // Taken after the lifecycle is registered, so a concurrent reclaim sees it live.
+        self.net_lease(sb).await?;
         if cfg.hooks.wants_records() {
             cfg.hooks
                 .before_create(&sb.record())
@@ -282,6 +302,9 @@ impl Supervisor {
                     id: sb.id.clone(),
                     reason,
                 })?;
+        }
+        if let Some(fd) = self.net_create(sb).await? {
+            prepared.netns = Some(fd);
         }
         let mut needed = sb.spec.limits.controllers();
         // `memory.oom.group` is on by default wherever the memory controller is available.

@@ -300,6 +300,8 @@ impl Supervisor {
             Err(e) if e.errno() == Some(rustix::io::Errno::NOENT) => {
                 tracing::warn!("cgroup already gone when the stop began");
                 report.total_ms = ms(t0.elapsed());
+                // The cgroup is gone: then the network, then the lease.
+                self.net_release(&sb).await;
                 self.finish(&sb, Transition::Removed { report });
                 return;
             }
@@ -321,6 +323,8 @@ impl Supervisor {
             Ok(had_processes) => {
                 self.settle_after_empty(&sb, had_processes).await;
                 report.total_ms = ms(t0.elapsed());
+                // The cgroup is gone: then the network, then the lease.
+                self.net_release(&sb).await;
                 self.finish(&sb, Transition::Removed { report });
             }
             Err(CgError::KillTimeout { remaining, .. }) => {
@@ -333,6 +337,8 @@ impl Supervisor {
                 // which is what the stop was for.
                 tracing::warn!(error = %e, "cgroup vanished during the stop");
                 report.total_ms = ms(t0.elapsed());
+                // The cgroup is gone: then the network, then the lease.
+                self.net_release(&sb).await;
                 self.finish(&sb, Transition::Removed { report });
             }
             Err(e) => {
@@ -550,7 +556,10 @@ impl Supervisor {
             ..Default::default()
         };
         match cg.remove(&opts).await {
-            Ok(_) => self.finish(&sb, Transition::Drained),
+            Ok(_) => {
+                self.net_release(&sb).await;
+                self.finish(&sb, Transition::Drained)
+            }
             Err(e) => {
                 let error = e.to_string();
                 self.finish(&sb, Transition::StopFailed { error, report });

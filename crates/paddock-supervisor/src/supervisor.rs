@@ -73,6 +73,9 @@ pub struct SandboxInfo {
     /// The restart that follows this (stopped) lifecycle, while it waits for its backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_pending: Option<crate::PendingRestart>,
+    /// Its `veth` network: host link, addresses, taps, rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netspec::NetStatus>,
 }
 
 /// Resource usage of a sandbox. `None` means the controller is not available, not zero.
@@ -152,6 +155,17 @@ pub struct SupervisorCounters {
     pub reclaimed_dead_owner: AtomicU64,
     /// Finished lifecycles forgotten by [`Config::retain_stopped`].
     pub retention_pruned: AtomicU64,
+    /// Sandbox host links of this supervisor (or of dead `paddock run`s) without a live
+    /// lifecycle that reconciliation removed.
+    pub net_reclaimed_links: AtomicU64,
+    /// Pinned sandbox network namespaces reclaimed so.
+    pub net_reclaimed_namespaces: AtomicU64,
+    /// Owners whose stale nftables rules were reclaimed.
+    pub net_reclaimed_rules: AtomicU64,
+    /// Address leases reclaimed (of lifecycles not live, or of dead holders).
+    pub net_reclaimed_leases: AtomicU64,
+    /// Network teardowns that failed at a stop (their objects are left for reclaim).
+    pub net_teardowns_failed: AtomicU64,
 }
 
 /// What every clone of a [`Supervisor`] shares.
@@ -182,6 +196,8 @@ pub(crate) struct Inner {
     pub(crate) restarts: parking_lot::Mutex<
         std::collections::HashMap<SandboxId, Arc<crate::restart::RestartHandle>>,
     >,
+    /// The `veth` networks' state.
+    pub(crate) net: crate::net::NetState,
 }
 
 impl Drop for Inner {
@@ -267,6 +283,7 @@ impl Supervisor {
                 live: AtomicUsize::new(0),
                 retention_wake: Arc::new(tokio::sync::Notify::new()),
                 restarts: Default::default(),
+                net: Default::default(),
             }),
         };
         sup.start_retention();
@@ -572,6 +589,7 @@ impl Supervisor {
             deadline_at_ms: sb.deadline_at_ms(),
             restart_count: sb.restart_count,
             restart_pending: *sb.restart_pending.lock(),
+            network: sb.net.get().cloned(),
         }
     }
 }

@@ -329,6 +329,11 @@ pub(crate) fn spec(
     if ctx.jailed {
         spec.jail = Some(jail_for(case));
     }
+    if let Some(n) = &ctx.net
+        && spec.network == paddock_supervisor::Network::Host
+    {
+        spec.network = n.network();
+    }
     spec
 }
 

@@ -22,6 +22,7 @@ mod case;
 pub mod check;
 mod faults;
 mod host;
+mod net;
 pub mod payloads;
 mod report;
 mod runner;

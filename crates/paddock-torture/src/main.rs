@@ -49,6 +49,10 @@ struct Cli {
     /// default seccomp profile, a jailed root's capabilities, the cgroup file system hidden.
     #[arg(long)]
     jailed: bool,
+    /// Give every lifecycle a `veth` network of its own (isolated, with a tap) and count
+    /// leaked links, namespaces, nftables rules and leases as leaks.
+    #[arg(long)]
+    net: bool,
     /// Log filter for paddock's own tracing output (for example `warn`); default off.
     #[arg(long, env = "RUST_LOG", default_value = "off")]
     log: String,
@@ -97,6 +101,7 @@ fn main() {
         time_scale: cli.time_scale,
         rival: !cli.no_rival,
         jailed: cli.jailed,
+        net: cli.net,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -57,6 +57,10 @@ pub struct Options {
     /// of a jailed root, the cgroup file system hidden. Cases a jail rules out are skipped
     /// with the reason.
     pub jailed: bool,
+    /// Give every lifecycle that would run in the host's network a `veth` network of its
+    /// own (isolated, with a tap; see `net.rs`), and count every link, pinned namespace,
+    /// nftables rule and address lease of the run's supervisors left at the end as a leak.
+    pub net: bool,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             time_scale: 1,
             rival: true,
             jailed: false,
+            net: false,
         }
     }
 }
@@ -185,6 +190,8 @@ pub(crate) struct Ctx {
     pub(crate) run: String,
     /// See [`Options::jailed`].
     pub(crate) jailed: bool,
+    /// See [`Options::net`].
+    pub(crate) net: Option<crate::net::NetRun>,
 }
 
 impl Ctx {
@@ -236,6 +243,20 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     payloads::install(&bin).map_err(|e| format!("write payloads: {e}"))?;
     let mut cfg = Config::new(root.clone());
     cfg.quarantine_recheck = Duration::from_millis(100);
+    let run_id = format!("{}.{}", std::process::id(), RUNS.fetch_add(1, Relaxed));
+    let mut net_skip = None;
+    let net = match (opts.net, crate::net::NetRun::unavailable()) {
+        (true, None) => Some(crate::net::NetRun::new(&run_id)),
+        (true, Some(why)) => {
+            net_skip = Some(format!("networks: {why}"));
+            None
+        }
+        (false, _) => None,
+    };
+    if let Some(n) = &net {
+        n.configure(&mut cfg);
+    }
+    let owner = cfg.owner.clone();
     // The sandboxes get the default `Config::controllers` the root is offered (`pids`,
     // `memory`, `cpu`, `io`: all four in the pure-v2 VM, none on a hybrid host): `pids`
     // bounds the fork storms, and the nested payload enables one in its own subtree.
@@ -246,6 +267,7 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     let sup = Supervisor::new(cfg).map_err(|e| e.to_string())?;
 
     let mut summary = Summary {
+        skipped: net_skip.into_iter().collect(),
         seed: opts.seed,
         concurrency: opts.concurrency,
         pids_controller: pids,
@@ -286,8 +308,9 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
         cancelled_stop: AtomicU64::new(0),
         cancelled_pause: AtomicU64::new(0),
         pids,
-        run: format!("{}.{}", std::process::id(), RUNS.fetch_add(1, Relaxed)),
+        run: run_id,
         jailed: opts.jailed,
+        net,
     });
     let rival_done = StopFlag::default();
     let rival = if opts.rival && !ctx.cases.is_empty() {
@@ -389,6 +412,27 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
             kind: "process",
             detail: format!("{p:?} left under the torture root at the end"),
         });
+    }
+    if let Some(n) = &ctx.net {
+        let owners = vec![owner.clone(), rival_owner(ctx.seed)];
+        let found = tokio::task::spawn_blocking({
+            let (n, owners) = (n.clone(), owners.clone());
+            move || n.leftovers(&owners)
+        })
+        .await
+        .unwrap_or_default();
+        for (kind, detail) in found {
+            summary.leaks.push(Leak {
+                lifecycle: None,
+                sandbox: "(network)".into(),
+                case: None,
+                fault: None,
+                kind,
+                detail,
+            });
+        }
+        n.delete_tables(&owners).await;
+        n.cleanup();
     }
     let c = sup.counters();
     summary.processes_killed_after_grace = c.killed_after_grace.load(Relaxed);
@@ -633,6 +677,12 @@ async fn check_after_stop(
         .collect()
 }
 
+/// The owner of the rival supervisor of a run with `seed`.
+fn rival_owner(seed: u64) -> String {
+    let mut rng = Rng::new(seed, u64::MAX);
+    format!("daemon:{:016x}{:016x}", rng.next_u64(), rng.next_u64())
+}
+
 /// What the rival supervisor did.
 #[derive(Debug, Default)]
 struct RivalResult {
@@ -661,8 +711,12 @@ async fn run_rival(ctx: Arc<Ctx>, done: StopFlag) -> RivalResult {
     };
     let mut cfg = Config::new(root);
     let mut rng = Rng::new(ctx.seed, u64::MAX);
-    cfg.owner = format!("daemon:{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+    cfg.owner = rival_owner(ctx.seed);
+    let _ = (rng.next_u64(), rng.next_u64());
     cfg.subreaper = false;
+    if let Some(n) = &ctx.net {
+        n.configure(&mut cfg);
+    }
     let rival = match Supervisor::new(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -682,6 +736,10 @@ async fn run_rival(ctx: Arc<Ctx>, done: StopFlag) -> RivalResult {
                     || !r.reclaimed_dead_owner.is_empty()
                     || !r.failed.is_empty()
                     || r.processes_killed > 0
+                    || !r.net_links.is_empty()
+                    || !r.net_namespaces.is_empty()
+                    || !r.net_rules.is_empty()
+                    || !r.net_leases.is_empty()
                 {
                     res.errors.push(format!(
                         "rival: a reclaim touched cgroups it does not own: {r:?}"

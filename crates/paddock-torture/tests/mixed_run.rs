@@ -60,17 +60,24 @@ fn assert_every_case_ran(summary: &Summary, cases: &[Case]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_mixed_run_finds_no_leaks() {
-    mixed_run("short_mixed_run_finds_no_leaks", false).await;
+    mixed_run("short_mixed_run_finds_no_leaks", false, false).await;
+}
+
+/// The same run with every lifecycle in a `veth` network of its own (isolated, with a
+/// tap): no link, pinned namespace, nftables rule or lease is left either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net_mixed_run_finds_no_leaks() {
+    mixed_run("net_mixed_run_finds_no_leaks", false, true).await;
 }
 
 /// The same run with every lifecycle jailed (pid, mount, ipc and uts namespaces with an
 /// init, the default seccomp profile): the jail changes nothing of the containment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jailed_mixed_run_finds_no_leaks() {
-    mixed_run("jailed_mixed_run_finds_no_leaks", true).await;
+    mixed_run("jailed_mixed_run_finds_no_leaks", true, false).await;
 }
 
-async fn mixed_run(test: &str, jailed: bool) {
+async fn mixed_run(test: &str, jailed: bool, net: bool) {
     let _serial = SERIAL.lock().await;
     let Some(t) = paddock_testutil::test_root(test) else {
         return;
@@ -100,6 +107,7 @@ async fn mixed_run(test: &str, jailed: bool) {
         time_scale: time_scale(),
         rival: true,
         jailed,
+        net,
     };
     let t0 = Instant::now();
     let summary = paddock_torture::run(opts, StopFlag::default())
@@ -175,6 +183,7 @@ async fn each_case_alone() {
             time_scale: time_scale(),
             rival: true,
             jailed: false,
+            net: false,
         };
         let c0 = Instant::now();
         let summary = paddock_torture::run(opts, StopFlag::default())

@@ -130,6 +130,10 @@ enum Cmd {
         /// namespaces, filesystem, seccomp, Landlock (with --json: {"spec", "status"}).
         #[arg(long)]
         jail: bool,
+        /// Show the network: host link, addresses, taps, nftables rules (with --json:
+        /// {"spec", "status"}).
+        #[arg(long, conflicts_with = "jail")]
+        network: bool,
     },
     /// Stop a sandbox gracefully and wait until nothing is left.
     ///
@@ -407,9 +411,11 @@ fn main() -> ExitCode {
             }
             Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
             Cmd::Ps => cli::ps(&c, out).await,
-            Cmd::Inspect { target, jail } => {
-                cli::inspect(&c, out, &target.id, &target.lifecycle, jail).await
-            }
+            Cmd::Inspect {
+                target,
+                jail,
+                network,
+            } => cli::inspect(&c, out, &target.id, &target.lifecycle, jail, network).await,
             Cmd::Stop { target, timeout } => {
                 cli::stop(
                     &c,

@@ -370,6 +370,44 @@ impl Collector for ScrapeCollector {
             "Cgroups of dead owners (a killed paddock run) killed and removed by reconciliation",
             c.reclaimed_dead_owner.load(Relaxed),
         )?;
+        let n = sup.net_gauges();
+        for (name, help, v) in [
+            (
+                "paddock_net_namespaces",
+                "Network namespaces of veth sandboxes owned by the daemon",
+                n.namespaces,
+            ),
+            (
+                "paddock_net_links",
+                "Host-side veth links of sandboxes owned by the daemon",
+                n.links,
+            ),
+            (
+                "paddock_net_leases",
+                "Address leases of the pool held by the daemon",
+                n.leases,
+            ),
+        ] {
+            gauge(&mut enc, name, help, v as i64)?;
+        }
+        counter_family(
+            &mut enc,
+            "paddock_net_reclaimed",
+            "Sandbox network objects without a live sandbox removed by reconciliation, by kind",
+            "kind",
+            &[
+                ("link", c.net_reclaimed_links.load(Relaxed)),
+                ("namespace", c.net_reclaimed_namespaces.load(Relaxed)),
+                ("rules", c.net_reclaimed_rules.load(Relaxed)),
+                ("lease", c.net_reclaimed_leases.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "paddock_net_teardown_failures",
+            "Sandbox network teardowns that failed at a stop (left for reconciliation)",
+            c.net_teardowns_failed.load(Relaxed),
+        )?;
         let root = sup.root();
         let k = root.counters().snapshot();
         counter(

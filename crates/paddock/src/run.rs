@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// The jail (any of these flags makes one; see docs/jail.md).
     #[command(flatten)]
     pub jail: crate::cli::jail::JailArgs,
+    /// A network of the sandbox's own (see docs/network.md).
+    #[command(flatten)]
+    pub veth: crate::cli::net::NetArgs,
+    /// The address pool (in the foreground; with -d the daemon's is used).
+    #[command(flatten)]
+    pub net_pool: crate::cli::net::NetPoolArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -106,6 +112,12 @@ pub fn spec_from_args(a: &RunArgs) -> Result<SandboxSpec> {
         "isolated" => Network::Isolated,
         name => Network::Named(name.to_owned()),
     };
+    if let Some(n) = a.veth.network()? {
+        if a.netns != "host" {
+            bail!("--net veth and --netns {} cannot be combined", a.netns);
+        }
+        spec.network = n;
+    }
     let grace = parse_duration(&a.stop_timeout)?;
     spec.stop = StopPolicy {
         grace_period_ms: grace.as_millis() as u64,
@@ -234,6 +246,7 @@ async fn run_guarded(
 ) -> Result<u8> {
     let mut cfg = Config::new(root);
     cfg.owner = owner;
+    a.net_pool.apply(&mut cfg.net);
     cfg.hooks = Arc::new(guard::GuardHooks(guardian));
     // One sandbox, and nothing subscribes to the events: a few slots, not 4,096 touched
     // at start.

@@ -533,6 +533,7 @@ mod tests {
             restart_count: 0,
             restart_since_reset: 0,
             restart_pending: None,
+            network: None,
         }
     }
 

@@ -450,6 +450,7 @@ fn creating_record(id: &str, main_pid: Option<i32>) -> paddock_supervisor::Recor
         restart_count: 0,
         restart_since_reset: 0,
         restart_pending: None,
+        network: None,
     }
 }
 

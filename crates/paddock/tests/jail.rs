@@ -281,6 +281,7 @@ fn adopted_sandboxes_keep_their_dynamic_uid_until_they_are_gone() {
         restart_count: 0,
         restart_since_reset: 0,
         restart_pending: None,
+        network: None,
     };
     put_records(&w, &[&rec]);
 

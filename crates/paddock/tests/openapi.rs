@@ -179,6 +179,7 @@ fn patterns_state_what_the_server_enforces() {
     let id = component(&doc, "SandboxId");
     let lc = component(&doc, "LifecycleId");
     let named = validator_for(&doc, &schemas["Network"]["oneOf"][1]["properties"]["named"]);
+    let tap_name = validator_for(&doc, &schemas["TapSpec"]["properties"]["name"]);
     let command = validator_for(&doc, &spec_props["command"]);
     let arg = validator_for(&doc, &spec_props["args"]["items"]);
     let env_name = validator_for(&doc, &spec_props["env"]["propertyNames"]);
@@ -214,6 +215,24 @@ fn patterns_state_what_the_server_enforces() {
             spec_with(|p| p.network = Network::Named(s.clone()))
                 .validate()
                 .is_ok(),
+        );
+        check(
+            "network.veth.taps[].name",
+            tap_name.is_valid(&j),
+            spec_with(|p| {
+                p.network = Network::Veth(paddock_supervisor::VethSpec {
+                    taps: vec![paddock_supervisor::TapSpec {
+                        name: s.clone(),
+                        uid: None,
+                        gid: None,
+                        multi_queue: false,
+                        vnet_hdr: false,
+                    }],
+                    ..Default::default()
+                })
+            })
+            .validate()
+            .is_ok(),
         );
         check(
             "command",
@@ -265,7 +284,7 @@ fn patterns_state_what_the_server_enforces() {
         disagree[..disagree.len().min(20)].join("\n")
     );
     // The probe reaches both answers of every rule.
-    assert_eq!(accepted.len(), 9, "{accepted:?}");
+    assert_eq!(accepted.len(), 10, "{accepted:?}");
     // The checker can fail: a pattern that allows one string more is caught.
     let loose = validator_for(&doc, &json!({ "type": "string", "maxLength": 128 }));
     assert!(loose.is_valid(&json!("..")) && SandboxId::new("..").is_err());
@@ -692,7 +711,42 @@ fn info(stopped: bool) -> SandboxInfo {
             since_reset: 2,
             at_ms: 3,
         }),
+        network: Some(paddock_supervisor::NetStatus {
+            owner: "daemon:0123456789abcdef0123456789abcdef+0000000000000001".into(),
+            netns: "/run/paddock/netns/daemon:0123456789abcdef0123456789abcdef+0000000000000001"
+                .into(),
+            host_ifname: "pdk01234567".into(),
+            sandbox_ifname: "eth0".into(),
+            subnet: "10.231.0.0/30".into(),
+            host_address: "10.231.0.1".into(),
+            sandbox_address: "10.231.0.2".into(),
+            taps: vec!["tap0".into()],
+            rules: vec!["nat".into(), "publish 8080->80/tcp".into()],
+            table: Some("ip paddock_01234567".into()),
+        }),
     }
+}
+
+fn veth_info() -> SandboxInfo {
+    use paddock_supervisor::{Protocol, PublishSpec, TapSpec, VethSpec};
+    let mut i = info(false);
+    i.spec.network = Network::Veth(VethSpec {
+        nat: true,
+        publish: vec![PublishSpec {
+            host_port: 8080,
+            sandbox_port: 80,
+            protocol: Protocol::Udp,
+        }],
+        isolate: true,
+        taps: vec![TapSpec {
+            name: "tap0".into(),
+            uid: Some(1),
+            gid: None,
+            multi_queue: true,
+            vnet_hdr: true,
+        }],
+    });
+    i
 }
 
 fn events() -> Vec<Event> {
@@ -809,6 +863,7 @@ fn samples_of_every_type_validate() {
             json!([info(false), info(true)]),
         ),
         ("GET", "/v1/sandboxes/{id}", 200, v(&info(true))),
+        ("GET", "/v1/sandboxes/{id}", 200, v(&veth_info())),
         ("GET", "/v1/sandboxes/{id}/wait", 200, v(&info(true))),
         ("POST", "/v1/sandboxes/{id}/pause", 200, v(&info(false))),
         ("POST", "/v1/sandboxes/{id}/resume", 200, v(&info(false))),

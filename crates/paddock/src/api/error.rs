@@ -65,6 +65,8 @@ impl From<SupError> for ApiError {
             SupError::InvalidState { .. } => StatusCode::CONFLICT,
             SupError::Spawn { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             SupError::Journal { .. } | SupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SupError::PoolExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            SupError::PortInUse(_) => StatusCode::CONFLICT,
             SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
                 StatusCode::BAD_REQUEST
             }

@@ -14,6 +14,7 @@ use crate::client::{Client, DaemonError, enc};
 
 pub mod jail;
 pub mod limits;
+pub mod net;
 mod render;
 pub use render::*;
 
@@ -73,6 +74,7 @@ pub async fn inspect(
     id: &str,
     lifecycle: &Option<String>,
     jail: bool,
+    network: bool,
 ) -> Result<u8> {
     let v = c
         .json(
@@ -81,6 +83,18 @@ pub async fn inspect(
             None,
         )
         .await?;
+    if network {
+        if out.json {
+            print_json(
+                &serde_json::json!({ "spec": v["spec"]["network"], "status": v["network"] }),
+            )?;
+            return Ok(0);
+        }
+        let info: SandboxInfo =
+            serde_json::from_value(v).context("decode the daemon's answer (a SandboxInfo)")?;
+        print!("{}", net::render_network(&info));
+        return Ok(0);
+    }
     if !jail {
         print_json(&v)?;
         return Ok(0);

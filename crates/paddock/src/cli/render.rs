@@ -475,6 +475,7 @@ mod tests {
             deadline_at_ms: None,
             restart_count: 0,
             restart_pending: None,
+            network: None,
         }
     }
 

@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use paddock_supervisor::{
-    Adopted, Config, Event, Hooks, LifecycleId, Owner, Persisting, Record, Root, SandboxId,
-    Supervisor, parse_cgroup_name,
-};
+use paddock_supervisor::{Adopted, Config, Owner, Root, SandboxId, Supervisor, parse_cgroup_name};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
@@ -21,7 +18,12 @@ use crate::listen;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+mod hooks;
 mod setup;
+
+use hooks::DaemonHooks;
+#[cfg(feature = "test-hooks")]
+pub use hooks::{PauseAt, TEST_PAUSE_ENV};
 pub use setup::*;
 
 /// Default socket path.
@@ -127,6 +129,9 @@ pub struct ServeArgs {
     /// daemon, may own ids of it; it must not hold 0 or 65534.
     #[arg(long, value_name = "FIRST-LAST|none", default_value = "200000-265535", value_parser = parse_uid_range)]
     pub uid_range: UidRangeArg,
+    /// The `veth` networks' address pool.
+    #[command(flatten)]
+    pub net_pool: crate::cli::net::NetPoolArgs,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
@@ -181,112 +186,6 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
-}
-
-/// The environment variable of the crash test's hook (test-only; see [`PauseAt`]).
-#[cfg(feature = "test-hooks")]
-pub const TEST_PAUSE_ENV: &str = "PADDOCK_TEST_PAUSE_AT";
-
-/// A point inside a create at which the daemon blocks that create forever, so the crash
-/// test can SIGKILL the daemon exactly there. **Test-only**: set through
-/// `PADDOCK_TEST_PAUSE_AT`, read once at start-up; never set it in production (every create
-/// would hang). When a create reaches the point, the daemon logs
-/// `test hook: create paused` (WARN, with `sandbox`, `lifecycle` and `point`) and waits on
-/// a future that never completes.
-#[cfg(feature = "test-hooks")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PauseAt {
-    /// The `creating` record is committed; no cgroup exists yet.
-    Recorded,
-    /// The record is committed and the sandbox's cgroup made (empty, not yet tagged): the
-    /// state a crash between the supervisor's `mkdir` and its owner tag leaves.
-    CgroupMade,
-    /// The payload is spawned in its tagged cgroup; its `running` record (with the main
-    /// PID) is not written.
-    Spawned,
-}
-
-#[cfg(feature = "test-hooks")]
-impl PauseAt {
-    /// Reads [`TEST_PAUSE_ENV`]: `None` when unset, an error naming the accepted values when
-    /// it holds anything else.
-    pub fn from_env() -> Result<Option<PauseAt>> {
-        let Some(v) = std::env::var_os(TEST_PAUSE_ENV) else {
-            return Ok(None);
-        };
-        Ok(Some(match v.to_str() {
-            Some("after_record") => PauseAt::Recorded,
-            Some("after_mkdir") => PauseAt::CgroupMade,
-            Some("after_spawn") => PauseAt::Spawned,
-            _ => bail!(
-                "{TEST_PAUSE_ENV}={v:?}: expected after_record, after_mkdir or after_spawn (a test-only hook; unset it)"
-            ),
-        }))
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            PauseAt::Recorded => "after_record",
-            PauseAt::CgroupMade => "after_mkdir",
-            PauseAt::Spawned => "after_spawn",
-        }
-    }
-}
-
-#[cfg(feature = "test-hooks")]
-fn paused_forever(rec: &Record, at: PauseAt) -> Persisting {
-    tracing::warn!(sandbox = %rec.spec.id, lifecycle = %rec.lifecycle, point = at.as_str(), "test hook: create paused ({TEST_PAUSE_ENV}); it never continues");
-    Box::pin(std::future::pending())
-}
-
-/// The supervisor hooks of the daemon: the durable store and event-driven metrics. Write
-/// failures are logged and counted by the store's writer.
-pub struct DaemonHooks {
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
-    /// The crash test's hook ([`PauseAt`]), and the managed root's path (for `after_mkdir`).
-    #[cfg(feature = "test-hooks")]
-    pause_at: Option<(PauseAt, PathBuf)>,
-}
-
-impl Hooks for DaemonHooks {
-    fn before_create(&self, rec: &Record) -> Persisting {
-        let put = self.store.put(rec);
-        #[cfg(feature = "test-hooks")]
-        if let Some((at @ (PauseAt::Recorded | PauseAt::CgroupMade), root)) = &self.pause_at {
-            let (at, rec) = (*at, rec.clone());
-            let cg = root.join(&rec.cgroup);
-            return Box::pin(async move {
-                put.await?;
-                if at == PauseAt::CgroupMade {
-                    fs::create_dir(&cg).map_err(|e| {
-                        paddock_supervisor::HookError::new(
-                            paddock_supervisor::HookErrorKind::Other,
-                            format!("mkdir {}: {e}", cg.display()),
-                        )
-                    })?;
-                }
-                paused_forever(&rec, at).await
-            });
-        }
-        put
-    }
-    fn on_change(&self, rec: &Record) -> Persisting {
-        #[cfg(feature = "test-hooks")]
-        if let Some((PauseAt::Spawned, _)) = &self.pause_at
-            && rec.state == paddock_supervisor::State::Running
-            && rec.main_pid.is_some()
-        {
-            return paused_forever(rec, PauseAt::Spawned);
-        }
-        self.store.put(rec)
-    }
-    fn on_event(&self, ev: &Event) {
-        self.metrics.on_event(ev);
-    }
-    fn on_forget(&self, id: &SandboxId, lc: LifecycleId) {
-        drop(self.store.delete(id, lc));
-    }
 }
 
 /// Reconciles the store with the supervisor and the cgroup tree once.
@@ -382,6 +281,13 @@ pub async fn reconcile(sup: &Supervisor, store: &Arc<Store>, metrics: &Metrics) 
             if !r.reclaimed.is_empty() {
                 tracing::warn!(cgroups = ?r.reclaimed, processes_killed = r.processes_killed, "reconcile: reclaimed owned cgroups that had no record");
             }
+            if !(r.net_links.is_empty()
+                && r.net_namespaces.is_empty()
+                && r.net_rules.is_empty()
+                && r.net_leases.is_empty())
+            {
+                tracing::warn!(links = ?r.net_links, namespaces = ?r.net_namespaces, rules = ?r.net_rules, leases = ?r.net_leases, "reconcile: reclaimed sandbox network objects without a live sandbox");
+            }
         }
         Err(e) => tracing::error!(error = %e, "reconcile: reclaim failed"),
     }
@@ -448,6 +354,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         max_files: a.log_max_files,
     };
     cfg.dynamic_uids = a.uid_range.0;
+    a.net_pool.apply(&mut cfg.net);
     cfg.retain_stopped = paddock_supervisor::Retention {
         max_age: Some(a.retain_stopped_age),
         max_count: Some(a.retain_stopped_count),

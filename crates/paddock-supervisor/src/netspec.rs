@@ -1,0 +1,358 @@
+//! The `veth` network mode: what a spec asks for ([`VethSpec`]), its validation, and what
+//! the supervisor reports it made ([`NetStatus`]). The work is in `net.rs`; the objects
+//! are made by `paddock-net`.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Most published ports per sandbox.
+pub const MAX_PUBLISH: usize = 64;
+/// Most tap devices per sandbox.
+pub const MAX_TAPS: usize = 16;
+
+/// `network: {"veth": {…}}`: a network namespace of the sandbox's own, pinned, with a
+/// veth pair to the host (the host side `pdk<8 hex>`, the peer `eth0` inside, `lo` up),
+/// addresses from the supervisor's pool ([`crate::NetConfig::pool`]: one /30 each) and a
+/// default route via the host side; optional egress NAT, published ports, isolation from
+/// other sandboxes, and tap devices inside. Everything is removed when the sandbox's
+/// cgroup is gone, and reclaimed after a crash (see `docs/network.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VethSpec {
+    /// Egress NAT: masquerade the sandbox's traffic out of the host's other interfaces (an
+    /// nftables table the supervisor owns; IPv4 forwarding is turned on in the host
+    /// namespace, see [`crate::NetConfig::ipv4_forwarding`]).
+    #[serde(default)]
+    pub nat: bool,
+    /// Ports of the host forwarded to the sandbox (DNAT of traffic to any of the host's
+    /// own addresses but loopback; at most [`MAX_PUBLISH`]).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    pub publish: Vec<PublishSpec>,
+    /// No traffic between this sandbox and any other sandbox (rejected on the host).
+    #[serde(default)]
+    pub isolate: bool,
+    /// Tap devices to create inside, for a VMM (at most [`MAX_TAPS`]).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
+    pub taps: Vec<TapSpec>,
+}
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Protocol {
+    /// TCP (the default).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// One published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublishSpec {
+    /// The host's port (1-65535).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub host_port: u16,
+    /// The sandbox's port (1-65535).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub sandbox_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// One tap device inside the sandbox's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TapSpec {
+    /// The device name: 1-15 bytes, no `/`, whitespace or `:`, not `eth0` or `lo`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 15,
+            pattern = r"^(?!(?:eth0|lo|\.|\.\.)$)[!-.0-9;-~]{1,15}$"
+        )
+    )]
+    pub name: String,
+    /// The host uid allowed to attach. Default: the jail's dynamic uid, or the jail's
+    /// uid when it has no user namespace; without a jail, only `CAP_NET_ADMIN`.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The host gid allowed to attach (default as for `uid`).
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// One queue per fd (`IFF_MULTI_QUEUE`).
+    #[serde(default)]
+    pub multi_queue: bool,
+    /// `IFF_VNET_HDR` (Firecracker and QEMU's vhost use it).
+    #[serde(default)]
+    pub vnet_hdr: bool,
+}
+
+impl VethSpec {
+    /// Checks every field, then that they fit together ([`VethSpec::check_consistency`]);
+    /// the message names the field (`network.veth.publish[1].host_port: …`).
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_fields()?;
+        self.check_consistency()
+    }
+
+    /// Checks each field on its own (what the API's schema states: a 400).
+    pub fn validate_fields(&self) -> Result<(), String> {
+        if self.publish.len() > MAX_PUBLISH {
+            return Err(format!(
+                "network.veth.publish: {} ports; at most {MAX_PUBLISH}",
+                self.publish.len()
+            ));
+        }
+        for (i, p) in self.publish.iter().enumerate() {
+            if p.host_port == 0 {
+                return Err(format!(
+                    "network.veth.publish[{i}].host_port: 0 is not a port (1-65535)"
+                ));
+            }
+            if p.sandbox_port == 0 {
+                return Err(format!(
+                    "network.veth.publish[{i}].sandbox_port: 0 is not a port (1-65535)"
+                ));
+            }
+        }
+        if self.taps.len() > MAX_TAPS {
+            return Err(format!(
+                "network.veth.taps: {} taps; at most {MAX_TAPS}",
+                self.taps.len()
+            ));
+        }
+        for (i, t) in self.taps.iter().enumerate() {
+            let b = t.name.as_bytes();
+            let bad = b.is_empty()
+                || b.len() > 15
+                || t.name == "."
+                || t.name == ".."
+                || t.name == paddock_net::SANDBOX_IFNAME
+                || t.name == "lo"
+                || b.iter()
+                    .any(|c| *c == b'/' || *c == b':' || *c <= b' ' || *c >= 0x7f);
+            if bad {
+                return Err(format!(
+                    "network.veth.taps[{i}].name: {:?} is not a usable device name (1-15 bytes of printable ASCII without / or :, not eth0 or lo)",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the fields fit together (the API's 422): no host port published
+    /// twice, no tap name given twice.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for (i, p) in self.publish.iter().enumerate() {
+            if !seen.insert((p.host_port, p.protocol)) {
+                return Err(format!(
+                    "network.veth.publish[{i}].host_port: {}/{} is published twice",
+                    p.host_port,
+                    p.protocol.as_str()
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.taps.iter().enumerate() {
+            if !names.insert(&t.name) {
+                return Err(format!(
+                    "network.veth.taps[{i}].name: {:?} is given twice",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The published host ports as the lease file keeps them (`8080/tcp`).
+    pub(crate) fn published(&self) -> Vec<String> {
+        self.publish
+            .iter()
+            .map(|p| format!("{}/{}", p.host_port, p.protocol.as_str()))
+            .collect()
+    }
+
+    /// Whether any nftables rule is asked for.
+    pub fn has_rules(&self) -> bool {
+        !self.rules().is_empty()
+    }
+
+    /// The nftables part, for `paddock-net`.
+    pub(crate) fn rules(&self) -> paddock_net::Rules {
+        paddock_net::Rules {
+            nat: self.nat,
+            publish: self
+                .publish
+                .iter()
+                .map(|p| paddock_net::Publish {
+                    host_port: p.host_port,
+                    sandbox_port: p.sandbox_port,
+                    protocol: match p.protocol {
+                        Protocol::Tcp => paddock_net::Protocol::Tcp,
+                        Protocol::Udp => paddock_net::Protocol::Udp,
+                    },
+                })
+                .collect(),
+            isolate: self.isolate,
+        }
+    }
+
+    /// The taps for `paddock-net`, with `owner` (uid, gid) where a tap names none.
+    pub(crate) fn taps(&self, owner: Option<(u32, u32)>) -> Vec<paddock_net::TapSpec> {
+        self.taps
+            .iter()
+            .map(|t| paddock_net::TapSpec {
+                name: t.name.clone(),
+                uid: t.uid.or(owner.map(|o| o.0)),
+                gid: t.gid.or(owner.map(|o| o.1)),
+                multi_queue: t.multi_queue,
+                vnet_hdr: t.vnet_hdr,
+            })
+            .collect()
+    }
+
+    /// Human-readable lines for the rules (`nat`, `publish 8080->80/tcp`, `isolate`).
+    pub(crate) fn rule_lines(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.nat {
+            v.push("nat".to_owned());
+        }
+        for p in &self.publish {
+            v.push(format!(
+                "publish {}->{}/{}",
+                p.host_port,
+                p.sandbox_port,
+                p.protocol.as_str()
+            ));
+        }
+        if self.isolate {
+            v.push("isolate".to_owned());
+        }
+        v
+    }
+}
+
+impl Protocol {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// A sandbox's network as the supervisor made it (or, in the record written before it
+/// is made, as it is going to make it: every object's name is known from the owner and
+/// the lease before the first one exists, so a crash at any step is reclaimed by name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NetStatus {
+    /// The owner string `<supervisor owner>+<lifecycle>`: the namespace's pin name, the
+    /// links' alias, the rules' comment.
+    pub owner: String,
+    /// The namespace's pin file.
+    pub netns: String,
+    /// The host side of the veth pair.
+    pub host_ifname: String,
+    /// The sandbox side (`eth0`).
+    pub sandbox_ifname: String,
+    /// The sandbox's subnet (a /30 of the pool).
+    pub subnet: String,
+    /// The host side's address (the sandbox's default gateway).
+    pub host_address: String,
+    /// The sandbox side's address.
+    pub sandbox_address: String,
+    /// The taps inside.
+    pub taps: Vec<String>,
+    /// The nftables rules (`nat`, `publish H->S/proto`, `isolate`).
+    pub rules: Vec<String>,
+    /// The nftables table holding them (`ip paddock_<8 hex>`), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+impl NetStatus {
+    /// The lease it records (`None` if the record is damaged).
+    pub(crate) fn lease(&self, key: &str) -> Option<paddock_net::Lease> {
+        Some(paddock_net::Lease {
+            key: key.to_owned(),
+            subnet: self.subnet.parse().ok()?,
+            host: self.host_address.parse().ok()?,
+            sandbox: self.sandbox_address.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> Result<VethSpec, String> {
+        let s: VethSpec = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        s.validate().map(|()| s)
+    }
+
+    #[test]
+    fn valid_and_invalid_specs() {
+        let s = spec(
+            json!({"nat": true, "publish": [{"host_port": 8080, "sandbox_port": 80}],
+            "isolate": true, "taps": [{"name": "tap0", "uid": 1000}]}),
+        )
+        .unwrap();
+        assert_eq!(s.publish[0].protocol, Protocol::Tcp);
+        assert!(s.has_rules());
+        assert_eq!(s.rule_lines(), ["nat", "publish 8080->80/tcp", "isolate"]);
+        assert_eq!(s.taps(Some((7, 8)))[0].uid, Some(1000));
+        assert_eq!(s.taps(Some((7, 8)))[0].gid, Some(8));
+        assert!(!spec(json!({})).unwrap().has_rules());
+        for (bad, field) in [
+            (
+                json!({"publish": [{"host_port": 0, "sandbox_port": 80}]}),
+                "publish[0].host_port",
+            ),
+            (
+                json!({"publish": [{"host_port": 1, "sandbox_port": 0}]}),
+                "publish[0].sandbox_port",
+            ),
+            (
+                json!({"publish": [{"host_port": 1, "sandbox_port": 2}, {"host_port": 1, "sandbox_port": 3}]}),
+                "publish[1].host_port",
+            ),
+            (json!({"taps": [{"name": "eth0"}]}), "taps[0].name"),
+            (json!({"taps": [{"name": "a/b"}]}), "taps[0].name"),
+            (
+                json!({"taps": [{"name": "tap-with-a-long-name"}]}),
+                "taps[0].name",
+            ),
+            (
+                json!({"taps": [{"name": "t"}, {"name": "t"}]}),
+                "taps[1].name",
+            ),
+        ] {
+            let e = spec(bad.clone()).unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        // Unknown fields and bad shapes are refused by the decoder.
+        assert!(spec(json!({"nat": true, "natt": true})).is_err());
+        assert!(spec(json!({"publish": [{"host_port": 70000, "sandbox_port": 1}]})).is_err());
+        assert!(
+            spec(json!({"publish": [{"host_port": 1, "sandbox_port": 1, "protocol": "sctp"}]}))
+                .is_err()
+        );
+    }
+}
