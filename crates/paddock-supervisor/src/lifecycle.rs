@@ -263,6 +263,7 @@ impl Sandbox {
         match change {
             Some(DataChange::Deadline(at)) => *self.deadline_at_ms.lock() = Some(at),
             Some(DataChange::RestartSettled { .. }) => *self.restart_pending.lock() = None,
+            Some(DataChange::Limits(l)) => *self.limits.lock() = *l,
             None => {}
         }
         let left = std::mem::replace(&mut *state, next.clone());
@@ -334,9 +335,10 @@ impl Supervisor {
         let next = sb.with_state(|s| transition(s, t.clone()))?;
         let only = only_data(&t);
         let mut rec = sb.record_in(&next);
-        match only {
-            Some(DataChange::Deadline(at)) => rec.deadline_at_ms = Some(at),
+        match &only {
+            Some(DataChange::Deadline(at)) => rec.deadline_at_ms = Some(*at),
             Some(DataChange::RestartSettled { .. }) => rec.restart_pending = None,
+            Some(DataChange::Limits(l)) => rec.spec.limits = (**l).clone(),
             None => {}
         }
         let written = hooks.on_change(&rec).await;
@@ -366,6 +368,11 @@ impl Supervisor {
                 sb.deadline_moved.notify_one();
                 self.emit(sb, EventKind::DeadlineSet { deadline_at_ms });
                 tracing::info!(deadline_at_ms, "deadline set");
+                return;
+            }
+            Some(DataChange::Limits(limits)) => {
+                // Running → Running: only the limits in force changed.
+                self.emit(sb, EventKind::LimitsUpdated { limits });
                 return;
             }
             Some(DataChange::RestartSettled { made }) => {
@@ -526,8 +533,10 @@ impl Supervisor {
 }
 
 /// What a transition that keeps the state changes instead.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum DataChange {
+    /// [`Transition::LimitsUpdated`]: the limits now in force.
+    Limits(Box<crate::spec::Limits>),
     /// [`Transition::DeadlineSet`]: the new deadline.
     Deadline(u64),
     /// [`Transition::RestartSettled`].
@@ -539,6 +548,7 @@ fn only_data(t: &Transition) -> Option<DataChange> {
     match t {
         Transition::DeadlineSet { at_ms } => Some(DataChange::Deadline(*at_ms)),
         Transition::RestartSettled { made } => Some(DataChange::RestartSettled { made: *made }),
+        Transition::LimitsUpdated { limits } => Some(DataChange::Limits(limits.clone())),
         _ => None,
     }
 }

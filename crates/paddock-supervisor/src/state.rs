@@ -6,7 +6,8 @@
 //!   Creating ─────────────▶ Running ─────────────────▶ Stopping ────────────▶ Stopped ⟲ RestartSettled
 //!      │                    ▲ │ ▲                      ▲  │  │                  ▲
 //!      │ StartFailed        │ └─┘ Paused, Resumed,     │  │  │ KillStuck        │ Drained
-//!      ▼                    │     DeadlineSet          │  │  ▼                  │
+//!      ▼                    │     DeadlineSet,         │  │  ▼                  │
+//!                           │     LimitsUpdated        │  │                     │
 //!   StartFailed     Adopted │                  Adopted │  │ Quarantined ────────┘
 //!                           │                          │  │  │
 //!                       Recorded ──────────────────────┘  │  │ StopFailed
@@ -236,6 +237,13 @@ pub enum Transition {
         /// The new deadline, in milliseconds since the Unix epoch.
         at_ms: u64,
     },
+    /// The limits in force changed (`Supervisor::update_limits`, once the cgroup's files
+    /// are written): `Running` → `Running`, recorded (and waited for), so an adoption keeps
+    /// them.
+    LimitsUpdated {
+        /// The limits now in force.
+        limits: Box<crate::spec::Limits>,
+    },
     /// The restart pending after this lifecycle was made (`made`: the new lifecycle is
     /// starting) or cancelled (a stop or kill request of the ID during its backoff):
     /// `Stopped` → `Stopped`, recorded, so a restarted supervisor does not make it (again).
@@ -282,6 +290,7 @@ impl Transition {
             Transition::Resumed => "Resumed",
             Transition::DeadlineSet { .. } => "DeadlineSet",
             Transition::RestartSettled { .. } => "RestartSettled",
+            Transition::LimitsUpdated { .. } => "LimitsUpdated",
             Transition::StopBegun { .. } => "StopBegun",
             Transition::Removed { .. } => "Removed",
             Transition::KillStuck { .. } => "KillStuck",
@@ -324,6 +333,7 @@ pub fn transition(
         (S::Running { .. }, T::Paused) => S::Running { paused: true },
         (S::Running { .. }, T::Resumed) => S::Running { paused: false },
         (S::Running { paused }, T::DeadlineSet { .. }) => S::Running { paused: *paused },
+        (S::Running { paused }, T::LimitsUpdated { .. }) => S::Running { paused: *paused },
         (S::Stopped { report }, T::RestartSettled { .. }) => S::Stopped {
             report: report.clone(),
         },
@@ -415,6 +425,9 @@ mod tests {
             T::Resumed,
             T::DeadlineSet { at_ms: 1 },
             T::RestartSettled { made: false },
+            T::LimitsUpdated {
+                limits: Box::default(),
+            },
             T::StopBegun {
                 reason: StopReason::Killed,
             },
@@ -466,7 +479,7 @@ mod tests {
     }
 
     /// The arrows of the diagram (module docs and ARCHITECTURE.md), by name.
-    const ARROWS: [(&str, &str, &str); 14] = [
+    const ARROWS: [(&str, &str, &str); 15] = [
         ("Recorded", "Adopted", "Running"),
         ("Recorded", "Adopted", "Stopping"),
         ("Creating", "Started", "Running"),
@@ -474,6 +487,7 @@ mod tests {
         ("Running", "Paused", "Running"),
         ("Running", "Resumed", "Running"),
         ("Running", "DeadlineSet", "Running"),
+        ("Running", "LimitsUpdated", "Running"),
         ("Running", "StopBegun", "Stopping"),
         ("Stopping", "Removed", "Stopped"),
         ("Stopped", "RestartSettled", "Stopped"),

@@ -18,7 +18,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tracing::Instrument;
 
 use crate::Error;
-use crate::events::EventKind;
 use crate::lifecycle::Sandbox;
 use crate::resources::IoDeviceLimit;
 use crate::spec::{Limits, SandboxId};
@@ -450,15 +449,24 @@ impl Supervisor {
             }
         }
         if !done.is_empty() {
-            *sb.limits.lock() = applied.clone();
-            self.record_limits(sb).await?;
+            let entered = self
+                .enter_recorded(
+                    sb,
+                    crate::Transition::LimitsUpdated {
+                        limits: Box::new(applied),
+                    },
+                )
+                .await
+                .map_err(|_| not_running())?;
             tracing::info!(fields = ?done, "limits updated");
-            self.emit(
-                sb,
-                EventKind::LimitsUpdated {
-                    limits: Box::new(applied),
-                },
-            );
+            if let Some(recorded) = entered.recorded
+                && let Err(reason) = recorded.await
+            {
+                return Err(Error::Journal {
+                    id: sb.id.clone(),
+                    reason,
+                });
+            }
         }
         if let Some((name, e)) = failed {
             if !sb.with_state(|s| matches!(s, LifecycleState::Running { .. })) {
@@ -468,22 +476,6 @@ impl Supervisor {
             return Err(e);
         }
         Ok(self.info(sb))
-    }
-
-    /// Writes the record of `sb` as it is now (its limits changed, its state not) and
-    /// waits for the write.
-    async fn record_limits(&self, sb: &Arc<Sandbox>) -> Result<(), Error> {
-        let hooks = &self.inner.cfg.hooks;
-        if !hooks.wants_records() {
-            return Ok(());
-        }
-        hooks
-            .on_change(&sb.record())
-            .await
-            .map_err(|reason| Error::Journal {
-                id: sb.id.clone(),
-                reason,
-            })
     }
 }
 
