@@ -237,6 +237,18 @@ async fn a_jailed_payload_cannot_get_out() {
             .expect("spawn the victim"),
     );
     let vpid = victim.0.pid();
+    // The victim is a host process of uid 65534 only once setpriv has changed its ids and
+    // exec'd sleep: until then it is root's, which the control could not signal either.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{vpid}/comm"))
+        .map_or(true, |c| c.trim() != "sleep")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the victim did not become `sleep` as uid 65534"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let no_pidns = w.jail(|j| j["namespaces"] = json!(["mount", "ipc", "uts"]));
     let script = format!("kill -0 {vpid} && echo SEE-OK");
     w.attempt(
