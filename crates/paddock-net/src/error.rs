@@ -64,9 +64,43 @@ pub enum Error {
         /// nft's message, or why it could not run.
         detail: String,
     },
+    /// The `nft` program is not installed (nftables rules cannot be made on this node).
+    #[error("nft {op} {object}: {program} not found: install nftables (Debian package `nftables`)")]
+    NftMissing {
+        /// What was being done.
+        op: &'static str,
+        /// The table.
+        object: String,
+        /// The program looked for.
+        program: String,
+    },
 }
 
 impl Error {
+    /// Whether this is the failure to open `/dev/net/tun` for a tap because the node has no
+    /// tun driver or device node (`ENOENT`, `ENODEV`, `ENXIO`): what the node lacks, not a
+    /// fault of the call.
+    pub fn is_tun_missing(&self) -> bool {
+        use rustix::io::Errno;
+        matches!(self, Self::Os { op, source, .. }
+            if *op == crate::tap::OPEN_TUN
+                && [Errno::NOENT, Errno::NODEV, Errno::NXIO]
+                    .iter()
+                    .any(|e| source.raw_os_error() == Some(e.raw_os_error())))
+    }
+
+    /// Whether this is the refusal to turn `net.ipv4.ip_forward` on (a read-only
+    /// `/proc/sys`, as in a container: `EROFS`, `EACCES`, `EPERM`): the host's setting is
+    /// for its administrator to change, not a fault of the call.
+    pub fn is_forwarding_refused(&self) -> bool {
+        use rustix::io::Errno;
+        matches!(self, Self::Os { op, source, .. }
+            if *op == crate::netns::WRITE_IP_FORWARD
+                && [Errno::ROFS, Errno::ACCESS, Errno::PERM]
+                    .iter()
+                    .any(|e| source.raw_os_error() == Some(e.raw_os_error())))
+    }
+
     pub(crate) fn os(op: &'static str, object: impl Into<String>, source: io::Error) -> Self {
         Self::Os {
             op,

@@ -225,13 +225,23 @@ pub fn open_host() -> Result<OwnedFd> {
     .map_err(|e| Error::os("open host network namespace", "/proc/self/ns/net", e.into()))
 }
 
+/// The sysctl file of `net.ipv4.ip_forward`.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// The operation named in the error when it cannot be written.
+pub(crate) const WRITE_IP_FORWARD: &str = "write sysctl";
+
 /// Sets `net.ipv4.ip_forward` in the namespace `ns` (a per-namespace sysctl; written from
 /// a thread inside it). Egress NAT and published ports need it on in the host namespace;
-/// nothing in this crate calls this on its own.
+/// nothing in this crate calls this on its own. A value already in force is not written
+/// again.
 pub async fn set_ipv4_forwarding(ns: OwnedFd, on: bool) -> Result<()> {
     on_thread("net.ipv4.ip_forward", Some(ns), move || {
-        fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
-            .map_err(|e| Error::os("write", "/proc/sys/net/ipv4/ip_forward", e))
+        let want = if on { "1" } else { "0" };
+        // Already so: no write (which a read-only /proc/sys would refuse).
+        if fs::read_to_string(IP_FORWARD).is_ok_and(|v| v.trim() == want) {
+            return Ok(());
+        }
+        fs::write(IP_FORWARD, want).map_err(|e| Error::os(WRITE_IP_FORWARD, IP_FORWARD, e))
     })
     .await
 }

@@ -201,13 +201,10 @@ impl Nft {
             .await?
         {
             Some(_) => Ok(()),
-            None => Err(Error::Nft {
+            None => Err(Error::NftMissing {
                 op,
                 object: format!("table {FAMILY} {}", self.table),
-                detail: format!(
-                    "{} not found: install nftables (Debian package `nftables`)",
-                    self.binary.display()
-                ),
+                program: self.binary.display().to_string(),
             }),
         }
     }

@@ -80,6 +80,9 @@ impl TapSpec {
     }
 }
 
+/// The operation named in the error when `/dev/net/tun` cannot be opened.
+pub const OPEN_TUN: &str = "open /dev/net/tun for tap";
+
 /// Creates the persistent tap `spec` inside the namespace `ns` (down; the caller sets it
 /// up over netlink).
 pub async fn create(ns: OwnedFd, spec: &TapSpec) -> Result<()> {
@@ -92,7 +95,7 @@ pub async fn create(ns: OwnedFd, spec: &TapSpec) -> Result<()> {
             rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .map_err(|e| Error::os("open /dev/net/tun for tap", name, e.into()))?;
+        .map_err(|e| Error::os(OPEN_TUN, name, e.into()))?;
         sys::tun_set_iff(&fd, name, spec.flags())
             .map_err(|e| Error::os("create tap (TUNSETIFF)", name, e))?;
         if let Some(uid) = spec.uid {

@@ -28,14 +28,15 @@ impl Supervisor {
     /// begun yet. Returns the new deadline (milliseconds since the Unix epoch). The new
     /// deadline is recorded before it takes effect; a sandbox that is not running (stopping,
     /// stopped, quarantined, failed) is refused with [`Error::InvalidState`] and nothing
-    /// changes. `by` must be from 1 ms to 365 days, and the new deadline at most 365 days
-    /// away ([`Error::InvalidSpec`] otherwise).
+    /// changes. `by` must be at most 365 days ([`Error::InvalidSpec`] otherwise), and the
+    /// new deadline at most 365 days away ([`Error::OutOfRange`] otherwise). A `by` of zero keeps a deadline as it is, and
+    /// gives a sandbox without one the deadline now (it stops).
     pub async fn extend_deadline(&self, id: &SandboxId, by: Duration) -> Result<u64, Error> {
         let max_ms = MAX_DURATION.as_millis() as u64;
         let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        if !(1..=max_ms).contains(&by_ms) {
+        if by_ms > max_ms {
             return Err(Error::InvalidSpec(format!(
-                "extend_ms = {by_ms}: must be from 1 to {max_ms} (365 days)"
+                "extend_ms = {by_ms}: must be at most {max_ms} (365 days)"
             )));
         }
         let sb = self.find(id, None)?;
@@ -44,7 +45,7 @@ impl Supervisor {
         let now = now_ms();
         let at = sb.deadline_at_ms().unwrap_or(now).max(now) + by_ms;
         if at - now > max_ms {
-            return Err(Error::InvalidSpec(format!(
+            return Err(Error::OutOfRange(format!(
                 "extend_ms = {by_ms}: the deadline would be {} ms away, more than {max_ms} (365 days)",
                 at - now
             )));

@@ -127,6 +127,16 @@ pub enum Error {
     /// [`Error::InvalidSpec`] from validation is a 400: a value its document refuses.)
     #[error("inconsistent sandbox spec: {0}")]
     Inconsistent(String),
+    /// The spec is valid, but this node lacks what it needs (a tap device on a node whose
+    /// kernel has no tun driver or no `/dev/net/tun`); the message names the field and what
+    /// is missing. Nothing was left behind. (The API's 422.)
+    #[error("this node cannot carry out the sandbox spec: {0}")]
+    Unsupported(String),
+    /// A value valid on its own would, from the sandbox's current state, pass a bound (an
+    /// extension that puts the deadline more than 365 days away); nothing changed. (The
+    /// API's 422.)
+    #[error("{0}")]
+    OutOfRange(String),
     /// A sandbox with this ID is already creating or running; nothing was started.
     #[error(
         "sandbox {0} already exists (it is creating or running); stop it first or pick another ID"

@@ -30,12 +30,12 @@ use std::time::Duration;
 use paddock_net::{Held, Key, LeaseFile, Network, PoolError, Tag};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::lifecycle::Sandbox;
 use crate::netspec::{NetStatus, VethSpec};
 use crate::recovery::ReclaimReport;
 use crate::spec::Network as NetMode;
 use crate::supervisor::Supervisor;
+use crate::{Error, SandboxId};
 
 /// The default address pool: 10.231.0.0/16, 16,384 sandboxes of a /30 each. A private
 /// range chosen to miss the usual defaults of Docker (172.17.0.0/16 and up), Podman
@@ -128,18 +128,7 @@ impl Supervisor {
     }
 
     fn net_err(&self, sb: &Sandbox, cause: paddock_net::Error) -> Error {
-        match cause {
-            paddock_net::Error::Pool(e @ PoolError::Exhausted { .. }) => {
-                Error::PoolExhausted(format!("network: {e}"))
-            }
-            e @ paddock_net::Error::PortTaken { .. } => {
-                Error::PortInUse(format!("network.veth.publish: {e}"))
-            }
-            cause => Error::Network {
-                id: sb.id.clone(),
-                cause,
-            },
-        }
+        net_error(&sb.id, cause)
     }
 
     fn lease_file(&self) -> Result<LeaseFile, Error> {
@@ -520,5 +509,70 @@ impl Supervisor {
         if !dead.is_empty() {
             self.reclaim_holders(dead, report).await;
         }
+    }
+}
+
+/// The supervisor's error for a network layer failure of sandbox `id`: the API's 429 for an
+/// exhausted pool, 409 for a published port in use, 422 for a tap on a node without the
+/// tun driver, and [`Error::Network`] (a 500) for the rest.
+fn net_error(id: &SandboxId, cause: paddock_net::Error) -> Error {
+    match cause {
+        paddock_net::Error::Pool(e @ PoolError::Exhausted { .. }) => {
+            Error::PoolExhausted(format!("network: {e}"))
+        }
+        e @ paddock_net::Error::PortTaken { .. } => {
+            Error::PortInUse(format!("network.veth.publish: {e}"))
+        }
+        e @ paddock_net::Error::NftMissing { .. } => Error::Unsupported(format!(
+            "network.veth: the sandbox's rules need nftables on the node: {e}"
+        )),
+        e if e.is_forwarding_refused() => Error::Unsupported(format!(
+            "network.veth: nat and publish need IPv4 forwarding in the host network namespace, and it is off: {e} (turn net.ipv4.ip_forward on)"
+        )),
+        e if e.is_tun_missing() => Error::Unsupported(format!(
+            "network.veth.taps: {e} (load the tun module, or create /dev/net/tun as character device 10:200)"
+        )),
+        cause => Error::Network {
+            id: id.clone(),
+            cause,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_tun(errno: rustix::io::Errno) -> paddock_net::Error {
+        paddock_net::Error::Os {
+            op: paddock_net::tap::OPEN_TUN,
+            object: "tap0".into(),
+            source: errno.into(),
+        }
+    }
+
+    #[test]
+    fn a_node_without_tun_is_a_422_class_error() {
+        let id = SandboxId::new("n").unwrap();
+        let e = net_error(&id, open_tun(rustix::io::Errno::NOENT));
+        assert!(
+            matches!(&e, Error::Unsupported(m) if m.contains("network.veth.taps") && m.contains("tun")),
+            "{e}"
+        );
+        let e = net_error(
+            &id,
+            paddock_net::Error::Os {
+                op: "write sysctl",
+                object: "/proc/sys/net/ipv4/ip_forward".into(),
+                source: rustix::io::Errno::ROFS.into(),
+            },
+        );
+        assert!(
+            matches!(&e, Error::Unsupported(m) if m.contains("ip_forward")),
+            "{e}"
+        );
+        // Any other failure to open it is the daemon's (a 500).
+        let e = net_error(&id, open_tun(rustix::io::Errno::ACCESS));
+        assert!(matches!(e, Error::Network { .. }), "{e}");
     }
 }

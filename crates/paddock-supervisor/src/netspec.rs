@@ -58,10 +58,10 @@ pub enum Protocol {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishSpec {
     /// The host's port (1-65535).
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub host_port: u16,
     /// The sandbox's port (1-65535).
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub sandbox_port: u16,
     /// `tcp` (default) or `udp`.
     #[serde(default)]
@@ -86,9 +86,11 @@ pub struct TapSpec {
     /// The host uid allowed to attach. Default: the jail's dynamic uid, or the jail's
     /// uid when it has no user namespace; without a jail, only `CAP_NET_ADMIN`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 4294967294_u64))]
     pub uid: Option<u32>,
     /// The host gid allowed to attach (default as for `uid`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 4294967294_u64))]
     pub gid: Option<u32>,
     /// One queue per fd (`IFF_MULTI_QUEUE`).
     #[serde(default)]
@@ -147,6 +149,13 @@ impl VethSpec {
                     "network.veth.taps[{i}].name: {:?} is not a usable device name (1-15 bytes of printable ASCII without / or :, not eth0 or lo)",
                     t.name
                 ));
+            }
+            for (what, id) in [("uid", t.uid), ("gid", t.gid)] {
+                if id == Some(u32::MAX) {
+                    return Err(format!(
+                        "network.veth.taps[{i}].{what}: 4294967295 is not an id (it means none to the kernel); at most 4294967294"
+                    ));
+                }
             }
         }
         Ok(())

@@ -29,7 +29,7 @@ pub const MAX_CPUSET_ID: u32 = 8191;
 pub struct IoDeviceLimit {
     /// The block device by path (`/dev/vdb`, `/dev/loop0`): a whole device, not a
     /// partition; resolved to its major:minor when the sandbox starts.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "/dev/vdb"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::io_device))]
     pub device: PathBuf,
     /// Read bytes per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,30 +111,22 @@ pub(crate) fn validate(l: &Limits) -> Result<(), String> {
             ("read_iops", d.read_iops),
             ("write_iops", d.write_iops),
         ];
-        if caps.iter().all(|(_, v)| v.is_none()) {
-            return Err(format!(
-                "limits.io_max[{i}]: give at least one of read_bps, write_bps, read_iops, write_iops"
-            ));
-        }
         for (name, v) in caps {
             if v == Some(0) {
                 return Err(format!("limits.io_max[{i}].{name} must be at least 1"));
             }
-        }
-        if l.io_max[..i].iter().any(|o| o.device == d.device) {
-            return Err(format!(
-                "limits.io_max[{i}].device {:?} is given twice",
-                d.device
-            ));
         }
     }
     for (name, v) in [
         ("cpuset_cpus", &l.cpuset_cpus),
         ("cpuset_mems", &l.cpuset_mems),
     ] {
-        if let Some(list) = v {
-            paddock_cgroup::resources::check_id_list(list, MAX_CPUSET_ID + 1)
-                .map_err(|why| format!("limits.{name} {list:?}: {why}"))?;
+        if let Some(list) = v
+            && !is_id_list(list)
+        {
+            return Err(format!(
+                "limits.{name} {list:?}: not a list such as 0-3,6 (numbers of up to 7 digits and ranges, comma-separated)"
+            ));
         }
     }
     if l.hugetlb_max.len() > MAX_HUGETLB_SIZES {
@@ -153,6 +145,48 @@ pub(crate) fn validate(l: &Limits) -> Result<(), String> {
     Ok(())
 }
 
+/// The syntax of a cpuset list, as the schema's pattern states it: `N` or `N-M` parts of
+/// up to 7 digits each, comma-separated.
+fn is_id_list(s: &str) -> bool {
+    let num = |p: &str| !p.is_empty() && p.len() <= 7 && p.bytes().all(|b| b.is_ascii_digit());
+    s.split(',').all(|part| match part.split_once('-') {
+        Some((a, b)) => num(a) && num(b),
+        None => num(part),
+    })
+}
+
+/// What the limits' schema cannot say (the API's 422: each field is valid on its own):
+/// each `io_max` device is given once and caps something; each cpuset range goes forwards
+/// and stays below the kernel's `NR_CPUS` bound ([`MAX_CPUSET_ID`]).
+pub(crate) fn check_consistency(l: &Limits) -> Result<(), String> {
+    for (i, d) in l.io_max.iter().enumerate() {
+        if [d.read_bps, d.write_bps, d.read_iops, d.write_iops]
+            .iter()
+            .all(Option::is_none)
+        {
+            return Err(format!(
+                "limits.io_max[{i}]: give at least one of read_bps, write_bps, read_iops, write_iops"
+            ));
+        }
+        if l.io_max[..i].iter().any(|o| o.device == d.device) {
+            return Err(format!(
+                "limits.io_max[{i}].device {:?} is given twice",
+                d.device
+            ));
+        }
+    }
+    for (name, v) in [
+        ("cpuset_cpus", &l.cpuset_cpus),
+        ("cpuset_mems", &l.cpuset_mems),
+    ] {
+        if let Some(list) = v {
+            paddock_cgroup::resources::check_id_list(list, MAX_CPUSET_ID + 1)
+                .map_err(|why| format!("limits.{name} {list:?}: {why}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `<digits>KB|MB|GB`, as the kernel names huge page sizes in hugetlb files.
 fn is_size_name(s: &str) -> bool {
     let Some(num) = s
@@ -162,7 +196,10 @@ fn is_size_name(s: &str) -> bool {
     else {
         return false;
     };
-    !num.is_empty() && num.len() <= 6 && num.bytes().all(|b| b.is_ascii_digit()) && num != "0"
+    !num.is_empty()
+        && num.len() <= 6
+        && num.bytes().all(|b| b.is_ascii_digit())
+        && !num.starts_with('0')
 }
 
 /// Resolves each `io_max` device path to its major:minor: it must be a block device and a
@@ -277,16 +314,21 @@ mod tests {
                 |l| l.io_max[1].device = "dev/vdb".into(),
                 "limits.io_max[1].device",
             ),
-            (|l| l.io_max[1] = dev("/dev/loop0"), "given twice"),
-            (|l| l.io_max[0].write_bps = None, "at least one of"),
             (
                 |l| l.io_max[0].read_iops = Some(0),
                 "limits.io_max[0].read_iops",
             ),
             (|l| l.cpuset_cpus = Some("".into()), "limits.cpuset_cpus"),
-            (|l| l.cpuset_cpus = Some("3-1".into()), "limits.cpuset_cpus"),
             (
-                |l| l.cpuset_mems = Some("0-9000".into()),
+                |l| l.cpuset_cpus = Some("1,,2".into()),
+                "limits.cpuset_cpus",
+            ),
+            (
+                |l| l.cpuset_cpus = Some("1-2-3".into()),
+                "limits.cpuset_cpus",
+            ),
+            (
+                |l| l.cpuset_mems = Some("12345678".into()),
                 "limits.cpuset_mems",
             ),
             (
@@ -308,6 +350,24 @@ mod tests {
             let e = validate(&l).unwrap_err();
             assert!(e.contains(want), "{want}: {e}");
         }
+        // What the schema cannot say is checked apart (the API's 422).
+        let cases: Vec<Case> = vec![
+            (|l| l.io_max[1] = dev("/dev/loop0"), "given twice"),
+            (|l| l.io_max[0].write_bps = None, "at least one of"),
+            (|l| l.cpuset_cpus = Some("3-1".into()), "limits.cpuset_cpus"),
+            (
+                |l| l.cpuset_mems = Some("0-9000".into()),
+                "limits.cpuset_mems",
+            ),
+        ];
+        for (set, want) in cases {
+            let mut l = ok.clone();
+            set(&mut l);
+            assert!(validate(&l).is_ok(), "{want}");
+            let e = check_consistency(&l).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(check_consistency(&ok).is_ok());
     }
 
     #[test]

@@ -234,6 +234,17 @@ pub fn output_target() -> Schema {
         .into()
 }
 
+/// `limits.cpuset_cpus` and `limits.cpuset_mems`: a list such as `0-3,6`.
+pub fn cpuset_list() -> Object {
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::String))
+        .description(Some(
+            "A list of numbers and ranges such as 0-3,6 (each below 8192, ranges forwards: a 422 otherwise)",
+        ))
+        .pattern(Some(r"^[0-9]{1,7}(-[0-9]{1,7})?(,[0-9]{1,7}(-[0-9]{1,7})?)*$"))
+        .build()
+}
+
 /// An optional unsigned integer in `minimum..=maximum`.
 pub fn opt_u64(minimum: u64, maximum: u64, description: &str) -> Object {
     ObjectBuilder::new()
@@ -257,6 +268,82 @@ pub fn u64_in(minimum: u64, maximum: u64, description: &str) -> Object {
 /// `limits.memory_max`.
 pub fn memory_max() -> Object {
     opt_u64(1, u64::MAX, "`memory.max` in bytes (at least 1)")
+}
+
+/// `limits.io_max[].device`: an absolute path.
+pub fn io_device() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .description(Some(
+            "The block device by path (`/dev/vdb`): a whole device, not a partition; resolved to its major:minor when the limit is written (not a block device: a 422)",
+        ))
+        .pattern(Some(r"^/[^\u0000]*$"))
+        .examples(["/dev/vdb"])
+        .build()
+}
+
+/// `limits.hugetlb_max`: bytes by the kernel's name of a huge page size.
+fn hugetlb_map(t: SchemaType) -> Object {
+    ObjectBuilder::new()
+        .schema_type(t)
+        .description(Some(
+            "`hugetlb.<size>.max`: bytes of huge pages per page size, by the kernel's name of the size (2MB, 1GB); a size the node does not offer is a 422",
+        ))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .pattern(Some("^[1-9][0-9]{0,5}(KB|MB|GB)$")),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Integer))
+                .minimum(Some(0))
+                .maximum(Some(u64::MAX)),
+        ))
+        .max_properties(Some(crate::resources::MAX_HUGETLB_SIZES))
+        .build()
+}
+
+/// `limits.hugetlb_max` of a spec.
+pub fn hugetlb_max() -> Object {
+    hugetlb_map(SchemaType::new(Type::Object))
+}
+
+/// `limits.hugetlb_max` of an update (`null`: leave as it is).
+pub fn hugetlb_max_update() -> Object {
+    hugetlb_map(nullable(Type::Object))
+}
+
+/// `limits.io_weight`.
+pub fn io_weight() -> Object {
+    opt_u64(
+        1,
+        10_000,
+        "`io.weight`, 1..=10000 (the kernel's default is 100)",
+    )
+}
+
+/// `limits.memory_low`.
+pub fn memory_low() -> Object {
+    opt_u64(
+        0,
+        u64::MAX,
+        "`memory.low` in bytes: best-effort protection from reclaim",
+    )
+}
+
+/// `limits.memory_min`.
+pub fn memory_min() -> Object {
+    opt_u64(
+        0,
+        u64::MAX,
+        "`memory.min` in bytes: hard protection from reclaim",
+    )
+}
+
+/// `limits.memory_swap_max`.
+pub fn memory_swap_max() -> Object {
+    opt_u64(0, u64::MAX, "`memory.swap.max` in bytes (0: no swap)")
 }
 
 /// `limits.memory_high`.

@@ -189,12 +189,15 @@ pub struct Limits {
     pub max_depth: Option<u64>,
     /// `memory.low` in bytes: best-effort protection from reclaim (0 = none).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_low))]
     pub memory_low: Option<u64>,
     /// `memory.min` in bytes: hard protection from reclaim (0 = none).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_min))]
     pub memory_min: Option<u64>,
     /// `memory.swap.max` in bytes (0 = no swap).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_swap_max))]
     pub memory_swap_max: Option<u64>,
     /// `memory.oom.group`: absent or true, an OOM kill takes the whole sandbox down (where
     /// the memory controller is available; true insists on it); false kills one process.
@@ -202,19 +205,24 @@ pub struct Limits {
     pub oom_group: Option<bool>,
     /// `io.weight`, 1..=10000 (default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::io_weight))]
     pub io_weight: Option<u64>,
     /// `io.max`: bandwidth and IOPS caps per block device.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
     pub io_max: Vec<crate::resources::IoDeviceLimit>,
     /// `cpuset.cpus`: the CPUs the payload may run on, as a list (`0-3,6`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpuset_list))]
     pub cpuset_cpus: Option<String>,
     /// `cpuset.mems`: the memory nodes it may allocate from, as a list (`0`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpuset_list))]
     pub cpuset_mems: Option<String>,
     /// `hugetlb.<size>.max`: bytes of huge pages per page size, by the kernel's name of the
     /// size (`2MB`, `1GB`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::hugetlb_max))]
     pub hugetlb_max: BTreeMap<String, u64>,
 }
 
@@ -628,6 +636,7 @@ impl SandboxSpec {
                 ));
             }
         }
+        crate::resources::check_consistency(&self.limits).map_err(Error::Inconsistent)?;
         if let Some(j) = &self.jail {
             j.check_consistency().map_err(Error::Inconsistent)?;
         }

@@ -38,7 +38,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_max))]
     pub memory_max: Option<Option<u64>>,
     /// `memory.high`, bytes.
     #[serde(
@@ -46,7 +46,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_high))]
     pub memory_high: Option<Option<u64>>,
     /// `memory.low`, bytes.
     #[serde(
@@ -54,7 +54,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_low))]
     pub memory_low: Option<Option<u64>>,
     /// `memory.min`, bytes.
     #[serde(
@@ -62,7 +62,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_min))]
     pub memory_min: Option<Option<u64>>,
     /// `memory.swap.max`, bytes.
     #[serde(
@@ -70,7 +70,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::memory_swap_max))]
     pub memory_swap_max: Option<Option<u64>>,
     /// `memory.oom.group`.
     #[serde(
@@ -86,7 +86,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpus))]
     pub cpus: Option<Option<f64>>,
     /// `cpu.weight`, 1..=10000.
     #[serde(
@@ -94,7 +94,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 1, maximum = 10000))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpu_weight))]
     pub cpu_weight: Option<Option<u64>>,
     /// `pids.max`.
     #[serde(
@@ -102,7 +102,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::pids_max))]
     pub pids_max: Option<Option<u64>>,
     /// `cgroup.max.descendants`.
     #[serde(
@@ -110,7 +110,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_descendants))]
     pub max_descendants: Option<Option<u64>>,
     /// `cgroup.max.depth`.
     #[serde(
@@ -118,7 +118,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::max_depth))]
     pub max_depth: Option<Option<u64>>,
     /// `io.weight`, 1..=10000.
     #[serde(
@@ -126,10 +126,11 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 1, maximum = 10000))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::io_weight))]
     pub io_weight: Option<Option<u64>>,
     /// `io.max`, the whole list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
     pub io_max: Option<Vec<IoDeviceLimit>>,
     /// `cpuset.cpus`.
     #[serde(
@@ -137,7 +138,7 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpuset_list))]
     pub cpuset_cpus: Option<Option<String>>,
     /// `cpuset.mems`.
     #[serde(
@@ -145,10 +146,11 @@ pub struct LimitsUpdate {
         deserialize_with = "given",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::cpuset_list))]
     pub cpuset_mems: Option<Option<String>>,
     /// `hugetlb.<size>.max`, the whole map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::hugetlb_max_update))]
     pub hugetlb_max: Option<BTreeMap<String, u64>>,
 }
 
@@ -399,6 +401,10 @@ impl Supervisor {
         };
         if !sb.with_state(|s| matches!(s, LifecycleState::Running { .. })) {
             return Err(not_running());
+        }
+        if update.is_empty() {
+            // Nothing to change: the answer is the sandbox as it is (no write, no record).
+            return Ok(self.info(sb));
         }
         let old = sb.limits.lock().clone();
         let new = update.merged(&old);

@@ -103,8 +103,16 @@ async fn extending_moves_the_deadline_and_is_refused_when_not_running() {
     if let Some(rec) = rec {
         assert_eq!(rec.deadline_at_ms, Some(moved));
     }
+    // Zero keeps the deadline as it is.
+    assert_eq!(
+        env.sup
+            .extend_deadline(&s.id, Duration::ZERO)
+            .await
+            .unwrap(),
+        moved
+    );
     // Out of range: refused, nothing changed.
-    for bad in [Duration::ZERO, Duration::from_secs(86_400 * 366)] {
+    for bad in [Duration::from_secs(86_400 * 366)] {
         assert!(
             matches!(
                 env.sup.extend_deadline(&s.id, bad).await,

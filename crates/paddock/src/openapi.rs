@@ -164,6 +164,12 @@ const LINKED: [(&str, &str); 9] = [
     ("delete", "delete_sandbox"),
 ];
 
+/// The operations on a created sandbox that take its ID only (no `?lifecycle=`).
+const LINKED_BY_ID: [(&str, &str); 2] = [
+    ("update", "update_sandbox"),
+    ("deadline", "extend_sandbox_deadline"),
+];
+
 fn operations(doc: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
     doc.paths.paths.values_mut().flat_map(|item| {
         [
@@ -223,24 +229,26 @@ pub fn document() -> OpenApi {
     let Some(RefOr::T(created)) = create.responses.responses.get_mut("201") else {
         panic!("POST /v1/sandboxes has a 201 answer");
     };
-    for (name, operation_id) in LINKED {
+    let by_lifecycle = LINKED.iter().map(|l| (l, true));
+    for ((name, operation_id), lifecycle) in
+        by_lifecycle.chain(LINKED_BY_ID.iter().map(|l| (l, false)))
+    {
         let mut ext = Extensions::default();
-        ext.insert("operationId".into(), operation_id.into());
-        let link = LinkBuilder::new()
-            .description(format!(
-                "The {name} operation on the created sandbox's lifecycle"
-            ))
-            .parameter("path.id", "$response.body#/id")
-            .parameter("query.lifecycle", "$response.body#/lifecycle")
-            .extensions(Some(ext))
-            .build();
-        created.links.insert(name.into(), link.into());
+        ext.insert("operationId".into(), (*operation_id).into());
+        let mut link = LinkBuilder::new()
+            .description(format!("The {name} operation on the created sandbox"))
+            .parameter("path.id", "$response.body#/id");
+        if lifecycle {
+            link = link.parameter("query.lifecycle", "$response.body#/lifecycle");
+        }
+        let link = link.extensions(Some(ext)).build();
+        created.links.insert((*name).into(), link.into());
     }
     assert!(
         operations(&mut doc).all(|op| op.operation_id.is_some()),
         "every operation has an ID"
     );
-    for (_, id) in LINKED {
+    for (_, id) in LINKED.iter().chain(&LINKED_BY_ID) {
         assert!(
             operations(&mut doc).any(|op| op.operation_id.as_deref() == Some(id)),
             "a link names operation {id}, which does not exist"

@@ -29,18 +29,14 @@ pub(super) struct ExtendQuery {
 }
 
 impl ExtendQuery {
-    /// The required `extend` duration (at least 1 ms).
+    /// The required `extend` duration (`0` keeps a deadline as it is).
     pub(super) fn extend(&self) -> ApiResult<Duration> {
         let Some(t) = self.extend.as_deref() else {
             return Err(ApiError::bad(
                 "extend: missing (how much later the deadline is to be, such as 5m)",
             ));
         };
-        let d = parse_api_duration(t).map_err(|why| ApiError::bad(format!("extend: {why}")))?;
-        if d < Duration::from_millis(1) {
-            return Err(ApiError::bad(format!("extend: {t:?} is less than 1ms")));
-        }
-        Ok(d)
+        parse_api_duration(t).map_err(|why| ApiError::bad(format!("extend: {why}")))
     }
 }
 

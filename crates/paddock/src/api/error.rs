@@ -59,7 +59,9 @@ impl From<SupError> for ApiError {
     fn from(e: SupError) -> Self {
         let status = match &e {
             SupError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
-            SupError::Inconsistent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SupError::Inconsistent(_) | SupError::Unsupported(_) | SupError::OutOfRange(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             SupError::AlreadyExists(_) => StatusCode::CONFLICT,
             SupError::NotFound { .. } => StatusCode::NOT_FOUND,
             SupError::InvalidState { .. } => StatusCode::CONFLICT,

@@ -8,7 +8,8 @@ use paddock_supervisor::LimitsUpdate;
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// The change: a field given replaces that limit, `null` lifts it, a field left out is
-    /// left as it is (`io_max` and `hugetlb_max` replace the whole list).
+    /// left as it is (`io_max` and `hugetlb_max` replace the whole list). An empty object
+    /// changes nothing and answers with the sandbox as it is.
     pub limits: LimitsUpdate,
 }
 
@@ -28,7 +29,7 @@ pub struct UpdateRequest {
     request_body(content = UpdateRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Updated: the sandbox as it is now, its limits in `spec.limits`", body = SandboxInfo),
-        (status = 400, description = "The body breaks this document (malformed JSON, an unknown field, a value out of its range, no field to change) or the ID is invalid; the message names the field; nothing changed", body = ErrorBody),
+        (status = 400, description = "The body breaks this document (malformed JSON, an unknown field, a value out of its range) or the ID is invalid; the message names the field; nothing changed", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "Not running (also: it stopped during the update)", body = ErrorBody),
         (status = 422, description = "This node cannot carry it out: a limit needs a controller the node lacks, an io_max device is not a whole block device, a page size is not offered, or the kernel refused a value (the fields written before it stay in force and are recorded; the message names the field); nothing else changed", body = ErrorBody),
@@ -53,9 +54,6 @@ pub(super) async fn update(
     integral_floats_to_integers(&mut v);
     let req: UpdateRequest =
         serde_json::from_value(v).map_err(|e| ApiError::bad(format!("invalid update: {e}")))?;
-    if req.limits.is_empty() {
-        return Err(ApiError::bad("limits: no field to change"));
-    }
     // What the document refuses is a 400 (checked against the limits in force); what this
     // node refuses afterwards is a 422.
     let Some(now) = st.sup.get(&id) else {
