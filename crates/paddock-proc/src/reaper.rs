@@ -45,9 +45,6 @@
 //! Why one file of over 600 lines: the sweep, `reap_orphans_of` and the child table share
 //! one lock and one invariant (a child is reaped only under it, by the reaper or a sweep);
 //! start-up and health are already in `reaper/start.rs`.
-//!
-//! Over 600 lines: the table, the epoll loop, the delivery thread and the orphan sweeps
-//! share one lock discipline, documented once here (start-up is in `reaper/start.rs`).
 
 mod start;
 

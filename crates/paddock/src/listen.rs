@@ -31,10 +31,8 @@
 //! woken by the deadline or by the connection's state changing); nothing polls.
 //!
 //! Over 600 lines with its unit tests (about 580 without): the accept loop, the cap and the
-//! per-connection watchdog share one connection state, and are read together.
-//!
-//! Over 600 lines with its tests (about 590 without): the accept loop, its limits and the
-//! tests that hold them to their bounds stay together.
+//! per-connection watchdog share one connection state, and are read together with the
+//! tests that hold them to their bounds.
 
 use std::future::Future;
 use std::io;

@@ -27,10 +27,8 @@
 //! every write whose future has resolved.
 //!
 //! Over 600 lines with its unit tests (about 500 without): the writer thread, the boot-id
-//! handling and the reads share one database handle and its reopen rule.
-//!
-//! Over 600 lines with its tests (about 500 without): the crash and boot semantics above
-//! are tested next to the code that gives them.
+//! handling and the reads share one database handle and its reopen rule; the crash and
+//! boot semantics above are tested next to the code that gives them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
