@@ -546,7 +546,7 @@ async fn vm_swap_max_decides_whether_a_hog_swaps() {
         let mut spec = sh(
             "swap",
             &format!(
-                "exec perl -e '$x = q(x) x (32 << 20); open C, q(/proc/self/cgroup); $l = <C>; chomp $l; $l =~ s/^0:://; open S, qq(/sys/fs/cgroup$l/memory.swap.current) or die qq(open /sys/fs/cgroup$l/memory.swap.current: $!); print <S>' > {} 2>&1",
+                "exec perl -e '$x = q(x) x (32 << 20); open C, q(/proc/self/cgroup); while (<C>) {{ chomp; $l = $_ if s/^0:://; }} open S, qq(/sys/fs/cgroup$l/memory.swap.current) or die qq(open /sys/fs/cgroup$l/memory.swap.current: $!); print <S>' > {} 2>&1",
                 out.display()
             ),
         );
