@@ -4,15 +4,18 @@
 //! `paddock serve` is the daemon (HTTP/JSON API on a unix socket, durable state, crash
 //! recovery, metrics); the other commands are its clients.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod api;
 mod cli;
 mod client;
+mod config;
+mod generate;
 mod guard;
 mod listen;
 mod logging;
@@ -22,6 +25,15 @@ mod run;
 mod sandbox_metrics;
 mod serve;
 mod store;
+
+/// `paddock --version`: the package version and the git commit it was built from
+/// (`unknown` when built outside a repository without `PADDOCK_GIT_COMMIT`; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PADDOCK_GIT_COMMIT"),
+    ")"
+);
 
 /// paddock: a supervisor for sandboxed workloads on cgroup v2. Every process a sandbox
 /// starts lives and dies with the sandbox.
@@ -35,7 +47,7 @@ mod store;
 #[derive(Debug, Parser)]
 #[command(
     name = "paddock",
-    version,
+    version = VERSION,
     propagate_version = true,
     verbatim_doc_comment
 )]
@@ -285,6 +297,50 @@ enum Cmd {
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
+    /// Print the man page or a shell completion script, made from this command line
+    /// (packaging: scripts/build-deb).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        what: generate::What,
+    },
+}
+
+/// Parses the command line; for `serve`, with the config file's keys added for the flags
+/// the command line and the environment leave unset (src/config.rs). Returns what the file
+/// set, to log.
+fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<config::Applied>), clap::Error> {
+    let cmd = Cli::command();
+    // A flag whose `requires` only the file meets (`--token-file` on the command line,
+    // `listen` in the file) fails the first parse: it is parsed again without that check,
+    // to learn what the command line gave; the parse with the file's keys checks it.
+    let (m, first) = match cmd.clone().try_get_matches_from(&argv) {
+        Ok(m) => (m, None),
+        Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+            let lax = cmd.clone().ignore_errors(true).try_get_matches_from(&argv);
+            match lax {
+                Ok(m) if matches!(m.subcommand_name(), Some("serve")) => (m, Some(e)),
+                _ => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(("serve", sm)) = m.subcommand() {
+        let explicit = sm.get_one::<PathBuf>("config").map(|p| p.as_os_str());
+        if let Some(path) = config::resolve(explicit)? {
+            let text = config::read(&path)?;
+            let (argv, applied) = config::merge(&cmd, &argv, &m, sm, &path, &text)?;
+            let m = cmd
+                .try_get_matches_from(&argv)
+                .map_err(|e| applied.wrap(e))?;
+            let cli = Cli::from_arg_matches(&m).map_err(|e| applied.wrap(e))?;
+            return Ok((cli, Some(applied)));
+        }
+    }
+    if let Some(e) = first {
+        return Err(e);
+    }
+    Ok((Cli::from_arg_matches(&m)?, None))
 }
 
 /// A sandbox to act on.
@@ -328,7 +384,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (cli, applied) = match parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
@@ -339,6 +395,9 @@ fn main() -> ExitCode {
         _ => "warn".to_owned(),
     };
     logging::init(cli.log_format, &default_level);
+    if let Some(a) = &applied {
+        tracing::info!(file = %a.path.display(), keys = ?a.keys, overridden_by_flags = ?a.overridden, "read the config file");
+    }
     match &cli.command {
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -352,6 +411,15 @@ fn main() -> ExitCode {
         Cmd::Openapi => {
             print!("{}", openapi::document_string());
             return ExitCode::SUCCESS;
+        }
+        Cmd::Generate { what } => {
+            return match generate::print(*what, Cli::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("paddock: generate: write to stdout: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         _ => {}
     }
@@ -444,7 +512,7 @@ fn main() -> ExitCode {
                     paddock_supervisor::parse_duration(&interval)?.max(Duration::from_millis(100));
                 cli::top(&c, out, once, iv).await
             }
-            Cmd::Completions { .. } | Cmd::Openapi => {
+            Cmd::Completions { .. } | Cmd::Openapi | Cmd::Generate { .. } => {
                 unreachable!("handled above")
             }
         }

@@ -36,6 +36,12 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// Arguments of `paddock serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// The config file: TOML whose keys are these flags' long names (`max-sandboxes = 100`,
+    /// `delegated = true`); flags given on the command line or by their environment
+    /// variables win over it. Default: /etc/paddock/config.toml if it exists; `none` reads
+    /// no file. See docs/deploy.md.
+    #[arg(long, value_name = "PATH|none", env = "PADDOCK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Group that may use the socket (chgrp + mode 0660).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
@@ -170,6 +176,10 @@ fn paddock_duration(s: &str) -> Result<Duration, String> {
 
 /// `--log-max-size`: `0` (no cap) or a size of at least 64K.
 fn parse_log_size(s: &str) -> Result<u64, String> {
+    // `parse_size` takes only sizes above 0; 0 is documented here as no cap.
+    if s.trim() == "0" {
+        return Ok(0);
+    }
     let v = paddock_supervisor::parse_size(s).map_err(bare)?;
     if v != 0 && v < paddock_supervisor::logs::MIN_LOG_MAX_SIZE {
         return Err(format!("{s:?}: at least 64K (or 0 for no cap)"));

@@ -82,6 +82,8 @@ impl World {
             .env("PADDOCK_LOG", "info")
             .env_remove("PADDOCK_SOCKET")
             .env_remove("PADDOCK_TEST_PAUSE_AT")
+            // A host's /etc/paddock/config.toml (an installed .deb) must not change tests.
+            .env("PADDOCK_CONFIG", "none")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
