@@ -42,6 +42,17 @@ pub(crate) fn limits(l: &Limits) -> Result<Vec<Limit>, paddock_cgroup::Error> {
     Ok(limits)
 }
 
+/// Variables of the service manager's protocol with the daemon (sd_notify(3),
+/// sd_watchdog_enabled(3), sd_listen_fds(3)) that a sandbox does not inherit.
+pub(crate) const SERVICE_MANAGER_ENV: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
 /// The main process's command as far as the spec alone decides it: program, arguments,
 /// environment (the spec's, then `PADDOCK_SANDBOX_ID` and `PADDOCK_LIFECYCLE_ID`), working
 /// directory, and a new network namespace for [`Network::Isolated`]. Its standard streams
@@ -58,6 +69,13 @@ pub(crate) fn command(
     cmd.args(&spec.args);
     if spec.clear_env {
         cmd.env_clear();
+    } else {
+        // What a service manager hands the daemon is the daemon's, not its payloads':
+        // a payload must not notify systemd for the daemon's unit, feed its watchdog, or
+        // take its socket-activation descriptors. A spec may still set them itself.
+        for k in SERVICE_MANAGER_ENV {
+            cmd.env_remove(k);
+        }
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);
@@ -302,8 +320,14 @@ mod tests {
         assert!(!cmd.get_env_clear());
         assert_eq!(cmd.get_cwd(), None);
         let some = |k: &str, v: &str| (k.to_owned(), Some(v.to_owned()));
+        let removed = SERVICE_MANAGER_ENV.map(|k| (k.to_owned(), None));
         assert_eq!(
-            env_of(&cmd),
+            env_of(&cmd)[..removed.len()],
+            removed,
+            "the service manager's variables are not inherited"
+        );
+        assert_eq!(
+            env_of(&cmd)[removed.len()..],
             [
                 some("A", "1"),
                 some("PADDOCK_SANDBOX_ID", "forged"),

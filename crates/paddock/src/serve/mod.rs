@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 mod hooks;
+pub mod notify;
 mod setup;
 
 use hooks::DaemonHooks;
@@ -408,6 +409,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         _ => None,
     };
     let unix = bind_socket(&socket, gid)?;
+    notify::status("recovering: reconciling the state with the cgroup tree");
     reconcile(&sup, &store, &metrics).await;
     state.ready.store(true, Relaxed);
     let app = api::router(state.clone());
@@ -441,7 +443,15 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         ));
         tracing::info!(addr = %bound, max_connections = tcp_cap, "listening on TCP (bearer token required)");
     }
-    tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), "paddock daemon ready");
+    tracing::info!(socket = %socket.display(), state_dir = %a.state_dir.display(), root = %sup.root().path().display(), version = crate::VERSION, "paddock daemon ready");
+    // The listeners are served (connections made since the binds are accepted now) and
+    // `ready` is set: /readyz answers 200 from here on.
+    let live = sup.list().iter().filter(|i| !i.state.is_terminal()).count();
+    notify::ready(&format!(
+        "ready: {live} live sandboxes; socket {}",
+        socket.display()
+    ));
+    notify::spawn_watchdog();
     {
         let sup = sup.clone();
         let store = store.clone();
@@ -469,6 +479,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         signal = sig,
         "shutting down: no new connections; finishing requests in flight"
     );
+    notify::stopping(&format!("stopping ({sig}): finishing requests in flight"));
     let _ = shutdown_tx.send(true);
     while let Some(r) = servers.join_next().await {
         if let Err(e) = r {
@@ -478,6 +489,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let _ = fs::remove_file(&socket);
     if a.stop_sandboxes_on_exit {
         tracing::info!("stopping every sandbox (--stop-sandboxes-on-exit)");
+        notify::status("stopping every sandbox (--stop-sandboxes-on-exit)");
         for (id, r) in sup.stop_all().await {
             if let Err(e) = r {
                 let lifecycle = sup.get(&id).map(|i| i.lifecycle.to_string());
@@ -490,6 +502,9 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
             live,
             "leaving sandboxes running for the next daemon to adopt"
         );
+        notify::status(&format!(
+            "stopping: leaving {live} sandboxes running for the next daemon to adopt"
+        ));
     }
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "could not commit the last state changes");
