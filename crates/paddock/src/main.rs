@@ -14,6 +14,7 @@ mod api;
 mod cli;
 mod client;
 mod guard;
+mod hold;
 mod listen;
 mod logging;
 mod metrics;
@@ -285,6 +286,11 @@ enum Cmd {
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
+    /// Hold a delegated cgroup for the daemon's sandboxes (the main process of
+    /// deploy/systemd/paddock-sandboxes.service): move into a leaf, enable the offered
+    /// controllers for `<cgroup>/sandboxes`, notify systemd, wait for SIGTERM.
+    #[command(hide = true)]
+    HoldCgroup(hold::HoldArgs),
 }
 
 /// A sandbox to act on.
@@ -333,7 +339,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let default_level = match cli.command {
-        Cmd::Serve(_) => "info".to_owned(),
+        Cmd::Serve(_) | Cmd::HoldCgroup(_) => "info".to_owned(),
         // `paddock run` prints a failed start's cause itself, once.
         Cmd::Run(_) => format!("warn,{}=off", paddock_supervisor::START_FAILED_TARGET),
         _ => "warn".to_owned(),
@@ -410,6 +416,7 @@ fn main() -> ExitCode {
                 cli::run_detached(&c, out, spec).await
             }
             Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
+            Cmd::HoldCgroup(args) => hold::hold(args).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect {
                 target,
