@@ -140,9 +140,23 @@ impl Root {
     /// layout made and is moved into the leaf again. `base` is taken like the path of
     /// [`Root::open_or_create`].
     pub fn open_delegated(base: &Path, controllers: &[&str]) -> Result<Root> {
+        Root::open_delegated_with_leaf(base, SUPERVISOR_LEAF, controllers)
+    }
+
+    /// [`Root::open_delegated`] with the processes of `base` moved into the leaf `leaf`
+    /// instead of [`SUPERVISOR_LEAF`] (`paddock hold-cgroup` uses `holder`). `leaf` is
+    /// validated like a cgroup name and must not be [`SANDBOXES`].
+    pub fn open_delegated_with_leaf(base: &Path, leaf: &str, controllers: &[&str]) -> Result<Root> {
+        let leaf_name = CgroupName::new(leaf.to_owned())?;
+        if leaf_name.as_str() == SANDBOXES {
+            return Err(Error::InvalidValue {
+                what: "delegated cgroup leaf",
+                reason: format!("the leaf must not be named {SANDBOXES:?} (the managed root)"),
+            });
+        }
         let base = Root::open_or_create(base)?;
-        base.dir.mkdir_child(SUPERVISOR_LEAF)?;
-        let leaf = base.dir.open_child(SUPERVISOR_LEAF)?;
+        base.dir.mkdir_child(leaf_name.as_str())?;
+        let leaf = base.dir.open_child(leaf_name.as_str())?;
         let leaf_procs = leaf.open_file("cgroup.procs")?;
         let mut moved_all = false;
         for _ in 0..MOVE_ROUNDS {
@@ -165,9 +179,9 @@ impl Root {
                 what: "delegated cgroup",
                 reason: format!(
                     "processes keep appearing in {} itself after {MOVE_ROUNDS} rounds of moving \
-                     them into {SUPERVISOR_LEAF}/; whatever starts them there must start them \
-                     in a leaf",
-                    base.path().display()
+                     them into {}/; whatever starts them there must start them in a leaf",
+                    base.path().display(),
+                    leaf_name.as_str()
                 ),
             });
         }

@@ -450,3 +450,25 @@ async fn delegated_layout_supervisor_in_a_leaf_sandboxes_beside_it() {
     sup.kill().unwrap();
     let _ = reap(sup, Duration::from_secs(5));
 }
+
+/// `Root::open_delegated_with_leaf` (the leaf of `paddock hold-cgroup`) refuses a leaf
+/// named like the managed root or not a cgroup name, before it opens or changes anything
+/// (the base named here does not exist and is not created).
+#[test]
+fn delegated_leaf_names_are_checked_first() {
+    let base = std::path::Path::new("paddock-test.no-such-base/svc");
+    for bad in [paddock_cgroup::SANDBOXES, "..", "a/b", ""] {
+        let e = paddock_cgroup::Root::open_delegated_with_leaf(base, bad, &["pids"])
+            .err()
+            .unwrap_or_else(|| panic!("leaf {bad:?} accepted"));
+        let msg = e.to_string();
+        assert!(!msg.is_empty(), "{bad:?}");
+        if bad == paddock_cgroup::SANDBOXES {
+            assert!(msg.contains("sandboxes"), "{msg}");
+        }
+    }
+    let mount = paddock_cgroup::mount::discover().map(|m| m.mount_point);
+    if let Ok(m) = mount {
+        assert!(!m.join("paddock-test.no-such-base").exists());
+    }
+}

@@ -5,6 +5,13 @@
 //! cgroup layer below it, which knows neither — names both. Text lines show the span as a
 //! `sandbox{sandbox=… lifecycle=…}:` prefix; JSON lines carry the span's fields as
 //! top-level keys (an event's own field of the same name wins).
+//!
+//! Under systemd, when stderr is journald's stream (`JOURNAL_STREAM` names it) and the
+//! format is text, events go to the journal with journald's native protocol instead, each
+//! field its own journal field: `PADDOCK_SANDBOX=`, `PADDOCK_LIFECYCLE=`, `PADDOCK_PID=`…
+//! (the event's and its spans' fields, upper-cased, with the prefix `PADDOCK_`), the message
+//! as `MESSAGE=`, the level as `PRIORITY=`, and `TARGET=`, so `journalctl -u paddock
+//! PADDOCK_SANDBOX=web-1` finds a sandbox's lines.
 
 use std::fmt;
 
@@ -15,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,14 +35,29 @@ pub enum Format {
     Json,
 }
 
+/// The prefix of paddock's own fields in the journal (`PADDOCK_SANDBOX=`).
+pub const JOURNAL_FIELD_PREFIX: &str = "PADDOCK";
+
 /// Installs the global subscriber. `PADDOCK_LOG` (or `RUST_LOG`) overrides `default`
-/// with an `EnvFilter` directive such as `info` or `paddock_cgroup=debug`.
+/// with an `EnvFilter` directive such as `info` or `paddock_cgroup=debug`. With the text
+/// format and stderr connected to journald, logs go to the journal with structured fields
+/// (see the module docs); if the journal's socket cannot be reached, to stderr as text.
 pub fn init(format: Format, default: &str) {
     let filter = std::env::var("PADDOCK_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    if format == Format::Text
+        && stderr_is_journal()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal.with_field_prefix(Some(JOURNAL_FIELD_PREFIX.to_owned())))
+            .init();
+        return;
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -43,6 +67,27 @@ pub fn init(format: Format, default: &str) {
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
             .init(),
+    }
+}
+
+/// Whether stderr is the stream systemd connected to journald: `JOURNAL_STREAM`
+/// (`<device>:<inode>`) names the file stderr is (systemd.exec(5) says to compare both, as
+/// a child whose stderr was redirected inherits the variable).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let stderr = std::io::stderr();
+    match rustix::fs::fstat(stderr.as_fd()) {
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        Err(_) => false,
     }
 }
 

@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod generate;
 mod guard;
+mod hold;
 mod listen;
 mod logging;
 mod metrics;
@@ -304,6 +305,11 @@ enum Cmd {
         /// What to print.
         what: generate::What,
     },
+    /// Hold a delegated cgroup for the daemon's sandboxes (the main process of
+    /// deploy/systemd/paddock-sandboxes.service): move into a leaf, enable the offered
+    /// controllers for `<cgroup>/sandboxes`, notify systemd, wait for SIGTERM.
+    #[command(hide = true)]
+    HoldCgroup(hold::HoldArgs),
 }
 
 /// Parses the command line; for `serve`, with the config file's keys added for the flags
@@ -389,7 +395,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let default_level = match cli.command {
-        Cmd::Serve(_) => "info".to_owned(),
+        Cmd::Serve(_) | Cmd::HoldCgroup(_) => "info".to_owned(),
         // `paddock run` prints a failed start's cause itself, once.
         Cmd::Run(_) => format!("warn,{}=off", paddock_supervisor::START_FAILED_TARGET),
         _ => "warn".to_owned(),
@@ -478,6 +484,7 @@ fn main() -> ExitCode {
                 cli::run_detached(&c, out, spec).await
             }
             Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
+            Cmd::HoldCgroup(args) => hold::hold(args).await,
             Cmd::Ps => cli::ps(&c, out).await,
             Cmd::Inspect {
                 target,
