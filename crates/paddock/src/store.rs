@@ -299,6 +299,7 @@ impl Store {
         event_retention: u64,
     ) -> anyhow::Result<Store> {
         let db = open_for_this_boot(path, boot)?;
+        #[allow(clippy::result_large_err)] // redb's own error type
         let last = db
             .db
             .begin_read()

@@ -214,11 +214,9 @@ fn is(event: &str, id: &str) -> impl Fn(&Item) -> bool {
 /// Seqs strictly increasing by one from `after + 1` (no gap, no duplicate), every item an
 /// event (no `lagged`).
 fn assert_contiguous(items: &[Item], after: u64) {
-    let mut want = after + 1;
-    for i in items {
+    for (want, i) in (after + 1..).zip(items) {
         assert_ne!(i.event, "lagged", "{items:#?}");
         assert_eq!(i.seq(), want, "seq after {}: {items:#?}", want - 1);
-        want += 1;
     }
 }
 

@@ -253,3 +253,105 @@ impl Follow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreCounters;
+    use paddock_supervisor::{Event, EventKind};
+
+    fn event(i: usize) -> Event {
+        Event {
+            id: SandboxId::new(format!("s{}", i % 3)).unwrap(),
+            lifecycle: LifecycleId::fresh(),
+            at_ms: 1,
+            kind: EventKind::Paused,
+        }
+    }
+
+    /// A follower subscribed at `cursor` on `store`, with no shutdown.
+    fn follow(store: &Arc<Store>, cursor: u64, filter: Option<&str>) -> Follow {
+        let (tx, shutdown) = watch::channel(false);
+        std::mem::forget(tx);
+        Follow {
+            rx: store.subscribe(),
+            store: store.clone(),
+            cursor,
+            buf: VecDeque::new(),
+            catching_up: false,
+            filter: filter.map(|f| SandboxId::new(f).unwrap()),
+            shutdown,
+            missed: Arc::new(StoreCounters::default()),
+        }
+    }
+
+    /// The SSE text of the next `n` items.
+    async fn take(f: &mut Follow, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let ev = tokio::time::timeout(Duration::from_secs(10), f.next())
+                .await
+                .expect("an item within 10 s")
+                .expect("the stream goes on");
+            let mut s = String::new();
+            use std::fmt::Write as _;
+            let _ = write!(s, "{ev:?}");
+            out.push(s);
+        }
+        out
+    }
+
+    fn seq_of(item: &str) -> Option<u64> {
+        let at = item.find("\\\"seq\\\":")? + 8;
+        item[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// A live follower that falls far behind the live channel (past its capacity) reads
+    /// what it missed from the ring: every event, in order, no `lagged`; with a ring too
+    /// small to hold them, it reports exactly how many it could not deliver, then goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lagging_follower_recovers_from_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(&dir.path().join("s.redb"), Arc::default(), 10_000).unwrap());
+        let mut f = follow(&store, store.last_seq(), None);
+        let mut filtered = follow(&store, store.last_seq(), Some("s1"));
+        for i in 0..3000 {
+            store.push_event(&event(i));
+        }
+        store.flush().await.unwrap();
+        let items = take(&mut f, 3000).await;
+        for (i, it) in items.iter().enumerate() {
+            assert!(!it.contains("lagged"), "{it}");
+            assert_eq!(seq_of(it), Some(i as u64 + 1), "{it}");
+        }
+        // The filter passes only its sandbox's events (every third), still all of them.
+        let items = take(&mut filtered, 1000).await;
+        for (i, it) in items.iter().enumerate() {
+            assert_eq!(seq_of(it), Some(3 * i as u64 + 2), "{it}");
+        }
+        drop((f, filtered, store));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), Arc::default(), 100).unwrap());
+        let mut f = follow(&store, 0, None);
+        for i in 0..3000 {
+            store.push_event(&event(i));
+        }
+        store.flush().await.unwrap();
+        let items = take(&mut f, 101).await;
+        assert!(
+            items[0].contains("lagged") && items[0].contains("2900"),
+            "{}",
+            items[0]
+        );
+        assert_eq!(f.missed.stream_missed.load(Ordering::Relaxed), 2900);
+        for (i, it) in items[1..].iter().enumerate() {
+            assert_eq!(seq_of(it), Some(2901 + i as u64), "{it}");
+        }
+    }
+}

@@ -14,6 +14,10 @@
 //! commit drops the ones it pushes out, in the same transaction. Numbers in the table are
 //! contiguous (each commit appends `last + 1 ..`), so "the oldest kept" is the first key.
 
+// The functions here return redb's own error type, which the store matches by variant
+// (`PreviousIo`, to reopen the database).
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use paddock_supervisor::{Event, SandboxId};
