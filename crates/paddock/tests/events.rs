@@ -255,8 +255,8 @@ fn lifecycle(w: &World, id: &str) {
 }
 
 /// `since` replays exactly the events after it, in order, then continues live; so does
-/// `Last-Event-ID`, `since` wins over it, the `id` filter applies to the replay, and bad
-/// or future cursors are a 400 that names them.
+/// `Last-Event-ID`, `since` wins over it, the `id` filter applies to the replay, bad
+/// cursors are a 400 and future ones a 422, each naming the cursor.
 #[test]
 fn since_replays_exactly_the_events_after_the_cursor() {
     let Some(w) = world("events_since_replays_exactly") else {
@@ -315,13 +315,13 @@ fn since_replays_exactly_the_events_after_the_cursor() {
     // sr-2 event would be live. Close it.
     drop(only);
 
-    // Bad cursors: 400 naming them, a stream of nothing.
+    // Bad cursors: 400 naming them; future ones 422; no stream.
     let (st, b) = refused(&w.socket, "/v1/events?since=-1", &[]);
     assert_eq!(st, 400);
     assert!(b["error"].as_str().unwrap().contains("since"), "{b}");
     let future = last + 1000;
     let (st, b) = refused(&w.socket, &format!("/v1/events?since={future}"), &[]);
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
     let e = b["error"].as_str().unwrap();
     assert!(e.contains("since") && e.contains("past the newest"), "{e}");
     let (st, b) = refused(&w.socket, "/v1/events", &[("Last-Event-ID", "abc")]);
@@ -335,7 +335,7 @@ fn since_replays_exactly_the_events_after_the_cursor() {
         "/v1/events",
         &[("Last-Event-ID", &future.to_string())],
     );
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
 
     let r = w.http("POST", "/v1/sandboxes/sr-4/kill", None);
     assert_eq!(r.status, 200, "{}", r.text());

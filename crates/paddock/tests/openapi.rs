@@ -1227,7 +1227,7 @@ fn a_real_daemon_answers_as_documented() {
             "GET",
             "/v1/events?since=18446744073709551615".to_owned(),
             "/v1/events",
-            400,
+            422,
         ),
         ("GET", "/healthz".to_owned(), "/healthz", 200),
         ("GET", "/readyz".to_owned(), "/readyz", 200),

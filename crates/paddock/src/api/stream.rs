@@ -45,10 +45,18 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     let Some(v) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    let s = v.to_str().unwrap_or("").trim();
+    let Ok(s) = v.to_str() else {
+        return Err(ApiError::bad(
+            "Last-Event-ID header: not visible ASCII; expected an event seq (a non-negative integer, the `id:` of an event of this stream)",
+        ));
+    };
     // An empty value is how a browser's EventSource says "no ID yet".
     if s.is_empty() {
         return Ok(None);
+    }
+    // Digits beyond u64 (the document's pattern allows 20) are past any seq: a 422 later.
+    if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Some(s.parse::<u64>().unwrap_or(u64::MAX)));
     }
     s.parse::<u64>().map(Some).map_err(|_| {
         let shown: String = s.chars().take(40).collect();
@@ -83,12 +91,13 @@ async fn read_page(store: &Arc<Store>, since: u64) -> anyhow::Result<EventPage> 
     params(
         ("id" = Option<SandboxId>, Query, description = "Only this sandbox's events (the cursor still counts every event)"),
         ("since" = Option<u64>, Query, description = "Replay the kept events with a greater seq first, then follow live (0: from the first event of the state directory)", minimum = 0),
-        ("Last-Event-ID" = Option<String>, Header, description = "As `since` (what an EventSource sends when it reconnects); `since` wins if both are given", pattern = "^[0-9]{0,20}$"),
+        ("Last-Event-ID" = Option<String>, Header, description = "As `since` (what an EventSource sends when it reconnects); `since` wins if both are given (a malformed one is a 400 even then)", pattern = "^[0-9]{0,20}$", nullable = false),
     ),
     responses(
         (status = 200, description = "The event stream", body = crate::openapi::EventStreamItem, content_type = "text/event-stream"),
-        (status = 400, description = "An invalid ID, an unknown query parameter, a `since` or `Last-Event-ID` that is not a seq, or one past the newest event (a cursor of another state directory)", body = ErrorBody),
+        (status = 400, description = "An invalid ID, an unknown query parameter, or a `since` or `Last-Event-ID` that is not a seq (a non-negative integer)", body = ErrorBody),
         (status = 410, description = "The events right after the cursor are no longer kept (`--event-retention`): re-list the sandboxes, then follow with `since=<last_seq>`", body = EventsGone),
+        (status = 422, description = "A `since` or `Last-Event-ID` past the newest event of this daemon's state directory (a cursor of another state directory); the message names the newest", body = ErrorBody),
         (status = 503, description = "The event ring could not be read (the message says why)", body = ErrorBody),
     ),
 )]
@@ -103,10 +112,9 @@ pub(super) async fn events(
             .map(parse_id)
             .transpose()
             .map_err(IntoResponse::into_response)?;
-    let since = match q.since {
-        Some(s) => Some(s),
-        None => last_event_id(&headers).map_err(IntoResponse::into_response)?,
-    };
+    // Checked even when `since` wins: a malformed header is a 400 either way.
+    let header = last_event_id(&headers).map_err(IntoResponse::into_response)?;
+    let since = q.since.or(header);
     let store = st.store.clone();
     // Subscribe before reading anything (see the module docs).
     let rx = store.subscribe();
@@ -144,14 +152,18 @@ pub(super) async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// A 400 for a cursor past the newest event, a 410 for one older than the ring.
+/// A 422 for a cursor past the newest event (a seq the document allows, which this state
+/// directory has not reached), a 410 for one older than the ring.
 #[allow(clippy::result_large_err)]
 fn check_cursor(since: u64, page: &EventPage) -> Result<(), Response> {
     if since > page.last {
-        return Err(ApiError::bad(format!(
-            "since: {since} is past the newest event (seq {}) of this daemon's state directory; a cursor from another state directory? Follow with since={} (or without since)",
-            page.last, page.last
-        ))
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!(
+                "since: {since} is past the newest event (seq {}) of this daemon's state directory; a cursor from another state directory? Follow with since={} (or without since)",
+                page.last, page.last
+            ),
+        }
         .into_response());
     }
     // The first seq that a replay from `since` needs, and whether the ring still has it.
