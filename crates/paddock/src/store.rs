@@ -36,9 +36,11 @@
 //! reads are MVCC, so a scan of 10,000 records never holds up the writer, and it sees
 //! every write whose future has resolved.
 //!
-//! Over 600 lines with its unit tests (about 500 without): the writer thread, the boot-id
-//! handling and the reads share one database handle and its reopen rule; the crash and
-//! boot semantics above are tested next to the code that gives them.
+//! Over 600 lines with its unit tests (about 720 without): the writer thread (which also
+//! numbers, commits and publishes the events), the boot-id handling and the reads share one
+//! database handle and its reopen rule; the crash and boot semantics above are tested next
+//! to the code that gives them. The event ring's table layout and wire form are in
+//! [`events`].
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -301,6 +301,22 @@ fn since_replays_exactly_the_events_after_the_cursor() {
         .collect();
     assert_eq!(only.take(sr2.len()), sr2);
 
+    // The CLI resumes the same way, each line starting with the seq.
+    let out = w.cli_ok(&["events", "--since", &cursor.to_string(), "--count", "2"]);
+    let seqs: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        [(cursor + 1).to_string(), (cursor + 2).to_string()],
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains(all[k].data["id"].as_str().unwrap()),
+        "{out}"
+    );
+
     // After the replay, each stream continues live: the next event is the next seq (no
     // duplicate of a replayed one, nothing skipped).
     let last = all.last().unwrap().seq();
@@ -436,6 +452,14 @@ fn a_cursor_older_than_the_ring_is_gone() {
     assert_eq!(s.take(4), all[all.len() - 4..].to_vec());
     let (st, _) = refused(&w.socket, &format!("/v1/events?since={}", oldest - 2), &[]);
     assert_eq!(st, 410);
+    // The CLI says so too, and fails.
+    let o = w.cli(&["events", "--since", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no longer kept") && err.contains("re-list"),
+        "{err}"
+    );
     let m = w.http("GET", "/metrics", None).text();
     assert_eq!(
         metric(&m, "paddock_events_committed_total"),
