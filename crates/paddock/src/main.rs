@@ -249,9 +249,13 @@ enum Cmd {
     Stats(Target),
     /// Follow lifecycle events.
     ///
+    /// Each line starts with the event's seq (strictly increasing, kept across restarts of
+    /// the daemon); pass the last one you saw to --since to resume without missing any.
+    ///
     /// Examples:
     ///   paddock events
     ///   paddock events --id web-1 --count 3 --json
+    ///   paddock events --since 1234
     #[command(verbatim_doc_comment)]
     Events {
         /// Only this sandbox's events.
@@ -260,6 +264,11 @@ enum Cmd {
         /// Exit after this many events.
         #[arg(long, value_name = "N")]
         count: Option<usize>,
+        /// First replay the kept events with a greater seq, then follow (0: from the
+        /// first). Fails (410) if events after SEQ are no longer kept: list the sandboxes,
+        /// then follow from the seq the error names.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
     },
     /// Print a sandbox's stdout and stderr.
     ///
@@ -512,7 +521,9 @@ fn main() -> ExitCode {
             Cmd::Rm { id, force } => cli::rm(&c, out, &id, force).await,
             Cmd::Stats(t) => cli::stats(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Update(a) => cli::limits::update(&c, out, &a).await,
-            Cmd::Events { id, count } => cli::events(&c, out, id.as_deref(), count).await,
+            Cmd::Events { id, count, since } => {
+                cli::events(&c, out, id.as_deref(), since, count).await
+            }
             Cmd::Logs(t) => cli::logs(&c, out, &t.id, &t.lifecycle).await,
             Cmd::Top { once, interval } => {
                 let iv =

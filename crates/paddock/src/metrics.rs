@@ -208,6 +208,24 @@ impl Collector for ScrapeCollector {
         )?;
         counter(
             &mut enc,
+            "paddock_events_committed",
+            "Lifecycle events numbered and committed to the event ring",
+            d.store.events_committed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_events_lost",
+            "Lifecycle events lost before they could be committed (the store failed for too long, or was closed); each loss is logged",
+            d.store.events_lost.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "paddock_event_stream_missed",
+            "Events an event stream could not deliver because the ring had dropped them before the client read them (each is a `lagged` event on that stream)",
+            d.store.stream_missed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "paddock_reconcile_runs",
             "Reconciliation passes of the store against the cgroup tree",
             d.reconcile_runs.load(Relaxed),

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use paddock_supervisor::{Event, EventKind, SandboxSpec};
+use paddock_supervisor::{EventKind, SandboxSpec};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
@@ -24,6 +24,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, RefOr, ResponseBui
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
 
 use crate::api::{ErrorBody, Lagged, MAX_BODY};
+use crate::store::SequencedEvent;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -75,7 +76,8 @@ impl ToSchema for CreateRequest {
 }
 
 /// One item of the `/v1/events` stream as a client parses it: `event` (the type) and
-/// `data` (JSON: an [`Event`], or [`Lagged`] for `lagged`). Described the way OpenAPI 3.1
+/// `id` (the event's seq) and `data` (JSON: a [`SequencedEvent`], or [`Lagged`] for
+/// `lagged`, which has no `id`). Described the way OpenAPI 3.1
 /// tools read an event stream: the media type's schema is one event.
 pub struct EventStreamItem;
 
@@ -107,7 +109,7 @@ impl PartialSchema for EventStreamItem {
             .schema_type(Type::String)
             .content_media_type("application/json")
             .description(Some(
-                "JSON: an Event whose `type` is the event's name, or for `lagged` how many events this stream missed",
+                "JSON: a SequencedEvent (an Event and its `seq`) whose `type` is the event's name, or for `lagged` how many events this stream could not deliver (the ring had dropped them)",
             ))
             .build();
         let mut ext = Extensions::default();
@@ -115,14 +117,14 @@ impl PartialSchema for EventStreamItem {
         ext.insert(
             "contentSchema".into(),
             serde_json::json!({ "oneOf": [
-                { "$ref": format!("#/components/schemas/{}", Event::name()) },
+                { "$ref": format!("#/components/schemas/{}", SequencedEvent::name()) },
                 { "$ref": format!("#/components/schemas/{}", Lagged::name()) },
             ] }),
         );
         data.extensions = Some(ext);
         ObjectBuilder::new()
             .description(Some(
-                "One server-sent event: `event:` its type, `data:` its JSON (keep-alive comments carry no data)",
+                "One server-sent event: `event:` its type, `id:` its seq (none for `lagged`), `data:` its JSON (keep-alive comments carry no data)",
             ))
             .property(
                 "event",
@@ -131,6 +133,15 @@ impl PartialSchema for EventStreamItem {
                     .enum_values(Some(types)),
             )
             .required("event")
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[1-9][0-9]*$"))
+                    .description(Some(
+                        "The event's seq (absent for `lagged`): send it back as `Last-Event-ID` or `since` to resume after it",
+                    )),
+            )
             .property("data", data)
             .required("data")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
@@ -144,8 +155,8 @@ impl ToSchema for EventStreamItem {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((Event::name().into(), Event::schema()));
-        <Event as ToSchema>::schemas(schemas);
+        schemas.push((SequencedEvent::name().into(), SequencedEvent::schema()));
+        <SequencedEvent as ToSchema>::schemas(schemas);
         schemas.push((Lagged::name().into(), Lagged::schema()));
         <Lagged as ToSchema>::schemas(schemas);
     }

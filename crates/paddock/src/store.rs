@@ -22,34 +22,62 @@
 //! (tokio worker's) thread, and a caller waits only for the commit that holds its own
 //! record. The writes of one caller are committed in the order it made them.
 //!
+//! **Events.** The supervisor's events ([`Store::push_event`], from the `on_event` hook,
+//! which never blocks) go through the same queue and are numbered and stored by the same
+//! commits, in a bounded ring (see [`events`]); only then are they handed to the live
+//! stream ([`Store::subscribe`]), so a client only ever sees committed events. An event
+//! adds no commit of its own to a start or a stop: nobody waits for it, and it shares the
+//! transaction of whatever records are queued with it. A commit that fails keeps its
+//! events for the next one (retried within [`EVENT_RETRY`] even if nothing else is
+//! queued), up to [`MAX_PENDING_EVENTS`]; past that the oldest are lost, counted
+//! (`paddock_events_lost`) and logged.
+//!
 //! **Reads** (the reconciliation's scan) open a read transaction of their own: redb's
 //! reads are MVCC, so a scan of 10,000 records never holds up the writer, and it sees
 //! every write whose future has resolved.
 //!
-//! Over 600 lines with its unit tests (about 500 without): the writer thread, the boot-id
-//! handling and the reads share one database handle and its reopen rule; the crash and
-//! boot semantics above are tested next to the code that gives them.
+//! Over 600 lines with its unit tests (about 720 without): the writer thread (which also
+//! numbers, commits and publishes the events), the boot-id handling and the reads share one
+//! database handle and its reopen rule; the crash and boot semantics above are tested next
+//! to the code that gives them. The event ring's table layout and wire form are in
+//! [`events`].
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use paddock_supervisor::{
-    HookError, HookErrorKind, LifecycleId, Persisting, Record, SandboxId, cgroup_name,
+    Event, HookError, HookErrorKind, LifecycleId, Persisting, Record, SandboxId, cgroup_name,
     parse_cgroup_name,
 };
 use redb::backends::FileBackend;
 use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
+
+pub mod events;
+pub use events::{Committed, DEFAULT_RETENTION, EventPage, MAX_RETENTION, SequencedEvent};
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 
 /// At most this many writes in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// Events a failing store keeps for its next commit; past this the oldest are lost (and
+/// counted).
+pub const MAX_PENDING_EVENTS: usize = 65_536;
+
+/// How soon events of a failed commit are retried when nothing else is queued.
+pub const EVENT_RETRY: Duration = Duration::from_secs(1);
+
+/// Committed events the live stream buffers for each subscriber; one that falls further
+/// behind reads the rest from the ring.
+const LIVE_CAPACITY: usize = 1024;
 
 /// The sandbox records of one state directory.
 ///
@@ -79,6 +107,13 @@ struct Shared {
     db: Mutex<Option<Arc<OpenDb>>>,
     path: PathBuf,
     counters: Arc<StoreCounters>,
+    /// Events kept in the ring (`--event-retention`).
+    retention: u64,
+    /// The seq of the last committed event (set by the writer after each commit, before
+    /// the events are sent on [`Shared::live`]).
+    last_seq: AtomicU64,
+    /// Committed events, in order of seq.
+    live: broadcast::Sender<Arc<Committed>>,
     /// The name of the thread that made the last commit (the tests check that it is the
     /// writer thread's).
     #[cfg(test)]
@@ -92,6 +127,14 @@ pub struct StoreCounters {
     pub commits: AtomicU64,
     /// Writes that failed (each is also logged).
     pub write_failures: AtomicU64,
+    /// Events committed to the ring.
+    pub events_committed: AtomicU64,
+    /// Events lost before they could be committed: more than [`MAX_PENDING_EVENTS`] kept
+    /// for a failing store, or one that could not be encoded (each loss is logged).
+    pub events_lost: AtomicU64,
+    /// Events that event streams could not deliver: the ring had dropped them before a
+    /// slow client read them (each gap is a `lagged` event on that stream).
+    pub stream_missed: AtomicU64,
 }
 
 /// The open database and a second handle on its file, to fsync it.
@@ -149,6 +192,8 @@ fn open_db(path: &Path) -> Result<OpenDb, String> {
         .map_err(|e| what(&e))?;
     let tx = db.begin_write().map_err(|e| what(&e))?;
     tx.open_table(SANDBOXES).map_err(|e| what(&e))?;
+    tx.open_table(events::EVENTS).map_err(|e| what(&e))?;
+    tx.open_table(events::META).map_err(|e| what(&e))?;
     tx.commit().map_err(|e| what(&e))?;
     Ok(OpenDb { db, file: fsync })
 }
@@ -214,8 +259,16 @@ fn open_for_this_boot(path: &Path, boot: Option<&str>) -> anyhow::Result<OpenDb>
     Ok(open)
 }
 
+/// What the writer thread is handed.
+enum Op {
+    /// A record write (or a flush).
+    Write(Write),
+    /// An event to number, store and publish.
+    Event(Box<Event>),
+}
+
 /// One queued write.
-struct Op {
+struct Write {
     key: String,
     /// The row to write; `None` deletes it.
     value: Option<Vec<u8>>,
@@ -228,10 +281,16 @@ struct Op {
 
 impl Store {
     /// Opens (creating if needed) the database file at `path` and starts its writer
-    /// thread, which counts into `counters`. A database from an earlier boot that cannot be
-    /// opened is moved aside (see the module docs); one from this boot is an error.
-    pub fn open(path: &Path, counters: Arc<StoreCounters>) -> anyhow::Result<Store> {
-        Self::open_in_boot(path, boot_id().as_deref(), counters)
+    /// thread, which counts into `counters`; the event ring keeps the newest
+    /// `event_retention` events (at least 1). Event numbering continues after the highest
+    /// seq the database holds. A database from an earlier boot that cannot be opened is
+    /// moved aside (see the module docs); one from this boot is an error.
+    pub fn open(
+        path: &Path,
+        counters: Arc<StoreCounters>,
+        event_retention: u64,
+    ) -> anyhow::Result<Store> {
+        Self::open_in_boot(path, boot_id().as_deref(), counters, event_retention)
     }
 
     /// [`Store::open`] as if the current boot's ID were `boot`.
@@ -239,12 +298,28 @@ impl Store {
         path: &Path,
         boot: Option<&str>,
         counters: Arc<StoreCounters>,
+        event_retention: u64,
     ) -> anyhow::Result<Store> {
         let db = open_for_this_boot(path, boot)?;
+        #[allow(clippy::result_large_err)] // redb's own error type
+        let last = db
+            .db
+            .begin_read()
+            .map_err(redb::Error::from)
+            .and_then(|tx| events::last_seq_in(&tx))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "read the last event seq of the state database {}: {e}",
+                    path.display()
+                )
+            })?;
         let shared = Arc::new(Shared {
             db: Mutex::new(Some(Arc::new(db))),
             path: path.to_owned(),
             counters,
+            retention: event_retention.max(1),
+            last_seq: AtomicU64::new(last),
+            live: broadcast::channel(LIVE_CAPACITY).0,
             #[cfg(test)]
             last_committer: Mutex::new(None),
         });
@@ -303,6 +378,50 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// Queues an event to be numbered, committed to the ring and then published to
+    /// [`Store::subscribe`]rs. Never blocks (the supervisor calls it from its `on_event`
+    /// hook). After the store is closed the event is lost, counted and logged.
+    pub fn push_event(&self, ev: &Event) {
+        let sent = match &self.queue {
+            Some(q) => q.send(Op::Event(Box::new(ev.clone()))).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.shared.counters.events_lost.fetch_add(1, Relaxed);
+            tracing::error!(sandbox = %ev.id, lifecycle = %ev.lifecycle, "EVENT LOST: the state database is closed (its writer thread stopped)");
+        }
+    }
+
+    /// Subscribes to committed events, in order of seq, from now on. A receiver that
+    /// falls behind gets `Lagged` and reads what it missed with [`Store::events_after`]
+    /// (every event it is sent is committed before it is sent, so a read made after
+    /// receiving or missing it sees it).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.shared.live.subscribe()
+    }
+
+    /// The seq of the last committed event (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq.load(Relaxed)
+    }
+
+    /// The events with seq > `since` (at most `max`, in order) and the ring's bounds, in
+    /// one snapshot. It blocks: call it off the async workers.
+    pub fn events_after(&self, since: u64, max: usize) -> anyhow::Result<EventPage> {
+        let open = self
+            .shared
+            .current()
+            .map_err(|e| anyhow::anyhow!("read events from {}: {e}", self.shared.path.display()))?;
+        #[allow(clippy::result_large_err)]
+        let read = || -> Result<EventPage, redb::Error> {
+            let tx = open.db.begin_read()?;
+            events::read_after(&tx, since, max)
+        };
+        let r = read();
+        self.shared.check(&open, &r);
+        r.map_err(|e| anyhow::anyhow!("read events from {}: {e}", self.shared.path.display()))
+    }
+
     /// Hands one write to the writer thread; the future resolves with its commit's outcome.
     fn enqueue(
         &self,
@@ -312,7 +431,7 @@ impl Store {
         what: String,
     ) -> Persisting {
         let (done, rx) = oneshot::channel();
-        let op = Op {
+        let op = Write {
             key,
             value,
             fsync,
@@ -320,7 +439,10 @@ impl Store {
             done,
         };
         let sent = match &self.queue {
-            Some(q) => q.send(op).map_err(|e| e.0.what),
+            Some(q) => q.send(Op::Write(op)).map_err(|e| match e.0 {
+                Op::Write(w) => w.what,
+                Op::Event(_) => String::new(),
+            }),
             None => Err(op.what),
         };
         if let Err(what) = sent {
@@ -424,22 +546,71 @@ impl Shared {
     }
 
     /// The writer thread: commits everything queued, one transaction per batch of what has
-    /// accumulated meanwhile, until the store is dropped and the queue empty.
+    /// accumulated meanwhile, until the store is dropped and the queue empty. Events of a
+    /// failed commit stay pending and go into the next one (within [`EVENT_RETRY`]).
     fn run(&self, queue: &Receiver<Op>) {
-        while let Ok(first) = queue.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+        let mut pending: VecDeque<Event> = VecDeque::new();
+        loop {
+            let first = if pending.is_empty() {
+                match queue.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                }
+            } else {
+                match queue.recv_timeout(EVENT_RETRY) {
+                    Ok(op) => Some(op),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    // Closing: one last try for what is pending.
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.commit_and_answer(Vec::new(), &mut pending);
+                        self.lose(pending.len(), "the store closed while its commits failed");
+                        break;
+                    }
+                }
+            };
+            let mut batch = Vec::new();
+            let mut ops = 0;
+            let mut take = |op: Op, batch: &mut Vec<Write>| match op {
+                Op::Write(w) => batch.push(w),
+                Op::Event(ev) => pending.push_back(*ev),
+            };
+            if let Some(op) = first {
+                take(op, &mut batch);
+                ops += 1;
+            }
+            while ops < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => {
+                        take(op, &mut batch);
+                        ops += 1;
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.commit_and_answer(batch);
+            if pending.len() > MAX_PENDING_EVENTS {
+                let n = pending.len() - MAX_PENDING_EVENTS;
+                pending.drain(..n);
+                self.lose(n, "more events than the store keeps while its commits fail");
+            }
+            self.commit_and_answer(batch, &mut pending);
         }
     }
 
-    /// Commits `batch` in one transaction and answers each write's future.
-    fn commit_and_answer(&self, batch: Vec<Op>) {
+    /// Counts and logs `n` lost events.
+    fn lose(&self, n: usize, why: &str) {
+        if n > 0 {
+            self.counters.events_lost.fetch_add(n as u64, Relaxed);
+            tracing::error!(
+                lost = n,
+                "EVENTS LOST: {why}; event streams will not show them"
+            );
+        }
+    }
+
+    /// Commits `batch` and the `pending` events in one transaction, answers each write's
+    /// future, and publishes the committed events (which leave `pending`; on failure they
+    /// stay).
+    fn commit_and_answer(&self, batch: Vec<Write>, pending: &mut VecDeque<Event>) {
         #[cfg(test)]
         {
             *self
@@ -449,9 +620,47 @@ impl Shared {
                 std::thread::current().name().map(str::to_owned);
         }
         let fsync = batch.iter().any(|op| op.fsync);
-        let r = self.commit(&batch, fsync);
+        // Number and encode the events; one that cannot be encoded is lost (and logged).
+        let mut seq = self.last_seq.load(Relaxed);
+        let mut encoded = Vec::with_capacity(pending.len());
+        let mut committed = Vec::with_capacity(pending.len());
+        let mut bad = Vec::new();
+        for (i, ev) in pending.iter().enumerate() {
+            match events::encode(seq + 1, ev) {
+                Ok((json, c)) => {
+                    seq += 1;
+                    encoded.push((seq, json));
+                    committed.push(Arc::new(c));
+                }
+                Err(e) => {
+                    tracing::error!(sandbox = %ev.id, lifecycle = %ev.lifecycle, error = %e, "encode an event for the ring");
+                    bad.push(i);
+                }
+            }
+        }
+        for i in bad.iter().rev() {
+            pending.remove(*i);
+        }
+        self.lose(bad.len(), "events that could not be encoded");
+        let r = self.commit(&batch, &encoded, fsync);
         if r.is_ok() {
             self.counters.commits.fetch_add(1, Relaxed);
+            if !committed.is_empty() {
+                pending.clear();
+                self.counters
+                    .events_committed
+                    .fetch_add(committed.len() as u64, Relaxed);
+                self.last_seq.store(seq, Relaxed);
+                for c in committed {
+                    // No subscriber: fine.
+                    let _ = self.live.send(c);
+                }
+            }
+        } else if !pending.is_empty() {
+            tracing::warn!(
+                events = pending.len(),
+                "events not committed; retrying with the next commit"
+            );
         }
         for op in batch {
             let res = r
@@ -471,8 +680,14 @@ impl Shared {
         }
     }
 
-    /// One transaction with every write of `batch`, in order, then an fsync if asked.
-    fn commit(&self, batch: &[Op], fsync: bool) -> Result<(), String> {
+    /// One transaction with every write of `batch`, in order, and the `events` appended to
+    /// the ring, then an fsync if asked.
+    fn commit(
+        &self,
+        batch: &[Write],
+        events: &[(u64, Vec<u8>)],
+        fsync: bool,
+    ) -> Result<(), String> {
         let open = self.current()?;
         // redb's own error type, matched by variant (`PreviousIo`) in `check`.
         #[allow(clippy::result_large_err)]
@@ -489,6 +704,7 @@ impl Shared {
                     }?;
                 }
             }
+            events::append(&tx, events, self.retention)?;
             tx.commit()?;
             Ok(())
         };
@@ -542,7 +758,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let counters = Arc::new(StoreCounters::default());
-        let store = Arc::new(Store::open(&path, counters.clone()).unwrap());
+        let store = Arc::new(Store::open(&path, counters.clone(), DEFAULT_RETENTION).unwrap());
         let mut tasks = Vec::new();
         for i in 0..200 {
             let store = store.clone();
@@ -574,9 +790,91 @@ mod tests {
         assert!(rows.iter().all(|r| r.state == State::Running));
         store.flush().await.unwrap();
         drop(Arc::into_inner(store).expect("the only reference"));
-        let store = Store::open(&path, Arc::default()).unwrap();
+        let store = Store::open(&path, Arc::default(), DEFAULT_RETENTION).unwrap();
         assert_eq!(store.all().unwrap().len(), 100);
         assert_eq!(counters.write_failures.load(Relaxed), 0);
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: SandboxId::new(id).unwrap(),
+            lifecycle: LifecycleId::fresh(),
+            at_ms: 1,
+            kind: paddock_supervisor::EventKind::Paused,
+        }
+    }
+
+    fn seqs(page: &EventPage) -> Vec<u64> {
+        page.events.iter().map(|c| c.seq).collect()
+    }
+
+    /// Events are numbered from 1 in the order they were pushed, published only once
+    /// committed, and the ring keeps the newest `retention` (the older ones dropped in the
+    /// commits that add new ones); a reopened store continues after the highest seq, also
+    /// with a smaller retention (trimmed at its first commit).
+    #[tokio::test]
+    async fn event_ring_numbers_trims_and_continues_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let counters = Arc::new(StoreCounters::default());
+        {
+            let store = Store::open_in_boot(&path, None, counters.clone(), 5).unwrap();
+            assert_eq!(store.last_seq(), 0);
+            assert_eq!(store.events_after(0, 100).unwrap().oldest, None);
+            let mut rx = store.subscribe();
+            for i in 0..12 {
+                store.push_event(&event(&format!("e{i}")));
+            }
+            store.flush().await.unwrap();
+            assert_eq!(store.last_seq(), 12);
+            for i in 0..12u64 {
+                let c = rx.try_recv().expect("every committed event is published");
+                assert_eq!(c.seq, i + 1);
+                assert_eq!(c.id.as_str(), format!("e{i}"));
+                assert_eq!(c.kind, "paused");
+                let wire: SequencedEvent = serde_json::from_str(&c.json).unwrap();
+                assert_eq!(wire.seq, c.seq);
+            }
+            let page = store.events_after(0, 100).unwrap();
+            assert_eq!(seqs(&page), vec![8, 9, 10, 11, 12]);
+            assert_eq!((page.oldest, page.last), (Some(8), 12));
+            // Paging and a cursor inside the ring.
+            assert_eq!(seqs(&store.events_after(9, 2).unwrap()), vec![10, 11]);
+            assert!(store.events_after(12, 100).unwrap().events.is_empty());
+        }
+        // Reopened (as after a crash: nothing is read from memory) with a smaller ring.
+        let store = Store::open_in_boot(&path, None, counters.clone(), 3).unwrap();
+        assert_eq!(store.last_seq(), 12);
+        store.push_event(&event("after"));
+        store.flush().await.unwrap();
+        let page = store.events_after(0, 100).unwrap();
+        assert_eq!(seqs(&page), vec![11, 12, 13]);
+        assert_eq!(page.events[2].id.as_str(), "after");
+        assert_eq!(counters.events_committed.load(Relaxed), 13);
+        assert_eq!(counters.events_lost.load(Relaxed), 0);
+    }
+
+    /// Events share the group commits of records: pushing many events while records are
+    /// written adds no commit per event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_share_commits_with_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(StoreCounters::default());
+        let store =
+            Store::open_in_boot(&dir.path().join("s.redb"), None, counters.clone(), 100).unwrap();
+        let before = counters.commits.load(Relaxed);
+        for i in 0..500 {
+            store.push_event(&event(&format!("x{i}")));
+        }
+        store.put(&record("r", State::Running)).await.unwrap();
+        store.flush().await.unwrap();
+        let commits = counters.commits.load(Relaxed) - before;
+        assert!(
+            commits < 50,
+            "{commits} commits for 500 events and 2 writes"
+        );
+        let page = store.events_after(0, 1000).unwrap();
+        assert_eq!(seqs(&page), (401..=500).collect::<Vec<_>>());
     }
 
     /// A write queued after the store was closed fails with an error that says so.
@@ -584,7 +882,7 @@ mod tests {
     async fn writes_after_close_fail_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let mut store = Store::open(&path, Arc::default()).unwrap();
+        let mut store = Store::open(&path, Arc::default(), DEFAULT_RETENTION).unwrap();
         let rec = record("ok", State::Running);
         store.put(&rec).await.unwrap();
         // What dropping the store does first: close the writer's queue.
@@ -604,13 +902,17 @@ mod tests {
         let path = dir.path().join("s.redb");
         let marker = sibling(&path, "boot-id");
         {
-            let store = Store::open_in_boot(&path, Some("boot-a"), Arc::default()).unwrap();
+            let store =
+                Store::open_in_boot(&path, Some("boot-a"), Arc::default(), DEFAULT_RETENTION)
+                    .unwrap();
             store.put(&record("kept", State::Running)).await.unwrap();
         }
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "boot-a");
         // Readable, from an earlier boot: opened as it is, and the marker updated.
         {
-            let store = Store::open_in_boot(&path, Some("boot-b"), Arc::default()).unwrap();
+            let store =
+                Store::open_in_boot(&path, Some("boot-b"), Arc::default(), DEFAULT_RETENTION)
+                    .unwrap();
             let rows = store.all().unwrap();
             assert_eq!(rows.len(), 1, "{}", rows.len());
         }
@@ -618,7 +920,8 @@ mod tests {
         // Torn (as a power loss can leave it): garbage over the header.
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::write(&path, vec![0xa5u8; len as usize]).unwrap();
-        let e = Store::open_in_boot(&path, Some("boot-b"), Arc::default()).unwrap_err();
+        let e = Store::open_in_boot(&path, Some("boot-b"), Arc::default(), DEFAULT_RETENTION)
+            .unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("written in this boot"), "{msg}");
         assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -628,7 +931,8 @@ mod tests {
             "the file was changed"
         );
         // The same file after a reboot: moved aside, fresh database.
-        let store = Store::open_in_boot(&path, Some("boot-c"), Arc::default()).unwrap();
+        let store =
+            Store::open_in_boot(&path, Some("boot-c"), Arc::default(), DEFAULT_RETENTION).unwrap();
         assert!(store.all().unwrap().is_empty());
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -651,7 +955,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let counters = Arc::new(StoreCounters::default());
-        let store = Store::open_in_boot(&path, None, counters.clone()).unwrap();
+        let store = Store::open_in_boot(&path, None, counters.clone(), DEFAULT_RETENTION).unwrap();
         drop(store.put(&record("dropped", State::Running)));
         // A flush is queued after it, so it resolves once the dropped write is committed.
         store.flush().await.unwrap();
@@ -672,7 +976,13 @@ mod tests {
     async fn writes_commit_while_a_scan_is_in_progress() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
-            Store::open_in_boot(&dir.path().join("s.redb"), None, Arc::default()).unwrap(),
+            Store::open_in_boot(
+                &dir.path().join("s.redb"),
+                None,
+                Arc::default(),
+                DEFAULT_RETENTION,
+            )
+            .unwrap(),
         );
         for id in ["a", "b", "c"] {
             store.put(&record(id, State::Running)).await.unwrap();
@@ -707,7 +1017,13 @@ mod tests {
     #[tokio::test]
     async fn records_where_filters_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_in_boot(&dir.path().join("s.redb"), None, Arc::default()).unwrap();
+        let store = Store::open_in_boot(
+            &dir.path().join("s.redb"),
+            None,
+            Arc::default(),
+            DEFAULT_RETENTION,
+        )
+        .unwrap();
         let (a, b) = (record("a", State::Running), record("b", State::Running));
         store.put(&a).await.unwrap();
         store.put(&b).await.unwrap();

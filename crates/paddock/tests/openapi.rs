@@ -796,13 +796,18 @@ fn events() -> Vec<Event> {
 
 /// The document, stricter: every named object schema refuses keys it does not list
 /// (`unevaluatedProperties: false`; the event's variants are only used through `Event`'s
-/// `allOf`, which gets it instead), so a key the daemon sends and the document lacks fails.
+/// `allOf`, and `Event` only through `SequencedEvent`'s, which gets it instead), so a key
+/// the daemon sends and the document lacks fails.
 fn strict(doc: &Value) -> Value {
     let mut doc = doc.clone();
     let schemas = doc["components"]["schemas"].as_object_mut().unwrap();
     for (name, s) in schemas.iter_mut() {
         let object = s.get("properties").is_some() || s.get("allOf").is_some();
-        if object && s.get("additionalProperties").is_none() && name != "EventKind" {
+        if object
+            && s.get("additionalProperties").is_none()
+            && name != "EventKind"
+            && name != "Event"
+        {
             s["unevaluatedProperties"] = json!(false);
         }
     }
@@ -915,12 +920,13 @@ fn samples_of_every_type_validate() {
             for code in op["responses"].as_object().unwrap().keys() {
                 let code: u16 = code.parse().unwrap();
                 if code >= 400 {
-                    samples.push((
-                        method.to_ascii_uppercase(),
-                        path.clone(),
-                        code,
-                        error.clone(),
-                    ));
+                    // The 410 of the event stream says which events are kept.
+                    let body = if path == "/v1/events" && code == 410 {
+                        json!({ "error": "gone", "oldest_seq": 9, "last_seq": 20 })
+                    } else {
+                        error.clone()
+                    };
+                    samples.push((method.to_ascii_uppercase(), path.clone(), code, body));
                 }
             }
         }
@@ -941,10 +947,11 @@ fn samples_of_every_type_validate() {
         &doc,
         &doc["components"]["schemas"]["EventStreamItem"]["properties"]["data"]["contentSchema"],
     );
-    for ev in events() {
-        let j = serde_json::to_value(&ev).unwrap();
+    for (seq, ev) in events().into_iter().enumerate() {
+        let mut j = serde_json::to_value(&ev).unwrap();
+        j["seq"] = json!(seq + 1);
         let name = j["type"].as_str().unwrap().to_owned();
-        let it = json!({ "event": name, "data": j.to_string() });
+        let it = json!({ "event": name, "id": (seq + 1).to_string(), "data": j.to_string() });
         problems.extend(
             item.iter_errors(&it)
                 .map(|e| format!("stream item {name}: {e}")),
@@ -955,6 +962,12 @@ fn samples_of_every_type_validate() {
         );
     }
     assert!(data.is_valid(&json!({ "missed": 3 })));
+    // An event without its seq is not what the stream sends.
+    let unnumbered = serde_json::to_value(&events()[0]).unwrap();
+    assert!(
+        !data.is_valid(&unnumbered),
+        "an event without seq validates"
+    );
     // The request body: a full spec plus "start".
     let mut create = serde_json::to_value(full_spec()).unwrap();
     create["start"] = json!(true);
@@ -1016,8 +1029,8 @@ mod erased {
 
 /// Reads the event stream of `socket` (for `id`) until `stop_at` is seen: the raw head and
 /// the parsed items (`event`, `data`).
-/// The head and the items (`event`, `data`) of an event stream.
-type Stream = (String, Vec<(String, String)>);
+/// The head and the items (`event`, `id`, `data`) of an event stream.
+type Stream = (String, Vec<(String, String, String)>);
 
 /// The receiver hears once the head has arrived: the daemon has subscribed the stream then.
 fn read_events(
@@ -1036,7 +1049,7 @@ fn read_events(
         s.write_all(req.as_bytes()).unwrap();
         let mut head = String::new();
         let mut items = Vec::new();
-        let (mut event, mut data) = (String::new(), String::new());
+        let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
         let mut in_head = true;
         for l in BufReader::new(s).lines() {
             let l = l.unwrap();
@@ -1051,11 +1064,17 @@ fn read_events(
             }
             if let Some(e) = l.strip_prefix("event: ") {
                 event = e.to_owned();
+            } else if let Some(i) = l.strip_prefix("id: ") {
+                id = i.to_owned();
             } else if let Some(d) = l.strip_prefix("data: ") {
                 data = d.to_owned();
             } else if l.is_empty() && !data.is_empty() {
                 let done = event == stop_at;
-                items.push((std::mem::take(&mut event), std::mem::take(&mut data)));
+                items.push((
+                    std::mem::take(&mut event),
+                    std::mem::take(&mut id),
+                    std::mem::take(&mut data),
+                ));
                 if done {
                     break;
                 }
@@ -1203,6 +1222,13 @@ fn a_real_daemon_answers_as_documented() {
             400,
         ),
         ("GET", "/v1/events?id=..".to_owned(), "/v1/events", 400),
+        ("GET", "/v1/events?since=x".to_owned(), "/v1/events", 400),
+        (
+            "GET",
+            "/v1/events?since=18446744073709551615".to_owned(),
+            "/v1/events",
+            422,
+        ),
         ("GET", "/healthz".to_owned(), "/healthz", 200),
         ("GET", "/readyz".to_owned(), "/readyz", 200),
         ("GET", "/metrics".to_owned(), "/metrics", 200),
@@ -1282,12 +1308,13 @@ fn a_real_daemon_answers_as_documented() {
         &doc,
         &doc["components"]["schemas"]["EventStreamItem"]["properties"]["data"]["contentSchema"],
     );
-    let names: Vec<&str> = items.iter().map(|(e, _)| e.as_str()).collect();
+    let names: Vec<&str> = items.iter().map(|(e, _, _)| e.as_str()).collect();
     for want in ["started", "paused", "resumed", "stopping", "stopped"] {
         assert!(names.contains(&want), "no {want} event in {names:?}");
     }
-    for (event, d) in &items {
-        let it = json!({ "event": event, "data": d });
+    let mut last_seq = 0;
+    for (event, id, d) in &items {
+        let it = json!({ "event": event, "id": id, "data": d });
         problems.extend(
             item.iter_errors(&it)
                 .map(|e| format!("stream item {event}: {e}")),
@@ -1298,6 +1325,11 @@ fn a_real_daemon_answers_as_documented() {
                 .map(|e| format!("event {event}: {e} at {}", e.instance_path())),
         );
         assert_eq!(v["type"], event.as_str());
+        // The SSE id is the seq, and seqs increase.
+        let seq = v["seq"].as_u64().expect("seq");
+        assert_eq!(id, &seq.to_string());
+        assert!(seq > last_seq, "seq {seq} after {last_seq}");
+        last_seq = seq;
     }
     assert!(problems.is_empty(), "{problems:#?}");
     w.assert_no_leaks();

@@ -87,6 +87,9 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The sandboxes' log directory.
     pub log_dir: PathBuf,
+    /// The durable store: its event ring and live stream of committed events serve
+    /// `/v1/events`.
+    pub store: Arc<crate::store::Store>,
     /// Becomes `true` when the daemon shuts down (ends event streams).
     pub shutdown: watch::Receiver<bool>,
 }

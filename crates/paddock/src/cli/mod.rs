@@ -384,11 +384,26 @@ pub async fn logs(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) ->
     Ok(0)
 }
 
-/// `paddock events`: follows the event stream until the daemon ends it (or `--count`).
-pub async fn events(c: &Client, out: Out, id: Option<&str>, count: Option<usize>) -> Result<u8> {
-    let path = match id {
-        Some(id) => format!("/v1/events?id={}", enc(id)),
-        None => "/v1/events".into(),
+/// `paddock events`: follows the event stream (after `since`, if given) until the daemon
+/// ends it (or `--count`).
+pub async fn events(
+    c: &Client,
+    out: Out,
+    id: Option<&str>,
+    since: Option<u64>,
+    count: Option<usize>,
+) -> Result<u8> {
+    let mut query = Vec::new();
+    if let Some(id) = id {
+        query.push(format!("id={}", enc(id)));
+    }
+    if let Some(since) = since {
+        query.push(format!("since={since}"));
+    }
+    let path = if query.is_empty() {
+        "/v1/events".to_owned()
+    } else {
+        format!("/v1/events?{}", query.join("&"))
     };
     let resp = c.send(Method::GET, &path, None).await?;
     if !resp.status().is_success() {

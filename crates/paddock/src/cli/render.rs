@@ -335,9 +335,10 @@ pub fn human_bytes(b: u64) -> String {
     format!("{v:.1}{}", U[i])
 }
 
-/// One line of `paddock events` for the event `data` (JSON) — ID, lifecycle, type and the
-/// other fields as JSON — terminal-safe, with its newline; with `json`, the event itself on
-/// one line (re-encoded with dangerous characters escaped).
+/// One line of `paddock events` for the event `data` (JSON) — seq, ID, lifecycle, type and
+/// the other fields as JSON (a `lagged` event: how many were missed) — terminal-safe, with
+/// its newline; with `json`, the event itself on one line (re-encoded with dangerous
+/// characters escaped).
 pub fn render_event(data: &str, json: bool) -> String {
     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     if json {
@@ -345,9 +346,16 @@ pub fn render_event(data: &str, json: bool) -> String {
         line.push('\n');
         return line;
     }
+    if v.get("type").is_none()
+        && let Some(missed) = v.get("missed").and_then(Value::as_u64)
+    {
+        return format!(
+            "- lagged: {missed} events missed (dropped from the daemon's event ring before this stream read them)\n"
+        );
+    }
     let mut rest = v.clone();
     if let Some(m) = rest.as_object_mut() {
-        for k in ["id", "lifecycle", "at_ms", "type"] {
+        for k in ["seq", "id", "lifecycle", "at_ms", "type"] {
             m.remove(k);
         }
     }
@@ -357,7 +365,10 @@ pub fn render_event(data: &str, json: bool) -> String {
         safe_json(&rest, false).unwrap_or_default()
     };
     format!(
-        "{} {} {} {}\n",
+        "{} {} {} {} {}\n",
+        v["seq"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
         term_safe(v["id"].as_str().unwrap_or("-")),
         term_safe(v["lifecycle"].as_str().unwrap_or("-")),
         term_safe(v["type"].as_str().unwrap_or("?")),
@@ -588,6 +599,23 @@ mod tests {
                 .replace('\u{202e}', "\\u202e")
                 .replace('\u{7f}', "\\u007f")
         });
+    }
+
+    /// An event line starts with its seq; a `lagged` line says how many were missed.
+    #[test]
+    fn event_lines_show_the_seq_and_lags() {
+        let data =
+            r#"{"seq":42,"id":"web-1","lifecycle":"0123456789abcdef","at_ms":1,"type":"paused"}"#;
+        assert_eq!(
+            render_event(data, false),
+            "42 web-1 0123456789abcdef paused \n"
+        );
+        let data = r#"{"seq":43,"id":"web-1","lifecycle":"0123456789abcdef","at_ms":1,"type":"oom","oom_kills":1,"oom_group_kills":0}"#;
+        assert_eq!(
+            render_event(data, false),
+            "43 web-1 0123456789abcdef oom {\"oom_group_kills\":0,\"oom_kills\":1}\n"
+        );
+        assert!(render_event(r#"{"missed":7}"#, false).starts_with("- lagged: 7 events missed"));
     }
 
     proptest! {

@@ -85,8 +85,9 @@ fn paused_forever(rec: &Record, at: PauseAt) -> Persisting {
     Box::pin(std::future::pending())
 }
 
-/// The supervisor hooks of the daemon: the durable store and event-driven metrics. Write
-/// failures are logged and counted by the store's writer.
+/// The supervisor hooks of the daemon: the durable store (records, and the event ring the
+/// event stream serves) and event-driven metrics. Write failures are logged and counted by
+/// the store's writer.
 pub struct DaemonHooks {
     pub(super) store: Arc<Store>,
     pub(super) metrics: Arc<Metrics>,
@@ -128,6 +129,9 @@ impl Hooks for DaemonHooks {
         self.store.put(rec)
     }
     fn on_event(&self, ev: &Event) {
+        // Numbered, committed and only then served (see `crate::store::events`); queued
+        // without blocking and without a commit of its own.
+        self.store.push_event(ev);
         self.metrics.on_event(ev);
     }
     #[cfg(feature = "test-hooks")]

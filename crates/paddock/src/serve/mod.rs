@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// The `veth` networks' address pool.
     #[command(flatten)]
     pub net_pool: crate::cli::net::NetPoolArgs,
+    /// Lifecycle events kept in the state database for `GET /v1/events?since=SEQ` (and
+    /// `Last-Event-ID`) to resume from, also after a restart of the daemon; the oldest are
+    /// dropped as new ones are committed. A cursor older than what is kept gets a 410.
+    #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_RETENTION, value_parser = clap::value_parser!(u64).range(1..=crate::store::MAX_RETENTION))]
+    pub event_retention: u64,
     /// Seconds between reconciliations of the store with the cgroup tree.
     #[arg(long, value_name = "SECS", default_value_t = RECONCILE_INTERVAL.as_secs(), hide = true)]
     pub reconcile_interval: u64,
@@ -352,6 +357,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let store = Arc::new(Store::open(
         &a.state_dir.join("paddock.redb"),
         metrics.daemon.store.clone(),
+        a.event_retention,
     )?);
     let log_dir = a.state_dir.join("logs");
     #[cfg(feature = "test-hooks")]
@@ -394,6 +400,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         inflight: Mutex::new(0),
         ready: AtomicBool::new(false),
         log_dir,
+        store: store.clone(),
         shutdown: shutdown_rx.clone(),
     });
     // TCP first (a TCP bind that fails leaves no socket file behind). Both are claimed
