@@ -541,9 +541,13 @@ fn label_selectors_and_cli() {
         assert_eq!(r.status, 400, "{q}: {}", r.text());
         assert!(r.error().contains(named), "{q}: {}", r.text());
     }
-    let many: String = (0..33).map(|i| format!("label=k{i}&")).collect();
+    let many: String = (0..17).map(|i| format!("label=k{i}&")).collect();
     let r = w.http("GET", &format!("/v1/sandboxes?{many}"), None);
     assert_eq!(r.status, 400, "{}", r.text());
+    let long = format!("/v1/sandboxes?label={}", "k".repeat(257));
+    assert_eq!(w.http("GET", &long, None).status, 400);
+    let longest = format!("/v1/sandboxes?label={}", "k".repeat(256));
+    assert_eq!(w.http("GET", &longest, None).status, 200);
 
     // The CLI.
     let out = w.cli_ok(&["ls", "--label", "app=web"]);

@@ -217,10 +217,12 @@ pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
 }
 
 /// Most `label` selectors one list takes.
-pub const MAX_LABEL_SELECTORS: usize = 32;
+pub const MAX_LABEL_SELECTORS: usize = 16;
 
-/// Longest `label` selector, in characters.
-pub const MAX_LABEL_SELECTOR_LEN: usize = 4096;
+/// Longest `label` selector, in characters. With [`MAX_LABEL_SELECTORS`] the longest query
+/// percent-encodes to under 50,000 bytes (12 per 4-byte character), within the 65,534
+/// bytes the HTTP layer takes in a request target (longer is its 414).
+pub const MAX_LABEL_SELECTOR_LEN: usize = 256;
 
 /// One `?label=` selector of `GET /v1/sandboxes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,3 +333,35 @@ impl utoipa::PartialSchema for LabelSelectors {
 }
 
 impl ToSchema for LabelSelectors {}
+
+#[cfg(test)]
+mod label_tests {
+    use super::LabelSelector;
+    use std::collections::BTreeMap;
+
+    /// Split at the first `=`; an empty key or an oversized selector is refused naming
+    /// `label`; presence and equality match.
+    #[test]
+    fn selectors_parse_and_match() {
+        let s = LabelSelector::parse("a=b=c").unwrap();
+        assert_eq!((s.key.as_str(), s.value.as_deref()), ("a", Some("b=c")));
+        let s = LabelSelector::parse("a=").unwrap();
+        assert_eq!(s.value.as_deref(), Some(""));
+        assert_eq!(LabelSelector::parse("a").unwrap().value, None);
+        for bad in ["", "=", "=a"] {
+            assert!(
+                LabelSelector::parse(bad).unwrap_err().contains("label"),
+                "{bad:?}"
+            );
+        }
+        assert!(LabelSelector::parse(&"é".repeat(256)).is_ok());
+        assert!(LabelSelector::parse(&"é".repeat(257)).is_err());
+        let labels: BTreeMap<String, String> =
+            [("a".into(), "".into()), ("b".into(), "x".into())].into();
+        assert!(LabelSelector::parse("a").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("a=").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("b=").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("b=x").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("c").unwrap().matches(&labels));
+    }
+}

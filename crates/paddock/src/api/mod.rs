@@ -58,6 +58,7 @@ use auth::{bearer_token, constant_time_eq};
 pub use duration::ApiDuration;
 use duration::*;
 pub use error::{ApiError, ErrorBody, Lagged, StatusBody};
+pub use input::LabelSelectors;
 use input::*;
 use node::*;
 pub use node::{DrainReport, NodeInfo, UndrainReport};

@@ -162,7 +162,7 @@ pub(super) async fn create(
 ///
 /// The current ones, and older ones still stopping or quarantined. `?label=key=value`
 /// keeps those whose label `key` is `value`, `?label=key` those that have the label `key`;
-/// the parameter may be repeated (at most 32 times): every selector must match. A selector
+/// the parameter may be repeated (at most 16 times, each at most 256 characters): every selector must match. A selector
 /// is split at its first `=`, so a key that holds `=` cannot be selected.
 #[utoipa::path(
     get,
@@ -171,7 +171,7 @@ pub(super) async fn create(
     params(("label" = Option<LabelSelectors>, Query, description = "A label selector: `key=value` (the label `key` is `value`) or `key` (the label `key` is present); repeat it for more: every one must match", style = Form, explode = true)),
     responses(
         (status = 200, description = "The sandboxes (that match)", body = Vec<SandboxInfo>),
-        (status = 400, description = "A selector that is not `key` or `key=value` with a non-empty key, more than 32 selectors, or another query parameter; the message names it", body = ErrorBody),
+        (status = 400, description = "A selector that is not `key` or `key=value` with a non-empty key, more than 16 selectors or one over 256 characters, or another query parameter; the message names it", body = ErrorBody),
     ),
 )]
 pub(super) async fn list(
