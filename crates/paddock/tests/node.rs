@@ -535,7 +535,7 @@ fn label_selectors_and_cli() {
         ("?label=", "label"),
         ("?label==web", "label"),
         ("?labels=app", "labels"),
-        ("?label=app&x=1", "\"x\""),
+        ("?label=app&x=1", "`x`"),
     ] {
         let r = w.http("GET", &format!("/v1/sandboxes{q}"), None);
         assert_eq!(r.status, 400, "{q}: {}", r.text());

@@ -283,7 +283,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LabelQuery {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if k != "label" {
                 return Err(ApiError::bad(format!(
-                    "query string: unknown parameter {k:?} (this endpoint takes only label)"
+                    "query string: unknown field `{k}`, expected `label` (this endpoint takes only label selectors)"
                 )));
             }
             if sel.len() == MAX_LABEL_SELECTORS {
