@@ -119,6 +119,10 @@ pub enum StopReason {
     /// main process died of SIGKILL). The counts are in the report (`oom_kills`,
     /// `oom_group_kills`) and in the `oom` event.
     Oom,
+    /// The node was drained with its sandboxes stopped (the daemon's `POST /v1/node/drain`
+    /// with `"stop": true`): a graceful stop by the sandbox's own stop policy, with the
+    /// drain's grace period when it gave one. Ends the ID's restarts.
+    Drain,
 }
 
 /// What a stop did, phase by phase.

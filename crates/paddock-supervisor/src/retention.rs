@@ -37,6 +37,31 @@ impl Supervisor {
         self.inner.live.load(Relaxed)
     }
 
+    /// One pass over every lifecycle held: how many are in each state, how many of the
+    /// running ones are paused, and the memory the live ones (those [`Supervisor::live`]
+    /// counts) commit — the sum of their `memory_max` in force (as updated since their
+    /// start). O(lifecycles held), each state read under its own short lock; no lock is
+    /// held across the pass, so concurrent changes may or may not be seen.
+    pub fn occupancy(&self) -> Occupancy {
+        let mut o = Occupancy::default();
+        for sb in self.inner.registry.all() {
+            let (state, paused, live) = sb.with_state(|s| (s.state(), s.paused(), counts_live(s)));
+            let i = State::ALL
+                .iter()
+                .position(|x| *x == state)
+                .expect("State::ALL holds every state");
+            o.by_state[i].1 += 1;
+            o.paused += usize::from(paused && state == State::Running);
+            if live {
+                match sb.limits.lock().memory_max {
+                    Some(m) => o.memory_committed = o.memory_committed.saturating_add(m),
+                    None => o.live_without_memory_max += 1,
+                }
+            }
+        }
+        o
+    }
+
     /// Keeps [`Supervisor::live`] across a state change (called by `enter`).
     pub(crate) fn count_live(&self, left: &LifecycleState, now: &LifecycleState) {
         match (counts_live(left), counts_live(now)) {
@@ -164,5 +189,40 @@ async fn retention_task(inner: Weak<Inner>, wake: Arc<Notify>) {
             }
             None => wake.notified().await,
         }
+    }
+}
+
+/// What [`Supervisor::occupancy`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occupancy {
+    /// How many lifecycles are in each state, in the order of [`State::ALL`].
+    pub by_state: [(State, usize); State::ALL.len()],
+    /// How many running lifecycles are paused.
+    pub paused: usize,
+    /// The sum of the `memory_max` in force of every live lifecycle (running, stopping or
+    /// quarantined), in bytes.
+    pub memory_committed: u64,
+    /// How many live lifecycles have no `memory_max` (they commit nothing).
+    pub live_without_memory_max: usize,
+}
+
+impl Default for Occupancy {
+    fn default() -> Self {
+        Occupancy {
+            by_state: State::ALL.map(|s| (s, 0)),
+            paused: 0,
+            memory_committed: 0,
+            live_without_memory_max: 0,
+        }
+    }
+}
+
+impl Occupancy {
+    /// How many lifecycles are in `state`.
+    pub fn count(&self, state: State) -> usize {
+        self.by_state
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
     }
 }

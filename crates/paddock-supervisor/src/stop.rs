@@ -74,6 +74,19 @@ impl Supervisor {
 
     /// Stops every running sandbox (used on shutdown with `--stop-sandboxes-on-exit`).
     pub async fn stop_all(&self) -> Vec<(SandboxId, Result<StopReport, Error>)> {
+        self.stop_every(None, StopReason::Shutdown).await
+    }
+
+    /// Stops every lifecycle that is not yet stopped or failed, all at once, each by its
+    /// own stop policy with `grace` replacing its grace period when given, and `reason` in
+    /// its report; like [`Supervisor::stop`], each stop first ends its ID's restarts (a
+    /// pending one is not made, one being made is stopped again). Returns every stop's
+    /// outcome (a lifecycle still being created is refused with [`Error::InvalidState`]).
+    pub async fn stop_every(
+        &self,
+        grace: Option<Duration>,
+        reason: StopReason,
+    ) -> Vec<(SandboxId, Result<StopReport, Error>)> {
         let ids: Vec<(SandboxId, LifecycleId)> = self
             .list()
             .into_iter()
@@ -84,9 +97,7 @@ impl Supervisor {
         for (id, lc) in ids {
             let sup = self.clone();
             set.spawn(async move {
-                let r = sup
-                    .stop_by_id(&id, Some(lc), None, StopReason::Shutdown)
-                    .await;
+                let r = sup.stop_by_id(&id, Some(lc), grace, reason).await;
                 (id, r)
             });
         }

@@ -393,7 +393,7 @@ mod tests {
         match crate::parse(argv) {
             Ok((mut cli, applied)) => {
                 assert_eq!(applied.unwrap().path, path);
-                match std::mem::replace(&mut cli.command, Cmd::Ps) {
+                match std::mem::replace(&mut cli.command, Cmd::Node) {
                     Cmd::Serve(a) => Ok((*a, cli)),
                     c => panic!("not serve: {c:?}"),
                 }

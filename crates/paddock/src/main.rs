@@ -122,13 +122,50 @@ enum Cmd {
     ///   paddock serve --stdio-dir /srv/paddock-out
     #[command(verbatim_doc_comment)]
     Serve(Box<serve::ServeArgs>),
-    /// List sandboxes.
+    /// List sandboxes (alias: ls), or with --label those whose labels match.
     ///
     /// Examples:
     ///   paddock ps
     ///   paddock ps --json
+    ///   paddock ls --label app=web --label canary
+    #[command(verbatim_doc_comment, visible_alias = "ls")]
+    Ps {
+        /// Only sandboxes whose label KEY is VALUE (KEY=VALUE), or that have the label KEY
+        /// (KEY); repeatable: every one must match.
+        #[arg(long = "label", value_name = "KEY[=VALUE]")]
+        labels: Vec<String>,
+    },
+    /// What the node is and holds: capacity, reserve, allocatable, committed memory,
+    /// sandboxes by state, draining, version, kernel, cgroup mode and controllers.
+    ///
+    /// Examples:
+    ///   paddock node
+    ///   paddock node --json
     #[command(verbatim_doc_comment)]
-    Ps,
+    Node,
+    /// Drain the node: the daemon refuses every create (503 with Retry-After) until
+    /// `paddock undrain`, also across its restarts; with --stop it also stops every sandbox
+    /// (reason `drain`). Answers once the creates already admitted have finished (and with
+    /// --stop, once every stop has: no client deadline then).
+    ///
+    /// Examples:
+    ///   paddock drain
+    ///   paddock drain --stop --grace 30s
+    #[command(verbatim_doc_comment)]
+    Drain {
+        /// Also stop every live sandbox, by its own stop policy.
+        #[arg(long)]
+        stop: bool,
+        /// With --stop: the grace period replacing each sandbox's own, e.g. 30s, 0.
+        #[arg(long, value_name = "DURATION", requires = "stop")]
+        grace: Option<String>,
+    },
+    /// Undrain the node: creates are admitted again.
+    ///
+    /// Examples:
+    ///   paddock undrain
+    #[command(verbatim_doc_comment)]
+    Undrain,
     /// Show everything about a sandbox (JSON), or with --jail its jail.
     ///
     /// Examples:
@@ -494,7 +531,10 @@ fn main() -> ExitCode {
             }
             Cmd::Serve(args) => serve::serve(*args, cli.socket).await,
             Cmd::HoldCgroup(args) => hold::hold(args).await,
-            Cmd::Ps => cli::ps(&c, out).await,
+            Cmd::Ps { labels } => cli::ps(&c, out, &labels).await,
+            Cmd::Node => cli::node::node(&c, out).await,
+            Cmd::Drain { stop, grace } => cli::node::drain(&c, out, stop, grace.as_deref()).await,
+            Cmd::Undrain => cli::node::undrain(&c, out).await,
             Cmd::Inspect {
                 target,
                 jail,

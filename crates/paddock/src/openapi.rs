@@ -28,7 +28,7 @@ use crate::store::SequencedEvent;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    components(schemas(crate::api::ApiDuration)),
+    components(schemas(crate::api::ApiDuration, crate::api::LabelSelectors)),
     info(
         title = "paddock daemon API",
         description = "Sandboxes on cgroup v2 whose every process lives and dies with the sandbox. Served on a unix socket (no token: the file mode controls access) and optionally on TCP, where every request needs `Authorization: Bearer <token>` (the scheme in any case), else 401. Access to this API is root on the node: payloads run as root, and stdio files are opened and created as root. Errors are `{\"error\": \"...\"}`: 400 when the request breaks this document (every rule about one field is in it; the message names the field; nothing changed), 422 when a create matches it but its fields do not fit together or this node cannot carry it out (the message names the field; nothing left behind)."

@@ -661,6 +661,9 @@ fn unknown_query_parameters_are_400_everywhere() {
         ("GET", "/metrics", None),
         ("GET", "/healthz", None),
         ("GET", "/readyz", None),
+        ("GET", "/v1/node", None),
+        ("POST", "/v1/node/drain", None),
+        ("POST", "/v1/node/undrain", None),
     ];
     for (method, path, body) in endpoints {
         let r = w.hyper(method, &format!("{path}?bogus=1"), *body);

@@ -1283,6 +1283,51 @@ fn a_real_daemon_answers_as_documented() {
         );
         assert_eq!(r.status, 400, "{body}: {}", r.text());
     }
+    // The node endpoints, label selectors and a create refused while draining.
+    for (method, path, templ, body, want) in [
+        ("GET", "/v1/node", "/v1/node", None, 200),
+        ("GET", "/v1/node?x=1", "/v1/node", None, 400),
+        (
+            "GET",
+            "/v1/sandboxes?label=a=b&label=c",
+            "/v1/sandboxes",
+            None,
+            200,
+        ),
+        ("GET", "/v1/sandboxes?label==b", "/v1/sandboxes", None, 400),
+        (
+            "POST",
+            "/v1/node/drain",
+            "/v1/node/drain",
+            Some(&br#"{"stop": 1}"#[..]),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/node/drain",
+            "/v1/node/drain",
+            Some(br#"{"stop": false, "grace": null}"#),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            "/v1/sandboxes",
+            Some(br#"{"id": "oa-5", "command": "/bin/true"}"#),
+            503,
+        ),
+        ("POST", "/v1/node/undrain", "/v1/node/undrain", None, 200),
+        (
+            "POST",
+            "/v1/node/undrain?x=1",
+            "/v1/node/undrain",
+            None,
+            400,
+        ),
+    ] {
+        let r = call(method, path, templ, body);
+        assert_eq!(r.status, want, "{method} {path}: {}", r.text());
+    }
     // Every documented operation is routed: with an unknown sandbox it answers one of its
     // documented statuses, never the router's "no such endpoint" or 405.
     for (path, item) in doc["paths"].as_object().unwrap() {

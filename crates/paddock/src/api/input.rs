@@ -215,3 +215,153 @@ pub fn parse_create(body: &[u8]) -> ApiResult<SandboxSpec> {
     spec.validate().map_err(ApiError::from)?;
     Ok(spec)
 }
+
+/// Most `label` selectors one list takes.
+pub const MAX_LABEL_SELECTORS: usize = 16;
+
+/// Longest `label` selector, in characters. With [`MAX_LABEL_SELECTORS`] the longest query
+/// percent-encodes to under 50,000 bytes (12 per 4-byte character), within the 65,534
+/// bytes the HTTP layer takes in a request target (longer is its 414).
+pub const MAX_LABEL_SELECTOR_LEN: usize = 256;
+
+/// One `?label=` selector of `GET /v1/sandboxes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSelector {
+    /// The label's key.
+    pub key: String,
+    /// The value it must have; `None`: it must be present.
+    pub value: Option<String>,
+}
+
+impl LabelSelector {
+    /// Parses `key=value` or `key` (split at the first `=`; the key must not be empty).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let chars = s.chars().count();
+        if chars > MAX_LABEL_SELECTOR_LEN {
+            return Err(format!(
+                "label: a selector of {chars} characters; at most {MAX_LABEL_SELECTOR_LEN}"
+            ));
+        }
+        let (key, value) = match s.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (s, None),
+        };
+        if key.is_empty() {
+            return Err(format!(
+                "label: selector {s:?} has no key (label=key=value or label=key)"
+            ));
+        }
+        Ok(LabelSelector {
+            key: key.to_owned(),
+            value,
+        })
+    }
+
+    /// Whether `labels` match.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match (labels.get(&self.key), &self.value) {
+            (Some(v), Some(want)) => v == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// The query of `GET /v1/sandboxes`: `label` selectors only (repeatable); anything else,
+/// or a selector that does not parse, is a 400 naming it.
+pub struct LabelQuery(pub Vec<LabelSelector>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LabelQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let mut sel = Vec::new();
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            if k != "label" {
+                return Err(ApiError::bad(format!(
+                    "query string: unknown field `{k}`, expected `label` (this endpoint takes only label selectors)"
+                )));
+            }
+            if sel.len() == MAX_LABEL_SELECTORS {
+                return Err(ApiError::bad(format!(
+                    "label: more than {MAX_LABEL_SELECTORS} selectors"
+                )));
+            }
+            sel.push(LabelSelector::parse(&v).map_err(ApiError::bad)?);
+        }
+        Ok(LabelQuery(sel))
+    }
+}
+
+/// A `label` selector, as the OpenAPI document describes it.
+pub struct LabelSelectorParam;
+
+impl utoipa::PartialSchema for LabelSelectorParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "`key=value` or `key`: a non-empty key, then optionally `=` and the value (split at the first `=`)",
+            ))
+            .pattern(Some(r"^[^=][\s\S]*$"))
+            .max_length(Some(MAX_LABEL_SELECTOR_LEN))
+            .examples(["app=web", "tier"])
+            .into()
+    }
+}
+
+impl ToSchema for LabelSelectorParam {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("LabelSelector")
+    }
+}
+
+/// The `label` selectors of a list, as the OpenAPI document describes them.
+pub struct LabelSelectors;
+
+impl utoipa::PartialSchema for LabelSelectors {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(LabelSelectorParam::schema())
+            .max_items(Some(MAX_LABEL_SELECTORS))
+            .into()
+    }
+}
+
+impl ToSchema for LabelSelectors {}
+
+#[cfg(test)]
+mod label_tests {
+    use super::LabelSelector;
+    use std::collections::BTreeMap;
+
+    /// Split at the first `=`; an empty key or an oversized selector is refused naming
+    /// `label`; presence and equality match.
+    #[test]
+    fn selectors_parse_and_match() {
+        let s = LabelSelector::parse("a=b=c").unwrap();
+        assert_eq!((s.key.as_str(), s.value.as_deref()), ("a", Some("b=c")));
+        let s = LabelSelector::parse("a=").unwrap();
+        assert_eq!(s.value.as_deref(), Some(""));
+        assert_eq!(LabelSelector::parse("a").unwrap().value, None);
+        for bad in ["", "=", "=a"] {
+            assert!(
+                LabelSelector::parse(bad).unwrap_err().contains("label"),
+                "{bad:?}"
+            );
+        }
+        assert!(LabelSelector::parse(&"é".repeat(256)).is_ok());
+        assert!(LabelSelector::parse(&"é".repeat(257)).is_err());
+        let labels: BTreeMap<String, String> =
+            [("a".into(), "".into()), ("b".into(), "x".into())].into();
+        assert!(LabelSelector::parse("a").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("a=").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("b=").unwrap().matches(&labels));
+        assert!(LabelSelector::parse("b=x").unwrap().matches(&labels));
+        assert!(!LabelSelector::parse("c").unwrap().matches(&labels));
+    }
+}

@@ -43,6 +43,7 @@ use crate::openapi::CreateRequest;
 mod auth;
 mod duration;
 mod error;
+pub mod host;
 mod input;
 mod node;
 mod sandboxes;
@@ -57,8 +58,10 @@ use auth::{bearer_token, constant_time_eq};
 pub use duration::ApiDuration;
 use duration::*;
 pub use error::{ApiError, ErrorBody, Lagged, StatusBody};
+pub use input::LabelSelectors;
 use input::*;
 use node::*;
+pub use node::{DrainReport, NodeInfo, UndrainReport};
 use sandboxes::*;
 use stream::*;
 use update::*;
@@ -81,8 +84,16 @@ pub struct AppState {
     pub max_starting: Option<usize>,
     /// Permits for concurrent starts.
     pub starting: Semaphore,
-    /// Creates admitted and not yet finished.
-    pub inflight: Mutex<usize>,
+    /// What admission knows beyond the supervisor: the creates admitted and not yet
+    /// finished, the memory they commit, and the drain flag. Every create is admitted, and
+    /// a drain begins, under this lock, so a create admitted is one a drain counts.
+    pub admission: Mutex<Admission>,
+    /// Woken whenever an admitted create finishes (a drain waits for those in flight).
+    pub admitted_done: tokio::sync::Notify,
+    /// The node's configuration: reserves, memory admission, the drain flag's directory.
+    pub node: NodeConfig,
+    /// Drains and undrains, one at a time.
+    pub node_op: tokio::sync::Mutex<()>,
     /// Set once the first reconciliation is done.
     pub ready: AtomicBool,
     /// The sandboxes' log directory.
@@ -92,6 +103,35 @@ pub struct AppState {
     pub store: Arc<crate::store::Store>,
     /// Becomes `true` when the daemon shuts down (ends event streams).
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// The admission state shared by creates and drains ([`AppState::admission`]).
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Creates admitted and not yet finished.
+    pub inflight: usize,
+    /// The `memory_max` those creates commit, in bytes.
+    pub inflight_memory: u64,
+    /// Whether the node is draining: every create is refused (503).
+    pub draining: bool,
+    /// When the drain began (milliseconds since the Unix epoch), if known.
+    pub draining_since_ms: Option<u64>,
+}
+
+/// The node's configuration (`serve` flags).
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// `--reserve-cpus`: CPUs kept from the sandboxes.
+    pub reserve_cpus: f64,
+    /// `--reserve-memory`: bytes kept from the sandboxes.
+    pub reserve_memory: u64,
+    /// `--overcommit-memory`: creates are admitted while the committed memory stays within
+    /// allocatable × this; `None`: no memory admission.
+    pub overcommit_memory: Option<f64>,
+    /// `--require-memory-limit`: a create without `limits.memory_max` is refused.
+    pub require_memory_limit: bool,
+    /// The state directory, where the drain flag's file is kept.
+    pub state_dir: PathBuf,
 }
 
 type Shared = Arc<AppState>;
@@ -112,6 +152,9 @@ pub fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(stats))
         .routes(routes!(logs))
         .routes(routes!(events))
+        .routes(routes!(node_info))
+        .routes(routes!(drain))
+        .routes(routes!(undrain))
         .routes(routes!(openapi))
         .routes(routes!(metrics))
         .routes(routes!(healthz))

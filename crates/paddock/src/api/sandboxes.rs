@@ -2,10 +2,20 @@
 
 use super::*;
 
-pub(super) struct Inflight<'a>(&'a Mutex<usize>);
+/// An admitted create, until it has finished: counted in [`Admission::inflight`] with the
+/// memory it commits; a drain waits for it.
+pub(super) struct Inflight<'a> {
+    st: &'a AppState,
+    memory: u64,
+}
 impl Drop for Inflight<'_> {
     fn drop(&mut self) {
-        *self.0.lock().unwrap() -= 1;
+        {
+            let mut a = self.st.admission.lock().unwrap();
+            a.inflight -= 1;
+            a.inflight_memory -= self.memory;
+        }
+        self.st.admitted_done.notify_waiters();
     }
 }
 
@@ -25,10 +35,11 @@ impl Drop for Inflight<'_> {
         (status = 201, description = "Started: the sandbox as it is now", body = SandboxInfo),
         (status = 400, description = "The body breaks this document: malformed JSON, an unknown field, a duplicate key, a missing required field, a value of the wrong type, out of its range, too long, not matching its pattern, too many items or a repeated one where items are unique (every per-field rule is stated in the schema), an oversized body, or a query parameter (none is taken); the message names the field; nothing changed", body = ErrorBody),
         (status = 409, description = "A sandbox with this ID is creating or running, or a host port its veth network publishes is published by another live sandbox; nothing started", body = ErrorBody),
-        (status = 422, description = "Every field matches this document, but the fields do not fit together (in the jail: a capability in both cap_add and cap_drop, cap_add for a non-root or dynamic user, uid or gid with a dynamic user, user_ns with a dynamic user, id map lines that overlap or pass the largest id, a uid, gid or group the user namespace does not map, the user namespace without user_ns or a dynamic user, an mqueue mount without the ipc namespace, init without a pid namespace, an rlimit given twice or with soft above hard, more than 4096 seccomp system call names in all; in a veth network: a host port published twice, a tap name given twice; in the limits: a cpuset range that runs backwards or reaches 8192), or they do and this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, a limit needs a controller the node lacks, or the jail names what the node lacks (a user or group, the rootfs, a bind source, a device), asks for a dynamic user without --uid-range, or for an id of that range, or a veth network needs what the node lacks (the tun driver for a tap, nftables for its rules, IPv4 forwarding that the daemon cannot turn on); the message names the field; nothing left behind", body = ErrorBody),
-        (status = 429, description = "An admission limit (max-sandboxes or max-starting) was reached, or the veth networks' address pool is exhausted (every /30 of --net-pool is leased); the message names it; nothing created", body = ErrorBody),
+        (status = 422, description = "Every field matches this document, but the fields do not fit together (in the jail: a capability in both cap_add and cap_drop, cap_add for a non-root or dynamic user, uid or gid with a dynamic user, user_ns with a dynamic user, id map lines that overlap or pass the largest id, a uid, gid or group the user namespace does not map, the user namespace without user_ns or a dynamic user, an mqueue mount without the ipc namespace, init without a pid namespace, an rlimit given twice or with soft above hard, more than 4096 seccomp system call names in all; in a veth network: a host port published twice, a tap name given twice; in the limits: a cpuset range that runs backwards or reaches 8192), or they do and this node cannot carry it out: the program cannot be started, a stdio file target is one the daemon will not open (not a regular file, a symbolic link, outside --stdio-dir, a missing directory on the way), the named network namespace does not exist, a limit needs a controller the node lacks, or the jail names what the node lacks (a user or group, the rootfs, a bind source, a device), asks for a dynamic user without --uid-range, or for an id of that range, or a veth network needs what the node lacks (the tun driver for a tap, nftables for its rules, IPv4 forwarding that the daemon cannot turn on), or the node requires a memory limit (--require-memory-limit) and limits.memory_max is missing; the message names the field; nothing left behind", body = ErrorBody),
+        (status = 429, description = "An admission limit (max-sandboxes or max-starting) was reached, the memory the create's limits.memory_max would commit does not fit under allocatable × --overcommit-memory (the message names the committed, requested and allowed bytes), or the veth networks' address pool is exhausted (every /30 of --net-pool is leased); the message names it; nothing created", body = ErrorBody),
         (status = 500, description = "The daemon failed: a system call failed unexpectedly; the message names it", body = ErrorBody),
-        (status = 503, description = "The durable store refused the record, opening a stdio file or the jail's files did not finish in time (a hung file system), or every uid of the dynamic range is held; nothing created", body = ErrorBody),
+        (status = 503, description = "The node is draining (POST /v1/node/drain; with a Retry-After header: create on another node, or retry after the node is undrained), the durable store refused the record, opening a stdio file or the jail's files did not finish in time (a hung file system), or every uid of the dynamic range is held; nothing created", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Only when the node is draining: seconds after which to try again"))),
     ),
 )]
 pub(super) async fn create(
@@ -42,6 +53,14 @@ pub(super) async fn create(
         ))
     })?;
     let spec = parse_create(&bytes)?;
+    let memory = spec.limits.memory_max;
+    if st.node.require_memory_limit && memory.is_none() {
+        st.metrics.admission_rejected("require_memory_limit");
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "limits.memory_max: missing, and this node requires a memory limit on every sandbox (--require-memory-limit); give one, e.g. \"limits\": {\"memory_max\": 536870912}".into(),
+        });
+    }
     // A duplicate is a 409 whatever the admission limits say: it would start nothing. The
     // supervisor checks again atomically (a start of the same ID racing this one).
     if st.sup.get(&spec.id).is_some_and(|i| i.state.holds_id()) {
@@ -50,6 +69,9 @@ pub(super) async fn create(
             .starts_conflict
             .fetch_add(1, Ordering::Relaxed);
         return Err(SupError::AlreadyExists(spec.id.clone()).into());
+    }
+    if st.admission.lock().unwrap().draining {
+        return Ok(draining_refusal(&st));
     }
     // Admission: concurrent starts first (cheap), then live sandboxes.
     let _permit = match st.starting.try_acquire() {
@@ -65,8 +87,20 @@ pub(super) async fn create(
             });
         }
     };
+    // Read before the lock: files of /proc and the cgroup tree.
+    let memory_limit = st
+        .node
+        .overcommit_memory
+        .and_then(|_| memory_admission_limit(&st, &resources(&st).1));
+    // One critical section admits (or refuses) and commits: a drain that began before is
+    // seen, and no two creates both fit under the memory limit.
     let _inflight = {
-        let mut n = st.inflight.lock().unwrap();
+        let mut a = st.admission.lock().unwrap();
+        if a.draining {
+            drop(a);
+            return Ok(draining_refusal(&st));
+        }
+        let n = &a.inflight;
         if let Some(max) = st.max_sandboxes {
             let live = st.sup.live();
             if live + *n >= max {
@@ -80,8 +114,30 @@ pub(super) async fn create(
                 });
             }
         }
-        *n += 1;
-        Inflight(&st.inflight)
+        let requested = memory.unwrap_or(0);
+        if let Some(allowed) = memory_limit {
+            let committed = st
+                .sup
+                .occupancy()
+                .memory_committed
+                .saturating_add(a.inflight_memory);
+            if committed.saturating_add(requested) > allowed {
+                st.metrics.admission_rejected("overcommit_memory");
+                return Err(ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: format!(
+                        "limit overcommit-memory reached: limits.memory_max of {requested} bytes requested, {committed} bytes committed by live and starting sandboxes, {allowed} bytes allowed (allocatable memory × --overcommit-memory {}); stop a sandbox or ask for less",
+                        st.node.overcommit_memory.unwrap_or(0.0)
+                    ),
+                });
+            }
+        }
+        a.inflight += 1;
+        a.inflight_memory += requested;
+        Inflight {
+            st: &st,
+            memory: requested,
+        }
     };
     // The spec passed `validate` in `parse_create`: what `start` refuses now is what this
     // node cannot do (a stdio file, a network namespace, a controller), not a bad request.
@@ -102,20 +158,31 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
 }
 
-/// List every known lifecycle.
+/// List every known lifecycle, or those whose labels match every selector.
 ///
-/// The current ones, and older ones still stopping or quarantined.
+/// The current ones, and older ones still stopping or quarantined. `?label=key=value`
+/// keeps those whose label `key` is `value`, `?label=key` those that have the label `key`;
+/// the parameter may be repeated (at most 16 times, each at most 256 characters): every selector must match. A selector
+/// is split at its first `=`, so a key that holds `=` cannot be selected.
 #[utoipa::path(
     get,
     path = "/v1/sandboxes",
     operation_id = "list_sandboxes",
+    params(("label" = Option<LabelSelectors>, Query, description = "A label selector: `key=value` (the label `key` is `value`) or `key` (the label `key` is present); repeat it for more: every one must match", style = Form, explode = true)),
     responses(
-        (status = 200, description = "The sandboxes", body = Vec<SandboxInfo>),
-        (status = 400, description = "A query parameter: this endpoint takes none", body = ErrorBody),
+        (status = 200, description = "The sandboxes (that match)", body = Vec<SandboxInfo>),
+        (status = 400, description = "A selector that is not `key` or `key=value` with a non-empty key, more than 16 selectors or one over 256 characters, or another query parameter; the message names it", body = ErrorBody),
     ),
 )]
-pub(super) async fn list(State(st): State<Shared>, _q: NoParams) -> axum::Json<Vec<SandboxInfo>> {
-    axum::Json(st.sup.list())
+pub(super) async fn list(
+    State(st): State<Shared>,
+    LabelQuery(selectors): LabelQuery,
+) -> axum::Json<Vec<SandboxInfo>> {
+    let mut all = st.sup.list();
+    if !selectors.is_empty() {
+        all.retain(|i| selectors.iter().all(|s| s.matches(&i.spec.labels)));
+    }
+    axum::Json(all)
 }
 
 pub(super) fn find(st: &AppState, id: &str, q: &LcQuery) -> ApiResult<SandboxInfo> {

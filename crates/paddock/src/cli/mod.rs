@@ -15,6 +15,7 @@ use crate::client::{Client, DaemonError, enc};
 pub mod jail;
 pub mod limits;
 pub mod net;
+pub mod node;
 mod render;
 pub use render::*;
 
@@ -54,10 +55,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `paddock ps`.
-pub async fn ps(c: &Client, out: Out) -> Result<u8> {
-    let list: Vec<SandboxInfo> =
-        serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
+/// `paddock ps` (`ls`), with `labels` the `--label` selectors (every one must match).
+pub async fn ps(c: &Client, out: Out, labels: &[String]) -> Result<u8> {
+    let q: Vec<(&str, Option<&str>)> = labels.iter().map(|l| ("label", Some(l.as_str()))).collect();
+    let path = format!("/v1/sandboxes{}", query(&q));
+    let list: Vec<SandboxInfo> = serde_json::from_value(c.json(Method::GET, &path, None).await?)?;
     if out.json {
         print_json(&list)?;
         return Ok(0);

@@ -81,6 +81,23 @@ pub struct ServeArgs {
     /// Most concurrent starts; more creates get 429.
     #[arg(long, value_name = "N")]
     pub max_starting: Option<usize>,
+    /// CPUs kept from the sandboxes (may be fractional, e.g. 0.5): GET /v1/node reports
+    /// capacity less this as allocatable.
+    #[arg(long, value_name = "N", default_value_t = 0.0, value_parser = parse_reserve_cpus)]
+    pub reserve_cpus: f64,
+    /// Memory kept from the sandboxes (e.g. 512M, 2G): GET /v1/node reports capacity less
+    /// this as allocatable, and --overcommit-memory admits against that.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_flag)]
+    pub reserve_memory: u64,
+    /// Admit a create only while the memory_max of every live and starting sandbox, its
+    /// own included, adds up to at most allocatable memory × RATIO (e.g. 1.0: no
+    /// overcommit; 1.5: half as much again); more creates get 429. A sandbox without
+    /// memory_max commits nothing. Default: off (memory is not admitted).
+    #[arg(long, value_name = "RATIO", value_parser = parse_overcommit)]
+    pub overcommit_memory: Option<f64>,
+    /// Refuse (422) a create without limits.memory_max.
+    #[arg(long)]
+    pub require_memory_limit: bool,
     /// Stop every sandbox on SIGTERM/SIGINT (default: leave them running for the next
     /// daemon to adopt).
     #[arg(long)]
@@ -191,6 +208,34 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?}: at least 64K (or 0 for no cap)"));
     }
     Ok(v)
+}
+
+/// `--reserve-memory`: `0` or a size (`512M`, `2G`, bytes without a unit).
+fn parse_size_flag(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    paddock_supervisor::parse_size(s).map_err(bare)
+}
+
+/// `--reserve-cpus`: a number of CPUs from 0 to 1048576.
+fn parse_reserve_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1_048_576.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: a number of CPUs from 0 to 1048576 (e.g. 1, 0.5)"
+        )),
+    }
+}
+
+/// `--overcommit-memory`: a ratio above 0, at most 1000.
+fn parse_overcommit(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: a ratio above 0 and at most 1000 (e.g. 1.0: no overcommit, 1.5)"
+        )),
+    }
 }
 
 /// A positive duration for a timeout flag.
@@ -352,6 +397,15 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     // taken before any reconciliation).
     let _root_lock = root.lock_exclusive()?;
     let owner = daemon_owner(&a.state_dir)?;
+    let drained = api::host::read_drain_file(&a.state_dir).with_context(|| {
+        format!(
+            "read the drain flag {}",
+            a.state_dir.join(api::host::DRAIN_FILE).display()
+        )
+    })?;
+    if let Some(since) = drained {
+        tracing::warn!(since_ms = ?since, file = %a.state_dir.join(api::host::DRAIN_FILE).display(), "the node is draining (drained before this daemon started): creates are refused until undrain");
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.export_per_sandbox(a.metrics_per_sandbox);
     let store = Arc::new(Store::open(
@@ -397,7 +451,20 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
         max_sandboxes: a.max_sandboxes,
         max_starting: a.max_starting,
         starting: Semaphore::new(a.max_starting.unwrap_or(Semaphore::MAX_PERMITS)),
-        inflight: Mutex::new(0),
+        admission: Mutex::new(api::Admission {
+            draining: drained.is_some(),
+            draining_since_ms: drained.flatten(),
+            ..Default::default()
+        }),
+        admitted_done: tokio::sync::Notify::new(),
+        node: api::NodeConfig {
+            reserve_cpus: a.reserve_cpus,
+            reserve_memory: a.reserve_memory,
+            overcommit_memory: a.overcommit_memory,
+            require_memory_limit: a.require_memory_limit,
+            state_dir: a.state_dir.clone(),
+        },
+        node_op: tokio::sync::Mutex::new(()),
         ready: AtomicBool::new(false),
         log_dir,
         store: store.clone(),
@@ -417,6 +484,10 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     };
     let unix = bind_socket(&socket, gid)?;
     notify::status("recovering: reconciling the state with the cgroup tree");
+    // Before the socket answers (and /readyz says ready): a SIGTERM from then on is a
+    // graceful shutdown, never the default action's death.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     reconcile(&sup, &store, &metrics).await;
     state.ready.store(true, Relaxed);
     let app = api::router(state.clone());
@@ -473,8 +544,6 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
             }
         });
     }
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let sig = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
