@@ -40,6 +40,14 @@ pub struct Config {
     pub stdio_dir: Option<PathBuf>,
     /// Become a child subreaper so orphans of sandboxes are reaped here (default true).
     pub subreaper: bool,
+    /// Start each sandbox's main process in a session (and process group) of its own
+    /// (`setsid` in the child), so that nothing aimed at the supervisor's process group
+    /// reaches the sandboxes: a terminal's Ctrl-C, or a service manager or scheduler that
+    /// kills the supervisor's group when it exits (Nomad's `raw_exec` does) — a sandbox
+    /// left for the next supervisor to adopt must not die with this one's group (default
+    /// true; `paddock run` in the foreground turns it off, so that the terminal's signals
+    /// reach its payload as they reach any command).
+    pub new_session: bool,
     /// Use the freeze-and-signal kill even where `cgroup.kill` works (tests).
     pub force_kill_fallback: bool,
     /// Deadline for removing a cgroup (default 2 s).
@@ -120,6 +128,7 @@ impl Config {
             retain_stopped: Retention::FOREVER,
             stdio_dir: None,
             subreaper: true,
+            new_session: true,
             force_kill_fallback: false,
             remove_timeout: Duration::from_secs(2),
             quarantine_recheck: Duration::from_secs(1),

@@ -150,12 +150,14 @@ pub(crate) fn spawn(
     cg: &Cgroup,
     logs: Option<&LogDir>,
     mut prepared: Prepared,
+    new_session: bool,
 ) -> Result<Process, Error> {
     for lim in limits(&spec.limits)? {
         cg.set_limit(lim)?;
     }
     crate::resources::apply(cg, &spec.limits, &prepared.io)?;
     let mut cmd = command(spec, lifecycle, prepared.jail.as_ref());
+    cmd.setsid(new_session);
     attach_stdio(&mut cmd, spec, lifecycle, logs, &mut prepared.files)?;
     match &spec.network {
         Network::Named(n) => {

@@ -339,6 +339,7 @@ impl Supervisor {
                     &cg,
                     self.inner.logs.as_ref(),
                     prepared,
+                    cfg.new_session,
                 )
             });
         if res.is_err() {

@@ -1787,3 +1787,43 @@ async fn every_transition_is_recorded_once_before_its_event() {
     );
     env.assert_no_leaks();
 }
+
+/// The `pgrp` and `session` fields of `/proc/<pid>/stat`.
+fn pgrp_and_session(pid: i32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name's closing parenthesis: state, ppid, pgrp, session.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    (f[2].parse().unwrap(), f[3].parse().unwrap())
+}
+
+/// By default a sandbox's main process leads a session and a process group of its own, so
+/// a signal to the supervisor's group (a terminal's Ctrl-C, a scheduler killing the group
+/// of an exiting daemon) cannot reach it; `new_session: false` keeps it in the supervisor's
+/// group, as `paddock run` in the foreground wants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sandbox_has_a_session_of_its_own() {
+    let own_pgrp = rustix::process::getpgrp().as_raw_nonzero().get();
+    for new_session in [true, false] {
+        let name = format!("session_{new_session}");
+        let Some(env) = env_with(&name, |c| c.new_session = new_session) else {
+            return;
+        };
+        let s = env
+            .sup
+            .start(sh("sess", "exec sleep 300"))
+            .await
+            .unwrap()
+            .info;
+        let pid = s.pid.unwrap();
+        let (pgrp, session) = pgrp_and_session(pid);
+        if new_session {
+            assert_eq!((pgrp, session), (pid, pid), "new_session: true");
+        } else {
+            assert_eq!(pgrp, own_pgrp, "new_session: false");
+            assert_ne!(session, pid, "new_session: false");
+        }
+        env.sup.stop(&s.id, None).await.unwrap();
+        env.assert_no_leaks();
+    }
+}

@@ -251,6 +251,9 @@ async fn run_guarded(
     // One sandbox, and nothing subscribes to the events: a few slots, not 4,096 touched
     // at start.
     cfg.event_capacity = 16;
+    // In the foreground, the terminal's signals (Ctrl-C) reach the payload as they reach
+    // any command; the run's own handler stops the sandbox as well.
+    cfg.new_session = false;
     let sup = Supervisor::new(cfg)?;
     // Sandboxes of paddock runs that were killed together with their guardians: gone
     // owners' cgroups are removed (each with a WARN naming it), concurrently with the start.

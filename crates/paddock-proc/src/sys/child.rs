@@ -263,13 +263,13 @@ pub(super) unsafe fn child_main(plan: &ChildPlan) -> ! {
         ifr.ifr_name[0] = b'l' as libc::c_char;
         ifr.ifr_name[1] = b'o' as libc::c_char;
         // SAFETY: SIOCGIFFLAGS writes the flags into the valid `ifr` on this stack.
-        if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr) } != 0 {
+        if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut ifr) } != 0 {
             fail(err_fd, RawStage::Loopback, 1);
         }
         // SAFETY: the union member SIOCGIFFLAGS just filled; plain integer access.
         unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
         // SAFETY: SIOCSIFFLAGS reads the valid `ifr`.
-        if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr) } != 0 {
+        if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &ifr) } != 0 {
             fail(err_fd, RawStage::Loopback, 2);
         }
         // SAFETY: closes the socket this function opened, which nothing else uses.
