@@ -39,16 +39,11 @@
 # throughout: same processes, same cgroups; the API is down between the two daemons.
 #
 # The process group. Once the task's main process has exited, Nomad's executor also
-# sends SIGKILL to the task's process group (it starts raw_exec tasks with setpgid).
-# paddock's sandboxes are its children and stay in its process group, so if the daemon
-# were the task's main process, that SIGKILL would end every sandbox's main process at
-# every update (checked: `kill -KILL -- -<daemon pid>` after a clean daemon exit kills a
-# `paddock run -d` sandbox's main process). So the task runs a small wrapper
-# (local/paddock-serve.sh, below): it starts the daemon with setsid(1), in a session and
-# process group of its own, forwards SIGTERM and SIGINT to it and exits with its status.
-# Nomad's process-group SIGKILL then hits only the wrapper's group; the daemon itself is
-# still in the task's cgroup, so a daemon that outlives kill_timeout is killed with the
-# cgroup, and its sandboxes, outside it, are not.
+# sends SIGKILL to the task's process group (it starts raw_exec tasks with setpgid). That
+# does not reach the sandboxes: the daemon starts each sandbox's main process in a
+# session and process group of its own (setsid in the child, before exec), so the
+# daemon can be the task's main process. (Daemons before that change needed a setsid
+# wrapper here.)
 #
 # `nomad job stop paddock` and draining a Nomad client stop the allocation the same way:
 # the sandboxes keep running, and the next allocation on that client adopts them. To end
@@ -108,9 +103,9 @@ job "paddock" {
       driver = "raw_exec"
 
       config {
-        command = "local/paddock-serve.sh"
+        command = var.paddock_binary
         args = concat([
-          var.paddock_binary, "serve",
+          "serve",
           "--cgroup-root", var.cgroup_root,
           "--state-dir", "/var/lib/paddock",
           "--socket", "/run/paddock/paddock.sock",
@@ -118,38 +113,11 @@ job "paddock" {
       }
 
       # SIGTERM: the daemon's graceful exit that leaves the sandboxes running. Nomad waits
-      # kill_timeout for it, then SIGKILLs the wrapper and kills the task's cgroup (the
+      # kill_timeout for it, then SIGKILLs the task's process group and cgroup (the
       # daemon, not the sandboxes). 30s as paddock.service's TimeoutStopSec; the client's
       # max_kill_timeout (default 30s) caps it.
       kill_signal  = "SIGTERM"
       kill_timeout = "30s"
-
-      # The wrapper (see "The process group" above). Written by Nomad into the task's
-      # local/ directory; it uses no Go template syntax.
-      template {
-        destination = "local/paddock-serve.sh"
-        perms       = "0755"
-        data        = <<-EOT
-          #!/bin/sh
-          # Start `paddock serve` (argv) in a session of its own, so that Nomad's SIGKILL
-          # to the task's process group, once this script has exited, misses the daemon's
-          # sandboxes; forward SIGTERM/SIGINT to it; exit with its status.
-          set -u
-          # In the background of a non-interactive shell setsid(1) is not a process-group
-          # leader, so it calls setsid() and execs the daemon: $! is the daemon's PID.
-          setsid "$@" &
-          pid=$!
-          trap 'kill -TERM "$pid" 2>/dev/null' TERM
-          trap 'kill -INT "$pid" 2>/dev/null' INT
-          while :; do
-            wait "$pid"
-            status=$?
-            # wait returns early (>128) when a trapped signal arrives; go on waiting
-            # while the daemon lives.
-            kill -0 "$pid" 2>/dev/null || exit "$status"
-          done
-        EOT
-      }
 
       # What the daemon itself uses; the sandboxes are accounted in their own cgroups,
       # outside this allocation, so reserve room for them in the client's
