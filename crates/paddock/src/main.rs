@@ -26,6 +26,7 @@ mod run;
 mod sandbox_metrics;
 mod serve;
 mod store;
+mod systemd;
 
 /// `paddock --version`: the package version and the git commit it was built from
 /// (`unknown` when built outside a repository without `PADDOCK_GIT_COMMIT`; see build.rs).

@@ -61,9 +61,28 @@ pub struct RunArgs {
     /// "memory_peak", "killed_after_grace", "quarantined", "stop_report"}.
     #[arg(long)]
     pub summary: bool,
-    /// The managed cgroup root (default: <cgroup2 mount>/paddock).
+    /// The managed cgroup root (default: <cgroup2 mount>/paddock). Implies
+    /// --cgroup-manager cgroupfs unless that flag says otherwise.
     #[arg(long, value_name = "PATH", env = "PADDOCK_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
+    /// Who makes the sandbox's cgroup: `systemd` asks systemd (over D-Bus) for a transient
+    /// scope `paddock-run-<ID>.scope` with Delegate=yes in --slice, holding paddock, and
+    /// runs the sandbox in it; `cgroupfs` makes it under --cgroup-root. `auto`: systemd
+    /// when systemd is PID 1 (/run/systemd/system exists), no --cgroup-root is given and
+    /// paddock is not already inside a delegated unit; cgroupfs otherwise. With -d the
+    /// daemon's cgroup root decides and this is not used. See docs/systemd.md.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "auto|systemd|cgroupfs",
+        env = "PADDOCK_CGROUP_MANAGER",
+        default_value = "auto"
+    )]
+    pub cgroup_manager: crate::systemd::CgroupManager,
+    /// The slice of the scope of --cgroup-manager systemd (not with -d, where the daemon's
+    /// cgroup root decides).
+    #[arg(long, value_name = "SLICE", default_value = crate::systemd::DEFAULT_SLICE, conflicts_with = "detach")]
+    pub slice: String,
     /// Create the sandbox through the daemon (`--socket`) and return at once; its output
     /// goes to `paddock logs ID`.
     #[arg(long, short = 'd')]
@@ -174,20 +193,36 @@ pub struct Prepared {
 }
 
 /// Validates the arguments, opens the managed root (enabling the controllers the limits
-/// need), and forks the guardian ([`crate::guard`]). Call it before the async runtime
+/// need) — with the systemd driver first asking systemd for the run's scope and laying out
+/// its delegated cgroup ([`crate::systemd::scope_root`]) —, and forks the guardian ([`crate::guard`]). Call it before the async runtime
 /// starts.
 pub fn prepare(a: RunArgs) -> Result<Prepared> {
     let spec = spec_from_args(&a)?;
-    let root = match &a.cgroup_root {
-        Some(p) => Root::open_or_create(p),
-        None => Root::open_default(),
-    }
-    .context("open the managed cgroup root")?;
-    let want = spec.limits.controllers();
-    if !want.is_empty() {
-        root.enable_controllers(&want)
-            .context("enable the controllers the limits need")?;
-    }
+    crate::systemd::check_slice(&a.slice).map_err(anyhow::Error::msg)?;
+    let driver = crate::systemd::select(
+        a.cgroup_manager,
+        a.cgroup_root.is_some(),
+        crate::systemd::booted(),
+        crate::systemd::own_cgroup_delegated,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let root = match driver {
+        // The scope's delegated cgroup: controllers enabled and checked there.
+        crate::systemd::Driver::Systemd => crate::systemd::scope_root(&spec, &a.slice)?,
+        crate::systemd::Driver::Cgroupfs => {
+            let root = match &a.cgroup_root {
+                Some(p) => Root::open_or_create(p),
+                None => Root::open_default(),
+            }
+            .context("open the managed cgroup root")?;
+            let want = spec.limits.controllers();
+            if !want.is_empty() {
+                root.enable_controllers(&want)
+                    .context("enable the controllers the limits need")?;
+            }
+            root
+        }
+    };
     let owner = Owner::this_process()
         .context("read this process's start time and PID namespace from /proc/self")?
         .to_string();

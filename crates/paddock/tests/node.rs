@@ -402,7 +402,10 @@ fn memory_admission() {
     assert_eq!(d.sigterm(Duration::from_secs(20)), Some(0));
     const GIB: u64 = 1 << 30;
     // The sandboxes below commit 1.5 GiB on paper; each uses a few pages for real.
-    assert!(cap > GIB, "this test wants more than 1 GiB of memory (capacity {cap})");
+    assert!(
+        cap > GIB,
+        "this test wants more than 1 GiB of memory (capacity {cap})"
+    );
     let reserve = (cap - GIB).to_string();
     let _d = w.daemon(&[
         "--reserve-memory",

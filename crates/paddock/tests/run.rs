@@ -376,8 +376,8 @@ impl Drop for DefaultRoot {
     }
 }
 
-/// Without --cgroup-root the cgroup2 mount is discovered and sandboxes go under
-/// `<mount>/paddock`.
+/// Without --cgroup-root (and with the cgroupfs driver) the cgroup2 mount is discovered
+/// and sandboxes go under `<mount>/paddock`.
 #[test]
 fn builtin_defaults_use_mount_slash_paddock() {
     let Some(w) = world("run_builtin_defaults_use_mount_slash_paddock") else {
@@ -393,6 +393,8 @@ fn builtin_defaults_use_mount_slash_paddock() {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--name", &id, "--", "sh", "-c", &script])
         .env_remove("PADDOCK_CGROUP_ROOT")
+        // The built-in root is cgroupfs's (on a systemd host auto would pick a scope).
+        .env("PADDOCK_CGROUP_MANAGER", "cgroupfs")
         .stdin(Stdio::null());
     let (o, _) = run_within(cmd, Duration::from_secs(20), "defaults");
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
@@ -428,6 +430,7 @@ fn readme_main_command() {
         "echo hello from $PADDOCK_SANDBOX_ID; cat /proc/self/cgroup; sleep 300 & exit 0",
     ])
     .env_remove("PADDOCK_CGROUP_ROOT")
+    .env("PADDOCK_CGROUP_MANAGER", "cgroupfs")
     .stdin(Stdio::null());
     let (child, t0) = spawn_to_files(&mut cmd);
     let id = format!("run-{}", child.child.id());
@@ -523,4 +526,74 @@ fn exit_codes_127_126_125_and_the_cause_once() {
         assert!(text(&o.stdout).is_empty(), "{args:?}");
     }
     w.assert_no_leaks();
+}
+
+/// `--cgroup-manager` and `--slice` that cannot be honoured fail before anything is
+/// created, with exit code 125 and a message saying why: systemd together with
+/// --cgroup-root, a malformed slice, and (on a host whose PID 1 is not systemd) systemd.
+#[test]
+fn cgroup_manager_refusals() {
+    let Some(w) = world("run_cgroup_manager_refusals") else {
+        return;
+    };
+    let before = cgroups_under(&w.cgroot);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--cgroup-manager", "systemd", "--", "true"],
+            "--cgroup-root",
+        ),
+        (
+            vec![
+                "--cgroup-manager",
+                "cgroupfs",
+                "--slice",
+                "a/b.slice",
+                "--",
+                "true",
+            ],
+            "not allowed in a unit name",
+        ),
+        (
+            vec!["--slice", "paddock", "--", "true"],
+            "must end in .slice",
+        ),
+    ];
+    for (args, want) in cases {
+        let (o, _) = run_within(run_cmd(&w, &args), Duration::from_secs(20), want);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    }
+    if Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped the no-systemd case: systemd is PID 1 on this host");
+    } else {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--cgroup-manager", "systemd", "--", "true"])
+            .env_remove("PADDOCK_CGROUP_ROOT")
+            .stdin(Stdio::null());
+        let (o, _) = run_within(cmd, Duration::from_secs(20), "systemd without systemd");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains("systemd is not running as PID 1"), "{err}");
+    }
+    assert_eq!(cgroups_under(&w.cgroot), before, "nothing created");
+}
+
+/// Every directory below `root`, relative, sorted.
+fn cgroups_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -27,6 +27,32 @@ use hooks::DaemonHooks;
 pub use hooks::{PauseAt, TEST_PAUSE_ENV};
 pub use setup::*;
 
+/// On a host whose PID 1 is systemd, the default root `<cgroup2 mount>/paddock` would be
+/// made in the part of the tree systemd owns: the daemon then refuses to start unless a
+/// root is given (`--cgroup-root`, or `--delegated` in a unit with `Delegate=yes`). It never
+/// makes a scope of its own: a daemon belongs in a unit (deploy/systemd/, docs/systemd.md).
+fn refuse_systemd_top_level() -> Result<()> {
+    if !crate::systemd::booted() {
+        return Ok(());
+    }
+    let hint = if crate::systemd::own_cgroup_delegated() {
+        "this daemon runs in a delegated cgroup: add --delegated (or `delegated = true` in the \
+         config file) to run its sandboxes there"
+    } else {
+        "run it as the unit deploy/systemd/paddock.service (docs/systemd.md), or start it in \
+         a unit with Delegate=yes and --delegated (`systemd-run -p Delegate=yes paddock serve \
+         --delegated`)"
+    };
+    bail!(
+        "systemd is PID 1 here ({}), and without --cgroup-root the daemon would make \
+         <cgroup2 mount>/{} in the top level of the cgroup tree, which systemd owns: {hint}; \
+         `--cgroup-root {}` makes it there anyway",
+        crate::systemd::BOOTED_MARKER,
+        "paddock",
+        "paddock",
+    )
+}
+
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/paddock/paddock.sock";
 /// Default state directory.
@@ -389,7 +415,10 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     } else {
         match &a.cgroup_root {
             Some(p) => Root::open_or_create(p),
-            None => Root::open_default(),
+            None => {
+                refuse_systemd_top_level()?;
+                Root::open_default()
+            }
         }
     }
     .context("open the managed cgroup root")?;
