@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use paddock_supervisor::{Event, EventKind, State, Supervisor};
+use paddock_supervisor::{Event, EventKind, State, StopReason, Supervisor};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +18,44 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 type Labels = [(&'static str, &'static str); 1];
+
+/// Every stop reason, with its name in the API (`StopReport::reason`, the `stopping`
+/// event), so that `paddock_sandbox_stops_begun_total` has every series from the start.
+const STOP_REASONS: [StopReason; 8] = [
+    StopReason::Requested,
+    StopReason::Killed,
+    StopReason::MainExited,
+    StopReason::Shutdown,
+    StopReason::Recovered,
+    StopReason::Deadline,
+    StopReason::Oom,
+    StopReason::Drain,
+];
+
+/// Every admission limit a create can be refused by (the `limit` label of
+/// `paddock_admission_rejected_total`): each series exists from the start, at 0, so that
+/// `increase()` and `rate()` see the first refusal.
+pub const ADMISSION_LIMITS: [&str; 5] = [
+    "max_sandboxes",
+    "max_starting",
+    "overcommit_memory",
+    "require_memory_limit",
+    "draining",
+];
+
+/// The API's name of a stop reason (its serde name; a unit test holds them equal).
+fn stop_reason_label(r: StopReason) -> &'static str {
+    match r {
+        StopReason::Requested => "requested",
+        StopReason::Killed => "killed",
+        StopReason::MainExited => "main_exited",
+        StopReason::Shutdown => "shutdown",
+        StopReason::Recovered => "recovered",
+        StopReason::Deadline => "deadline",
+        StopReason::Oom => "oom",
+        StopReason::Drain => "drain",
+    }
+}
 
 fn stop_histogram() -> Histogram {
     // 1 ms .. ~65 s.
@@ -48,11 +86,16 @@ pub struct Metrics {
     registry: Registry,
     stop_duration: Family<Labels, Histogram, fn() -> Histogram>,
     admission_rejected: Family<Labels, Counter>,
+    stops_begun: Family<Labels, Counter>,
     /// The daemon's own counters.
     pub daemon: Arc<DaemonCounters>,
     sup: Arc<OnceLock<Supervisor>>,
     per_sandbox: Arc<AtomicBool>,
+    max_sandboxes: Arc<AtomicU64>,
 }
+
+/// `max_sandboxes` when no limit is set (the gauge is not exported then).
+const NO_MAX: u64 = u64::MAX;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,27 +116,50 @@ impl Metrics {
             stop_duration.clone(),
         );
         let admission_rejected = Family::<Labels, Counter>::default();
+        for l in ADMISSION_LIMITS {
+            let _ = admission_rejected.get_or_create(&[("limit", l)]);
+        }
         registry.register(
             "paddock_admission_rejected",
             "Create requests refused by an admission limit, by limit",
             admission_rejected.clone(),
         );
+        let stops_begun = Family::<Labels, Counter>::default();
+        for r in STOP_REASONS {
+            let _ = stops_begun.get_or_create(&[("reason", stop_reason_label(r))]);
+        }
+        registry.register(
+            "paddock_sandbox_stops_begun",
+            "Sandbox stops begun, by reason (the `stopping` event; their results are paddock_sandbox_stops_total)",
+            stops_begun.clone(),
+        );
         let daemon = Arc::new(DaemonCounters::default());
         let sup = Arc::new(OnceLock::new());
         let per_sandbox = Arc::new(AtomicBool::new(false));
+        let max_sandboxes = Arc::new(AtomicU64::new(NO_MAX));
         registry.register_collector(Box::new(ScrapeCollector {
             sup: sup.clone(),
             daemon: daemon.clone(),
             per_sandbox: per_sandbox.clone(),
+            max_sandboxes: max_sandboxes.clone(),
         }));
         Metrics {
             registry,
             stop_duration,
             admission_rejected,
+            stops_begun,
             daemon,
             sup,
             per_sandbox,
+            max_sandboxes,
         }
+    }
+
+    /// Exports `paddock_max_sandboxes` with the value of `--max-sandboxes`; without a
+    /// limit (`None`) the gauge is not exported at all.
+    pub fn set_max_sandboxes(&self, max: Option<usize>) {
+        let v = max.map_or(NO_MAX, |m| m as u64);
+        self.max_sandboxes.store(v, Relaxed);
     }
 
     /// Exports the per-sandbox series too (`serve --metrics-per-sandbox`; see
@@ -109,6 +175,11 @@ impl Metrics {
 
     /// Feeds one supervisor event.
     pub fn on_event(&self, ev: &Event) {
+        if let EventKind::Stopping { reason } = &ev.kind {
+            self.stops_begun
+                .get_or_create(&[("reason", stop_reason_label(*reason))])
+                .inc();
+        }
         if let EventKind::Stopped { report } = &ev.kind {
             for (phase, v) in [
                 ("signal", report.signal_ms),
@@ -124,8 +195,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a create refused by `limit` (`max_sandboxes` or `max_starting`).
+    /// Counts a create refused by `limit` (one of [`ADMISSION_LIMITS`]).
     pub fn admission_rejected(&self, limit: &'static str) {
+        debug_assert!(ADMISSION_LIMITS.contains(&limit), "unknown limit {limit}");
         self.admission_rejected
             .get_or_create(&[("limit", limit)])
             .inc();
@@ -152,6 +224,7 @@ struct ScrapeCollector {
     sup: Arc<OnceLock<Supervisor>>,
     daemon: Arc<DaemonCounters>,
     per_sandbox: Arc<AtomicBool>,
+    max_sandboxes: Arc<AtomicU64>,
 }
 
 fn counter(
@@ -287,6 +360,21 @@ impl Collector for ScrapeCollector {
                     ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
                 }
             }
+        }
+        gauge(
+            &mut enc,
+            "paddock_reaper_healthy",
+            "1 while the child reaper every spawn goes through works (not started yet, or running); 0 once its start-up failed or a thread of it died: then no sandbox can start and /readyz answers 503",
+            i64::from(paddock_supervisor::reaper_health().is_healthy()),
+        )?;
+        let max = self.max_sandboxes.load(Relaxed);
+        if max != NO_MAX {
+            gauge(
+                &mut enc,
+                "paddock_max_sandboxes",
+                "The --max-sandboxes limit: live sandboxes (running, stopping, quarantined) plus admitted creates beyond it are refused; absent without a limit",
+                max.min(i64::MAX as u64) as i64,
+            )?;
         }
         let Some(sup) = self.sup.get() else {
             return Ok(());
@@ -488,5 +576,104 @@ impl Collector for ScrapeCollector {
             Err(e) => tracing::warn!(error = %e, "cannot read cgroup.stat of the managed root"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paddock_supervisor::{LifecycleId, SandboxId};
+
+    fn stopping(reason: StopReason) -> Event {
+        Event {
+            id: SandboxId::new("m").unwrap(),
+            lifecycle: LifecycleId::fresh(),
+            at_ms: 1,
+            kind: EventKind::Stopping { reason },
+        }
+    }
+
+    /// The labels are the API's names of the reasons.
+    #[test]
+    fn stop_reason_labels_are_the_api_names() {
+        for r in STOP_REASONS {
+            let v = serde_json::to_value(r).unwrap();
+            assert_eq!(v.as_str(), Some(stop_reason_label(r)), "{r:?}");
+        }
+    }
+
+    /// Every reason is exported from the start (at 0); a `stopping` event counts its reason.
+    #[test]
+    fn stops_begun_by_reason() {
+        let m = Metrics::new();
+        let text = m.render();
+        for r in STOP_REASONS {
+            let line = format!(
+                "paddock_sandbox_stops_begun_total{{reason=\"{}\"}} 0\n",
+                stop_reason_label(r)
+            );
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        m.on_event(&stopping(StopReason::Deadline));
+        m.on_event(&stopping(StopReason::Deadline));
+        m.on_event(&stopping(StopReason::Killed));
+        let text = m.render();
+        assert!(
+            text.contains("paddock_sandbox_stops_begun_total{reason=\"deadline\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paddock_sandbox_stops_begun_total{reason=\"killed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("paddock_sandbox_stops_begun_total{reason=\"requested\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    /// `paddock_max_sandboxes` is the limit, and absent without one.
+    #[test]
+    fn max_sandboxes_gauge() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("paddock_max_sandboxes"));
+        m.set_max_sandboxes(Some(7));
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE paddock_max_sandboxes gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains("\npaddock_max_sandboxes 7\n"), "{text}");
+        m.set_max_sandboxes(None);
+        assert!(!m.render().contains("paddock_max_sandboxes"));
+    }
+
+    /// Every admission limit's series exists from the start, at 0; a refusal counts.
+    #[test]
+    fn admission_rejected_series_exist_at_zero() {
+        let m = Metrics::new();
+        let text = m.render();
+        for l in ADMISSION_LIMITS {
+            let line = format!("paddock_admission_rejected_total{{limit=\"{l}\"}} 0\n");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        m.admission_rejected("draining");
+        let text = m.render();
+        assert!(
+            text.contains("paddock_admission_rejected_total{limit=\"draining\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    /// The reaper's health is exported as 1 while it is healthy (this process has not
+    /// broken it).
+    #[test]
+    fn reaper_healthy_gauge() {
+        let text = Metrics::new().render();
+        assert!(
+            text.contains("# TYPE paddock_reaper_healthy gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains("\npaddock_reaper_healthy 1\n"), "{text}");
     }
 }

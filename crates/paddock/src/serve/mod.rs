@@ -437,6 +437,7 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     }
     let metrics = Arc::new(Metrics::new());
     metrics.export_per_sandbox(a.metrics_per_sandbox);
+    metrics.set_max_sandboxes(a.max_sandboxes);
     let store = Arc::new(Store::open(
         &a.state_dir.join("paddock.redb"),
         metrics.daemon.store.clone(),
