@@ -3,6 +3,9 @@
 //! `paddock run` runs one command in a fresh sandbox in the foreground, needing no daemon.
 //! `paddock serve` is the daemon (HTTP/JSON API on a unix socket, durable state, crash
 //! recovery, metrics); the other commands are its clients.
+//!
+//! Just over 600 lines: most of it is the one clap command tree, whose doc comments are
+//! the `--help` text, the man page and the completions (`paddock generate`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
