@@ -46,23 +46,13 @@ impl TapSpec {
         }
     }
 
-    /// Checks the name.
+    /// Checks the name ([`valid_tap_name`]).
     pub fn validate(&self) -> Result<()> {
-        let n = &self.name;
-        let bad = n.is_empty()
-            || n.len() > 15
-            || n == "eth0"
-            || n == "lo"
-            || n == "."
-            || n == ".."
-            || !n
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if bad {
+        if !valid_tap_name(&self.name) {
             return Err(Error::Invalid {
                 what: "tap name",
-                value: n.clone(),
-                reason: "1 to 15 of [A-Za-z0-9._-], not eth0 or lo",
+                value: self.name.clone(),
+                reason: TAP_NAME_RULE,
             });
         }
         Ok(())
@@ -78,6 +68,22 @@ impl TapSpec {
         }
         f
     }
+}
+
+/// What [`valid_tap_name`] accepts, in words (for error messages).
+pub const TAP_NAME_RULE: &str = "1 to 15 of [A-Za-z0-9._-], not eth0, lo, . or ..";
+
+/// Whether `name` is a tap name paddock creates: 1 to 15 bytes of `[A-Za-z0-9._-]`,
+/// not `eth0` (the sandbox's veth end), `lo`, `.` or `..`. Stricter than the kernel
+/// (which takes any byte but `/`, `:` and whitespace), so a name is safe in logs, paths
+/// and nftables rules. The API checks names with this same function.
+pub fn valid_tap_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && !matches!(name, "eth0" | "lo" | "." | "..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The operation named in the error when `/dev/net/tun` cannot be opened.
