@@ -48,6 +48,23 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// With `--json`, prints the daemon's answer `v` as it came and gives `None` (the command
+/// is done); otherwise decodes it as the wire type `T` for the caller to render (`what`
+/// names the type in the error, "a StopReport").
+pub(crate) fn json_or_decode<T: serde::de::DeserializeOwned>(
+    out: Out,
+    v: Value,
+    what: &str,
+) -> Result<Option<T>> {
+    if out.json {
+        print_json(&v)?;
+        return Ok(None);
+    }
+    serde_json::from_value(v)
+        .with_context(|| format!("decode the daemon's answer ({what})"))
+        .map(Some)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -90,11 +107,9 @@ pub async fn inspect(
             print_json(
                 &serde_json::json!({ "spec": v["spec"]["network"], "status": v["network"] }),
             )?;
-            return Ok(0);
+        } else if let Some(info) = json_or_decode::<SandboxInfo>(out, v, "a SandboxInfo")? {
+            print!("{}", net::render_network(&info));
         }
-        let info: SandboxInfo =
-            serde_json::from_value(v).context("decode the daemon's answer (a SandboxInfo)")?;
-        print!("{}", net::render_network(&info));
         return Ok(0);
     }
     if !jail {
@@ -162,10 +177,7 @@ pub async fn stop(
     };
     let deadline = stop_deadline(c, id, lifecycle, grace).await?;
     let v = c.json_within(deadline, Method::POST, &path, None).await?;
-    if out.json {
-        print_json(&v)?;
-    } else {
-        let r: StopReport = serde_json::from_value(v)?;
+    if let Some(r) = json_or_decode::<StopReport>(out, v, "a StopReport")? {
         print!("{}", render_report(id, &r));
     }
     Ok(0)
@@ -331,11 +343,9 @@ pub async fn stats(c: &Client, out: Out, id: &str, lifecycle: &Option<String>) -
             None,
         )
         .await?;
-    if out.json {
-        print_json(&v)?;
+    let Some(s) = json_or_decode::<SandboxStats>(out, v, "a SandboxStats")? else {
         return Ok(0);
-    }
-    let s: SandboxStats = serde_json::from_value(v)?;
+    };
     println!("processes:      {}", s.processes);
     println!(
         "pids.current:   {}",

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hyper::Method;
 
-use super::{Out, print_json};
+use super::{Out, json_or_decode};
 use crate::api::{DrainReport, NodeInfo, UndrainReport};
 use crate::cli::{human_bytes, term_safe};
 use crate::client::Client;
@@ -14,12 +14,9 @@ use crate::client::Client;
 /// `paddock node`: what the node is and holds (`GET /v1/node`).
 pub async fn node(c: &Client, out: Out) -> Result<u8> {
     let v = c.json(Method::GET, "/v1/node", None).await?;
-    if out.json {
-        print_json(&v)?;
+    let Some(n) = json_or_decode::<NodeInfo>(out, v, "a NodeInfo")? else {
         return Ok(0);
-    }
-    let n: NodeInfo =
-        serde_json::from_value(v).context("decode the daemon's answer (a NodeInfo)")?;
+    };
     print!("{}", render_node(&n));
     Ok(0)
 }
@@ -136,12 +133,9 @@ pub async fn drain(c: &Client, out: Out, stop: bool, grace: Option<&str>) -> Res
             Some(serde_json::to_vec(&body)?),
         )
         .await?;
-    if out.json {
-        print_json(&v)?;
+    let Some(r) = json_or_decode::<DrainReport>(out, v, "a DrainReport")? else {
         return Ok(0);
-    }
-    let r: DrainReport =
-        serde_json::from_value(v).context("decode the daemon's answer (a DrainReport)")?;
+    };
     println!(
         "draining{}: creates are refused until `paddock undrain`; {} create(s) in flight finished first",
         if r.was_draining { " (already)" } else { "" },
@@ -164,12 +158,9 @@ pub async fn drain(c: &Client, out: Out, stop: bool, grace: Option<&str>) -> Res
 /// `paddock undrain`.
 pub async fn undrain(c: &Client, out: Out) -> Result<u8> {
     let v = c.json(Method::POST, "/v1/node/undrain", None).await?;
-    if out.json {
-        print_json(&v)?;
+    let Some(r) = json_or_decode::<UndrainReport>(out, v, "an UndrainReport")? else {
         return Ok(0);
-    }
-    let r: UndrainReport =
-        serde_json::from_value(v).context("decode the daemon's answer (an UndrainReport)")?;
+    };
     println!(
         "{}creates are admitted",
         if r.was_draining {
