@@ -453,20 +453,35 @@ impl Supervisor {
                     .collect();
                 report.kill_ms = ms(k0.elapsed());
                 if kr.found > 0 {
-                    self.inner
-                        .counters
-                        .killed_after_grace
-                        .fetch_add(kr.found as u64, Relaxed);
                     let names: Vec<String> = report
                         .killed
                         .iter()
                         .map(|k| format!("{} ({})", k.pid, k.comm.as_deref().unwrap_or("?")))
                         .collect();
-                    tracing::warn!(
-                        count = kr.found,
-                        killed = %names.join(", "),
-                        "killed processes that outlived the grace period"
-                    );
+                    if grace.is_zero() {
+                        // A kill (or a grace period of 0) was asked for: what it ends is
+                        // not a leak, and is counted apart so that the "killed after grace"
+                        // alert keeps meaning payloads that ignore their stop.
+                        self.inner
+                            .counters
+                            .killed_without_grace
+                            .fetch_add(kr.found as u64, Relaxed);
+                        tracing::info!(
+                            count = kr.found,
+                            killed = %names.join(", "),
+                            "killed processes (no grace period)"
+                        );
+                    } else {
+                        self.inner
+                            .counters
+                            .killed_after_grace
+                            .fetch_add(kr.found as u64, Relaxed);
+                        tracing::warn!(
+                            count = kr.found,
+                            killed = %names.join(", "),
+                            "killed processes that outlived the grace period"
+                        );
+                    }
                     self.emit(sb, EventKind::LeakedProcessesKilled { count: kr.found });
                 }
             }

@@ -143,8 +143,12 @@ pub struct SupervisorCounters {
     pub stops_quarantined: AtomicU64,
     /// Stops that failed.
     pub stops_failed: AtomicU64,
-    /// Processes killed because they outlived the grace period.
+    /// Processes killed because they outlived the grace period (or because the removal's
+    /// EBUSY backstop found them).
     pub killed_after_grace: AtomicU64,
+    /// Processes killed by a stop that had no grace period (a kill, or a grace of 0):
+    /// asked for, so not counted in `killed_after_grace`.
+    pub killed_without_grace: AtomicU64,
     /// Quarantined sandboxes whose processes finally went and whose cgroup was removed.
     pub quarantines_drained: AtomicU64,
     /// Lifecycles adopted from a previous supervisor process.

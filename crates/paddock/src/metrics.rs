@@ -446,6 +446,12 @@ impl Collector for ScrapeCollector {
         )?;
         counter(
             &mut enc,
+            "paddock_processes_killed_without_grace",
+            "Processes killed by a stop with no grace period (a kill, or a grace period of 0)",
+            c.killed_without_grace.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "paddock_sandbox_restarts",
             "Restarts a restart policy attempted (each also counts as a start)",
             c.restarts.load(Relaxed),

@@ -437,6 +437,18 @@ fn duplicate_is_409_and_limits_are_429() {
     // The adopted sandboxes are still controllable.
     assert_eq!(w.http("POST", "/v1/sandboxes/dup/kill", None).status, 200);
     assert_eq!(w.http("POST", "/v1/sandboxes/two/kill", None).status, 200);
+    // A kill has no grace period: what it ends is counted apart from the processes that
+    // outlived a grace period (the metric the leak alert watches).
+    let m = w.http("GET", "/metrics", None).text();
+    assert!(
+        metric(&m, "paddock_processes_killed_without_grace_total").unwrap() >= 2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "paddock_processes_killed_after_grace_total"),
+        Some(0.0),
+        "{m}"
+    );
     w.assert_no_leaks();
 }
 
