@@ -44,6 +44,9 @@ pub struct Summary {
     pub per_fault: BTreeMap<String, u64>,
     /// Processes killed after the grace period (supervisor counter `killed_after_grace`).
     pub processes_killed_after_grace: u64,
+    /// Processes killed by stops with no grace period (supervisor counter
+    /// `killed_without_grace`).
+    pub processes_killed_without_grace: u64,
     /// Removals that found the cgroup busy and fell back to `cgroup.kill` (root counter).
     pub ebusy_fallbacks: u64,
     /// `cgroup.kill` rewrites because the first write left a survivor (root counter).
@@ -135,6 +138,10 @@ impl Summary {
         s += &format!(
             "  processes killed after grace:  {}\n",
             self.processes_killed_after_grace
+        );
+        s += &format!(
+            "  processes killed, no grace:    {}\n",
+            self.processes_killed_without_grace
         );
         s += &format!(
             "  EBUSY fallbacks:               {}\n",

@@ -436,6 +436,7 @@ pub async fn run(opts: Options, stop: StopFlag) -> Result<Summary, String> {
     }
     let c = sup.counters();
     summary.processes_killed_after_grace = c.killed_after_grace.load(Relaxed);
+    summary.processes_killed_without_grace = c.killed_without_grace.load(Relaxed);
     summary.quarantines = c.stops_quarantined.load(Relaxed);
     summary.quarantines_drained = c.quarantines_drained.load(Relaxed);
     summary.starts_failed = c.starts_failed.load(Relaxed);
