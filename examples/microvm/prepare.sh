@@ -3,7 +3,8 @@
 # guest/init) and the jail's rootfs (empty directories and mount points; the binds are
 # paddock's). Usage: prepare.sh DIR; prints the kernel it found. See README.md.
 #
-#   DIR/initrd.gz       the guest's initramfs (newc cpio, gzip)
+#   DIR/initrd.gz       the guest's initramfs (newc cpio, gzip), with the kernel's virtio
+#                       network modules (for run.sh --net) when /lib/modules has them
 #   DIR/rootfs/         the jail's root: empty mount points for /usr, /etc/ld.so.cache,
 #                       /guest/vmlinuz, /guest/initrd.gz, /proc, /dev, and the
 #                       merged-/usr symbolic links (/lib -> usr/lib, ...) the host has
@@ -34,8 +35,21 @@ dir=$(cd "$dir" && pwd)
 # The initramfs: /init, /bin/busybox, and the directories init mounts on.
 tree=$(mktemp -d "$dir/initrd-tree.XXXXXX")
 trap 'rm -rf "$tree"' EXIT
-mkdir -p "$tree"/{bin,dev,proc,sys,tmp}
+mkdir -p "$tree"/{bin,dev,proc,sys,tmp,modules}
 cp "$busybox" "$tree/bin/busybox"
+# virtio-pci and virtio-net, modules in Debian's cloud kernel (run.sh --net), in the order
+# init loads them (dependencies first). Without them the guest boots, without a network.
+kver=$(basename "$kernel"); kver=${kver#vmlinuz-}
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
+    ko=$(find "/lib/modules/$kver/kernel" -name "$m.ko*" -print -quit 2>/dev/null || true)
+    [[ -n $ko ]] || continue
+    case $ko in
+        *.ko) cp "$ko" "$tree/modules/$m.ko" ;;
+        *.ko.xz) xz -dc "$ko" >"$tree/modules/$m.ko" ;;
+        *.ko.zst) zstd -qdc "$ko" >"$tree/modules/$m.ko" ;;
+        *.ko.gz) gzip -dc "$ko" >"$tree/modules/$m.ko" ;;
+    esac
+done
 cp "$here/guest/init" "$tree/init"
 chmod 755 "$tree/init" "$tree/bin/busybox"
 (cd "$tree" && find . -print0 | LC_ALL=C sort -z |

@@ -13,6 +13,11 @@
 #   run.sh qemu-args                 print QEMU's command line (to try it without paddock)
 #
 # --kvm: -accel kvm and /dev/kvm in the jail (default TCG; see README.md for why).
+# --net: a network: the sandbox gets paddock's veth network with a tap, tap0, whose own
+#        address is 172.31.0.1/30 and whose owner is the VMM's user; QEMU attaches to it
+#        (-netdev tap, /dev/net/tun in the jail), the guest takes 172.31.0.2 and pings the
+#        tap's side, printing PADDOCK-MICROVM-PING ok (needs the daemon's veth networking,
+#        see docs/network.md).
 # Environment: PADDOCK (the binary; default `paddock` on PATH, else this repository's
 # target/release or target/debug build), PADDOCK_SOCKET (default /run/paddock/paddock.sock),
 # KERNEL, BUSYBOX (see prepare.sh), BOOT_TIMEOUT (api: seconds to wait for the marker, 120).
@@ -22,10 +27,12 @@ repo=$(cd "$here/../.." && pwd)
 die() { echo "examples/microvm/run.sh: $*" >&2; exit 1; }
 
 accel=tcg
+net=no
 dir=${TMPDIR:-/tmp}/paddock-microvm
 while (($#)); do
     case $1 in
         --kvm) accel=kvm; shift ;;
+        --net) net=yes; shift ;;
         --dir) dir=$2; shift 2 ;;
         -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
@@ -34,6 +41,11 @@ done
 mode=${1:-run}
 
 marker=PADDOCK-MICROVM-BOOTED
+# The tap's address in the sandbox's namespace, and the guest's, on one /30.
+tap_address=172.31.0.1/30
+guest_address=172.31.0.2/30
+append="console=ttyS0 loglevel=2 edd=off panic=-1"
+[[ $net == yes ]] && append+=" paddock.ip=$guest_address paddock.peer=${tap_address%/*}"
 # The guest's console is the microvm's ISA serial port (ttyS0), on QEMU's stdout. No
 # firmware ROMs, devices, network, disk, monitor or user config; the kernel and initramfs
 # are the jail's read-only binds. acpi=off: under TCG the guest's clock never ticks with
@@ -42,7 +54,16 @@ qemu=(/usr/bin/qemu-system-x86_64
     -M microvm,acpi=off -m 256 -smp 1
     -nodefaults -no-user-config -nographic -serial stdio -no-reboot
     -kernel /guest/vmlinuz -initrd /guest/initrd.gz
-    -append "console=ttyS0 loglevel=2 edd=off panic=-1")
+    -append "$append")
+# virtio-net on the sandbox's tap0 (made by paddock, owned by the VMM's user: QEMU only
+# attaches to it). A `pc` machine with virtio-net-pci, not microvm's virtio-mmio: Debian's
+# cloud kernel has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so with acpi=off (which TCG
+# needs, above) the guest could not find a virtio-mmio device; SeaBIOS comes from /usr.
+if [[ $net == yes ]]; then
+    qemu[2]=pc
+    qemu+=(-netdev tap,id=n0,ifname=tap0,script=no,downscript=no
+        -device virtio-net-pci,netdev=n0,romfile=)
+fi
 if [[ $accel == kvm ]]; then qemu+=(-accel kvm -cpu host); else qemu+=(-accel tcg); fi
 if [[ $mode == qemu-args ]]; then printf '%q ' "${qemu[@]}"; echo; exit 0; fi
 
@@ -64,6 +85,12 @@ if [[ $accel == kvm ]]; then
     [[ -c /dev/kvm ]] || die "--kvm: no /dev/kvm on this host"
     kvm_gid=$(stat -c %g /dev/kvm)
     devices=(--device /dev/kvm --group-add "$kvm_gid")
+fi
+network=()
+if [[ $net == yes ]]; then
+    [[ -c /dev/net/tun ]] || die "--net: no /dev/net/tun on this host (modprobe tun)"
+    devices+=(--device /dev/net/tun)
+    network=(--net veth --tap "tap0:65534:65534@$tap_address")
 fi
 
 find_paddock() {
@@ -91,7 +118,7 @@ spec() {
     done
     argv=$(printf '%s\n' "${qemu[@]}" | jq -R . | jq -s .)
     jq -n --arg id "$id" --arg root "$root" --argjson mounts "$mounts" \
-        --arg kvm "$kvm_gid" --argjson argv "$argv" '{
+        --arg kvm "$kvm_gid" --argjson argv "$argv" --arg net "$net" --arg tap "$tap_address" '{
         id: $id, command: $argv[0], args: $argv[1:],
         stop: {grace_period_ms: 10000, kill_timeout_ms: 5000},
         jail: {
@@ -99,8 +126,11 @@ spec() {
             namespaces: ["pid", "mount"],
             seccomp: "default",
             filesystem: ({rootfs: $root, readonly: true, mounts: $mounts}
-                + (if $kvm == "" then {} else {devices: ["/dev/kvm"]} end))
-        } }'
+                + ([(if $kvm == "" then empty else "/dev/kvm" end),
+                    (if $net == "yes" then "/dev/net/tun" else empty end)]
+                   | if length == 0 then {} else {devices: .} end))
+        } }
+        + (if $net == "yes" then {network: {veth: {taps: [{name: "tap0", address: $tap}]}}} else {} end)'
 }
 
 case $mode in
@@ -113,7 +143,7 @@ run)
     echo "booting; the guest prints $marker; Ctrl-C stops it" >&2
     exec "$paddock" run --name microvm --summary --stop-timeout 10s \
         --user 65534:65534 --rootfs "$root" --read-only "${binds[@]}" "${devices[@]}" \
-        --unshare pid,mount --seccomp default \
+        --unshare pid,mount --seccomp default "${network[@]}" \
         -- "${qemu[@]}"
     ;;
 api)

@@ -168,6 +168,29 @@ pub async fn add_address(
         })
 }
 
+/// The IPv4 addresses of link `index`, with their prefix lengths.
+pub async fn ipv4_addresses(h: &Handle, index: u32, name: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
+    use netlink_packet_route::address::AddressAttribute;
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| Error::netlink("list addresses of link", name, e))?;
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.index == index)
+        .flat_map(|m| {
+            m.attributes.iter().filter_map(move |a| match a {
+                AddressAttribute::Address(IpAddr::V4(v4)) => Some((*v4, m.header.prefix_len)),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
 /// Adds the default route via `gateway` on link `index`.
 pub async fn add_default_route(
     h: &Handle,

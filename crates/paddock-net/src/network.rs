@@ -192,7 +192,8 @@ impl Network {
     /// Creates `key`'s network: a namespace pinned as `<tag>+<key>`, a veth pair whose
     /// host side (`pdk<hash>`, alias `<tag>+<key>`) has `lease.host` and is up, and whose
     /// peer is `eth0` inside with `lease.sandbox` and a default route via `lease.host`;
-    /// `lo` up inside; the taps of `spec` inside, up; then its nftables rules, if any.
+    /// `lo` up inside; the taps of `spec` inside, with their addresses, up; then its
+    /// nftables rules, if any.
     ///
     /// The veth pair is made by one request from inside the new namespace with its host
     /// end made in the host, then both ends are tagged: an untagged host end only ever
@@ -256,6 +257,9 @@ impl Network {
         for t in &spec.taps {
             tap::create(dup(&ns)?, t).await?;
             let idx = link::index(&inside, &t.name).await?;
+            if let Some(a) = t.address {
+                link::add_address(&inside, idx, &t.name, a.addr(), a.prefix_len()).await?;
+            }
             link::up(&inside, idx, &t.name).await?;
             taps.push(t.name.clone());
         }

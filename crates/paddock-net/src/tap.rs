@@ -32,6 +32,11 @@ pub struct TapSpec {
     /// must use the same flags.
     #[serde(default)]
     pub vnet_hdr: bool,
+    /// The tap's own address inside the sandbox (`172.31.0.1/30`): the guest's side of the
+    /// link is another address of that subnet, and the guest reaches the sandbox's
+    /// namespace at this one. `None`: the tap has no address.
+    #[serde(default)]
+    pub address: Option<crate::Ipv4Net>,
 }
 
 impl TapSpec {
@@ -43,6 +48,7 @@ impl TapSpec {
             gid: None,
             multi_queue: false,
             vnet_hdr: false,
+            address: None,
         }
     }
 

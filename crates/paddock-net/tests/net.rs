@@ -117,6 +117,7 @@ async fn tap_exists_inside_with_its_owner() {
         gid: Some(4343),
         multi_queue: true,
         vnet_hdr: true,
+        address: Some("172.31.0.1/30".parse().unwrap()),
     };
     let plain = TapSpec::new("tap1");
     let spec = SandboxSpec {
@@ -150,6 +151,13 @@ async fn tap_exists_inside_with_its_owner() {
             .flags
             .contains(netlink_packet_route::link::LinkFlags::Up)
     );
+    // Its address, for the guest behind it to reach the sandbox's namespace.
+    assert_eq!(
+        link::ipv4_addresses(&inside, m.header.index, "tap0")
+            .await
+            .unwrap(),
+        vec![(std::net::Ipv4Addr::new(172, 31, 0, 1), 30)]
+    );
     let m1 = link::get(&inside, "tap1")
         .await
         .unwrap()
@@ -158,6 +166,12 @@ async fn tap_exists_inside_with_its_owner() {
     assert_eq!(
         (i1.uid, i1.gid, i1.multi_queue, i1.is_tap),
         (None, None, false, true)
+    );
+    assert!(
+        link::ipv4_addresses(&inside, m1.header.index, "tap1")
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     let host = link::connect("host", None).await.unwrap();

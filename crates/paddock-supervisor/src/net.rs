@@ -182,6 +182,12 @@ impl Supervisor {
     /// `sb.net`. Nothing for other modes.
     pub(crate) async fn net_lease(&self, sb: &Arc<Sandbox>) -> Result<(), Error> {
         let Some(v) = veth(sb) else { return Ok(()) };
+        let pool = self.inner.cfg.net.pool;
+        if let Some((i, subnet)) = v.tap_in_pool(&pool) {
+            return Err(Error::Unsupported(format!(
+                "network.veth.taps[{i}].address: {subnet} overlaps this node's address pool {pool}; pick a subnet outside it (the pool is `paddock serve --net-pool`)"
+            )));
+        }
         let tag = self.net_tag()?;
         let file = self.lease_file()?;
         let key = sb.lifecycle.to_string();

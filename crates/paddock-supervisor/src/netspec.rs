@@ -98,6 +98,37 @@ pub struct TapSpec {
     /// `IFF_VNET_HDR` (Firecracker and QEMU's vhost use it).
     #[serde(default)]
     pub vnet_hdr: bool,
+    /// The tap's address inside the sandbox's namespace, with its prefix length
+    /// (`172.31.0.1/30`): the VM behind the tap takes another address of that subnet and
+    /// reaches the sandbox's namespace at this one. A prefix of 8 to 30, not the subnet's
+    /// first or last address; the taps' subnets may not overlap each other or the node's
+    /// address pool. Default: no address.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "172.31.0.1/30"))]
+    pub address: Option<String>,
+}
+
+/// The tap address `a` checked (see [`TapSpec::address`]); the message says what is wrong.
+fn parse_tap_address(a: &str) -> Result<paddock_net::Ipv4Net, String> {
+    let net: paddock_net::Ipv4Net = a.parse().map_err(|_| {
+        format!("{a:?} is not an IPv4 address with a prefix length (172.31.0.1/30)")
+    })?;
+    if !(8..=30).contains(&net.prefix_len()) {
+        return Err(format!(
+            "{a}: a prefix length of 8 to 30 (the VM needs an address of the subnet too)"
+        ));
+    }
+    let ip = net.addr();
+    if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.octets()[0] >= 240 {
+        return Err(format!("{a}: not a unicast address for a link"));
+    }
+    if ip == net.network() || ip == net.broadcast() {
+        return Err(format!(
+            "{a}: the first and last addresses of {} are its network and broadcast addresses",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 impl VethSpec {
@@ -142,6 +173,9 @@ impl VethSpec {
                     paddock_net::tap::TAP_NAME_RULE
                 ));
             }
+            if let Some(a) = &t.address {
+                parse_tap_address(a).map_err(|e| format!("network.veth.taps[{i}].address: {e}"))?;
+            }
             for (what, id) in [("uid", t.uid), ("gid", t.gid)] {
                 if id == Some(u32::MAX) {
                     return Err(format!(
@@ -167,6 +201,7 @@ impl VethSpec {
             }
         }
         let mut names = HashSet::new();
+        let mut subnets: Vec<(usize, paddock_net::Ipv4Net)> = Vec::new();
         for (i, t) in self.taps.iter().enumerate() {
             if !names.insert(&t.name) {
                 return Err(format!(
@@ -174,8 +209,27 @@ impl VethSpec {
                     t.name
                 ));
             }
+            if let Some(net) = t.address.as_deref().and_then(|a| parse_tap_address(a).ok()) {
+                if let Some((j, other)) = subnets.iter().find(|(_, o)| overlap(o, &net)) {
+                    return Err(format!(
+                        "network.veth.taps[{i}].address: {} overlaps network.veth.taps[{j}].address ({})",
+                        net.trunc(),
+                        other.trunc()
+                    ));
+                }
+                subnets.push((i, net));
+            }
         }
         Ok(())
+    }
+
+    /// The first tap whose subnet overlaps `pool` (the node's address pool): its index and
+    /// subnet. Such a tap would shadow the routes of the sandbox's `eth0`.
+    pub(crate) fn tap_in_pool(&self, pool: &paddock_net::Ipv4Net) -> Option<(usize, String)> {
+        self.taps.iter().enumerate().find_map(|(i, t)| {
+            let net = parse_tap_address(t.address.as_deref()?).ok()?;
+            overlap(&net, pool).then(|| (i, net.trunc().to_string()))
+        })
     }
 
     /// The published host ports as the lease file keeps them (`8080/tcp`).
@@ -221,6 +275,8 @@ impl VethSpec {
                 gid: t.gid.or(owner.map(|o| o.1)),
                 multi_queue: t.multi_queue,
                 vnet_hdr: t.vnet_hdr,
+                // Checked by `validate_fields` before any network is made.
+                address: t.address.as_deref().and_then(|a| parse_tap_address(a).ok()),
             })
             .collect()
     }
@@ -244,6 +300,11 @@ impl VethSpec {
         }
         v
     }
+}
+
+/// Whether two subnets share an address.
+fn overlap(a: &paddock_net::Ipv4Net, b: &paddock_net::Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 impl Protocol {
@@ -320,6 +381,18 @@ mod tests {
         assert_eq!(s.rule_lines(), ["nat", "publish 8080->80/tcp", "isolate"]);
         assert_eq!(s.taps(Some((7, 8)))[0].uid, Some(1000));
         assert_eq!(s.taps(Some((7, 8)))[0].gid, Some(8));
+        let s = spec(json!({"taps": [{"name": "a", "address": "172.31.0.1/30"},
+            {"name": "b", "address": "172.31.0.5/30"}]}))
+        .unwrap();
+        assert_eq!(
+            s.taps(None)[1].address,
+            Some("172.31.0.5/30".parse().unwrap())
+        );
+        assert_eq!(s.tap_in_pool(&"10.231.0.0/16".parse().unwrap()), None);
+        assert_eq!(
+            s.tap_in_pool(&"172.31.0.4/30".parse().unwrap()),
+            Some((1, "172.31.0.4/30".to_owned()))
+        );
         // Whatever passes here, paddock-net accepts when it makes the tap.
         for name in ["tap0", "t.1", "fc_tap-9", "a23456789012345"] {
             let s = spec(json!({"taps": [{"name": name}]})).unwrap();
@@ -348,6 +421,35 @@ mod tests {
                 "taps[1].name",
             ),
             (json!({"taps": [{"name": "a<b"}]}), "taps[0].name"),
+            (
+                json!({"taps": [{"name": "t", "address": "172.31.0.1"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "t", "address": "172.31.0.0/30"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "t", "address": "172.31.0.3/30"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "t", "address": "172.31.0.1/31"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "t", "address": "127.0.0.2/8"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "t", "address": "::1/64"}]}),
+                "taps[0].address",
+            ),
+            (
+                json!({"taps": [{"name": "a", "address": "172.31.0.1/30"},
+                    {"name": "b", "address": "172.31.0.2/24"}]}),
+                "taps[1].address",
+            ),
             (
                 json!({"taps": [{"name": "tap-with-a-long-name"}]}),
                 "taps[0].name",

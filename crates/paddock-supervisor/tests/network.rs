@@ -246,6 +246,7 @@ async fn a_tap_inside_is_owned_by_the_given_ids() {
             gid: Some(4343),
             multi_queue: true,
             vnet_hdr: false,
+            address: Some("172.31.0.1/30".into()),
         }],
         ..Default::default()
     });
@@ -265,6 +266,33 @@ async fn a_tap_inside_is_owned_by_the_given_ids() {
         (t.uid, t.gid, t.is_tap, t.multi_queue),
         (Some(4242), Some(4343), true, true)
     );
+    assert_eq!(
+        paddock_net::link::ipv4_addresses(&inside, m.header.index, "tap0")
+            .await
+            .unwrap(),
+        vec![(std::net::Ipv4Addr::new(172, 31, 0, 1), 30)]
+    );
+    // A tap subnet inside the node's pool would shadow eth0's routes: refused (422),
+    // before anything is made.
+    let mut bad = sh("tap-in-pool", "exec sleep 600");
+    bad.network = veth(VethSpec {
+        taps: vec![TapSpec {
+            name: "tap0".into(),
+            uid: None,
+            gid: None,
+            multi_queue: false,
+            vnet_hdr: false,
+            // The pool's first host address, as a /24.
+            address: Some({
+                let base: std::net::Ipv4Addr = g.pool.split('/').next().unwrap().parse().unwrap();
+                format!("{}/24", std::net::Ipv4Addr::from(u32::from(base) + 1))
+            }),
+        }],
+        ..Default::default()
+    });
+    let err = e.sup.start(bad).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
+    assert!(err.to_string().contains("taps[0].address"), "{err}");
     e.sup.stop(&info.id, Some(info.lifecycle)).await.unwrap();
     assert!(g.pinned().is_empty());
     e.assert_no_leaks();

@@ -62,6 +62,7 @@ impl NetRun {
                 gid: None,
                 multi_queue: false,
                 vnet_hdr: false,
+                address: Some("172.31.0.1/30".into()),
             }],
             ..Default::default()
         })

@@ -230,6 +230,7 @@ fn patterns_state_what_the_server_enforces() {
                         gid: None,
                         multi_queue: false,
                         vnet_hdr: false,
+                        address: None,
                     }],
                     ..Default::default()
                 })
@@ -747,6 +748,7 @@ fn veth_info() -> SandboxInfo {
             gid: None,
             multi_queue: true,
             vnet_hdr: true,
+            address: Some("172.31.0.1/30".into()),
         }],
     });
     i

@@ -1,5 +1,5 @@
 //! The `veth` network flags: the mode of one sandbox (`paddock run [-d] --net veth
-//! [--nat] [--publish H:S[/tcp|udp]] [--isolate] [--tap NAME[:UID[:GID]]]`) and the
+//! [--nat] [--publish H:S[/tcp|udp]] [--isolate] [--tap NAME[:UID[:GID]][@ADDRESS/PREFIX]]`) and the
 //! address pool and its coordination (`--net-pool`, shared by `serve` and `run`).
 
 use std::path::PathBuf;
@@ -24,9 +24,10 @@ pub struct NetArgs {
     /// With --net veth: no traffic to or from other sandboxes.
     #[arg(long)]
     pub isolate: bool,
-    /// With --net veth: a tap device inside, NAME[:UID[:GID]] (repeatable; the owner may
-    /// attach to it; default owner: a dynamic user's uid).
-    #[arg(long, value_name = "NAME[:UID[:GID]]")]
+    /// With --net veth: a tap device inside, NAME[:UID[:GID]][@ADDRESS/PREFIX]
+    /// (repeatable; the owner may attach to it, default a dynamic user's uid; the address,
+    /// e.g. 172.31.0.1/30, is the tap's own, for the VM behind it to reach).
+    #[arg(long, value_name = "NAME[:UID[:GID]][@ADDR/PREFIX]")]
     pub tap: Vec<String>,
 }
 
@@ -86,9 +87,13 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec> {
     })
 }
 
-/// `NAME[:UID[:GID]]`.
+/// `NAME[:UID[:GID]][@ADDRESS/PREFIX]`.
 pub fn parse_tap(s: &str) -> Result<TapSpec> {
-    let mut it = s.split(':');
+    let (tap, address) = match s.split_once('@') {
+        Some((t, a)) => (t, Some(a.to_owned())),
+        None => (s, None),
+    };
+    let mut it = tap.split(':');
     let name = it.next().unwrap_or_default().to_owned();
     let id = |what: &str, v: Option<&str>| -> Result<Option<u32>> {
         match v {
@@ -102,7 +107,7 @@ pub fn parse_tap(s: &str) -> Result<TapSpec> {
     let uid = id("uid", it.next())?;
     let gid = id("gid", it.next())?;
     if it.next().is_some() {
-        bail!("--tap {s:?}: expected NAME[:UID[:GID]]");
+        bail!("--tap {s:?}: expected NAME[:UID[:GID]][@ADDRESS/PREFIX]");
     }
     Ok(TapSpec {
         name,
@@ -110,6 +115,7 @@ pub fn parse_tap(s: &str) -> Result<TapSpec> {
         gid: gid.or(uid),
         multi_queue: false,
         vnet_hdr: false,
+        address,
     })
 }
 
@@ -253,6 +259,12 @@ mod tests {
         let t = parse_tap("tap1:1:2").unwrap();
         assert_eq!((t.uid, t.gid), (Some(1), Some(2)));
         assert!(parse_tap("t:x").is_err() && parse_tap("t:1:2:3").is_err());
+        let t = parse_tap("tap0:1@172.31.0.1/30").unwrap();
+        assert_eq!(
+            (t.uid, t.address.as_deref()),
+            (Some(1), Some("172.31.0.1/30"))
+        );
+        assert_eq!(parse_tap("tap0").unwrap().address, None);
         let a = NetArgs {
             nat: true,
             ..Default::default()
