@@ -410,7 +410,7 @@ pub fn render_pressure(p: &paddock_supervisor::SandboxPressure) -> String {
 }
 
 /// The PSI column of `paddock top`: `some` avg10 of cpu/memory/io, in percent.
-fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
+pub(crate) fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
     p.by_resource()
         .iter()
         .map(|(_, s)| {
@@ -421,39 +421,10 @@ fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
         .join("/")
 }
 
-/// The table of `paddock top`: terminal-safe, one line per row after the header. `PSI`
-/// is the `some` avg10 pressure of cpu/memory/io in percent.
-pub fn render_top(rows: &[TopRow]) -> String {
-    let mut o = format!(
-        "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}\n",
-        "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS", "PSI c/m/io"
-    );
-    for (i, s, cpu) in rows {
-        let _ = writeln!(
-            o,
-            "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}",
-            term_safe(i.id.as_str()),
-            if i.paused {
-                "paused".to_string()
-            } else {
-                i.state.to_string()
-            },
-            cpu.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
-            opt_bytes(s.memory_current),
-            opt_bytes(s.memory_peak),
-            s.pids_current
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            s.processes,
-            psi_cell(&s.pressure)
-        );
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::top::render_top;
     use paddock_supervisor::{LifecycleId, MainExit, SandboxId, SandboxSpec, State, StopReport};
     use proptest::prelude::*;
 
