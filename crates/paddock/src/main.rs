@@ -322,6 +322,11 @@ enum Cmd {
     Logs(Target),
     /// Live CPU, memory and processes per sandbox, like systemd-cgtop.
     ///
+    /// One row per live sandbox (not stopped, failed or quarantined), sorted by ID as in
+    /// `paddock ps`. On a terminal the table fills the screen and follows its size
+    /// (columns dropped from the right when it is narrow); q or Ctrl-C quits and gives the
+    /// terminal back as it was. Into a pipe: a table per refresh.
+    ///
     /// Examples:
     ///   paddock top
     ///   paddock top --interval 5s

@@ -1,8 +1,7 @@
 //! The client commands: they talk to the daemon over its unix socket.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
@@ -17,7 +16,9 @@ pub mod limits;
 pub mod net;
 pub mod node;
 mod render;
+mod top;
 pub use render::*;
+pub use top::top;
 
 /// Output options shared by the client commands.
 #[derive(Debug, Clone, Copy)]
@@ -463,63 +464,6 @@ pub async fn events(
         }
     }
     Ok(0)
-}
-
-/// `paddock top`: live CPU, memory and processes per sandbox.
-pub async fn top(c: &Client, out: Out, once: bool, interval: Duration) -> Result<u8> {
-    let mut prev: HashMap<String, (u64, Instant)> = HashMap::new();
-    loop {
-        let list: Vec<SandboxInfo> =
-            serde_json::from_value(c.json(Method::GET, "/v1/sandboxes", None).await?)?;
-        let mut rows: Vec<TopRow> = Vec::new();
-        for i in list.iter().filter(|i| !i.state.is_terminal()) {
-            let path = format!(
-                "/v1/sandboxes/{}/stats?lifecycle={}",
-                enc(i.id.as_str()),
-                i.lifecycle
-            );
-            let Ok(v) = c.json(Method::GET, &path, None).await else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_value::<SandboxStats>(v) else {
-                continue;
-            };
-            let key = format!("{}@{}", i.id, i.lifecycle);
-            let now = Instant::now();
-            let cpu_pct = match (s.cpu_usage_usec, prev.get(&key)) {
-                (Some(u), Some((pu, pt))) => {
-                    let dt = now.duration_since(*pt).as_secs_f64();
-                    (dt > 0.0).then(|| (u.saturating_sub(*pu)) as f64 / 1e6 / dt * 100.0)
-                }
-                _ => None,
-            };
-            if let Some(u) = s.cpu_usage_usec {
-                prev.insert(key, (u, now));
-            }
-            rows.push((i.clone(), s, cpu_pct));
-        }
-        if out.json {
-            let v: Vec<Value> = rows
-                .iter()
-                .map(|(i, s, cpu)| {
-                    serde_json::json!({"id": i.id, "lifecycle": i.lifecycle, "state": i.state, "paused": i.paused, "cpu_percent": cpu, "stats": s})
-                })
-                .collect();
-            println!("{}", safe_json(&v, false)?);
-        } else {
-            let mut o = std::io::stdout().lock();
-            if !once {
-                // The one escape sequence paddock writes itself: home and clear.
-                write!(o, "\x1b[H\x1b[2J")?;
-            }
-            o.write_all(render_top(&rows).as_bytes())?;
-            o.flush()?;
-        }
-        if once {
-            return Ok(0);
-        }
-        tokio::time::sleep(interval).await;
-    }
 }
 
 /// `paddock run -d`: creates the sandbox through the daemon; output goes to its log.

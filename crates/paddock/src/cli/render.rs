@@ -276,25 +276,45 @@ pub(crate) fn command_line(i: &SandboxInfo) -> String {
 /// The table of `paddock ps` (ages relative to `now_ms`): terminal-safe, one line per
 /// sandbox after the header.
 pub fn render_ps(list: &[SandboxInfo], now_ms: u64) -> String {
+    let rows: Vec<[String; 6]> = list
+        .iter()
+        .map(|i| {
+            [
+                term_safe(i.id.as_str()).into_owned(),
+                i.lifecycle.to_string(),
+                if i.paused {
+                    format!("{} (paused)", i.state)
+                } else {
+                    i.state.to_string()
+                },
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                age(i.created_at_ms, now_ms),
+                command_line(i),
+            ]
+        })
+        .collect();
+    // Each column as wide as its widest cell (at least its usual width): a long ID or a
+    // paused state widens its column instead of pushing the rest of its row right.
+    let width = |n: usize, min: usize| {
+        rows.iter()
+            .map(|r| r[n].chars().count())
+            .fold(min, usize::max)
+    };
+    let (wi, wl, ws, wp, wa) = (
+        width(0, 24),
+        width(1, 16),
+        width(2, 12),
+        width(3, 8),
+        width(4, 5),
+    );
     let mut o = format!(
-        "{:<24} {:<16} {:<12} {:>8} {:>5}  COMMAND\n",
+        "{:<wi$} {:<wl$} {:<ws$} {:>wp$} {:>wa$}  COMMAND\n",
         "ID", "LIFECYCLE", "STATE", "PID", "AGE"
     );
-    for i in list {
-        let state = if i.paused {
-            format!("{} (paused)", i.state)
-        } else {
-            i.state.to_string()
-        };
+    for [id, lc, state, pid, age, cmd] in &rows {
         let _ = writeln!(
             o,
-            "{:<24} {:<16} {:<12} {:>8} {:>5}  {}",
-            term_safe(i.id.as_str()),
-            i.lifecycle.to_string(),
-            state,
-            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            age(i.created_at_ms, now_ms),
-            command_line(i)
+            "{id:<wi$} {lc:<wl$} {state:<ws$} {pid:>wp$} {age:>wa$}  {cmd}"
         );
     }
     o
@@ -410,7 +430,7 @@ pub fn render_pressure(p: &paddock_supervisor::SandboxPressure) -> String {
 }
 
 /// The PSI column of `paddock top`: `some` avg10 of cpu/memory/io, in percent.
-fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
+pub(crate) fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
     p.by_resource()
         .iter()
         .map(|(_, s)| {
@@ -421,39 +441,10 @@ fn psi_cell(p: &paddock_supervisor::SandboxPressure) -> String {
         .join("/")
 }
 
-/// The table of `paddock top`: terminal-safe, one line per row after the header. `PSI`
-/// is the `some` avg10 pressure of cpu/memory/io in percent.
-pub fn render_top(rows: &[TopRow]) -> String {
-    let mut o = format!(
-        "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}\n",
-        "ID", "STATE", "CPU%", "MEMORY", "PEAK", "PIDS", "PROCS", "PSI c/m/io"
-    );
-    for (i, s, cpu) in rows {
-        let _ = writeln!(
-            o,
-            "{:<24} {:<12} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11}",
-            term_safe(i.id.as_str()),
-            if i.paused {
-                "paused".to_string()
-            } else {
-                i.state.to_string()
-            },
-            cpu.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
-            opt_bytes(s.memory_current),
-            opt_bytes(s.memory_peak),
-            s.pids_current
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            s.processes,
-            psi_cell(&s.pressure)
-        );
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::top::render_top;
     use paddock_supervisor::{LifecycleId, MainExit, SandboxId, SandboxSpec, State, StopReport};
     use proptest::prelude::*;
 
@@ -551,6 +542,32 @@ mod tests {
             assert!(out.contains(want), "{want:?} in:\n{out}");
         }
         assert!(terminal_safe_lines(&out));
+    }
+
+    /// Every cell of `ps` starts (left-aligned) or ends (right-aligned) where its header
+    /// does, with an ID longer than 24 characters and a paused state.
+    #[test]
+    fn ps_columns_stay_aligned() {
+        let mut paused = info(
+            "a-sandbox-with-a-long-id-0123",
+            "sleep",
+            vec!["9".into()],
+            None,
+        );
+        paused.paused = true;
+        let out = render_ps(&[info("web", "sleep", vec![], None), paused], 0);
+        let lines: Vec<&str> = out.lines().collect();
+        let h = lines[0];
+        let at = |l: &str, word: &str| l.find(word).unwrap();
+        for l in &lines[1..] {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(at(l, cells[1]), at(h, "LIFECYCLE"), "{out}");
+            assert_eq!(at(l, cells[2]), at(h, "STATE"), "{out}");
+            let pid_end = at(l, " 42 ") + 3;
+            assert_eq!(pid_end, at(h, "PID") + 3, "{out}");
+            assert_eq!(at(l, "  sleep"), at(h, "  COMMAND"), "{out}");
+        }
+        assert!(lines[2].contains(" running (paused) "), "{out}");
     }
 
     #[test]
