@@ -384,6 +384,46 @@ func TestEvents(t *testing.T) {
 	})
 }
 
+func TestRestartEvents(t *testing.T) {
+	eachTransport(t, func(t *testing.T, c *Client) {
+		ctx := ctxFor(t, 30*time.Second)
+		id := newID(t, c, "restart")
+		s, err := c.Events(ctx, &EventsOptions{ID: id})
+		if err != nil {
+			t.Fatalf("events: %v", err)
+		}
+		defer s.Close()
+		before := uint64(time.Now().UnixMilli())
+		first, err := c.Create(ctx, SandboxSpec{ID: id, Command: "sh", Args: []string{"-c", "exit 1"},
+			Restart: &RestartPolicy{Mode: RestartOnFailure, MaxRestarts: Ptr(uint32(1)), InitialBackoffMs: Ptr(uint64(200))}})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		evs := collect(t, s, id, EventRestarting)
+		r := evs[len(evs)-1]
+		if r.Attempt != 1 || r.Lifecycle != first.Lifecycle {
+			t.Fatalf("restarting %+v: want attempt 1 of lifecycle %s", r, first.Lifecycle)
+		}
+		// The event's time, and the restart's: due about the backoff after it.
+		if r.AtMs < before || r.RestartAtMs < r.AtMs+150 || r.RestartAtMs > r.AtMs+5000 {
+			t.Fatalf("restarting at_ms %d, restart at %d (created at %d): want the restart about 200 ms after the event", r.AtMs, r.RestartAtMs, before)
+		}
+		// The restart is a new lifecycle of the ID, which fails again and is not restarted.
+		evs = collect(t, s, id, EventStopped)
+		if evs[0].Type != EventStarted || evs[0].Lifecycle == first.Lifecycle {
+			t.Fatalf("after restarting: %s of lifecycle %s, want started of a new lifecycle", evs[0].Type, evs[0].Lifecycle)
+		}
+		w, err := c.Wait(ctx, id, nil)
+		if err != nil || w.Lifecycle != evs[0].Lifecycle || w.RestartCount != 1 || w.MainExit.ExitCode() != 1 {
+			t.Fatalf("wait: %+v, %v; want the second lifecycle, restart_count 1, exit code 1", w, err)
+		}
+		old, err := c.Get(ctx, id, &SandboxOptions{Lifecycle: first.Lifecycle})
+		if err == nil && old.Current {
+			t.Fatalf("the first lifecycle is still current: %+v", old)
+		}
+	})
+}
+
 func TestEventStreamEndsOnCancel(t *testing.T) {
 	eachTransport(t, func(t *testing.T, c *Client) {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -802,9 +802,14 @@ type Event struct {
 	Type      EventType `json:"type"`
 	ID        string    `json:"id"`
 	Lifecycle string    `json:"lifecycle"`
-	// AtMs is when it happened. For `restarting` the document also names `at_ms` as when
-	// the restart is due: the daemon writes both under the one key.
+	// AtMs is when it happened.
 	AtMs uint64 `json:"at_ms"`
+	// RestartAtMs is when a `restarting` event's restart is due. The document names it
+	// `at_ms` too (the kind's field flattened beside the event's), so the daemon writes
+	// the key twice, the event's time first; the stream reader (EventStream.Next) gives
+	// the first to AtMs and the second here. Decoded by encoding/json alone, AtMs would
+	// get the last.
+	RestartAtMs uint64 `json:"-"`
 
 	Pid           *int32         `json:"pid,omitempty"`             // started, adopted
 	Jail          *JailStatus    `json:"jail,omitempty"`            // started
