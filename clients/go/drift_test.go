@@ -268,6 +268,75 @@ func TestEveryOperationHasAClientMethod(t *testing.T) {
 			t.Errorf("client method %s calls %s, which the document does not have", name, op)
 		}
 	}
+
+	// Each method returns the Go type of its operation's success schema, and sends the Go
+	// type of its request body's.
+	for op, name := range byOp {
+		parts := strings.SplitN(op, " ", 2)
+		o := obj(obj(obj(doc["paths"])[parts[1]])[strings.ToLower(parts[0])])
+		if o == nil {
+			continue
+		}
+		m, _ := ct.MethodByName(name)
+		var got reflect.Type
+		if m.Type.NumOut() == 2 {
+			got = m.Type.Out(0)
+		}
+		for code, r := range obj(o["responses"]) {
+			if code[0] != '2' {
+				continue
+			}
+			schema := obj(obj(obj(obj(r)["content"])["application/json"])["schema"])
+			want := goTypeOf(schema)
+			if schema == nil {
+				// No JSON answer (204, text, a stream): no decoded type to check.
+				continue
+			}
+			if want == nil {
+				t.Errorf("%s %s: no Go type known for the %s answer's schema %v", name, op, code, schema)
+			} else if got == nil || (got != want && got != reflect.PtrTo(want)) {
+				t.Errorf("%s (%s) returns %v; the %s answer is %v", name, op, got, code, want)
+			}
+		}
+		if rb := obj(obj(obj(o["requestBody"])["content"])["application/json"]); rb != nil {
+			schema := obj(rb["schema"])
+			if alts, ok := schema["oneOf"].([]interface{}); ok { // null or a body
+				for _, a := range alts {
+					if _, isRef := obj(a)["$ref"]; isRef {
+						schema = obj(a)
+					}
+				}
+			}
+			want := goTypeOf(schema)
+			found := false
+			for i := 2; i < m.Type.NumIn(); i++ {
+				in := m.Type.In(i)
+				if want != nil && (in == want || in == reflect.PtrTo(want) || (want == reflect.TypeOf(CreateRequest{}) && in == reflect.TypeOf(SandboxSpec{}))) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s (%s) takes no %v, its request body", name, op, want)
+			}
+		}
+	}
+}
+
+// goTypeOf is the Go type of a schema: a referenced component's, or an array of one, or
+// json.RawMessage for a free-form object.
+func goTypeOf(schema map[string]interface{}) reflect.Type {
+	if ref, ok := schema["$ref"].(string); ok {
+		return goTypes[strings.TrimPrefix(ref, "#/components/schemas/")]
+	}
+	if schema["type"] == "array" {
+		if el := goTypeOf(obj(schema["items"])); el != nil {
+			return reflect.SliceOf(el)
+		}
+	}
+	if schema["type"] == "object" && schema["properties"] == nil {
+		return reflect.TypeOf(json.RawMessage{})
+	}
+	return nil
 }
 
 // ---- schemas -------------------------------------------------------------------------

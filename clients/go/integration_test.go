@@ -237,6 +237,35 @@ func TestSandboxLifecycle(t *testing.T) {
 	})
 }
 
+// An ID with what a URL path must escape (space, ?, #, %, /-free) and non-ASCII.
+func TestOddID(t *testing.T) {
+	eachTransport(t, func(t *testing.T, c *Client) {
+		ctx := ctxFor(t, 30*time.Second)
+		id := fmt.Sprintf("goclient odd ?#%%+é %d", os.Getpid())
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _ = c.Kill(cctx, id, nil)
+			if err := c.Delete(cctx, id, nil); err != nil && !IsNotFound(err) {
+				t.Errorf("cleanup: delete %q: %v", id, err)
+			}
+		})
+		info, err := c.Create(ctx, SandboxSpec{ID: id, Command: "sh", Args: []string{"-c", "exit 0"}})
+		if err != nil || info.ID != id {
+			t.Fatalf("create %q: %+v, %v", id, info, err)
+		}
+		w, err := c.Wait(ctx, id, nil)
+		if err != nil || w.ID != id || !w.State.Ended() {
+			t.Fatalf("wait %q: %+v, %v", id, w, err)
+		}
+		if err := c.Delete(ctx, id, nil); err != nil {
+			t.Fatalf("delete %q: %v", id, err)
+		}
+		_, err = c.Get(ctx, id, nil)
+		apiErr(t, err, http.StatusNotFound, "")
+	})
+}
+
 func TestWaitExitCodeAndLogs(t *testing.T) {
 	eachTransport(t, func(t *testing.T, c *Client) {
 		ctx := ctxFor(t, 30*time.Second)
