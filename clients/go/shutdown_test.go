@@ -66,7 +66,8 @@ func TestDaemonShutdown(t *testing.T) {
 	// Every transport's stream, and a wait over the first.
 	var streams []*EventStream
 	for _, tr := range trs {
-		s, err := tr.c.Events(ctx, nil)
+		// Of no sandbox: nothing is sent, the stream only ends.
+		s, err := tr.c.Events(ctx, &EventsOptions{ID: "goclient-shutdown-no-such-sandbox"})
 		if err != nil {
 			t.Fatalf("%s: events: %v", tr.name, err)
 		}
