@@ -1,0 +1,3 @@
+module github.com/paddock-sandbox/paddock/clients/go
+
+go 1.19
