@@ -19,7 +19,9 @@ from paddock_client import (
     Conflict,
     NotFound,
     PaddockError,
+    Gone,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
     Unauthorized,
     Unprocessable,
@@ -404,3 +406,68 @@ def test_many_sandboxes_and_waits_in_parallel(sandbox_id):
         await asyncio.gather(*(c.delete_sandbox(s) for s in ids))
 
     asyncio.run(asyncio.wait_for(run(), 60))
+
+
+MAX_SANDBOXES = int(os.environ.get("PADDOCK_TEST_MAX_SANDBOXES", "0"))
+EVENT_RETENTION = int(os.environ.get("PADDOCK_TEST_EVENT_RETENTION", "0"))
+
+
+def test_admission_limit_is_429(client: Client, sandbox_id):
+    if not MAX_SANDBOXES:
+        pytest.skip("the daemon has no --max-sandboxes (PADDOCK_TEST_MAX_SANDBOXES)")
+    live = client.node_info().sandboxes.live
+    ids = []
+    for _ in range(MAX_SANDBOXES - live):
+        ids.append(sandbox_id())
+        client.create_sandbox({"id": ids[-1], "command": "sleep", "args": ["300"]})
+    with pytest.raises(TooManyRequests) as e:
+        client.create_sandbox({"id": sandbox_id("over"), "command": "sleep", "args": ["300"]})
+    assert e.value.status == 429 and "max-sandboxes" in e.value.message, e.value.message
+    for sid in ids:
+        client.kill_sandbox(sid)
+        client.delete_sandbox(sid)
+
+
+def _fill_ring(client: Client, sid: str) -> None:
+    """More events than the ring keeps (pause and resume are one event each)."""
+    client.create_sandbox({"id": sid, "command": "sleep", "args": ["300"]})
+    for _ in range(EVENT_RETENTION // 2 + 1):
+        client.pause_sandbox(sid)
+        client.resume_sandbox(sid)
+    client.kill_sandbox(sid)
+    client.delete_sandbox(sid)
+
+
+def test_events_gone_is_410(client: Client, sandbox_id):
+    if not EVENT_RETENTION:
+        pytest.skip("the daemon's --event-retention is unknown (PADDOCK_TEST_EVENT_RETENTION)")
+    _fill_ring(client, sandbox_id())
+    with pytest.raises(Gone) as e:
+        client.events(since=0)
+    err = e.value
+    assert err.status == 410 and "no longer kept" in err.message
+    assert err.last_seq is not None and err.last_seq > EVENT_RETENTION
+    assert err.oldest_seq == err.last_seq - EVENT_RETENTION + 1, err.body
+    # As the message says: follow from last_seq. (Events are committed after the
+    # operation answers, so the killed sandbox's last ones may still come first.)
+    sid = sandbox_id()
+    with client.events(since=err.last_seq) as stream:
+        client.create_sandbox({"id": sid, "command": "true"})
+        first = next(stream)
+        assert first.seq == err.last_seq + 1, first
+        ev = first
+        while ev.id != sid:
+            ev = next(stream)
+        assert ev.type == "started" and ev.seq > err.last_seq
+
+    async def run():
+        c = make_client("unix", AsyncClient)
+        try:
+            async with c.events(since=0):
+                pass
+        except Gone as g:
+            assert g.status == 410 and g.last_seq is not None and g.last_seq >= err.last_seq
+        else:
+            raise AssertionError("since=0 past the ring opened")
+
+    asyncio.run(asyncio.wait_for(run(), 30))

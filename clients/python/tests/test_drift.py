@@ -322,3 +322,76 @@ def test_package_is_typed():
     import importlib.resources
 
     assert importlib.resources.files("paddock_client").joinpath("py.typed").is_file()
+
+
+def sample(s: dict, depth: int = 0):
+    """A value of schema s with every property present (the first variant of a union)."""
+    s = resolve(s)
+    if "allOf" in s:
+        out: dict = {}
+        for p in s["allOf"]:
+            v = sample(p, depth + 1)
+            if isinstance(v, dict):
+                out.update(v)
+        return out
+    if "oneOf" in s:
+        variants = [v for v in s["oneOf"] if v.get("type") != "null"]
+        return sample(variants[0], depth + 1)
+    if "enum" in s:
+        return s["enum"][0]
+    t = s.get("type")
+    if isinstance(t, list):
+        t = next(x for x in t if x != "null")
+    if t == "object" or "properties" in s:
+        return {k: sample(v, depth + 1) for k, v in s.get("properties", {}).items()}
+    if t == "array":
+        return [sample(s.get("items", {}), depth + 1)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "string": "s"}.get(t, "s")
+
+
+def check_built(value, tp, where: str) -> None:
+    """value holds instances of every dataclass its type names."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            check_built(value, args[0], where)
+        return
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            check_built(v, item, f"{where}[{i}]")
+        return
+    if dataclasses.is_dataclass(tp):
+        assert isinstance(value, tp), f"{where}: {type(value).__name__}, not {tp.__name__}"
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            check_built(getattr(value, f.name), hints[f.name], f"{where}.{f.name}")
+
+
+# `Event` without its seq is no answer: the stream sends SequencedEvents.
+@pytest.mark.parametrize("name", sorted(n for n, t in MODELS.items() if dataclasses.is_dataclass(t) and n != "Event"))
+def test_answers_are_built_from_the_documents_shape(name):
+    tp = MODELS[name]
+    obj = sample(SCHEMAS[name])
+    built = tp.from_json(obj)
+    check_built(built, tp, name)
+    # every field the document names came through (none lost to a name mismatch)
+    wire = getattr(tp, "_wire", {})
+    for f in dataclasses.fields(tp):
+        if wire.get(f.name, f.name) in obj:
+            assert getattr(built, f.name) is not None, f"{name}.{f.name}"
+
+
+@pytest.mark.parametrize("variant", range(len(SCHEMAS["EventKind"]["oneOf"])))
+def test_every_event_kind_is_built_from_the_documents_shape(variant):
+    common = sample(SCHEMAS["SequencedEvent"])
+    kind = sample(SCHEMAS["EventKind"]["oneOf"][variant])
+    data = json.dumps({**common, **kind})
+    ev = m.parse_event(data)
+    cls = m.EVENT_TYPES[kind["type"]]
+    assert type(ev) is cls and ev.type == kind["type"] and ev.seq == common["seq"]
+    check_built(ev, cls, kind["type"])
+    for k, v in kind.items():
+        attr = "restart_at_ms" if (cls is m.Restarting and k == "at_ms") else k
+        assert getattr(ev, attr) is not None, (kind["type"], k)

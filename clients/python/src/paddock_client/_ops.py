@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar,
 from . import models as m
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: (method, path template) -> name of the client method (`Client` and `AsyncClient`).
 OPERATIONS: Dict[Tuple[str, str], str] = {}
@@ -56,8 +57,8 @@ class Op(Generic[T]):
         return path
 
 
-def operation(method: str, path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(f: Callable[..., Any]) -> Callable[..., Any]:
+def operation(method: str, path: str) -> Callable[[F], F]:
+    def register(f: F) -> F:
         OPERATIONS[(method, path)] = f.__name__
         return f
 
@@ -75,7 +76,7 @@ def duration(d: DurationLike) -> str:
     ms = d * 1000
     if ms == int(ms):
         return f"{int(ms)}ms"
-    return f"{ms:.3f}ms".rstrip("0")
+    return f"{ms:.3f}".rstrip("0") + "ms"
 
 
 def seconds(d: DurationLike) -> float:

@@ -10,7 +10,7 @@ import os
 import socket as _socket
 import ssl
 import urllib.parse
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Any, AsyncIterator, Awaitable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from . import _ops
 from . import models as m
@@ -22,7 +22,6 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/run/paddock/paddock.sock"
 USER_AGENT = "paddock-client-python/0.1.0"
 
-StreamItem = Union[m.Event, m.Lagged]
 
 
 class _Target:
@@ -121,18 +120,21 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-class EventStream(Iterator[StreamItem]):
-    """The event stream (`GET /v1/events`), read as it comes: iterate for `Event`s (and a
-    `Lagged` when the stream could not deliver some). `last_seq` is the seq of the last
-    event read (give it as `since` to resume). Close it (or use `with`) when done."""
+class EventStream(Iterator[m.Event]):
+    """The event stream (`GET /v1/events`), read as it comes: iterate for `Event`s.
+    `last_seq` is the seq of the last event read (give it as `since` to resume);
+    `missed` counts the events the daemon could not deliver to this stream (its ring had
+    dropped them: the `lagged` items, which are not yielded) - after a rise, re-list the
+    sandboxes. Close it (or use `with`) when done."""
 
     def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         self._conn = conn
         self._resp = resp
         self._sse = SseParser()
         self.last_seq: Optional[int] = None
+        self.missed = 0
 
-    def __next__(self) -> StreamItem:
+    def __next__(self) -> m.Event:
         while True:
             try:
                 line = self._resp.readline()
@@ -145,8 +147,10 @@ class EventStream(Iterator[StreamItem]):
             item = self._sse.line(line)
             if item is not None:
                 ev = m.parse_event(item.data)
-                if isinstance(ev, m.Event):
-                    self.last_seq = ev.seq
+                if isinstance(ev, m.Lagged):
+                    self.missed += ev.missed
+                    continue
+                self.last_seq = ev.seq
                 return ev
 
     def close(self) -> None:
@@ -339,7 +343,7 @@ class _AsyncResponse:
         self._done = False
         self._buf = b""
 
-    async def _io(self, aw: Any) -> Any:
+    async def _io(self, aw: Awaitable[T]) -> T:
         return await asyncio.wait_for(aw, self.timeout)
 
     async def start(self) -> None:
@@ -420,9 +424,10 @@ class _AsyncResponse:
         self.writer.close()
 
 
-class AsyncEventStream(AsyncIterator[StreamItem]):
+class AsyncEventStream(AsyncIterator[m.Event]):
     """The event stream for `AsyncClient`:
-    `async with client.events(id=...) as s: async for ev in s: ...`."""
+    `async with client.events(id=...) as s: async for ev in s: ...`; `last_seq` and
+    `missed` as in `EventStream`."""
 
     def __init__(self, client: "AsyncClient", op: Op[None]) -> None:
         self._client = client
@@ -430,6 +435,7 @@ class AsyncEventStream(AsyncIterator[StreamItem]):
         self._resp: Optional[_AsyncResponse] = None
         self._sse = SseParser()
         self.last_seq: Optional[int] = None
+        self.missed = 0
 
     async def open(self) -> "AsyncEventStream":
         """Sends the request; raises the API's error if the daemon refuses the stream."""
@@ -445,7 +451,7 @@ class AsyncEventStream(AsyncIterator[StreamItem]):
             self._resp = resp
         return self
 
-    async def __anext__(self) -> StreamItem:
+    async def __anext__(self) -> m.Event:
         await self.open()
         assert self._resp is not None
         while True:
@@ -460,8 +466,10 @@ class AsyncEventStream(AsyncIterator[StreamItem]):
             item = self._sse.line(line)
             if item is not None:
                 ev = m.parse_event(item.data)
-                if isinstance(ev, m.Event):
-                    self.last_seq = ev.seq
+                if isinstance(ev, m.Lagged):
+                    self.missed += ev.missed
+                    continue
+                self.last_seq = ev.seq
                 return ev
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Literal, Optional, TypedDict, Union
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Type, TypedDict, TypeVar, Union
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, Required
@@ -318,18 +318,22 @@ def _convert(tp: Any, value: Any) -> Any:
         return None
     origin = typing.get_origin(tp)
     if origin is Union or origin is types.UnionType:
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _convert(args[0], value)
+        for arg in args:
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _convert(arg, value)
         return value
     if origin in (list, List):
         (item,) = typing.get_args(tp)
         return [_convert(item, v) for v in value]
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and issubclass(tp, _Model):
         return tp.from_json(value)
     return value
+
+
+_M = TypeVar("_M", bound="_Model")
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,7 @@ class _Model:
     _wire: ClassVar[Dict[str, str]] = {}
 
     @classmethod
-    def from_json(cls, obj: Dict[str, Any]) -> Any:
+    def from_json(cls: Type[_M], obj: Dict[str, Any]) -> _M:
         """Builds the answer from its decoded JSON; unknown keys are ignored."""
         if not isinstance(obj, dict):
             raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(obj).__name__}")
@@ -734,7 +738,7 @@ class Deadline(Event):
     TYPE: ClassVar[str] = "deadline"
 
 
-EVENT_TYPES: Dict[str, type] = {
+EVENT_TYPES: Dict[str, Type[Event]] = {
     c.TYPE: c
     for c in (
         Started, Adopted, StartFailed, MainExited, Stopping, LeakedProcessesKilled, Stopped,
