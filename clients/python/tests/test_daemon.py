@@ -471,3 +471,17 @@ def test_events_gone_is_410(client: Client, sandbox_id):
             raise AssertionError("since=0 past the ring opened")
 
     asyncio.run(asyncio.wait_for(run(), 30))
+
+
+def test_environment_names_the_daemon(monkeypatch, sandbox_id):
+    sandbox_id()  # skips without a daemon
+    with open(TOKEN_FILE) as f:  # type: ignore[arg-type]
+        token = f.read().strip()
+    monkeypatch.delenv("PADDOCK_SOCKET", raising=False)
+    monkeypatch.setenv("PADDOCK_URL", URL)  # type: ignore[arg-type]
+    monkeypatch.setenv("PADDOCK_TOKEN", token)
+    assert Client().healthz().status == "ok"
+    assert asyncio.run(AsyncClient().readyz()).status == "ready"
+    monkeypatch.delenv("PADDOCK_URL")
+    monkeypatch.setenv("PADDOCK_SOCKET", SOCKET)  # type: ignore[arg-type]
+    assert Client().node_info().cgroup.root.endswith("/sandboxes")

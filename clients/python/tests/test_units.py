@@ -156,3 +156,22 @@ def test_nested_answers_are_built():
     d = m.DrainReport.from_json({"draining": True, "was_draining": False, "creates_in_flight": 0,
                                  "stopped": 1, "failed": [{"id": "a", "error": "e"}], "live": 0})
     assert d.failed == [m.DrainFailure(id="a", error="e")]
+
+
+def test_client_arguments(monkeypatch):
+    from paddock_client import AsyncClient, Client
+
+    for bad in ({"url": "https://127.0.0.1:7070"}, {"url": "127.0.0.1:7070"}, {"socket": "/s", "url": "http://h:1"}):
+        with pytest.raises(ValueError):
+            Client(**bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            AsyncClient(**bad)  # type: ignore[arg-type]
+    for k in ("PADDOCK_URL", "PADDOCK_TOKEN", "PADDOCK_SOCKET"):
+        monkeypatch.delenv(k, raising=False)
+    assert repr(Client()) == "Client('/run/paddock/paddock.sock')"
+    monkeypatch.setenv("PADDOCK_SOCKET", "/tmp/x.sock")
+    assert repr(Client()) == "Client('/tmp/x.sock')"
+    monkeypatch.setenv("PADDOCK_URL", "http://127.0.0.1:7070")
+    monkeypatch.setenv("PADDOCK_TOKEN", "t" * 20)
+    c = Client()
+    assert repr(c) == "Client('http://127.0.0.1:7070')" and c._t.token == "t" * 20

@@ -8,7 +8,6 @@ import asyncio
 import http.client
 import os
 import socket as _socket
-import ssl
 import urllib.parse
 from typing import Any, AsyncIterator, Awaitable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
 
@@ -49,16 +48,15 @@ class _Target:
         self.socket = socket
         self.token = token
         self.timeout = timeout
-        self.https = False
         self.host = "paddock"
         self.port = 0
         if url is not None:
             u = urllib.parse.urlsplit(url)
-            if u.scheme not in ("http", "https") or not u.hostname:
-                raise ValueError(f"url must be http://HOST:PORT or https://HOST:PORT, not {url!r}")
-            self.https = u.scheme == "https"
+            # The daemon's TCP listener speaks plain HTTP (put TLS in front of it if needed).
+            if u.scheme != "http" or not u.hostname:
+                raise ValueError(f"url must be http://HOST:PORT, not {url!r}")
             self.host = u.hostname
-            self.port = u.port or (443 if self.https else 80)
+            self.port = u.port or 80
         self.where = socket if socket is not None else url
 
     def headers(self, op: Op[Any]) -> Dict[str, str]:
@@ -199,8 +197,6 @@ class Client:
         conn: http.client.HTTPConnection
         if t.socket is not None:
             conn = _UnixConnection(t.socket, t.timeout)
-        elif t.https:
-            conn = http.client.HTTPSConnection(t.host, t.port, timeout=t.timeout, context=ssl.create_default_context())
         else:
             conn = http.client.HTTPConnection(t.host, t.port, timeout=t.timeout)
         try:
@@ -520,9 +516,7 @@ class AsyncClient:
             if t.socket is not None:
                 conn = asyncio.open_unix_connection(t.socket)
             else:
-                conn = asyncio.open_connection(
-                    t.host, t.port, ssl=ssl.create_default_context() if t.https else None
-                )
+                conn = asyncio.open_connection(t.host, t.port)
             reader, writer = await asyncio.wait_for(conn, t.timeout)
         except (OSError, asyncio.TimeoutError) as e:
             raise TransportError(
