@@ -127,7 +127,10 @@ def literal_values(tp: object) -> set:
 def tag_of(tp: type) -> str:
     if hasattr(tp, "TYPE"):
         return tp.TYPE
-    return typing.get_args(typing.get_type_hints(tp)["type"])[0]
+    t = typing.get_type_hints(tp)["type"]
+    while typing.get_origin(t) is not typing.Literal:  # Required[...] on 3.10
+        t = typing.get_args(t)[0]
+    return typing.get_args(t)[0]
 
 
 def test_every_schema_is_modelled():

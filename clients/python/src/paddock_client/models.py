@@ -14,12 +14,12 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Literal, Optional, Type, TypedDict, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Type, TypeVar, Union
 
 if sys.version_info >= (3, 11):
-    from typing import NotRequired, Required
-else:  # pragma: no cover - 3.10
-    from typing_extensions import NotRequired, Required
+    from typing import Required, TypedDict
+else:  # 3.10: its typing.TypedDict does not know Required
+    from typing_extensions import Required, TypedDict
 
 # --- scalars and enums -------------------------------------------------------------------
 
