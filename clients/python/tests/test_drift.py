@@ -395,6 +395,6 @@ def test_every_event_kind_is_built_from_the_documents_shape(variant):
     cls = m.EVENT_TYPES[kind["type"]]
     assert type(ev) is cls and ev.type == kind["type"] and ev.seq == common["seq"]
     check_built(ev, cls, kind["type"])
-    for k, v in kind.items():
+    for k in kind:
         attr = "restart_at_ms" if (cls is m.Restarting and k == "at_ms") else k
         assert getattr(ev, attr) is not None, (kind["type"], k)

@@ -9,7 +9,7 @@ import http.client
 import os
 import socket as _socket
 import urllib.parse
-from typing import Any, AsyncIterator, Awaitable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Any, AsyncIterator, Awaitable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from . import _ops
 from . import models as m
