@@ -257,12 +257,13 @@ pub enum EventKind {
         deadline_at_ms: u64,
     },
     /// The lifecycle stopped because its main process exited, and the restart policy
-    /// starts the ID again, as a new lifecycle, at `at_ms`.
+    /// starts the ID again, as a new lifecycle, at `restart_at_ms`.
     Restarting {
         /// The restart's number for the ID (1 for the first).
         attempt: u32,
-        /// When, milliseconds since the Unix epoch.
-        at_ms: u64,
+        /// When the restart is due, milliseconds since the Unix epoch. (Not `at_ms`: the
+        /// event's own time has that key, in the same JSON object.)
+        restart_at_ms: u64,
     },
     /// The restart that was pending after this lifecycle was cancelled (a stop or kill of
     /// the ID).

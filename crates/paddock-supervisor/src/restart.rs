@@ -81,7 +81,7 @@ impl Supervisor {
             sb,
             EventKind::Restarting {
                 attempt: p.attempt,
-                at_ms: p.at_ms,
+                restart_at_ms: p.at_ms,
             },
         );
         tracing::info!(attempt = p.attempt, at_ms = p.at_ms, "restart scheduled");

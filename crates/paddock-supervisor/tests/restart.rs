@@ -68,8 +68,12 @@ async fn on_failure_restarts_up_to_its_limit_with_a_doubling_backoff() {
     let mut lifecycles = std::collections::BTreeSet::new();
     while let Ok(e) = events.try_recv() {
         lifecycles.insert(e.lifecycle);
-        if let EventKind::Restarting { attempt, at_ms } = e.kind {
-            restarting.push((attempt, at_ms.saturating_sub(e.at_ms)));
+        if let EventKind::Restarting {
+            attempt,
+            restart_at_ms,
+        } = e.kind
+        {
+            restarting.push((attempt, restart_at_ms.saturating_sub(e.at_ms)));
         }
     }
     assert_eq!(lifecycles.len(), 3, "three lifecycles of one ID");

@@ -860,6 +860,34 @@ fn conforms(doc: &Value, method: &str, path: &str, code: u16, body: &[u8]) -> Ve
 
 /// Samples of every type the daemon sends validate against the schema of the answer that
 /// carries them, with unknown keys refused; so does a full create body.
+/// An event is one JSON object: the event's own fields (`id`, `lifecycle`, `at_ms`, and the
+/// stream's `seq`) beside its kind's (flattened). No kind may have a field of the same name:
+/// the object would carry the key twice (`restarting` once had two `at_ms`), and readers
+/// disagree on which one wins.
+#[test]
+fn event_kinds_share_no_key_with_the_event() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let mut own: BTreeSet<String> = BTreeSet::new();
+    for (name, part) in [("Event", 1), ("SequencedEvent", 1)] {
+        let props = schemas[name]["allOf"][part]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}'s own properties: {}", schemas[name]));
+        own.extend(props.keys().cloned());
+    }
+    assert!(own.contains("at_ms") && own.contains("seq"), "{own:?}");
+    let kinds = schemas["EventKind"]["oneOf"].as_array().unwrap();
+    assert!(kinds.len() > 10, "{} kinds", kinds.len());
+    for k in kinds {
+        for key in k["properties"].as_object().unwrap().keys() {
+            assert!(
+                key == "type" || !own.contains(key),
+                "an event kind has the event's own key {key:?}: {k}"
+            );
+        }
+    }
+}
+
 #[test]
 fn samples_of_every_type_validate() {
     let doc = strict(&document());
