@@ -41,6 +41,10 @@ pub(crate) struct Sandbox {
     pub(crate) main: OnceLock<MainProcess>,
     /// How the main process ended, once it has.
     pub(crate) main_exit: OnceLock<MainExit>,
+    /// Held while `main_exit` is set and its `main_exited` event emitted
+    /// ([`Supervisor::announce_main_exit`]), so that a stop which finds the exit known
+    /// also finds its event out: `stopped` is the last event of a lifecycle.
+    pub(crate) main_announce: Mutex<()>,
     /// The state. Private to this module: only [`Supervisor::enter`] changes it.
     state: Mutex<LifecycleState>,
     /// Serialises start, stop (its beginning), pause and resume of this lifecycle.
@@ -158,6 +162,7 @@ impl Sandbox {
             cgroup_name,
             main: OnceLock::new(),
             main_exit: OnceLock::new(),
+            main_announce: Mutex::new(()),
             state: Mutex::new(initial),
             op: tokio::sync::Mutex::new(()),
             outcome: watch::channel(None).0,
@@ -520,6 +525,19 @@ impl Supervisor {
     }
 
     /// Hands an event to the hooks, then broadcasts it.
+    /// Records how the main process ended and emits `main_exited`, once per lifecycle
+    /// whoever learns it first (its monitor, or a stop that waited for it); returns whether
+    /// this call did. Under `main_announce`, so that a later caller returns only after the
+    /// event is out.
+    pub(crate) fn announce_main_exit(&self, sb: &Sandbox, exit: MainExit) -> bool {
+        let _g = sb.main_announce.lock();
+        if sb.main_exit.set(exit).is_err() {
+            return false;
+        }
+        self.emit(sb, EventKind::MainExited { status: exit });
+        true
+    }
+
     pub(crate) fn emit(&self, sb: &Sandbox, kind: EventKind) {
         let ev = Event {
             id: sb.id.clone(),

@@ -366,9 +366,9 @@ impl Supervisor {
         tokio::spawn(
             async move {
                 let exit = main.wait().await;
-                let _ = sb.main_exit.set(exit);
-                sup.emit(&sb, EventKind::MainExited { status: exit });
-                tracing::info!(code = ?exit.code, signal = ?exit.signal, "main process exited");
+                if sup.announce_main_exit(&sb, exit) {
+                    tracing::info!(code = ?exit.code, signal = ?exit.signal, "main process exited");
+                }
                 // Read (and announced) whatever the policy: with `keep_running` the
                 // sandbox stays, emptied by a group OOM kill, until it is stopped.
                 let oom = sup.oom_after_main_exit(&sb, exit);

@@ -267,11 +267,16 @@ impl Supervisor {
     /// bounded, for a main process that left the cgroup) and the sandbox's zombies are
     /// reaped ([`Self::reap_sandbox_orphans`]).
     async fn settle_after_empty(&self, sb: &Sandbox, had_processes: bool) {
-        if let Some(main) = sb.main.get()
-            && sb.main_exit.get().is_none()
-            && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
-        {
-            let _ = sb.main_exit.set(exit);
+        if let Some(main) = sb.main.get() {
+            if sb.main_exit.get().is_none()
+                && let Ok(exit) = tokio::time::timeout(MAIN_EXIT_WAIT, main.wait()).await
+                && self.announce_main_exit(sb, exit)
+            {
+                tracing::info!(code = ?exit.code, signal = ?exit.signal, "main process exited");
+            }
+            // If the monitor recorded the exit first, its `main_exited` is out once its
+            // announcement lets go of this lock: before `stopped`, which follows.
+            drop(sb.main_announce.lock());
         }
         if self.inner.cfg.subreaper {
             self.reap_sandbox_orphans(sb, had_processes).await;

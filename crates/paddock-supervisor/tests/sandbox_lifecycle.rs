@@ -79,6 +79,48 @@ async fn main_exit_stops_the_escapee() {
     );
 }
 
+/// `stopped` is the last event of a lifecycle: a stop (by request or a kill) that ends the
+/// main process emits its `main_exited` before `stopped`, though the main's monitor and the
+/// stop learn of the exit concurrently (the stop announces it when it learns first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_exited_comes_before_stopped() {
+    let Some(env) = env("main_exited_comes_before_stopped") else {
+        return;
+    };
+    let mut ev = env.sup.events();
+    let mut lifecycles = Vec::new();
+    for i in 0..40 {
+        let s = env
+            .sup
+            .start(sh(&format!("order-{i}"), "exec sleep 300"))
+            .await
+            .unwrap();
+        lifecycles.push(s.info.lifecycle);
+        if i % 2 == 0 {
+            env.sup.stop(&s.info.id, None).await.unwrap();
+        } else {
+            env.sup.kill(&s.info.id, None).await.unwrap();
+        }
+    }
+    env.assert_no_leaks();
+    let mut seen: std::collections::HashMap<_, Vec<&str>> = Default::default();
+    while let Ok(e) = ev.try_recv() {
+        let k = match e.kind {
+            EventKind::MainExited { .. } => "main_exited",
+            EventKind::Stopped { .. } => "stopped",
+            _ => continue,
+        };
+        seen.entry(e.lifecycle).or_default().push(k);
+    }
+    for l in lifecycles {
+        assert_eq!(
+            seen.get(&l).map(Vec::as_slice),
+            Some(&["main_exited", "stopped"][..]),
+            "lifecycle {l}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_running_policy_outlives_main() {
     let Some(env) = env("keep_running_policy_outlives_main") else {

@@ -192,9 +192,9 @@ impl Stream {
         })
     }
 
-    /// Items until every one of `ids` has had both its `stopped` and its `main_exited`
-    /// (which come in either order, and are the last events of a killed lifecycle): after
-    /// them, these sandboxes emit nothing more.
+    /// Items until every one of `ids` has had both its `main_exited` and then its
+    /// `stopped` (the last event of a lifecycle: a `stopped` before its `main_exited` fails
+    /// the test): after them, these sandboxes emit nothing more.
     fn settled(&self, ids: &[&str]) -> Vec<Item> {
         let mut want: std::collections::BTreeSet<(String, &str)> = ids
             .iter()
@@ -202,6 +202,13 @@ impl Stream {
             .collect();
         self.until(|i| {
             let id = i.data["id"].as_str().unwrap_or_default().to_owned();
+            if i.event == "stopped" && ids.contains(&id.as_str()) {
+                assert!(
+                    !want.contains(&(id.clone(), "main_exited")),
+                    "{id}: stopped before main_exited (seq {})",
+                    i.seq()
+                );
+            }
             want.retain(|(w, e)| !(*w == id && *e == i.event));
             want.is_empty()
         })
