@@ -343,7 +343,10 @@ type PublishSpec struct {
 
 // TapSpec is a tap device made inside the sandbox's network namespace.
 type TapSpec struct {
-	Name       string  `json:"name"`
+	Name string `json:"name"`
+	// Address is the tap's address in the sandbox's namespace, with its prefix length
+	// ("172.31.0.1/30"); nil: none.
+	Address    *string `json:"address,omitempty"`
 	UID        *uint32 `json:"uid,omitempty"`
 	GID        *uint32 `json:"gid,omitempty"`
 	MultiQueue bool    `json:"multi_queue,omitempty"`

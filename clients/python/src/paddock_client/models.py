@@ -135,6 +135,7 @@ class PublishSpec(TypedDict, total=False):
 
 class TapSpec(TypedDict, total=False):
     name: Required[str]
+    address: Optional[str]
     gid: Optional[int]
     uid: Optional[int]
     multi_queue: bool
