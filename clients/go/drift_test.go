@@ -10,6 +10,8 @@ package paddock
 //   - the JSON member names of a Go type differ from its schema's properties (object
 //     schemas, the variants of one-of unions, all-of compositions), a schema object with
 //     properties has no Go type, or a required property is `omitempty` in Go;
+//   - the members of an all-of composition share a property (the object would carry
+//     the key twice);
 //   - the values of an enum differ from the Go constants.
 // No daemon is needed.
 
@@ -568,6 +570,48 @@ func TestSchemaFieldsMatch(t *testing.T) {
 		if schemas[name] == nil {
 			t.Errorf("coveredBy names %s, which the document does not have", name)
 		}
+	}
+}
+
+// TestAllOfMembersDisjoint: the members of an all-of composition (Event: its kind and
+// its id, lifecycle and at_ms; SequencedEvent: the event and its seq) are one JSON
+// object, so no property may come from two of them (a variant of a member's union
+// counts as that member's): else the object carries the key twice, and JSON readers
+// disagree on which value wins.
+func TestAllOfMembersDisjoint(t *testing.T) {
+	doc := loadDoc(t)
+	checked := 0
+	var walk func(ptr string, v interface{})
+	walk = func(ptr string, v interface{}) {
+		switch x := v.(type) {
+		case map[string]interface{}:
+			if all, ok := x["allOf"].([]interface{}); ok && len(all) > 1 {
+				checked++
+				from := map[string]int{}
+				for i := range all {
+					names := map[string]bool{}
+					props(doc, fmt.Sprintf("%s/allOf/%d", ptr, i), names, map[string]bool{}, map[string]bool{})
+					for _, k := range sortedKeys(names) {
+						if j, dup := from[k]; dup {
+							t.Errorf("%s: property %q is in allOf members %d and %d: the object would carry it twice", ptr, k, j, i)
+						} else {
+							from[k] = i
+						}
+					}
+				}
+			}
+			for k, c := range x {
+				walk(ptr+"/"+strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1"), c)
+			}
+		case []interface{}:
+			for i, c := range x {
+				walk(fmt.Sprintf("%s/%d", ptr, i), c)
+			}
+		}
+	}
+	walk("", doc)
+	if checked == 0 {
+		t.Fatal("the document has no all-of compositions (Event, SequencedEvent)")
 	}
 }
 

@@ -146,41 +146,7 @@ func decodeItem(event, id string, data []byte) (*EventStreamItem, error) {
 	if err := json.Unmarshal(data, it.Sequenced); err != nil {
 		return nil, fmt.Errorf("paddock: GET /v1/events: event %q (id %s): %w", event, id, err)
 	}
-	if it.Sequenced.Type == EventRestarting {
-		if ats := topLevelUints(data, "at_ms"); len(ats) == 2 {
-			it.Sequenced.AtMs, it.Sequenced.RestartAtMs = ats[0], ats[1]
-		} else if len(ats) == 1 {
-			it.Sequenced.RestartAtMs = ats[0]
-		}
-	}
 	return it, nil
-}
-
-// topLevelUints returns, in order, every value of the member key of the JSON object in
-// data (an object may repeat a key; encoding/json keeps only the last).
-func topLevelUints(data []byte, key string) []uint64 {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
-	}
-	var out []uint64
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return out
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return out
-		}
-		if k == key {
-			if n, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 // scanLines splits at \n, \r\n or \r, as server-sent events do.

@@ -343,7 +343,10 @@ type PublishSpec struct {
 
 // TapSpec is a tap device made inside the sandbox's network namespace.
 type TapSpec struct {
-	Name       string  `json:"name"`
+	Name string `json:"name"`
+	// Address is the tap's address in the sandbox's namespace, with its prefix length
+	// ("172.31.0.1/30"); nil: none.
+	Address    *string `json:"address,omitempty"`
 	UID        *uint32 `json:"uid,omitempty"`
 	GID        *uint32 `json:"gid,omitempty"`
 	MultiQueue bool    `json:"multi_queue,omitempty"`
@@ -804,12 +807,6 @@ type Event struct {
 	Lifecycle string    `json:"lifecycle"`
 	// AtMs is when it happened.
 	AtMs uint64 `json:"at_ms"`
-	// RestartAtMs is when a `restarting` event's restart is due. The document names it
-	// `at_ms` too (the kind's field flattened beside the event's), so the daemon writes
-	// the key twice, the event's time first; the stream reader (EventStream.Next) gives
-	// the first to AtMs and the second here. Decoded by encoding/json alone, AtMs would
-	// get the last.
-	RestartAtMs uint64 `json:"-"`
 
 	Pid           *int32         `json:"pid,omitempty"`             // started, adopted
 	Jail          *JailStatus    `json:"jail,omitempty"`            // started
@@ -825,6 +822,7 @@ type Event struct {
 	Limits        *Limits        `json:"limits,omitempty"`          // limits_updated
 	DeadlineAtMs  uint64         `json:"deadline_at_ms,omitempty"`  // deadline_set, deadline
 	Attempt       uint32         `json:"attempt,omitempty"`         // restarting
+	RestartAtMs   uint64         `json:"restart_at_ms,omitempty"`   // restarting: when the restart is due
 }
 
 // SequencedEvent is an event as the stream serves it, with its seq.

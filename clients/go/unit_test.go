@@ -42,7 +42,7 @@ func TestEventStreamParsing(t *testing.T) {
 		"event: started\r\nid: 5\r\ndata: {\"seq\":5,\"id\":\"a\",\"lifecycle\":\"0123456789abcdef\",\"at_ms\":7,\"type\":\"started\",\"pid\":42}\r\n\r\n" +
 		"event: lagged\rdata: {\"missed\": 3}\r\r" +
 		"event:restarting\nid:6\ndata: {\"seq\":6,\"id\":\"a\",\"lifecycle\":\"0123456789abcdef\",\"at_ms\":8,\n" +
-		"data: \"type\":\"restarting\",\"attempt\":2,\"at_ms\":900}\n\n" +
+		"data: \"type\":\"restarting\",\"attempt\":2,\"restart_at_ms\":900}\n\n" +
 		"event: stopped\nid: 7\ndata: {\"seq\":7" // cut off: not dispatched
 	c := cannedClient(t, canned{status: 200, header: http.Header{"Content-Type": {"text/event-stream"}}, body: stream})
 	s, err := c.Events(context.Background(), nil)
@@ -59,7 +59,7 @@ func TestEventStreamParsing(t *testing.T) {
 	}
 	it, err = s.Next()
 	if err != nil || it.Sequenced == nil || it.Sequenced.Attempt != 2 || it.Sequenced.AtMs != 8 || it.Sequenced.RestartAtMs != 900 || s.LastID() != "6" {
-		t.Fatalf("third item (two data lines, at_ms twice) %+v, %v", it.Sequenced, err)
+		t.Fatalf("third item (two data lines) %+v, %v", it.Sequenced, err)
 	}
 	if it, err := s.Next(); err != io.EOF {
 		t.Fatalf("an incomplete event at the end: %+v, %v; want io.EOF", it, err)

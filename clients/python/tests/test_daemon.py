@@ -285,9 +285,9 @@ def test_event_stream(client: Client, sandbox_id):
         assert replay == seqs[1:], (kw, replay)
 
 
-def test_restarting_event_keeps_both_times(client: Client, sandbox_id):
-    """`restarting` has `at_ms` twice on the wire (the event's time, then the restart's):
-    the client keeps both, as `at_ms` and `restart_at_ms`."""
+def test_restarting_event_has_both_times(client: Client, sandbox_id):
+    """`restarting`: `at_ms` is when the restart was decided, `restart_at_ms` when it is
+    due (the backoff later), and the new lifecycle starts then."""
     sid = sandbox_id()
     with client.events(id=sid) as stream:
         client.create_sandbox(

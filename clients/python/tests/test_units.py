@@ -62,8 +62,8 @@ def test_sse_parser_edge_cases():
     assert p.line(b"event: x\n") is None and p.line(b"\n") is None  # no data: nothing
 
 
-def test_restarting_keeps_both_times():
-    data = '{"seq":5,"id":"r","lifecycle":"l","at_ms":100,"type":"restarting","attempt":2,"at_ms":350}'
+def test_restarting_has_both_times():
+    data = '{"seq":5,"id":"r","lifecycle":"l","at_ms":100,"type":"restarting","attempt":2,"restart_at_ms":350}'
     r = m.parse_event(data)
     assert r == m.Restarting(seq=5, id="r", lifecycle="l", at_ms=100, type="restarting", attempt=2, restart_at_ms=350)
 

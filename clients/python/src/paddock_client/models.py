@@ -135,6 +135,7 @@ class PublishSpec(TypedDict, total=False):
 
 class TapSpec(TypedDict, total=False):
     name: Required[str]
+    address: Optional[str]
     gid: Optional[int]
     uid: Optional[int]
     multi_queue: bool
@@ -338,9 +339,6 @@ _M = TypeVar("_M", bound="_Model")
 
 @dataclass(frozen=True)
 class _Model:
-    #: Python field name -> JSON key, where the two differ.
-    _wire: ClassVar[Dict[str, str]] = {}
-
     @classmethod
     def from_json(cls: Type[_M], obj: Dict[str, Any]) -> _M:
         """Builds the answer from its decoded JSON; unknown keys are ignored."""
@@ -349,9 +347,8 @@ class _Model:
         hints = _hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):
-            key = cls._wire.get(f.name, f.name)
-            if key in obj:
-                kwargs[f.name] = _convert(hints[f.name], obj[key])
+            if f.name in obj:
+                kwargs[f.name] = _convert(hints[f.name], obj[f.name])
         return cls(**kwargs)
 
 
@@ -715,16 +712,12 @@ class DeadlineSet(Event):
 
 @dataclass(frozen=True)
 class Restarting(Event):
-    """The ID starts again, as a new lifecycle, at `restart_at_ms`.
-
-    On the wire this event has `at_ms` twice (the event's time, then the restart's: the
-    daemon flattens the kind's `at_ms` into the event's); `parse_event` keeps both.
-    """
+    """The ID starts again, as a new lifecycle, at `restart_at_ms` (`at_ms`: when the
+    restart was decided)."""
 
     attempt: int = 0
     restart_at_ms: int = 0
     TYPE: ClassVar[str] = "restarting"
-    _wire: ClassVar[Dict[str, str]] = {"restart_at_ms": "at_ms"}
 
 
 @dataclass(frozen=True)
@@ -761,32 +754,9 @@ def parse_event(data: str) -> Union[Event, Lagged]:
     """The `data:` of one server-sent event as an `Event` subclass (or `Lagged`)."""
     import json
 
-    pairs: List[Any] = []
-
-    def hook(p: List[Any]) -> Dict[str, Any]:
-        pairs.append(p)
-        return dict(p)
-
-    obj = json.loads(data, object_pairs_hook=hook)
+    obj = json.loads(data)
     if not isinstance(obj, dict):
         raise ValueError(f"event data is not a JSON object: {data[:200]!r}")
     if "seq" not in obj and "missed" in obj:
         return Lagged.from_json(obj)
-    cls = EVENT_TYPES.get(obj.get("type", ""), Event)
-    top = pairs[-1]  # the outermost object is completed last
-    times = [v for k, v in top if k == "at_ms"]
-    fields = dict(obj)
-    if cls is Restarting:
-        # The event's own at_ms comes first (serde writes the struct's fields before the
-        # flattened kind's); a daemon that renames the kind's field sends `restart_at_ms`.
-        fields["at_ms"] = times[0] if times else obj.get("at_ms")
-        if len(times) > 1:
-            fields["restart_at_ms"] = times[-1]
-        ev = Event.from_json(fields)
-        extra = {
-            k: _convert(_hints(cls)[k], fields[w])
-            for k, w in (("attempt", "attempt"), ("restart_at_ms", "restart_at_ms"))
-            if w in fields
-        }
-        return cls(**{f.name: getattr(ev, f.name) for f in dataclasses.fields(Event)}, **extra)
-    return cls.from_json(fields)
+    return EVENT_TYPES.get(obj.get("type", ""), Event).from_json(obj)
