@@ -157,6 +157,8 @@ fn watchdog_only_for_this_process() {
     }
 
     let d = w.daemon(&[]);
-    assert!(d.log_text().contains("paddock daemon ready"));
+    // /readyz answers as soon as the listeners are served, just before the daemon logs
+    // that it is ready: wait for the line.
+    d.wait_log("paddock daemon ready", Duration::from_secs(10));
     assert!(!d.log_text().contains("sd_notify"), "{}", d.log_text());
 }
