@@ -67,10 +67,12 @@ pub struct RunArgs {
     pub cgroup_root: Option<PathBuf>,
     /// Who makes the sandbox's cgroup: `systemd` asks systemd (over D-Bus) for a transient
     /// scope `paddock-run-<ID>.scope` with Delegate=yes in --slice, holding paddock, and
-    /// runs the sandbox in it; `cgroupfs` makes it under --cgroup-root. `auto`: systemd
-    /// when systemd is PID 1 (/run/systemd/system exists), no --cgroup-root is given and
-    /// paddock is not already inside a delegated unit; cgroupfs otherwise. With -d the
-    /// daemon's cgroup root decides and this is not used. See docs/systemd.md.
+    /// runs the sandbox in it (as root the system manager's scope; as any other user, one
+    /// of that user's own systemd instance, user@UID.service, on the user bus);
+    /// `cgroupfs` makes it under --cgroup-root. `auto`: systemd when systemd is PID 1
+    /// (/run/systemd/system exists), no --cgroup-root is given and (as root) paddock is
+    /// not already inside a delegated unit; cgroupfs otherwise. With -d the daemon's
+    /// cgroup root decides and this is not used. See docs/systemd.md.
     #[arg(
         long,
         value_enum,
@@ -205,8 +207,8 @@ pub fn prepare(a: RunArgs) -> Result<Prepared> {
         if !need.is_empty() {
             bail!(
                 "{} {} root: a paddock run as a non-root user gets only a cgroup (a \
-                 scope of your systemd user instance) and runs the command as you, in the \
-                 host's namespaces; run it as root (docs/systemd.md, \"Rootless\")",
+                 scope of your systemd user instance, or one under a --cgroup-root delegated \
+                 to you) and runs the command as you, in the host's namespaces; run it as root (docs/systemd.md, \"Rootless\")",
                 need.join("; "),
                 if need.len() == 1 { "needs" } else { "need" }
             );
