@@ -51,8 +51,8 @@ pub struct ServeArgs {
     /// Who makes the daemon's cgroups, as `paddock run` spells it. The daemon never asks
     /// systemd for a scope of its own (its sandboxes must outlive it and be adopted by the
     /// next daemon, which a scope holding the daemon does not allow): `systemd` means its
-    /// cgroup is a unit's with Delegate=yes and needs --delegated (as
-    /// deploy/systemd/paddock.service has it); outside such a unit it refuses to start,
+    /// cgroup root is inside a unit with Delegate=yes: --delegated, or a --cgroup-root
+    /// there (as deploy/systemd/paddock.service has it); otherwise it refuses to start,
     /// pointing to the units. `auto` and `cgroupfs`: --delegated, --cgroup-root, or the
     /// default root, refused on a host whose PID 1 is systemd (docs/systemd.md).
     #[arg(

@@ -183,7 +183,9 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     crate::systemd::serve_check(
         a.cgroup_manager,
         a.delegated,
-        a.cgroup_root.is_some(),
+        a.cgroup_root
+            .as_deref()
+            .map(|p| move || crate::systemd::root_delegated(p)),
         crate::systemd::booted(),
         crate::systemd::own_cgroup_delegated,
     )

@@ -130,18 +130,21 @@ pub fn select(
 }
 
 /// `paddock serve --cgroup-manager`: whether the daemon may start as asked (`Err` says
-/// why not). `delegated` is `--delegated`, `explicit_root` whether `--cgroup-root` (or
-/// `PADDOCK_CGROUP_ROOT`) is given, `booted` whether systemd is PID 1, `in_delegated`
-/// whether the daemon already runs in a delegated unit's cgroup (asked only for the
-/// error's hint). The daemon never makes a scope: a scope holds the process that asked
-/// for it, and the daemon's sandboxes must outlive the daemon and be adopted by its next
-/// start, which could not join that scope. So `systemd` means "my cgroup is a systemd
-/// unit's with Delegate=yes" and needs `--delegated`; `auto` and `cgroupfs` keep the
+/// why not). `delegated` is `--delegated`; `explicit_root` is `None` without
+/// `--cgroup-root` (or `PADDOCK_CGROUP_ROOT`), else whether that root lies in a delegated
+/// subtree ([`root_delegated`]: only asked for `systemd`); `booted` whether systemd is
+/// PID 1, `in_delegated` whether the daemon already runs in a delegated unit's cgroup
+/// (asked only for the error's hint). The daemon never makes a scope: a scope holds the
+/// process that asked for it, and the daemon's sandboxes must outlive the daemon and be
+/// adopted by its next start, which could not join that scope. So `systemd` means "my
+/// root is a systemd unit's with Delegate=yes": `--delegated`, or a `--cgroup-root`
+/// inside such a unit (deploy/systemd/paddock.service's
+/// `paddock.slice/paddock-sandboxes.service/sandboxes`). `auto` and `cgroupfs` keep the
 /// daemon's own rules (the default root is refused on a systemd host, see serve).
 pub fn serve_check(
     requested: CgroupManager,
     delegated: bool,
-    explicit_root: bool,
+    explicit_root: Option<impl FnOnce() -> bool>,
     booted: bool,
     in_delegated: impl FnOnce() -> bool,
 ) -> Result<(), String> {
@@ -154,15 +157,22 @@ pub fn serve_check(
              ({BOOTED_MARKER} does not exist); use --cgroup-manager cgroupfs"
         ));
     }
-    if explicit_root {
-        return Err(
-            "--cgroup-manager systemd and --cgroup-root (or PADDOCK_CGROUP_ROOT) exclude each \
-             other: with the systemd driver the daemon's cgroup is its unit's (--delegated)"
-                .into(),
-        );
-    }
     if delegated {
         return Ok(());
+    }
+    if let Some(root_delegated) = explicit_root {
+        return if root_delegated() {
+            Ok(())
+        } else {
+            Err(
+                "--cgroup-manager systemd: the --cgroup-root (or PADDOCK_CGROUP_ROOT) is not \
+                 inside a systemd unit with Delegate=yes (no trusted.delegate on it or an \
+                 ancestor); give a root inside such a unit (as deploy/systemd/paddock.service \
+                 does: paddock.slice/paddock-sandboxes.service/sandboxes), use --delegated in \
+                 one, or --cgroup-manager cgroupfs"
+                    .into(),
+            )
+        };
     }
     let hint = if in_delegated() {
         "this daemon runs in a delegated unit's cgroup: add --delegated (or `delegated = \
@@ -175,8 +185,8 @@ pub fn serve_check(
     Err(format!(
         "--cgroup-manager systemd: paddock serve does not ask systemd for a scope of its own \
          (a scope holds the daemon itself, and its sandboxes must outlive the daemon and be \
-         adopted by its next start, which could not join that scope); the daemon's cgroup \
-         must be a systemd unit's with Delegate=yes: {hint}"
+         adopted by its next start, which could not join that scope); its cgroup root must \
+         be inside a systemd unit with Delegate=yes: {hint}"
     ))
 }
 
@@ -185,14 +195,16 @@ pub fn booted() -> bool {
     std::fs::symlink_metadata(BOOTED_MARKER).is_ok_and(|m| m.is_dir())
 }
 
-/// Whether `cgroup` (an absolute path of a cgroup directory) or one of its ancestors is a
-/// cgroup systemd delegated: it carries the `trusted.delegate` (system manager) or
-/// `user.delegate` (user manager) extended attribute set to `1`, which systemd sets on
-/// the cgroup of every unit with `Delegate=yes` (since systemd 251/252).
+/// Whether `cgroup` (an absolute path of a cgroup directory, or of one yet to be made:
+/// its missing components are skipped) or one of its ancestors is a cgroup systemd
+/// delegated: it carries the `trusted.delegate` (system manager) or `user.delegate` (user
+/// manager) extended attribute set to `1`, which systemd sets on the cgroup of every unit
+/// with `Delegate=yes` (since systemd 251/252).
 pub fn in_delegated_subtree(cgroup: &Path) -> bool {
     // The ancestors up to the cgroup2 mount's root (the last with a `cgroup.procs`).
     cgroup
         .ancestors()
+        .skip_while(|p| !p.exists())
         .take_while(|p| p.join("cgroup.procs").exists())
         .any(|p| {
             ["trusted.delegate", "user.delegate"].iter().any(|x| {
@@ -200,6 +212,12 @@ pub fn in_delegated_subtree(cgroup: &Path) -> bool {
                 matches!(rustix::fs::getxattr(p, *x, &mut buf[..]), Ok(n) if &buf[..n] == b"1")
             })
         })
+}
+
+/// Whether a managed root `path` (`--cgroup-root`: relative to the cgroup2 mount, or
+/// absolute) lies in a delegated subtree (false when the mount cannot be found).
+pub fn root_delegated(path: &Path) -> bool {
+    Root::resolve(path).is_ok_and(|p| in_delegated_subtree(&p))
 }
 
 /// Whether this process's own cgroup lies in a delegated subtree (false when it cannot be
@@ -534,28 +552,44 @@ mod tests {
     #[test]
     fn serve_checks() {
         use CgroupManager::*;
+        let no_root: Option<fn() -> bool> = None;
+        let root = |d: bool| Some(move || d);
         // auto and cgroupfs: the daemon's own rules, whatever the host.
         for m in [Auto, Cgroupfs] {
-            for (d, r, b) in [
-                (false, false, true),
-                (true, false, false),
-                (false, true, true),
-            ] {
-                assert_eq!(serve_check(m, d, r, b, || panic!("not asked")), Ok(()));
+            for b in [true, false] {
+                assert_eq!(
+                    serve_check(m, false, no_root, b, || panic!("not asked")),
+                    Ok(())
+                );
+                assert_eq!(
+                    serve_check(m, true, no_root, b, || panic!("not asked")),
+                    Ok(())
+                );
+                assert_eq!(
+                    serve_check(m, false, Some(|| panic!("not asked")), b, || panic!()),
+                    Ok(())
+                );
             }
         }
-        // systemd: only as a delegated unit's daemon.
-        assert_eq!(serve_check(Systemd, true, false, true, || false), Ok(()));
-        let e = serve_check(Systemd, false, false, true, || false).unwrap_err();
+        // systemd: a root inside a delegated unit (--delegated, or a --cgroup-root there).
+        assert_eq!(serve_check(Systemd, true, no_root, true, || false), Ok(()));
+        assert_eq!(
+            serve_check(Systemd, false, root(true), true, || false),
+            Ok(())
+        );
+        let e = serve_check(Systemd, false, root(false), true, || false).unwrap_err();
+        assert!(
+            e.contains("--cgroup-root") && e.contains("Delegate=yes"),
+            "{e}"
+        );
+        let e = serve_check(Systemd, false, no_root, true, || false).unwrap_err();
         assert!(
             e.contains("deploy/systemd/paddock.service") && e.contains("scope"),
             "{e}"
         );
-        let e = serve_check(Systemd, false, false, true, || true).unwrap_err();
+        let e = serve_check(Systemd, false, no_root, true, || true).unwrap_err();
         assert!(e.contains("add --delegated"), "{e}");
-        let e = serve_check(Systemd, false, true, true, || false).unwrap_err();
-        assert!(e.contains("--cgroup-root"), "{e}");
-        let e = serve_check(Systemd, true, false, false, || false).unwrap_err();
+        let e = serve_check(Systemd, true, no_root, false, || false).unwrap_err();
         assert!(e.contains(BOOTED_MARKER), "{e}");
     }
 
