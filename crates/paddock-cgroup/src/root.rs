@@ -84,6 +84,14 @@ impl Root {
         Root::open_in(mount, path)
     }
 
+    /// The absolute path [`Root::open_or_create`] would open for `path` (relative paths
+    /// are taken under the discovered cgroup2 mount), without creating or checking
+    /// anything there.
+    pub fn resolve(path: &Path) -> Result<PathBuf> {
+        let mount = mount::discover()?;
+        Ok(mount.mount_point.join(path))
+    }
+
     /// Like [`Root::open_or_create`] with an explicit mount entry.
     pub fn open_in(mount: MountEntry, path: &Path) -> Result<Root> {
         let rel = if path.is_absolute() {

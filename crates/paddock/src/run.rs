@@ -67,10 +67,12 @@ pub struct RunArgs {
     pub cgroup_root: Option<PathBuf>,
     /// Who makes the sandbox's cgroup: `systemd` asks systemd (over D-Bus) for a transient
     /// scope `paddock-run-<ID>.scope` with Delegate=yes in --slice, holding paddock, and
-    /// runs the sandbox in it; `cgroupfs` makes it under --cgroup-root. `auto`: systemd
-    /// when systemd is PID 1 (/run/systemd/system exists), no --cgroup-root is given and
-    /// paddock is not already inside a delegated unit; cgroupfs otherwise. With -d the
-    /// daemon's cgroup root decides and this is not used. See docs/systemd.md.
+    /// runs the sandbox in it (as root the system manager's scope; as any other user, one
+    /// of that user's own systemd instance, user@UID.service, on the user bus);
+    /// `cgroupfs` makes it under --cgroup-root. `auto`: systemd when systemd is PID 1
+    /// (/run/systemd/system exists), no --cgroup-root is given and (as root) paddock is
+    /// not already inside a delegated unit; cgroupfs otherwise. With -d the daemon's
+    /// cgroup root decides and this is not used. See docs/systemd.md.
     #[arg(
         long,
         value_enum,
@@ -199,10 +201,24 @@ pub struct Prepared {
 pub fn prepare(a: RunArgs) -> Result<Prepared> {
     let spec = spec_from_args(&a)?;
     crate::systemd::check_slice(&a.slice).map_err(anyhow::Error::msg)?;
+    let instance = crate::systemd::Instance::current();
+    if instance != crate::systemd::Instance::System {
+        let need = root_only_features(&spec);
+        if !need.is_empty() {
+            bail!(
+                "{} {} root: a paddock run as a non-root user gets only a cgroup (a \
+                 scope of your systemd user instance, or one under a --cgroup-root delegated \
+                 to you) and runs the command as you, in the host's namespaces; run it as root (docs/systemd.md, \"Rootless\")",
+                need.join("; "),
+                if need.len() == 1 { "needs" } else { "need" }
+            );
+        }
+    }
     let driver = crate::systemd::select(
         a.cgroup_manager,
         a.cgroup_root.is_some(),
         crate::systemd::booted(),
+        instance,
         crate::systemd::own_cgroup_delegated,
     )
     .map_err(anyhow::Error::msg)?;
@@ -214,7 +230,15 @@ pub fn prepare(a: RunArgs) -> Result<Prepared> {
                 Some(p) => Root::open_or_create(p),
                 None => Root::open_default(),
             }
-            .context("open the managed cgroup root")?;
+            .with_context(|| match (instance, &a.cgroup_root) {
+                (crate::systemd::Instance::User { .. }, None) => {
+                    "open the managed cgroup root <cgroup2 mount>/paddock, which only root may \
+                     make: as a non-root user, run on a host whose PID 1 is systemd (paddock \
+                     asks your systemd user instance for a scope), or pass a --cgroup-root \
+                     delegated to you"
+                }
+                _ => "open the managed cgroup root",
+            })?;
             let want = spec.limits.controllers();
             if !want.is_empty() {
                 root.enable_controllers(&want)
@@ -235,6 +259,30 @@ pub fn prepare(a: RunArgs) -> Result<Prepared> {
         owner,
         guardian,
     })
+}
+
+/// The features of `spec` that need root (each named as the flags spell it), which a
+/// non-root `paddock run` refuses before anything is made: a jail sets the payload's uid,
+/// gid and capabilities and makes namespaces and mounts; a network other than the host's
+/// makes or joins a network namespace (and a veth network makes links and addresses).
+/// What a non-root run may do: a command as the user, in the host's namespaces, with the
+/// limits of the controllers its scope is delegated.
+pub fn root_only_features(spec: &SandboxSpec) -> Vec<&'static str> {
+    let mut need = Vec::new();
+    match spec.network {
+        Network::Host => {}
+        Network::Isolated => need.push("--netns isolated (a new network namespace)"),
+        Network::Named(_) => need.push("--netns NAME (joining a network namespace)"),
+        Network::Veth(_) => need.push("--net (a veth network: links, addresses, nftables)"),
+    }
+    if spec.jail.is_some() {
+        need.push(
+            "a jail (--user, --dynamic-user, --rootfs, --bind, --device, --unshare, \
+             --hostname, --cap-*, --seccomp, --landlock, --rlimit, ...: it sets the payload's \
+             uid, gid and capabilities and makes namespaces, mounts and device nodes)",
+        );
+    }
+    need
 }
 
 /// Runs the sandbox to completion; returns the exit code for paddock (the main process's
@@ -416,4 +464,40 @@ fn human_bytes(b: u64) -> String {
         i += 1;
     }
     format!("{v:.1}{}", U[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn spec(args: &[&str]) -> SandboxSpec {
+        let cli = crate::Cli::try_parse_from(
+            ["paddock", "run", "--name", "r1"]
+                .iter()
+                .chain(args)
+                .chain(["--", "true"].iter()),
+        )
+        .unwrap();
+        let crate::Cmd::Run(a) = cli.command else {
+            panic!("not a run")
+        };
+        spec_from_args(&a).unwrap()
+    }
+
+    #[test]
+    fn root_only_features_are_named() {
+        // A plain run with limits needs no root.
+        assert!(root_only_features(&spec(&["--memory", "64M", "--pids", "8"])).is_empty());
+        for (args, word) in [
+            (&["--netns", "isolated"][..], "--netns isolated"),
+            (&["--netns", "blue"][..], "--netns NAME"),
+            (&["--user", "1000"][..], "a jail"),
+            (&["--no-new-privs"][..], "a jail"),
+        ] {
+            let need = root_only_features(&spec(args));
+            assert_eq!(need.len(), 1, "{args:?}: {need:?}");
+            assert!(need[0].starts_with(word), "{args:?}: {need:?}");
+        }
+    }
 }

@@ -579,6 +579,54 @@ fn cgroup_manager_refusals() {
     assert_eq!(cgroups_under(&w.cgroot), before, "nothing created");
 }
 
+/// A non-root `paddock run` (uid 65534 here) refuses a root-only feature before anything
+/// is made, with exit code 125 and a message saying it needs root; and where systemd is
+/// not PID 1 and no --cgroup-root is given, it says the default root is root's to make
+/// and what a non-root user can do instead.
+#[test]
+fn rootless_refusals() {
+    use std::os::unix::process::CommandExt;
+    let Some(w) = world("run_rootless_refusals") else {
+        return;
+    };
+    let before = cgroups_under(&w.cgroot);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--netns", "isolated", "--", "true"],
+            "--netns isolated (a new network namespace) needs root",
+        ),
+        (vec!["--user", "0", "--", "true"], "needs root"),
+        (
+            vec!["--netns", "isolated", "--no-new-privs", "--", "true"],
+            "need root",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = run_cmd(&w, &args);
+        cmd.uid(65534).gid(65534);
+        let (o, _) = run_within(cmd, Duration::from_secs(20), want);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    }
+    if Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped the default-root case: systemd is PID 1 on this host");
+    } else {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--", "true"])
+            .env_remove("PADDOCK_CGROUP_ROOT")
+            .env_remove("PADDOCK_CGROUP_MANAGER")
+            .stdin(Stdio::null())
+            .uid(65534)
+            .gid(65534);
+        let (o, _) = run_within(cmd, Duration::from_secs(20), "rootless default root");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains("which only root may make"), "{err}");
+    }
+    assert_eq!(cgroups_under(&w.cgroot), before, "nothing created");
+}
+
 /// Every directory below `root`, relative, sorted.
 fn cgroups_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

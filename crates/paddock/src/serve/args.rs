@@ -48,6 +48,21 @@ pub struct ServeArgs {
     /// no-internal-process rule allows nothing else).
     #[arg(long, conflicts_with = "cgroup_root")]
     pub delegated: bool,
+    /// Who makes the daemon's cgroups, as `paddock run` spells it. The daemon never asks
+    /// systemd for a scope of its own (its sandboxes must outlive it and be adopted by the
+    /// next daemon, which a scope holding the daemon does not allow): `systemd` means its
+    /// cgroup root is inside a unit with Delegate=yes: --delegated, or a --cgroup-root
+    /// there (as deploy/systemd/paddock.service has it); otherwise it refuses to start,
+    /// pointing to the units. `auto` and `cgroupfs`: --delegated, --cgroup-root, or the
+    /// default root, refused on a host whose PID 1 is systemd (docs/systemd.md).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "auto|systemd|cgroupfs",
+        env = "PADDOCK_CGROUP_MANAGER",
+        default_value = "auto"
+    )]
+    pub cgroup_manager: crate::systemd::CgroupManager,
     /// Also export cpu, memory, pids, io and pressure gauges of each live sandbox,
     /// labelled with its ID, at /metrics (only running sandboxes: series come and go with
     /// them, so their number stays bounded by --max-sandboxes; see docs/api.md).

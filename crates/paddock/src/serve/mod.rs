@@ -180,6 +180,16 @@ pub async fn serve(a: ServeArgs, socket: PathBuf) -> Result<u8> {
     let token = a.token_file.as_deref().map(read_token).transpose()?;
     #[cfg(feature = "test-hooks")]
     let pause_at = PauseAt::from_env()?;
+    crate::systemd::serve_check(
+        a.cgroup_manager,
+        a.delegated,
+        a.cgroup_root
+            .as_deref()
+            .map(|p| move || crate::systemd::root_delegated(p)),
+        crate::systemd::booted(),
+        crate::systemd::own_cgroup_delegated,
+    )
+    .map_err(anyhow::Error::msg)?;
     let root = if a.delegated {
         let own = Root::own_cgroup().context("find the daemon's own cgroup (--delegated)")?;
         let root = Root::open_delegated(&own, &paddock_supervisor::DEFAULT_CONTROLLERS)

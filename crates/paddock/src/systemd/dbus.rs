@@ -1,12 +1,15 @@
 //! A thin typed client of systemd's manager (`org.freedesktop.systemd1.Manager`) on the
-//! system bus: `StartTransientUnit`, `GetUnit` and the `JobRemoved` signal, which is all
-//! the scope of `paddock run` needs (what runc does with go-systemd's dbus package).
+//! system bus (root) or the user bus (anyone else, the user's own manager):
+//! `StartTransientUnit`, `GetUnit` and the `JobRemoved` signal, which is all the scope of
+//! `paddock run` needs (what runc does with go-systemd's dbus package).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use zbus::zvariant::{OwnedObjectPath, Value};
+
+use super::Instance;
 
 /// How long `paddock run` waits for systemd to connect, answer and finish the scope's job.
 pub const SCOPE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +49,8 @@ pub trait Manager {
 /// What `paddock run` asks systemd for.
 #[derive(Debug, Clone)]
 pub struct ScopeRequest {
+    /// Whose manager is asked.
+    pub instance: Instance,
     /// The scope's unit name (`paddock-run-<escaped id>.scope`).
     pub unit: String,
     /// Its slice (`--slice`).
@@ -75,7 +80,8 @@ pub fn start_scope(req: &ScopeRequest) -> Result<()> {
             .await
             .map_err(|_| {
                 anyhow!(
-                    "systemd did not start the scope {} within {SCOPE_TIMEOUT:?}",
+                    "{} did not start the scope {} within {SCOPE_TIMEOUT:?}",
+                    req.instance.describe(),
                     req.unit
                 )
             })?
@@ -85,10 +91,23 @@ pub fn start_scope(req: &ScopeRequest) -> Result<()> {
 }
 
 async fn start_scope_async(req: &ScopeRequest) -> Result<()> {
-    let conn = zbus::Connection::system().await.context(
-        "connect to the D-Bus system bus (/run/dbus/system_bus_socket) to ask systemd for a \
-         scope; is dbus running? (--cgroup-manager cgroupfs does without systemd)",
-    )?;
+    let conn = match req.instance {
+        Instance::System => zbus::Connection::system().await.context(
+            "connect to the D-Bus system bus (/run/dbus/system_bus_socket) to ask systemd for a \
+             scope; is dbus running? (--cgroup-manager cgroupfs does without systemd)",
+        )?,
+        Instance::User { uid } => zbus::Connection::session().await.with_context(|| {
+            format!(
+                "connect to your D-Bus user bus ($DBUS_SESSION_BUS_ADDRESS, else \
+                 $XDG_RUNTIME_DIR/bus, else /run/user/{uid}/bus) to ask your systemd user \
+                 instance (user@{uid}.service) for a scope, as a non-root paddock run does; \
+                 is it running? It runs while you are logged in, or always after \
+                 `loginctl enable-linger`; the user bus needs dbus-user-session (Debian) or \
+                 an equivalent. Otherwise run paddock as root, or pass \
+                 --cgroup-manager cgroupfs with a --cgroup-root you may write"
+            )
+        })?,
+    };
     let mgr = ManagerProxy::new(&conn)
         .await
         .context("make the proxy of org.freedesktop.systemd1.Manager")?;
@@ -120,9 +139,15 @@ async fn start_scope_async(req: &ScopeRequest) -> Result<()> {
             return Ok(());
         }
         bail!(
-            "systemd's job starting the scope {} ended with {:?} (see `journalctl -u {}`)",
+            "the job of {} starting the scope {} ended with {:?} (see `journalctl {}-u {}`)",
+            req.instance.describe(),
             req.unit,
             args.result,
+            if req.instance == Instance::System {
+                ""
+            } else {
+                "--user "
+            },
             req.unit
         );
     }
@@ -143,19 +168,24 @@ fn explain(e: zbus::Error, req: &ScopeRequest) -> anyhow::Error {
                  running (or its scope is still being stopped); pick another --name ({msg})"
             ),
             "org.freedesktop.DBus.Error.AccessDenied"
-            | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
-                anyhow!("systemd refused to make the scope {unit}: {msg} (run paddock as root)")
-            }
+            | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => anyhow!(
+                "{} refused to make the scope {unit}: {msg} (run paddock as root)",
+                req.instance.describe()
+            ),
             "org.freedesktop.systemd1.NoSuchUnit" | "org.freedesktop.DBus.Error.InvalidArgs" => {
                 anyhow!(
                     "systemd refused the scope {unit} in slice {}: {msg} (check --slice)",
                     req.slice
                 )
             }
-            _ => anyhow!("systemd refused to make the scope {unit}: {name}: {msg}"),
+            _ => anyhow!(
+                "{} refused to make the scope {unit}: {name}: {msg}",
+                req.instance.describe()
+            ),
         };
     }
     anyhow!(e).context(format!(
-        "ask systemd (StartTransientUnit) for the scope {unit}"
+        "ask {} (StartTransientUnit) for the scope {unit}",
+        req.instance.describe()
     ))
 }

@@ -2,8 +2,11 @@
 //! asks systemd for a transient scope with `Delegate=yes` holding its own process, and
 //! lays out that scope's cgroup like any delegated one ([`Root::open_delegated`]: paddock
 //! in `supervisor/`, the sandbox in `sandboxes/`), so it creates nothing in the part of
-//! the cgroup tree that systemd owns. `paddock serve` never makes a scope: outside a unit
-//! on such a host it refuses to start and points to `deploy/systemd/` (docs/systemd.md).
+//! the cgroup tree that systemd owns. As root it asks the system manager (system bus); as
+//! any other user, that user's own manager, `user@UID.service` (the user bus), within
+//! the controllers that one is delegated ([`Instance`]). `paddock serve` never makes a
+//! scope: outside a unit on such a host it refuses to start and points to
+//! `deploy/systemd/` (docs/systemd.md).
 //!
 //! This module holds the pure decisions (which driver, the scope's unit name) and the
 //! host probes; [`dbus`] is the D-Bus client.
@@ -29,11 +32,50 @@ pub const MAX_UNIT_NAME: usize = 255;
 /// The prefix of a `paddock run` scope's unit name.
 pub const SCOPE_PREFIX: &str = "paddock-run-";
 
+/// Which systemd instance makes the scope: the system manager for root, the user's own
+/// manager (`user@UID.service`, reached on the user bus) for anyone else, as rootless
+/// Podman does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instance {
+    /// PID 1, on the system bus.
+    System,
+    /// `user@<uid>.service`, on the user bus (`$DBUS_SESSION_BUS_ADDRESS`, else
+    /// `$XDG_RUNTIME_DIR/bus`, else `/run/user/<uid>/bus`).
+    User {
+        /// The effective uid of this process.
+        uid: u32,
+    },
+}
+
+impl Instance {
+    /// The instance for a process of effective uid `euid`.
+    pub fn for_euid(euid: u32) -> Instance {
+        if euid == 0 {
+            Instance::System
+        } else {
+            Instance::User { uid: euid }
+        }
+    }
+
+    /// The instance for this process.
+    pub fn current() -> Instance {
+        Instance::for_euid(rustix::process::geteuid().as_raw())
+    }
+
+    /// How an error names it.
+    pub fn describe(self) -> String {
+        match self {
+            Instance::System => "systemd (the system manager)".into(),
+            Instance::User { uid } => format!("your systemd user instance (user@{uid}.service)"),
+        }
+    }
+}
+
 /// `--cgroup-manager`: who makes the cgroups of `paddock run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CgroupManager {
-    /// `systemd` when systemd is PID 1, no `--cgroup-root` is given and paddock is not
-    /// already inside a delegated unit's cgroup; `cgroupfs` otherwise.
+    /// `systemd` when systemd is PID 1, no `--cgroup-root` is given and (as root) paddock
+    /// is not already inside a delegated unit's cgroup; `cgroupfs` otherwise.
     #[default]
     Auto,
     /// A transient scope with `Delegate=yes` under `--slice`, made by systemd over D-Bus.
@@ -54,13 +96,16 @@ pub enum Driver {
 
 /// Which driver runs: `requested` is `--cgroup-manager`, `explicit_root` whether a root
 /// was given (`--cgroup-root` or `PADDOCK_CGROUP_ROOT`), `booted` whether systemd is PID 1,
-/// `in_delegated` whether this process is already inside a delegated unit's cgroup (only
-/// asked for when it decides). An explicit `systemd` that cannot be honoured is an error
-/// saying why; `auto` never is.
+/// `instance` whose scope it would be, `in_delegated` whether this process is already
+/// inside a delegated unit's cgroup (only asked for when it decides, and only for root:
+/// a user's processes all run below `user@UID.service`, which is delegated to the user
+/// manager, not to paddock, and the default cgroupfs root is not the user's to write).
+/// An explicit `systemd` that cannot be honoured is an error saying why; `auto` never is.
 pub fn select(
     requested: CgroupManager,
     explicit_root: bool,
     booted: bool,
+    instance: Instance,
     in_delegated: impl FnOnce() -> bool,
 ) -> Result<Driver, String> {
     match requested {
@@ -75,9 +120,74 @@ pub fn select(
              ({BOOTED_MARKER} does not exist); use --cgroup-manager cgroupfs"
         )),
         CgroupManager::Systemd => Ok(Driver::Systemd),
-        CgroupManager::Auto if explicit_root || !booted || in_delegated() => Ok(Driver::Cgroupfs),
+        CgroupManager::Auto
+            if explicit_root || !booted || (instance == Instance::System && in_delegated()) =>
+        {
+            Ok(Driver::Cgroupfs)
+        }
         CgroupManager::Auto => Ok(Driver::Systemd),
     }
+}
+
+/// `paddock serve --cgroup-manager`: whether the daemon may start as asked (`Err` says
+/// why not). `delegated` is `--delegated`; `explicit_root` is `None` without
+/// `--cgroup-root` (or `PADDOCK_CGROUP_ROOT`), else whether that root lies in a delegated
+/// subtree ([`root_delegated`]: only asked for `systemd`); `booted` whether systemd is
+/// PID 1, `in_delegated` whether the daemon already runs in a delegated unit's cgroup
+/// (asked only for the error's hint). The daemon never makes a scope: a scope holds the
+/// process that asked for it, and the daemon's sandboxes must outlive the daemon and be
+/// adopted by its next start, which could not join that scope. So `systemd` means "my
+/// root is a systemd unit's with Delegate=yes": `--delegated`, or a `--cgroup-root`
+/// inside such a unit (deploy/systemd/paddock.service's
+/// `paddock.slice/paddock-sandboxes.service/sandboxes`). `auto` and `cgroupfs` keep the
+/// daemon's own rules (the default root is refused on a systemd host, see serve).
+pub fn serve_check(
+    requested: CgroupManager,
+    delegated: bool,
+    explicit_root: Option<impl FnOnce() -> bool>,
+    booted: bool,
+    in_delegated: impl FnOnce() -> bool,
+) -> Result<(), String> {
+    if requested != CgroupManager::Systemd {
+        return Ok(());
+    }
+    if !booted {
+        return Err(format!(
+            "--cgroup-manager systemd: systemd is not running as PID 1 on this host \
+             ({BOOTED_MARKER} does not exist); use --cgroup-manager cgroupfs"
+        ));
+    }
+    if delegated {
+        return Ok(());
+    }
+    if let Some(root_delegated) = explicit_root {
+        return if root_delegated() {
+            Ok(())
+        } else {
+            Err(
+                "--cgroup-manager systemd: the --cgroup-root (or PADDOCK_CGROUP_ROOT) is not \
+                 inside a systemd unit with Delegate=yes (no trusted.delegate on it or an \
+                 ancestor); give a root inside such a unit (as deploy/systemd/paddock.service \
+                 does: paddock.slice/paddock-sandboxes.service/sandboxes), use --delegated in \
+                 one, or --cgroup-manager cgroupfs"
+                    .into(),
+            )
+        };
+    }
+    let hint = if in_delegated() {
+        "this daemon runs in a delegated unit's cgroup: add --delegated (or `delegated = \
+         true` in the config file)"
+    } else {
+        "run it as the unit deploy/systemd/paddock.service (docs/systemd.md), or in a unit \
+         with Delegate=yes and --delegated (`systemd-run -p Delegate=yes paddock serve \
+         --delegated`)"
+    };
+    Err(format!(
+        "--cgroup-manager systemd: paddock serve does not ask systemd for a scope of its own \
+         (a scope holds the daemon itself, and its sandboxes must outlive the daemon and be \
+         adopted by its next start, which could not join that scope); its cgroup root must \
+         be inside a systemd unit with Delegate=yes: {hint}"
+    ))
 }
 
 /// Whether systemd is PID 1 here: [`BOOTED_MARKER`] is a directory (as `sd_booted(3)`).
@@ -85,14 +195,16 @@ pub fn booted() -> bool {
     std::fs::symlink_metadata(BOOTED_MARKER).is_ok_and(|m| m.is_dir())
 }
 
-/// Whether `cgroup` (an absolute path of a cgroup directory) or one of its ancestors is a
-/// cgroup systemd delegated: it carries the `trusted.delegate` (system manager) or
-/// `user.delegate` (user manager) extended attribute set to `1`, which systemd sets on
-/// the cgroup of every unit with `Delegate=yes` (since systemd 251/252).
+/// Whether `cgroup` (an absolute path of a cgroup directory, or of one yet to be made:
+/// its missing components are skipped) or one of its ancestors is a cgroup systemd
+/// delegated: it carries the `trusted.delegate` (system manager) or `user.delegate` (user
+/// manager) extended attribute set to `1`, which systemd sets on the cgroup of every unit
+/// with `Delegate=yes` (since systemd 251/252).
 pub fn in_delegated_subtree(cgroup: &Path) -> bool {
     // The ancestors up to the cgroup2 mount's root (the last with a `cgroup.procs`).
     cgroup
         .ancestors()
+        .skip_while(|p| !p.exists())
         .take_while(|p| p.join("cgroup.procs").exists())
         .any(|p| {
             ["trusted.delegate", "user.delegate"].iter().any(|x| {
@@ -100,6 +212,12 @@ pub fn in_delegated_subtree(cgroup: &Path) -> bool {
                 matches!(rustix::fs::getxattr(p, *x, &mut buf[..]), Ok(n) if &buf[..n] == b"1")
             })
         })
+}
+
+/// Whether a managed root `path` (`--cgroup-root`: relative to the cgroup2 mount, or
+/// absolute) lies in a delegated subtree (false when the mount cannot be found).
+pub fn root_delegated(path: &Path) -> bool {
+    Root::resolve(path).is_ok_and(|p| in_delegated_subtree(&p))
 }
 
 /// Whether this process's own cgroup lies in a delegated subtree (false when it cannot be
@@ -192,24 +310,20 @@ pub fn scope_stop_timeout(spec: &SandboxSpec) -> Duration {
     ) + Duration::from_secs(15)
 }
 
-/// The systemd driver's part of `paddock run`'s preparation: asks systemd for the scope
-/// `paddock-run-<id>.scope` in `slice` holding this process ([`dbus::start_scope`]),
-/// checks that this process now runs in it, and lays out its cgroup
-/// ([`Root::open_delegated`]): this process moves into `supervisor/`, the returned root is
-/// `sandboxes/`, with every controller of [`paddock_supervisor::DEFAULT_CONTROLLERS`] and
-/// of the spec's limits that the scope is offered enabled. A limit whose controller the
-/// scope is not offered is an error naming it. Must be called while this process has one
-/// thread (it runs its own short-lived runtime and leaves none behind).
+/// The systemd driver's part of `paddock run`'s preparation: asks the systemd
+/// [`Instance`] of this process's user for the scope `paddock-run-<id>.scope` in `slice`
+/// holding this process ([`dbus::start_scope`]), checks that this process now runs in it,
+/// and lays out its cgroup ([`Root::open_delegated`]): this process moves into
+/// `supervisor/`, the returned root is `sandboxes/`, with every controller of
+/// [`paddock_supervisor::DEFAULT_CONTROLLERS`] and of the spec's limits that the scope is
+/// offered enabled. A limit whose controller the scope is not offered is an error naming
+/// it ([`missing_controllers`]). Must be called while this process has one thread (it runs
+/// its own short-lived runtime and leaves none behind).
 pub fn scope_root(spec: &SandboxSpec, slice: &str) -> Result<Root> {
-    if !rustix::process::geteuid().is_root() {
-        bail!(
-            "the systemd cgroup driver needs root (it asks the system manager for a scope); \
-             rootless paddock run (a scope of the user's systemd instance) is not implemented: \
-             run it as root, or pass --cgroup-manager cgroupfs with a --cgroup-root you may write"
-        );
-    }
+    let instance = Instance::current();
     let unit = scope_unit_name(spec.id.as_str());
     let req = dbus::ScopeRequest {
+        instance,
         unit: unit.clone(),
         slice: slice.to_owned(),
         description: format!("paddock run {}", spec.id),
@@ -220,7 +334,8 @@ pub fn scope_root(spec: &SandboxSpec, slice: &str) -> Result<Root> {
     let own = Root::own_cgroup().context("find this process's cgroup after systemd moved it")?;
     if own.file_name().and_then(|n| n.to_str()) != Some(unit.as_str()) {
         bail!(
-            "systemd reported the scope {unit} started, but this process is in {} instead of it",
+            "{} reported the scope {unit} started, but this process is in {} instead of it",
+            instance.describe(),
             own.display()
         );
     }
@@ -240,23 +355,55 @@ pub fn scope_root(spec: &SandboxSpec, slice: &str) -> Result<Root> {
     let offered = root
         .controllers()
         .with_context(|| format!("read {}/cgroup.controllers", root.path().display()))?;
+    if let Some(e) = missing_controllers(&want, &offered, &unit, &own, instance) {
+        bail!(e);
+    }
+    tracing::debug!(unit, cgroup = %own.display(), sandboxes = %root.path().display(), controllers = ?offered, ?instance, "running in a systemd scope");
+    Ok(root)
+}
+
+/// The error when the limits need controllers (`want`) that the scope `unit` (cgroup
+/// `cgroup`) of `instance` is not `offered`, naming them; `None` when none is missing.
+pub fn missing_controllers(
+    want: &[&str],
+    offered: &[String],
+    unit: &str,
+    cgroup: &Path,
+    instance: Instance,
+) -> Option<String> {
     let missing: Vec<&str> = want
         .iter()
         .copied()
         .filter(|c| !offered.iter().any(|o| o == c))
         .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the limits need the {} controller(s), which systemd does not delegate to the scope \
-             {unit} (its cgroup {} is offered: {}); drop those limits, or use \
-             --cgroup-manager cgroupfs with a --cgroup-root that is offered them",
-            missing.join(", "),
-            own.display(),
-            offered.join(" ")
-        );
+    if missing.is_empty() {
+        return None;
     }
-    tracing::debug!(unit, cgroup = %own.display(), sandboxes = %root.path().display(), controllers = ?offered, "running in a systemd scope");
-    Ok(root)
+    let fix = match instance {
+        Instance::System => {
+            "drop those limits, or use --cgroup-manager cgroupfs with a --cgroup-root that is \
+             offered them"
+                .to_owned()
+        }
+        Instance::User { uid } => format!(
+            "user@{uid}.service is delegated only some controllers (cpu, memory and pids by \
+             default); drop those limits, have an administrator add the controller with a \
+             drop-in `[Service] Delegate=cpu cpuset io memory pids` for user@.service, or run \
+             paddock as root"
+        ),
+    };
+    Some(format!(
+        "the limits need the {} controller(s), which {} does not delegate to the scope \
+         {unit} (its cgroup {} is offered: {}); {fix}",
+        missing.join(", "),
+        instance.describe(),
+        cgroup.display(),
+        if offered.is_empty() {
+            "none".to_owned()
+        } else {
+            offered.join(" ")
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -331,31 +478,118 @@ mod tests {
     fn selection() {
         use CgroupManager::*;
         use Driver as D;
+        let sys = Instance::System;
+        let user = Instance::User { uid: 1000 };
         let no = || false;
         let yes = || true;
         // auto: systemd only when booted, no explicit root, not delegated.
-        assert_eq!(select(Auto, false, true, no), Ok(D::Systemd));
-        assert_eq!(select(Auto, false, true, yes), Ok(D::Cgroupfs));
-        assert_eq!(select(Auto, true, true, no), Ok(D::Cgroupfs));
-        assert_eq!(select(Auto, false, false, no), Ok(D::Cgroupfs));
+        assert_eq!(select(Auto, false, true, sys, no), Ok(D::Systemd));
+        assert_eq!(select(Auto, false, true, sys, yes), Ok(D::Cgroupfs));
+        assert_eq!(select(Auto, true, true, sys, no), Ok(D::Cgroupfs));
+        assert_eq!(select(Auto, false, false, sys, no), Ok(D::Cgroupfs));
         // The delegation probe is only run when it decides.
         assert_eq!(
-            select(Auto, true, true, || panic!("not needed")),
+            select(Auto, true, true, sys, || panic!("not needed")),
             Ok(D::Cgroupfs)
         );
         assert_eq!(
-            select(Auto, false, false, || panic!("not needed")),
+            select(Auto, false, false, sys, || panic!("not needed")),
             Ok(D::Cgroupfs)
         );
+        // A user's processes all run below the delegated user@UID.service: the probe is
+        // never asked, the user instance makes the scope.
+        assert_eq!(
+            select(Auto, false, true, user, || panic!("not for a user")),
+            Ok(D::Systemd)
+        );
+        assert_eq!(select(Auto, true, true, user, yes), Ok(D::Cgroupfs));
+        assert_eq!(select(Auto, false, false, user, yes), Ok(D::Cgroupfs));
         // cgroupfs: always honoured.
         for (r, b) in [(false, false), (true, true), (false, true)] {
-            assert_eq!(select(Cgroupfs, r, b, yes), Ok(D::Cgroupfs));
+            assert_eq!(select(Cgroupfs, r, b, sys, yes), Ok(D::Cgroupfs));
+            assert_eq!(select(Cgroupfs, r, b, user, yes), Ok(D::Cgroupfs));
         }
         // systemd: honoured when it can be, else an error saying why.
-        assert_eq!(select(Systemd, false, true, yes), Ok(D::Systemd));
-        let e = select(Systemd, true, true, no).unwrap_err();
+        assert_eq!(select(Systemd, false, true, sys, yes), Ok(D::Systemd));
+        assert_eq!(select(Systemd, false, true, user, yes), Ok(D::Systemd));
+        let e = select(Systemd, true, true, sys, no).unwrap_err();
         assert!(e.contains("--cgroup-root"), "{e}");
-        let e = select(Systemd, false, false, no).unwrap_err();
+        let e = select(Systemd, false, false, user, no).unwrap_err();
+        assert!(e.contains(BOOTED_MARKER), "{e}");
+    }
+
+    #[test]
+    fn instances() {
+        assert_eq!(Instance::for_euid(0), Instance::System);
+        assert_eq!(Instance::for_euid(1000), Instance::User { uid: 1000 });
+        assert!(
+            Instance::for_euid(1000)
+                .describe()
+                .contains("user@1000.service")
+        );
+    }
+
+    #[test]
+    fn missing_controllers_are_named() {
+        let offered: Vec<String> = ["cpu", "memory", "pids"].map(String::from).to_vec();
+        let cg = Path::new("/sys/fs/cgroup/x.scope");
+        let user = Instance::User { uid: 1000 };
+        assert_eq!(
+            missing_controllers(&["memory", "pids"], &offered, "x.scope", cg, user),
+            None
+        );
+        let e = missing_controllers(&["memory", "io", "cpuset"], &offered, "x.scope", cg, user)
+            .unwrap();
+        assert!(e.contains("the io, cpuset controller(s)"), "{e}");
+        assert!(e.contains("user@1000.service"), "{e}");
+        assert!(e.contains("offered: cpu memory pids"), "{e}");
+        assert!(e.contains("Delegate="), "{e}");
+        let e = missing_controllers(&["hugetlb"], &[], "x.scope", cg, Instance::System).unwrap();
+        assert!(e.contains("hugetlb") && e.contains("offered: none"), "{e}");
+        assert!(e.contains("--cgroup-manager cgroupfs"), "{e}");
+    }
+
+    #[test]
+    fn serve_checks() {
+        use CgroupManager::*;
+        let no_root: Option<fn() -> bool> = None;
+        let root = |d: bool| Some(move || d);
+        // auto and cgroupfs: the daemon's own rules, whatever the host.
+        for m in [Auto, Cgroupfs] {
+            for b in [true, false] {
+                assert_eq!(
+                    serve_check(m, false, no_root, b, || panic!("not asked")),
+                    Ok(())
+                );
+                assert_eq!(
+                    serve_check(m, true, no_root, b, || panic!("not asked")),
+                    Ok(())
+                );
+                assert_eq!(
+                    serve_check(m, false, Some(|| panic!("not asked")), b, || panic!()),
+                    Ok(())
+                );
+            }
+        }
+        // systemd: a root inside a delegated unit (--delegated, or a --cgroup-root there).
+        assert_eq!(serve_check(Systemd, true, no_root, true, || false), Ok(()));
+        assert_eq!(
+            serve_check(Systemd, false, root(true), true, || false),
+            Ok(())
+        );
+        let e = serve_check(Systemd, false, root(false), true, || false).unwrap_err();
+        assert!(
+            e.contains("--cgroup-root") && e.contains("Delegate=yes"),
+            "{e}"
+        );
+        let e = serve_check(Systemd, false, no_root, true, || false).unwrap_err();
+        assert!(
+            e.contains("deploy/systemd/paddock.service") && e.contains("scope"),
+            "{e}"
+        );
+        let e = serve_check(Systemd, false, no_root, true, || true).unwrap_err();
+        assert!(e.contains("add --delegated"), "{e}");
+        let e = serve_check(Systemd, true, no_root, false, || false).unwrap_err();
         assert!(e.contains(BOOTED_MARKER), "{e}");
     }
 
