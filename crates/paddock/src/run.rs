@@ -71,7 +71,8 @@ pub struct RunArgs {
     /// of that user's own systemd instance, user@UID.service, on the user bus);
     /// `cgroupfs` makes it under --cgroup-root. `auto`: systemd when systemd is PID 1
     /// (/run/systemd/system exists), no --cgroup-root is given and (as root) paddock is
-    /// not already inside a delegated unit; cgroupfs otherwise. With -d the daemon's
+    /// not already inside a delegated unit (there: that unit's cgroup, paddock in a
+    /// supervisor leaf, the sandbox beside it); cgroupfs otherwise. With -d the daemon's
     /// cgroup root decides and this is not used. See docs/systemd.md.
     #[arg(
         long,
@@ -225,6 +226,22 @@ pub fn prepare(a: RunArgs) -> Result<Prepared> {
     let root = match driver {
         // The scope's delegated cgroup: controllers enabled and checked there.
         crate::systemd::Driver::Systemd => crate::systemd::scope_root(&spec, &a.slice)?,
+        // The enclosing unit's delegated cgroup, laid out as a scope's: nothing outside it.
+        crate::systemd::Driver::Delegated => {
+            let own = Root::own_cgroup().context("find this process's own cgroup")?;
+            let want = spec.limits.controllers();
+            let root = Root::open_delegated(&own, &want).with_context(|| {
+                format!(
+                    "lay out the delegated cgroup {} of the unit paddock runs in (a                      supervisor leaf and the sandboxes beside it); or pass --cgroup-root",
+                    own.display()
+                )
+            })?;
+            if !want.is_empty() {
+                root.enable_controllers(&want)
+                    .context("enable the controllers the limits need")?;
+            }
+            root
+        }
         crate::systemd::Driver::Cgroupfs => {
             let root = match &a.cgroup_root {
                 Some(p) => Root::open_or_create(p),

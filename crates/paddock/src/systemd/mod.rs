@@ -75,7 +75,8 @@ impl Instance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CgroupManager {
     /// `systemd` when systemd is PID 1, no `--cgroup-root` is given and (as root) paddock
-    /// is not already inside a delegated unit's cgroup; `cgroupfs` otherwise.
+    /// is not already inside a delegated unit's cgroup (then [`Driver::Delegated`], that
+    /// unit's cgroup); `cgroupfs` otherwise.
     #[default]
     Auto,
     /// A transient scope with `Delegate=yes` under `--slice`, made by systemd over D-Bus.
@@ -92,6 +93,11 @@ pub enum Driver {
     Systemd,
     /// paddock's own cgroups under the managed root.
     Cgroupfs,
+    /// The delegated cgroup of the systemd unit paddock already runs in (`Delegate=yes`):
+    /// laid out like a scope's ([`paddock_supervisor::Root::open_delegated`]: paddock moves
+    /// into a `supervisor` leaf, the sandbox lives in `sandboxes` beside it), so nothing is
+    /// made outside the unit.
+    Delegated,
 }
 
 /// Which driver runs: `requested` is `--cgroup-manager`, `explicit_root` whether a root
@@ -120,10 +126,9 @@ pub fn select(
              ({BOOTED_MARKER} does not exist); use --cgroup-manager cgroupfs"
         )),
         CgroupManager::Systemd => Ok(Driver::Systemd),
-        CgroupManager::Auto
-            if explicit_root || !booted || (instance == Instance::System && in_delegated()) =>
-        {
-            Ok(Driver::Cgroupfs)
+        CgroupManager::Auto if explicit_root || !booted => Ok(Driver::Cgroupfs),
+        CgroupManager::Auto if instance == Instance::System && in_delegated() => {
+            Ok(Driver::Delegated)
         }
         CgroupManager::Auto => Ok(Driver::Systemd),
     }
@@ -484,7 +489,8 @@ mod tests {
         let yes = || true;
         // auto: systemd only when booted, no explicit root, not delegated.
         assert_eq!(select(Auto, false, true, sys, no), Ok(D::Systemd));
-        assert_eq!(select(Auto, false, true, sys, yes), Ok(D::Cgroupfs));
+        // Inside a unit with Delegate=yes: that unit's cgroup, laid out as a scope's.
+        assert_eq!(select(Auto, false, true, sys, yes), Ok(D::Delegated));
         assert_eq!(select(Auto, true, true, sys, no), Ok(D::Cgroupfs));
         assert_eq!(select(Auto, false, false, sys, no), Ok(D::Cgroupfs));
         // The delegation probe is only run when it decides.
