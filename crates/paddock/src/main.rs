@@ -325,7 +325,8 @@ enum Cmd {
     /// One row per live sandbox (not stopped, failed or quarantined), sorted by ID as in
     /// `paddock ps`. On a terminal the table fills the screen and follows its size
     /// (columns dropped from the right when it is narrow); q or Ctrl-C quits and gives the
-    /// terminal back as it was. Into a pipe: a table per refresh.
+    /// terminal back as it was; Ctrl-Z gives it back and suspends (fg resumes). Into a
+    /// pipe: a table per refresh.
     ///
     /// Examples:
     ///   paddock top

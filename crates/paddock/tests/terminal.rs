@@ -437,6 +437,58 @@ fn top_in_a_terminal() {
     eprintln!("{test}: {:?} in the terminal", started.elapsed());
 }
 
+/// Ctrl-Z suspends `top` as a shell's job: the terminal is given back first (the shell's
+/// modes, the normal screen, the cursor), the job stops; `fg` brings the table back, and
+/// `q` still quits with the terminal as it was. (bash with job control, `set -m`.)
+#[test]
+fn top_suspends_on_ctrl_z() {
+    let test = "terminal_top_ctrl_z";
+    let Some(w) = world(test) else { return };
+    let _d = w.daemon(&[]);
+    create(&w, "z-1");
+    let dir = w.tmp.path().display().to_string();
+    let job = format!(
+        "set -m\ntrap : INT\nstty -g > '{dir}/stty.before'\necho 'before paddock'\n'{BIN}' --socket '{}' top --interval 200ms\necho \"paddock stopped with status $?\"\nstty -g > '{dir}/stty.suspended'\nread line\nfg\necho \"paddock exited with status $?\"\nstty -g > '{dir}/stty.after'\nread line\n",
+        w.socket.display()
+    );
+    std::fs::write(w.tmp.path().join("job.bash"), job).unwrap();
+    let Some(t) = Tmux::start(
+        test,
+        w.tmp.path(),
+        &format!("exec bash --norc --noprofile '{dir}/job.bash'\n"),
+    ) else {
+        return;
+    };
+    wait_table(&t, "the table with z-1", |tb| tb.ids == ["z-1"]);
+    t.keys(&["C-z"]);
+    // SIGSTOP (19) stopped it: the shell reports 128 + 19, with the terminal given back.
+    let suspended = w.tmp.path().join("stty.suspended");
+    let screen = t.wait("the job to stop", Tmux::screen, |s| {
+        let modes = std::fs::read_to_string(&suspended).unwrap_or_default();
+        (s.contains("paddock stopped with status") && modes.ends_with('\n')).then(|| s.to_owned())
+    });
+    assert!(
+        screen.contains("paddock stopped with status 147"),
+        "{screen}"
+    );
+    assert!(screen.contains("before paddock"), "{screen}");
+    assert_eq!(
+        t.format("#{alternate_on}/#{cursor_flag}"),
+        "0/1",
+        "{screen}"
+    );
+    let read = |n: &str| std::fs::read_to_string(w.tmp.path().join(n)).unwrap();
+    assert_eq!(read("stty.before"), read("stty.suspended"), "{screen}");
+    // `fg`: the table again, refreshed.
+    t.keys(&["Enter"]);
+    wait_table(&t, "the table back after fg", |tb| tb.ids == ["z-1"]);
+    assert_eq!(t.format("#{alternate_on}"), "1");
+    t.keys(&["q"]);
+    assert_restored(&t, &w, "0");
+    remove(&w, "z-1");
+    w.assert_no_leaks();
+}
+
 /// An event line on the screen: seq, ID, type.
 fn event_lines(screen: &str) -> Vec<(u64, String, String)> {
     screen

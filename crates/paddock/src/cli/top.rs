@@ -2,7 +2,8 @@
 //!
 //! On a terminal it is a full-screen view: the alternate screen, the cursor hidden, keys
 //! read without echo; `q` (or Ctrl-C) quits with status 0, and the terminal is given back
-//! as it was, also when the daemon goes away (an error) or on SIGTERM or SIGHUP. The table
+//! as it was, also when the daemon goes away (an error) or on SIGTERM or SIGHUP; Ctrl-Z
+//! gives it back before the job stops, and takes it again on `fg`. The table
 //! follows the terminal's size (SIGWINCH redraws at once): columns are dropped from the
 //! right, then IDs cut, and no line is longer than the terminal is wide, nor are there
 //! more lines than it is high. Anything else (`--once`, `--json`, a pipe) prints tables.
@@ -108,33 +109,38 @@ struct Screen {
 
 impl Screen {
     fn enter() -> Result<Self> {
-        use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex, tcgetattr};
         let stdin = std::io::stdin();
         let saved = if rustix::termios::isatty(&stdin) {
-            let saved = tcgetattr(&stdin)?;
-            let mut t = saved.clone();
-            // Keys one by one, not echoed; Ctrl-C stays a signal (ISIG), handled below.
-            // VMIN = VTIME = 0: a read returns what is there, never blocks.
-            t.local_modes.remove(LocalModes::ICANON | LocalModes::ECHO);
-            t.special_codes[SpecialCodeIndex::VMIN] = 0;
-            t.special_codes[SpecialCodeIndex::VTIME] = 0;
-            rustix::termios::tcsetattr(&stdin, OptionalActions::Now, &t)?;
-            Some(saved)
+            Some(rustix::termios::tcgetattr(&stdin)?)
         } else {
             None
         };
         let s = Screen { saved };
-        // The alternate screen (what was on the terminal comes back on exit), the cursor
-        // hidden.
+        s.take()?;
+        Ok(s)
+    }
+
+    /// Puts the terminal in `top`'s modes: keys one by one, not echoed (Ctrl-C and Ctrl-Z
+    /// stay signals, ISIG, handled by `full_screen`; VMIN = VTIME = 0: a read returns what
+    /// is there, never blocks), the alternate screen (what was on the terminal comes back
+    /// on exit), the cursor hidden.
+    fn take(&self) -> Result<()> {
+        use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex};
+        if let Some(saved) = &self.saved {
+            let mut t = saved.clone();
+            t.local_modes.remove(LocalModes::ICANON | LocalModes::ECHO);
+            t.special_codes[SpecialCodeIndex::VMIN] = 0;
+            t.special_codes[SpecialCodeIndex::VTIME] = 0;
+            rustix::termios::tcsetattr(std::io::stdin(), OptionalActions::Now, &t)?;
+        }
         let mut o = std::io::stdout().lock();
         o.write_all(b"\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J")?;
         o.flush()?;
-        Ok(s)
+        Ok(())
     }
-}
 
-impl Drop for Screen {
-    fn drop(&mut self) {
+    /// Gives the terminal back as it was found (on exit, and while suspended by Ctrl-Z).
+    fn give_back(&self) {
         let mut o = std::io::stdout().lock();
         let _ = o.write_all(b"\x1b[?25h\x1b[?1049l");
         let _ = o.flush();
@@ -145,6 +151,12 @@ impl Drop for Screen {
                 t,
             );
         }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
@@ -188,6 +200,7 @@ async fn full_screen(c: &Client, interval: Duration) -> Result<u8> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut tstp = signal(SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()))?;
     let screen = Screen::enter()?;
     let keys = match screen.saved {
         Some(_) => {
@@ -224,6 +237,17 @@ async fn full_screen(c: &Client, interval: Duration) -> Result<u8> {
             _ = int.recv() => return Ok(0),
             _ = term.recv() => return Ok(128 + 15),
             _ = hup.recv() => return Ok(128 + 1),
+            _ = tstp.recv() => {
+                // Ctrl-Z: the terminal back to the shell, then stop (SIGSTOP, which cannot
+                // be caught: the shell sees the job stopped); on `fg` (SIGCONT) the kill
+                // returns, and the screen is taken again and redrawn below.
+                screen.give_back();
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::STOP,
+                );
+                screen.take()?;
+            }
         }
         if let Some(rows) = &rows {
             let (w, h) = term_size();
