@@ -100,32 +100,64 @@ pub struct TapSpec {
     pub vnet_hdr: bool,
     /// The tap's address inside the sandbox's namespace, with its prefix length
     /// (`172.31.0.1/30`): the VM behind the tap takes another address of that subnet and
-    /// reaches the sandbox's namespace at this one. A prefix of 8 to 30, not the subnet's
-    /// first or last address; the taps' subnets may not overlap each other or the node's
-    /// address pool. Default: no address.
+    /// reaches the sandbox's namespace at this one. Dotted decimal without leading zeros
+    /// and a prefix of 8 to 30 (else a 400); a unicast address that is not the subnet's
+    /// first or last, and subnets that overlap neither each other nor the node's address
+    /// pool (else a 422). Default: no address.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(example = "172.31.0.1/30"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "172.31.0.1/30",
+            pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/([89]|[12][0-9]|30)$"
+        )
+    )]
     pub address: Option<String>,
 }
 
-/// The tap address `a` checked (see [`TapSpec::address`]); the message says what is wrong.
-fn parse_tap_address(a: &str) -> Result<paddock_net::Ipv4Net, String> {
-    let net: paddock_net::Ipv4Net = a.parse().map_err(|_| {
-        format!("{a:?} is not an IPv4 address with a prefix length (172.31.0.1/30)")
-    })?;
-    if !(8..=30).contains(&net.prefix_len()) {
-        return Err(format!(
-            "{a}: a prefix length of 8 to 30 (the VM needs an address of the subnet too)"
+/// Whether `a` is written as the schema's pattern of [`TapSpec::address`] says: four
+/// decimal octets of 0-255 without leading zeros, `/`, a prefix of 8 to 30 without a
+/// leading zero.
+fn tap_address_syntax(a: &str) -> bool {
+    let decimal = |s: &str, max: u32| {
+        !s.is_empty()
+            && s.len() <= 3
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'))
+            && s.parse::<u32>().is_ok_and(|n| n <= max)
+    };
+    let Some((ip, prefix)) = a.split_once('/') else {
+        return false;
+    };
+    let octets: Vec<&str> = ip.split('.').collect();
+    octets.len() == 4
+        && octets.iter().all(|o| decimal(o, 255))
+        && decimal(prefix, 30)
+        && prefix.parse::<u32>().is_ok_and(|p| p >= 8)
+}
+
+/// The tap address `a` checked (see [`TapSpec::address`]): `Err((false, why))` when it is
+/// not written as the schema says (a 400), `Err((true, why))` when it is but is not a
+/// usable address (a 422).
+fn parse_tap_address(a: &str) -> Result<paddock_net::Ipv4Net, (bool, String)> {
+    if !tap_address_syntax(a) {
+        return Err((
+            false,
+            format!("{a:?} is not an IPv4 address with a prefix length of 8 to 30 (172.31.0.1/30)"),
         ));
     }
+    let net: paddock_net::Ipv4Net = a.parse().map_err(|e| (false, format!("{a:?}: {e}")))?;
     let ip = net.addr();
     if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.octets()[0] >= 240 {
-        return Err(format!("{a}: not a unicast address for a link"));
+        return Err((true, format!("{a}: not a unicast address for a link")));
     }
     if ip == net.network() || ip == net.broadcast() {
-        return Err(format!(
-            "{a}: the first and last addresses of {} are its network and broadcast addresses",
-            net.trunc()
+        return Err((
+            true,
+            format!(
+                "{a}: the first and last addresses of {} are its network and broadcast addresses",
+                net.trunc()
+            ),
         ));
     }
     Ok(net)
@@ -173,8 +205,10 @@ impl VethSpec {
                     paddock_net::tap::TAP_NAME_RULE
                 ));
             }
-            if let Some(a) = &t.address {
-                parse_tap_address(a).map_err(|e| format!("network.veth.taps[{i}].address: {e}"))?;
+            if let Some(a) = &t.address
+                && let Err((false, e)) = parse_tap_address(a)
+            {
+                return Err(format!("network.veth.taps[{i}].address: {e}"));
             }
             for (what, id) in [("uid", t.uid), ("gid", t.gid)] {
                 if id == Some(u32::MAX) {
@@ -209,16 +243,19 @@ impl VethSpec {
                     t.name
                 ));
             }
-            if let Some(net) = t.address.as_deref().and_then(|a| parse_tap_address(a).ok()) {
-                if let Some((j, other)) = subnets.iter().find(|(_, o)| overlap(o, &net)) {
-                    return Err(format!(
-                        "network.veth.taps[{i}].address: {} overlaps network.veth.taps[{j}].address ({})",
-                        net.trunc(),
-                        other.trunc()
-                    ));
-                }
-                subnets.push((i, net));
+            let Some(a) = t.address.as_deref() else {
+                continue;
+            };
+            let net = parse_tap_address(a)
+                .map_err(|(_, e)| format!("network.veth.taps[{i}].address: {e}"))?;
+            if let Some((j, other)) = subnets.iter().find(|(_, o)| overlap(o, &net)) {
+                return Err(format!(
+                    "network.veth.taps[{i}].address: {} overlaps network.veth.taps[{j}].address ({})",
+                    net.trunc(),
+                    other.trunc()
+                ));
             }
+            subnets.push((i, net));
         }
         Ok(())
     }
