@@ -336,8 +336,27 @@ impl ToSchema for LabelSelectors {}
 
 #[cfg(test)]
 mod label_tests {
-    use super::LabelSelector;
+    use super::{LabelSelector, integral_floats_to_integers};
+    use serde_json::Value;
     use std::collections::BTreeMap;
+
+    /// A whole number written as a float is that integer, also near 2^51 and 2^53, where a
+    /// float parser that is not correctly rounded can land an ulp off (the API fuzzer got a
+    /// 400 "floating point `2251799813685247.2`" for a schema-valid integer; serde_json's
+    /// `float_roundtrip` feature makes its parsing exact).
+    #[test]
+    fn large_integral_floats_are_exact_integers() {
+        for (text, want) in [
+            ("2251799813685247.0", 2_251_799_813_685_247_u64),
+            ("4503599627370495.0", 4_503_599_627_370_495),
+            ("9007199254740992.0", 9_007_199_254_740_992),
+            ("1e3", 1000),
+        ] {
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            integral_floats_to_integers(&mut v);
+            assert_eq!(v.as_u64(), Some(want), "{text}");
+        }
+    }
 
     /// Split at the first `=`; an empty key or an oversized selector is refused naming
     /// `label`; presence and equality match.
