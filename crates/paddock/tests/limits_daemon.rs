@@ -418,7 +418,8 @@ fn consecutive_ending_at(text: &[u8], last: u64) -> u64 {
     nums[0]
 }
 
-/// The log files of `id` in the state directory: `(name, size)`, sorted.
+/// The log files of `id` in the state directory: `(name, size)`, sorted. A file the log's
+/// rotation removes between the listing and its `stat` is not listed (it is gone).
 fn log_files(w: &World, id: &str) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = std::fs::read_dir(w.state.join("logs"))
         .unwrap()
@@ -428,11 +429,9 @@ fn log_files(w: &World, id: &str) -> Vec<(String, u64)> {
                 .to_string_lossy()
                 .starts_with(&format!("{id}@"))
         })
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
+        .filter_map(|e| {
+            let len = e.metadata().ok()?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
         })
         .collect();
     v.sort();
