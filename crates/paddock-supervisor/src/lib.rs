@@ -103,7 +103,7 @@ pub use recovery::{Adopted, ReclaimReport};
 pub use registry::RECENT_REPORTS;
 pub use resources::IoDeviceLimit;
 pub use restart::{BACKOFF_RESET_AFTER, PendingRestart};
-pub use retention::Occupancy;
+pub use retention::{Occupancy, Reservation};
 pub use spec::{
     Limits, MAX_CGROUP_COUNT_LIMIT, MAX_DURATION, MAX_ID_CHARS_NON_ASCII, MAX_ID_LEN,
     MAX_PIDS_LIMIT, Network, OnMainExit, RestartMode, RestartPolicy, SandboxId, SandboxSpec,

@@ -73,6 +73,10 @@ pub(crate) struct Sandbox {
     pub(crate) restart_pending: Mutex<Option<crate::PendingRestart>>,
     /// Set by an explicit stop, kill, deadline or shutdown: no restart follows.
     pub(crate) restarts_cancelled: std::sync::atomic::AtomicBool,
+    /// The caller's admission reservation ([`Supervisor::reserve`]), held while the
+    /// lifecycle is creating and released when it leaves that state: by then
+    /// [`Supervisor::live`] counts it (or it failed), so it is never counted twice.
+    pub(crate) reservation: Mutex<Option<crate::retention::Reservation>>,
     /// The limits in force: the spec's, as changed by updates since
     /// ([`Supervisor::update_limits`]); the record's and the info's spec carry these.
     pub(crate) limits: Mutex<crate::spec::Limits>,
@@ -175,6 +179,7 @@ impl Sandbox {
             restart_since_reset: 0,
             restart_pending: Mutex::new(None),
             restarts_cancelled: std::sync::atomic::AtomicBool::new(false),
+            reservation: Mutex::new(None),
             limits: Mutex::new(spec_limits),
             net: OnceLock::new(),
             net_made: std::sync::atomic::AtomicU8::new(crate::net::NET_NONE),
@@ -192,6 +197,12 @@ impl Sandbox {
     pub(crate) fn with_restarts(mut self, count: u32, since_reset: u32) -> Self {
         self.restart_count = count;
         self.restart_since_reset = since_reset;
+        self
+    }
+
+    /// The lifecycle holding the admission reservation `r` until it leaves `Creating`.
+    pub(crate) fn with_reservation(self, r: Option<crate::retention::Reservation>) -> Self {
+        *self.reservation.lock() = r;
         self
     }
 
@@ -393,6 +404,11 @@ impl Supervisor {
         }
         let c = &self.inner.counters;
         self.count_live(left, now);
+        if matches!(left, S::Creating) {
+            // After `count_live`: a reader of `admitted` sees it counted once or twice,
+            // never not at all.
+            drop(sb.reservation.lock().take());
+        }
         if let S::Recorded { state: recorded } = left {
             // An adoption is never refused (it joins the retiring lifecycles if it must).
             if let Ok(Some(old)) = self.inner.registry.insert(sb, Admission::Adopt) {

@@ -198,7 +198,9 @@ impl Supervisor {
         p: PendingRestart,
     ) -> Result<crate::LifecycleId, crate::Error> {
         self.inner.counters.restarts.fetch_add(1, Relaxed);
-        let started = self.start_counted(spec, p.attempt, p.since_reset).await?;
+        let started = self
+            .start_counted(spec, p.attempt, p.since_reset, None)
+            .await?;
         tracing::info!(attempt = p.attempt, lifecycle = %started.info.lifecycle, "sandbox restarted");
         Ok(started.info.lifecycle)
     }

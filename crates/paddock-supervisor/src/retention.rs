@@ -2,9 +2,10 @@
 //! how long it stays in the registry ([`crate::Config::retain_stopped`]). A lifecycle that
 //! leaves the registry without a forget (an older one whose stop ended, one replaced by a
 //! restart of its ID) is unreachable, so its record and log are deleted then. Also the
-//! admission count ([`Supervisor::live`]).
+//! admission count ([`Supervisor::live`], [`Supervisor::admitted`]).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -34,7 +35,34 @@ impl Supervisor {
     /// cgroup with a started payload; creating ones are not counted (a caller admitting
     /// starts counts its own in flight). Kept by every state change: O(1), for admission.
     pub fn live(&self) -> usize {
-        self.inner.live.load(Relaxed)
+        self.inner.live.load(SeqCst)
+    }
+
+    /// Counts a start the caller admits, until the lifecycle it starts
+    /// ([`Supervisor::start_reserved`]) leaves `Creating` or the reservation is dropped
+    /// unused. With `memory`, the `memory_max` that start commits, in bytes.
+    ///
+    /// A caller that checks [`Supervisor::admitted`] against a limit and then reserves,
+    /// both under one lock of its own, never admits past the limit; and, unlike a count
+    /// of its own kept until the start returns, it does not count a started lifecycle
+    /// twice (once live, once in flight), so parallel starts are not refused early.
+    pub fn reserve(&self, memory: u64) -> Reservation {
+        let pool = Arc::clone(&self.inner.reserved);
+        pool.count.fetch_add(1, SeqCst);
+        pool.memory.fetch_add(memory, SeqCst);
+        Reservation { pool, memory }
+    }
+
+    /// The starts reserved and not yet live, plus [`Supervisor::live`], and the memory
+    /// the reservations commit (bytes; add the live ones' from
+    /// [`Supervisor::occupancy`]). A lifecycle that goes live while this is read may be
+    /// counted twice, never not at all.
+    pub fn admitted(&self) -> (usize, u64) {
+        // Reservations first: a lifecycle is counted live before its reservation is
+        // released.
+        let memory = self.inner.reserved.memory.load(SeqCst);
+        let reserved = self.inner.reserved.count.load(SeqCst);
+        (reserved + self.live(), memory)
     }
 
     /// One pass over every lifecycle held: how many are in each state, how many of the
@@ -66,10 +94,10 @@ impl Supervisor {
     pub(crate) fn count_live(&self, left: &LifecycleState, now: &LifecycleState) {
         match (counts_live(left), counts_live(now)) {
             (false, true) => {
-                self.inner.live.fetch_add(1, Relaxed);
+                self.inner.live.fetch_add(1, SeqCst);
             }
             (true, false) => {
-                self.inner.live.fetch_sub(1, Relaxed);
+                self.inner.live.fetch_sub(1, SeqCst);
             }
             _ => {}
         }
@@ -224,5 +252,28 @@ impl Occupancy {
             .iter()
             .find(|(s, _)| *s == state)
             .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// The reserved starts of a supervisor ([`Supervisor::reserve`]).
+#[derive(Debug, Default)]
+pub(crate) struct Reserved {
+    count: AtomicUsize,
+    memory: AtomicU64,
+}
+
+/// One admitted start, counted by [`Supervisor::admitted`] until dropped: by its
+/// lifecycle when it leaves `Creating`, or by the caller if the start never made one.
+#[derive(Debug)]
+#[must_use = "a reservation counts only while it is held"]
+pub struct Reservation {
+    pool: Arc<Reserved>,
+    memory: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pool.memory.fetch_sub(self.memory, SeqCst);
+        self.pool.count.fetch_sub(1, SeqCst);
     }
 }

@@ -15,6 +15,7 @@ use crate::hooks::HookError;
 use crate::ids::{LifecycleId, cgroup_name};
 use crate::lifecycle::{MainProcess, Sandbox};
 use crate::registry::{Admission, IdHeld};
+use crate::retention::Reservation;
 use crate::spawn::{Prepared, open_netns};
 use crate::spec::{Network, OnMainExit, SandboxSpec};
 use crate::state::{LifecycleState, Transition};
@@ -36,7 +37,19 @@ impl Supervisor {
     /// [`Error::InvalidSpec`] naming the field; an open that hangs is
     /// [`Error::Unavailable`] after [`crate::STDIO_OPEN_TIMEOUT`].
     pub async fn start(&self, spec: SandboxSpec) -> Result<Started, Error> {
-        self.start_counted(spec, 0, 0).await
+        self.start_counted(spec, 0, 0, None).await
+    }
+
+    /// [`Supervisor::start`] of a lifecycle admitted with `reservation`
+    /// ([`Supervisor::reserve`]): the reservation is counted by [`Supervisor::admitted`]
+    /// until the lifecycle leaves `Creating` (then [`Supervisor::live`] counts it, or it
+    /// failed) or this start returns an error before the lifecycle exists.
+    pub async fn start_reserved(
+        &self,
+        spec: SandboxSpec,
+        reservation: Reservation,
+    ) -> Result<Started, Error> {
+        self.start_counted(spec, 0, 0, Some(reservation)).await
     }
 
     /// [`Supervisor::start`] of a lifecycle that is restart number `restarts` of its ID
@@ -46,6 +59,7 @@ impl Supervisor {
         spec: SandboxSpec,
         restarts: u32,
         since_reset: u32,
+        reservation: Option<Reservation>,
     ) -> Result<Started, Error> {
         spec.validate()?;
         // Cheap early refusal of a duplicate (checked again atomically below), so a
@@ -83,7 +97,8 @@ impl Supervisor {
                 jail,
             )
             .with_deadline(deadline)
-            .with_restarts(restarts, since_reset),
+            .with_restarts(restarts, since_reset)
+            .with_reservation(reservation),
         );
         // Hold the op lock from before the sandbox is visible, so a stop that finds it
         // waits for the start to finish.

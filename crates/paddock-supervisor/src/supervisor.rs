@@ -192,6 +192,8 @@ pub(crate) struct Inner {
     /// Lifecycles running, stopping or quarantined (see [`Supervisor::live`]); kept by
     /// `enter`.
     pub(crate) live: AtomicUsize,
+    /// Starts admitted and not yet live ([`Supervisor::reserve`]).
+    pub(crate) reserved: Arc<crate::retention::Reserved>,
     /// Wakes the retention task (a lifecycle was retained, or the supervisor is dropped).
     pub(crate) retention_wake: Arc<tokio::sync::Notify>,
     /// The dynamic users' uids, when `cfg.dynamic_uids` is set.
@@ -285,6 +287,7 @@ impl Supervisor {
                 events,
                 counters: Default::default(),
                 live: AtomicUsize::new(0),
+                reserved: Default::default(),
                 retention_wake: Arc::new(tokio::sync::Notify::new()),
                 restarts: Default::default(),
                 net: Default::default(),

@@ -145,6 +145,64 @@ async fn live_count_across_start_stop_restart_of_one_id() {
     env.assert_no_leaks();
 }
 
+/// A reservation counts in `admitted()` until its lifecycle leaves `Creating`, and then
+/// only `live()` counts it: a start that returned is counted once (the API counted it
+/// twice until its request ended, and refused parallel creates under `--max-sandboxes`
+/// early: a CI run got a 429 for 8 creates under a limit of 10). A failed start and a
+/// reservation dropped unused release it; memory follows the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_counts_until_its_lifecycle_is_live() {
+    let Some(env) = env_with("reservation_counts_until_live", |_| {}) else {
+        return;
+    };
+    let sup = &env.sup;
+    assert_eq!(sup.admitted(), (0, 0), "at first");
+
+    let r = sup.reserve(1 << 20);
+    assert_eq!(sup.admitted(), (1, 1 << 20), "reserved");
+    let a = sup
+        .start_reserved(sh("a", "exec sleep 300"), r)
+        .await
+        .unwrap()
+        .info;
+    assert_eq!(sup.live(), 1);
+    assert_eq!(sup.admitted(), (1, 0), "live, counted once");
+
+    // Eight in parallel, each reserved before any starts: never more than 8 counted.
+    let rs: Vec<_> = (0..8).map(|_| sup.reserve(0)).collect();
+    assert_eq!(sup.admitted().0, 9);
+    let starts = rs.into_iter().enumerate().map(|(i, r)| {
+        let s = sup.clone();
+        tokio::spawn(async move {
+            s.start_reserved(sh(&format!("p{i}"), "exec sleep 300"), r)
+                .await
+        })
+    });
+    let mut ids = vec![];
+    for t in starts {
+        ids.push(t.await.unwrap().unwrap().info);
+        assert!(sup.admitted().0 <= 9, "{:?} counted past 9", sup.admitted());
+    }
+    assert_eq!(sup.admitted(), (9, 0), "all live, each counted once");
+
+    let mut bad = sh("bad", "true");
+    bad.command = "/nonexistent/paddock-test".into();
+    assert!(sup.start_reserved(bad, sup.reserve(4096)).await.is_err());
+    assert_eq!(
+        sup.admitted(),
+        (9, 0),
+        "a failed start releases its reservation"
+    );
+    drop(sup.reserve(4096));
+    assert_eq!(sup.admitted(), (9, 0), "a dropped reservation is released");
+
+    for i in ids.iter().chain([&a]) {
+        sup.kill(&i.id, Some(i.lifecycle)).await.unwrap();
+    }
+    assert_eq!(sup.admitted(), (0, 0), "all stopped");
+    env.assert_no_leaks();
+}
+
 /// With `retain_stopped` of at most 2 and 1 s: a third stopped lifecycle evicts the one
 /// that stopped first at once, and the others go once they are 1 s old; each is forgotten
 /// (record) and its log deleted. Running ones are never touched.

@@ -108,10 +108,9 @@ pub struct AppState {
 /// The admission state shared by creates and drains ([`AppState::admission`]).
 #[derive(Debug, Default)]
 pub struct Admission {
-    /// Creates admitted and not yet finished.
+    /// Creates admitted and not yet finished (a drain waits for them; the limits count
+    /// their supervisor reservations, [`paddock_supervisor::Supervisor::admitted`]).
     pub inflight: usize,
-    /// The `memory_max` those creates commit, in bytes.
-    pub inflight_memory: u64,
     /// Whether the node is draining: every create is refused (503).
     pub draining: bool,
     /// When the drain began (milliseconds since the Unix epoch), if known.

@@ -226,10 +226,13 @@ pub(super) fn draining_refusal(st: &AppState) -> Response {
 )]
 pub(super) async fn node_info(State(st): State<Shared>, _q: NoParams) -> axum::Json<NodeInfo> {
     let (capacity, allocatable) = resources(&st);
+    // Reservations before the live ones: a start going live meanwhile is counted twice
+    // at worst, never missed.
+    let (_, reserved_memory) = st.sup.admitted();
     let occ = st.sup.occupancy();
-    let (inflight_memory, draining, draining_since_ms) = {
+    let (draining, draining_since_ms) = {
         let a = st.admission.lock().unwrap();
-        (a.inflight_memory, a.draining, a.draining_since_ms)
+        (a.draining, a.draining_since_ms)
     };
     let root = st.sup.root();
     let mode = std::fs::read_to_string("/proc/self/mountinfo")
@@ -264,7 +267,7 @@ pub(super) async fn node_info(State(st): State<Shared>, _q: NoParams) -> axum::J
         },
         allocatable,
         memory: NodeMemory {
-            committed_bytes: occ.memory_committed.saturating_add(inflight_memory),
+            committed_bytes: occ.memory_committed.saturating_add(reserved_memory),
             live_without_limit: occ.live_without_memory_max as u64,
             overcommit_ratio: st.node.overcommit_memory,
             admission_limit_bytes: memory_admission_limit(&st, &allocatable),

@@ -2,18 +2,16 @@
 
 use super::*;
 
-/// An admitted create, until it has finished: counted in [`Admission::inflight`] with the
-/// memory it commits; a drain waits for it.
+/// An admitted create, until it has finished: counted in [`Admission::inflight`]; a drain
+/// waits for it. (What it counts against the limits is its supervisor reservation.)
 pub(super) struct Inflight<'a> {
     st: &'a AppState,
-    memory: u64,
 }
 impl Drop for Inflight<'_> {
     fn drop(&mut self) {
         {
             let mut a = self.st.admission.lock().unwrap();
             a.inflight -= 1;
-            a.inflight_memory -= self.memory;
         }
         self.st.admitted_done.notify_waiters();
     }
@@ -94,22 +92,22 @@ pub(super) async fn create(
         .and_then(|_| memory_admission_limit(&st, &resources(&st).1));
     // One critical section admits (or refuses) and commits: a drain that began before is
     // seen, and no two creates both fit under the memory limit.
-    let _inflight = {
+    let (_inflight, reservation) = {
         let mut a = st.admission.lock().unwrap();
         if a.draining {
             drop(a);
             return Ok(draining_refusal(&st));
         }
-        let n = &a.inflight;
+        // Reserved starts count until they are live (then live counts them): a start that
+        // just went live is not counted twice, so parallel creates are not refused early.
+        let (admitted, reserved_memory) = st.sup.admitted();
         if let Some(max) = st.max_sandboxes {
-            let live = st.sup.live();
-            if live + *n >= max {
+            if admitted >= max {
                 st.metrics.admission_rejected("max_sandboxes");
                 return Err(ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     message: format!(
-                        "limit max-sandboxes reached: {} live sandbox(es) of at most {max}; stop or delete one first",
-                        live + *n
+                        "limit max-sandboxes reached: {admitted} live or starting sandbox(es) of at most {max}; stop or delete one first"
                     ),
                 });
             }
@@ -120,7 +118,7 @@ pub(super) async fn create(
                 .sup
                 .occupancy()
                 .memory_committed
-                .saturating_add(a.inflight_memory);
+                .saturating_add(reserved_memory);
             if committed.saturating_add(requested) > allowed {
                 st.metrics.admission_rejected("overcommit_memory");
                 return Err(ApiError {
@@ -133,27 +131,27 @@ pub(super) async fn create(
             }
         }
         a.inflight += 1;
-        a.inflight_memory += requested;
-        Inflight {
-            st: &st,
-            memory: requested,
-        }
+        (Inflight { st: &st }, st.sup.reserve(requested))
     };
     // The spec passed `validate` in `parse_create`: what `start` refuses now is what this
     // node cannot do (a stdio file, a network namespace, a controller), not a bad request.
-    let started = st.sup.start(spec).await.map_err(|e| match e {
-        SupError::InvalidSpec(why) => ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: why,
-        },
-        e @ SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable { .. }) => {
-            ApiError {
+    let started = st
+        .sup
+        .start_reserved(spec, reservation)
+        .await
+        .map_err(|e| match e {
+            SupError::InvalidSpec(why) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: why,
+            },
+            e @ SupError::Cgroup(paddock_supervisor::CgroupError::ControllerUnavailable {
+                ..
+            }) => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 message: e.to_string(),
-            }
-        }
-        e => e.into(),
-    })?;
+            },
+            e => e.into(),
+        })?;
     tracing::info!(sandbox = %started.info.id, lifecycle = %started.info.lifecycle, pid = ?started.info.pid, "sandbox created through the API");
     Ok((StatusCode::CREATED, axum::Json(started.info)).into_response())
 }
