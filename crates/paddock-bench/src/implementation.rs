@@ -23,6 +23,10 @@ pub struct BurstResult {
     pub starts: Vec<Duration>,
     /// Per-sandbox start completion measured from the beginning of the burst.
     pub starts_from_burst: Vec<Duration>,
+    /// Per-sandbox time the start's own code ran (aligned with `starts_from_burst`; empty
+    /// where it is not measured): the rest of its time since the burst's beginning it was
+    /// queued (waiting for a thread, a lock, or the starts before it).
+    pub working: Vec<Duration>,
     /// Per-sandbox stop latency, from its stop request to its cgroup being gone.
     pub stops: Vec<Duration>,
     /// Time to start all.

@@ -62,6 +62,7 @@ pub const SCENARIO_ALIASES: &[(&str, &str)] = &[("incident-stop", "wrapper-stop"
 /// Every implementation the benchmark knows.
 pub const IMPLS: &[&str] = &[
     "floor",
+    "floor-parallel",
     "paddock",
     "paddock-api",
     "paddock-cli",
@@ -114,7 +115,7 @@ pub struct Cli {
     /// Write results.json, results.md and latency.svg into this directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Implementation to run (repeatable; default all): floor, paddock, paddock-api,
+    /// Implementation to run (repeatable; default all): floor, floor-parallel, paddock, paddock-api,
     /// paddock-cli, rmdir-retry-200ms (also accepted as seed-algorithm), signal-wrapper,
     /// runc, crun, bwrap, hakoniwa, ip-script.
     #[arg(long = "impl", value_name = "NAME")]
@@ -133,12 +134,59 @@ pub struct Cli {
     /// Rounds of `burst` per implementation.
     #[arg(long, default_value_t = 1)]
     pub burst_rounds: usize,
+    /// Threads of `floor-parallel` (the floor's burst spread over threads; default: the
+    /// CPUs this process may run on).
+    #[arg(long, value_name = "N")]
+    pub floor_threads: Option<usize>,
+    /// Fail (exit 1) when SCENARIO's p50 for IMPL is more than R times floor's p50 in the
+    /// same run, or when either is missing: `SCENARIO:IMPL=R`, repeatable. A smoke gate
+    /// against regressions of 2× or more, not a timing test: set R well above the usual.
+    #[arg(long = "max-ratio", value_name = "SCENARIO:IMPL=R", value_parser = parse_gate)]
+    pub max_ratio: Vec<Gate>,
     /// Live background sandboxes at each `scale` level, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
     pub scale_levels: Vec<usize>,
 }
 
+/// A `--max-ratio` gate: `scenario`'s p50 for `imp` at most `max` × floor's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// The scenario (a current name or an alias).
+    pub scenario: String,
+    /// The implementation (a current name or an alias).
+    pub imp: String,
+    /// The largest ratio of p50s allowed.
+    pub max: f64,
+}
+
+fn parse_gate(s: &str) -> Result<Gate, String> {
+    let bad = || format!("{s:?} is not SCENARIO:IMPL=RATIO (e.g. lifecycle:paddock=2.5)");
+    let (scenario, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (imp, r) = rest.split_once('=').ok_or_else(bad)?;
+    let scenario = canonical(scenario, SCENARIOS, SCENARIO_ALIASES)
+        .ok_or_else(|| format!("{s:?}: unknown scenario {scenario:?}"))?;
+    let imp = canonical(imp, IMPLS, IMPL_ALIASES)
+        .ok_or_else(|| format!("{s:?}: unknown implementation {imp:?}"))?;
+    let max: f64 = r.parse().map_err(|_| bad())?;
+    if !(max.is_finite() && max > 0.0) {
+        return Err(format!("{s:?}: the ratio must be a positive number"));
+    }
+    Ok(Gate {
+        scenario: scenario.into(),
+        imp: imp.into(),
+        max,
+    })
+}
+
 impl Cli {
+    /// `floor-parallel`'s threads.
+    pub fn floor_threads(&self) -> usize {
+        self.floor_threads
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Warm-up iterations.
     pub fn warmup(&self) -> usize {
         self.warmup
@@ -225,6 +273,24 @@ mod tests {
             assert_eq!(canonical(i, IMPLS, IMPL_ALIASES), Some(*i));
         }
         assert_eq!(canonical("no-such", SCENARIOS, SCENARIO_ALIASES), None);
+        assert_eq!(
+            parse_gate("incident-stop:seed-algorithm=2.5"),
+            Ok(Gate {
+                scenario: "wrapper-stop".into(),
+                imp: "rmdir-retry-200ms".into(),
+                max: 2.5
+            })
+        );
+        for bad in [
+            "lifecycle",
+            "lifecycle:paddock",
+            "x:paddock=2",
+            "lifecycle:x=2",
+            "lifecycle:paddock=0",
+            "lifecycle:paddock=nan",
+        ] {
+            assert!(parse_gate(bad).is_err(), "{bad}");
+        }
         // An alias never shadows a current name.
         for (a, k) in SCENARIO_ALIASES.iter().chain(IMPL_ALIASES) {
             assert!(!SCENARIOS.contains(a) && !IMPLS.contains(a), "{a}");

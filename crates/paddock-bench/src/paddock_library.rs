@@ -253,23 +253,25 @@ impl Implementation for Paddock {
                 set.spawn(async move {
                     let spec = SandboxSpec::new(id.clone(), "/bin/sleep", ["1000"]);
                     let t0 = Instant::now();
-                    let r = sup.start(spec).await;
+                    let (r, busy) = polls_timed(sup.start(spec)).await;
                     (
                         id,
                         r.map(|s| s.info.lifecycle),
                         t0.elapsed(),
                         burst0.elapsed(),
+                        busy,
                     )
                 });
             }
             let mut started = Vec::with_capacity(n);
             let mut first_err = None;
             while let Some(j) = set.join_next().await {
-                let (id, r, dt, since) = j.map_err(io::Error::other)?;
+                let (id, r, dt, since, busy) = j.map_err(io::Error::other)?;
                 match r {
                     Ok(lc) => {
                         res.starts.push(dt);
                         res.starts_from_burst.push(since);
+                        res.working.push(busy);
                         started.push((id, lc));
                     }
                     Err(e) => {
@@ -368,4 +370,20 @@ impl Implementation for Paddock {
     fn resident_kib(&self) -> Option<u64> {
         self_rss_kib()
     }
+}
+
+/// Runs `f` and returns its output and the time spent inside its polls: the time its own
+/// code ran on this thread (the supervisor's start runs inline, without blocking-pool hops,
+/// for the burst's specs), as opposed to the time it waited to be polled again.
+async fn polls_timed<F: std::future::Future>(f: F) -> (F::Output, Duration) {
+    let mut f = std::pin::pin!(f);
+    let mut busy = Duration::ZERO;
+    let out = std::future::poll_fn(|cx| {
+        let t = Instant::now();
+        let r = f.as_mut().poll(cx);
+        busy += t.elapsed();
+        r
+    })
+    .await;
+    (out, busy)
 }

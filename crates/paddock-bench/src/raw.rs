@@ -4,7 +4,7 @@
 //! They must wait for their own children, and paddock-proc's process-global reaper (started
 //! by any paddock use in the benchmark process) reaps *every* child of the process it runs
 //! in, so they cannot live in the main process. The helper never touches paddock code; it
-//! is single-threaded, does one operation per command line read from its stdin and answers
+//! is single-threaded (but for `floor-parallel`'s threads), does one operation per command line read from its stdin and answers
 //! with one line on its stdout, so the main process interleaves it with the other
 //! implementations in lock-step.
 
@@ -251,12 +251,6 @@ impl Helper {
             stops.push(t0.elapsed().as_nanos() as u64);
         }
         let stop_total = t_stop.elapsed();
-        let join = |v: &[u64]| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         Ok(format!(
             "{} {} {} {}",
             start_total.as_nanos(),
@@ -265,6 +259,112 @@ impl Helper {
             join(&stops)
         ))
     }
+
+    /// `floor-parallel`: the floor's burst on `threads` threads, each starting its share
+    /// of the `n` sandboxes back to back (from one common start), then, after all have
+    /// started, killing its own and waiting for each to be gone. Shows how far the kernel's
+    /// own work (cgroup `mkdir`/`rmdir`, clone, exit) scales with threads. The answer has
+    /// the floor's fields plus, per start, its completion since the burst's start.
+    fn burst_parallel(&mut self, n: usize, threads: usize) -> io::Result<String> {
+        let threads = threads.clamp(1, n.max(1));
+        let base = self.base.join("floor-parallel");
+        self.seq += 1;
+        let round = self.seq;
+        let start_barrier = std::sync::Barrier::new(threads);
+        let stop_barrier = std::sync::Barrier::new(threads + 1);
+        let t_start = Instant::now();
+        type Out = io::Result<(Vec<u64>, Vec<u64>, Vec<u64>)>;
+        let (results, start_total, stop_total) = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (base, start_barrier, stop_barrier) =
+                        (&base, &start_barrier, &stop_barrier);
+                    let share = n / threads + usize::from(t < n % threads);
+                    sc.spawn(move || -> Out {
+                        // Each thread its own program: `Prepared` holds raw pointers. Every
+                        // thread reaches every barrier, also after an error.
+                        let prog = Prepared::new("/bin/sleep", &["1000"]);
+                        let mut seq = 0;
+                        let base = base.join(format!("r{round}t{t}"));
+                        let mut made = std::fs::create_dir(&base);
+                        start_barrier.wait();
+                        let mut boxes = Vec::with_capacity(share);
+                        let (mut starts, mut since) = (vec![], vec![]);
+                        for _ in 0..share {
+                            if made.is_err() {
+                                break;
+                            }
+                            let t0 = Instant::now();
+                            match create(&base, &mut seq, &prog) {
+                                Ok(b) => boxes.push(b),
+                                Err(e) => made = Err(e),
+                            }
+                            starts.push(t0.elapsed().as_nanos() as u64);
+                            since.push(t_start.elapsed().as_nanos() as u64);
+                        }
+                        // Every thread's starts are done before any stop begins.
+                        stop_barrier.wait();
+                        stop_barrier.wait();
+                        let mut requested = Vec::with_capacity(boxes.len());
+                        for b in &boxes {
+                            requested.push(Instant::now());
+                            kill_cgroup(&b.path)?;
+                        }
+                        let mut stops = Vec::with_capacity(boxes.len());
+                        for (b, t0) in boxes.iter().zip(&requested) {
+                            let ev = Events::open(&b.path)?;
+                            if !ev.wait_unpopulated(Duration::from_secs(10))? {
+                                return Err(io::Error::other(
+                                    "floor-parallel: cgroup did not empty in 10 s",
+                                ));
+                            }
+                            reap(&b.pidfd)?;
+                            std::fs::remove_dir(&b.path)?;
+                            stops.push(t0.elapsed().as_nanos() as u64);
+                        }
+                        made?;
+                        std::fs::remove_dir(&base)?;
+                        Ok((starts, since, stops))
+                    })
+                })
+                .collect();
+            stop_barrier.wait();
+            let start_total = t_start.elapsed();
+            let t_stop = Instant::now();
+            stop_barrier.wait();
+            let results: Vec<Out> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a thread panicked")))
+                })
+                .collect();
+            (results, start_total, t_stop.elapsed())
+        });
+        let (mut starts, mut since, mut stops) = (vec![], vec![], vec![]);
+        for r in results {
+            let (a, b, c) = r?;
+            starts.extend(a);
+            since.extend(b);
+            stops.extend(c);
+        }
+        Ok(format!(
+            "{} {} {} {} {}",
+            start_total.as_nanos(),
+            stop_total.as_nanos(),
+            join(&starts),
+            join(&stops),
+            join(&since)
+        ))
+    }
+}
+
+/// Durations in ns, comma-separated (the helper's answer format).
+fn join(v: &[u64]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `rmdir-retry-200ms`'s removal: `rmdir`; on `EBUSY` write `cgroup.kill` once, then
@@ -330,6 +430,9 @@ pub fn helper_main(base: &Path) -> io::Result<()> {
                 ns(h.wrapper_stop(imp, g))
             }
             ["burst", n] => h.burst(n.parse().unwrap_or(1)),
+            ["burst-parallel", n, threads] => {
+                h.burst_parallel(n.parse().unwrap_or(1), threads.parse().unwrap_or(1))
+            }
             ["quit"] => break,
             _ => Err(io::Error::other(format!("unknown command {line:?}"))),
         };

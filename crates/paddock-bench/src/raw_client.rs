@@ -11,7 +11,12 @@ use crate::implementation::{BurstResult, Fut, Implementation};
 
 /// The implementations the helper runs, each with its cgroups in a subdirectory of that
 /// name.
-pub const RAW_IMPLS: [&str; 3] = ["floor", "rmdir-retry-200ms", "signal-wrapper"];
+pub const RAW_IMPLS: [&str; 4] = [
+    "floor",
+    "floor-parallel",
+    "rmdir-retry-200ms",
+    "signal-wrapper",
+];
 
 /// The helper subprocess that runs the raw implementations (see [`crate::raw`]).
 pub struct RawClient {
@@ -86,16 +91,24 @@ fn parse_list(s: &str) -> io::Result<Vec<Duration>> {
     s.split(',').map(parse_ns).collect()
 }
 
-/// `floor`, `rmdir-retry-200ms` or `signal-wrapper`, run by the shared helper.
+/// `floor`, `floor-parallel`, `rmdir-retry-200ms` or `signal-wrapper`, run by the shared
+/// helper.
 pub struct Raw {
     name: &'static str,
     client: Arc<Mutex<RawClient>>,
+    /// `floor-parallel`'s threads.
+    threads: usize,
 }
 
 impl Raw {
-    /// The implementation `name` on the shared helper.
-    pub fn new(name: &'static str, client: Arc<Mutex<RawClient>>) -> Raw {
-        Raw { name, client }
+    /// The implementation `name` on the shared helper (`floor-parallel` on `threads`
+    /// threads).
+    pub fn new(name: &'static str, client: Arc<Mutex<RawClient>>, threads: usize) -> Raw {
+        Raw {
+            name,
+            client,
+            threads,
+        }
     }
 
     fn call(&self, cmd: String) -> Fut<'static, String> {
@@ -114,6 +127,7 @@ impl Implementation for Raw {
     fn supports(&self, scenario: &str) -> bool {
         match self.name {
             "floor" => scenario != "net-lifecycle",
+            "floor-parallel" => scenario == "burst",
             "rmdir-retry-200ms" => scenario == "leaked-teardown",
             "signal-wrapper" => scenario == "wrapper-stop",
             _ => false,
@@ -122,6 +136,7 @@ impl Implementation for Raw {
     fn leak_dir(&self) -> &'static str {
         match self.name {
             "floor" => "raw/floor",
+            "floor-parallel" => "raw/floor-parallel",
             "rmdir-retry-200ms" => "raw/rmdir-retry-200ms",
             _ => "raw/signal-wrapper",
         }
@@ -145,27 +160,35 @@ impl Implementation for Raw {
         Box::pin(async move { parse_ns(&f.await?) })
     }
     fn burst(&mut self, n: usize) -> Fut<'_, BurstResult> {
-        let f = self.call(format!("burst {n}"));
+        let parallel = self.name == "floor-parallel";
+        let f = match parallel {
+            true => self.call(format!("burst-parallel {n} {}", self.threads)),
+            false => self.call(format!("burst {n}")),
+        };
         Box::pin(async move {
             let ans = f.await?;
             let w: Vec<&str> = ans.split(' ').collect();
-            if w.len() != 4 {
+            if w.len() != 4 + usize::from(parallel) {
                 return Err(io::Error::other(format!("helper burst answer: {ans:?}")));
             }
             let starts = parse_list(w[2])?;
-            // The raw burst starts back to back: completion since the burst's start is
-            // the running sum.
-            let mut acc = Duration::ZERO;
-            let starts_from_burst = starts
-                .iter()
-                .map(|d| {
-                    acc += *d;
-                    acc
-                })
-                .collect();
+            let starts_from_burst = match parallel {
+                true => parse_list(w[4])?,
+                // Back to back: completion since the burst's start is the running sum.
+                false => starts
+                    .iter()
+                    .scan(Duration::ZERO, |acc, d| {
+                        *acc += *d;
+                        Some(*acc)
+                    })
+                    .collect(),
+            };
             Ok(BurstResult {
                 start_total: parse_ns(w[0])?,
                 stop_total: parse_ns(w[1])?,
+                // Each start's own work is its create call; the rest, waiting for the
+                // starts before it on its thread.
+                working: starts.clone(),
                 starts,
                 starts_from_burst,
                 stops: parse_list(w[3])?,

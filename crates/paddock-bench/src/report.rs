@@ -203,3 +203,36 @@ pub fn markdown(rows: &[Row]) -> String {
     }
     s
 }
+
+/// Checks the `--max-ratio` gates against `rows` (rows without a variant): one line per
+/// gate, and whether every gate held. A gate whose scenario or implementation has no p50
+/// (not run, not available, every operation failed) does not hold.
+pub fn check_gates(rows: &[Row], gates: &[crate::Gate]) -> (Vec<String>, bool) {
+    let p50 = |scenario: &str, imp: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.imp == imp && r.variant.is_none())
+            .and_then(|r| r.p50_us)
+    };
+    let mut ok = true;
+    let lines = gates
+        .iter()
+        .map(|g| {
+            let name = format!("{}:{} ≤ {}× floor", g.scenario, g.imp, g.max);
+            match (p50(&g.scenario, &g.imp), p50(&g.scenario, "floor")) {
+                (Some(a), Some(f)) if f > 0.0 => {
+                    let r = a / f;
+                    let held = r <= g.max;
+                    ok &= held;
+                    let verdict = if held { "ok" } else { "FAILED" };
+                    format!("gate {name}: {verdict} ({r:.2}×: p50 {a:.0} µs, floor {f:.0} µs)")
+                }
+                (a, _) => {
+                    ok = false;
+                    let missing = if a.is_none() { g.imp.as_str() } else { "floor" };
+                    format!("gate {name}: FAILED (no p50 for {missing})")
+                }
+            }
+        })
+        .collect();
+    (lines, ok)
+}

@@ -241,6 +241,15 @@ pub fn run(cli: Cli) -> io::Result<()> {
             ],
         );
     }
+    if !cli.max_ratio.is_empty() {
+        let (lines, ok) = crate::report::check_gates(&rows, &cli.max_ratio);
+        for l in &lines {
+            eprintln!("paddock-bench: {l}");
+        }
+        if !ok {
+            return Err(io::Error::other("a --max-ratio gate did not hold (above)"));
+        }
+    }
     Ok(())
 }
 
@@ -251,7 +260,11 @@ async fn make_impls(cli: &Cli, bench: &Arc<BenchRoot>) -> io::Result<Vec<Imp>> {
         let client = Arc::new(Mutex::new(RawClient::start(&raw_base(&bench.path))?));
         for name in RAW_IMPLS {
             if cli.wants(name) {
-                impls.push(Box::new(Raw::new(name, client.clone())));
+                impls.push(Box::new(Raw::new(
+                    name,
+                    client.clone(),
+                    cli.floor_threads(),
+                )));
             }
         }
     }
@@ -477,14 +490,19 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
             (total > Duration::ZERO).then(|| count as f64 / total.as_secs_f64())
         };
         let starts = cat(|r| &r.starts);
-        let from_burst = Row::from_samples(
-            m,
-            "burst",
-            imp.name(),
-            None,
-            &cat(|r| &r.starts_from_burst),
-            0,
-        );
+        let since = cat(|r| &r.starts_from_burst);
+        let p = |v: &[Duration]| Row::from_samples(m, "burst", imp.name(), None, v, 0);
+        let from_burst = p(&since);
+        // Working and queued apart, where the implementation measures its own work.
+        let working = cat(|r| &r.working);
+        let split = (!working.is_empty() && working.len() == since.len()).then(|| {
+            let queued: Vec<Duration> = since
+                .iter()
+                .zip(&working)
+                .map(|(s, w)| s.saturating_sub(*w))
+                .collect();
+            (p(&working), p(&queued))
+        });
         let mut s = Row::from_samples(
             m,
             "burst",
@@ -504,6 +522,17 @@ async fn burst(cli: &Cli, m: &Machine, bench: &BenchRoot, active: &mut [&mut Imp
             "since_burst_start_p99_ms",
             from_burst.p99_us.unwrap_or(0.0) / 1000.0,
         );
+        if let Some((w, q)) = split {
+            let ms = |v: Option<f64>| v.unwrap_or(0.0) / 1000.0;
+            s = s
+                .with("working_p50_ms", ms(w.p50_us))
+                .with("working_p99_ms", ms(w.p99_us))
+                .with("queued_p50_ms", ms(q.p50_us))
+                .with("queued_p99_ms", ms(q.p99_us));
+        }
+        if imp.name() == "floor-parallel" {
+            s = s.with("threads", cli.floor_threads());
+        }
         s.ops_per_s = per_s(start_total, starts.len());
         s.leaks = Some(leaks);
         let stops = cat(|r| &r.stops);

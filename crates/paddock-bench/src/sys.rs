@@ -2,8 +2,9 @@
 //! `execve`, the floor the other implementations are measured against (the same approach
 //! as `paddock-proc/examples/spawn_bench.rs`).
 //!
-//! Only the single-threaded helper subprocess calls [`spawn_into`]: a fork-like clone in a
-//! process with one thread, followed in the child by nothing but `execve` and `_exit`.
+//! Only the helper subprocess calls [`spawn_into`] (from its main thread, or from
+//! `floor-parallel`'s threads): a fork-like clone followed in the child by nothing but
+//! `execve` and `_exit`.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -81,8 +82,9 @@ pub fn spawn_into(cg: BorrowedFd<'_>, prog: &Prepared) -> io::Result<(i32, Owned
         ..Default::default()
     };
     // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack) with a valid, fully initialised
-    // clone_args of the size passed; the caller is single-threaded (the helper process), so
-    // the child's copy of the address space has no locks held by other threads.
+    // clone_args of the size passed. The child's copy of the address space may hold locks
+    // of the helper's other threads (floor-parallel), but the child takes none: it only
+    // calls execve and _exit, both async-signal-safe.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,

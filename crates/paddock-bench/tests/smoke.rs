@@ -132,6 +132,23 @@ fn every_scenario_runs_and_leaves_nothing() {
     ] {
         assert!(rows.iter().any(|r| r["impl"] == imp), "no {imp} row");
     }
+    // Bursts: floor-parallel's threads; working and queued apart where measured.
+    let start_row = |imp: &str| {
+        rows.iter()
+            .find(|r| r["scenario"] == "burst" && r["impl"] == imp && r["variant"] == "start")
+            .unwrap_or_else(|| panic!("no burst start row of {imp}:\n{stdout}"))
+    };
+    assert!(start_row("floor-parallel")["threads"].as_u64() >= Some(1));
+    for imp in ["floor", "floor-parallel", "paddock"] {
+        for k in [
+            "working_p50_ms",
+            "working_p99_ms",
+            "queued_p50_ms",
+            "queued_p99_ms",
+        ] {
+            assert!(start_row(imp)[k].is_number(), "{k} missing for {imp}");
+        }
+    }
     assert!(stdout.contains("| scenario | impl |"), "no Markdown table");
     for f in ["results.json", "results.md", "latency.svg"] {
         assert!(out_dir.join(f).is_file(), "{f} not written");
@@ -281,4 +298,52 @@ fn earlier_names_still_select() {
         "no rmdir-retry-200ms row:\n{stdout}"
     );
     assert!(rows.iter().all(|r| r["leaks"] == 0), "leaks:\n{stdout}");
+}
+
+/// `--max-ratio`: a gate that holds is reported `ok`, one that does not `FAILED`, and the
+/// run then exits 1. (rmdir-retry-200ms sleeps 200 ms on a leaked teardown, the floor
+/// takes milliseconds: the ratio is far above 1 and far below a million.)
+#[test]
+fn max_ratio_gates_report_and_fail_the_run() {
+    if let Some(reason) = paddock_testutil::root_tests_unavailable() {
+        paddock_testutil::skip("paddock-bench gates", &reason);
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock-bench"))
+        .args([
+            "--scenario",
+            "leaked-teardown",
+            "--impl",
+            "floor",
+            "--impl",
+            "rmdir-retry-200ms",
+            "--iterations",
+            "1",
+            "--warmup",
+            "1",
+            "--slow-iterations",
+            "1",
+            "--json",
+            "--max-ratio",
+            "leaked-teardown:rmdir-retry-200ms=1000000",
+            "--max-ratio",
+            "leaked-teardown:seed-algorithm=1",
+            "--max-ratio",
+            "lifecycle:floor-parallel=1000000",
+        ])
+        .output()
+        .expect("run paddock-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    let line = |needle: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{stderr}"))
+            .to_string()
+    };
+    assert!(line("rmdir-retry-200ms ≤ 1000000× floor").contains(": ok ("));
+    assert!(line("rmdir-retry-200ms ≤ 1× floor").contains(": FAILED ("));
+    // A gate on a scenario that did not run does not hold.
+    assert!(line("lifecycle:floor-parallel").contains("FAILED (no p50 for floor-parallel)"));
 }
