@@ -109,19 +109,27 @@ fn comm(pid: i32) -> String {
         .to_owned()
 }
 
+/// Whether a VM can boot here; if not, says why (a skip, or a note inside the test VM).
+fn can_boot(test: &str) -> bool {
+    if std::env::var_os("PADDOCK_VM").is_some() {
+        // vm/run-tests's guest has no QEMU (and nested TCG would be slow): not a CI skip.
+        paddock_testutil::note_skip(test, "inside the test VM (vm/run-tests)");
+        return false;
+    }
+    if let Some(why) = missing_tools() {
+        paddock_testutil::skip(test, &why);
+        return false;
+    }
+    true
+}
+
 #[test]
 fn a_jailed_qemu_microvm_boots_and_stops_gracefully() {
     let test = "microvm_boots_and_stops";
     let Some(w) = world(test) else {
         return;
     };
-    if std::env::var_os("PADDOCK_VM").is_some() {
-        // vm/run-tests's guest has no QEMU (and nested TCG would be slow): not a CI skip.
-        paddock_testutil::note_skip(test, "inside the test VM (vm/run-tests)");
-        return;
-    }
-    if let Some(why) = missing_tools() {
-        paddock_testutil::skip(test, &why);
+    if !can_boot(test) {
         return;
     }
     let kvm = std::env::var("PADDOCK_MICROVM_ACCEL").is_ok_and(|a| a == "kvm");
@@ -244,12 +252,7 @@ fn a_jailed_qemu_vm_on_a_paddock_tap_pings_the_sandbox() {
     let Some(w) = world(test) else {
         return;
     };
-    if std::env::var_os("PADDOCK_VM").is_some() {
-        paddock_testutil::note_skip(test, "inside the test VM (vm/run-tests)");
-        return;
-    }
-    if let Some(why) = missing_tools() {
-        paddock_testutil::skip(test, &why);
+    if !can_boot(test) {
         return;
     }
     if !Path::new("/dev/net/tun").exists() {
